@@ -1,0 +1,41 @@
+"""The Typer application: one module per command (group), registered here."""
+from __future__ import annotations
+
+import os
+
+import typer
+
+from . import models as models_cmd
+from . import pipeline as pipeline_cmd
+from . import report as report_cmd
+from . import train as train_cmd
+
+app = typer.Typer(name="edgerobust", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Make image classifiers robust and small, export them for a device, and measure them there.")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+                 version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                              help="Print the version and exit.")) -> None:
+    if debug:
+        os.environ["EDGEROBUST_DEBUG"] = "1"
+
+
+app.command()(pipeline_cmd.pipeline)
+app.command()(train_cmd.train)
+app.command()(report_cmd.report)
+app.command()(models_cmd.models)
+app.command()(models_cmd.datasets)
+
+
+def main() -> None:
+    app()

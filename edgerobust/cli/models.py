@@ -1,0 +1,33 @@
+"""`edgerobust models` and `edgerobust datasets`."""
+from __future__ import annotations
+
+import typer
+
+from ..data import DATASETS
+from ..errors import EdgeRobustError
+from ..models import MODELS, build_model, count_flops, count_parameters
+from .common import command, console, parse_shape
+from .render import table
+
+
+@command
+def models(
+    shape: str = typer.Option("3,32,32", "--shape", help="Input shape C,H,W for the counts."),
+    classes: int = typer.Option(10, "--classes", help="Number of classes."),
+) -> None:
+    """List the model zoo with parameters and FLOPs for an input shape."""
+    input_shape = parse_shape(shape)
+    rows = []
+    for name in MODELS:
+        try:
+            model = build_model(name, input_shape, classes)
+            rows.append((name, count_parameters(model), count_flops(model, input_shape), MODELS.help(name)))
+        except EdgeRobustError as exc:
+            rows.append((name, None, None, f"not for {shape}: {exc}"[:80]))
+    console.print(table(f"models at input {input_shape}, {classes} classes", ("name", "params", "FLOPs", "about"), rows))
+
+
+@command
+def datasets() -> None:
+    """List the datasets."""
+    console.print(table("datasets", ("name", "about"), ((n, DATASETS.help(n)) for n in DATASETS)))

@@ -1,0 +1,35 @@
+"""Rich tables shared by commands."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+from rich.table import Table
+
+from ..run import RunDir
+from .common import console
+
+
+def fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "" if value is None else str(value)
+
+
+def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+    out = Table(title=title, title_justify="left")
+    for i, col in enumerate(columns):
+        out.add_column(col, justify="left" if i == 0 else "right")
+    for row in rows:
+        out.add_row(*(fmt(v) for v in row))
+    return out
+
+
+def print_run_summary(run: RunDir) -> None:
+    m = run.manifest
+    metrics = m.get("metrics", {})
+    rows = [("model", m["model"]["spec"]), ("dataset", m.get("dataset", {}).get("train", {}).get("name")),
+            ("parameters", metrics.get("parameters")), ("FLOPs / image", metrics.get("flops")),
+            ("train accuracy", metrics.get("train_accuracy")), ("test accuracy", metrics.get("test_accuracy"))]
+    console.print(table("training", ("", "value"), rows))

@@ -1,0 +1,43 @@
+"""`edgerobust train`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..recipe import load_recipe, section
+from ..training.api import config_from_recipe, train_model
+from .common import command, console
+from .render import print_run_summary
+
+
+@command
+def train(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model spec, e.g. scnn2:16-32 (see `edgerobust models`)."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset name (digits, synthetic, mnist, cifar10, ...)."),
+    out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Run directory to write."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Built-in recipe name or .toml path."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs (overrides the recipe)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
+    optimizer: Optional[str] = typer.Option(None, help="sgd or adam."),
+    schedule: Optional[str] = typer.Option(None, help="constant, step, cosine or cyclic."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
+    seed: Optional[int] = typer.Option(None, help="Random seed (runs are deterministic on CPU)."),
+    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Standard augmentation."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Directory holding on-disk datasets."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train a classifier into a run directory (model.pt + model.json)."""
+    spec = load_recipe(recipe or "default")
+    model = model or section(spec, "model").get("spec", "scnn2:16-32")
+    data_section = section(spec, "data")
+    data = data or data_section.get("name", "digits")
+    config = config_from_recipe(spec, dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                                           schedule=schedule, weight_decay=weight_decay, seed=seed, augment=augment))
+    run = train_model(out, model, data, config, data_root=data_root or data_section.get("root"), resume=resume,
+                      recipe=spec, progress=False if quiet else None)
+    print_run_summary(run)
+    console.print(f"run directory: [bold]{run.path}[/]")

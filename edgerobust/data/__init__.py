@@ -1,0 +1,10 @@
+"""Datasets: a registry of loaders returning NCHW float32 pixels in [0,1]."""
+from . import digits, synthetic  # noqa: F401  (register built-in datasets)
+from . import cifar, mnist, svhn  # noqa: F401  (register on-disk datasets)
+from .augment import NO_AUGMENT, Augment, default_augment
+from .base import ArrayDataset
+from .loader import iterate_batches, num_batches
+from .registry import DATASETS, load_dataset
+
+__all__ = ["ArrayDataset", "Augment", "DATASETS", "NO_AUGMENT", "default_augment", "iterate_batches",
+           "load_dataset", "num_batches"]

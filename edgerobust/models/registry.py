@@ -1,0 +1,93 @@
+"""The model registry: a spec such as `scnn2:16-32` -> an nn.Module taking [0,1] pixels.
+
+A builder is `fn(input_shape, num_classes, *int_args) -> nn.Module` (the body, without normalisation).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import EdgeRobustError, ShapeError
+from ..registry import Registry
+from .normalize import NormalizedClassifier
+
+ModelBuilder = Callable[..., nn.Module]
+MODELS: Registry[ModelBuilder] = Registry("model")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    args: tuple[int, ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str) -> "ModelSpec":
+        name, _, rest = spec.partition(":")
+        MODELS.get(name)  # unknown names fail here, listing the valid ones
+        if not rest:
+            return cls(name)
+        try:
+            return cls(name, tuple(int(a) for a in rest.split("-")))
+        except ValueError:
+            raise EdgeRobustError(f"model spec '{spec}': arguments after ':' must be integers joined by '-', "
+                                  "e.g. scnn2:16-32") from None
+
+    def __str__(self) -> str:
+        return self.name + (":" + "-".join(map(str, self.args)) if self.args else "")
+
+
+def build_model(spec: str | ModelSpec, input_shape: Sequence[int], num_classes: int,
+                mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                check_shape: bool = True) -> NormalizedClassifier:
+    spec = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec)
+    input_shape = tuple(int(s) for s in input_shape)
+    channels = input_shape[0]
+    mean = tuple(mean) if mean else (0.0,) * channels
+    std = tuple(std) if std else (1.0,) * channels
+    if len(mean) != channels or len(std) != channels:
+        raise ShapeError(f"normalisation has {len(mean)} channels but the input has {channels}")
+    try:
+        body = MODELS.get(spec.name)(input_shape, num_classes, *spec.args)
+    except TypeError as exc:
+        raise EdgeRobustError(f"model '{spec}': wrong arguments ({exc})") from None
+    model = NormalizedClassifier(body, mean, std)
+    if check_shape:
+        check_input_shape(model, input_shape, num_classes, str(spec))
+    return model
+
+
+def check_input_shape(model: nn.Module, input_shape: Sequence[int], num_classes: int, name: str = "model") -> None:
+    """Run one dummy forward pass so an impossible input shape fails with one clear line."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(1, *input_shape))
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[0][:160]
+        raise ShapeError(f"{name} cannot take inputs of shape {tuple(input_shape)} ({reason}); "
+                         "choose a model built for this input size") from None
+    finally:
+        model.train(was_training)
+    if out.shape != (1, num_classes):
+        raise ShapeError(f"{name} outputs shape {tuple(out.shape)} for one input; expected (1, {num_classes}) logits")
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Forward FLOPs for one input (multiply-add = 2 FLOPs), counted by torch's own FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, *input_shape))
+    model.train(was_training)
+    return int(counter.get_total_flops())

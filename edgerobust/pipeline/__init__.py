@@ -1,0 +1,5 @@
+"""`edgerobust pipeline`: the whole chain on the built-in default."""
+from . import basic_steps  # noqa: F401  (each import registers its steps)
+from .context import PIPELINE_STEPS, PipelineContext, run_steps
+
+__all__ = ["PIPELINE_STEPS", "PipelineContext", "run_steps"]

@@ -1,0 +1,35 @@
+"""The foundation's steps: train, clean evaluation, report."""
+from __future__ import annotations
+
+from ..data import load_dataset
+from ..recipe import section
+from ..report import render_report
+from ..training import evaluate_clean
+from ..training.api import config_from_recipe, train_model
+from .context import PIPELINE_STEPS, PipelineContext
+
+
+@PIPELINE_STEPS.register("train", "train the recipe's model on its dataset")
+def train_step(ctx: PipelineContext) -> None:
+    model = section(ctx.recipe, "model").get("spec", "scnn2:16-32")
+    data = section(ctx.recipe, "data")
+    run = train_model(ctx.out / "model", model, data.get("name", "digits"), config_from_recipe(ctx.recipe),
+                      data_root=data.get("root"), recipe=ctx.recipe, progress=ctx.progress)
+    ctx.run = ctx.runs["train"] = run
+    ctx.add("train", "model", model)
+    ctx.add("train", "parameters", run.manifest["metrics"]["parameters"])
+    ctx.add("train", "clean test accuracy", run.manifest["metrics"]["test_accuracy"])
+
+
+@PIPELINE_STEPS.register("clean-eval", "clean accuracy of the current model on the test split")
+def clean_eval_step(ctx: PipelineContext) -> None:
+    data = section(ctx.recipe, "data")
+    test = load_dataset(data.get("name", "digits"), "test", data.get("root"))
+    metrics = evaluate_clean(ctx.run.load_model(), test)
+    ctx.add("clean-eval", "test accuracy", metrics["accuracy"])
+
+
+@PIPELINE_STEPS.register("report", "render the run report (Markdown + PNG plots)")
+def report_step(ctx: PipelineContext) -> None:
+    path = render_report(ctx.run)
+    ctx.add("report", "report", str(path))

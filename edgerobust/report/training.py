@@ -1,0 +1,37 @@
+"""The report's model and training section."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..run import RunDir
+from .plots import training_curves
+from .sections import md_table, register_section
+
+
+@register_section("training", "model, data, training settings and curves")
+def training_section(run: RunDir, figures: Path) -> str | None:
+    m = run.manifest
+    model, metrics = m["model"], m.get("metrics", {})
+    data = m.get("dataset", {})
+    lines = ["## Model and training", ""]
+    rows = [("model", model["spec"]), ("input shape", "x".join(map(str, model["input_shape"]))),
+            ("classes", model["num_classes"]), ("parameters", metrics.get("parameters")),
+            ("FLOPs / image", metrics.get("flops")),
+            ("dataset", f"{data.get('train', {}).get('name', '?')} ({data.get('train', {}).get('size', '?')} train / "
+                        f"{data.get('test', {}).get('size', '?')} test)"),
+            ("seed", m.get("seed")), ("clean test accuracy", metrics.get("test_accuracy"))]
+    lines += [md_table(("", "value"), rows), ""]
+    training = m.get("training")
+    if training:
+        cfg = training.get("config", {})
+        lines += ["Settings: " + ", ".join(f"{k}={v}" for k, v in cfg.items()) + ".", ""]
+        loss = training.get("loss")
+        if loss:
+            lines += ["Loss: " + ", ".join(f"{k}={v}" for k, v in loss.items()) + ".", ""]
+        if training.get("stopped_early"):
+            lines += [f"**Stopped early:** {training['stopped_early']}", ""]
+        history = training.get("history") or []
+        if history:
+            plot = training_curves(history, figures / "training_curves.png", m["model"]["spec"])
+            lines += [f"![training curves]({plot.relative_to(run.path)})", ""]
+    return "\n".join(lines)

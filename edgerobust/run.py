@@ -1,0 +1,128 @@
+"""Run directories: `model.pt` + `model.json` manifest; every later command reads and extends one."""
+from __future__ import annotations
+
+import datetime as _dt
+import sys
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .errors import CheckpointError, EdgeRobustError
+from .io import load_torch, read_json, save_torch, sha256_file, write_json
+from .versions import package_versions
+
+MANIFEST_NAME = "model.json"
+WEIGHTS_NAME = "model.pt"
+CHECKPOINT_NAME = "checkpoint.pt"
+MANIFEST_FORMAT = "edgerobust-run-1"
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class RunDir:
+    """A directory holding one model and everything computed from it."""
+
+    def __init__(self, path: str | Path, manifest: dict[str, Any]):
+        self.path = Path(path)
+        self.manifest = manifest
+
+    # -- opening --------------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, command: str | None = None) -> "RunDir":
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise EdgeRobustError(f"{path} exists and is not a directory; choose another --out")
+        path.mkdir(parents=True, exist_ok=True)
+        manifest = {"format": MANIFEST_FORMAT, "created": now(), "command": command or " ".join(sys.argv),
+                    "versions": package_versions(), "parents": [], "artifacts": {}}
+        return cls(path, manifest)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        path = Path(path)
+        if not path.is_dir():
+            raise EdgeRobustError(f"run directory {path} does not exist; create one with `edgerobust train`")
+        manifest_path = path / MANIFEST_NAME
+        if not manifest_path.is_file():
+            raise EdgeRobustError(f"{path} is not an edgerobust run directory (no {MANIFEST_NAME}); "
+                                  "create one with `edgerobust train`")
+        manifest = read_json(manifest_path)
+        if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT or "model" not in manifest:
+            raise EdgeRobustError(f"{manifest_path} is not an edgerobust run manifest")
+        return cls(path, manifest)
+
+    # -- files ------------------------------------------------------------------------------------------------
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def weights_path(self) -> Path:
+        return self.file(WEIGHTS_NAME)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.file(CHECKPOINT_NAME)
+
+    def save_manifest(self) -> None:
+        self.manifest["updated"] = now()
+        write_json(self.file(MANIFEST_NAME), self.manifest)
+
+    def update(self, section: str, value: Any) -> None:
+        """Set one manifest section (e.g. 'robustness', 'export') and write the manifest atomically."""
+        self.manifest[section] = value
+        self.save_manifest()
+
+    def record_artifact(self, name: str, path: str | Path, **info: Any) -> dict[str, Any]:
+        path = Path(path)
+        entry = {"path": str(path.relative_to(self.path) if path.is_relative_to(self.path) else path),
+                 "sha256": sha256_file(path), "bytes": path.stat().st_size, "created": now(), **info}
+        self.manifest.setdefault("artifacts", {})[name] = entry
+        self.save_manifest()
+        return entry
+
+    def add_parent(self, other: "RunDir", role: str = "parent") -> None:
+        entry = {"role": role, "path": str(other.path), "model": other.manifest.get("model", {}).get("spec")}
+        if other.weights_path.is_file():
+            entry["sha256"] = sha256_file(other.weights_path)
+        self.manifest.setdefault("parents", []).append(entry)
+
+    # -- the model --------------------------------------------------------------------------------------------
+    def save_model(self, model: nn.Module, model_info: dict[str, Any], **sections: Any) -> None:
+        """Write weights then manifest; `model_info` = spec, input_shape, num_classes, mean, std."""
+        save_torch(self.weights_path, model.state_dict())
+        self.manifest["model"] = dict(model_info)
+        self.manifest.update(sections)
+        self.manifest["weights_sha256"] = sha256_file(self.weights_path)
+        self.save_manifest()
+
+    def load_model(self) -> nn.Module:
+        from .models import build_model
+        from .models.resize import resize_to_state_dict
+
+        info = self.manifest["model"]
+        state = load_torch(self.weights_path)
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{self.weights_path} does not hold a state dict")
+        model = build_model(info["spec"], info["input_shape"], info["num_classes"], info.get("mean"),
+                            info.get("std"), check_shape=False)
+        if info.get("physically_pruned"):
+            resize_to_state_dict(model, state)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            raise CheckpointError(f"{self.weights_path} does not fit model '{info['spec']}' "
+                                  f"(a checkpoint for another architecture? {detail})") from None
+        model.eval()
+        return model
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.manifest["model"]["input_shape"])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.manifest["model"]["num_classes"])

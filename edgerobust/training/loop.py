@@ -1,0 +1,233 @@
+"""The one training loop. Losses and callbacks plug in; the loop owns optimisation, checkpoints and resume."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..data import ArrayDataset, Augment, NO_AUGMENT, iterate_batches, num_batches
+from ..errors import CheckpointError, EdgeRobustError
+from ..io import load_torch, save_torch
+from ..progress import progress_bar
+from .losses import LossOutput, NaturalLoss, StepState, TrainingLoss
+from .metrics import evaluate_clean
+from .schedules import LR_SCHEDULES, ScheduleSettings, learning_rate
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "cosine"
+    step_size: int = 10
+    gamma: float = 0.1
+    seed: int = 0
+    augment: bool = True
+    grad_clip: float = 0.0
+    eval_batch_size: int = 512
+
+    def validate(self) -> "TrainConfig":
+        if self.epochs < 1:
+            raise EdgeRobustError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise EdgeRobustError(f"batch size must be at least 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise EdgeRobustError(f"learning rate must be positive, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise EdgeRobustError(f"unknown optimizer '{self.optimizer}'; valid optimizers: {', '.join(OPTIMIZERS)}")
+        LR_SCHEDULES.get(self.schedule)
+        return self
+
+    def schedule_settings(self) -> ScheduleSettings:
+        return ScheduleSettings(self.lr, self.epochs, self.step_size, self.gamma)
+
+
+class Callback:
+    """Hooks into the loop. State returned by `state_dict` is checkpointed, so resume restores it."""
+
+    def on_train_start(self, trainer: "Trainer") -> None: ...
+    def on_epoch_start(self, trainer: "Trainer", epoch: int) -> None: ...
+    def penalty(self, trainer: "Trainer") -> torch.Tensor | None:
+        """An extra term added to the loss of every step (e.g. the ADMM proximal penalty)."""
+        return None
+    def on_after_step(self, trainer: "Trainer") -> None: ...
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, float]) -> None: ...
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped_early: str | None = None
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                           nesterov=config.nesterov and config.momentum > 0)
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, train_data: ArrayDataset, config: TrainConfig, *,
+                 loss: TrainingLoss | None = None, eval_data: ArrayDataset | None = None,
+                 callbacks: Sequence[Callback] = (), checkpoint_path: str | Path | None = None,
+                 augment: Augment | None = None, progress: bool | None = None, description: str = "train"):
+        self.model = model
+        self.train_data = train_data
+        self.eval_data = eval_data
+        self.config = config.validate()
+        self.loss = loss or NaturalLoss()
+        self.callbacks = list(callbacks)
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        self.augment = augment if (augment is not None and config.augment) else NO_AUGMENT
+        self.progress = progress
+        self.description = description
+        self.optimizer = make_optimizer(model, config)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.result = TrainResult()
+        self.epoch = 0  # epochs completed
+        self.global_step = 0
+        self.stop_reason: str | None = None
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "format": "edgerobust-train-checkpoint-1",
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "history": self.result.history,
+            "config": asdict(self.config),
+            "callbacks": [cb.state_dict() for cb in self.callbacks],
+            "stop_reason": self.stop_reason,
+        }
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoint_path:
+            save_torch(self.checkpoint_path, self.checkpoint_state())
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        state = load_torch(path)
+        if not isinstance(state, dict) or state.get("format") != "edgerobust-train-checkpoint-1":
+            raise CheckpointError(f"{path} is not an edgerobust training checkpoint")
+        if state["config"] != asdict(self.config):
+            changed = sorted(k for k in state["config"] if state["config"][k] != asdict(self.config).get(k))
+            raise CheckpointError(f"cannot resume from {path}: training settings differ ({', '.join(changed)}); "
+                                  "resume with the same settings or start a new run")
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError:
+            raise CheckpointError(f"checkpoint {path} was written for another architecture") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch = int(state["epoch"])
+        self.global_step = int(state["global_step"])
+        self.result.history = list(state["history"])
+        self.stop_reason = state.get("stop_reason")
+        for cb, cb_state in zip(self.callbacks, state["callbacks"]):
+            cb.load_state_dict(cb_state)
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> TrainResult:
+        if resume:
+            if not (self.checkpoint_path and self.checkpoint_path.is_file()):
+                raise CheckpointError(f"nothing to resume: no checkpoint at {self.checkpoint_path}")
+            self.load_checkpoint(self.checkpoint_path)
+        else:
+            torch.manual_seed(self.config.seed)
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+        cfg = self.config
+        batches = num_batches(self.train_data, cfg.batch_size)
+        with progress_bar(self.progress) as bars:
+            task = bars.add_task(self.description, total=cfg.epochs * batches,
+                                 completed=self.epoch * batches, status="")
+            while self.epoch < cfg.epochs and self.stop_reason is None:
+                metrics = self._run_epoch(bars, task, batches)
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self, self.epoch, metrics)
+                self.result.history.append(metrics)
+                self.epoch += 1
+                self.save_checkpoint()
+                bars.update(task, status=_status(metrics))
+        self.result.stopped_early = self.stop_reason
+        return self.result
+
+    def _run_epoch(self, bars, task, batches: int) -> dict[str, float]:
+        cfg = self.config
+        epoch = self.epoch
+        self.model.train()
+        for cb in self.callbacks:
+            cb.on_epoch_start(self, epoch)
+        started = time.perf_counter()
+        seen = correct = 0
+        loss_sum = 0.0
+        extra: dict[str, float] = {}
+        for i, (x, y) in enumerate(iterate_batches(self.train_data, cfg.batch_size, shuffle=True,
+                                                   generator=self.generator, augment=self.augment)):
+            state = StepState(epoch, self.global_step, epoch + i / batches, cfg.epochs)
+            lr = learning_rate(cfg.schedule, cfg.schedule_settings(), state.progress)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            out: LossOutput = self.loss(self.model, x, y, state)
+            loss = out.loss
+            for cb in self.callbacks:
+                term = cb.penalty(self)
+                if term is not None:
+                    loss = loss + term
+            if not torch.isfinite(loss):
+                raise EdgeRobustError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); "
+                                      "lower the learning rate")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            for cb in self.callbacks:
+                cb.on_after_step(self)
+            self.global_step += 1
+            seen += len(y)
+            loss_sum += out.loss.item() * len(y)
+            correct += (out.logits.argmax(1) == y).sum().item()
+            for key, value in (out.metrics or {}).items():
+                extra[key] = extra.get(key, 0.0) + value * len(y)
+            bars.advance(task)
+        elapsed = time.perf_counter() - started
+        metrics = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
+                   "seconds": elapsed, "images_per_second": seen / elapsed if elapsed > 0 else math.inf}
+        metrics.update({key: value / seen for key, value in extra.items()})
+        if self.eval_data is not None:
+            clean = evaluate_clean(self.model, self.eval_data, cfg.eval_batch_size)
+            metrics.update(test_loss=clean["loss"], test_accuracy=clean["accuracy"])
+        return metrics
+
+
+def _status(metrics: dict[str, float]) -> str:
+    parts = [f"loss {metrics['train_loss']:.3f}", f"acc {metrics['train_accuracy']:.3f}"]
+    if "test_accuracy" in metrics:
+        parts.append(f"test {metrics['test_accuracy']:.3f}")
+    return " ".join(parts)

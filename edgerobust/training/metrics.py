@@ -1,0 +1,31 @@
+"""Clean accuracy and loss of a model over a dataset."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import ArrayDataset, iterate_batches
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    outs = [model(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+@torch.no_grad()
+def evaluate_clean(model: nn.Module, dataset: ArrayDataset, batch_size: int = 512) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    for x, y in iterate_batches(dataset, batch_size):
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+    model.train(was_training)
+    n = max(len(dataset), 1)
+    return {"accuracy": correct / n, "loss": loss_sum / n}

@@ -1,0 +1,104 @@
+"""FGSM, FGSM with random start, and PGD (random start, restarts keeping each example's worst, early exit)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import ATTACKS, Attack, check_logits, project, random_start, steepest_step
+
+
+def loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example cross-entropy gradient w.r.t. the input, and the logits it came from (one forward+backward)."""
+    x = x.detach().requires_grad_(True)
+    logits = model(x)
+    check_logits(logits, y)
+    loss = F.cross_entropy(logits, y, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x)
+    return grad, logits.detach()
+
+
+class PGD(Attack):
+    """Projected gradient descent on cross-entropy (Madry et al. 2018); `steps=1, alpha=eps, no start` is FGSM."""
+
+    name = "pgd"
+
+    def __init__(self, eps: float, norm: str = "linf", steps: int = 20, alpha: float | None = None,
+                 restarts: int = 1, random_init: bool = True, early_exit: bool = True, seed: int | None = 0):
+        alpha = float(alpha) if alpha is not None else (2.5 * eps / steps if steps > 1 else eps)
+        super().__init__(eps, norm, steps=int(steps), alpha=alpha, restarts=int(restarts),
+                         random_init=bool(random_init), early_exit=bool(early_exit), seed=seed)
+        self.steps, self.alpha, self.restarts = int(steps), alpha, int(restarts)
+        self.random_init, self.early_exit = bool(random_init), bool(early_exit)
+        self.seed = seed
+
+    def perturb(self, model, x, y):
+        generator = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
+        best = x.clone()
+        fooled = torch.zeros(len(x), dtype=torch.bool)
+        best_loss = torch.full((len(x),), -float("inf"))
+        for _ in range(self.restarts):
+            todo = ~fooled if self.early_exit else torch.ones(len(x), dtype=torch.bool)
+            if not todo.any():
+                break
+            idx = todo.nonzero().squeeze(1)
+            adv, loss, hit = self._one_run(model, x[idx], y[idx], generator)
+            better = hit | (loss > best_loss[idx])
+            best[idx[better]] = adv[better]
+            best_loss[idx[better]] = loss[better]
+            fooled[idx] |= hit
+        return best
+
+    def _one_run(self, model, x, y, generator):
+        """One restart; returns the adversarial points, their losses, and whether each is misclassified."""
+        x_adv = random_start(x, self.eps, self.norm, generator) if self.random_init else x.clone()
+        active = torch.arange(len(x))
+        done_adv = x_adv.clone()
+        for _ in range(self.steps):
+            grad, logits = loss_gradient(model, x_adv[active], y[active])
+            if self.early_exit:
+                # points already misclassified keep their current adversarial example
+                broken = logits.argmax(1) != y[active]
+                done_adv[active[broken]] = x_adv[active[broken]]
+                keep = ~broken
+                active, grad = active[keep], grad[keep]
+                if len(active) == 0:
+                    break
+            x_adv[active] = project(x_adv[active] + steepest_step(grad, self.alpha, self.norm), x[active],
+                                    self.eps, self.norm)
+        done_adv[active] = x_adv[active]
+        with torch.no_grad():
+            logits = model(done_adv)
+            loss = F.cross_entropy(logits, y, reduction="none")
+            hit = logits.argmax(1) != y
+        return done_adv, loss, hit
+
+
+@ATTACKS.register("pgd", "projected gradient descent (random start, restarts, early exit)")
+def build_pgd(eps: float, norm: str = "linf", steps: int = 20, alpha: float | None = None, restarts: int = 1,
+              random_init: bool = True, early_exit: bool = True, seed: int | None = 0) -> PGD:
+    return PGD(eps, norm, steps, alpha, restarts, random_init, early_exit, seed)
+
+
+@ATTACKS.register("fgsm", "fast gradient sign method (one step of size ε)")
+def build_fgsm(eps: float, norm: str = "linf", **_) -> PGD:
+    attack = PGD(eps, norm, steps=1, alpha=eps, restarts=1, random_init=False, early_exit=False)
+    attack.name = "fgsm"
+    attack.settings = {"steps": 1, "alpha": eps}
+    return attack
+
+
+@ATTACKS.register("fgsm-rs", "FGSM from a random start with step 1.25ε (Wong et al. 2020)")
+def build_fgsm_rs(eps: float, norm: str = "linf", alpha: float | None = None, seed: int | None = 0, **_) -> PGD:
+    alpha = 1.25 * eps if alpha is None else alpha
+    attack = PGD(eps, norm, steps=1, alpha=alpha, restarts=1, random_init=True, early_exit=False, seed=seed)
+    attack.name = "fgsm-rs"
+    attack.settings = {"steps": 1, "alpha": alpha, "random_init": True, "seed": seed}
+    return attack
+
+
+@ATTACKS.register("bim", "basic iterative method: PGD without random start, α = ε/steps·2.5")
+def build_bim(eps: float, norm: str = "linf", steps: int = 20, alpha: float | None = None, **_) -> PGD:
+    attack = PGD(eps, norm, steps, alpha, restarts=1, random_init=False, early_exit=True)
+    attack.name = "bim"
+    return attack

@@ -7,10 +7,12 @@ import io
 import json
 import os
 import pickle
+import re
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -94,11 +96,13 @@ def load_torch(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe payload"
-        raise CheckpointError(
-            f"checkpoint {path} holds objects other than tensors and was refused ({first[:120]}); "
-            "only load checkpoints written by edgerobust"
-        ) from None
+        blocked = re.search(r"unsupported (?:GLOBAL|global)[: ]+([\w.]+)", str(exc))
+        if blocked:
+            raise CheckpointError(
+                f"checkpoint {path} holds code objects ({blocked.group(1)}) and was refused; "
+                "only load checkpoints written by edgerobust"
+            ) from None
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated; re-create it or restore a copy") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}); re-create it or restore a copy"

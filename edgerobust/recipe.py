@@ -1,10 +1,11 @@
 """Recipe files (TOML): whole configurations by name (built in) or path."""
 from __future__ import annotations
 
-import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from .errors import EdgeRobustError
 

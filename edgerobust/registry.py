@@ -1,7 +1,8 @@
 """Name -> builder registries: models, datasets, attacks, schemes, bound rules, runtimes."""
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from .errors import UnknownNameError
 

@@ -31,7 +31,7 @@ class RunDir:
 
     # -- opening --------------------------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | Path, command: str | None = None) -> "RunDir":
+    def create(cls, path: str | Path, command: str | None = None) -> RunDir:
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise EdgeRobustError(f"{path} exists and is not a directory; choose another --out")
@@ -41,7 +41,7 @@ class RunDir:
         return cls(path, manifest)
 
     @classmethod
-    def open(cls, path: str | Path) -> "RunDir":
+    def open(cls, path: str | Path) -> RunDir:
         path = Path(path)
         if not path.is_dir():
             raise EdgeRobustError(f"run directory {path} does not exist; create one with `edgerobust train`")
@@ -83,7 +83,7 @@ class RunDir:
         self.save_manifest()
         return entry
 
-    def add_parent(self, other: "RunDir", role: str = "parent") -> None:
+    def add_parent(self, other: RunDir, role: str = "parent") -> None:
         entry = {"role": role, "path": str(other.path), "model": other.manifest.get("model", {}).get("spec")}
         if other.weights_path.is_file():
             entry["sha256"] = sha256_file(other.weights_path)

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from fractions import Fraction
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import typer
 from rich.console import Console

@@ -24,7 +24,8 @@ def models(
             rows.append((name, count_parameters(model), count_flops(model, input_shape), MODELS.help(name)))
         except EdgeRobustError as exc:
             rows.append((name, None, None, f"not for {shape}: {exc}"[:80]))
-    console.print(table(f"models at input {input_shape}, {classes} classes", ("name", "params", "FLOPs", "about"), rows))
+    title = f"models at input {input_shape}, {classes} classes"
+    console.print(table(title, ("name", "params", "FLOPs", "about"), rows))
 
 
 @command

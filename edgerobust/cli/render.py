@@ -1,7 +1,8 @@
 """Rich tables shared by commands."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from rich.table import Table
 

@@ -1,6 +1,5 @@
 """Datasets: a registry of loaders returning NCHW float32 pixels in [0,1]."""
-from . import digits, synthetic  # noqa: F401  (register built-in datasets)
-from . import cifar, mnist, svhn  # noqa: F401  (register on-disk datasets)
+from . import cifar, digits, mnist, svhn, synthetic  # noqa: F401  (register built-in datasets)  # noqa: F401  (register on-disk datasets)
 from .augment import NO_AUGMENT, Augment, default_augment
 from .base import ArrayDataset
 from .loader import iterate_batches, num_batches

@@ -40,7 +40,7 @@ class ArrayDataset:
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
-    def subset(self, n: int | None = None, *, indices: torch.Tensor | None = None) -> "ArrayDataset":
+    def subset(self, n: int | None = None, *, indices: torch.Tensor | None = None) -> ArrayDataset:
         if indices is None:
             indices = torch.arange(min(n, len(self)) if n is not None else len(self))
         return ArrayDataset(self.images[indices], self.labels[indices], self.num_classes, self.name,

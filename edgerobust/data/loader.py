@@ -1,7 +1,7 @@
 """Seeded batch iteration over an ArrayDataset (in-memory; no worker processes to keep runs deterministic)."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

@@ -1,8 +1,8 @@
 """The dataset registry: name -> loader(split, root, **options) -> ArrayDataset."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..registry import Registry
 from .base import ArrayDataset

@@ -1,5 +1,6 @@
 """Model zoo: a registry of classifiers that take [0,1] pixels (normalisation is their first layer)."""
-from . import barmpas  # noqa: F401  (each import registers its models)
+# Each import registers its models.
+from . import barmpas, barmpas_mp, lenet, mobilenetv2, preact_resnet, resnet_cifar, vgg  # noqa: F401
 from .normalize import Normalize, NormalizedClassifier
 from .registry import MODELS, ModelSpec, build_model, check_input_shape, count_flops, count_parameters
 

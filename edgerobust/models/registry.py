@@ -4,8 +4,8 @@ A builder is `fn(input_shape, num_classes, *int_args) -> nn.Module` (the body, w
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -24,7 +24,7 @@ class ModelSpec:
     args: tuple[int, ...] = ()
 
     @classmethod
-    def parse(cls, spec: str) -> "ModelSpec":
+    def parse(cls, spec: str) -> ModelSpec:
         name, _, rest = spec.partition(":")
         MODELS.get(name)  # unknown names fail here, listing the valid ones
         if not rest:

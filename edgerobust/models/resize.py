@@ -1,7 +1,7 @@
 """Rebuild a physically pruned network from its state dict: layers take the shapes their weights have."""
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn

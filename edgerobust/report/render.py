@@ -13,10 +13,10 @@ def render_report(run: RunDir | str | Path) -> Path:
     figures = run.file("figures")
     figures.mkdir(exist_ok=True)
     m = run.manifest
+    versions = m.get("versions", {})
     parts = [f"# edgerobust report: {m['model']['spec']}", "",
              f"Run `{run.path}`, created {m.get('created')}, rendered {now()}. "
-             f"edgerobust {m.get('versions', {}).get('edgerobust', '?')}, torch {m.get('versions', {}).get('torch', '?')}.",
-             ""]
+             f"edgerobust {versions.get('edgerobust', '?')}, torch {versions.get('torch', '?')}.", ""]
     for name in SECTION_ORDER:
         text = REPORT_SECTIONS.get(name)(run, figures)
         if text:

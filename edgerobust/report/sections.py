@@ -4,8 +4,8 @@ Sections render in registration order; a section returns None when its data is a
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..registry import Registry
 from ..run import RunDir

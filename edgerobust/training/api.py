@@ -5,6 +5,8 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
+
 from ..data import default_augment, load_dataset
 from ..errors import EdgeRobustError
 from ..models import ModelSpec, build_model, count_flops, count_parameters
@@ -37,6 +39,7 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
         model.train()
         run.add_parent(init_from, "initialised from")
     else:
+        torch.manual_seed(config.seed)  # seeded initial weights: the same command gives the same model
         model = build_model(model_spec, train_set.input_shape, train_set.num_classes, train_set.mean, train_set.std)
     trainer = Trainer(model, train_set, config, loss=loss, eval_data=test_set, callbacks=callbacks,
                       checkpoint_path=run.checkpoint_path, augment=default_augment(data), progress=progress,

@@ -1,9 +1,10 @@
 """Datasets: a registry of loaders returning NCHW float32 pixels in [0,1]."""
-from . import cifar, digits, mnist, svhn, synthetic  # noqa: F401  (register built-in datasets)  # noqa: F401  (register on-disk datasets)
+from . import cifar, digits, mnist, svhn, synthetic  # noqa: F401  (each import registers its datasets)
 from .augment import NO_AUGMENT, Augment, default_augment
 from .base import ArrayDataset
 from .loader import iterate_batches, num_batches
+from .pool import to_shape, unlabelled_pool
 from .registry import DATASETS, load_dataset
 
 __all__ = ["ArrayDataset", "Augment", "DATASETS", "NO_AUGMENT", "default_augment", "iterate_batches",
-           "load_dataset", "num_batches"]
+           "load_dataset", "num_batches", "to_shape", "unlabelled_pool"]

@@ -1,0 +1,161 @@
+"""A device profile: what a target can run (runtimes, precisions, opset, memory) and how to read its state.
+
+Profiles are TOML files; `profile_from_dict` validates one and names the bad field in its error.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import EdgeRobustError
+
+# Runtime names shared with `edgerobust bench` (first = preferred on the device).
+KNOWN_RUNTIMES = ("ort-cpu", "ort-cuda", "ort-tensorrt", "ort-openvino", "tensorrt", "torch-cpu", "torch-cuda")
+KNOWN_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
+KNOWN_ACCELERATORS = ("cpu", "gpu")
+KNOWN_ARCHES = ("x86_64", "aarch64", "armv7l")
+# The TorchScript ONNX exporter takes opsets 7..20; a profile outside that range cannot be exported to.
+MIN_OPSET, MAX_OPSET = 7, 20
+
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+class ProfileError(EdgeRobustError):
+    """A device profile file with a missing, unknown or ill-typed field."""
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    description: str
+    arch: str  # CPU instruction set of the device: x86_64, aarch64
+    accelerator: str  # where the model runs: cpu or gpu
+    runtimes: list[str]  # in order of preference
+    precisions: list[str]
+    max_opset: int
+    operator_set: str  # which operators the preferred runtime can run (see edgerobust.export.operators)
+    memory_budget_bytes: int  # memory an application may use for the model, its activations and the runtime
+    python: str  # the Python on the device ("3.6" on a Jetson Nano)
+    threads: int  # intra-op threads to use; 0 = the physical cores of the machine it runs on
+    power: dict[str, Any] = field(default_factory=dict)  # how to read power/thermal state, power modes
+    compute_capability: str | None = None  # CUDA sm version, GPUs only
+    software: dict[str, str] = field(default_factory=dict)  # versions on the device (JetPack, TensorRT, CUDA)
+    source: str = ""  # the file it was read from
+
+    def supports_precision(self, precision: str) -> bool:
+        return precision in self.precisions
+
+    def require_precision(self, precision: str) -> None:
+        if precision not in self.precisions:
+            raise EdgeRobustError(f"target '{self.name}' does not support {precision} "
+                                  f"(it supports {', '.join(self.precisions)}); choose another precision or target")
+
+    def check_opset(self, opset: int) -> None:
+        if opset > self.max_opset:
+            raise EdgeRobustError(f"target '{self.name}' takes ONNX opset ≤ {self.max_opset}, not {opset}; "
+                                  f"pass --opset {self.max_opset} or lower")
+        if opset < MIN_OPSET:
+            raise EdgeRobustError(f"opset {opset} is too old for the exporter; use {MIN_OPSET}..{self.max_opset}")
+
+    def resolved_threads(self) -> int:
+        if self.threads:
+            return self.threads
+        import psutil
+
+        return psutil.cpu_count(logical=False) or 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# field name -> (type, required); the TOML key for memory is `memory_budget` ("2 GiB" or a byte count).
+_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
+    "name": (str, True), "description": (str, False), "arch": (str, True), "accelerator": (str, True),
+    "runtimes": (list, True), "precisions": (list, True), "max_opset": (int, True), "operator_set": (str, False),
+    "memory_budget": ((str, int), True), "python": (str, True), "threads": (int, False), "power": (dict, False),
+    "compute_capability": (str, False), "software": (dict, False),
+}
+
+
+def parse_bytes(value: str | int, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        number, unit = value, "b"
+    else:
+        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", str(value))
+        if not match or match.group(2).lower() not in _UNITS | {"": 1}:
+            raise ProfileError(f"{where}: '{value}' is not a size; write e.g. \"2 GiB\", \"512 MiB\" or a byte count")
+        number, unit = float(match.group(1)), (match.group(2).lower() or "b")
+    size = int(number * _UNITS[unit])
+    if size <= 0:
+        raise ProfileError(f"{where}: must be positive")
+    return size
+
+
+def _check_choices(values: list, valid: tuple[str, ...], where: str) -> list[str]:
+    if not values:
+        raise ProfileError(f"{where}: must list at least one of {', '.join(valid)}")
+    for value in values:
+        if value not in valid:
+            raise ProfileError(f"{where}: unknown value '{value}'; valid values: {', '.join(valid)}")
+    if len(set(values)) != len(values):
+        raise ProfileError(f"{where}: lists a value twice")
+    return list(values)
+
+
+def profile_from_dict(data: dict[str, Any], source: str = "<dict>") -> DeviceProfile:
+    """Validate a parsed profile; every error names the file and the field."""
+    def where(key: str) -> str:
+        return f"device profile {source}: field '{key}'"
+
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise ProfileError(f"{where(unknown[0])} is not a profile field; valid fields: {', '.join(_FIELDS)}")
+    for key, (kind, required) in _FIELDS.items():
+        if key not in data:
+            if required:
+                raise ProfileError(f"{where(key)} is missing")
+            continue
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise ProfileError(f"{where(key)} must be {names}, not {type(value).__name__} ({value!r})")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", data["name"]):
+        raise ProfileError(f"{where('name')}: '{data['name']}' must be lower-case letters, digits, '-', '_' or '.'")
+    if data["arch"] not in KNOWN_ARCHES:
+        raise ProfileError(f"{where('arch')}: unknown value '{data['arch']}'; valid values: {', '.join(KNOWN_ARCHES)}")
+    if data["accelerator"] not in KNOWN_ACCELERATORS:
+        raise ProfileError(f"{where('accelerator')}: unknown value '{data['accelerator']}'; "
+                           f"valid values: {', '.join(KNOWN_ACCELERATORS)}")
+    runtimes = _check_choices(data["runtimes"], KNOWN_RUNTIMES, where("runtimes"))
+    precisions = _check_choices(data["precisions"], KNOWN_PRECISIONS, where("precisions"))
+    if "fp32" not in precisions:
+        raise ProfileError(f"{where('precisions')}: must include fp32 (the reference every export is checked against)")
+    if not MIN_OPSET <= data["max_opset"] <= MAX_OPSET:
+        raise ProfileError(f"{where('max_opset')}: {data['max_opset']} is outside the exporter's "
+                           f"{MIN_OPSET}..{MAX_OPSET}")
+    operator_set = data.get("operator_set", "onnx")
+    from ..export.operators import OPERATOR_SETS  # late: export imports devices
+
+    if operator_set not in OPERATOR_SETS:
+        raise ProfileError(f"{where('operator_set')}: unknown value '{operator_set}'; "
+                           f"valid values: {', '.join(OPERATOR_SETS.names())}")
+    if not re.fullmatch(r"3\.[0-9]+", data["python"]):
+        raise ProfileError(f"{where('python')}: '{data['python']}' must look like 3.6 or 3.10")
+    threads = data.get("threads", 0)
+    if threads < 0:
+        raise ProfileError(f"{where('threads')}: must be 0 (all physical cores) or a positive count")
+    if data["accelerator"] == "gpu" and "compute_capability" not in data:
+        raise ProfileError(f"{where('compute_capability')} is missing (a GPU profile gives its CUDA compute "
+                           "capability, e.g. \"5.3\")")
+    software = data.get("software", {})
+    for key, value in software.items():
+        if not isinstance(value, str):
+            raise ProfileError(f"{where('software.' + key)} must be a string version, not {value!r}")
+    return DeviceProfile(
+        name=data["name"], description=data.get("description", ""), arch=data["arch"],
+        accelerator=data["accelerator"], runtimes=runtimes, precisions=precisions, max_opset=data["max_opset"],
+        operator_set=operator_set, memory_budget_bytes=parse_bytes(data["memory_budget"], where("memory_budget")),
+        python=data["python"], threads=threads, power=dict(data.get("power", {})),
+        compute_capability=data.get("compute_capability"), software=dict(software), source=source)

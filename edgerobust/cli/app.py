@@ -5,6 +5,7 @@ import os
 
 import typer
 
+from . import bench as bench_cmd
 from . import models as models_cmd
 from . import pipeline as pipeline_cmd
 from . import report as report_cmd
@@ -33,6 +34,7 @@ def main_options(debug: bool = typer.Option(False, "--debug", help="Show traceba
 app.command()(pipeline_cmd.pipeline)
 app.command()(train_cmd.train)
 app.command()(report_cmd.report)
+app.command()(bench_cmd.bench)
 app.command()(models_cmd.models)
 app.command()(models_cmd.datasets)
 

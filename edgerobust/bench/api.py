@@ -1,0 +1,229 @@
+"""`bench_run`: time a run's model on this machine for a target profile, write RUN/bench.json.
+
+Bench measures on the machine it runs on; the target profile chooses runtimes, precisions and threads, and
+a profile for another CPU architecture is refused rather than reported as if measured there.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data import ArrayDataset, load_dataset
+from ..errors import EdgeRobustError
+from ..io import sha256_file, write_json
+from ..models import count_flops, count_parameters
+from ..progress import progress_bar
+from ..run import RunDir, now
+from ..versions import machine_info, package_versions
+from .ceiling import achieved_gflops, gemm_ceiling
+from .memory import measure_memory
+from .modes import MODES, run_mode, tile_images
+from .runtimes import RUNTIMES, BenchModel, get_runtime, open_session, require_runtime
+from .timing import Clock, TimingPlan
+
+BENCH_NAME = "bench.json"
+BENCH_FORMAT = "edgerobust-bench-1"
+PARITY_IMAGES = 8
+DEFAULT_OPSET = 17
+HOST_ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
+
+
+def host_arch() -> str:
+    machine = platform.machine().lower()
+    return HOST_ARCH_ALIASES.get(machine, machine)
+
+
+def choose_runtimes(profile, requested: Sequence[str] | None, precision: str) -> tuple[list[str], dict[str, str]]:
+    """(runtimes to time, {runtime: why it is skipped}). Explicit requests must run; defaults skip with a reason."""
+    if requested:
+        for name in requested:
+            require_runtime(name, precision)  # unknown names list the valid ones; unavailable ones say why
+        return list(dict.fromkeys(requested)), {}
+    chosen, skipped = [], {}
+    for name in profile.runtimes:
+        if name not in RUNTIMES:
+            skipped[name] = "edgerobust has no such runtime on the host"
+            continue
+        runtime = get_runtime(name)
+        ok, reason = runtime.availability()
+        if not ok:
+            skipped[name] = reason
+        elif precision not in runtime.precisions:
+            skipped[name] = f"cannot run {precision}"
+        else:
+            chosen.append(name)
+    if not chosen:
+        why = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        raise EdgeRobustError(f"none of target {profile.name}'s runtimes can run here ({why})")
+    return chosen, skipped
+
+
+def check_target_matches_host(profile) -> None:
+    if profile.arch != host_arch():
+        raise EdgeRobustError(f"target {profile.name} is {profile.arch} but this machine is {host_arch()}; bench "
+                              f"times the model where it runs, so run it on the device or pick an {host_arch()} target")
+
+
+def bench_inputs(run: RunDir, count: int = 256) -> tuple[ArrayDataset, str]:
+    """Real test images when the run's dataset loads here; otherwise seeded uniform pixels (said so)."""
+    test = run.manifest.get("dataset", {}).get("test", {})
+    name = test.get("name")
+    if name:
+        with contextlib.suppress(EdgeRobustError, OSError):
+            data = load_dataset(name, "test", run.manifest.get("dataset", {}).get("root") or None)
+            if data.input_shape == run.input_shape:
+                return data.subset(count), f"{name} test split ({min(count, len(data))} images)"
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand((count, *run.input_shape), generator=generator)
+    data = ArrayDataset(images, torch.zeros(count, dtype=torch.int64), run.num_classes, "uniform", "bench")
+    return data, f"uniform random pixels, seed 0 ({count} images)"
+
+
+def exported_onnx(run: RunDir) -> dict[str, Path]:
+    """ONNX files the run's export recorded as artifacts (checked against their sha256), by precision."""
+    found: dict[str, Path] = {}
+    for name, entry in run.manifest.get("artifacts", {}).items():
+        path = Path(entry.get("path", ""))
+        if path.suffix != ".onnx":
+            continue
+        path = path if path.is_absolute() else run.path / path
+        if not path.is_file():
+            continue
+        if entry.get("sha256") and sha256_file(path) != entry["sha256"]:
+            raise EdgeRobustError(f"{path} changed since it was exported (sha256 differs); re-run `edgerobust export`")
+        precision = entry.get("precision") or ("fp16" if "fp16" in name or "fp16" in path.name else "fp32")
+        found.setdefault(precision, path)
+    return found
+
+
+def export_for_bench(module: torch.nn.Module, input_shape: tuple[int, ...], path: Path, opset: int) -> Path:
+    """The export module's ONNX export when it is installed; torch.onnx otherwise (same settings)."""
+    try:
+        from ..export import export_onnx
+    except ImportError:
+        export_onnx = None
+    if export_onnx is not None:
+        return Path(export_onnx(module, input_shape, path, opset=opset, dynamic_batch=True))
+    torch.onnx.export(module, (torch.zeros(1, *input_shape),), str(path), opset_version=opset, dynamo=False,
+                      input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    return path
+
+
+def model_bytes(module: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
+def bench_run(run: RunDir | str | Path, target: Any = "x86-cpu", runtimes: Sequence[str] | None = None,
+              batches: Sequence[int] = (1, 8, 32), mode: str = "latency", repeats: int = 50, warmup: int = 10,
+              precision: str = "fp32", threads: int | None = None, memory: bool = True,
+              clock: Clock = time.perf_counter_ns, progress: bool | None = None, write: bool = True) -> dict[str, Any]:
+    """Time the run's model on each runtime and batch size; return the bench record (and write RUN/bench.json)."""
+    from ..devices import load_profile
+
+    run = run if isinstance(run, RunDir) else RunDir.open(run)
+    MODES.get(mode)
+    plan = TimingPlan(warmup, repeats).validate()
+    batches = sorted({int(b) for b in batches})
+    if not batches or batches[0] < 1:
+        raise EdgeRobustError(f"batch sizes must be positive integers, got {list(batches)}")
+    profile = load_profile(target)
+    check_target_matches_host(profile)
+    profile.require_precision(precision)
+    names, skipped = choose_runtimes(profile, runtimes, precision)
+    threads = threads or profile.resolved_threads()
+    if threads < 1:
+        raise EdgeRobustError(f"--threads must be at least 1, got {threads}")
+
+    module = run.load_model()
+    spec, shape = run.manifest["model"]["spec"], run.input_shape
+    flops = count_flops(module, shape)
+    data, input_note = bench_inputs(run)
+    reference = _reference_logits(module, data)
+    record: dict[str, Any] = {
+        "format": BENCH_FORMAT, "created": now(), "command": " ".join(sys.argv), "run": str(run.path),
+        "model": {"spec": spec, "input_shape": list(shape), "parameters": count_parameters(module),
+                  "flops_per_image": flops, "weight_bytes": model_bytes(module),
+                  "weights_sha256": run.manifest.get("weights_sha256")},
+        "target": profile.to_dict(), "host": machine_info(), "versions": package_versions(),
+        "load_average_before": list(os.getloadavg()),
+        "mode": mode, "mode_help": MODES.help(mode), "precision": precision, "threads": threads,
+        "warmup": plan.warmup, "repeats": plan.repeats, "batches": batches, "input": input_note,
+        "clock": getattr(clock, "__qualname__", repr(clock)),
+        "runtimes": {n: get_runtime(n).describe() for n in names},
+        "skipped_runtimes": skipped, "ceilings": {}, "results": [], "parity": {},
+    }
+    onnx = exported_onnx(run)
+    record["onnx_source"] = {p: str(path) for p, path in onnx.items()} or "exported for this bench (temporary)"
+    with tempfile.TemporaryDirectory(prefix="edgerobust-bench-") as tmp:
+        if "fp32" not in onnx and any(n.startswith("ort-") or n == "tensorrt" for n in names):
+            opset = min(DEFAULT_OPSET, profile.max_opset)
+            onnx["fp32"] = export_for_bench(module, shape, Path(tmp) / "model.onnx", opset)
+            record["onnx_opset"] = opset
+        model = BenchModel(spec, module, shape, onnx)
+        record["model"]["onnx_bytes"] = {p: path.stat().st_size for p, path in onnx.items()}
+        with progress_bar(progress) as bar:
+            task = bar.add_task(f"bench {spec}", total=len(names) * (1 if mode == "per-image" else len(batches)),
+                                status="")
+            for name in names:
+                bar.update(task, status=name)
+                _bench_one(record, get_runtime(name), model, data, reference, plan, mode, batches, precision,
+                           threads, flops, memory, clock, lambda: bar.advance(task))
+    record["load_average_after"] = list(os.getloadavg())
+    if write:
+        path = write_json(run.file(BENCH_NAME), record)
+        run.record_artifact("bench", path, kind="bench")
+        run.update("bench", summary(record))
+    return record
+
+
+def _reference_logits(module: torch.nn.Module, data: ArrayDataset) -> np.ndarray:
+    with torch.inference_mode():
+        return module(data.images[:PARITY_IMAGES]).numpy()
+
+
+def _bench_one(record, runtime, model, data, reference, plan, mode, batches, precision, threads, flops, memory,
+               clock, advance) -> None:
+    device = runtime.device
+    if device not in record["ceilings"]:
+        record["ceilings"][device] = gemm_ceiling(device, threads if device == "cpu" else None)
+    ceiling = record["ceilings"][device]["gflops"]
+    with open_session(runtime, model, precision, threads, max(batches)) as session:
+        logits = session.infer(data.images[:PARITY_IMAGES].numpy())
+        record["parity"][runtime.name] = {
+            "max_abs_diff_vs_torch_cpu": float(np.abs(logits - reference).max()),
+            "top1_agreement": float((logits.argmax(1) == reference.argmax(1)).mean()), "images": len(reference)}
+        for row in run_mode(mode, session, data, batches, plan, clock=clock):
+            latency_s = row["mean_ms"] / 1e3
+            row.update(runtime=runtime.name, runtime_version=runtime.version(), device=device, precision=precision,
+                       threads=threads if device == "cpu" else None,
+                       compile_seconds=session.compile_seconds or None,
+                       achieved_gflops=achieved_gflops(flops, row["batch"], latency_s),
+                       ceiling_fraction=achieved_gflops(flops, row["batch"], latency_s) / ceiling if ceiling else None)
+            if memory:
+                prepared = session.prepare(_first(data, row["batch"]))
+                row["memory"] = measure_memory(lambda p=prepared: session.run(p), device=device)
+            record["results"].append(row)
+            advance()
+
+
+def _first(data: ArrayDataset, batch: int) -> np.ndarray:
+    return tile_images(data.images.numpy(), batch)
+
+
+def summary(record: dict[str, Any]) -> dict[str, Any]:
+    """The short form kept in the run manifest: p50 per runtime and batch."""
+    return {"target": record["target"]["name"], "mode": record["mode"], "precision": record["precision"],
+            "threads": record["threads"], "created": record["created"],
+            "p50_ms": {f"{r['runtime']}@{r['batch']}": r["p50_ms"] for r in record["results"]},
+            "file": BENCH_NAME}

@@ -1,0 +1,89 @@
+"""`edgerobust bench`: latency of one or more runs' models on this machine's runtimes, as a table and bench.json."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from ..bench import MODES, bench_run, runtime_table
+from ..errors import EdgeRobustError
+from .common import command, console, err_console
+from .render import table
+
+
+def parse_int_list(text: str, name: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise EdgeRobustError(f"{name} '{text}' must be comma-separated integers, e.g. 1,8,32") from None
+    if not values or min(values) < 1:
+        raise EdgeRobustError(f"{name} '{text}' must list positive integers, e.g. 1,8,32")
+    return values
+
+
+def print_runtimes() -> None:
+    rows = [(r["name"], r["device"], "yes" if r["available"] else "no", r["version"] or "", escape(r["reason"]))
+            for r in runtime_table()]
+    console.print(table("runtimes on this machine", ("runtime", "device", "available", "version", "why not"), rows))
+
+
+def results_table(records: list[dict]):
+    several = len({r["model"]["spec"] for r in records}) > 1
+    rows = []
+    for record in records:
+        for r in record["results"]:
+            peak = r.get("memory", {}).get("peak_rss_bytes")
+            row = (r["runtime"], r["batch"], r["p50_ms"], r["p90_ms"], r["p99_ms"], r["mean_ms"], r["std_ms"],
+                   r["throughput_ips"], r["achieved_gflops"],
+                   f"{100 * r['ceiling_fraction']:.2g}%" if r["ceiling_fraction"] else "",
+                   peak / 2**20 if peak else None)
+            rows.append((record["model"]["spec"], *row) if several else row)
+    first = records[0]
+    title = (f"{first['mode']} on this {first['host']['machine']} machine for target {first['target']['name']}"
+             f"{'' if several else ': ' + first['model']['spec']} ({first['precision']}, {first['threads']} threads, "
+             f"{first['warmup']} warm-up, {first['repeats']} repeats)")
+    columns = ("runtime", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "images/s", "GFLOP/s",
+               "of peak", "RSS MiB")
+    return table(title, ("model", *columns) if several else columns, rows)
+
+
+@command
+def bench(
+    runs: Optional[list[Path]] = typer.Argument(None, help="Run directories (several compare models)."),
+    target: str = typer.Option("x86-cpu", "--target", "-t", help="Device profile name or .toml path."),
+    runtime: Optional[list[str]] = typer.Option(None, "--runtime", help="Runtime(s), e.g. ort-cpu,torch-cpu "
+                                                "(default: the target's runtimes available here)."),
+    batch: str = typer.Option("1,8,32", "--batch", "-b", help="Batch sizes, comma-separated."),
+    repeats: int = typer.Option(50, "--repeats", help="Timed calls per measurement."),
+    warmup: int = typer.Option(10, "--warmup", help="Untimed calls before timing."),
+    mode: str = typer.Option("latency", "--mode", help=f"One of: {', '.join(MODES.names())}."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 or fp16 (where the target and runtime allow)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: the target's)."),
+    memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak memory in a separate pass."),
+    list_runtimes: bool = typer.Option(False, "--list-runtimes", help="List runtimes and why any cannot run here."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Time a run's model per runtime and batch size (p50/p90/p99, throughput, GFLOP/s, memory) into RUN/bench.json."""
+    if list_runtimes:
+        print_runtimes()
+        return
+    if not runs:
+        raise EdgeRobustError("give at least one run directory, e.g. `edgerobust bench runs/train`")
+    names = [n.strip() for item in (runtime or []) for n in item.split(",") if n.strip()] or None
+    batches = parse_int_list(batch, "--batch")
+    records = [bench_run(run, target, names, batches, mode, repeats, warmup, precision, threads, memory,
+                         progress=False if quiet else None) for run in runs]
+    console.print(results_table(records))
+    first = records[0]
+    for device, ceiling in first["ceilings"].items():
+        console.print(f"{device} peak = measured GEMM ceiling: {ceiling['gflops']:.1f} GFLOP/s ({ceiling['method']})")
+    busy = max(first["load_average_before"][0], first["load_average_after"][0])
+    if busy > first["host"]["logical_cpus"]:
+        err_console.print(f"[yellow]warning:[/] load average {busy:.1f} on {first['host']['logical_cpus']} CPUs: "
+                          "other processes share the cores, so these timings include contention")
+    for name, reason in first["skipped_runtimes"].items():
+        err_console.print(f"[dim]skipped {name}: {escape(reason)}[/]", highlight=False)
+    for record in records:
+        console.print(f"bench: [bold]{Path(record['run']) / 'bench.json'}[/]")

@@ -1,7 +1,22 @@
 """Adversarial attacks: a registry of batched attacks in pixel space [0,1] (L∞ and L2)."""
-from . import pgd  # noqa: F401  (each import registers its attacks)
-from .base import ATTACKS, NORMS, Attack, get_attack, project, random_start, steepest_step
+from . import apgd, pgd, square  # noqa: F401  (each import registers its attacks)
+from .apgd import APGD, dlr_loss, targeted_dlr_loss
+from .base import (
+    ATTACKS,
+    NORMS,
+    Attack,
+    MinimalAttack,
+    check_logits,
+    checked_logits,
+    get_attack,
+    perturbation_norm,
+    project,
+    random_start,
+    steepest_step,
+)
 from .pgd import PGD, loss_gradient
+from .square import Square
 
-__all__ = ["ATTACKS", "NORMS", "PGD", "Attack", "get_attack", "loss_gradient", "project", "random_start",
-           "steepest_step"]
+__all__ = ["APGD", "ATTACKS", "NORMS", "PGD", "Attack", "MinimalAttack", "Square", "check_logits", "checked_logits",
+           "dlr_loss", "get_attack", "loss_gradient", "perturbation_norm", "project", "random_start",
+           "steepest_step", "targeted_dlr_loss"]

@@ -5,7 +5,8 @@ pixel space [0,1], on a batch, with the model in eval mode, and never leaves the
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -14,13 +15,18 @@ from ..errors import EdgeRobustError
 from ..registry import Registry
 
 NORMS = ("linf", "l2")
-ATTACKS: Registry[Callable[..., "Attack"]] = Registry("attack")
+ATTACKS: Registry[Callable[..., Attack]] = Registry("attack")
 
 
 class Attack:
-    """Base class: subclasses implement `perturb`; `__call__` checks input and restores the model's mode."""
+    """Base class: subclasses implement `perturb`; `__call__` checks input and restores the model's mode.
+
+    A budgeted attack (`minimal = False`) searches the ε-ball; a minimal-perturbation attack (CW, DeepFool, FGS
+    search) looks for the smallest perturbation and, when given ε, keeps only the examples it found within ε.
+    """
 
     name = "attack"
+    minimal = False
 
     def __init__(self, eps: float, norm: str = "linf", **settings: Any):
         check_eps(eps, norm)
@@ -45,6 +51,18 @@ class Attack:
         finally:
             model.train(was_training)
         return project(x_adv.detach(), x.detach(), self.eps, self.norm)
+
+
+def checked_logits(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The model's logits for x, failing with one line if they are not a (batch, classes) tensor fitting y."""
+    logits = model(x)
+    check_logits(logits, y)
+    return logits
+
+
+def perturbation_norm(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
+    delta = (x_adv - x).flatten(1)
+    return delta.abs().amax(dim=1) if norm == "linf" else delta.norm(dim=1)
 
 
 def check_eps(eps: float, norm: str) -> None:
@@ -104,3 +122,35 @@ def steepest_step(grad: torch.Tensor, alpha: float, norm: str) -> torch.Tensor:
 
 def get_attack(name: str, **settings: Any) -> Attack:
     return ATTACKS.get(name)(**settings)
+
+
+class MinimalAttack(Attack):
+    """An attack that searches for the smallest perturbation; `eps=None` means unbounded (only [0,1] applies)."""
+
+    minimal = True
+
+    def __init__(self, eps: float | None = None, norm: str = "l2", **settings: Any):
+        if norm not in NORMS:
+            raise EdgeRobustError(f"unknown norm '{norm}'; valid norms: {', '.join(NORMS)}")
+        if eps is not None:
+            check_eps(eps, norm)
+        self.eps = None if eps is None else float(eps)
+        self.norm = norm
+        self.settings = settings
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        check_batch(model, x, y)
+        x = x.detach()
+        if self.eps == 0:
+            return x.clone()
+        was_training = model.training
+        model.eval()
+        try:
+            x_adv = self.perturb(model, x, y).detach().clamp(0.0, 1.0)
+        finally:
+            model.train(was_training)
+        if self.eps is not None:
+            # outside the budget the attack failed: keep the clean input rather than a projected (weaker) point
+            too_far = perturbation_norm(x_adv, x, self.norm) > self.eps * (1 + 1e-6)
+            x_adv[too_far] = x[too_far]
+        return x_adv

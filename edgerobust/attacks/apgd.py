@@ -1,0 +1,219 @@
+"""Auto-PGD (Croce & Hein 2020): step size 2ε halved at checkpoints when progress stalls, with momentum 0.75.
+
+Losses: cross-entropy (`apgd-ce`), the difference-of-logits ratio (`apgd-dlr`) and its targeted form (`apgd-t`,
+run once per target among the top `n_target_classes` other classes). Points already misclassified leave the
+batch (their adversarial example is kept), so a run costs fewer passes as points break.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import EdgeRobustError
+from .base import ATTACKS, Attack, checked_logits, project, steepest_step
+
+LOSSES = ("ce", "dlr", "dlr-targeted")
+
+
+def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """-(z_y - max_{i≠y} z_i) / (z_π1 - z_π3): invariant to shifting and scaling the logits."""
+    ordered, order = logits.sort(dim=1)
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    top_is_y = order[:, -1] == y
+    z_other = torch.where(top_is_y, ordered[:, -2], ordered[:, -1])
+    return -(z_y - z_other) / (ordered[:, -1] - ordered[:, -3] + 1e-12)
+
+
+def targeted_dlr_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """-(z_y - z_t) / (z_π1 - (z_π3 + z_π4)/2)."""
+    ordered = logits.sort(dim=1).values
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    z_t = logits.gather(1, target[:, None]).squeeze(1)
+    return -(z_y - z_t) / (ordered[:, -1] - 0.5 * (ordered[:, -3] + ordered[:, -4]) + 1e-12)
+
+
+def checkpoint_schedule(steps: int) -> tuple[int, int, int]:
+    """First interval, its decrease, and its minimum: p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03,
+    0.06), in iterations (AutoAttack's integer form)."""
+    return max(int(0.22 * steps), 1), max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+
+
+class APGD(Attack):
+    name = "apgd-ce"
+
+    def __init__(self, eps: float, norm: str = "linf", steps: int = 100, restarts: int = 1, loss: str = "ce",
+                 n_target_classes: int = 9, rho: float = 0.75, random_init: bool = True, early_exit: bool = True,
+                 seed: int | None = 0):
+        if loss not in LOSSES:
+            raise EdgeRobustError(f"unknown APGD loss '{loss}'; valid losses: {', '.join(LOSSES)}")
+        if steps < 1 or restarts < 1:
+            raise EdgeRobustError(f"APGD needs steps ≥ 1 and restarts ≥ 1, got steps={steps}, restarts={restarts}")
+        settings = dict(steps=int(steps), restarts=int(restarts), loss=loss, rho=rho, initial_step=2 * eps,
+                        momentum=0.75, checkpoints=list(checkpoint_schedule(int(steps))), random_init=bool(random_init),
+                        early_exit=bool(early_exit), seed=seed)
+        if loss == "dlr-targeted":
+            settings["n_target_classes"] = int(n_target_classes)
+        super().__init__(eps, norm, **settings)
+        self.steps, self.restarts, self.loss, self.rho = int(steps), int(restarts), loss, float(rho)
+        self.n_target_classes, self.random_init, self.early_exit, self.seed = (int(n_target_classes),
+                                                                                bool(random_init), bool(early_exit),
+                                                                                seed)
+
+    # -- the loss -------------------------------------------------------------------------------------------------
+    def _loss(self, logits, y, target):
+        if self.loss == "ce":
+            return F.cross_entropy(logits, y, reduction="none")
+        if self.loss == "dlr":
+            return dlr_loss(logits, y)
+        return targeted_dlr_loss(logits, y, target)
+
+    def _loss_grad(self, model, x, y, target):
+        x = x.detach().requires_grad_(True)
+        logits = checked_logits(model, x, y)
+        minimum = {"ce": 2, "dlr": 3, "dlr-targeted": 4}[self.loss]
+        if logits.shape[1] < minimum:
+            raise EdgeRobustError(f"APGD with the {self.loss} loss needs at least {minimum} classes, the model has "
+                                  f"{logits.shape[1]}; use apgd-ce")
+        loss = self._loss(logits, y, target)
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+        return loss.detach(), grad, logits.detach()
+
+    # -- the attack -----------------------------------------------------------------------------------------------
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
+        best = x.clone()
+        fooled = torch.zeros(len(x), dtype=torch.bool)
+        if self.loss == "dlr-targeted":
+            with torch.no_grad():
+                logits = checked_logits(model, x, y)
+            n_targets = min(self.n_target_classes, logits.shape[1] - 1)
+            ranked = logits.argsort(dim=1, descending=True)
+            targets = [ranked[:, k] for k in range(1, n_targets + 1)]
+            # the top class is y for correct points; for wrong ones pick the next class so the target is never y
+            targets = [torch.where(t == y, ranked[:, 0], t) for t in targets]
+        else:
+            targets = [None]
+        for target in targets:
+            for _ in range(self.restarts):
+                todo = ~fooled if self.early_exit else torch.ones(len(x), dtype=torch.bool)
+                if not todo.any():
+                    return best
+                idx = todo.nonzero().squeeze(1)
+                adv, hit = self._one_run(model, x[idx], y[idx], None if target is None else target[idx], generator)
+                keep = hit | ~fooled[idx]  # never replace a found adversarial example with a failed one
+                best[idx[keep]] = adv[keep]
+                fooled[idx] |= hit
+        return best
+
+    def _start(self, x, generator):
+        if not self.random_init:
+            return x.clone()
+        if self.norm == "linf":
+            t = torch.rand(x.shape, generator=generator) * 2 - 1
+            t = t / t.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        else:
+            t = torch.randn(x.shape, generator=generator)
+            t = t / t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        return project(x + self.eps * t, x, self.eps, self.norm)
+
+    def _one_run(self, model, x, y, target, generator):
+        """One restart for one target: the adversarial (or highest-loss) points and whether each is misclassified."""
+        n = len(x)
+        out = x.clone()
+        hit = torch.zeros(n, dtype=torch.bool)
+        interval, decrease, minimum = checkpoint_schedule(self.steps)
+        x_adv = self._start(x, generator)
+        loss, grad, logits = self._loss_grad(model, x_adv, y, target)
+        # per-example state, compacted together as points break (column 0 = position in the batch)
+        s = {"pos": torch.arange(n), "x": x, "y": y, "x_adv": x_adv, "x_prev": x_adv.clone(), "grad": grad,
+             "x_best": x_adv.clone(), "grad_best": grad.clone(), "loss_best": loss.clone(), "loss_prev": loss.clone(),
+             "loss_best_checked": loss.clone(), "step": torch.full((n,), 2 * self.eps),
+             "reduced": torch.zeros(n, dtype=torch.bool), "increases": torch.zeros(n)}
+        if target is not None:
+            s["target"] = target
+        s = self._record_hits(s, logits, out, hit)
+        counter = 0
+        for i in range(self.steps):
+            if len(s["pos"]) == 0:
+                break
+            x_adv, x_ref = s["x_adv"], s["x"]
+            shape = (-1, 1, 1, 1)
+            momentum_term = x_adv - s["x_prev"]
+            s["x_prev"] = x_adv
+            a = 0.75 if i > 0 else 1.0
+            z = project(x_adv + s["step"].view(shape) * steepest_step(s["grad"], 1.0, self.norm), x_ref, self.eps,
+                        self.norm)
+            x_adv = project(x_adv + a * (z - x_adv) + (1 - a) * momentum_term, x_ref, self.eps, self.norm)
+            loss, grad, logits = self._loss_grad(model, x_adv, s["y"], s.get("target"))
+            s["x_adv"], s["grad"] = x_adv, grad
+            s["increases"] += (loss > s["loss_prev"]).float()
+            s["loss_prev"] = loss
+            better = loss > s["loss_best"]
+            s["x_best"][better], s["grad_best"][better] = x_adv[better], grad[better]
+            s["loss_best"][better] = loss[better]
+            s = self._record_hits(s, logits, out, hit)  # before any reset, while x_adv matches these logits
+            counter += 1
+            if counter == interval:
+                oscillating = s["increases"] <= interval * self.rho
+                stalled = ~s["reduced"] & (s["loss_best_checked"] >= s["loss_best"])
+                reduce = oscillating | stalled
+                s["reduced"], s["loss_best_checked"] = reduce, s["loss_best"].clone()
+                s["step"][reduce] /= 2
+                s["x_adv"][reduce], s["grad"][reduce] = s["x_best"][reduce], s["grad_best"][reduce]
+                s["increases"] = torch.zeros_like(s["increases"])
+                counter, interval = 0, max(interval - decrease, minimum)
+        unbroken = ~hit[s["pos"]]
+        out[s["pos"][unbroken]] = s["x_best"][unbroken]
+        return out, hit
+
+    def _record_hits(self, s, logits, out, hit):
+        broken = logits.argmax(1) != s["y"]
+        if broken.any():
+            out[s["pos"][broken]] = s["x_adv"][broken]
+            hit[s["pos"][broken]] = True
+            if self.early_exit:
+                s = {k: v[~broken] for k, v in s.items()}
+        return s
+
+
+def _no_alpha(alpha):
+    if alpha is not None:
+        raise EdgeRobustError("APGD sets its own step size (2ε, halved at checkpoints); drop alpha")
+
+
+@ATTACKS.register("apgd-ce", "Auto-PGD on cross-entropy (Croce & Hein 2020)")
+def build_apgd_ce(eps: float, norm: str = "linf", steps: int = 100, restarts: int = 1, random_init: bool = True,
+                  early_exit: bool = True, seed: int | None = 0, alpha: float | None = None, rho: float = 0.75) -> APGD:
+    _no_alpha(alpha)
+    return APGD(eps, norm, steps, restarts, "ce", rho=rho, random_init=random_init, early_exit=early_exit, seed=seed)
+
+
+@ATTACKS.register("apgd-dlr", "Auto-PGD on the difference-of-logits ratio")
+def build_apgd_dlr(eps: float, norm: str = "linf", steps: int = 100, restarts: int = 1, random_init: bool = True,
+                   early_exit: bool = True, seed: int | None = 0, alpha: float | None = None,
+                   rho: float = 0.75) -> APGD:
+    _no_alpha(alpha)
+    attack = APGD(eps, norm, steps, restarts, "dlr", rho=rho, random_init=random_init, early_exit=early_exit,
+                  seed=seed)
+    attack.name = "apgd-dlr"
+    return attack
+
+
+@ATTACKS.register("apgd-t", "targeted Auto-PGD on the DLR loss, once per top-ranked other class")
+def build_apgd_t(eps: float, norm: str = "linf", steps: int = 100, restarts: int = 1, n_target_classes: int = 9,
+                 random_init: bool = True, early_exit: bool = True, seed: int | None = 0, alpha: float | None = None,
+                 rho: float = 0.75) -> APGD:
+    _no_alpha(alpha)
+    attack = APGD(eps, norm, steps, restarts, "dlr-targeted", n_target_classes, rho, random_init, early_exit, seed)
+    attack.name = "apgd-t"
+    return attack
+
+
+def total_steps(attack: APGD) -> int:
+    """Upper bound on forward+backward passes per example (fewer when points break early)."""
+    targets = attack.n_target_classes if attack.loss == "dlr-targeted" else 1
+    return (attack.steps + 1) * attack.restarts * targets + (1 if attack.loss == "dlr-targeted" else 0)
+
+
+__all__ = ["APGD", "checkpoint_schedule", "dlr_loss", "targeted_dlr_loss", "total_steps"]

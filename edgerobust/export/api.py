@@ -1,0 +1,186 @@
+"""`export_run`: a run directory's model -> a checked deployment bundle for one target device."""
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data import load_dataset
+from ..devices import DeviceProfile, load_profile
+from ..errors import DataError, EdgeRobustError
+from ..progress import progress_bar
+from ..run import RunDir, now
+from ..versions import package_versions
+from .bundle import save_array, staging, write_manifest
+from .calibration import CALIBRATION_NAME, calibration_sample, save_calibration
+from .fp16 import to_fp16
+from .memory import check_budget, estimate_memory
+from .onnx_export import INPUT_NAME, OUTPUT_NAME, opset_of, save_onnx, simplify, to_onnx
+from .operators import check_operators, graph_operators
+from .parity import check_parity, run_torch
+
+FP32_TOLERANCE = 1e-4  # absolute, on logits
+FP16_TOLERANCE = 1e-2  # relative to the largest |logit|: fp16 keeps ~3 significant digits
+EXPORTABLE = ("fp32", "fp16", "int8")
+
+
+@dataclass
+class ExportResult:
+    bundle: Path
+    manifest: dict[str, Any]  # the bundle's manifest.json
+    summary: dict[str, Any]  # what went into the run's manifest under export.<target>
+
+
+def default_bundle_path(run: RunDir, profile: DeviceProfile) -> Path:
+    return run.path / f"export-{profile.name}"
+
+
+def choose_precisions(profile: DeviceProfile, fp16: bool | None, int8: bool | None) -> list[str]:
+    """fp32 always; fp16 / int8 where the target has them unless switched off; asked-for but absent is an error."""
+    chosen = ["fp32"]
+    for name, wanted in (("fp16", fp16), ("int8", int8)):
+        if wanted:
+            profile.require_precision(name)
+        if wanted or (wanted is None and profile.supports_precision(name)):
+            chosen.append(name)
+    return chosen
+
+
+def load_inputs(run: RunDir, split: str, data_root: str | Path | None) -> Any:
+    data = run.manifest.get("dataset", {})
+    name = data.get("test" if split == "test" else "train", {}).get("name")
+    if not name:
+        raise EdgeRobustError(f"run {run.path} does not record its dataset; parity needs real inputs from it")
+    root = data_root or data.get("root") or None
+    try:
+        dataset = load_dataset(name, split, root)
+    except DataError as exc:
+        raise EdgeRobustError(f"parity needs real inputs but {name} ({split}) cannot be loaded: {exc}; "
+                              "pass --data-root") from None
+    if tuple(dataset.input_shape) != run.input_shape:
+        raise EdgeRobustError(f"dataset {name} has inputs {dataset.input_shape} but the model takes {run.input_shape}")
+    return dataset
+
+
+def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile = "x86-cpu", *,
+               out: str | Path | None = None, opset: int | None = None, fp16: bool | None = None,
+               int8: bool | None = None, batch: int = 1, golden: int = 64, calibration: int = 256,
+               tolerance: float = FP32_TOLERANCE, fp16_tolerance: float = FP16_TOLERANCE, engine: bool = False,
+               data_root: str | Path | None = None, progress: bool | None = None) -> ExportResult:
+    """Export the run's model for `target` into a deployment bundle; every check passes or nothing is written."""
+    run = run if isinstance(run, RunDir) else RunDir.open(run)
+    profile = load_profile(target)
+    opset = profile.max_opset if opset is None else int(opset)
+    profile.check_opset(opset)
+    precisions = choose_precisions(profile, fp16, int8)
+    if batch < 1 or golden < 1 or calibration < 0:
+        raise EdgeRobustError("--batch and --golden must be at least 1 and --calibration at least 0")
+    if engine:
+        from .tensorrt_build import check_local_device, import_tensorrt
+
+        import_tensorrt()
+        check_local_device(profile)
+    bundle_path = Path(out) if out is not None else default_bundle_path(run, profile)
+    input_shape = run.input_shape
+    runtime = profile.runtimes[0]
+
+    steps = ["export", "parity", *(["fp16"] if "fp16" in precisions else []), "memory", "data",
+             *(["engine"] if engine else []), "bundle"]
+    with progress_bar(progress) as bar, staging(bundle_path) as stage:
+        task = bar.add_task(f"export for {profile.name}", total=len(steps), status="")
+
+        def advance(status: str) -> None:
+            bar.update(task, advance=1, status=status)
+
+        model = run.load_model()
+        proto = simplify(to_onnx(model, input_shape, opset))
+        check_operators(proto, profile.operator_set, profile.name, runtime)
+        proto.producer_name = "edgerobust"
+        info = run.manifest["model"]
+        for key, value in {"model": info["spec"], "input": "NCHW float32 pixels in [0,1]",
+                           "mean": info.get("mean"), "std": info.get("std"), "target": profile.name}.items():
+            proto.metadata_props.add(key=key, value=str(value))
+        save_onnx(proto, stage / "model.onnx")
+        advance(f"opset {opset_of(proto)}")
+
+        test = load_inputs(run, "test", data_root)
+        inputs = test.images[:golden].numpy().astype(np.float32)
+        labels = test.labels[:golden].numpy().astype(np.int64)
+        reference = run_torch(model, inputs)
+        models: dict[str, dict[str, Any]] = {}
+        parity = check_parity(reference, stage / "model.onnx", inputs, tolerance, "fp32")
+        models["fp32"] = {"file": "model.onnx", "parity": parity}
+        advance(f"fp32 max |Δ| {parity['max_abs_diff']:.2g}")
+
+        if "fp16" in precisions:
+            half = to_fp16(proto)
+            check_operators(half, profile.operator_set, profile.name, runtime)
+            save_onnx(half, stage / "model.fp16.onnx")
+            half_parity = check_parity(reference, stage / "model.fp16.onnx", inputs, fp16_tolerance, "fp16",
+                                       relative=True)
+            models["fp16"] = {"file": "model.fp16.onnx", "parity": half_parity}
+            advance(f"fp16 top-1 {half_parity['top1_agreement']:.3f}")
+
+        memory = estimate_memory(proto, batch)
+        memory["budget_bytes"] = profile.memory_budget_bytes
+        check_budget(memory, profile.memory_budget_bytes, profile.name)
+        advance(f"{memory['estimate_bytes'] / 2**20:.1f} MiB")
+
+        save_array(stage / "golden_inputs.npy", inputs)
+        save_array(stage / "golden_outputs.npy", reference)
+        save_array(stage / "golden_labels.npy", labels)
+        calib_info = None
+        if calibration:
+            images, calib_labels = calibration_sample(load_inputs(run, "train", data_root), calibration)
+            save_calibration(stage / CALIBRATION_NAME, images, calib_labels)
+            calib_info = {"file": CALIBRATION_NAME, "count": len(images), "split": "train",
+                          "sampling": "class-balanced, seed 0"}
+        write_profile(stage, profile)
+        advance("golden + calibration")
+
+        engines = []
+        if engine:
+            from .tensorrt_build import build_engine
+
+            calib = images if calibration else None
+            for precision in precisions:
+                engines.append(build_engine(stage / "model.onnx", stage / f"model.{precision}.engine", profile,
+                                            precision, input_shape, max_batch=max(batch, 1), calibration=calib))
+                engines[-1]["path"] = f"model.{precision}.engine"
+            advance(f"{len(engines)} engine(s)")
+
+        manifest = write_manifest(stage, {
+            "created": now(), "target": profile.name, "runtime": runtime, "runtimes": profile.runtimes,
+            "precisions": precisions, "opset": opset_of(proto), "input_name": INPUT_NAME, "output_name": OUTPUT_NAME,
+            "input_shape": list(input_shape), "dynamic_batch": True, "num_classes": run.num_classes,
+            "model": {"spec": info["spec"], "mean": info.get("mean"), "std": info.get("std"),
+                      "normalisation": "inside the graph", "weights_sha256": run.manifest.get("weights_sha256"),
+                      "run": str(run.path)},
+            "operators": dict(sorted((op, n) for (_, op), n in graph_operators(proto).items())),
+            "models": models, "memory": memory,
+            "golden": {"inputs": "golden_inputs.npy", "outputs": "golden_outputs.npy", "labels": "golden_labels.npy",
+                       "count": len(inputs), "split": "test", "outputs_from": "PyTorch eager fp32 (CPU)"},
+            "calibration": calib_info,
+            "engines": [{**e, "built_on": platform.node(), "note": "valid only on this device"} for e in engines],
+            "versions": package_versions(),
+        })
+        advance(str(bundle_path))
+
+    summary = {"bundle": str(bundle_path), "created": manifest["created"], "target": profile.name,
+               "runtime": runtime, "opset": manifest["opset"], "precisions": precisions,
+               "parity": {p: m["parity"] for p, m in models.items()}, "memory": memory,
+               "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},
+               "operators": manifest["operators"], "engines": manifest["engines"]}
+    exports = dict(run.manifest.get("export", {}))
+    exports[profile.name] = summary
+    run.update("export", exports)
+    return ExportResult(bundle_path, manifest, summary)
+
+
+def write_profile(directory: Path, profile: DeviceProfile) -> None:
+    from ..io import write_json
+
+    write_json(directory / "profile.json", {k: v for k, v in profile.to_dict().items() if k != "source"})

@@ -1,0 +1,67 @@
+"""Parity: the exported graph under onnxruntime against the PyTorch model on the same real inputs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from ..errors import EdgeRobustError
+from .onnx_export import INPUT_NAME
+
+
+def ort_session(path: str | Path, threads: int = 1, providers: list[str] | None = None) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/NotImplemented types; name what it said
+        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise EdgeRobustError(f"onnxruntime cannot load {Path(path).name}: {text}") from None
+
+
+def run_onnx(session: ort.InferenceSession, inputs: np.ndarray, batch: int = 64) -> np.ndarray:
+    """Outputs in float32, fed in chunks so dynamic batch sizes are exercised too."""
+    feed_type = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
+    outs = [session.run(None, {INPUT_NAME: inputs[i:i + batch].astype(feed_type)})[0]
+            for i in range(0, len(inputs), batch)]
+    return np.concatenate(outs).astype(np.float32)
+
+
+def run_torch(model: nn.Module, inputs: np.ndarray, batch: int = 64) -> np.ndarray:
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        outs = [model(torch.from_numpy(inputs[i:i + batch])).float().numpy() for i in range(0, len(inputs), batch)]
+    model.train(was_training)
+    return np.concatenate(outs).astype(np.float32)
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
+    scale = float(np.abs(reference).max()) or 1.0
+    return {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
+            "max_rel_diff": float(diff.max() / scale),
+            "top1_agreement": float((reference.argmax(1) == candidate.argmax(1)).mean()), "inputs": len(reference)}
+
+
+def check_parity(reference: np.ndarray, onnx_path: str | Path, inputs: np.ndarray, tolerance: float,
+                 label: str = "fp32", relative: bool = False, threads: int = 1) -> dict:
+    """Compare onnxruntime outputs with the PyTorch `reference` outputs; raise beyond `tolerance`.
+
+    `relative` measures the difference as a fraction of the largest |logit| (for fp16, whose error scales with it).
+    """
+    outputs = run_onnx(ort_session(onnx_path, threads), inputs)
+    figures = compare(reference, outputs)
+    measured = figures["max_rel_diff"] if relative else figures["max_abs_diff"]
+    figures.update(precision=label, tolerance=tolerance, tolerance_kind="relative" if relative else "absolute",
+                   passed=bool(measured <= tolerance), runtime=f"onnxruntime {ort.__version__} CPU")
+    if not figures["passed"]:
+        raise EdgeRobustError(f"{label} export does not match PyTorch: max {'relative' if relative else 'absolute'} "
+                              f"difference {measured:.3g} > tolerance {tolerance:g} "
+                              f"(top-1 agreement {figures['top1_agreement']:.3f}); the export was not written")
+    return figures

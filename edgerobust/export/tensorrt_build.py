@@ -1,0 +1,113 @@
+"""TensorRT engine building (fp32 / fp16 / int8 with the bundle's calibration set), on the machine that runs it.
+
+An engine is specific to the GPU, the TensorRT version and the build flags, so it is only built when the local
+GPU is the target's (same compute capability) and is never shipped to another device.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..devices import DeviceProfile
+from ..errors import EdgeRobustError
+from ..io import write_bytes
+from .onnx_export import INPUT_NAME
+
+INSTALL_HINT = "install it on the device with `pip install 'edgerobust[tensorrt]'` (JetPack ships it on a Jetson)"
+
+
+def import_tensorrt():
+    try:
+        import tensorrt
+    except ImportError:
+        raise EdgeRobustError(f"TensorRT is not installed on this machine (`import tensorrt` failed); {INSTALL_HINT}, "
+                              "or export without --engine and build the engine on the device") from None
+    return tensorrt
+
+
+def local_compute_capability() -> str | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    major, minor = torch.cuda.get_device_capability()
+    return f"{major}.{minor}"
+
+
+def check_local_device(profile: DeviceProfile) -> None:
+    if profile.accelerator != "gpu" or "tensorrt" not in profile.runtimes:
+        raise EdgeRobustError(f"target '{profile.name}' has no TensorRT runtime; choose a GPU target such as "
+                              "jetson-nano or a100")
+    local = local_compute_capability()
+    if local != profile.compute_capability:
+        found = f"a GPU of compute capability {local}" if local else "no CUDA GPU"
+        raise EdgeRobustError(f"TensorRT engines are built on the device that runs them: target '{profile.name}' "
+                              f"needs compute capability {profile.compute_capability} but this machine has {found}; "
+                              "copy the bundle to the device and build the engine there")
+
+
+def _calibrator(trt, images: np.ndarray, batch: int, cache: Path):
+    import torch
+
+    class Calibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self):
+            super().__init__()
+            self.index = 0
+            self.device_batch = torch.empty((batch, *images.shape[1:]), dtype=torch.float32, device="cuda")
+
+        def get_batch_size(self):
+            return batch
+
+        def get_batch(self, names):
+            if self.index + batch > len(images):
+                return None
+            self.device_batch.copy_(torch.from_numpy(images[self.index:self.index + batch]))
+            self.index += batch
+            return [int(self.device_batch.data_ptr())]
+
+        def read_calibration_cache(self):
+            return cache.read_bytes() if cache.is_file() else None
+
+        def write_calibration_cache(self, data):
+            write_bytes(cache, bytes(data))
+
+    return Calibrator()
+
+
+def build_engine(onnx_path: str | Path, engine_path: str | Path, profile: DeviceProfile, precision: str,
+                 input_shape: tuple[int, ...], max_batch: int = 32, calibration: np.ndarray | None = None,
+                 workspace_bytes: int = 1 << 30) -> dict:
+    """Parse the ONNX file and build a serialized engine (optimisation profile for batch 1..max_batch)."""
+    profile.require_precision(precision)
+    trt = import_tensorrt()
+    check_local_device(profile)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if hasattr(
+        trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(Path(onnx_path).read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise EdgeRobustError(f"TensorRT {trt.__version__} cannot parse {Path(onnx_path).name}: {errors[:300]}")
+    config = builder.create_builder_config()
+    if hasattr(config, "set_memory_pool_limit"):
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
+    optimisation = builder.create_optimization_profile()
+    optimisation.set_shape(INPUT_NAME, (1, *input_shape), (max_batch, *input_shape), (max_batch, *input_shape))
+    config.add_optimization_profile(optimisation)
+    if precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+    elif precision == "int8":
+        if calibration is None or len(calibration) < max_batch:
+            raise EdgeRobustError(f"INT8 needs at least {max_batch} calibration inputs; export with --calibration")
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.int8_calibrator = _calibrator(trt, calibration, max_batch, Path(engine_path).with_suffix(".calib"))
+        config.set_calibration_profile(optimisation)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise EdgeRobustError(f"TensorRT could not build a {precision} engine for {Path(onnx_path).name}")
+    write_bytes(engine_path, bytes(serialized))
+    return {"precision": precision, "tensorrt": trt.__version__, "compute_capability": profile.compute_capability,
+            "max_batch": max_batch, "path": str(engine_path)}

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
 from rich.markup import escape
 
 from ..bench import MODES, bench_run, runtime_table
@@ -29,24 +30,39 @@ def print_runtimes() -> None:
     console.print(table("runtimes on this machine", ("runtime", "device", "available", "version", "why not"), rows))
 
 
+def fmt_ms(ms: float) -> str:
+    if ms < 1:
+        return f"{ms * 1e3:.3g}µs"
+    return f"{ms:.3g}ms" if ms < 1e3 else f"{ms / 1e3:.3g}s"
+
+
+def fmt_rate(value: float) -> str:
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
 def results_table(records: list[dict]):
     several = len({r["model"]["spec"] for r in records}) > 1
     rows = []
     for record in records:
         for r in record["results"]:
-            peak = r.get("memory", {}).get("peak_rss_bytes")
-            row = (r["runtime"], r["batch"], r["p50_ms"], r["p90_ms"], r["p99_ms"], r["mean_ms"], r["std_ms"],
-                   r["throughput_ips"], r["achieved_gflops"],
-                   f"{100 * r['ceiling_fraction']:.2g}%" if r["ceiling_fraction"] else "",
-                   peak / 2**20 if peak else None)
+            fraction = r["ceiling_fraction"]
+            row = (r["runtime"], r["batch"], fmt_ms(r["p50_ms"]), fmt_ms(r["p90_ms"]), fmt_ms(r["p99_ms"]),
+                   fmt_ms(r["mean_ms"]), fmt_rate(r["throughput_ips"]),
+                   f"{r['achieved_gflops']:.3g}", f"{100 * fraction:.3g}%" if fraction else "")
             rows.append((record["model"]["spec"], *row) if several else row)
     first = records[0]
     title = (f"{first['mode']} on this {first['host']['machine']} machine for target {first['target']['name']}"
              f"{'' if several else ': ' + first['model']['spec']} ({first['precision']}, {first['threads']} threads, "
-             f"{first['warmup']} warm-up, {first['repeats']} repeats)")
-    columns = ("runtime", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "images/s", "GFLOP/s",
-               "of peak", "RSS MiB")
-    return table(title, ("model", *columns) if several else columns, rows)
+             f"{first['warmup']} warm-up, {first['repeats']} repeats; std, memory and more in bench.json)")
+    columns = ("runtime", "batch", "p50", "p90", "p99", "mean", "img/s", "GFLOP/s", "of peak")
+    out = table(title, ("model", *columns) if several else columns, rows)
+    out.box, out.pad_edge = box.SIMPLE_HEAD, False  # no vertical rules: the table fits an 80-column terminal
+    for column in out.columns[:2 if several else 1]:
+        column.no_wrap = True
+    return out
 
 
 @command

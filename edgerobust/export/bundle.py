@@ -36,7 +36,9 @@ def check_writable(out: Path) -> None:
     ancestor = out.parent
     while not ancestor.exists():
         ancestor = ancestor.parent
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+    if not ancestor.is_dir():
+        raise EdgeRobustError(f"cannot write the bundle to {out}: {ancestor} is not a directory; choose another --out")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
         raise EdgeRobustError(f"cannot write the bundle to {out}: {ancestor} is not writable; choose another --out")
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
         raise EdgeRobustError(f"{out} is not empty and is not an edgerobust bundle; choose another --out")
@@ -47,8 +49,11 @@ def staging(out: str | Path) -> Iterator[Path]:
     """Yield an empty staging directory; on success it replaces `out` (an earlier bundle there is replaced)."""
     out = Path(out)
     check_writable(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    except OSError as exc:
+        raise EdgeRobustError(f"cannot write the bundle to {out}: {exc.strerror}; choose another --out") from None
     try:
         yield stage
         old = None

@@ -14,7 +14,9 @@ from ..errors import EdgeRobustError
 from ..io import write_bytes
 from .onnx_export import INPUT_NAME
 
-INSTALL_HINT = "install it on the device with `pip install 'edgerobust[tensorrt]'` (JetPack ships it on a Jetson)"
+# (no square brackets: the CLI prints errors as rich markup, which would swallow "[tensorrt]")
+INSTALL_HINT = ("install edgerobust's `tensorrt` extra on the device that will run the engine (`pip install tensorrt`; "
+                "on a Jetson, JetPack's python3-libnvinfer)")
 
 
 def import_tensorrt():

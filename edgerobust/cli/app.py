@@ -6,6 +6,8 @@ import os
 import typer
 
 from . import bench as bench_cmd
+from . import devices as devices_cmd
+from . import export as export_cmd
 from . import models as models_cmd
 from . import pipeline as pipeline_cmd
 from . import report as report_cmd
@@ -37,6 +39,9 @@ app.command()(report_cmd.report)
 app.command()(bench_cmd.bench)
 app.command()(models_cmd.models)
 app.command()(models_cmd.datasets)
+app.command()(export_cmd.export)
+app.command()(export_cmd.verify)
+app.add_typer(devices_cmd.devices_app)
 
 
 def main() -> None:

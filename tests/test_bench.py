@@ -265,3 +265,16 @@ def test_bench_missing_gpu_runtime_is_one_line(bench_copy, tmp_path):
     assert code == 2 and "runtime torch-cuda is not available here" in err and "GPU" in err
     code, _, err = run_cli("bench", tmp_path / "nothing", "-q")
     assert code == 2 and "does not exist" in err
+
+
+def test_bench_times_the_exported_bundle_and_refuses_a_tampered_one(bench_copy):
+    from edgerobust.export.api import export_run
+
+    result = export_run(bench_copy, "x86-cpu", golden=8, calibration=0, progress=False)
+    record = bench_run(bench_copy, "x86-cpu", ["ort-cpu"], batches=[1], repeats=3, warmup=1, threads=1,
+                       memory=False, progress=False, write=False)
+    assert "sha256 verified" in record["onnx_source"] and str(result.bundle) in record["onnx_source"]
+    onnx = result.bundle / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes() + b"\0")
+    with pytest.raises(EdgeRobustError, match="model.onnx has been modified"):
+        bench_run(bench_copy, "x86-cpu", ["ort-cpu"], batches=[1], repeats=3, progress=False)

@@ -20,7 +20,7 @@ import torch
 
 from ..data import ArrayDataset, load_dataset
 from ..errors import EdgeRobustError
-from ..io import sha256_file, write_json
+from ..io import write_json
 from ..models import count_flops, count_parameters
 from ..progress import progress_bar
 from ..run import RunDir, now
@@ -89,35 +89,28 @@ def bench_inputs(run: RunDir, count: int = 256) -> tuple[ArrayDataset, str]:
     return data, f"uniform random pixels, seed 0 ({count} images)"
 
 
-def exported_onnx(run: RunDir) -> dict[str, Path]:
-    """ONNX files the run's export recorded as artifacts (checked against their sha256), by precision."""
-    found: dict[str, Path] = {}
-    for name, entry in run.manifest.get("artifacts", {}).items():
-        path = Path(entry.get("path", ""))
-        if path.suffix != ".onnx":
-            continue
-        path = path if path.is_absolute() else run.path / path
-        if not path.is_file():
-            continue
-        if entry.get("sha256") and sha256_file(path) != entry["sha256"]:
-            raise EdgeRobustError(f"{path} changed since it was exported (sha256 differs); re-run `edgerobust export`")
-        precision = entry.get("precision") or ("fp16" if "fp16" in name or "fp16" in path.name else "fp32")
-        found.setdefault(precision, path)
-    return found
+def exported_onnx(run: RunDir, target: str) -> tuple[dict[str, Path], str | None]:
+    """The ONNX models of the run's export bundle for `target` (verified against its sha256 manifest)."""
+    entry = run.manifest.get("export", {}).get(target)
+    if not entry or not entry.get("bundle"):
+        return {}, None
+    bundle = Path(entry["bundle"])
+    if not bundle.is_dir() and (run.path / bundle.name).is_dir():
+        bundle = run.path / bundle.name  # the run directory was moved since the export
+    if not bundle.is_dir():
+        return {}, None
+    from ..export.bundle import read_manifest, verify_bundle
+
+    verify_bundle(bundle)  # a modified bundle is refused, never timed
+    models = read_manifest(bundle).get("models", {})
+    return {p: bundle / m["file"] for p, m in models.items() if str(m.get("file", "")).endswith(".onnx")}, str(bundle)
 
 
 def export_for_bench(module: torch.nn.Module, input_shape: tuple[int, ...], path: Path, opset: int) -> Path:
-    """The export module's ONNX export when it is installed; torch.onnx otherwise (same settings)."""
-    try:
-        from ..export import export_onnx
-    except ImportError:
-        export_onnx = None
-    if export_onnx is not None:
-        return Path(export_onnx(module, input_shape, path, opset=opset, dynamic_batch=True))
-    torch.onnx.export(module, (torch.zeros(1, *input_shape),), str(path), opset_version=opset, dynamo=False,
-                      input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    return path
+    """A temporary ONNX export with the same settings as `edgerobust export` (checked, simplified)."""
+    from ..export import export_onnx
+
+    return Path(export_onnx(module, input_shape, path, opset=opset, dynamic_batch=True))
 
 
 def model_bytes(module: torch.nn.Module) -> int:
@@ -163,8 +156,8 @@ def bench_run(run: RunDir | str | Path, target: Any = "x86-cpu", runtimes: Seque
         "runtimes": {n: get_runtime(n).describe() for n in names},
         "skipped_runtimes": skipped, "ceilings": {}, "results": [], "parity": {},
     }
-    onnx = exported_onnx(run)
-    record["onnx_source"] = {p: str(path) for p, path in onnx.items()} or "exported for this bench (temporary)"
+    onnx, bundle = exported_onnx(run, profile.name)
+    record["onnx_source"] = f"export bundle {bundle} (sha256 verified)" if bundle else "exported for this bench"
     with tempfile.TemporaryDirectory(prefix="edgerobust-bench-") as tmp:
         if "fp32" not in onnx and any(n.startswith("ort-") or n == "tensorrt" for n in names):
             opset = min(DEFAULT_OPSET, profile.max_opset)

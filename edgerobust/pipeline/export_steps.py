@@ -1,0 +1,23 @@
+"""The pipeline's export step: the current model -> a verified bundle for the recipe's target (x86-cpu)."""
+from __future__ import annotations
+
+from ..devices import load_profile
+from ..export.api import export_run
+from ..export.bundle import verify_bundle
+from ..recipe import section
+from .context import PIPELINE_STEPS, PipelineContext
+
+SETTINGS = {"target", "opset", "fp16", "int8", "batch", "golden", "calibration", "tolerance"}
+
+
+@PIPELINE_STEPS.register("export", "export the current model for a target device and verify the bundle")
+def export_step(ctx: PipelineContext) -> None:
+    settings = section(ctx.recipe, "export", SETTINGS)
+    profile = load_profile(settings.pop("target", "x86-cpu"))
+    result = export_run(ctx.run, profile, out=ctx.out / f"export-{profile.name}", progress=ctx.progress, **settings)
+    verify_bundle(result.bundle, run_golden=True)
+    ctx.add("export", "target", profile.name)
+    ctx.add("export", "bundle", str(result.bundle))
+    for precision, parity in result.summary["parity"].items():
+        ctx.add("export", f"{precision} max |Δ| vs PyTorch", parity["max_abs_diff"])
+        ctx.add("export", f"{precision} top-1 agreement", parity["top1_agreement"])

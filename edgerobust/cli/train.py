@@ -7,15 +7,17 @@ from typing import Optional
 import typer
 
 from ..recipe import load_recipe, section
-from ..training.api import config_from_recipe, train_model
-from .common import command, console
+from ..training.api import adversarial_from_recipe, config_from_recipe, train_model
+from .common import command, console, parse_fraction
 from .render import print_run_summary
 
 
 @command
 def train(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model spec, e.g. scnn2:16-32 (see `edgerobust models`)."),
-    data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset name (digits, synthetic, mnist, cifar10, ...)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="Model spec, e.g. scnn2:16-32 (see `edgerobust models`)."),
+    data: Optional[str] = typer.Option(None, "--data", "-d",
+                                       help="Dataset name (digits, synthetic, mnist, cifar10, ...)."),
     out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Run directory to write."),
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Built-in recipe name or .toml path."),
     epochs: Optional[int] = typer.Option(None, help="Epochs (overrides the recipe)."),
@@ -27,17 +29,39 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Random seed (runs are deterministic on CPU)."),
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Standard augmentation."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Directory holding on-disk datasets."),
+    adv: Optional[str] = typer.Option(None, "--adv", help="Adversarial training: pgd (Madry, mixed loss), fgsm-rs "
+                                      "(fast, with the catastrophic-overfitting guard), trades, or none."),
+    eps: Optional[str] = typer.Option(None, "--eps", help="L∞ ε of adversarial training, e.g. 0.1 or 8/255."),
+    adv_steps: Optional[int] = typer.Option(None, "--adv-steps", help="Attack steps per batch (PGD, TRADES)."),
+    adv_weight: Optional[float] = typer.Option(None, "--adv-weight", help="Weight w of CE(x_adv) in "
+                                               "w·CE(x_adv)+(1−w)·CE(x) (default 0.9); TRADES: β (default 6)."),
+    eps_schedule: Optional[str] = typer.Option(None, "--eps-schedule", help="constant, staged (three stages, "
+                                               "Marshall) or linear (ramp over the first half)."),
+    guard: Optional[bool] = typer.Option(None, "--guard/--no-guard", help="Stop and restore the previous epoch "
+                                         "when PGD accuracy on a training batch collapses (default on for fgsm-rs)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Train a classifier into a run directory (model.pt + model.json)."""
+    """Train a classifier into a run directory (model.pt + model.json), naturally or adversarially.
+
+    Multi-process (DDP): torchrun --nproc-per-node N -m edgerobust train …
+    """
     spec = load_recipe(recipe or "default")
     model = model or section(spec, "model").get("spec", "scnn2:16-32")
     data_section = section(spec, "data")
     data = data or data_section.get("name", "digits")
     config = config_from_recipe(spec, dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                                            schedule=schedule, weight_decay=weight_decay, seed=seed, augment=augment))
+    adversarial = adversarial_from_recipe(spec, dict(
+        method=adv, eps=parse_fraction(eps, "--eps") if eps is not None else None, steps=adv_steps,
+        weight=adv_weight, schedule=eps_schedule, guard=guard))
+    if (eps is not None or adv_steps is not None or eps_schedule is not None) and "method" not in adversarial:
+        adversarial["method"] = "pgd"  # asking for an ε means adversarial training
     run = train_model(out, model, data, config, data_root=data_root or data_section.get("root"), resume=resume,
-                      recipe=spec, progress=False if quiet else None)
+                      recipe=spec, progress=False if quiet else None, adversarial=adversarial)
+    from ..training.distributed import is_main_process
+
+    if not is_main_process():
+        return
     print_run_summary(run)
     console.print(f"run directory: [bold]{run.path}[/]")

@@ -1,8 +1,13 @@
-"""One training loop with pluggable losses and callbacks; LR schedules; clean metrics."""
+"""One training loop with pluggable losses and callbacks; LR schedules; clean metrics; adversarial training."""
+from .adversarial import FGSMRSLoss, PGDAdversarialLoss, TradesLoss, build_training_loss
+from .eps_schedule import EPS_SCHEDULES, EpsSchedule
+from .loop import Callback, TrainConfig, Trainer, TrainResult, make_optimizer
 from .losses import LOSSES, LossOutput, NaturalLoss, StepState, TrainingLoss
-from .loop import Callback, Trainer, TrainConfig, TrainResult, make_optimizer
 from .metrics import evaluate_clean, predict
+from .overfit_guard import CatastrophicOverfittingGuard
 from .schedules import LR_SCHEDULES, learning_rate
 
-__all__ = ["Callback", "LOSSES", "LR_SCHEDULES", "LossOutput", "NaturalLoss", "StepState", "TrainConfig",
+__all__ = ["EPS_SCHEDULES", "CatastrophicOverfittingGuard", "EpsSchedule", "FGSMRSLoss", "PGDAdversarialLoss",
+           "TradesLoss", "build_training_loss",
+           "Callback", "LOSSES", "LR_SCHEDULES", "LossOutput", "NaturalLoss", "StepState", "TrainConfig",
            "TrainResult", "Trainer", "TrainingLoss", "evaluate_clean", "learning_rate", "make_optimizer", "predict"]

@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..data import ArrayDataset, Augment, NO_AUGMENT, iterate_batches, num_batches
+from ..data import NO_AUGMENT, ArrayDataset, Augment, iterate_batches, num_batches
 from ..errors import CheckpointError, EdgeRobustError
 from ..io import load_torch, save_torch
 from ..progress import progress_bar
+from . import distributed as dist_util
 from .losses import LossOutput, NaturalLoss, StepState, TrainingLoss
 from .metrics import evaluate_clean
 from .schedules import LR_SCHEDULES, ScheduleSettings, learning_rate
@@ -38,7 +40,7 @@ class TrainConfig:
     grad_clip: float = 0.0
     eval_batch_size: int = 512
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         if self.epochs < 1:
             raise EdgeRobustError(f"epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -57,13 +59,13 @@ class TrainConfig:
 class Callback:
     """Hooks into the loop. State returned by `state_dict` is checkpointed, so resume restores it."""
 
-    def on_train_start(self, trainer: "Trainer") -> None: ...
-    def on_epoch_start(self, trainer: "Trainer", epoch: int) -> None: ...
-    def penalty(self, trainer: "Trainer") -> torch.Tensor | None:
+    def on_train_start(self, trainer: Trainer) -> None: ...
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
+    def penalty(self, trainer: Trainer) -> torch.Tensor | None:
         """An extra term added to the loss of every step (e.g. the ADMM proximal penalty)."""
         return None
-    def on_after_step(self, trainer: "Trainer") -> None: ...
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, float]) -> None: ...
+    def on_after_step(self, trainer: Trainer) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None: ...
     def state_dict(self) -> dict[str, Any]:
         return {}
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
@@ -91,8 +93,15 @@ class Trainer:
     def __init__(self, model: nn.Module, train_data: ArrayDataset, config: TrainConfig, *,
                  loss: TrainingLoss | None = None, eval_data: ArrayDataset | None = None,
                  callbacks: Sequence[Callback] = (), checkpoint_path: str | Path | None = None,
-                 augment: Augment | None = None, progress: bool | None = None, description: str = "train"):
+                 augment: Augment | None = None, progress: bool | None = None, description: str = "train",
+                 distributed: dist_util.DistributedContext | None | bool = None):
+        # distributed: None joins the process group if one is initialised (torchrun), False never does
+        self.dist = dist_util.current() if distributed is None else (distributed or None)
+        if self.dist is not None:
+            model.to(self.dist.device)
         self.model = model
+        # what the loss calls: the DDP wrapper under torchrun (gradients averaged across ranks), else the model
+        self.train_model: nn.Module = dist_util.wrap(model, self.dist) if self.dist is not None else model
         self.train_data = train_data
         self.eval_data = eval_data
         self.config = config.validate()
@@ -100,7 +109,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.augment = augment if (augment is not None and config.augment) else NO_AUGMENT
-        self.progress = progress
+        self.progress = progress if self.dist is None or self.dist.is_main else False
         self.description = description
         self.optimizer = make_optimizer(model, config)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -126,7 +135,7 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> None:
-        if self.checkpoint_path:
+        if self.checkpoint_path and (self.dist is None or self.dist.is_main):
             save_torch(self.checkpoint_path, self.checkpoint_state())
 
     def load_checkpoint(self, path: str | Path) -> None:
@@ -148,7 +157,7 @@ class Trainer:
         self.global_step = int(state["global_step"])
         self.result.history = list(state["history"])
         self.stop_reason = state.get("stop_reason")
-        for cb, cb_state in zip(self.callbacks, state["callbacks"]):
+        for cb, cb_state in zip(self.callbacks, state["callbacks"], strict=False):
             cb.load_state_dict(cb_state)
 
     # -- the loop -------------------------------------------------------------------------------------------
@@ -163,6 +172,12 @@ class Trainer:
             cb.on_train_start(self)
         cfg = self.config
         batches = num_batches(self.train_data, cfg.batch_size)
+        if self.dist is not None:
+            last = len(self.train_data) % cfg.batch_size
+            if cfg.batch_size < self.dist.world_size or 0 < last < self.dist.world_size:
+                raise EdgeRobustError(f"with {self.dist.world_size} processes every batch needs at least "
+                                      f"{self.dist.world_size} examples (batch size {cfg.batch_size}, last batch "
+                                      f"{last or cfg.batch_size}); choose another --batch-size")
         with progress_bar(self.progress) as bars:
             task = bars.add_task(self.description, total=cfg.epochs * batches,
                                  completed=self.epoch * batches, status="")
@@ -180,7 +195,7 @@ class Trainer:
     def _run_epoch(self, bars, task, batches: int) -> dict[str, float]:
         cfg = self.config
         epoch = self.epoch
-        self.model.train()
+        self.train_model.train()
         for cb in self.callbacks:
             cb.on_epoch_start(self, epoch)
         started = time.perf_counter()
@@ -193,8 +208,15 @@ class Trainer:
             lr = learning_rate(cfg.schedule, cfg.schedule_settings(), state.progress)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            out: LossOutput = self.loss(self.model, x, y, state)
-            loss = out.loss
+            share = 1.0
+            if self.dist is not None:
+                # every rank drew the same global batch; each trains on its shard, weighted so that DDP's
+                # average of the ranks' gradients is the gradient of the global batch's mean loss
+                shard = self.dist.shard(len(y))
+                share = (shard.stop - shard.start) * self.dist.world_size / len(y)
+                x, y = x[shard].to(self.dist.device), y[shard].to(self.dist.device)
+            out: LossOutput = self.loss(self.train_model, x, y, state)
+            loss = out.loss * share if share != 1.0 else out.loss
             for cb in self.callbacks:
                 term = cb.penalty(self)
                 if term is not None:
@@ -216,12 +238,21 @@ class Trainer:
             for key, value in (out.metrics or {}).items():
                 extra[key] = extra.get(key, 0.0) + value * len(y)
             bars.advance(task)
+        if self.dist is not None:
+            totals = dist_util.all_reduce_sums({"seen": seen, "loss_sum": loss_sum, "correct": correct,
+                                                **{f"extra.{k}": v for k, v in extra.items()}}, self.dist)
+            seen, loss_sum, correct = int(totals["seen"]), totals["loss_sum"], totals["correct"]
+            extra = {k[len("extra."):]: v for k, v in totals.items() if k.startswith("extra.")}
         elapsed = time.perf_counter() - started
         metrics = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                    "seconds": elapsed, "images_per_second": seen / elapsed if elapsed > 0 else math.inf}
         metrics.update({key: value / seen for key, value in extra.items()})
         if self.eval_data is not None:
-            clean = evaluate_clean(self.model, self.eval_data, cfg.eval_batch_size)
+            clean = None
+            if self.dist is None or self.dist.is_main:
+                clean = evaluate_clean(self.model, self.eval_data, cfg.eval_batch_size)
+            if self.dist is not None:
+                clean = dist_util.broadcast(clean, self.dist)
             metrics.update(test_loss=clean["loss"], test_accuracy=clean["accuracy"])
         return metrics
 

@@ -1,0 +1,169 @@
+"""Adversarial training losses for the one loop: PGD-AT (Madry, mixed with clean CE), fast FGSM-RS, TRADES.
+
+Each loss is a pure function of (model, batch, StepState): ε and attack steps come from an EpsSchedule and the
+attack's random start is seeded from the global step, so a resumed run repeats the uninterrupted one exactly.
+Attacks run on the unwrapped model in eval mode (the Attack base class's convention); under DDP the wrapper
+is kept for the training forwards only, because an input-gradient pass through it would confuse its reducer.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attacks import get_attack, project, steepest_step
+from ..errors import EdgeRobustError
+from .distributed import unwrap
+from .eps_schedule import EpsSchedule
+from .losses import LOSSES, LossOutput, StepState
+
+_SEED_STRIDE = 1_000_003  # keeps seeds of different runs' steps apart
+
+
+def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return (logits.argmax(1) == y).float().mean().item() if len(y) else 0.0
+
+
+class AdversarialLoss:
+    """Shared settings: the ε/steps schedule, step size, loss weight and the seed of the random starts."""
+
+    name = "adversarial"
+    default_weight = 1.0
+
+    def __init__(self, eps: float | EpsSchedule = 8 / 255, steps: int = 10, alpha: float | None = None,
+                 weight: float | None = None, schedule: str | EpsSchedule = "constant", *, epochs: int = 1,
+                 min_steps: int | None = None, random_init: bool = True, seed: int = 0, **schedule_options: Any):
+        if isinstance(schedule, EpsSchedule):
+            self.schedule = schedule
+        elif isinstance(eps, EpsSchedule):
+            self.schedule = eps
+        else:
+            self.schedule = EpsSchedule(float(eps), schedule, epochs=epochs, steps=steps, min_steps=min_steps,
+                                        **schedule_options)
+        self.weight = self.default_weight if weight is None else float(weight)
+        self.alpha = None if alpha is None else float(alpha)
+        if self.alpha is not None and not self.alpha > 0:
+            raise EdgeRobustError(f"attack step size α must be positive, got {self.alpha}")
+        self.random_init = bool(random_init)
+        self.seed = int(seed)
+        self.check_weight()
+
+    def check_weight(self) -> None:
+        if not 0 <= self.weight <= 1:
+            raise EdgeRobustError(f"{self.name}: the adversarial weight w must be in [0, 1], got {self.weight}")
+
+    def settings_at(self, state: StepState) -> tuple[float, int]:
+        return self.schedule.eps_at(state.progress), self.schedule.steps_at(state.epoch)
+
+    def step_seed(self, state: StepState) -> int:
+        return self.seed * _SEED_STRIDE + state.step
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "weight": self.weight, "alpha": self.alpha, "random_init": self.random_init,
+                "seed": self.seed, "schedule": self.schedule.describe()}
+
+    def mixed(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, eps: float,
+              steps: int) -> LossOutput:
+        """w·CE(x_adv) + (1−w)·CE(x). Logits are the clean ones when the clean term is computed; at w = 1 no
+        clean forward is spent (it would cost a third of FGSM-RS's step), so train_accuracy is adversarial."""
+        adv_logits = model(x_adv)
+        adv_loss = F.cross_entropy(adv_logits, y)
+        if self.weight < 1:
+            logits = model(x)
+            loss = self.weight * adv_loss + (1 - self.weight) * F.cross_entropy(logits, y)
+        else:
+            logits, loss = adv_logits, adv_loss
+        return LossOutput(loss, logits, {"train_adv_accuracy": _accuracy(adv_logits, y),
+                                         "train_adv_loss": adv_loss.item(), "eps": eps, "steps": float(steps)})
+
+
+@LOSSES.register("pgd-at", "PGD adversarial training (Madry), w·CE(x_adv) + (1−w)·CE(x), default w = 0.9")
+class PGDAdversarialLoss(AdversarialLoss):
+    name = "pgd-at"
+    default_weight = 0.9  # Marshall's "generalised best"
+
+    def __call__(self, model, x, y, state):
+        eps, steps = self.settings_at(state)
+        alpha = self.alpha if self.alpha is not None else 2.5 * eps / steps
+        attack = get_attack("pgd", eps=eps, steps=steps, alpha=alpha, random_init=self.random_init,
+                            early_exit=False, seed=self.step_seed(state))
+        return self.mixed(model, x, attack(unwrap(model), x, y), y, eps, steps)
+
+
+@LOSSES.register("fgsm-rs", "fast adversarial training: FGSM from a random start, α = 1.25ε (Wong et al. 2020)")
+class FGSMRSLoss(AdversarialLoss):
+    name = "fgsm-rs"
+    default_weight = 1.0  # Wong et al. train on the adversarial loss alone
+
+    def __init__(self, eps=8 / 255, steps: int = 1, alpha=None, weight=None, schedule="constant", **options):
+        super().__init__(eps, 1, alpha, weight, schedule, **options)
+
+    def __call__(self, model, x, y, state):
+        eps = self.schedule.eps_at(state.progress)
+        alpha = self.alpha if self.alpha is not None else 1.25 * eps
+        attack = get_attack("fgsm-rs", eps=eps, alpha=alpha, seed=self.step_seed(state))
+        return self.mixed(model, x, attack(unwrap(model), x, y), y, eps, 1)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "alpha": self.alpha if self.alpha is not None else "1.25·eps"}
+
+
+@LOSSES.register("trades", "TRADES (Zhang et al. 2019): CE(x) + β·KL(f(x) ‖ f(x_adv)), default β = 6")
+class TradesLoss(AdversarialLoss):
+    """`weight` is TRADES's β; the inner maximisation is PGD on the KL term from x + 0.001·N(0, 1)."""
+
+    name = "trades"
+    default_weight = 6.0
+
+    def check_weight(self) -> None:
+        if not self.weight >= 0:
+            raise EdgeRobustError(f"trades: β (the adversarial weight) must be non-negative, got {self.weight}")
+
+    def __call__(self, model, x, y, state):
+        eps, steps = self.settings_at(state)
+        alpha = self.alpha if self.alpha is not None else 2.5 * eps / steps
+        x_adv = self.perturb(unwrap(model), x, eps, steps, alpha, self.step_seed(state))
+        logits = model(x)
+        adv_logits = model(x_adv)
+        natural = F.cross_entropy(logits, y)
+        robust = F.kl_div(F.log_softmax(adv_logits, 1), F.softmax(logits, 1), reduction="batchmean")
+        return LossOutput(natural + self.weight * robust, logits,
+                          {"train_adv_accuracy": _accuracy(adv_logits, y), "train_kl": robust.item(),
+                           "eps": eps, "steps": float(steps)})
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, eps: float, steps: int, alpha: float,
+                seed: int) -> torch.Tensor:
+        """PGD maximising KL(f(x) ‖ f(x')) in the L∞ ε-ball, with the model in eval mode."""
+        if eps == 0:
+            return x.detach()
+        was_training = model.training
+        model.eval()
+        try:
+            x = x.detach()
+            with torch.no_grad():
+                target = F.softmax(model(x), 1)
+            noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)) * 0.001
+            x_adv = project(x + noise, x, eps, "linf") if self.random_init else x.clone()
+            for _ in range(steps):
+                x_adv.requires_grad_(True)
+                kl = F.kl_div(F.log_softmax(model(x_adv), 1), target, reduction="sum")
+                (grad,) = torch.autograd.grad(kl, x_adv)
+                x_adv = project(x_adv.detach() + steepest_step(grad, alpha, "linf"), x, eps, "linf")
+        finally:
+            model.train(was_training)
+        return x_adv.detach()
+
+
+ADVERSARIAL_LOSSES = ("pgd-at", "fgsm-rs", "trades")
+CLI_NAMES = {"pgd": "pgd-at", "pgd-at": "pgd-at", "fgsm-rs": "fgsm-rs", "fgsm": "fgsm-rs", "trades": "trades"}
+
+
+def build_training_loss(name: str, eps: float = 8 / 255, steps: int = 10, alpha: float | None = None,
+                        weight: float | None = None, schedule: str | EpsSchedule = "constant", **options: Any):
+    """An adversarial (or the natural) training loss by name; `pgd` and `fgsm` are accepted as short names."""
+    name = CLI_NAMES.get(name, name)
+    if name not in ADVERSARIAL_LOSSES:
+        return LOSSES.get(name)(**options)
+    return LOSSES.get(name)(eps, steps, alpha, weight, schedule, **options)

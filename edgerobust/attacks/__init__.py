@@ -1,5 +1,5 @@
 """Adversarial attacks: a registry of batched attacks in pixel space [0,1] (L∞ and L2)."""
-from . import apgd, pgd, square  # noqa: F401  (each import registers its attacks)
+from . import apgd, cw, deepfool, fgs_search, mim, pgd, square  # noqa: F401  (each import registers its attacks)
 from .apgd import APGD, dlr_loss, targeted_dlr_loss
 from .base import (
     ATTACKS,

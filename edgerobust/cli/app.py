@@ -7,6 +7,7 @@ import typer
 
 from . import bench as bench_cmd
 from . import devices as devices_cmd
+from . import evaluate as evaluate_cmd
 from . import export as export_cmd
 from . import models as models_cmd
 from . import pipeline as pipeline_cmd
@@ -35,6 +36,7 @@ def main_options(debug: bool = typer.Option(False, "--debug", help="Show traceba
 
 app.command()(pipeline_cmd.pipeline)
 app.command()(train_cmd.train)
+app.command()(evaluate_cmd.evaluate)
 app.command()(report_cmd.report)
 app.command()(bench_cmd.bench)
 app.command()(models_cmd.models)

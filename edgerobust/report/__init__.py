@@ -1,5 +1,6 @@
 """Run reports: Markdown sections registered per capability, PNG plots."""
-from . import training  # noqa: F401  (registers the training section first)
+from . import training  # noqa: F401, I001  (registers the training section first)
+from . import robustness  # noqa: F401  (attacks and robustness evaluation)
 from . import export  # noqa: F401,E402  (ONNX export per target)
 from .render import render_report
 from .sections import REPORT_SECTIONS, md_table, register_section

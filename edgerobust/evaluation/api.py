@@ -1,0 +1,131 @@
+"""`evaluate_run`: the library call behind `edgerobust evaluate` and the pipeline's evaluate step."""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..attacks import get_attack
+from ..data import load_dataset
+from ..errors import EdgeRobustError
+from ..io import write_json
+from ..run import RunDir, now
+from . import masking
+from .curve import robustness_curve
+from .ensemble import SoftmaxEnsemble
+from .minimal import minimal_perturbations
+from .suite import UPPER_BOUND_NOTE, robust_accuracy, standard_suite
+from .transfer import transfer_matrix
+
+ROBUSTNESS_FILE = "robustness.json"
+SUITES = ("standard", "none")
+
+
+def test_data(run: RunDir, n: int | None = None):
+    """The first n points of the test split of the dataset the run was trained on."""
+    data = run.manifest.get("dataset", {})
+    name = data.get("train", {}).get("name")
+    if not name:
+        raise EdgeRobustError(f"{run.path} does not record its dataset; it was not made by `edgerobust train`")
+    test = load_dataset(name, "test", data.get("root") or None)
+    if n is not None:
+        if n < 1:
+            raise EdgeRobustError(f"--n must be at least 1, got {n}")
+        test = test.subset(n)
+    return test
+
+
+def evaluate_run(run: RunDir, *, suite: str = "standard", eps: float = 8 / 255, norm: str = "linf",
+                 attacks: Sequence[str] = (), curve: bool = False, curve_grid: Sequence[float] | None = None,
+                 curve_steps: int = 100, transfer: Sequence[RunDir] = (), ensemble: Sequence[RunDir] = (),
+                 n: int | None = None, seed: int = 0, steps: int = 100, n_restarts: int = 1,
+                 square_queries: int = 1000, n_target_classes: int = 9, minimal: str | None = "fgs-search",
+                 masking_checks: bool = True, masking_steps: int = 10, batch_size: int = 256,
+                 progress: bool | None = None) -> dict[str, Any]:
+    """Evaluate a run's model; write RUN/robustness.json and the manifest's "robustness" section."""
+    if suite not in SUITES:
+        raise EdgeRobustError(f"unknown suite '{suite}'; valid suites: {', '.join(SUITES)}")
+    for name in attacks:
+        get_attack(name, eps=eps, norm=norm)  # unknown names and bad ε/norm fail before any work
+    get_attack("pgd", eps=eps, norm=norm)
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    test = test_data(run, n)
+    images, labels = test.images, test.labels
+    model = run.load_model()
+    members = [str(run.path)]
+    if ensemble:
+        model = SoftmaxEnsemble([model] + [other.load_model() for other in ensemble])
+        members += [str(other.path) for other in ensemble]
+    result: dict[str, Any] = {"run": str(run.path), "model": run.manifest["model"]["spec"], "created": now(),
+                              "dataset": test.name, "split": "test", "n": len(test), "eps": eps, "norm": norm,
+                              "seed": seed, "bound": "upper", "note": UPPER_BOUND_NOTE}
+    if ensemble:
+        result["ensemble"] = {"members": members, "combine": "mean of softmax, attacked end to end"}
+    if suite == "standard":
+        outcome = standard_suite(model, images, labels, eps, norm, seed=seed, batch_size=batch_size,
+                                 progress=progress, n_restarts=n_restarts, steps=steps,
+                                 square_queries=square_queries, n_target_classes=n_target_classes)
+        result["suite"] = outcome.to_dict()
+        result["clean_accuracy"], result["robust_accuracy"] = outcome.clean_accuracy, outcome.robust_accuracy
+    single = []
+    for name in attacks:
+        attack = get_attack(name, eps=eps, norm=norm, **({"seed": seed} if "seed" in _params(name) else {}))
+        accuracy = robust_accuracy(model, images, labels, attack, batch_size, progress)
+        single.append({**attack.describe(), "robust_accuracy": accuracy})
+    if single:
+        result["attacks"] = single
+    if curve:
+        result["curve"] = robustness_curve(model, images, labels, list(curve_grid) if curve_grid else None, norm,
+                                           steps=curve_steps, seed=seed, num_classes=test.num_classes,
+                                           batch_size=batch_size, progress=progress)
+    if transfer:
+        models = {_label(run): model} | {_label(other): other.load_model() for other in transfer}
+        if len(models) != 1 + len(transfer):
+            raise EdgeRobustError("--transfer runs must be different directories from RUN and each other")
+        attack = get_attack("pgd", eps=eps, norm=norm, steps=steps, seed=seed, early_exit=False)
+        result["transfer"] = transfer_matrix(models, images, labels, attack, batch_size)
+    if minimal:
+        result["minimal"] = minimal_perturbations(model, images, labels, minimal, batch_size,
+                                                  **({"norm": norm} if minimal != "cw" else {}))
+    if masking_checks:
+        result["masking"] = run_masking_checks(model, images, labels, eps, norm, result, seed, masking_steps,
+                                               batch_size)
+        result["masking_failed"] = masking.any_failed(result["masking"])
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    path = write_json(run.file(ROBUSTNESS_FILE), result)
+    run.update("robustness", summarize(result))
+    run.record_artifact("robustness", path)
+    return result
+
+
+def run_masking_checks(model, images, labels, eps, norm, result, seed=0, steps=10, batch_size=256):
+    return [masking.curve_monotone(result.get("curve")),
+            masking.large_eps(model, images, labels, norm, steps=2 * steps, seed=seed, batch_size=batch_size),
+            masking.more_effort(model, images, labels, eps, norm, steps=steps, seed=seed, batch_size=batch_size),
+            masking.black_box_not_stronger(result.get("suite")),
+            masking.transfer_not_stronger(result.get("transfer"))]
+
+
+def summarize(result: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's "robustness" section: the headline numbers; the rest lives in robustness.json."""
+    keys = ("eps", "norm", "n", "clean_accuracy", "robust_accuracy", "bound", "masking_failed", "seconds")
+    out = {k: result[k] for k in keys if k in result}
+    if "suite" in result:
+        out["cumulative"] = result["suite"]["cumulative"]
+    out["file"] = ROBUSTNESS_FILE
+    return out
+
+
+def _label(run: RunDir) -> str:
+    return str(run.path)
+
+
+def _params(name: str) -> set[str]:
+    import inspect
+
+    from ..attacks import ATTACKS
+
+    return set(inspect.signature(ATTACKS.get(name)).parameters)

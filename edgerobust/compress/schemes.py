@@ -322,6 +322,7 @@ def build_plan(model: nn.Module, input_shape: Sequence[int], scheme: str = "filt
     """Targets of `scheme` over `model` restricted to `layers` (fnmatch patterns), with their keep ratios."""
     builder = SCHEMES.get(scheme)
     check_keep(keep)
+    output_layer(model)  # a model without Conv2d / Linear layers fails here with one line
     if global_keep and funnel:
         raise EdgeRobustError("choose either a global keep ratio or the funnel, not both")
     was_training = model.training
@@ -335,7 +336,7 @@ def build_plan(model: nn.Module, input_shape: Sequence[int], scheme: str = "filt
         targets = [t for t in targets if any(fnmatch.fnmatchcase(n, p) for n in t.layers for p in layers)]
     if not targets:
         where = f" matching {', '.join(layers)}" if layers else ""
-        raise EdgeRobustError(f"the model has no layers{where} that the '{scheme}' scheme can prune; "
+        raise EdgeRobustError(f"the model has no prunable layers{where} for the '{scheme}' scheme; "
                               "choose other --layers or another --scheme")
     ratios = funnel_ratios(keep, len(targets)) if funnel else [keep] * len(targets)
     for pattern, ratio in (layer_keep or {}).items():

@@ -1,0 +1,224 @@
+"""Projections onto the sparsity sets, ADMM updates and penalty, masks through optimiser steps."""
+import itertools
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgerobust.compress import ADMMCallback, MaskCallback, build_plan
+from edgerobust.compress.schemes import (
+    funnel_ratios,
+    project_channels,
+    project_columns,
+    project_filters,
+    project_irregular,
+)
+from edgerobust.errors import EdgeRobustError
+from edgerobust.models import build_model
+from edgerobust.training import TrainConfig, Trainer
+
+# (projection, function giving the boolean "unit is non-zero" vector, number of units of a tensor)
+UNITS = {
+    "irregular": (project_irregular, lambda w: w.flatten() != 0, lambda w: w.numel()),
+    "filter": (project_filters, lambda w: w.reshape(w.shape[0], -1).ne(0).any(1), lambda w: w.shape[0]),
+    "column": (project_columns, lambda w: w.reshape(w.shape[0], -1).ne(0).any(0),
+               lambda w: w.reshape(w.shape[0], -1).shape[1]),
+    "channel": (project_channels, lambda w: w.transpose(0, 1).reshape(w.shape[1], -1).ne(0).any(1),
+                lambda w: w.shape[1]),
+}
+
+
+@st.composite
+def weight_and_k(draw, max_units: int = 6):
+    shape = draw(st.sampled_from([(3, 2), (2, 3), (3, 2, 2, 1), (2, 2, 1, 2), (4,  1)]))
+    seed = draw(st.integers(0, 10_000))
+    weight = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+    return weight, draw(st.integers(1, 12))
+
+
+def _brute_force_distance(weight, scheme, k):
+    """Nearest point by trying every set of k kept units (all tensors here are tiny)."""
+    project, _, count = UNITS[scheme]
+    n = count(weight)
+    k = min(k, n)
+    best = float("inf")
+    for kept in itertools.combinations(range(n), k):
+        keep = torch.zeros(n, dtype=torch.bool)
+        keep[list(kept)] = True
+        if scheme == "irregular":
+            candidate = weight * keep.view_as(weight)
+        elif scheme == "filter":
+            candidate = (weight.reshape(weight.shape[0], -1) * keep[:, None]).view_as(weight)
+        elif scheme == "column":
+            candidate = (weight.reshape(weight.shape[0], -1) * keep[None, :]).view_as(weight)
+        else:
+            shape = [1] * weight.ndim
+            shape[1] = -1
+            candidate = weight * keep.view(shape)
+        best = min(best, float((candidate - weight).pow(2).sum()))
+    return best
+
+
+@pytest.mark.parametrize("scheme", list(UNITS))
+@settings(max_examples=40, deadline=None)
+@given(case=weight_and_k())
+def test_projection_is_exact_idempotent_and_nearest(scheme, case):
+    weight, k = case
+    project, nonzero_units, count = UNITS[scheme]
+    k = min(k, count(weight))
+    z = project(weight, k)
+    assert int(nonzero_units(z).sum()) == k  # random normal entries are never exactly zero
+    assert torch.equal(project(z, k), z)
+    assert float((z - weight).pow(2).sum()) == pytest.approx(_brute_force_distance(weight, scheme, k), abs=1e-5)
+
+
+def _digits_model(spec="scnn2:8-16", shape=(1, 8, 8)):
+    torch.manual_seed(0)
+    return build_model(spec, shape, 10)
+
+
+@pytest.mark.parametrize("scheme", ["irregular", "filter", "column", "channel"])
+def test_plan_projection_keeps_exactly_k_units_per_target(scheme):
+    model = _digits_model()
+    plan = build_plan(model, (1, 8, 8), scheme, 0.5)
+    values = {n: p.detach() for n, p in model.named_parameters()}
+    z = plan.project(values)
+    for target, ratio in zip(plan.targets, plan.ratios, strict=True):
+        kept = target.scores(z) > 0
+        assert int(kept.sum()) == max(1, round(ratio * target.units)), target.name
+    assert plan.project(z).keys() == z.keys()
+    assert all(torch.equal(plan.project(z)[n], z[n]) for n in z)  # idempotent
+
+
+def test_filter_groups_couple_residual_layers_and_batchnorm():
+    model = _digits_model("resnet20", (3, 8, 8))
+    plan = build_plan(model, (3, 8, 8), "filter", 0.5)
+    stem = plan.targets[0]
+    assert stem.name == "net.conv1"
+    # the stem's channels flow through stage 0's identity shortcuts: its group holds every stage-0 conv2 and BN
+    assert {"net.layers.0.0.conv2", "net.layers.0.2.conv2"} <= set(stem.layers)
+    assert "net.bn1.weight" in stem.scored_params and "net.bn1.bias" in stem.scored_params
+
+
+def test_global_keep_ranks_across_layers_and_keeps_every_layer_alive():
+    model = _digits_model()
+    plan = build_plan(model, (1, 8, 8), "irregular", 0.1, global_keep=True)
+    values = {n: p.detach() for n, p in model.named_parameters()}
+    masks = plan.masks(values)
+    kept = sum(int(m.sum()) for m in masks.values())
+    total = sum(m.numel() for m in masks.values())
+    assert kept == round(0.1 * total)
+    assert all(m.any() for m in masks.values())
+
+
+def test_funnel_density_strictly_falls_with_depth_and_averages_keep():
+    ratios = funnel_ratios(0.5, 5)
+    assert all(a > b for a, b in zip(ratios, ratios[1:], strict=False))
+    assert sum(ratios) / 5 == pytest.approx(0.5)
+    assert all(0 < r <= 1 for r in ratios)
+    plan = build_plan(_digits_model(), (1, 8, 8), "filter", 0.5, funnel=True)
+    assert all(a > b for a, b in zip(plan.ratios, plan.ratios[1:], strict=False))
+    with pytest.raises(EdgeRobustError, match="funnel"):
+        funnel_ratios(1.0, 3)
+
+
+@pytest.mark.parametrize("keep", [0, -0.5, 1.5, float("nan")])
+def test_keep_ratio_outside_unit_interval_is_refused(keep):
+    with pytest.raises(EdgeRobustError, match=r"outside \(0, 1\]"):
+        build_plan(_digits_model(), (1, 8, 8), "filter", keep)
+
+
+def test_schemes_a_layer_cannot_take_are_refused_with_the_reason():
+    model = _digits_model()
+    with pytest.raises(EdgeRobustError, match="output layer"):
+        build_plan(model, (1, 8, 8), "filter", 0.5, layers=["net.7"])
+    with pytest.raises(EdgeRobustError, match="input image"):
+        build_plan(model, (1, 8, 8), "channel", 0.5, layers=["net.0"])
+    with pytest.raises(EdgeRobustError, match="only Conv2d and Linear"):
+        build_plan(model, (1, 8, 8), "filter", 0.5, layers=["net.1"])  # a ReLU
+    with pytest.raises(EdgeRobustError, match="no prunable layers matching"):
+        build_plan(model, (1, 8, 8), "filter", 0.5, layers=["decoder.*"])
+
+
+def test_model_without_prunable_layers_is_refused():
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Identity())
+    with pytest.raises(EdgeRobustError, match="no prunable layers"):
+        build_plan(net, (1, 8, 8), "irregular", 0.5)
+    # a single linear layer has no filters that can go: its outputs are the classes
+    with pytest.raises(EdgeRobustError, match="no prunable layers for the 'filter' scheme"):
+        build_plan(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), (1, 8, 8), "filter", 0.5)
+
+
+class _Stub:
+    """The parts of a Trainer the callbacks read."""
+
+    def __init__(self, model, optimizer=None):
+        self.model, self.optimizer = model, optimizer
+
+
+def test_admm_penalty_gradient_is_rho_times_theta_minus_z_plus_u():
+    model = _digits_model()
+    plan = build_plan(model, (1, 8, 8), "filter", 0.5)
+    admm = ADMMCallback(plan, rho=0.3)
+    admm.on_train_start(_Stub(model))
+    for name in admm.u:
+        admm.u[name] = torch.randn_like(admm.u[name])
+    admm.penalty(_Stub(model)).backward()
+    params = dict(model.named_parameters())
+    for name in plan.scored_params():
+        expected = 0.3 * (params[name].detach() - admm.z[name] + admm.u[name])
+        torch.testing.assert_close(params[name].grad, expected)
+
+
+def test_admm_update_projects_theta_plus_u_and_accumulates_the_dual():
+    model = _digits_model()
+    plan = build_plan(model, (1, 8, 8), "irregular", 0.3)
+    admm = ADMMCallback(plan, rho=1e-2, rho_growth=2.0)
+    admm.on_train_start(_Stub(model))
+    u0 = {n: torch.randn_like(u) for n, u in admm.u.items()}
+    admm.u = {n: u.clone() for n, u in u0.items()}
+    theta = {n: p.detach().clone() for n, p in model.named_parameters() if n in u0}
+    admm.update()
+    z = plan.project({n: theta[n] + u0[n] for n in theta})
+    for n in theta:
+        torch.testing.assert_close(admm.z[n], z[n])
+        torch.testing.assert_close(admm.u[n], u0[n] + theta[n] - z[n])
+    assert admm.rho == pytest.approx(2e-2)
+
+
+def test_admm_pulls_weights_towards_the_sparse_set(digits_run):
+    from edgerobust.data import load_dataset
+
+    model = digits_run.load_model()
+    plan = build_plan(model, digits_run.input_shape, "filter", 0.25)
+    admm = ADMMCallback(plan, rho=0.5, rho_growth=1.5)
+    train = load_dataset("digits", "train")
+    Trainer(model, train, TrainConfig(epochs=1, augment=False, lr=0.02), callbacks=[admm], progress=False).fit()
+    start = admm.residual()
+    Trainer(model, train, TrainConfig(epochs=3, augment=False, lr=0.02), callbacks=[admm], progress=False).fit()
+    assert admm.residual() < start
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_masks_survive_optimiser_steps(optimizer, digits_run):
+    from edgerobust.data import load_dataset
+
+    model = digits_run.load_model()
+    plan = build_plan(model, digits_run.input_shape, "filter", 0.5)
+    masks = plan.masks({n: p.detach() for n, p in model.named_parameters()})
+    callback = MaskCallback(masks)
+    trainer = Trainer(model, load_dataset("digits", "train"),
+                      TrainConfig(epochs=1, optimizer=optimizer, lr=0.01, augment=False, weight_decay=5e-4),
+                      callbacks=[callback], progress=False)
+    trainer.fit()
+    params = dict(model.named_parameters())
+    for name, mask in masks.items():
+        param = params[name]
+        assert torch.count_nonzero(param.detach()[~mask]) == 0, name
+        assert param.grad is None or torch.count_nonzero(param.grad[~mask]) == 0, name
+        for key, value in trainer.optimizer.state[param].items():
+            if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                assert torch.count_nonzero(value[~mask]) == 0, (name, key)
+        assert torch.count_nonzero(param.detach()[mask]) > 0  # the kept weights did train
+    callback.remove()

@@ -33,6 +33,17 @@ def targeted_dlr_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tenso
     return -(z_y - z_t) / (ordered[:, -1] - 0.5 * (ordered[:, -3] + ordered[:, -4]) + 1e-12)
 
 
+def checkpoint_iterations(steps: int) -> list[int]:
+    """The iterations at which the step size may be halved."""
+    interval, decrease, minimum = checkpoint_schedule(steps)
+    points, at = [], interval
+    while at <= steps:
+        points.append(at)
+        interval = max(interval - decrease, minimum)
+        at += interval
+    return points
+
+
 def checkpoint_schedule(steps: int) -> tuple[int, int, int]:
     """First interval, its decrease, and its minimum: p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03,
     0.06), in iterations (AutoAttack's integer form)."""
@@ -50,7 +61,7 @@ class APGD(Attack):
         if steps < 1 or restarts < 1:
             raise EdgeRobustError(f"APGD needs steps ≥ 1 and restarts ≥ 1, got steps={steps}, restarts={restarts}")
         settings = dict(steps=int(steps), restarts=int(restarts), loss=loss, rho=rho, initial_step=2 * eps,
-                        momentum=0.75, checkpoints=list(checkpoint_schedule(int(steps))), random_init=bool(random_init),
+                        momentum=0.75, checkpoints=checkpoint_iterations(int(steps)), random_init=bool(random_init),
                         early_exit=bool(early_exit), seed=seed)
         if loss == "dlr-targeted":
             settings["n_target_classes"] = int(n_target_classes)
@@ -216,4 +227,4 @@ def total_steps(attack: APGD) -> int:
     return (attack.steps + 1) * attack.restarts * targets + (1 if attack.loss == "dlr-targeted" else 0)
 
 
-__all__ = ["APGD", "checkpoint_schedule", "dlr_loss", "targeted_dlr_loss", "total_steps"]
+__all__ = ["APGD", "checkpoint_iterations", "checkpoint_schedule", "dlr_loss", "targeted_dlr_loss", "total_steps"]

@@ -65,7 +65,7 @@ def robustness_section(run: RunDir, figures: Path) -> str | None:
         names = [name for name, _ in suite["cumulative"]]
         lines += ["### Standard suite (cumulative)", "",
                   md_table(names, [[f"{acc:.2%}" for _, acc in suite["cumulative"]]]), "",
-                  f"*Robust accuracy {suite['robust_accuracy']:.2%} is an **upper bound**: {suite['note']}.* "
+                  f"*Robust accuracy {suite['robust_accuracy']:.2%}: {suite['note']}.* "
                   "Each column counts the points no attack so far has broken, so it never exceeds the one before.", ""]
         rows = [(a["attack"], a["attacked"], a["broken"], a["seconds"],
                  ", ".join(f"{k}={v}" for k, v in a.items() if k not in ("attack", "attacked", "broken", "seconds")))

@@ -23,11 +23,19 @@ def _budget(profile: DeviceProfile) -> str:
 @command
 def list_devices() -> None:
     """List every profile reachable by name (./devices, $EDGEROBUST_DEVICES, then the built-in ones)."""
-    rows = [(p.name, p.accelerator + (f" sm_{p.compute_capability.replace('.', '')}" if p.compute_capability else ""),
-             p.arch, ", ".join(p.runtimes), ", ".join(p.precisions), p.max_opset, _budget(p), p.python,
-             p.threads or "cores", p.source) for p in list_profiles()]
-    console.print(table("device profiles", ("name", "runs on", "arch", "runtimes (preferred first)", "precisions",
-                                            "max opset", "memory", "python", "threads", "from"), rows))
+    profiles = list_profiles()
+    rows = [(p.name, f"{p.accelerator} " + (f"sm_{p.compute_capability.replace('.', '')}" if p.compute_capability
+                                             else p.arch),
+             p.runtimes[0] + (f" (+{len(p.runtimes) - 1})" if len(p.runtimes) > 1 else ""), " ".join(p.precisions),
+             p.max_opset, _budget(p), p.python) for p in profiles]
+    out = table("device profiles (`edgerobust devices show NAME` for the rest)",
+                ("name", "device", "runtime", "precisions", "opset", "memory", "py"), rows)
+    out.columns[0].no_wrap = True
+    out.columns[0].min_width = max(len(p.name) for p in profiles)
+    console.print(out)
+    user = [p for p in profiles if not p.source.startswith("builtin:")]
+    for p in user:
+        console.print(f"{p.name}: from {p.source}")
 
 
 def profile_text(profile: DeviceProfile) -> str:

@@ -278,3 +278,22 @@ def test_bench_times_the_exported_bundle_and_refuses_a_tampered_one(bench_copy):
     onnx.write_bytes(onnx.read_bytes() + b"\0")
     with pytest.raises(EdgeRobustError, match="model.onnx has been modified"):
         bench_run(bench_copy, "x86-cpu", ["ort-cpu"], batches=[1], repeats=3, progress=False)
+
+
+def test_pipeline_step_and_report_section(bench_copy):
+    from edgerobust.pipeline import PipelineContext, run_steps
+    from edgerobust.report import render_report
+
+    run = RunDir.open(bench_copy)
+    recipe = {"origin": "test", "bench": {"batches": [1, 2], "repeats": 3, "warmup": 1, "threads": 1,
+                                          "runtimes": ["ort-cpu", "torch-cpu"]}}
+    ctx = run_steps(PipelineContext(out=bench_copy.parent, recipe=recipe, progress=False, run=run), ["bench"])
+    rows = {what for step, what, _ in ctx.summary if step == "bench"}
+    assert {"ort-cpu batch 1 p50 ms", "torch-cpu batch 2 p50 ms", "seconds"} <= rows
+    text = render_report(RunDir.open(bench_copy)).read_text()
+    assert "## Latency" in text and "| ort-cpu |" in text and "GEMM ceiling" in text
+    assert (bench_copy / "figures" / "bench_latency.png").stat().st_size > 0
+    assert (bench_copy / "figures" / "bench_throughput.png").stat().st_size > 0
+    bad = PipelineContext(out=bench_copy.parent, recipe={"origin": "test", "bench": {"repeat": 3}}, run=run)
+    with pytest.raises(EdgeRobustError, match=r"unknown key\(s\) repeat in \[bench\]"):
+        run_steps(bad, ["bench"])

@@ -172,6 +172,13 @@ def bench_run(run: RunDir | str | Path, target: Any = "x86-cpu", runtimes: Seque
                 bar.update(task, status=name)
                 _bench_one(record, get_runtime(name), model, data, reference, plan, mode, batches, precision,
                            threads, flops, memory, clock, lambda: bar.advance(task))
+    for device, first in record["ceilings"].items():  # re-measured after timing; the better one stands
+        again = gemm_ceiling(device, first["threads"])
+        record["ceilings"][device] = {**max(first, again, key=lambda c: c["gflops"]),
+                                      "measurements_gflops": [first["gflops"], again["gflops"]]}
+        for row in record["results"]:
+            if row["device"] == device:
+                row["ceiling_fraction"] = row["achieved_gflops"] / record["ceilings"][device]["gflops"]
     record["load_average_after"] = list(os.getloadavg())
     if write:
         path = write_json(run.file(BENCH_NAME), record)
@@ -190,7 +197,6 @@ def _bench_one(record, runtime, model, data, reference, plan, mode, batches, pre
     device = runtime.device
     if device not in record["ceilings"]:
         record["ceilings"][device] = gemm_ceiling(device, threads if device == "cpu" else None)
-    ceiling = record["ceilings"][device]["gflops"]
     with open_session(runtime, model, precision, threads, max(batches)) as session:
         logits = session.infer(data.images[:PARITY_IMAGES].numpy())
         record["parity"][runtime.name] = {
@@ -202,7 +208,7 @@ def _bench_one(record, runtime, model, data, reference, plan, mode, batches, pre
                        threads=threads if device == "cpu" else None,
                        compile_seconds=session.compile_seconds or None,
                        achieved_gflops=achieved_gflops(flops, row["batch"], latency_s),
-                       ceiling_fraction=achieved_gflops(flops, row["batch"], latency_s) / ceiling if ceiling else None)
+                       ceiling_fraction=None)  # set once the ceiling is re-measured after timing
             if memory:
                 prepared = session.prepare(_first(data, row["batch"]))
                 row["memory"] = measure_memory(lambda p=prepared: session.run(p), device=device)

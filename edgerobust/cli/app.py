@@ -6,6 +6,7 @@ import os
 import typer
 
 from . import bench as bench_cmd
+from . import compress as compress_cmd
 from . import devices as devices_cmd
 from . import evaluate as evaluate_cmd
 from . import export as export_cmd
@@ -36,6 +37,7 @@ def main_options(debug: bool = typer.Option(False, "--debug", help="Show traceba
 
 app.command()(pipeline_cmd.pipeline)
 app.command()(train_cmd.train)
+app.command()(compress_cmd.compress)
 app.command()(evaluate_cmd.evaluate)
 app.command()(report_cmd.report)
 app.command()(bench_cmd.bench)

@@ -16,7 +16,7 @@ import torch
 
 from ..data import load_dataset
 from ..errors import EdgeRobustError
-from ..models import count_flops, count_parameters
+from ..models import MODELS, count_flops, count_parameters
 from ..recipe import section
 from ..run import RunDir
 from ..training import TrainConfig, evaluate_clean
@@ -47,6 +47,7 @@ class CompressConfig:
     rho: float = 1e-2
     rho_growth: float = 1.3
     admm_interval: int = 1  # epochs between z / u updates
+    admm_lr: float | None = None  # default: the training lr
     retrain_epochs: int = 3
     retrain_lr: float | None = None  # default: the training lr
     physical: bool = True
@@ -96,6 +97,16 @@ def _stage(out: Path, source: RunDir, config: TrainConfig, data: dict[str, Any],
                        description=description)
 
 
+def pretrain(spec: str, out: Path, config: TrainConfig, data: str, data_root: str | Path | None, *,
+             adv: dict[str, Any] | None, resume: bool, progress, recipe) -> RunDir:
+    """Train `spec` from scratch (adversarially when `adv` says so) as the dense source; reused on --resume."""
+    if resume and (out / "model.json").is_file() and (out / "model.pt").is_file():
+        return RunDir.open(out)
+    return train_model(out, spec, data, config, data_root=data_root, loss=build_loss(adv, config.epochs),
+                       resume=resume and (out / "checkpoint.pt").is_file(), recipe=recipe, progress=progress,
+                       description="pretrain")
+
+
 def _source_data(source: RunDir, data: str | None, data_root: str | Path | None) -> dict[str, Any]:
     train = source.manifest.get("dataset", {}).get("train", {})
     name = data or train.get("name")
@@ -113,8 +124,11 @@ def compress_model(source: str | Path | RunDir, out: str | Path, config: Compres
     """Compress the model of run `source` into run directory `out` (see the module docstring for the stages)."""
     config = (config or CompressConfig()).validate()
     base = (train_config or TrainConfig()).validate()
-    source = source if isinstance(source, RunDir) else RunDir.open(source)
     out = Path(out)
+    if not isinstance(source, RunDir) and not Path(source).is_dir() and str(source).partition(":")[0] in MODELS:
+        source = pretrain(str(source), out / "pretrain", base, data or "digits", data_root, adv=adv,
+                          resume=resume, progress=progress, recipe=recipe)
+    source = source if isinstance(source, RunDir) else RunDir.open(source)
     if not resume and any((out / p).exists() for p in ("admm/checkpoint.pt", "retrain/checkpoint.pt", "model.pt")):
         raise EdgeRobustError(f"{out} already holds a compression; pass --resume to continue it or choose another "
                               "--out")
@@ -132,7 +146,7 @@ def compress_model(source: str | Path | RunDir, out: str | Path, config: Compres
     admm_info: dict[str, Any] = {}
     pruned_from = source
     if config.method == "admm":
-        admm_config = replace(base, epochs=config.admm_epochs)
+        admm_config = replace(base, epochs=config.admm_epochs, lr=config.admm_lr or base.lr)
         admm = ADMMCallback(plan, config.rho, config.rho_growth, config.admm_interval)
         pruned_from = _stage(out / "admm", source, admm_config, data_info, loss=build_loss(adv, admm_config.epochs),
                              callbacks=[admm], resume=resume, progress=progress, recipe=recipe,
@@ -210,14 +224,55 @@ def configs_from_recipe(recipe: dict[str, Any], overrides: dict[str, Any] | None
                         ) -> tuple[CompressConfig, TrainConfig, dict[str, Any], dict[str, Any]]:
     """Compression, training, adversarial and evaluation settings from [compress], [train], [adv], [evaluate]."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    values = section(recipe, "compress", COMPRESS_KEYS)
+    values = section(recipe, "compress", COMPRESS_KEYS | {"adv", "evaluate"})
+    nested = {**values, "origin": recipe.get("origin")}
+    adv = section(nested, "adv", ADV_KEYS)
+    evaluate = section(nested, "evaluate", EVAL_KEYS)
+    values.pop("adv", None), values.pop("evaluate", None)
     values.update({k: v for k, v in overrides.items() if k in COMPRESS_KEYS})
     train = section(recipe, "train", TRAIN_KEYS)
     train.update({k: v for k, v in overrides.items() if k in TRAIN_KEYS})
-    adv = section(recipe, "adv", ADV_KEYS)
     adv.update({k[4:]: v for k, v in overrides.items() if k.startswith("adv_")})
-    evaluate = section(recipe, "evaluate", EVAL_KEYS)
     try:
         return CompressConfig(**values).validate(), TrainConfig(**train).validate(), adv, evaluate
     except TypeError as exc:
         raise EdgeRobustError(f"bad [compress] / [train] settings: {exc}") from None
+
+
+def compress_grid(source: str | Path | RunDir, out: str | Path, keeps: list[float], eps_values: list[float | None],
+                  config: CompressConfig, train_config: TrainConfig, *, adv: dict[str, Any] | None = None,
+                  evaluate: dict[str, Any] | None = None, data: str | None = None,
+                  data_root: str | Path | None = None, resume: bool = False, progress: bool | None = None,
+                  recipe: dict | None = None) -> tuple[list[RunDir], list[dict[str, Any]]]:
+    """Every (training ε, keep ratio) pair, as Marshall's grid: one dense source per ε, one run per keep ratio.
+
+    Returns the runs and the trade-off rows (dense then each keep ratio, per ε), also written to tradeoff.json.
+    """
+    from ..io import write_json
+
+    out = Path(out)
+    for keep in keeps:
+        check_keep(keep)
+    runs, rows = [], []
+    for eps in eps_values:
+        adv_eps = {**(adv or {}), "eps": eps} if eps is not None else adv
+        eps_dir = out / f"eps-{eps:g}" if len(eps_values) > 1 and eps is not None else out
+        dense = source
+        if not isinstance(source, RunDir) and not Path(source).is_dir() and str(source).partition(":")[0] in MODELS:
+            dense = pretrain(str(source), eps_dir / "pretrain", train_config.validate(), data or "digits", data_root,
+                             adv=adv_eps, resume=resume, progress=progress, recipe=recipe)
+        for i, keep in enumerate(keeps):
+            keep_dir = eps_dir / f"keep-{round(100 * keep)}" if len(keeps) > 1 else eps_dir
+            run = compress_model(dense, keep_dir, replace(config, keep=keep),
+                                 train_config, adv=adv_eps, evaluate=evaluate, data=data, data_root=data_root,
+                                 resume=resume, progress=progress, recipe=recipe)
+            runs.append(run)
+            evaluation = run.manifest["compression"].get("evaluation")
+            if evaluation:
+                label = f"train ε={eps:g}" if eps is not None else "natural"
+                eval_rows = evaluation["rows"] if i == 0 else evaluation["rows"][1:]
+                rows += [{**r, "label": f"{label}: {r['label']}"} for r in eval_rows]
+    if rows:
+        write_json(out / "tradeoff.json", {"rows": rows, "note": "accuracies on the test split; PGD and suite on "
+                                           "a fixed subset; suite columns are cumulative (upper bounds)"})
+    return runs, rows

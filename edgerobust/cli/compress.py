@@ -1,0 +1,105 @@
+"""`edgerobust compress`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..compress.api import compress_grid, configs_from_recipe
+from ..compress.tradeoff import tradeoff_columns, tradeoff_table_rows
+from ..errors import EdgeRobustError
+from ..recipe import load_recipe, section
+from ..run import RunDir
+from .common import command, console, parse_fraction
+from .render import table
+
+
+def _fractions(text: Optional[str], name: str) -> list[float] | None:
+    if text is None:
+        return None
+    return [parse_fraction(part.strip(), name) for part in text.split(",") if part.strip()]
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+@command
+def compress(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Run directory of a trained model, or a model "
+                                        "spec to train from scratch first (e.g. resnet34)."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset (default: the source run's)."),
+    out: Path = typer.Option(Path("runs/compress"), "--out", "-o", help="Run directory to write."),
+    recipe: str = typer.Option("digits-compress", "--recipe", "-r", help="Built-in recipe name or .toml path."),
+    method: Optional[str] = typer.Option(None, help="admm, l1 (one-shot L1 filter pruning) or magnitude."),
+    scheme: Optional[str] = typer.Option(None, help="irregular, filter, column or channel."),
+    keep: Optional[str] = typer.Option(None, help="Fraction of weights / filters kept, e.g. 0.5 or 25%; a comma "
+                                       "list runs each."),
+    global_keep: Optional[bool] = typer.Option(None, "--global/--per-layer", help="One ranking across layers."),
+    funnel: Optional[bool] = typer.Option(None, "--funnel/--no-funnel", help="Density falling with depth."),
+    layers: Optional[str] = typer.Option(None, help="Comma-separated layer names or patterns to prune."),
+    threshold: Optional[float] = typer.Option(None, help="L1 method: drop filters whose L1 norm is below this."),
+    admm_epochs: Optional[int] = typer.Option(None, "--admm-epochs", help="Epochs of ADMM training."),
+    retrain_epochs: Optional[int] = typer.Option(None, "--retrain-epochs", help="Masked retraining epochs."),
+    rho: Optional[float] = typer.Option(None, help="ADMM penalty ρ at the start."),
+    rho_growth: Optional[float] = typer.Option(None, "--rho-growth", help="ρ multiplier at each z/u update."),
+    admm_interval: Optional[int] = typer.Option(None, "--admm-interval", help="Epochs between z/u updates."),
+    adv: Optional[str] = typer.Option(None, help="Adversarial loss: none, pgd, fgsm-rs or trades."),
+    eps: Optional[str] = typer.Option(None, help="Training ε in pixels, e.g. 8/255 or 0.1; a comma list runs each."),
+    steps: Optional[int] = typer.Option(None, help="Attack steps of the adversarial loss."),
+    adv_weight: Optional[float] = typer.Option(None, "--adv-weight", help="w of w·CE(x_adv) + (1−w)·CE(x)."),
+    eps_schedule: Optional[str] = typer.Option(None, "--eps-schedule", help="constant, linear or staged."),
+    epochs: Optional[int] = typer.Option(None, help="Pretraining epochs when --model is a spec."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    seed: Optional[int] = typer.Option(None),
+    physical: Optional[bool] = typer.Option(None, "--physical/--masked-only", help="Remove pruned channels."),
+    evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Clean and PGD accuracy, dense vs pruned."),
+    suite: Optional[bool] = typer.Option(None, "--suite/--no-suite", help="Also the standard attack suite."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Directory holding on-disk datasets."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed compression."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Prune a model (ADMM / L1 filter), adversarially if asked, and remove the pruned filters physically."""
+    spec = load_recipe(recipe)
+    config, train_config, adv_settings, eval_settings = configs_from_recipe(spec, dict(
+        method=method, scheme=scheme, global_keep=global_keep, funnel=funnel, threshold=threshold,
+        layers=[p.strip() for p in layers.split(",") if p.strip()] if layers else None,
+        admm_epochs=admm_epochs, retrain_epochs=retrain_epochs, rho=rho, rho_growth=rho_growth,
+        admm_interval=admm_interval, physical=physical, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+        adv_loss=adv, adv_steps=steps, adv_weight=adv_weight, adv_schedule=eps_schedule))
+    keeps = _fractions(keep, "keep ratio") or [float(k) for k in _as_list(section(spec, "compress").get("keep", 0.5))]
+    recipe_eps = adv_settings.get("eps")
+    eps_values = _fractions(eps, "ε") or ([float(e) for e in _as_list(recipe_eps)] if recipe_eps is not None
+                                          else [None])
+    if suite is not None:
+        eval_settings["suite"] = suite
+    source = model or section(spec, "model").get("spec")
+    if not source:
+        raise EdgeRobustError("pass --model (a run directory or a model spec) or use a recipe with a [model] spec")
+    data_section = section(spec, "data")
+    runs, rows = compress_grid(source, out, keeps, eps_values, config.validate(), train_config, adv=adv_settings,
+                               evaluate=eval_settings if evaluate else None, data=data or data_section.get("name"),
+                               data_root=data_root or data_section.get("root"), resume=resume,
+                               progress=False if quiet else None, recipe=spec)
+    for run in runs:
+        print_compression_summary(run)
+    if rows:
+        console.print(table("trade-off (accuracy %)", tradeoff_columns(rows), tradeoff_table_rows(rows)))
+    for run in runs:
+        console.print(f"run directory: [bold]{run.path}[/]")
+
+
+def print_compression_summary(run: RunDir) -> None:
+    comp = run.manifest["compression"]
+    rows = [(r["layer"], "x".join(map(str, r["shape_before"])) + " → " + "x".join(map(str, r["shape_after"])),
+             r["density"], r["params_before"], r["params_after"], r["flops_before"], r["flops_after"])
+            for r in comp["stats"]["layers"]]
+    t = comp["stats"]["totals"]
+    rows.append(("total", "", t["density"], t["params_before"], t["params_after"], t["flops_before"],
+                 t["flops_after"]))
+    cfg = comp["config"]
+    console.print(table(f"{cfg['method']} · {cfg['scheme']} · keep {cfg['keep']:g} ({run.path.name})",
+                        ("layer", "shape", "density", "params before", "params after", "FLOPs before",
+                         "FLOPs after"), rows))

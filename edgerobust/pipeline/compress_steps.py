@@ -1,0 +1,25 @@
+"""The compress step: ADMM-prune the trained model with the recipe's [compress] settings; later steps use it."""
+from __future__ import annotations
+
+from ..compress.api import compress_model, configs_from_recipe
+from .context import PIPELINE_STEPS, PipelineContext
+
+
+@PIPELINE_STEPS.register("compress", "ADMM filter pruning with adversarial training, masked retrain, removal")
+def compress_step(ctx: PipelineContext) -> None:
+    config, train_config, adv, evaluate = configs_from_recipe(ctx.recipe)
+    source = ctx.runs.get("train", ctx.run)
+    run = compress_model(source, ctx.out / "compressed", config, train_config, adv=adv, evaluate=evaluate or None,
+                         progress=ctx.progress, recipe=ctx.recipe)
+    ctx.run = ctx.runs["compress"] = run
+    totals = run.manifest["compression"]["stats"]["totals"]
+    ctx.add("compress", "method", f"{config.method} {config.scheme} keep {config.keep:g}")
+    ctx.add("compress", "parameters", f"{totals['params_before']:,} → {totals['params_after']:,}")
+    ctx.add("compress", "FLOP reduction", round(totals["flop_reduction"], 2))
+    ctx.add("compress", "clean test accuracy", run.manifest["metrics"]["test_accuracy"])
+    evaluation = run.manifest["compression"].get("evaluation")
+    if evaluation:
+        dense, pruned = evaluation["rows"]
+        key = f"pgd{dense['pgd_steps']}"
+        ctx.add("compress", f"PGD-{dense['pgd_steps']} ε={dense['eps']:g} dense → pruned",
+                f"{dense[key]:.3f} → {pruned[key]:.3f}")

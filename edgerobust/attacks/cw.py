@@ -12,7 +12,7 @@ class CarliniWagnerL2(MinimalAttack):
     name = "cw"
 
     def __init__(self, eps: float | None = None, norm: str = "l2", steps: int = 100, search_steps: int = 5,
-                 c_init: float = 1.0, lr: float = 0.05, confidence: float = 0.0):
+                 c_init: float = 1.0, lr: float = 0.01, confidence: float = 0.0):
         if norm != "l2":
             raise EdgeRobustError("cw is the L2 Carlini-Wagner attack; use --norm l2")
         if steps < 1 or search_steps < 1 or not lr > 0 or not c_init > 0:
@@ -57,5 +57,5 @@ class CarliniWagnerL2(MinimalAttack):
 
 @ATTACKS.register("cw", "Carlini-Wagner L2: Adam in tanh space, binary search on c (minimal perturbation)")
 def build_cw(eps: float | None = None, norm: str = "l2", steps: int = 100, search_steps: int = 5,
-             c_init: float = 1.0, lr: float = 0.05, confidence: float = 0.0) -> CarliniWagnerL2:
+             c_init: float = 1.0, lr: float = 0.01, confidence: float = 0.0) -> CarliniWagnerL2:
     return CarliniWagnerL2(eps, norm, steps, search_steps, c_init, lr, confidence)

@@ -98,7 +98,8 @@ def build_fgsm_rs(eps: float, norm: str = "linf", alpha: float | None = None, se
 
 
 @ATTACKS.register("bim", "basic iterative method: PGD without random start, α = ε/steps·2.5")
-def build_bim(eps: float, norm: str = "linf", steps: int = 20, alpha: float | None = None, **_) -> PGD:
-    attack = PGD(eps, norm, steps, alpha, restarts=1, random_init=False, early_exit=True)
+def build_bim(eps: float, norm: str = "linf", steps: int = 20, alpha: float | None = None, early_exit: bool = True,
+              **_) -> PGD:
+    attack = PGD(eps, norm, steps, alpha, restarts=1, random_init=False, early_exit=early_exit)
     attack.name = "bim"
     return attack

@@ -3,6 +3,7 @@ from . import training  # noqa: F401, I001  (registers the training section firs
 from . import robustness  # noqa: F401  (attacks and robustness evaluation)
 from . import export  # noqa: F401,E402  (ONNX export per target)
 from . import bench  # noqa: F401,E402  (latency per runtime and batch size)
+from . import compression  # noqa: F401,E402  (per-layer compression, histograms, trade-off)
 from .render import render_report
 from .sections import REPORT_SECTIONS, md_table, register_section
 

@@ -297,3 +297,22 @@ def test_pipeline_step_and_report_section(bench_copy):
     bad = PipelineContext(out=bench_copy.parent, recipe={"origin": "test", "bench": {"repeat": 3}}, run=run)
     with pytest.raises(EdgeRobustError, match=r"unknown key\(s\) repeat in \[bench\]"):
         run_steps(bad, ["bench"])
+
+
+def test_bench_command_compares_models_in_marshall_modes(bench_copy, tmp_path):
+    from edgerobust.training import TrainConfig
+    from edgerobust.training.api import train_model
+
+    other = train_model(tmp_path / "mlp", "mlp:16", "digits", TrainConfig(epochs=1, augment=False), progress=False)
+    code, out, err = run_cli("bench", bench_copy, other.path, "--mode", "batched", "--batch", "100", "--repeats", "3",
+                             "--warmup", "1", "--threads", "1", "--runtime", "ort-cpu", "-q", "--no-memory")
+    assert code == 0, err
+    assert "scnn2:8-16" in out and "mlp:16" in out and "batched" in out
+    for path in (bench_copy, other.path):
+        row = json.loads((path / "bench.json").read_text())["results"][0]
+        assert row["mode"] == "batched" and row["batch"] == 100 and row["includes_loading"]
+    code, out, err = run_cli("bench", bench_copy, "--mode", "per-image", "--repeats", "20", "--warmup", "2",
+                             "--threads", "1", "--runtime", "torch-cpu", "-q", "--no-memory")
+    assert code == 0, err
+    row = json.loads((bench_copy / "bench.json").read_text())["results"][0]
+    assert row["mode"] == "per-image" and row["batch"] == 1 and row["images"] == 20

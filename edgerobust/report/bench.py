@@ -45,6 +45,8 @@ def throughput_plot(record: dict, path: Path) -> Path:
     ax.set(xlabel="batch size", ylabel="images / s (batch / mean latency)", xscale="log", yscale="log",
            title=f"{record['model']['spec']} throughput against batch size")
     ax.set_xscale("log", base=2)
+    batches = sorted({r["batch"] for r in record["results"]})
+    ax.set_xticks(batches, [str(b) for b in batches])
     ax.legend()
     ax.grid(alpha=0.3, which="both")
     return save_figure(fig, path)

@@ -125,6 +125,9 @@ def bench_run(run: RunDir | str | Path, target: Any = "x86-cpu", runtimes: Seque
     from ..devices import load_profile
 
     run = run if isinstance(run, RunDir) else RunDir.open(run)
+    if write and not os.access(run.path, os.W_OK):
+        raise EdgeRobustError(f"run directory {run.path} is not writable, so bench.json cannot be written there; "
+                              "copy the run somewhere writable")
     MODES.get(mode)
     plan = TimingPlan(warmup, repeats).validate()
     batches = sorted({int(b) for b in batches})

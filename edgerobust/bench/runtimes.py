@@ -314,7 +314,7 @@ class OrtCUDA(_OrtRuntime):
 @RUNTIMES.register("ort-tensorrt", "onnxruntime, TensorRT execution provider")
 class OrtTensorRT(_OrtRuntime):
     name, device, precisions, provider = "ort-tensorrt", "cuda", ("fp32", "fp16"), "TensorrtExecutionProvider"
-    extra = "install onnxruntime-gpu and TensorRT (pip install edgerobust[tensorrt]) on an NVIDIA GPU machine"
+    extra = "install onnxruntime-gpu and TensorRT (pip install tensorrt) on a machine with an NVIDIA GPU"
     fp16 = False
 
     def providers(self, threads: int) -> list:
@@ -398,7 +398,7 @@ class TensorRTSession(Session):
 @RUNTIMES.register("tensorrt", "TensorRT engine built on this machine")
 class TensorRT(Runtime):
     name, device, precisions = "tensorrt", "cuda", ("fp32", "fp16")
-    extra = "pip install edgerobust[tensorrt] on a machine with an NVIDIA GPU"
+    extra = "pip install tensorrt, edgerobust's 'tensorrt' extra, on a machine with an NVIDIA GPU"
 
     def availability(self) -> tuple[bool, str]:
         if not _has_module("tensorrt"):

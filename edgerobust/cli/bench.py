@@ -98,7 +98,8 @@ def bench(
     busy = max(first["load_average_before"][0], first["load_average_after"][0])
     if busy > first["host"]["logical_cpus"]:
         err_console.print(f"[yellow]warning:[/] load average {busy:.1f} on {first['host']['logical_cpus']} CPUs: "
-                          "other processes share the cores, so these timings include contention")
+                          "other processes share the cores, so these timings include contention "
+                          "(multi-threaded runtimes suffer most; --threads 1 is steadier on a shared machine)")
     for name, reason in first["skipped_runtimes"].items():
         err_console.print(f"[dim]skipped {name}: {escape(reason)}[/]", highlight=False)
     for record in records:

@@ -66,7 +66,7 @@ def compressed(digits_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("compressed") / "run"
     config = CompressConfig(keep=0.5, admm_epochs=2, retrain_epochs=1, rho=0.05)
     run = compress_model(digits_run, out, config, TrainConfig(epochs=1, lr=0.02, augment=False),
-                         adv={"loss": "fgsm-rs", "eps": 0.1}, evaluate={"eps": 0.1, "n": 64, "pgd_steps": 5},
+                         adv={"method": "fgsm-rs", "eps": 0.1}, evaluate={"eps": 0.1, "n": 64, "pgd_steps": 5},
                          progress=False)
     return digits_run, run
 
@@ -133,7 +133,7 @@ def test_recipes_parse_and_validate():
         config, train, adv, evaluate = configs_from_recipe(recipe)
         config.validate(), train.validate()
     marshall = load_recipe("marshall-resnet34-c10")
-    assert marshall["compress"]["keep"] == [0.5, 0.1] and marshall["compress"]["adv"]["eps"] == [0.03, 0.1]
+    assert marshall["compress"]["keep"] == [0.5, 0.1] and marshall["compress"]["adversarial"]["eps"] == [0.03, 0.1]
     assert marshall["model"]["spec"] == "resnet34" and marshall["data"]["name"] == "cifar10"
 
 

@@ -68,7 +68,7 @@ def compress(
         layers=[p.strip() for p in layers.split(",") if p.strip()] if layers else None,
         admm_epochs=admm_epochs, retrain_epochs=retrain_epochs, rho=rho, rho_growth=rho_growth,
         admm_interval=admm_interval, physical=physical, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-        adv_loss=adv, adv_steps=steps, adv_weight=adv_weight, adv_schedule=eps_schedule))
+        adv_method=adv, adv_steps=steps, adv_weight=adv_weight, adv_schedule=eps_schedule))
     keeps = _fractions(keep, "keep ratio") or [float(k) for k in _as_list(section(spec, "compress").get("keep", 0.5))]
     recipe_eps = adv_settings.get("eps")
     eps_values = _fractions(eps, "ε") or ([float(e) for e in _as_list(recipe_eps)] if recipe_eps is not None

@@ -20,7 +20,7 @@ from ..models import MODELS, count_flops, count_parameters
 from ..recipe import section
 from ..run import RunDir
 from ..training import TrainConfig, evaluate_clean
-from ..training.api import TRAIN_KEYS, train_model
+from ..training.api import ADVERSARIAL_KEYS, TRAIN_KEYS, adversarial_training, train_model
 from .admm import ADMMCallback
 from .l1_filter import l1_filter_masks
 from .masks import MaskCallback, apply_masks, density
@@ -70,30 +70,22 @@ class CompressConfig:
 
 
 COMPRESS_KEYS = {f.name for f in fields(CompressConfig)}
-ADV_KEYS = {"loss", "eps", "steps", "alpha", "weight", "schedule", "min_steps"}
 EVAL_KEYS = {"eps", "pgd_steps", "suite", "n", "seed"}
 
 
 def build_loss(adv: dict[str, Any] | None, epochs: int):
-    """The stage's training loss: natural, or an adversarial loss from training.adversarial by name."""
-    if not adv or adv.get("loss", "none") in ("none", "natural"):
-        return None
-    from ..training.adversarial import build_training_loss
-
-    options = {k: v for k, v in adv.items() if k not in ("loss", "eps", "steps", "alpha", "weight", "schedule")}
-    return build_training_loss(adv["loss"], eps=adv.get("eps", 8 / 255), steps=adv.get("steps", 10),
-                               alpha=adv.get("alpha"), weight=adv.get("weight"),
-                               schedule=adv.get("schedule", "constant"), epochs=epochs, **options)
+    """The stage's adversarial loss from [adversarial]-style settings (None: natural training)."""
+    return adversarial_training(adv, epochs)[0] if adv else None
 
 
-def _stage(out: Path, source: RunDir, config: TrainConfig, data: dict[str, Any], *, loss, callbacks, resume: bool,
+def _stage(out: Path, source: RunDir, config: TrainConfig, data: dict[str, Any], *, adv, callbacks, resume: bool,
            progress, recipe, description: str) -> RunDir:
     """One training stage as its own run directory; a finished stage is reused on --resume."""
     if resume and (out / "model.json").is_file() and (out / "model.pt").is_file():
         return RunDir.open(out)
     return train_model(out, source.manifest["model"]["spec"], data["name"], config, data_root=data.get("root"),
                        data_options=data.get("options"), resume=resume and (out / "checkpoint.pt").is_file(),
-                       loss=loss, callbacks=callbacks, recipe=recipe, progress=progress, init_from=source,
+                       adversarial=adv or None, callbacks=callbacks, recipe=recipe, progress=progress, init_from=source,
                        description=description)
 
 
@@ -102,7 +94,7 @@ def pretrain(spec: str, out: Path, config: TrainConfig, data: str, data_root: st
     """Train `spec` from scratch (adversarially when `adv` says so) as the dense source; reused on --resume."""
     if resume and (out / "model.json").is_file() and (out / "model.pt").is_file():
         return RunDir.open(out)
-    return train_model(out, spec, data, config, data_root=data_root, loss=build_loss(adv, config.epochs),
+    return train_model(out, spec, data, config, data_root=data_root, adversarial=adv or None,
                        resume=resume and (out / "checkpoint.pt").is_file(), recipe=recipe, progress=progress,
                        description="pretrain")
 
@@ -148,7 +140,7 @@ def compress_model(source: str | Path | RunDir, out: str | Path, config: Compres
     if config.method == "admm":
         admm_config = replace(base, epochs=config.admm_epochs, lr=config.admm_lr or base.lr)
         admm = ADMMCallback(plan, config.rho, config.rho_growth, config.admm_interval)
-        pruned_from = _stage(out / "admm", source, admm_config, data_info, loss=build_loss(adv, admm_config.epochs),
+        pruned_from = _stage(out / "admm", source, admm_config, data_info, adv=adv,
                              callbacks=[admm], resume=resume, progress=progress, recipe=recipe,
                              description="admm")
         admm_info = {"rho": config.rho, "rho_growth": config.rho_growth, "interval": config.admm_interval,
@@ -165,7 +157,7 @@ def compress_model(source: str | Path | RunDir, out: str | Path, config: Compres
     if config.retrain_epochs > 0:
         retrain_config = replace(base, epochs=config.retrain_epochs, lr=config.retrain_lr or base.lr)
         retrain = _stage(out / "retrain", pruned_from, retrain_config, data_info,
-                         loss=build_loss(adv, retrain_config.epochs), callbacks=[MaskCallback(masks)],
+                         adv=adv, callbacks=[MaskCallback(masks)],
                          resume=resume, progress=progress, recipe=recipe, description="masked retrain")
         masked = retrain.load_model()
         history += [{**h, "stage": "retrain"} for h in retrain.manifest["training"]["history"]]
@@ -224,12 +216,16 @@ def configs_from_recipe(recipe: dict[str, Any], overrides: dict[str, Any] | None
                         ) -> tuple[CompressConfig, TrainConfig, dict[str, Any], dict[str, Any]]:
     """Compression, training, adversarial and evaluation settings from [compress], [train], [adv], [evaluate]."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    values = section(recipe, "compress", COMPRESS_KEYS | {"adv", "evaluate"})
+    values = section(recipe, "compress", COMPRESS_KEYS | {"adversarial", "evaluate"})
     nested = {**values, "origin": recipe.get("origin")}
-    adv = section(nested, "adv", ADV_KEYS)
+    adv = section(nested, "adversarial", ADVERSARIAL_KEYS)
     evaluate = section(nested, "evaluate", EVAL_KEYS)
-    values.pop("adv", None), values.pop("evaluate", None)
+    values.pop("adversarial", None), values.pop("evaluate", None)
     values.update({k: v for k, v in overrides.items() if k in COMPRESS_KEYS})
+    if isinstance(values.get("keep"), list):  # a grid of keep ratios (compress_grid runs each); check them all
+        for keep in values["keep"]:
+            check_keep(keep)
+        values["keep"] = values["keep"][0] if values["keep"] else 0.5
     train = section(recipe, "train", TRAIN_KEYS)
     train.update({k: v for k, v in overrides.items() if k in TRAIN_KEYS})
     adv.update({k[4:]: v for k, v in overrides.items() if k.startswith("adv_")})

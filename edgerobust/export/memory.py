@@ -4,7 +4,7 @@ Activations are counted by liveness over the graph's node order (a tensor lives 
 its last consumer), which is what a runtime with buffer reuse needs at least; runtime overhead (CUDA context,
 workspace, allocator slack, weight pre-packing) is not included, so the budget in a profile is what is left for
 the model. benchmarks/export_zoo.py measures how far off this is for onnxruntime CPU: about 10 MiB fixed, then
-0.9-1.6x the estimate (see benchmarks/results/export_zoo.json) — a floor, not a guarantee.
+0.9-2.1x the estimate (see benchmarks/results/export_zoo.json) — a floor, not a guarantee.
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ follow one process with batch B. Rank 0 alone writes files and shows progress.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +90,8 @@ def is_main_process() -> bool:
 
 
 def wrap(model: nn.Module, ctx: DistributedContext) -> DistributedDataParallel:
+    # single-input-channel conv weights get grads with an equivalent but differently-strided layout: harmless
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     device_ids = [ctx.local_rank] if ctx.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)
 

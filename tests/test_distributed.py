@@ -1,0 +1,102 @@
+"""Multi-process (DDP, gloo on CPU) training reaches the model one process reaches with the same global batch."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edgerobust.data import load_dataset
+from edgerobust.errors import EdgeRobustError
+from edgerobust.io import load_torch
+from edgerobust.models import build_model
+from edgerobust.training import TrainConfig, Trainer, build_training_loss
+from edgerobust.training import distributed as D
+
+# 205 examples in batches of 30: the last batch (25) splits 13/12, so uneven shards are exercised too
+CONFIG = dict(epochs=2, batch_size=30, augment=True, lr=0.05, seed=5)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _trainer(loss_name: str) -> Trainer:
+    data = load_dataset("digits", "train").subset(205)
+    torch.manual_seed(0)
+    model = build_model("scnn2:8-16", data.input_shape, data.num_classes, data.mean, data.std)
+    # no random start: each example's attack is then independent of how the batch is split across ranks
+    loss = None if loss_name == "natural" else build_training_loss(loss_name, eps=0.1, steps=2, random_init=False)
+    return Trainer(model, data, TrainConfig(**CONFIG), loss=loss, eval_data=load_dataset("digits", "test"),
+                   progress=False)
+
+
+def _worker(rank: int, world: int, port: int, loss_name: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    ctx = D.init_from_env()
+    assert ctx is not None and ctx.backend == "gloo" and ctx.world_size == world
+    trainer = _trainer(loss_name)
+    result = trainer.fit()
+    torch.save({"model": trainer.model.state_dict(), "history": result.history}, f"{out}.rank{rank}")
+    D.shutdown()
+
+
+@pytest.mark.parametrize("loss_name", ["natural", "pgd-at"])
+def test_two_processes_reach_the_one_process_model(tmp_path, loss_name):
+    out = str(tmp_path / "ddp")
+    mp.spawn(_worker, args=(2, _free_port(), loss_name, out), nprocs=2, join=True)
+    single = _trainer(loss_name)
+    history = single.fit().history
+    expected = single.model.state_dict()
+    for rank in (0, 1):
+        got = torch.load(f"{out}.rank{rank}", weights_only=True)
+        for key, value in expected.items():
+            assert torch.allclose(got["model"][key], value, atol=1e-5, rtol=1e-4), (rank, key)
+        for mine, theirs in zip(got["history"], history, strict=True):
+            # metrics are summed over ranks, evaluation is rank 0's, broadcast
+            for key in ("train_loss", "train_accuracy", "test_accuracy", "train_adv_accuracy"):
+                if key in theirs:
+                    assert mine[key] == pytest.approx(theirs[key], abs=1e-4), key
+
+
+def test_torchrun_cli_two_processes_match_one(tmp_path):
+    common = ["train", "--model", "scnn2:8-16", "--epochs", "2", "--batch-size", "64", "--seed", "2", "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGEROBUST_PROGRESS": "0"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                    "-m", "edgerobust", *common, "--out", str(tmp_path / "ddp")], check=True, env=env,
+                   capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "edgerobust", *common, "--out", str(tmp_path / "one")], check=True,
+                   env=env, capture_output=True, timeout=300)
+    ddp, one = load_torch(tmp_path / "ddp" / "model.pt"), load_torch(tmp_path / "one" / "model.pt")
+    assert all(torch.allclose(ddp[k], one[k], atol=1e-5, rtol=1e-4) for k in one)
+    manifest = json.loads((tmp_path / "ddp" / "model.json").read_text())
+    assert manifest["training"]["distributed"] == {"world_size": 2, "backend": "gloo"}
+
+
+@given(n=st.integers(0, 500), world=st.integers(1, 9))
+def test_shards_partition_the_batch(n, world):
+    shards = [D.DistributedContext(rank, world, rank, "gloo").shard(n) for rank in range(world)]
+    assert shards[0].start == 0 and shards[-1].stop == n
+    assert all(a.stop == b.start for a, b in zip(shards, shards[1:], strict=False))
+    sizes = [s.stop - s.start for s in shards]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_single_process_is_not_distributed(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert D.init_from_env() is None and D.current() is None and D.is_main_process()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with pytest.raises(EdgeRobustError, match="torchrun --nproc-per-node"):
+        D.init_from_env()

@@ -5,18 +5,25 @@ from ..data import load_dataset
 from ..recipe import section
 from ..report import render_report
 from ..training import evaluate_clean
-from ..training.api import config_from_recipe, train_model
+from ..training.api import adversarial_from_recipe, config_from_recipe, train_model
 from .context import PIPELINE_STEPS, PipelineContext
 
 
-@PIPELINE_STEPS.register("train", "train the recipe's model on its dataset")
+@PIPELINE_STEPS.register("train", "train the recipe's model on its dataset (adversarially if it has [adversarial])")
 def train_step(ctx: PipelineContext) -> None:
     model = section(ctx.recipe, "model").get("spec", "scnn2:16-32")
     data = section(ctx.recipe, "data")
+    adversarial = adversarial_from_recipe(ctx.recipe)
     run = train_model(ctx.out / "model", model, data.get("name", "digits"), config_from_recipe(ctx.recipe),
-                      data_root=data.get("root"), recipe=ctx.recipe, progress=ctx.progress)
+                      data_root=data.get("root"), recipe=ctx.recipe, progress=ctx.progress, adversarial=adversarial)
     ctx.run = ctx.runs["train"] = run
     ctx.add("train", "model", model)
+    loss = run.manifest["training"]["loss"]
+    if loss.get("schedule"):
+        final = run.manifest["training"]["history"][-1]
+        ctx.add("train", "adversarial training", f"{loss['name']} ε={loss['schedule']['eps']:g} "
+                                                 f"({loss['schedule']['kind']})")
+        ctx.add("train", "train adversarial accuracy", final.get("train_adv_accuracy"))
     ctx.add("train", "parameters", run.manifest["metrics"]["parameters"])
     ctx.add("train", "clean test accuracy", run.manifest["metrics"]["test_accuracy"])
 

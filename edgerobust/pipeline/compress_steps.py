@@ -1,6 +1,8 @@
 """The compress step: ADMM-prune the trained model with the recipe's [compress] settings; later steps use it."""
 from __future__ import annotations
 
+import shutil
+
 from ..compress.api import compress_model, configs_from_recipe
 from .context import PIPELINE_STEPS, PipelineContext
 
@@ -9,7 +11,10 @@ from .context import PIPELINE_STEPS, PipelineContext
 def compress_step(ctx: PipelineContext) -> None:
     config, train_config, adv, evaluate = configs_from_recipe(ctx.recipe)
     source = ctx.runs.get("train", ctx.run)
-    run = compress_model(source, ctx.out / "compressed", config, train_config, adv=adv, evaluate=evaluate or None,
+    out = ctx.out / "compressed"
+    if (out / "model.json").is_file():  # the pipeline's own earlier result: a re-run replaces it
+        shutil.rmtree(out)
+    run = compress_model(source, out, config, train_config, adv=adv, evaluate=evaluate or None,
                          progress=ctx.progress, recipe=ctx.recipe)
     ctx.run = ctx.runs["compress"] = run
     totals = run.manifest["compression"]["stats"]["totals"]

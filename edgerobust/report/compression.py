@@ -23,7 +23,7 @@ def weight_histograms(dense: torch.Tensor, pruned: torch.Tensor, path: Path, zer
     fig, ax = new_figure(6.5, 3.8)
     floor = 1e-6
     low = max(float(dense[dense > 0].min()) if (dense > 0).any() else floor, floor)
-    high = float(dense.max()) * 1.01 + 1e-12
+    high = max(float(dense.max()), float(pruned.max())) * 1.01 + 1e-12
     bins = torch.logspace(torch.log10(torch.tensor(low)), torch.log10(torch.tensor(high)), 60).numpy()
     ax.hist(dense.clamp_min(low).numpy(), bins=bins, alpha=0.55, label=f"dense ({len(dense):,} weights)")
     kept = pruned[pruned > 0]

@@ -169,6 +169,43 @@ def test_attacks_are_deterministic_under_a_seed(name):
     assert torch.equal(first, build(name, 0.2, "linf")(model, x, y))
 
 
+class CountingModel(nn.Module):
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body, self.forwards = body, 0
+
+    def forward(self, x):
+        self.forwards += 1
+        return self.body(x)
+
+
+@pytest.mark.parametrize(("name", "settings", "passes"), [
+    ("pgd", {"steps": 7, "early_exit": False}, 7), ("fgsm-rs", {}, 1), ("fgsm", {}, 1)])
+def test_a_single_restart_attack_spends_only_its_gradient_passes(name, settings, passes):
+    model = CountingModel(tiny_cnn(1))
+    x, y = torch.rand((8, *SHAPE)), torch.randint(0, 10, (8,))
+    get_attack(name, eps=0.1, **settings)(model, x, y)
+    assert model.forwards == passes
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 200), early_exit=st.booleans())
+def test_restarts_keep_each_examples_worst_point(seed, early_exit):
+    model = tiny_cnn(seed % 4)
+    x = torch.rand((32, *SHAPE), generator=torch.Generator().manual_seed(seed))
+    y = torch.randint(0, 10, (32,), generator=torch.Generator().manual_seed(seed + 1))
+    # the same seed makes the many-restart attack's first restart the single-restart attack
+    one = get_attack("pgd", eps=0.15, steps=3, restarts=1, early_exit=early_exit, seed=seed)(model, x, y)
+    many = get_attack("pgd", eps=0.15, steps=3, restarts=4, early_exit=early_exit, seed=seed)(model, x, y)
+    with torch.no_grad():
+        logits_one, logits_many = model(one), model(many)
+    fooled_one, fooled_many = logits_one.argmax(1) != y, logits_many.argmax(1) != y
+    assert not (fooled_one & ~fooled_many).any()
+    loss_one = F.cross_entropy(logits_one, y, reduction="none")
+    loss_many = F.cross_entropy(logits_many, y, reduction="none")
+    assert (loss_many[~fooled_many] >= loss_one[~fooled_many] - 1e-5).all()
+
+
 def test_every_attack_records_its_settings():
     for name in ATTACKS.names():
         norm = "l2" if name == "cw" else "linf"

@@ -3,7 +3,6 @@ gradient, g ← μ·g + ∇/‖∇‖₁, which stabilises the direction (and tr
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .base import ATTACKS, project, random_start, steepest_step
 from .pgd import PGD, loss_gradient
@@ -35,10 +34,7 @@ class MIM(PGD):
             momentum[active] = self.decay * momentum[active] + grad
             x_adv[active] = project(x_adv[active] + steepest_step(momentum[active], self.alpha, self.norm),
                                     x[active], self.eps, self.norm)
-        with torch.no_grad():
-            logits = model(x_adv)
-            loss = F.cross_entropy(logits, y, reduction="none")
-        return x_adv, loss, logits.argmax(1) != y
+        return x_adv
 
 
 @ATTACKS.register("mim", "momentum iterative method (Dong et al. 2018), α = ε/steps, μ = 1")

@@ -34,6 +34,8 @@ class PGD(Attack):
 
     def perturb(self, model, x, y):
         generator = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
+        if self.restarts == 1:  # nothing to compare: no scoring forward (it was a third of FGSM-RS's step)
+            return self._one_run(model, x, y, generator)
         best = x.clone()
         fooled = torch.zeros(len(x), dtype=torch.bool)
         best_loss = torch.full((len(x),), -float("inf"))
@@ -42,15 +44,20 @@ class PGD(Attack):
             if not todo.any():
                 break
             idx = todo.nonzero().squeeze(1)
-            adv, loss, hit = self._one_run(model, x[idx], y[idx], generator)
-            better = hit | (loss > best_loss[idx])
+            adv = self._one_run(model, x[idx], y[idx], generator)
+            with torch.no_grad():
+                logits = model(adv)
+            loss, hit = F.cross_entropy(logits, y[idx], reduction="none"), logits.argmax(1) != y[idx]
+            # a misclassifying point beats any other; between equals the higher loss wins
+            was_hit = fooled[idx]
+            better = (hit & ~was_hit) | ((hit == was_hit) & (loss > best_loss[idx]))
             best[idx[better]] = adv[better]
             best_loss[idx[better]] = loss[better]
             fooled[idx] |= hit
         return best
 
     def _one_run(self, model, x, y, generator):
-        """One restart; returns the adversarial points, their losses, and whether each is misclassified."""
+        """One restart: the adversarial points (a point already misclassified keeps its example, with early exit)."""
         x_adv = random_start(x, self.eps, self.norm, generator) if self.random_init else x.clone()
         active = torch.arange(len(x))
         done_adv = x_adv.clone()
@@ -67,11 +74,7 @@ class PGD(Attack):
             x_adv[active] = project(x_adv[active] + steepest_step(grad, self.alpha, self.norm), x[active],
                                     self.eps, self.norm)
         done_adv[active] = x_adv[active]
-        with torch.no_grad():
-            logits = model(done_adv)
-            loss = F.cross_entropy(logits, y, reduction="none")
-            hit = logits.argmax(1) != y
-        return done_adv, loss, hit
+        return done_adv
 
 
 @ATTACKS.register("pgd", "projected gradient descent (random start, restarts, early exit)")

@@ -84,6 +84,26 @@ def test_torchrun_cli_two_processes_match_one(tmp_path):
     assert manifest["training"]["distributed"] == {"world_size": 2, "backend": "gloo"}
 
 
+def test_torchrun_compress_two_processes_match_one(tmp_path):
+    """ADMM, masked retraining and physical removal under torchrun: rank 0 writes, the slim nets agree."""
+    common = ["compress", "--model", "scnn2:8-16", "--epochs", "2", "--admm-epochs", "2", "--retrain-epochs", "1",
+              "--keep", "0.5", "--batch-size", "64", "--seed", "3", "--adv", "none", "--no-evaluate", "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGEROBUST_PROGRESS": "0"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                    "-m", "edgerobust", *common, "--out", str(tmp_path / "ddp")], check=True, env=env,
+                   capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "edgerobust", *common, "--out", str(tmp_path / "one")], check=True,
+                   env=env, capture_output=True, timeout=300)
+    for stage in ("admm", "retrain", "."):
+        ddp, one = load_torch(tmp_path / "ddp" / stage / "model.pt"), load_torch(tmp_path / "one" / stage / "model.pt")
+        assert ddp.keys() == one.keys()
+        assert all(ddp[k].shape == one[k].shape and torch.allclose(ddp[k], one[k], atol=1e-5, rtol=1e-4) for k in one)
+    manifest = json.loads((tmp_path / "ddp" / "model.json").read_text())
+    assert manifest["compression"]["removed_channels"]
+    admm = json.loads((tmp_path / "ddp" / "admm" / "model.json").read_text())
+    assert admm["training"]["distributed"] == {"world_size": 2, "backend": "gloo"}
+
+
 @given(n=st.integers(0, 500), world=st.integers(1, 9))
 def test_shards_partition_the_batch(n, world):
     shards = [D.DistributedContext(rank, world, rank, "gloo").shard(n) for rank in range(world)]

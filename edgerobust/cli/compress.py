@@ -11,6 +11,7 @@ from ..compress.tradeoff import tradeoff_columns, tradeoff_table_rows
 from ..errors import EdgeRobustError
 from ..recipe import load_recipe, section
 from ..run import RunDir
+from ..training.distributed import is_main_process
 from .common import command, console, parse_fraction
 from .render import table
 
@@ -83,6 +84,8 @@ def compress(
                                evaluate=eval_settings if evaluate else None, data=data or data_section.get("name"),
                                data_root=data_root or data_section.get("root"), resume=resume,
                                progress=False if quiet else None, recipe=spec)
+    if not is_main_process():
+        return
     for run in runs:
         print_compression_summary(run)
     if rows:

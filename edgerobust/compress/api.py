@@ -19,7 +19,7 @@ from ..errors import EdgeRobustError
 from ..models import MODELS, count_flops, count_parameters
 from ..recipe import section
 from ..run import RunDir
-from ..training import TrainConfig, evaluate_clean
+from ..training import TrainConfig, distributed, evaluate_clean
 from ..training.api import ADVERSARIAL_KEYS, TRAIN_KEYS, adversarial_training, train_model
 from .admm import ADMMCallback
 from .l1_filter import l1_filter_masks
@@ -164,6 +164,9 @@ def compress_model(source: str | Path | RunDir, out: str | Path, config: Compres
     else:
         masked = apply_masks(model, masks)
     masked.eval()
+    ctx = distributed.current()
+    if ctx is not None and not ctx.is_main:  # rank 0 alone removes, evaluates and writes the slim run
+        return distributed.finished_run(out, ctx)
     test = load_dataset(data_info["name"], "test", data_info.get("root"))
     removed: dict[str, int] = {}
     slim, max_diff = masked, 0.0
@@ -209,6 +212,7 @@ def compress_model(source: str | Path | RunDir, out: str | Path, config: Compres
         metrics={"test_accuracy": clean["accuracy"], "parameters": count_parameters(slim),
                  "flops": count_flops(slim, shape)},
     )
+    distributed.barrier(ctx)
     return run
 
 
@@ -268,7 +272,7 @@ def compress_grid(source: str | Path | RunDir, out: str | Path, keeps: list[floa
                 label = f"train ε={eps:g}" if eps is not None else "natural"
                 eval_rows = evaluation["rows"] if i == 0 else evaluation["rows"][1:]
                 rows += [{**r, "label": f"{label}: {r['label']}"} for r in eval_rows]
-    if rows:
+    if rows and distributed.is_main_process():
         write_json(out / "tradeoff.json", {"rows": rows, "note": "accuracies on the test split; PGD and suite on "
                                            "a fixed subset; suite columns are cumulative (upper bounds)"})
     return runs, rows

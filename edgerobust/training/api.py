@@ -65,7 +65,7 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
                       description=description)
     result = trainer.fit(resume=resume)
     if dist is not None and not dist.is_main:
-        return run
+        return distributed.finished_run(out, dist)
     info = model_info(model_spec, train_set) if init_from is None else dict(init_from.manifest["model"])
     final = result.final
     run.save_model(
@@ -83,6 +83,7 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
         metrics={"test_accuracy": final.get("test_accuracy"), "train_accuracy": final.get("train_accuracy"),
                  "parameters": count_parameters(model), "flops": count_flops(model, train_set.input_shape)},
     )
+    distributed.barrier(dist)  # the other ranks open the run once it is written
     return run
 
 

@@ -120,6 +120,15 @@ def barrier(ctx: DistributedContext | None) -> None:
         dist.barrier()
 
 
+def finished_run(path, ctx: DistributedContext):
+    """On a rank other than 0: wait until rank 0 has written run directory `path` (its `barrier` after the
+    write), then open it. The ranks must share a file system (always so with `torchrun --standalone`)."""
+    from ..run import RunDir
+
+    barrier(ctx)
+    return RunDir.open(path)
+
+
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

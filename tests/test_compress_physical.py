@@ -145,6 +145,8 @@ def test_recipes_parse_and_validate():
     (("--scheme", "diagonal"), "unknown pruning scheme 'diagonal'"),
     (("--layers", "encoder.*"), "no prunable layers"),
     (("--method", "l1", "--scheme", "column"), "use --scheme filter"),
+    (("--keep-schedule", "cubic"), "unknown keep schedule 'cubic'"),
+    (("--method", "l1", "--keep-schedule", "linear"), "needs --method admm"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(digits_run, tmp_path, args, message):
     code, _, err = run_cli("compress", "--model", digits_run.path, "--out", tmp_path / "c", "-q", *args)

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgerobust.compress import ADMMCallback, MaskCallback, build_plan
+from edgerobust.compress.admm import keep_schedule
 from edgerobust.compress.schemes import (
     funnel_ratios,
     project_channels,
@@ -17,6 +18,7 @@ from edgerobust.compress.schemes import (
 from edgerobust.errors import EdgeRobustError
 from edgerobust.models import build_model
 from edgerobust.training import TrainConfig, Trainer
+from edgerobust.training.loop import Callback
 
 # (projection, function giving the boolean "unit is non-zero" vector, number of units of a tensor)
 UNITS = {
@@ -222,3 +224,48 @@ def test_masks_survive_optimiser_steps(optimizer, digits_run):
                 assert torch.count_nonzero(value[~mask]) == 0, (name, key)
         assert torch.count_nonzero(param.detach()[mask]) > 0  # the kept weights did train
     callback.remove()
+
+
+@settings(max_examples=25, deadline=None)
+@given(scheme=st.sampled_from(["irregular", "filter", "column"]), keep=st.floats(0.05, 1.0),
+       fractions=st.lists(st.floats(0.0, 1.0), min_size=2, max_size=5), global_keep=st.booleans())
+def test_a_relaxed_plan_keeps_more_the_less_far_it_is_and_is_the_plan_at_one(scheme, keep, fractions, global_keep):
+    model = _digits_model()
+    plan = build_plan(model, (1, 8, 8), scheme, keep, global_keep=global_keep)
+    values = {n: p.detach() for n, p in model.named_parameters()}
+    kept = [sum(int(m.sum()) for m in plan.relaxed(f).masks(values, scored_only=True).values())
+            for f in sorted(fractions)]
+    assert kept == sorted(kept, reverse=True)
+    assert plan.relaxed(1.0).masks(values).keys() == plan.masks(values).keys()
+    assert all(torch.equal(a, b) for a, b in zip(plan.relaxed(1.0).masks(values).values(),
+                                                  plan.masks(values).values(), strict=True))
+    assert all(bool(m.all()) for m in plan.relaxed(0.0).masks(values, scored_only=True).values())
+
+
+@pytest.mark.parametrize("kind", ["linear", "staged"])
+def test_admm_keep_schedule_tightens_the_constraint_to_the_target(kind, digits_run):
+    from edgerobust.data import load_dataset
+
+    model = digits_run.load_model()
+    plan = build_plan(model, digits_run.input_shape, "irregular", 0.2)
+    admm = ADMMCallback(plan, rho=0.1, keep_schedule=keep_schedule(kind, 4, stages=2))
+    train = load_dataset("digits", "train").subset(256)
+    densities = []
+
+    class Watch(Callback):
+        def on_epoch_end(self, trainer, epoch, metrics):
+            z = admm.z
+            densities.append(sum(int(v.ne(0).sum()) for v in z.values()) / sum(v.numel() for v in z.values()))
+
+    history = Trainer(model, train, TrainConfig(epochs=4, augment=False, lr=0.02), callbacks=[admm, Watch()],
+                      progress=False).fit().history
+    keeps = [h["admm_keep"] for h in history]
+    assert keeps == sorted(keeps, reverse=True) and keeps[0] > 0.2 and keeps[-1] == pytest.approx(0.2)
+    assert densities == sorted(densities, reverse=True) and densities[-1] == pytest.approx(0.2, abs=0.01)
+    assert admm.describe()["keep_schedule"]["kind"] == kind
+
+
+def test_constant_keep_schedule_is_the_plain_plan():
+    assert keep_schedule("constant", 5) is None
+    with pytest.raises(EdgeRobustError, match="unknown keep schedule 'cubic'"):
+        keep_schedule("cubic", 5)

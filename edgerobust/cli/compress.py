@@ -46,6 +46,8 @@ def compress(
     rho: Optional[float] = typer.Option(None, help="ADMM penalty ρ at the start."),
     rho_growth: Optional[float] = typer.Option(None, "--rho-growth", help="ρ multiplier at each z/u update."),
     admm_interval: Optional[int] = typer.Option(None, "--admm-interval", help="Epochs between z/u updates."),
+    keep_schedule: Optional[str] = typer.Option(None, "--keep-schedule", help="How the keep ratio ADMM projects "
+                                                "onto falls to --keep: constant, linear or staged (Marshall)."),
     adv: Optional[str] = typer.Option(None, help="Adversarial loss: none, pgd, fgsm-rs or trades."),
     eps: Optional[str] = typer.Option(None, help="Training ε in pixels, e.g. 8/255 or 0.1; a comma list runs each."),
     steps: Optional[int] = typer.Option(None, help="Attack steps of the adversarial loss."),
@@ -68,7 +70,8 @@ def compress(
         method=method, scheme=scheme, global_keep=global_keep, funnel=funnel, threshold=threshold,
         layers=[p.strip() for p in layers.split(",") if p.strip()] if layers else None,
         admm_epochs=admm_epochs, retrain_epochs=retrain_epochs, rho=rho, rho_growth=rho_growth,
-        admm_interval=admm_interval, physical=physical, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+        admm_interval=admm_interval, keep_schedule=keep_schedule,
+        physical=physical, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
         adv_method=adv, adv_steps=steps, adv_weight=adv_weight, adv_schedule=eps_schedule))
     keeps = _fractions(keep, "keep ratio") or [float(k) for k in _as_list(section(spec, "compress").get("keep", 0.5))]
     recipe_eps = adv_settings.get("eps")

@@ -3,6 +3,10 @@
     z ← Π_S(θ + u)                       every `interval` epochs
     θ ← SGD step on loss + ρ/2‖θ − z + u‖² every step (Callback.penalty)
     u ← u + θ − z                        with the z update; then ρ ← ρ · growth
+
+With a keep schedule the constraint set S tightens over training (Marshall's monotonically decreasing k): the
+projection at fractional epoch t keeps 1 − (1 − keep)·f(t), f being an ε-schedule shape (constant, linear,
+staged) rising from 0 to 1, so that the last updates project onto the target keep ratio.
 """
 from __future__ import annotations
 
@@ -12,13 +16,15 @@ import torch
 from torch import Tensor
 
 from ..errors import EdgeRobustError
+from ..training.eps_schedule import EPS_SCHEDULES, EpsSchedule
 from ..training.loop import Callback
 from .masks import unwrap
 from .schemes import PruningPlan
 
 
 class ADMMCallback(Callback):
-    def __init__(self, plan: PruningPlan, rho: float = 1e-3, rho_growth: float = 1.3, interval: int = 1):
+    def __init__(self, plan: PruningPlan, rho: float = 1e-3, rho_growth: float = 1.3, interval: int = 1,
+                 keep_schedule: EpsSchedule | None = None):
         if not rho > 0:
             raise EdgeRobustError(f"ADMM ρ must be positive, got {rho}")
         if not rho_growth >= 1:
@@ -26,6 +32,7 @@ class ADMMCallback(Callback):
         if interval < 1:
             raise EdgeRobustError(f"ADMM update interval must be at least 1 epoch, got {interval}")
         self.plan = plan
+        self.keep_schedule = keep_schedule
         self.rho, self.rho_growth, self.interval = float(rho), float(rho_growth), int(interval)
         self.z: dict[str, Tensor] | None = None
         self.u: dict[str, Tensor] = {}
@@ -37,7 +44,7 @@ class ADMMCallback(Callback):
         self._params = {name: params[name] for name in self.plan.scored_params()}
         if self.z is None:  # a fresh run (resume restores z, u and ρ from the checkpoint instead)
             theta = self._theta()
-            self.z = self.plan.project(theta)
+            self.z = self.plan_at(0.0).project(theta)
             self.u = {name: torch.zeros_like(value) for name, value in theta.items()}
 
     def _theta(self) -> dict[str, Tensor]:
@@ -47,11 +54,17 @@ class ADMMCallback(Callback):
         terms = [(p - self.z[name] + self.u[name]).pow(2).sum() for name, p in self._params.items()]
         return 0.5 * self.rho * torch.stack(terms).sum()
 
+    def plan_at(self, t: float) -> PruningPlan:
+        """The constraint set at fractional epoch t: the plan itself unless a keep schedule relaxes it."""
+        return self.plan if self.keep_schedule is None else self.plan.relaxed(self.keep_schedule.eps_at(t))
+
     @torch.no_grad()
-    def update(self) -> float:
-        """One z / u update; returns the relative primal residual ‖θ − z‖ / ‖θ‖ after it."""
+    def update(self, t: float | None = None) -> float:
+        """One z / u update at fractional epoch t (default: the end of the schedule); returns the relative primal
+        residual ‖θ − z‖ / ‖θ‖ after it."""
         theta = self._theta()
-        self.z = self.plan.project({name: theta[name] + self.u[name] for name in theta})
+        plan = self.plan if t is None else self.plan_at(t)
+        self.z = plan.project({name: theta[name] + self.u[name] for name in theta})
         for name in theta:
             self.u[name] += theta[name] - self.z[name]
         self.rho *= self.rho_growth
@@ -67,7 +80,8 @@ class ADMMCallback(Callback):
     def on_epoch_end(self, trainer, epoch: int, metrics: dict[str, float]) -> None:
         metrics["admm_rho"] = self.rho
         if (epoch + 1) % self.interval == 0:
-            metrics["admm_residual"] = self.update()
+            metrics["admm_residual"] = self.update(epoch + 1)
+            metrics["admm_keep"] = self.plan_at(epoch + 1).mean_keep()
         else:
             metrics["admm_residual"] = self.residual()
 
@@ -80,4 +94,15 @@ class ADMMCallback(Callback):
             self.rho, self.updates = float(state["rho"]), int(state["updates"])
 
     def describe(self) -> dict[str, Any]:
-        return {"rho": self.rho, "rho_growth": self.rho_growth, "interval": self.interval, "updates": self.updates}
+        return {"rho": self.rho, "rho_growth": self.rho_growth, "interval": self.interval, "updates": self.updates,
+                "keep_schedule": None if self.keep_schedule is None else self.keep_schedule.describe()}
+
+
+def keep_schedule(kind: str, epochs: int, *, ramp: float = 1.0, stages: int = 3) -> EpsSchedule | None:
+    """The shape of a falling keep ratio over `epochs` of ADMM (None for a constant keep ratio)."""
+    if kind not in EPS_SCHEDULES:
+        raise EdgeRobustError(f"unknown keep schedule '{kind}'; valid keep schedules: {', '.join(EPS_SCHEDULES)}")
+    if kind == "constant":
+        return None
+    # an ε schedule of maximum 1 from 0 is exactly the fraction of the way to the target keep ratio
+    return EpsSchedule(1.0, kind, epochs=epochs, stages=stages, ramp=ramp)

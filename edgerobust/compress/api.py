@@ -20,8 +20,8 @@ from ..models import MODELS, count_flops, count_parameters
 from ..recipe import section
 from ..run import RunDir
 from ..training import TrainConfig, distributed, evaluate_clean
-from ..training.api import ADVERSARIAL_KEYS, TRAIN_KEYS, adversarial_training, train_model
-from .admm import ADMMCallback
+from ..training.api import ADVERSARIAL_KEYS, NATURAL_METHODS, TRAIN_KEYS, adversarial_training, train_model
+from .admm import ADMMCallback, keep_schedule
 from .l1_filter import l1_filter_masks
 from .masks import MaskCallback, apply_masks, density
 from .physical import remove_dead_channels
@@ -47,6 +47,9 @@ class CompressConfig:
     rho: float = 1e-2
     rho_growth: float = 1.3
     admm_interval: int = 1  # epochs between z / u updates
+    keep_schedule: str = "constant"  # constant | linear | staged: the keep ratio ADMM projects onto falls to `keep`
+    keep_ramp: float = 1.0  # linear: fraction of the ADMM epochs over which it falls
+    keep_stages: int = 3  # staged: number of equal stages
     admm_lr: float | None = None  # default: the training lr
     retrain_epochs: int = 3
     retrain_lr: float | None = None  # default: the training lr
@@ -64,6 +67,9 @@ class CompressConfig:
             raise EdgeRobustError("an L1 threshold applies to --method l1 only")
         if self.method == "admm" and self.admm_epochs < 1:
             raise EdgeRobustError(f"ADMM needs at least one epoch, got {self.admm_epochs}")
+        if self.keep_schedule != "constant" and self.method != "admm":
+            raise EdgeRobustError(f"a falling keep ratio (--keep-schedule {self.keep_schedule}) needs --method admm")
+        keep_schedule(self.keep_schedule, max(self.admm_epochs, 1), ramp=self.keep_ramp, stages=self.keep_stages)
         if self.retrain_epochs < 0:
             raise EdgeRobustError(f"retrain epochs must be non-negative, got {self.retrain_epochs}")
         return self
@@ -71,6 +77,11 @@ class CompressConfig:
 
 COMPRESS_KEYS = {f.name for f in fields(CompressConfig)}
 EVAL_KEYS = {"eps", "pgd_steps", "suite", "n", "seed"}
+
+
+def is_adversarial(adv: dict[str, Any] | None) -> bool:
+    """Whether [adversarial]-style settings ask for adversarial training (the method defaults to pgd)."""
+    return bool(adv) and str(adv.get("method", "pgd")) not in NATURAL_METHODS
 
 
 def build_loss(adv: dict[str, Any] | None, epochs: int):
@@ -139,12 +150,14 @@ def compress_model(source: str | Path | RunDir, out: str | Path, config: Compres
     pruned_from = source
     if config.method == "admm":
         admm_config = replace(base, epochs=config.admm_epochs, lr=config.admm_lr or base.lr)
-        admm = ADMMCallback(plan, config.rho, config.rho_growth, config.admm_interval)
+        admm = ADMMCallback(plan, config.rho, config.rho_growth, config.admm_interval,
+                            keep_schedule(config.keep_schedule, config.admm_epochs, ramp=config.keep_ramp,
+                                          stages=config.keep_stages))
         pruned_from = _stage(out / "admm", source, admm_config, data_info, adv=adv,
                              callbacks=[admm], resume=resume, progress=progress, recipe=recipe,
                              description="admm")
         admm_info = {"rho": config.rho, "rho_growth": config.rho_growth, "interval": config.admm_interval,
-                     "epochs": config.admm_epochs}
+                     "epochs": config.admm_epochs, "keep_schedule": config.keep_schedule}
         history += [{**h, "stage": "admm"} for h in pruned_from.manifest["training"]["history"]]
     model = pruned_from.load_model()
     if config.method == "l1":
@@ -269,7 +282,8 @@ def compress_grid(source: str | Path | RunDir, out: str | Path, keeps: list[floa
             runs.append(run)
             evaluation = run.manifest["compression"].get("evaluation")
             if evaluation:
-                label = f"train ε={eps:g}" if eps is not None else "natural"
+                natural = eps is None or not is_adversarial(adv_eps)
+                label = "natural" if natural else f"train ε={eps:g}"
                 eval_rows = evaluation["rows"] if i == 0 else evaluation["rows"][1:]
                 rows += [{**r, "label": f"{label}: {r['label']}"} for r in eval_rows]
     if rows and distributed.is_main_process():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch_pruning as tp
@@ -309,6 +309,20 @@ class PruningPlan:
     def project(self, values: dict[str, Tensor]) -> dict[str, Tensor]:
         """Π_S: the nearest point of the constraint set to `values` (scored parameters only)."""
         return {p: values[p] * m for p, m in self.masks(values, scored_only=True).items()}
+
+    def relaxed(self, fraction: float) -> PruningPlan:
+        """The plan `fraction` of the way from keeping everything (0) to its own keep ratios (1), for a keep
+        ratio that falls over training (Marshall)."""
+        f = min(max(float(fraction), 0.0), 1.0)
+
+        def lerp(ratio: float) -> float:
+            return 1.0 - (1.0 - ratio) * f
+
+        return replace(self, ratios=[lerp(r) for r in self.ratios],
+                       global_keep=None if self.global_keep is None else lerp(self.global_keep))
+
+    def mean_keep(self) -> float:
+        return self.global_keep if self.global_keep is not None else sum(self.ratios) / len(self.ratios)
 
     def describe(self) -> dict:
         return {"scheme": self.scheme, "global_keep": self.global_keep,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from ..compress.api import is_adversarial
 from ..compress.tradeoff import tradeoff_columns, tradeoff_table_rows
 from ..io import load_torch
 from ..run import RunDir
@@ -74,9 +75,11 @@ def compression_section(run: RunDir, figures: Path) -> str | None:
              f"Method **{cfg['method']}**, scheme **{cfg['scheme']}**, keep {cfg['keep']:g}"
              + (" (global ranking)" if cfg.get("global_keep") else "") + (", funnel" if cfg.get("funnel") else "")
              + (f"; ADMM ρ={cfg['rho']:g} ×{cfg['rho_growth']:g} every {cfg['admm_interval']} epoch(s), "
-                f"{cfg['admm_epochs']} epochs" if cfg["method"] == "admm" else "")
+                f"{cfg['admm_epochs']} epochs"
+                + (f", keep ratio falling ({cfg['keep_schedule']})" if cfg.get("keep_schedule", "constant")
+                   != "constant" else "") if cfg["method"] == "admm" else "")
              + f"; {cfg['retrain_epochs']} masked retraining epochs."
-             + (f" Adversarial loss: {comp['adversarial']}." if comp.get("adversarial") else ""), ""]
+             + " " + _training_loss(comp.get("adversarial")), ""]
     removed = comp.get("removed_channels") or {}
     if removed:
         lines += [f"Physically removed {sum(removed.values()):,} channels (dependency-aware, torch-pruning); the slim "
@@ -114,3 +117,9 @@ def compression_section(run: RunDir, figures: Path) -> str | None:
                   "suite's columns are cumulative and never increase left to right.", "",
                   md_table(tradeoff_columns(rows), tradeoff_table_rows(rows)), ""]
     return "\n".join(lines)
+
+
+def _training_loss(adv: dict | None) -> str:
+    if not is_adversarial(adv):
+        return "Natural training loss."
+    return "Adversarial training loss: " + ", ".join(f"{k}={v}" for k, v in adv.items()) + "."

@@ -20,6 +20,7 @@ from .losses import TrainingLoss
 from .overfit_guard import CatastrophicOverfittingGuard
 
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
+NATURAL_METHODS = ("none", "natural", "")  # [adversarial] method values that mean natural training
 # [adversarial]: method = pgd | fgsm-rs | trades | none; the ε schedule; the catastrophic-overfitting guard
 SCHEDULE_KEYS = {"stages", "values", "start", "ramp", "min_steps"}
 GUARD_KEYS = {"guard", "guard_steps", "guard_max_drop", "guard_floor", "guard_batch_size"}
@@ -113,7 +114,7 @@ def adversarial_training(settings: dict[str, Any], epochs: int) -> tuple[Trainin
         raise EdgeRobustError(f"unknown [adversarial] setting(s) {', '.join(unknown)}; valid: "
                               f"{', '.join(sorted(ADVERSARIAL_KEYS))}")
     method = str(settings.get("method", "pgd"))
-    if method in ("none", "natural", ""):
+    if method in NATURAL_METHODS:
         return None, None
     if method not in CLI_NAMES:
         raise EdgeRobustError(f"unknown adversarial method '{method}'; valid methods: pgd, fgsm-rs, trades, none")

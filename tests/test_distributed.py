@@ -70,14 +70,19 @@ def test_two_processes_reach_the_one_process_model(tmp_path, loss_name):
                     assert mine[key] == pytest.approx(theirs[key], abs=1e-4), key
 
 
-def test_torchrun_cli_two_processes_match_one(tmp_path):
-    common = ["train", "--model", "scnn2:8-16", "--epochs", "2", "--batch-size", "64", "--seed", "2", "-q"]
+def _torchrun_and_one_process(args: list[str], tmp_path) -> None:
+    """The same edgerobust command under `torchrun --nproc-per-node 2` into tmp/ddp and as one process into tmp/one."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGEROBUST_PROGRESS": "0"}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                    "-m", "edgerobust", *common, "--out", str(tmp_path / "ddp")], check=True, env=env,
+                    "-m", "edgerobust", *args, "--out", str(tmp_path / "ddp")], check=True, env=env,
                    capture_output=True, timeout=300)
-    subprocess.run([sys.executable, "-m", "edgerobust", *common, "--out", str(tmp_path / "one")], check=True,
+    subprocess.run([sys.executable, "-m", "edgerobust", *args, "--out", str(tmp_path / "one")], check=True,
                    env=env, capture_output=True, timeout=300)
+
+
+def test_torchrun_cli_two_processes_match_one(tmp_path):
+    _torchrun_and_one_process(["train", "--model", "scnn2:8-16", "--epochs", "2", "--batch-size", "64", "--seed", "2",
+                               "-q"], tmp_path)
     ddp, one = load_torch(tmp_path / "ddp" / "model.pt"), load_torch(tmp_path / "one" / "model.pt")
     assert all(torch.allclose(ddp[k], one[k], atol=1e-5, rtol=1e-4) for k in one)
     manifest = json.loads((tmp_path / "ddp" / "model.json").read_text())
@@ -86,14 +91,9 @@ def test_torchrun_cli_two_processes_match_one(tmp_path):
 
 def test_torchrun_compress_two_processes_match_one(tmp_path):
     """ADMM, masked retraining and physical removal under torchrun: rank 0 writes, the slim nets agree."""
-    common = ["compress", "--model", "scnn2:8-16", "--epochs", "2", "--admm-epochs", "2", "--retrain-epochs", "1",
-              "--keep", "0.5", "--batch-size", "64", "--seed", "3", "--adv", "none", "--no-evaluate", "-q"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGEROBUST_PROGRESS": "0"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                    "-m", "edgerobust", *common, "--out", str(tmp_path / "ddp")], check=True, env=env,
-                   capture_output=True, timeout=300)
-    subprocess.run([sys.executable, "-m", "edgerobust", *common, "--out", str(tmp_path / "one")], check=True,
-                   env=env, capture_output=True, timeout=300)
+    _torchrun_and_one_process(["compress", "--model", "scnn2:8-16", "--epochs", "2", "--admm-epochs", "2",
+                               "--retrain-epochs", "1", "--keep", "0.5", "--batch-size", "64", "--seed", "3",
+                               "--adv", "none", "--no-evaluate", "-q"], tmp_path)
     for stage in ("admm", "retrain", "."):
         ddp, one = load_torch(tmp_path / "ddp" / stage / "model.pt"), load_torch(tmp_path / "one" / stage / "model.pt")
         assert ddp.keys() == one.keys()

@@ -4,21 +4,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
+from ..models.registry import flop_counter
 from .schemes import PRUNABLE
 
 
 def layer_flops(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
     """Forward FLOPs of one input per module name, by torch's own FlopCounterMode (as count_flops)."""
-    was_training = model.training
-    model.eval()
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(torch.zeros(1, *input_shape))
-    model.train(was_training)
+    counter = flop_counter(model, input_shape)
     out = {}
     for key, ops in counter.get_flop_counts().items():
         _, _, name = key.partition(".")  # keys are "<RootClass>.<module name>"

@@ -80,14 +80,21 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
-    """Forward FLOPs for one input (multiply-add = 2 FLOPs), counted by torch's own FlopCounterMode."""
+def flop_counter(model: nn.Module, input_shape: Sequence[int]):
+    """torch's own FlopCounterMode after one eval-mode forward of a zero input (the model's mode is restored)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     was_training = model.training
     model.eval()
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(torch.zeros(1, *input_shape))
-    model.train(was_training)
-    return int(counter.get_total_flops())
+    try:
+        with counter, torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        model.train(was_training)
+    return counter
+
+
+def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Forward FLOPs for one input (multiply-add = 2 FLOPs), counted by torch's own FlopCounterMode."""
+    return int(flop_counter(model, input_shape).get_total_flops())

@@ -34,8 +34,8 @@ def _trainer(loss_name: str) -> Trainer:
     data = load_dataset("digits", "train").subset(205)
     torch.manual_seed(0)
     model = build_model("scnn2:8-16", data.input_shape, data.num_classes, data.mean, data.std)
-    # no random start: each example's attack is then independent of how the batch is split across ranks
-    loss = None if loss_name == "natural" else build_training_loss(loss_name, eps=0.1, steps=2, random_init=False)
+    # random starts are drawn for the global batch and sliced, so each example's attack is the one-process one
+    loss = None if loss_name == "natural" else build_training_loss(loss_name, eps=0.1, steps=2)
     return Trainer(model, data, TrainConfig(**CONFIG), loss=loss, eval_data=load_dataset("digits", "test"),
                    progress=False)
 
@@ -52,7 +52,7 @@ def _worker(rank: int, world: int, port: int, loss_name: str, out: str) -> None:
     D.shutdown()
 
 
-@pytest.mark.parametrize("loss_name", ["natural", "pgd-at"])
+@pytest.mark.parametrize("loss_name", ["natural", "pgd-at", "fgsm-rs", "trades"])
 def test_two_processes_reach_the_one_process_model(tmp_path, loss_name):
     out = str(tmp_path / "ddp")
     mp.spawn(_worker, args=(2, _free_port(), loss_name, out), nprocs=2, join=True)
@@ -120,3 +120,14 @@ def test_single_process_is_not_distributed(monkeypatch):
     monkeypatch.delenv("MASTER_ADDR", raising=False)
     with pytest.raises(EdgeRobustError, match="torchrun --nproc-per-node"):
         D.init_from_env()
+
+
+@given(n=st.integers(1, 40), world=st.integers(1, 5), norm=st.sampled_from(["linf", "l2"]), seed=st.integers(0, 99))
+def test_random_starts_of_shards_are_the_whole_batchs(n, world, norm, seed):
+    from edgerobust.attacks.base import random_start
+
+    x = torch.rand((n, 1, 4, 4), generator=torch.Generator().manual_seed(seed))
+    whole = random_start(x, 0.1, norm, torch.Generator().manual_seed(seed))
+    shards = [D.DistributedContext(rank, world, rank, "gloo").shard(n) for rank in range(world)]
+    parts = [random_start(x[s], 0.1, norm, torch.Generator().manual_seed(seed), (s.start, n)) for s in shards]
+    assert torch.equal(torch.cat(parts), whole)

@@ -5,6 +5,7 @@ pixel space [0,1], on a batch, with the model in eval mode, and never leaves the
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -101,14 +102,30 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torc
     return (x + delta).clamp(0.0, 1.0)
 
 
-def random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None = None) -> torch.Tensor:
+def batch_rows(x: torch.Tensor, rows: tuple[int, int] | None, draw) -> torch.Tensor:
+    """`draw(shape)` for x's batch, on x's device. With `rows` = (first, total), x holds rows first.. of a batch of
+    `total`: the whole batch is drawn and x's rows kept, so a batch split across processes (DDP) gets the numbers
+    the whole batch would get in one process."""
+    if rows is None:
+        return draw(x.shape).to(x.device)
+    first, total = rows
+    return draw((total, *x.shape[1:]))[first:first + len(x)].to(x.device)
+
+
+def random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None = None,
+                 rows: tuple[int, int] | None = None) -> torch.Tensor:
+    """A uniformly random point of the ε-ball around x (then clipped to [0,1]); `rows` as in `batch_rows`."""
     if norm == "linf":
-        noise = (torch.rand(x.shape, generator=generator) * 2 - 1) * eps
+        noise = batch_rows(x, rows, lambda shape: (torch.rand(shape, generator=generator) * 2 - 1) * eps)
     else:
-        noise = torch.randn(x.shape, generator=generator)
-        noise = noise / noise.flatten(1).norm(dim=1).view(-1, *([1] * (x.ndim - 1))).clamp_min(1e-12)
-        radius = torch.rand(x.shape[0], generator=generator).pow(1.0 / x[0].numel()).view(-1, *([1] * (x.ndim - 1)))
-        noise = noise * radius * eps
+        def draw(shape):
+            per_example = (-1, *([1] * (len(shape) - 1)))
+            direction = torch.randn(shape, generator=generator)
+            direction = direction / direction.flatten(1).norm(dim=1).view(per_example).clamp_min(1e-12)
+            radius = torch.rand(shape[0], generator=generator).pow(1.0 / math.prod(shape[1:]))
+            return direction * radius.view(per_example) * eps
+
+        noise = batch_rows(x, rows, draw)
     return project(x + noise, x, eps, norm)
 
 

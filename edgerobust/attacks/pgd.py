@@ -24,13 +24,15 @@ class PGD(Attack):
     name = "pgd"
 
     def __init__(self, eps: float, norm: str = "linf", steps: int = 20, alpha: float | None = None,
-                 restarts: int = 1, random_init: bool = True, early_exit: bool = True, seed: int | None = 0):
+                 restarts: int = 1, random_init: bool = True, early_exit: bool = True, seed: int | None = 0,
+                 rows: tuple[int, int] | None = None):
         alpha = float(alpha) if alpha is not None else (2.5 * eps / steps if steps > 1 else eps)
         super().__init__(eps, norm, steps=int(steps), alpha=alpha, restarts=int(restarts),
                          random_init=bool(random_init), early_exit=bool(early_exit), seed=seed)
         self.steps, self.alpha, self.restarts = int(steps), alpha, int(restarts)
         self.random_init, self.early_exit = bool(random_init), bool(early_exit)
         self.seed = seed
+        self.rows = rows  # the random start's rows of a batch split across processes (see base.batch_rows)
 
     def perturb(self, model, x, y):
         generator = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
@@ -58,7 +60,8 @@ class PGD(Attack):
 
     def _one_run(self, model, x, y, generator):
         """One restart: the adversarial points (a point already misclassified keeps its example, with early exit)."""
-        x_adv = random_start(x, self.eps, self.norm, generator) if self.random_init else x.clone()
+        rows = self.rows if self.restarts == 1 else None  # later restarts see only a subset of the batch
+        x_adv = random_start(x, self.eps, self.norm, generator, rows) if self.random_init else x.clone()
         active = torch.arange(len(x))
         done_adv = x_adv.clone()
         for _ in range(self.steps):
@@ -79,8 +82,9 @@ class PGD(Attack):
 
 @ATTACKS.register("pgd", "projected gradient descent (random start, restarts, early exit)")
 def build_pgd(eps: float, norm: str = "linf", steps: int = 20, alpha: float | None = None, restarts: int = 1,
-              random_init: bool = True, early_exit: bool = True, seed: int | None = 0) -> PGD:
-    return PGD(eps, norm, steps, alpha, restarts, random_init, early_exit, seed)
+              random_init: bool = True, early_exit: bool = True, seed: int | None = 0,
+              rows: tuple[int, int] | None = None) -> PGD:
+    return PGD(eps, norm, steps, alpha, restarts, random_init, early_exit, seed, rows)
 
 
 @ATTACKS.register("fgsm", "fast gradient sign method (one step of size ε)")
@@ -92,9 +96,11 @@ def build_fgsm(eps: float, norm: str = "linf", **_) -> PGD:
 
 
 @ATTACKS.register("fgsm-rs", "FGSM from a random start with step 1.25ε (Wong et al. 2020)")
-def build_fgsm_rs(eps: float, norm: str = "linf", alpha: float | None = None, seed: int | None = 0, **_) -> PGD:
+def build_fgsm_rs(eps: float, norm: str = "linf", alpha: float | None = None, seed: int | None = 0,
+                  rows: tuple[int, int] | None = None, **_) -> PGD:
     alpha = 1.25 * eps if alpha is None else alpha
-    attack = PGD(eps, norm, steps=1, alpha=alpha, restarts=1, random_init=True, early_exit=False, seed=seed)
+    attack = PGD(eps, norm, steps=1, alpha=alpha, restarts=1, random_init=True, early_exit=False, seed=seed,
+                 rows=rows)
     attack.name = "fgsm-rs"
     attack.settings = {"steps": 1, "alpha": alpha, "random_init": True, "seed": seed}
     return attack

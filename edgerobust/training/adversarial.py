@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attacks import get_attack, project, steepest_step
+from ..attacks.base import batch_rows
 from ..errors import EdgeRobustError
 from .distributed import unwrap
 from .eps_schedule import EpsSchedule
@@ -96,7 +97,7 @@ class PGDAdversarialLoss(AdversarialLoss):
         eps, steps = self.settings_at(state)
         alpha = self.alpha if self.alpha is not None else 2.5 * eps / steps
         attack = get_attack("pgd", eps=eps, steps=steps, alpha=alpha, random_init=self.random_init,
-                            early_exit=False, seed=self.step_seed(state))
+                            early_exit=False, seed=self.step_seed(state), rows=state.rows)
         return self.mixed(model, x, attack(unwrap(model), x, y), y, eps, steps)
 
 
@@ -111,7 +112,7 @@ class FGSMRSLoss(AdversarialLoss):
     def __call__(self, model, x, y, state):
         eps = self.schedule.eps_at(state.progress)
         alpha = self.alpha if self.alpha is not None else 1.25 * eps
-        attack = get_attack("fgsm-rs", eps=eps, alpha=alpha, seed=self.step_seed(state))
+        attack = get_attack("fgsm-rs", eps=eps, alpha=alpha, seed=self.step_seed(state), rows=state.rows)
         return self.mixed(model, x, attack(unwrap(model), x, y), y, eps, 1)
 
     def describe(self) -> dict[str, Any]:
@@ -132,7 +133,7 @@ class TradesLoss(AdversarialLoss):
     def __call__(self, model, x, y, state):
         eps, steps = self.settings_at(state)
         alpha = self.alpha if self.alpha is not None else 2.5 * eps / steps
-        x_adv = self.perturb(unwrap(model), x, eps, steps, alpha, self.step_seed(state))
+        x_adv = self.perturb(unwrap(model), x, eps, steps, alpha, self.step_seed(state), state.rows)
         logits = model(x)
         adv_logits = model(x_adv)
         natural = F.cross_entropy(logits, y)
@@ -142,7 +143,7 @@ class TradesLoss(AdversarialLoss):
                            "eps": eps, "steps": float(steps)})
 
     def perturb(self, model: nn.Module, x: torch.Tensor, eps: float, steps: int, alpha: float,
-                seed: int) -> torch.Tensor:
+                seed: int, rows: tuple[int, int] | None = None) -> torch.Tensor:
         """PGD maximising KL(f(x) ‖ f(x')) in the L∞ ε-ball, with the model in eval mode."""
         if eps == 0:
             return x.detach()
@@ -152,7 +153,8 @@ class TradesLoss(AdversarialLoss):
             x = x.detach()
             with torch.no_grad():
                 target = F.softmax(model(x), 1)
-            noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)) * 0.001
+            generator = torch.Generator().manual_seed(seed)
+            noise = batch_rows(x, rows, lambda shape: torch.randn(shape, generator=generator) * 0.001)
             x_adv = project(x + noise, x, eps, "linf") if self.random_init else x.clone()
             for _ in range(steps):
                 x_adv.requires_grad_(True)

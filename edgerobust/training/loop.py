@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +214,7 @@ class Trainer:
                 # average of the ranks' gradients is the gradient of the global batch's mean loss
                 shard = self.dist.shard(len(y))
                 share = (shard.stop - shard.start) * self.dist.world_size / len(y)
+                state = replace(state, rows=(shard.start, len(y)))  # random starts as the whole batch's
                 x, y = x[shard].to(self.dist.device), y[shard].to(self.dist.device)
             out: LossOutput = self.loss(self.train_model, x, y, state)
             loss = out.loss * share if share != 1.0 else out.loss

@@ -20,6 +20,7 @@ class StepState:
     step: int  # global step
     progress: float  # fractional epoch, epoch + batch/batches
     epochs: int
+    rows: tuple[int, int] | None = None  # under DDP: (first row, global batch size) of this rank's shard
 
 
 @dataclass

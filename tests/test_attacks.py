@@ -13,7 +13,7 @@ from edgerobust.errors import EdgeRobustError
 from edgerobust.evaluation import robust_accuracy
 
 BUDGETED = ["fgsm", "fgsm-rs", "pgd", "bim", "mim", "apgd-ce", "apgd-dlr", "apgd-t", "square"]
-MINIMAL = ["deepfool", "cw", "fgs-search"]
+MINIMAL = ["deepfool", "cw", "fgs-search", "fab", "fab-t"]
 SHAPE = (1, 6, 6)
 
 
@@ -38,6 +38,8 @@ def build(name: str, eps: float, norm: str):
         kwargs["queries"] = 20
     if name == "cw":
         kwargs.update(steps=10, search_steps=2)
+    if name in ("fab", "fab-t"):
+        kwargs.update(steps=3, search_steps=3)
     return get_attack(name, **kwargs)
 
 

@@ -21,22 +21,24 @@ def parse_grid(text: str) -> list[float]:
 def evaluate(
     run: Path = typer.Argument(..., help="Run directory (from `edgerobust train`)."),
     suite: str = typer.Option("standard", "--suite", help="standard (APGD-CE → APGD-T → Square) or none."),
+    fab: bool = typer.Option(False, "--fab", help="Add FAB-T to the standard suite, before Square (AutoAttack's "
+                                                  "order: APGD-CE → APGD-T → FAB-T → Square)."),
     eps: str = typer.Option("8/255", "--eps", help="Perturbation budget in [0,1] pixels: 0.03, 8/255 or 3%."),
     norm: str = typer.Option("linf", "--norm", help="linf or l2."),
     attack: list[str] = typer.Option([], "--attack", "-a", help="Extra single attack (repeatable): pgd, fgsm, mim, "
-                                                               "apgd-ce, square, deepfool, cw, ..."),
+                                                               "apgd-ce, square, deepfool, cw, fab, ..."),
     curve: bool = typer.Option(False, "--curve", help="Robustness curve (accuracy against ε, PGD)."),
     curve_eps: Optional[str] = typer.Option(None, "--curve-eps", help="ε grid for --curve, e.g. 0,0.05,0.1,0.2."),
     curve_steps: int = typer.Option(100, "--curve-steps", help="PGD steps at every ε of the curve."),
     transfer: list[Path] = typer.Option([], "--transfer", help="Another run for the transfer matrix (repeatable)."),
     ensemble: list[Path] = typer.Option([], "--ensemble", help="Evaluate RUN + these runs as one softmax ensemble."),
     n: Optional[int] = typer.Option(None, "--n", help="Evaluate the first N test images (default: all)."),
-    steps: int = typer.Option(100, "--steps", help="Iterations per APGD run."),
-    restarts: int = typer.Option(1, "--restarts", help="APGD restarts."),
+    steps: int = typer.Option(100, "--steps", help="Iterations per APGD (and FAB-T) run."),
+    restarts: int = typer.Option(1, "--restarts", help="APGD (and FAB-T) restarts."),
     queries: int = typer.Option(1000, "--queries", help="Square attack query budget."),
-    targets: int = typer.Option(9, "--targets", help="Target classes for targeted APGD."),
+    targets: int = typer.Option(9, "--targets", help="Target classes for targeted APGD (and FAB-T)."),
     minimal: str = typer.Option("fgs-search", "--minimal", help="Minimal-perturbation attack (fgs-search, "
-                                                                "deepfool, cw) or 'none'."),
+                                                                "deepfool, cw, fab, fab-t) or 'none'."),
     masking: bool = typer.Option(True, "--masking/--no-masking", help="Gradient-masking checks."),
     seed: int = typer.Option(0, "--seed", help="Random seed (results are deterministic under it)."),
     batch_size: int = typer.Option(256, "--batch-size"),
@@ -48,7 +50,7 @@ def evaluate(
         target, suite=suite, eps=parse_fraction(eps, "ε"), norm=norm, attacks=attack, curve=curve,
         curve_grid=parse_grid(curve_eps) if curve_eps else None, curve_steps=curve_steps,
         transfer=[RunDir.open(p) for p in transfer], ensemble=[RunDir.open(p) for p in ensemble], n=n, seed=seed,
-        steps=steps, n_restarts=restarts, square_queries=queries, n_target_classes=targets,
+        steps=steps, n_restarts=restarts, square_queries=queries, n_target_classes=targets, fab=fab,
         minimal=None if minimal == "none" else minimal, masking_checks=masking, batch_size=batch_size,
         progress=False if quiet else None)
     print_robustness(result)

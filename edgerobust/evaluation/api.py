@@ -41,12 +41,15 @@ def evaluate_run(run: RunDir, *, suite: str = "standard", eps: float = 8 / 255, 
                  attacks: Sequence[str] = (), curve: bool = False, curve_grid: Sequence[float] | None = None,
                  curve_steps: int = 100, transfer: Sequence[RunDir] = (), ensemble: Sequence[RunDir] = (),
                  n: int | None = None, seed: int = 0, steps: int = 100, n_restarts: int = 1,
-                 square_queries: int = 1000, n_target_classes: int = 9, minimal: str | None = "fgs-search",
+                 square_queries: int = 1000, n_target_classes: int = 9, fab: bool = False,
+                 minimal: str | None = "fgs-search",
                  masking_checks: bool = True, masking_steps: int = 10, batch_size: int = 256,
                  progress: bool | None = None) -> dict[str, Any]:
     """Evaluate a run's model; write RUN/robustness.json and the manifest's "robustness" section."""
     if suite not in SUITES:
         raise EdgeRobustError(f"unknown suite '{suite}'; valid suites: {', '.join(SUITES)}")
+    if fab and suite != "standard":
+        raise EdgeRobustError("--fab adds FAB-T to the standard suite; drop --suite none (or use --attack fab-t)")
     for name in attacks:
         get_attack(name, eps=eps, norm=norm)  # unknown names and bad ε/norm fail before any work
     get_attack("pgd", eps=eps, norm=norm)
@@ -67,7 +70,7 @@ def evaluate_run(run: RunDir, *, suite: str = "standard", eps: float = 8 / 255, 
     if suite == "standard":
         outcome = standard_suite(model, images, labels, eps, norm, seed=seed, batch_size=batch_size,
                                  progress=progress, n_restarts=n_restarts, steps=steps,
-                                 square_queries=square_queries, n_target_classes=n_target_classes)
+                                 square_queries=square_queries, n_target_classes=n_target_classes, fab=fab)
         result["suite"] = outcome.to_dict()
         result["clean_accuracy"], result["robust_accuracy"] = outcome.clean_accuracy, outcome.robust_accuracy
     single = []

@@ -2,6 +2,7 @@
 
 APGD-CE, then targeted APGD-DLR, then Square; only points still classified correctly go on to the next
 attack, so each column counts the points no attack so far has broken and can never exceed the one before it.
+`fab=True` adds targeted FAB before Square (AutoAttack's standard order: APGD-CE → APGD-T → FAB-T → Square).
 The final number is an upper bound on the true robust accuracy: it holds only against the attacks run.
 """
 from __future__ import annotations
@@ -44,7 +45,7 @@ class SuiteResult:
 
 
 def standard_attacks(eps: float, norm: str = "linf", num_classes: int = 10, seed: int = 0, n_restarts: int = 1,
-                     steps: int = 100, square_queries: int = 1000, n_target_classes: int = 9
+                     steps: int = 100, square_queries: int = 1000, n_target_classes: int = 9, fab: bool = False
                      ) -> tuple[list[Attack], list[str]]:
     """The suite's attacks in order, and a line for each one that cannot run on this model or norm."""
     attacks: list[Attack] = [get_attack("apgd-ce", eps=eps, norm=norm, steps=steps, restarts=n_restarts, seed=seed)]
@@ -57,6 +58,9 @@ def standard_attacks(eps: float, norm: str = "linf", num_classes: int = 10, seed
         skipped.append("apgd-t: needs at least 4 classes; ran apgd-dlr instead")
     else:
         skipped.append("apgd-t: needs at least 4 classes")
+    if fab:
+        attacks.append(get_attack("fab-t", eps=eps, norm=norm, steps=steps, restarts=n_restarts, seed=seed,
+                                  n_target_classes=min(n_target_classes, num_classes - 1)))
     if norm == "linf":
         attacks.append(get_attack("square", eps=eps, norm=norm, queries=square_queries, seed=seed))
     else:
@@ -90,12 +94,13 @@ def run_cumulative(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 def standard_suite(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float, norm: str = "linf",
                    seed: int = 0, batch_size: int = 256, progress: bool | None = None, n_restarts: int = 1,
-                   steps: int = 100, square_queries: int = 1000, n_target_classes: int = 9) -> SuiteResult:
-    """AutoAttack-style ensemble (APGD-CE → APGD-T (DLR) → Square), reported cumulatively."""
+                   steps: int = 100, square_queries: int = 1000, n_target_classes: int = 9,
+                   fab: bool = False) -> SuiteResult:
+    """AutoAttack-style ensemble (APGD-CE → APGD-T (DLR) → [FAB-T] → Square), reported cumulatively."""
     check_inputs(images, labels)
     num_classes = _num_classes(model, images, labels)
     attacks, skipped = standard_attacks(eps, norm, num_classes, seed, n_restarts, steps, square_queries,
-                                        n_target_classes)
+                                        n_target_classes, fab)
     cumulative, records, robust = run_cumulative(model, images, labels, attacks, batch_size, progress)
     return SuiteResult(float(eps), norm, len(images), cumulative[0][1], cumulative, records, skipped, robust)
 

@@ -7,7 +7,7 @@ from .context import PIPELINE_STEPS, PipelineContext
 
 EVALUATE_KEYS = {"suite", "eps", "norm", "attacks", "curve", "curve_grid", "curve_steps", "n", "seed", "steps",
                  "n_restarts", "square_queries", "n_target_classes", "minimal", "masking_checks", "masking_steps",
-                 "batch_size"}
+                 "batch_size", "fab"}
 
 
 @PIPELINE_STEPS.register("evaluate", "attack the current model: cumulative suite, curve, masking checks")

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+from attack_models import linear_model, tiny_cnn
 from cli_helpers import run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,19 +20,6 @@ from edgerobust.evaluation import robust_accuracy, standard_suite
 from edgerobust.run import RunDir
 
 SHAPE = (1, 6, 6)
-
-
-def linear_model(classes: int, seed: int = 0, scale: float = 0.5) -> nn.Module:
-    torch.manual_seed(seed)
-    layer = nn.Linear(36, classes)
-    with torch.no_grad():
-        layer.weight.mul_(scale)
-    return nn.Sequential(nn.Flatten(), layer).eval()
-
-
-def tiny_cnn(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64, 10)).eval()
 
 
 def boundary_distance(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str) -> torch.Tensor:
@@ -89,7 +77,7 @@ def test_box_constrained_projection_is_on_the_hyperplane_in_the_box_and_minimal(
 @pytest.mark.parametrize("norm", ["l2", "linf"])
 @pytest.mark.parametrize("name", ["fab", "fab-t"])
 def test_fab_finds_the_exact_boundary_distance_of_a_linear_model(name, norm, classes):
-    model = linear_model(classes)
+    model = linear_model(classes, scale=0.5)
     x = 0.45 + 0.1 * torch.rand((16, *SHAPE), generator=torch.Generator().manual_seed(classes))
     y = model(x).argmax(1)
     exact = boundary_distance(model, x, y, norm)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from attack_models import linear_model, tiny_cnn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -15,19 +16,6 @@ from edgerobust.evaluation import robust_accuracy
 BUDGETED = ["fgsm", "fgsm-rs", "pgd", "bim", "mim", "apgd-ce", "apgd-dlr", "apgd-t", "square"]
 MINIMAL = ["deepfool", "cw", "fgs-search", "fab", "fab-t"]
 SHAPE = (1, 6, 6)
-
-
-def linear_model(seed: int = 0, classes: int = 10, scale: float = 1.0) -> nn.Module:
-    torch.manual_seed(seed)
-    layer = nn.Linear(36, classes)
-    with torch.no_grad():
-        layer.weight.mul_(scale)
-    return nn.Sequential(nn.Flatten(), layer).eval()
-
-
-def tiny_cnn(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64, 10)).eval()
 
 
 def build(name: str, eps: float, norm: str):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import EdgeRobustError
-from .base import ATTACKS, Attack, checked_logits, project, steepest_step
+from .base import ATTACKS, Attack, checked_logits, project, steepest_step, unit_direction
 
 LOSSES = ("ce", "dlr", "dlr-targeted")
 
@@ -120,13 +120,7 @@ class APGD(Attack):
     def _start(self, x, generator):
         if not self.random_init:
             return x.clone()
-        if self.norm == "linf":
-            t = torch.rand(x.shape, generator=generator) * 2 - 1
-            t = t / t.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
-        else:
-            t = torch.randn(x.shape, generator=generator)
-            t = t / t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-        return project(x + self.eps * t, x, self.eps, self.norm)
+        return project(x + self.eps * unit_direction(x, self.norm, generator), x, self.eps, self.norm)
 
     def _one_run(self, model, x, y, target, generator):
         """One restart for one target: the adversarial (or highest-loss) points and whether each is misclassified."""

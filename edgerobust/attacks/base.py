@@ -129,6 +129,18 @@ def random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Genera
     return project(x + noise, x, eps, norm)
 
 
+def unit_direction(x: torch.Tensor, norm: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random direction per example of unit `norm` (L∞: uniform in the cube, scaled to max 1; L2: Gaussian,
+    normalised), shaped like x and on its device."""
+    if norm == "linf":
+        t = torch.rand(x.shape, generator=generator) * 2 - 1
+        t = t / t.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *([1] * (x.ndim - 1)))
+    else:
+        t = torch.randn(x.shape, generator=generator)
+        t = t / t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.ndim - 1)))
+    return t.to(x.device)
+
+
 def steepest_step(grad: torch.Tensor, alpha: float, norm: str) -> torch.Tensor:
     """The step of size α that increases the loss fastest to first order in `norm`."""
     if norm == "linf":

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import EdgeRobustError
-from .base import ATTACKS, MinimalAttack, checked_logits, perturbation_norm
+from .base import ATTACKS, MinimalAttack, checked_logits, perturbation_norm, unit_direction
 
 
 def hyperplane_box_step(p: torch.Tensor, w: torch.Tensor, h: torch.Tensor, norm: str) -> torch.Tensor:
@@ -108,13 +108,7 @@ class FAB(MinimalAttack):
 
     def _random_start(self, x: torch.Tensor, radius: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """A random point at `radius` (per example) from x, clipped to [0,1]."""
-        if self.norm == "linf":
-            t = torch.rand(x.shape, generator=generator) * 2 - 1
-            t = t / t.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
-        else:
-            t = torch.randn(x.shape, generator=generator)
-            t = t / t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-        return (x + radius.view(-1, 1, 1, 1) * t.to(x.device)).clamp(0.0, 1.0)
+        return (x + radius.view(-1, 1, 1, 1) * unit_direction(x, self.norm, generator)).clamp(0.0, 1.0)
 
     def _boundary(self, model, x, y, target):
         """The linearised boundary to cross at x: f = z_s − z_y and its input gradient w, for the target s, or the s ≠ y

@@ -120,7 +120,8 @@ class APGD(Attack):
     def _start(self, x, generator):
         if not self.random_init:
             return x.clone()
-        return project(x + self.eps * unit_direction(x, self.norm, generator), x, self.eps, self.norm)
+        direction = unit_direction(x.shape, self.norm, generator).to(x.device)
+        return project(x + self.eps * direction, x, self.eps, self.norm)
 
     def _one_run(self, model, x, y, target, generator):
         """One restart for one target: the adversarial (or highest-loss) points and whether each is misclassified."""

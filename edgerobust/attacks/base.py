@@ -6,7 +6,7 @@ pixel space [0,1], on a batch, with the model in eval mode, and never leaves the
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -119,26 +119,23 @@ def random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Genera
         noise = batch_rows(x, rows, lambda shape: (torch.rand(shape, generator=generator) * 2 - 1) * eps)
     else:
         def draw(shape):
-            per_example = (-1, *([1] * (len(shape) - 1)))
-            direction = torch.randn(shape, generator=generator)
-            direction = direction / direction.flatten(1).norm(dim=1).view(per_example).clamp_min(1e-12)
+            direction = unit_direction(shape, "l2", generator)
             radius = torch.rand(shape[0], generator=generator).pow(1.0 / math.prod(shape[1:]))
-            return direction * radius.view(per_example) * eps
+            return direction * radius.view(-1, *([1] * (len(shape) - 1))) * eps
 
         noise = batch_rows(x, rows, draw)
     return project(x + noise, x, eps, norm)
 
 
-def unit_direction(x: torch.Tensor, norm: str, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A random direction per example of unit `norm` (L∞: uniform in the cube, scaled to max 1; L2: Gaussian,
-    normalised), shaped like x and on its device."""
+def unit_direction(shape: Sequence[int], norm: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random direction per example (first dimension) of unit `norm`, on the CPU (L∞: uniform in the cube,
+    scaled to max 1; L2: Gaussian, normalised)."""
+    per_example = (-1, *([1] * (len(shape) - 1)))
     if norm == "linf":
-        t = torch.rand(x.shape, generator=generator) * 2 - 1
-        t = t / t.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *([1] * (x.ndim - 1)))
-    else:
-        t = torch.randn(x.shape, generator=generator)
-        t = t / t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.ndim - 1)))
-    return t.to(x.device)
+        t = torch.rand(shape, generator=generator) * 2 - 1
+        return t / t.flatten(1).abs().amax(1).clamp_min(1e-12).view(per_example)
+    t = torch.randn(shape, generator=generator)
+    return t / t.flatten(1).norm(dim=1).clamp_min(1e-12).view(per_example)
 
 
 def steepest_step(grad: torch.Tensor, alpha: float, norm: str) -> torch.Tensor:

@@ -108,7 +108,8 @@ class FAB(MinimalAttack):
 
     def _random_start(self, x: torch.Tensor, radius: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """A random point at `radius` (per example) from x, clipped to [0,1]."""
-        return (x + radius.view(-1, 1, 1, 1) * unit_direction(x, self.norm, generator)).clamp(0.0, 1.0)
+        direction = unit_direction(x.shape, self.norm, generator).to(x.device)
+        return (x + radius.view(-1, 1, 1, 1) * direction).clamp(0.0, 1.0)
 
     def _boundary(self, model, x, y, target):
         """The linearised boundary to cross at x: f = z_s − z_y and its input gradient w, for the target s, or the s ≠ y

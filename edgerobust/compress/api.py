@@ -20,7 +20,7 @@ from ..models import MODELS, count_flops, count_parameters
 from ..recipe import section
 from ..run import RunDir
 from ..training import TrainConfig, distributed, evaluate_clean
-from ..training.api import ADVERSARIAL_KEYS, NATURAL_METHODS, TRAIN_KEYS, adversarial_training, train_model
+from ..training.api import ADVERSARIAL_KEYS, TRAIN_KEYS, adversarial_training, is_adversarial, train_model
 from .admm import ADMMCallback, keep_schedule
 from .l1_filter import l1_filter_masks
 from .masks import MaskCallback, apply_masks, density
@@ -77,11 +77,6 @@ class CompressConfig:
 
 COMPRESS_KEYS = {f.name for f in fields(CompressConfig)}
 EVAL_KEYS = {"eps", "pgd_steps", "suite", "n", "seed"}
-
-
-def is_adversarial(adv: dict[str, Any] | None) -> bool:
-    """Whether [adversarial]-style settings ask for adversarial training (the method defaults to pgd)."""
-    return bool(adv) and str(adv.get("method", "pgd")) not in NATURAL_METHODS
 
 
 def build_loss(adv: dict[str, Any] | None, epochs: int):

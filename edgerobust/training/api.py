@@ -106,6 +106,11 @@ def _number(value: Any, name: str) -> float:
         raise EdgeRobustError(f"[adversarial] {name} = {value!r} is not a number (use e.g. 0.1 or 8/255)") from None
 
 
+def is_adversarial(settings: dict[str, Any] | None) -> bool:
+    """Whether [adversarial] settings ask for adversarial training (the method defaults to pgd)."""
+    return bool(settings) and str(settings.get("method", "pgd")) not in NATURAL_METHODS
+
+
 def adversarial_training(settings: dict[str, Any], epochs: int) -> tuple[TrainingLoss | None,
                                                                         CatastrophicOverfittingGuard | None]:
     """The loss and (optional) overfitting guard that [adversarial] settings ask for; (None, None) for none."""

@@ -1,6 +1,7 @@
 """`edgerobust bench`: latency of one or more runs' models on this machine's runtimes, as a table and bench.json."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Optional
 
@@ -9,6 +10,7 @@ from rich import box
 from rich.markup import escape
 
 from ..bench import MODES, bench_run, runtime_table
+from ..config import BenchConfig, option_help
 from ..errors import EdgeRobustError
 from .common import command, console, err_console
 from .render import table
@@ -65,19 +67,23 @@ def results_table(records: list[dict]):
     return out
 
 
+H = functools.partial(option_help, BenchConfig)
+
+
 @command
 def bench(
     runs: Optional[list[Path]] = typer.Argument(None, help="Run directories (several compare models)."),
-    target: str = typer.Option("x86-cpu", "--target", "-t", help="Device profile name or .toml path."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help=H("target")),
     runtime: Optional[list[str]] = typer.Option(None, "--runtime", help="Runtime(s), e.g. ort-cpu,torch-cpu "
                                                 "(default: the target's runtimes available here)."),
-    batch: str = typer.Option("1,8,32", "--batch", "-b", help="Batch sizes, comma-separated."),
-    repeats: int = typer.Option(50, "--repeats", help="Timed calls per measurement."),
-    warmup: int = typer.Option(10, "--warmup", help="Untimed calls before timing."),
-    mode: str = typer.Option("latency", "--mode", help=f"One of: {', '.join(MODES.names())}."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 or fp16 (where the target and runtime allow)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: the target's)."),
-    memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak memory in a separate pass."),
+    batch: Optional[str] = typer.Option(None, "--batch", "-b", help=H("batches", "Batch sizes, comma-separated")),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help=H("repeats")),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help=H("warmup")),
+    mode: Optional[str] = typer.Option(None, "--mode", help=H("mode", f"One of: {', '.join(MODES.names())}")),
+    precision: Optional[str] = typer.Option(None, "--precision", help=H("precision", "fp32 or fp16 (where the "
+                                                                                  "target and runtime allow)")),
+    threads: Optional[int] = typer.Option(None, "--threads", help=H("threads")),
+    memory: Optional[bool] = typer.Option(None, "--memory/--no-memory", help=H("memory")),
     list_runtimes: bool = typer.Option(False, "--list-runtimes", help="List runtimes and why any cannot run here."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -88,7 +94,7 @@ def bench(
     if not runs:
         raise EdgeRobustError("give at least one run directory, e.g. `edgerobust bench runs/train`")
     names = [n.strip() for item in (runtime or []) for n in item.split(",") if n.strip()] or None
-    batches = parse_int_list(batch, "--batch")
+    batches = parse_int_list(batch, "--batch") if batch is not None else None
     records = [bench_run(run, target, names, batches, mode, repeats, warmup, precision, threads, memory,
                          progress=False if quiet else None) for run in runs]
     console.print(results_table(records))

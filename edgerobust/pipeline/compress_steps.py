@@ -4,12 +4,17 @@ from __future__ import annotations
 import shutil
 
 from ..compress.api import compress_model, configs_from_recipe
+from ..errors import EdgeRobustError
 from .context import PIPELINE_STEPS, PipelineContext
 
 
 @PIPELINE_STEPS.register("compress", "ADMM filter pruning with adversarial training, masked retrain, removal")
 def compress_step(ctx: PipelineContext) -> None:
     config, train_config, adv, evaluate = configs_from_recipe(ctx.recipe)
+    for key, value in (("keep", config.keep), ("adversarial eps", adv.eps if adv else None)):
+        if isinstance(value, list):
+            raise EdgeRobustError(f"recipe {ctx.recipe.get('origin')}: [compress] {key} = {value} is a grid; the "
+                                  "pipeline compresses one model, so give one value (`edgerobust compress` runs grids)")
     source = ctx.runs.get("train", ctx.run)
     out = ctx.out / "compressed"
     if (out / "model.json").is_file():  # the pipeline's own earlier result: a re-run replaces it

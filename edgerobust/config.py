@@ -53,7 +53,7 @@ def parse_number(value: Any, where: str = "value") -> float:
             number = float(value)
         else:
             text = str(value).strip()
-            number = float(Fraction(text[:-1])) / 100 if text.endswith("%") else float(Fraction(text))
+            number = float(Fraction(text[:-1]) / 100 if text.endswith("%") else Fraction(text))
     except (ValueError, ZeroDivisionError, TypeError):
         raise ConfigError(f"{where} = {value!r} is not a number (use e.g. 0.1, 8/255 or 25%)") from None
     except OverflowError:

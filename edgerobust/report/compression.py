@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 
 from ..compress.tradeoff import tradeoff_columns, tradeoff_table_rows
+from ..config import is_adversarial
 from ..io import load_torch
 from ..run import RunDir
-from ..training.api import is_adversarial
 from .plots import new_figure, plt, save_figure
 from .sections import md_table, register_section
 

@@ -285,7 +285,7 @@ class CompressConfig:
     method: str = setting("admm", choices=("admm", "l1", "magnitude"),
                           help="admm | l1 (one-shot L1 filter, Li et al.) | magnitude (one-shot projection)")
     scheme: str = setting("filter", help="irregular, filter, column or channel")
-    keep: float = setting(0.5, gt=0, le=1, grid=True, help="fraction kept (a list is a grid)")
+    keep: float = setting(0.5, grid=True, help="fraction kept, in (0, 1] (a list is a grid)")
     global_keep: bool = setting(False, help="one ranking across layers")
     funnel: bool = setting(False, help="density falling with depth")
     layers: list[str] = setting([], help="fnmatch patterns of layers to prune; empty = all")

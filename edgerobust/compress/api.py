@@ -14,7 +14,16 @@ from typing import Any
 
 import torch
 
-from ..config import AdversarialConfig, CompressConfig, CompressEvaluateConfig, TrainConfig, build, keys, section
+from ..config import (
+    AdversarialConfig,
+    CompressConfig,
+    CompressEvaluateConfig,
+    TrainConfig,
+    build,
+    is_adversarial,
+    keys,
+    section,
+)
 from ..data import load_dataset
 from ..errors import EdgeRobustError
 from ..models import MODELS, count_flops, count_parameters
@@ -25,7 +34,6 @@ from ..training.api import (
     adversarial_from_recipe,
     adversarial_training,
     config_from_recipe,
-    is_adversarial,
     train_model,
 )
 from .admm import ADMMCallback, keep_schedule

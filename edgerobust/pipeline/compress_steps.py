@@ -8,13 +8,18 @@ from ..errors import EdgeRobustError
 from .context import PIPELINE_STEPS, PipelineContext
 
 
-@PIPELINE_STEPS.register("compress", "ADMM filter pruning with adversarial training, masked retrain, removal")
-def compress_step(ctx: PipelineContext) -> None:
-    config, train_config, adv, evaluate = configs_from_recipe(ctx.recipe)
+def check_compress(ctx: PipelineContext) -> None:
+    """The pipeline compresses one model: a grid of keep ratios or training ε is refused before any step runs."""
+    config, _, adv, _ = configs_from_recipe(ctx.recipe)
     for key, value in (("keep", config.keep), ("adversarial eps", adv.eps if adv else None)):
         if isinstance(value, list):
             raise EdgeRobustError(f"recipe {ctx.recipe.get('origin')}: [compress] {key} = {value} is a grid; the "
                                   "pipeline compresses one model, so give one value (`edgerobust compress` runs grids)")
+
+
+@PIPELINE_STEPS.register("compress", "ADMM filter pruning with adversarial training, masked retrain, removal")
+def compress_step(ctx: PipelineContext) -> None:
+    config, train_config, adv, evaluate = configs_from_recipe(ctx.recipe)
     source = ctx.runs.get("train", ctx.run)
     out = ctx.out / "compressed"
     if (out / "model.json").is_file():  # the pipeline's own earlier result: a re-run replaces it
@@ -33,3 +38,6 @@ def compress_step(ctx: PipelineContext) -> None:
         key = f"pgd{dense['pgd_steps']}"
         ctx.add("compress", f"PGD-{dense['pgd_steps']} ε={dense['eps']:g} dense → pruned",
                 f"{dense[key]:.3f} → {pruned[key]:.3f}")
+
+
+compress_step.check = check_compress  # type: ignore[attr-defined]

@@ -96,14 +96,14 @@ def parse_online(text):
 
 
 def cpu_model(root):
-    """x86: "model name"; ARM: the core named from "CPU part" (a Jetson Nano's cpuinfo has no model name)."""
+    """ARM: the core named from "CPU part" (a Jetson Nano says only "ARMv8 Processor"); x86: "model name"."""
     text = root.read("/proc/cpuinfo") or ""
-    match = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
-    if match:
-        return match.group(1).strip()
     part = re.search(r"^CPU part\s*:\s*(0x[0-9a-fA-F]+)", text, re.MULTILINE)
     if part:
         return ARM_PARTS.get(part.group(1).lower(), "ARM CPU part " + part.group(1))
+    match = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    if match:
+        return match.group(1).strip()
     return platform.processor() or None
 
 

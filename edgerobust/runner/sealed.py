@@ -167,7 +167,8 @@ def open_bundle(directory):
     except OSError:
         raise RunnerError("bundle_missing", "{} is not a bundle (no {})".format(directory, MANIFEST_NAME)) from None
     if stat.S_ISLNK(info.st_mode):
-        raise RunnerError("unsafe_path", "{} is a symbolic link; a bundle holds regular files only".format(MANIFEST_NAME))
+        raise RunnerError("unsafe_path", "{} is a symbolic link; a bundle holds regular files only".format(
+            MANIFEST_NAME))
     _check_regular(info, MANIFEST_NAME, "bundle")
     try:
         with open(manifest_path, "rb") as handle:

@@ -327,3 +327,17 @@ def test_every_documented_kind_is_in_the_protocol_document():
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "runner-protocol.md").read_text()
     assert all(f"`{kind}`" in text for kind in KINDS)
+
+
+def test_precision_entries_are_data(runner_bundle, tmp_path):
+    """An int8 entry for TensorRT only: onnxruntime refuses it by name, its calibration path is sealed too."""
+    bundle = copy_bundle(runner_bundle, tmp_path)
+    int8 = {"file": "model.onnx", "precision": "int8", "runtimes": ["tensorrt"],
+            "calibration_file": "golden_inputs.npy"}
+    mutate_manifest(bundle, lambda m: m["models"].update(int8=int8))
+    assert "tensorrt only" in error_kind(["bench", "--bundle", bundle, "--precision", "int8"], "precision_unavailable")
+    error_kind(["bench", "--bundle", bundle, "--precision", "int8", "--runtime", "tensorrt"], "runtime_missing")
+    verified = ok("verify", "--bundle", bundle)["golden"]
+    assert verified["int8"]["checked"] is False and verified["fp32"]["ok"] is True
+    mutate_manifest(bundle, lambda m: m["models"]["int8"].update(calibration_file="../calib.npz"))
+    assert "calibration_file" in error_kind(["verify", "--bundle", bundle], "unsafe_path")

@@ -56,7 +56,7 @@ def test_another_devices_engine_is_never_used(tmp_path):
     cache.obtain(nano, build, allow_build=True)
     assert kind(lambda: cache.obtain(orin, build, allow_build=False))[0] == "engine_missing"
     # the Nano's engine planted under the Orin's name (a copied cache, a collision): refused, naming the fields
-    for src, dst in zip(cache.paths(nano), cache.paths(orin)):
+    for src, dst in zip(cache.paths(nano), cache.paths(orin), strict=True):
         shutil.copyfile(src, dst)
     got, message = kind(lambda: cache.obtain(orin, build, allow_build=False))
     assert got == "engine_key_mismatch" and "compute_capability" in message and "gpu_name" in message

@@ -12,7 +12,7 @@ from .errors import RunnerError
 
 MANIFEST_NAME = "manifest.json"
 BUNDLE_FORMAT = "edgerobust-bundle-1"
-PATH_KEYS = ("file", "path")  # any field with one of these names, anywhere in the manifest, names a bundle file
+PATH_KEYS = ("file", "path")  # any field so named (or ending in _file), anywhere in the manifest, names a bundle file
 GOLDEN_KEYS = ("inputs", "outputs", "labels")
 CHUNK = 1 << 20
 
@@ -102,7 +102,8 @@ def manifest_names(manifest):
         if isinstance(value, dict):
             for key, item in value.items():
                 here = where + "." + str(key)
-                if key in PATH_KEYS and not isinstance(item, (dict, list)):
+                if (key in PATH_KEYS or str(key).endswith("_file")) and item is not None and \
+                        not isinstance(item, (dict, list)):
                     found.append((item, here))
                 elif where == "golden" and key in GOLDEN_KEYS:
                     found.append((item, here))

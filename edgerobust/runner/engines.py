@@ -152,6 +152,12 @@ def cuda_gpu():
 
 
 def device_facts():
-    """The real key source: TensorRT version and the GPU as the CUDA driver reports it."""
+    """The real key source: TensorRT version and the GPU as the CUDA driver reports it (else as `info` sees it)."""
     name, capability = cuda_gpu()
+    if name is None or capability is None:
+        from .machine import Root, gpu, jetson
+
+        root = Root()
+        seen = gpu(root, jetson(root)) or {}
+        name, capability = name or seen.get("name"), capability or seen.get("compute_capability")
     return {"tensorrt_version": tensorrt_version(), "gpu_name": name, "compute_capability": capability}

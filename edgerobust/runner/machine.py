@@ -199,6 +199,8 @@ def gpu(root, jetson_facts=None):
         name, capability = TEGRA_GPUS[jetson_facts["soc"]]
         return {"name": name, "compute_capability": capability, "source": "device-tree"}
     out = root.command("nvidia-smi", ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"])
+    if not (out and out.strip()) and root.root is None:  # drivers before 510 do not know compute_cap
+        out = root.command("nvidia-smi", ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"])
     if out and out.strip():
         fields = [f.strip() for f in out.strip().splitlines()[0].split(",")]
         return {"name": fields[0], "compute_capability": fields[1] if len(fields) > 1 else None,

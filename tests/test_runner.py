@@ -341,3 +341,12 @@ def test_precision_entries_are_data(runner_bundle, tmp_path):
     assert verified["int8"]["checked"] is False and verified["fp32"]["ok"] is True
     mutate_manifest(bundle, lambda m: m["models"]["int8"].update(calibration_file="../calib.npz"))
     assert "calibration_file" in error_kind(["verify", "--bundle", bundle], "unsafe_path")
+
+
+@pytest.mark.parametrize("section", [{"masks_file": "../x.npz"}, {"sets": [{"path": "/etc/passwd"}]},
+                                     {"engine": "~/model.engine"}, {"dir": "../"}])
+def test_sections_added_later_are_sealed_by_their_keys(runner_bundle, tmp_path, section):
+    """The same path keys as the host's checker: a new section is checked without a new rule."""
+    bundle = copy_bundle(runner_bundle, tmp_path)
+    mutate_manifest(bundle, lambda m: m.update(certify=section))
+    assert "certify" in error_kind(["verify", "--bundle", bundle, "--no-golden"], "unsafe_path")

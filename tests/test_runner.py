@@ -350,3 +350,10 @@ def test_sections_added_later_are_sealed_by_their_keys(runner_bundle, tmp_path, 
     bundle = copy_bundle(runner_bundle, tmp_path)
     mutate_manifest(bundle, lambda m: m.update(certify=section))
     assert "certify" in error_kind(["verify", "--bundle", bundle, "--no-golden"], "unsafe_path")
+
+
+def test_a_pickled_golden_array_is_refused_not_loaded(runner_bundle, tmp_path):
+    bundle = copy_bundle(runner_bundle, tmp_path)
+    np.save(bundle / "golden_inputs.npy", np.array([{"payload": 1}], dtype=object), allow_pickle=True)
+    reseal(bundle)
+    assert "golden_inputs.npy" in error_kind(["bench", "--bundle", bundle], "bundle_invalid")

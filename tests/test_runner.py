@@ -166,7 +166,7 @@ def test_smoothing_votes_follow_the_documented_protocol(runner_bundle):
     assert [p["row"] for p in result["points"]] == [3, 4]
     for point in result["points"]:
         row = point["row"]
-        rng = np.random.default_rng([7, row])  # the protocol, recounted on the host with one draw of n
+        rng = np.random.RandomState([7, row])  # the protocol, recounted on the host with one draw of n
         noisy = (x[row].astype(np.float64)[None] + 0.25 * rng.standard_normal((40, *x.shape[1:]))).astype(np.float32)
         logits = host_logits(runner_bundle, "fp32", noisy)
         assert point["counts"] == np.bincount(logits.argmax(1), minlength=10).tolist()

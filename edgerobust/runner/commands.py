@@ -150,8 +150,12 @@ def replay(bundle, options, precision, batch, set_paths=(), clean=True, points=T
 
 
 def noise_batches(x, sigma, n, batch, seed, row):
-    """The smoothing samples of one point, in order, `batch` at a time (the protocol the host reproduces)."""
-    rng = np.random.default_rng([seed, row])
+    """The smoothing samples of one point, in order, `batch` at a time (the protocol the host reproduces).
+
+    numpy's legacy RandomState: its streams are frozen across numpy versions (Generator's are not promised to be),
+    so a Jetson's numpy 1.19 and the host's numpy 2 draw the same noise.
+    """
+    rng = np.random.RandomState([seed, row])
     base = x.astype(np.float64)[None]
     done = 0
     while done < n:
@@ -194,7 +198,7 @@ def smooth(bundle, options, precision, sigma, n, batch, seed, set_spec=None, sta
     finally:
         session.close()
     figure.update({"sigma": sigma, "n": n, "seed": seed, "set": evalset.name, "start": start, "points": results,
-                   "noise": "numpy.random.default_rng([seed, row]).standard_normal, float64, added to x, cast to "
+                   "noise": "numpy.random.RandomState([seed, row]).standard_normal, float64, added to x, cast to "
                             "float32, no clipping"})
     return figure
 

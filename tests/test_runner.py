@@ -357,3 +357,28 @@ def test_a_pickled_golden_array_is_refused_not_loaded(runner_bundle, tmp_path):
     np.save(bundle / "golden_inputs.npy", np.array([{"payload": 1}], dtype=object), allow_pickle=True)
     reseal(bundle)
     assert "golden_inputs.npy" in error_kind(["bench", "--bundle", bundle], "bundle_invalid")
+
+
+def test_json_is_strict_even_for_non_finite_figures():
+    from edgerobust.runner.main import finite
+
+    doc = {"a": [float("nan"), 1.5, {"b": float("inf")}], "c": "text", "d": 3}
+    assert json.loads(json.dumps(finite(doc), allow_nan=False)) == {"a": [None, 1.5, {"b": None}], "c": "text", "d": 3}
+
+
+def test_stdout_carries_only_the_json_document(runner_bundle, monkeypatch, capfd):
+    """A runtime printing on file descriptor 1 (C++ code) or sys.stdout does not break the protocol."""
+    from edgerobust.runner import main as runner_main
+
+    real_execute = runner_main.execute
+
+    def chatty(args, key_source=None):
+        os.write(1, b"native chatter\n")
+        print("python chatter")
+        return real_execute(args, key_source)
+
+    monkeypatch.setattr(runner_main, "execute", chatty)
+    assert runner_main.main(["verify", "--bundle", str(runner_bundle), "--no-golden"]) == 0
+    out, err = capfd.readouterr()
+    assert json.loads(out)["ok"] is True and out.count("\n") == 1
+    assert "native chatter" in err and "python chatter" in err

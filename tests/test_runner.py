@@ -382,3 +382,16 @@ def test_stdout_carries_only_the_json_document(runner_bundle, monkeypatch, capfd
     out, err = capfd.readouterr()
     assert json.loads(out)["ok"] is True and out.count("\n") == 1
     assert "native chatter" in err and "python chatter" in err
+
+
+def test_module_invocation_from_any_directory(runner_bundle, tmp_path):
+    """`PYTHONPATH=BUNDLE python3 -B -m edgerobust_runner verify` finds its own bundle (no --bundle)."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(runner_bundle)
+    done = subprocess.run([sys.executable, "-B", "-m", "edgerobust_runner", "verify", "--no-golden"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    doc = json.loads(done.stdout)
+    assert done.returncode == 0 and doc["result"]["sha256"] == "ok", done.stderr
+    assert not (runner_bundle / "edgerobust_runner" / "__pycache__").exists()

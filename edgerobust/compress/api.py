@@ -16,6 +16,7 @@ import torch
 
 from ..data import load_dataset
 from ..errors import EdgeRobustError
+from ..evaluation.point import evaluate_point
 from ..models import MODELS, count_flops, count_parameters
 from ..recipe import section
 from ..run import RunDir
@@ -27,7 +28,6 @@ from .masks import MaskCallback, apply_masks, density
 from .physical import remove_dead_channels
 from .schemes import SCHEMES, STRUCTURED, build_plan, check_keep
 from .stats import compression_stats
-from .tradeoff import evaluate_point
 
 METHODS = ("admm", "l1", "magnitude")
 OUTPUT_TOLERANCE = 1e-4  # slim vs masked logits: float reordering only
@@ -46,6 +46,7 @@ class CompressConfig:
     admm_epochs: int = 4
     rho: float = 1e-2
     rho_growth: float = 1.3
+    dual_rescale: bool = True  # u ← u·ρ_old/ρ_new when ρ grows (Boyd et al. §3.4.1); false: the old, unscaled u
     admm_interval: int = 1  # epochs between z / u updates
     keep_schedule: str = "constant"  # constant | linear | staged: the keep ratio ADMM projects onto falls to `keep`
     keep_ramp: float = 1.0  # linear: fraction of the ADMM epochs over which it falls
@@ -147,11 +148,12 @@ def compress_model(source: str | Path | RunDir, out: str | Path, config: Compres
         admm_config = replace(base, epochs=config.admm_epochs, lr=config.admm_lr or base.lr)
         admm = ADMMCallback(plan, config.rho, config.rho_growth, config.admm_interval,
                             keep_schedule(config.keep_schedule, config.admm_epochs, ramp=config.keep_ramp,
-                                          stages=config.keep_stages))
+                                          stages=config.keep_stages), dual_rescale=config.dual_rescale)
         pruned_from = _stage(out / "admm", source, admm_config, data_info, adv=adv,
                              callbacks=[admm], resume=resume, progress=progress, recipe=recipe,
                              description="admm")
-        admm_info = {"rho": config.rho, "rho_growth": config.rho_growth, "interval": config.admm_interval,
+        admm_info = {"rho": config.rho, "rho_growth": config.rho_growth, "dual_rescale": config.dual_rescale,
+                     "interval": config.admm_interval,
                      "epochs": config.admm_epochs, "keep_schedule": config.keep_schedule}
         history += [{**h, "stage": "admm"} for h in pruned_from.manifest["training"]["history"]]
     model = pruned_from.load_model()

@@ -31,8 +31,12 @@ def git_commit(root: Path = REPOSITORY) -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(changed)}
 
 
+# read when a benchmark script starts, so edits made while it runs are not mistaken for the code it measured
+MEASURED_COMMIT = git_commit()
+
+
 def environment() -> dict[str, Any]:
-    return {"when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "git": git_commit(),
+    return {"when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "git": MEASURED_COMMIT,
             "machine": machine_info(), "torch_threads": torch.get_num_threads(),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "versions": package_versions()}
 

@@ -5,8 +5,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
+from . import tomlfile
 from .errors import EdgeRobustError
 
 
@@ -27,8 +26,8 @@ def load_recipe(name_or_path: str | Path) -> dict[str, Any]:
                                   " (or pass a path to a .toml file)")
         text, origin = resource.read_text(), f"builtin:{name_or_path}"
     try:
-        recipe = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        recipe = tomlfile.loads(text)
+    except tomlfile.TOMLDecodeError as exc:
         raise EdgeRobustError(f"recipe {origin} is not valid TOML: {exc}") from None
     recipe.setdefault("origin", origin)
     return recipe

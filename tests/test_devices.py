@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import pytest
-import tomllib
 from cli_helpers import run_cli
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edgerobust import tomlfile
 from edgerobust.devices import list_profiles, load_profile, profile_from_dict
 from edgerobust.devices.catalog import profile_names
 from edgerobust.devices.profile import ProfileError, parse_bytes
@@ -18,7 +18,7 @@ REQUIRED = {"x86-cpu", "jetson-nano", "jetson-nano-cpu", "jetson-orin-nano", "v1
 def _builtin(name: str) -> dict:
     from importlib import resources
 
-    return tomllib.loads((resources.files("edgerobust.devices") / "profiles" / f"{name}.toml").read_text())
+    return tomlfile.loads((resources.files("edgerobust.devices") / "profiles" / f"{name}.toml").read_text())
 
 
 def test_builtin_profiles_cover_the_issue_and_load():

@@ -173,3 +173,13 @@ def _to_toml(data: dict) -> str:
                     lines.append(f"[{key}.{sub}]")
                     lines += [f'"{k}" = {value(v)}' for k, v in inner.items()]
     return "\n".join(lines) + "\n"
+
+
+def test_a_profile_may_list_only_deployable_runtime_records():
+    from edgerobust.devices import PROFILE_RUNTIMES, RUNTIME_SPECS
+
+    data = _builtin("x86-cpu")
+    data["runtimes"] = ["ort-cpu", "torch-compile-cuda"]  # a bench-only comparison, not a way to deploy
+    with pytest.raises(ProfileError, match="runtimes.*'torch-compile-cuda'.*valid values: ort-cpu"):
+        profile_from_dict(data)
+    assert [n for n in RUNTIME_SPECS if RUNTIME_SPECS.get(n).deployable] == sorted(PROFILE_RUNTIMES)

@@ -294,6 +294,8 @@ class CompressConfig:
     admm_epochs: int = setting(4, ge=1, help="epochs of ADMM training")
     rho: float = setting(1e-2, gt=0, help="ADMM penalty ρ at the start")
     rho_growth: float = setting(1.3, ge=1, help="ρ multiplier at each z/u update")
+    dual_rescale: bool = setting(True, help="u ← u·ρ_old/ρ_new when ρ grows (Boyd et al. §3.4.1); false: the old, "
+                                            "unscaled u")
     admm_interval: int = setting(1, ge=1, help="epochs between z / u updates")
     keep_schedule: str = setting("constant", choices=("constant", "linear", "staged"),
                                  help="how the keep ratio ADMM projects onto falls to `keep`")

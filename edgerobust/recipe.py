@@ -5,8 +5,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
+from . import tomlfile
 from .config import check_recipe
 from .errors import EdgeRobustError
 
@@ -28,8 +27,8 @@ def load_recipe(name_or_path: str | Path) -> dict[str, Any]:
                                   " (or pass a path to a .toml file)")
         text, origin = resource.read_text(encoding="utf-8"), f"builtin:{name_or_path}"
     try:
-        recipe = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        recipe = tomlfile.loads(text)
+    except tomlfile.TOMLDecodeError as exc:
         raise EdgeRobustError(f"recipe {origin} is not valid TOML: {exc}") from None
     recipe["origin"] = origin
     check_recipe(recipe)

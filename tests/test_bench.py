@@ -154,10 +154,17 @@ def test_runtime_availability_is_reported_honestly():
         require_runtime("nosuch")
 
 
-def test_the_runtime_names_are_the_ones_device_profiles_use():
-    from edgerobust.devices import KNOWN_RUNTIMES
+def test_every_runtime_record_has_one_implementation_that_reads_it():
+    from edgerobust.devices import PROFILE_RUNTIMES, RUNTIME_SPECS
 
-    assert set(KNOWN_RUNTIMES) <= set(RUNTIMES.names())
+    assert RUNTIMES.names() == RUNTIME_SPECS.names()
+    assert set(PROFILE_RUNTIMES) < set(RUNTIMES.names())  # torch-compile-cuda is bench-only
+    for name in RUNTIMES:
+        runtime, spec = get_runtime(name), RUNTIME_SPECS.get(name)
+        assert (runtime.name, runtime.device, runtime.precisions, runtime.extra) == (
+            spec.name, spec.device, spec.precisions, spec.install)
+        assert RUNTIMES.help(name) == spec.description
+        assert runtime.describe()["input"] == spec.input
 
 
 # -- memory and ceiling --------------------------------------------------------------------------------------------

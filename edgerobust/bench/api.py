@@ -177,7 +177,7 @@ def bench_run(run: RunDir | str | Path, target: Any = None, runtimes: Sequence[s
     onnx, bundle = exported_onnx(run, profile.name)
     record["onnx_source"] = f"export bundle {bundle} (sha256 verified)" if bundle else "exported for this bench"
     with tempfile.TemporaryDirectory(prefix="edgerobust-bench-") as tmp:
-        if "fp32" not in onnx and any(n.startswith("ort-") or n == "tensorrt" for n in names):
+        if "fp32" not in onnx and any(RUNTIMES.get(n).spec.input == "onnx" for n in names):
             opset = min(DEFAULT_OPSET, profile.max_opset)
             onnx["fp32"] = export_for_bench(module, shape, Path(tmp) / "model.onnx", opset)
             record["onnx_opset"] = opset

@@ -27,9 +27,10 @@ def parse_int_list(text: str, name: str) -> list[int]:
 
 
 def print_runtimes() -> None:
-    rows = [(r["name"], r["device"], "yes" if r["available"] else "no", r["version"] or "", escape(r["reason"]))
-            for r in runtime_table()]
-    console.print(table("runtimes on this machine", ("runtime", "device", "available", "version", "why not"), rows))
+    rows = [(r["name"], r["device"], r["input"], " ".join(r["precisions"]), "yes" if r["available"] else "no",
+             r["version"] or "", escape(r["reason"])) for r in runtime_table()]
+    console.print(table("runtimes on this machine", ("runtime", "device", "input", "precisions", "available", "version",
+                                                     "why not"), rows))
 
 
 def fmt_ms(ms: float) -> str:

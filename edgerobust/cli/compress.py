@@ -8,10 +8,10 @@ from typing import Optional
 import typer
 
 from ..compress.api import compress_grid, configs_from_recipe
-from ..compress.tradeoff import tradeoff_columns, tradeoff_table_rows
 from ..config import CompressEvaluateConfig, grid_values, section
 from ..errors import EdgeRobustError
 from ..recipe import load_recipe
+from ..report.tradeoff import tradeoff_columns, tradeoff_table_rows
 from ..run import RunDir
 from ..training.distributed import is_main_process
 from .common import command, console, split_list

@@ -26,6 +26,7 @@ from ..config import (
 )
 from ..data import load_dataset
 from ..errors import EdgeRobustError
+from ..evaluation.point import evaluate_point
 from ..models import MODELS, count_flops, count_parameters
 from ..run import RunDir
 from ..training import distributed, evaluate_clean
@@ -42,7 +43,6 @@ from .masks import MaskCallback, apply_masks, density
 from .physical import remove_dead_channels
 from .schemes import SCHEMES, STRUCTURED, build_plan
 from .stats import compression_stats
-from .tradeoff import evaluate_point
 
 OUTPUT_TOLERANCE = 1e-4  # slim vs masked logits: float reordering only
 
@@ -124,11 +124,12 @@ def compress_model(source: str | Path | RunDir, out: str | Path, config: Compres
         admm_config = replace(base, epochs=config.admm_epochs, lr=config.admm_lr or base.lr)
         admm = ADMMCallback(plan, config.rho, config.rho_growth, config.admm_interval,
                             keep_schedule(config.keep_schedule, config.admm_epochs, ramp=config.keep_ramp,
-                                          stages=config.keep_stages))
+                                          stages=config.keep_stages), dual_rescale=config.dual_rescale)
         pruned_from = _stage(out / "admm", source, admm_config, data_info, adv=adv,
                              callbacks=[admm], resume=resume, progress=progress, recipe=recipe,
                              description="admm")
-        admm_info = {"rho": config.rho, "rho_growth": config.rho_growth, "interval": config.admm_interval,
+        admm_info = {"rho": config.rho, "rho_growth": config.rho_growth, "dual_rescale": config.dual_rescale,
+                     "interval": config.admm_interval,
                      "epochs": config.admm_epochs, "keep_schedule": config.keep_schedule}
         history += [{**h, "stage": "admm"} for h in pruned_from.manifest["training"]["history"]]
     model = pruned_from.load_model()

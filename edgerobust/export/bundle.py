@@ -22,13 +22,11 @@ import numpy as np
 
 from ..errors import EdgeRobustError
 from ..io import atomic_path, sha256_file, write_json
-from .seal import MANIFEST_NAME, check_bundle, scan_tree
+from .seal import MANIFEST_NAME, BundleError, check_bundle, scan_tree
 
 BUNDLE_FORMAT = "edgerobust-bundle-1"
-
-
-class BundleError(EdgeRobustError):
-    """A bundle that is missing, incomplete or has been changed since it was written."""
+__all__ = ["BUNDLE_FORMAT", "MANIFEST_NAME", "BundleError", "check_writable", "file_table", "read_manifest",
+           "save_array", "staging", "verify_bundle", "write_manifest"]
 
 
 def check_writable(out: Path) -> None:

@@ -34,7 +34,11 @@ DIRECTORY_KEYS = frozenset({"dir", "directory", "runner"})
 PATH_TABLES = frozenset({"files"})
 
 
-class SealError(EdgeRobustError):
+class BundleError(EdgeRobustError):
+    """A bundle that is missing, incomplete or has been changed since it was written."""
+
+
+class SealError(BundleError):
     """A bundle that could reach outside itself: an escaping path, a link, or a special file."""
 
 

@@ -11,6 +11,7 @@ from rich.markup import escape
 from ..bench import MODES, bench_run, runtime_table
 from ..errors import EdgeRobustError
 from .common import command, console, err_console
+from .defaults import RUN_HELP, TARGET_HELP, runs_argument
 from .render import table
 
 
@@ -67,8 +68,8 @@ def results_table(records: list[dict]):
 
 @command
 def bench(
-    runs: Optional[list[Path]] = typer.Argument(None, help="Run directories (several compare models)."),
-    target: str = typer.Option("x86-cpu", "--target", "-t", help="Device profile name or .toml path."),
+    runs: Optional[list[Path]] = typer.Argument(None, help="Run directories (several compare models). " + RUN_HELP),
+    target: str = typer.Option("x86-cpu", "--target", "-t", help=TARGET_HELP),
     runtime: Optional[list[str]] = typer.Option(None, "--runtime", help="Runtime(s), e.g. ort-cpu,torch-cpu "
                                                 "(default: the target's runtimes available here)."),
     batch: str = typer.Option("1,8,32", "--batch", "-b", help="Batch sizes, comma-separated."),
@@ -85,8 +86,7 @@ def bench(
     if list_runtimes:
         print_runtimes()
         return
-    if not runs:
-        raise EdgeRobustError("give at least one run directory, e.g. `edgerobust bench runs/train`")
+    runs = runs_argument(runs, target)
     names = [n.strip() for item in (runtime or []) for n in item.split(",") if n.strip()] or None
     batches = parse_int_list(batch, "--batch")
     records = [bench_run(run, target, names, batches, mode, repeats, warmup, precision, threads, memory,

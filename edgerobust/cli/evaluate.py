@@ -10,6 +10,7 @@ from ..evaluation.api import ROBUSTNESS_FILE, evaluate_run
 from ..report.robustness import curve_plot, transfer_heatmap
 from ..run import RunDir
 from .common import command, console, parse_fraction
+from .defaults import RUN_HELP, run_argument
 from .render import table
 
 
@@ -19,7 +20,7 @@ def parse_grid(text: str) -> list[float]:
 
 @command
 def evaluate(
-    run: Path = typer.Argument(..., help="Run directory (from `edgerobust train`)."),
+    run: Optional[Path] = typer.Argument(None, help=RUN_HELP),
     suite: str = typer.Option("standard", "--suite", help="standard (APGD-CE → APGD-T → Square) or none."),
     fab: bool = typer.Option(False, "--fab", help="Add FAB-T to the standard suite, before Square (AutoAttack's "
                                                   "order: APGD-CE → APGD-T → FAB-T → Square)."),
@@ -45,7 +46,7 @@ def evaluate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Attack a run's model and write RUN/robustness.json, plots in RUN/figures and the manifest's robustness."""
-    target = RunDir.open(run)
+    target = RunDir.open(run_argument(run))
     result = evaluate_run(
         target, suite=suite, eps=parse_fraction(eps, "ε"), norm=norm, attacks=attack, curve=curve,
         curve_grid=parse_grid(curve_eps) if curve_eps else None, curve_steps=curve_steps,

@@ -11,7 +11,7 @@ from ..devices import resolve_target
 from ..run_select import choose_bundle, choose_run, choose_runs
 from .common import console
 
-RUN_HELP = "Run directory [default: the current directory if it is a run, else the most recent run under ./runs]."
+RUN_HELP = "Run directory (default: the current directory if it is a run, else the most recent run under ./runs)."
 TARGET_HELP = "Device profile name, alias (jetson, orin, x86, ...) or .toml path (see `edgerobust devices list`)."
 
 

@@ -53,8 +53,8 @@ def export(
 
 @command
 def verify(
-    bundle: Optional[Path] = typer.Argument(None, help="Bundle directory [default: the current directory if it is a "
-                                            "bundle, else the latest bundle of the current or most recent run]."),
+    bundle: Optional[Path] = typer.Argument(None, help="Bundle directory (default: the current directory if it is a "
+                                            "bundle, else the latest bundle of the current or most recent run)."),
     golden: bool = typer.Option(True, "--golden/--no-golden", help="Also re-run the golden inputs (onnxruntime)."),
 ) -> None:
     """Verify a deployment bundle: sha256 of every file, no extra files, and the golden outputs."""

@@ -306,7 +306,7 @@ FIELDS = {  # where a path goes -> how to set it
 }
 ESCAPES = ["dotdot", "deep-dotdot", "absolute", "link-file", "link-dir-component", "link-inside"]
 TREE = ["link-to-outside-file", "link-to-outside-dir", "model-replaced-by-link", "fifo", "socket",
-        "nested-link", "link-to-dev-null"]
+        "nested-link", "link-to-dev-null", "manifest-replaced-by-link"]
 
 
 def apply_escape(bundle: Path, outside: Path, kind: str, sentinel: str) -> tuple[str, str]:
@@ -354,6 +354,8 @@ def apply_tree(bundle: Path, outside: Path, kind: str) -> str:
         (bundle / "extra" / "deeper").mkdir()
         (bundle / "extra" / "deeper" / "up").symlink_to(outside, target_is_directory=True)
         return "extra/deeper/up"
+    if kind == "manifest-replaced-by-link":  # the manifest itself is read only once it is known to be a plain file
+        return "manifest.json"
     (bundle / "null").symlink_to(os.devnull)
     return "null"
 
@@ -380,6 +382,9 @@ def test_no_hostile_bundle_reaches_outside(mutations, golden):
                 FIELDS[key](manifest, value)
                 names += [key, name]
         (bundle / "manifest.json").write_text(json.dumps(manifest))
+        if any(key == "manifest-replaced-by-link" for _, key, _, _ in mutations):
+            shutil.move(bundle / "manifest.json", outside / "manifest.json")
+            (bundle / "manifest.json").symlink_to(outside / "manifest.json")
         previous = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("something in the bundle was opened"))
         signal.alarm(30)
         try:
@@ -401,3 +406,10 @@ def test_an_accepted_name_never_leaves_the_root(absolute, parts):
         return
     joined = os.path.normpath(os.path.join(root, name))
     assert joined.startswith(root + os.sep) and not absolute
+
+
+def test_a_manifest_nested_too_deeply_is_one_line(tmp_path):
+    bundle, outside = fresh(tmp_path)
+    (bundle / "manifest.json").write_text('{"files": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(SealError, match="nested too deeply|not valid JSON"):
+        verify_bundle(bundle)

@@ -177,6 +177,8 @@ def read_manifest_file(bundle: Path) -> Any:
         raise SealError(f"{bundle} is not a bundle (no {MANIFEST_NAME})") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SealError(f"{path} is not valid JSON ({type(exc).__name__}); re-export the bundle") from None
+    except RecursionError:
+        raise SealError(f"{path} is nested too deeply to be a bundle manifest; re-export the bundle") from None
 
 
 def check_bundle(bundle: str | Path) -> Sealed:
@@ -188,5 +190,9 @@ def check_bundle(bundle: str | Path) -> Sealed:
     manifest = read_manifest_file(bundle)
     if not isinstance(manifest, dict):
         raise SealError(f"{bundle / MANIFEST_NAME} is not an edgerobust bundle manifest")
-    check_manifest_paths(bundle, manifest, files)
+    try:
+        check_manifest_paths(bundle, manifest, files)
+    except RecursionError:
+        raise SealError(f"{bundle / MANIFEST_NAME} is nested too deeply to be a bundle manifest; "
+                        "re-export the bundle") from None
     return Sealed(bundle, manifest, files)

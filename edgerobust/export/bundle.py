@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import EdgeRobustError
 from ..io import atomic_path, sha256_file, write_json
-from .seal import MANIFEST_NAME, BundleError, check_bundle, scan_tree
+from .seal import MANIFEST_NAME, BundleError, SealError, check_bundle, scan_tree
 
 BUNDLE_FORMAT = "edgerobust-bundle-1"
 __all__ = ["BUNDLE_FORMAT", "MANIFEST_NAME", "BundleError", "check_writable", "file_table", "read_manifest",
@@ -59,7 +59,10 @@ def staging(out: str | Path) -> Iterator[Path]:
         raise EdgeRobustError(f"cannot write the bundle to {out}: {exc.strerror}; choose another --out") from None
     try:
         yield stage
-        check_bundle(stage)  # export writes only regular files and directories, named inside the bundle
+        try:  # export publishes only regular files and directories, named inside the bundle
+            check_bundle(stage)
+        except SealError as exc:
+            raise SealError(f"not published: {str(exc).replace(str(stage), str(out))}") from None
         old = None
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")

@@ -58,8 +58,8 @@ def staging(out: str | Path) -> Iterator[Path]:
     except OSError as exc:
         raise EdgeRobustError(f"cannot write the bundle to {out}: {exc.strerror}; choose another --out") from None
     try:
-        yield stage
         try:  # export publishes only regular files and directories, named inside the bundle
+            yield stage
             check_bundle(stage)
         except SealError as exc:
             raise SealError(f"not published: {str(exc).replace(str(stage), str(out))}") from None

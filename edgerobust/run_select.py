@@ -99,20 +99,34 @@ def choose_runs(runs: list[Path] | None, cwd: str | Path | None = None) -> tuple
     return [chosen.path], chosen.note
 
 
+def _located(run: RunDir, recorded: Path) -> Path | None:
+    for candidate in (recorded, run.path / recorded.name, run.path.parent / recorded.name):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
 def bundle_of(run: RunDir) -> Path:
-    """The run's most recently exported bundle (found where the export recorded it, or beside the run)."""
+    """The run's most recently exported bundle (found where the export recorded it, or beside the run); exports in
+    the same second (the manifest keeps seconds) are ordered by their bundle manifest's mtime."""
     exports = run.manifest.get("export")
     entries = [e for e in exports.values() if isinstance(e, dict) and e.get("bundle")] \
         if isinstance(exports, dict) else []
     if not entries:
         raise EdgeRobustError(f"run {run.path} has no export bundle; make one with `edgerobust export` "
                               "or pass BUNDLE")
-    latest = Path(max(entries, key=lambda e: str(e.get("created", "")))["bundle"])
-    for candidate in (latest, run.path / latest.name, run.path.parent / latest.name):
-        if candidate.is_dir():
-            return candidate
-    raise EdgeRobustError(f"the bundle {latest} recorded by run {run.path} no longer exists; re-export it "
-                          "or pass BUNDLE")
+    found = [(str(e.get("created", "")), path) for e in entries
+             if (path := _located(run, Path(e["bundle"]))) is not None]
+    if not found:
+        latest = max(entries, key=lambda e: str(e.get("created", "")))["bundle"]
+        raise EdgeRobustError(f"the bundle {latest} recorded by run {run.path} no longer exists; re-export it "
+                              "or pass BUNDLE")
+
+    def key(item: tuple[str, Path]) -> tuple[str, int]:
+        manifest = item[1] / BUNDLE_MANIFEST
+        return item[0], manifest.stat().st_mtime_ns if manifest.is_file() else 0
+
+    return max(found, key=key)[1]
 
 
 def choose_bundle(bundle: str | Path | None = None, cwd: str | Path | None = None) -> Chosen:

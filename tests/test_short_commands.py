@@ -193,6 +193,18 @@ def test_bundle_of_the_chosen_run(tmp_path):
     assert chosen.path == run / "export-jetson-nano" and chosen.note.startswith("using runs/r/export-jetson-nano")
     (run / "export-jetson-nano" / "manifest.json").write_text("{}")
     assert choose_bundle(cwd=run / "export-jetson-nano").path == run / "export-jetson-nano"
+    # two exports in the same second: the bundle whose manifest was written last
+    manifest["export"]["x86-cpu"] = {"bundle": str(run / "export-x86-cpu"), "created": "2025-06-01T00:00:02"}
+    (run / "model.json").write_text(json.dumps(manifest))
+    (run / "export-x86-cpu").mkdir()
+    for name, mtime in (("export-x86-cpu", 2e9), ("export-jetson-nano", 1e9)):
+        (run / name / "manifest.json").write_text("{}")
+        os.utime(run / name / "manifest.json", (mtime, mtime))
+    assert choose_bundle(cwd=tmp_path).path == run / "export-x86-cpu"
+    shutil.rmtree(run / "export-x86-cpu")
+    shutil.rmtree(run / "export-jetson-nano")
+    with pytest.raises(EdgeRobustError, match="recorded by run .* no longer exists"):
+        choose_bundle(cwd=tmp_path)
 
 
 @settings(max_examples=25, deadline=None)

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "edgerobust"
 LAYERS: list[set[str]] = [
     {"errors", "registry", "io", "versions", "progress", "tomlfile", "recipe", "config", "compute_device"},
     {"data", "models"},
-    {"run"},
+    {"run", "run_select"},
     {"__init__"},
     {"attacks", "training", "compress", "evaluation"},
     {"devices", "export", "bench", "certify", "runner", "remote"},

@@ -12,6 +12,7 @@ from ..evaluation.api import ROBUSTNESS_FILE, evaluate_run
 from ..report.robustness import curve_plot, transfer_heatmap
 from ..run import RunDir
 from .common import command, console, split_list
+from .defaults import RUN_HELP, run_argument
 from .render import table
 
 H = functools.partial(option_help, EvaluateConfig)
@@ -19,7 +20,7 @@ H = functools.partial(option_help, EvaluateConfig)
 
 @command
 def evaluate(
-    run: Path = typer.Argument(..., help="Run directory (from `edgerobust train`)."),
+    run: Optional[Path] = typer.Argument(None, help=RUN_HELP),
     suite: Optional[str] = typer.Option(None, "--suite", help=H("suite", "standard (APGD-CE → APGD-T → Square) or "
                                                                          "none")),
     fab: Optional[bool] = typer.Option(None, "--fab/--no-fab", help=H(
@@ -49,7 +50,7 @@ def evaluate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Attack a run's model and write RUN/robustness.json, plots in RUN/figures and the manifest's robustness."""
-    target = RunDir.open(run)
+    target = RunDir.open(run_argument(run))
     result = evaluate_run(
         target, transfer=[RunDir.open(p) for p in transfer], ensemble=[RunDir.open(p) for p in ensemble],
         progress=False if quiet else None, suite=suite, eps=eps, norm=norm, attacks=attack or None, curve=curve,

@@ -4,7 +4,9 @@
     calibration.npz, manifest.json  (sha256 and size of every other file)
 
 It is assembled in a hidden sibling directory and renamed into place at the end, so a failed export leaves no
-half-written bundle; `verify_bundle` detects a changed, missing or added file.
+half-written bundle; `verify_bundle` detects a changed, missing or added file. Every reader goes through
+`seal.check_bundle` first (no links, special files or escaping manifest paths), and so does the staged bundle before
+it is published.
 """
 from __future__ import annotations
 
@@ -19,18 +21,19 @@ from typing import Any
 import numpy as np
 
 from ..errors import EdgeRobustError
-from ..io import atomic_path, read_json, sha256_file, write_json
+from ..io import atomic_path, sha256_file, write_json
+from .seal import MANIFEST_NAME, BundleError, SealError, check_bundle, scan_tree
 
 BUNDLE_FORMAT = "edgerobust-bundle-1"
-MANIFEST_NAME = "manifest.json"
-
-
-class BundleError(EdgeRobustError):
-    """A bundle that is missing, incomplete or has been changed since it was written."""
+__all__ = ["BUNDLE_FORMAT", "MANIFEST_NAME", "BundleError", "check_writable", "file_table", "read_manifest",
+           "save_array", "staging", "verify_bundle", "write_manifest"]
 
 
 def check_writable(out: Path) -> None:
     """Fail before any work when `out` cannot be created: the nearest existing ancestor must be a writable dir."""
+    if out.is_symlink():
+        raise EdgeRobustError(f"{out} is a symbolic link; a bundle is written only as a plain directory, "
+                              "choose another --out")
     if out.exists() and not out.is_dir():
         raise EdgeRobustError(f"{out} exists and is not a directory; choose another --out")
     ancestor = out.parent
@@ -55,7 +58,11 @@ def staging(out: str | Path) -> Iterator[Path]:
     except OSError as exc:
         raise EdgeRobustError(f"cannot write the bundle to {out}: {exc.strerror}; choose another --out") from None
     try:
-        yield stage
+        try:  # export publishes only regular files and directories, named inside the bundle
+            yield stage
+            check_bundle(stage)
+        except SealError as exc:
+            raise SealError(f"not published: {str(exc).replace(str(stage), str(out))}") from None
         old = None
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -75,9 +82,11 @@ def save_array(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-def file_table(directory: Path) -> dict[str, dict[str, Any]]:
-    return {str(p.relative_to(directory)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != MANIFEST_NAME}
+def file_table(directory: Path, files: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """sha256 and size of every regular file but the manifest (`files`: the names `scan_tree` found, if known)."""
+    names = scan_tree(directory) if files is None else files
+    return {name: {"sha256": sha256_file(directory / name), "bytes": (directory / name).stat().st_size}
+            for name in names if name != MANIFEST_NAME}
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -87,28 +96,35 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
-def read_manifest(bundle: str | Path) -> dict[str, Any]:
-    bundle = Path(bundle)
-    if not bundle.is_dir():
-        raise BundleError(f"bundle {bundle} does not exist; create it with `edgerobust export`")
-    if not (bundle / MANIFEST_NAME).is_file():
-        raise BundleError(f"{bundle} is not a bundle (no {MANIFEST_NAME})")
-    manifest = read_json(bundle / MANIFEST_NAME)
-    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT or "files" not in manifest:
+def _check_format(bundle: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    if manifest.get("format") != BUNDLE_FORMAT or not isinstance(manifest.get("files"), dict):
         raise BundleError(f"{bundle / MANIFEST_NAME} is not an edgerobust bundle manifest")
+    models = manifest.get("models") or {}
+    if not isinstance(models, dict):
+        raise BundleError(f"{bundle / MANIFEST_NAME}: models must map a precision to its model; re-export")
+    for precision, entry in models.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            raise BundleError(f"{bundle / MANIFEST_NAME}: models.{precision} names no model file; re-export")
     return manifest
 
 
-def verify_bundle(bundle: str | Path, run_golden: bool = False) -> dict[str, Any]:
-    """Check every file against its sha256 (and that none was added); optionally re-run the golden inputs."""
+def read_manifest(bundle: str | Path) -> dict[str, Any]:
+    """The manifest of a sealed bundle (checked by `seal.check_bundle` before it is returned)."""
     bundle = Path(bundle)
-    manifest = read_manifest(bundle)
+    return _check_format(bundle, check_bundle(bundle).manifest)
+
+
+def verify_bundle(bundle: str | Path, run_golden: bool = False) -> dict[str, Any]:
+    """Seal check, then every file against its sha256 (and that none was added); optionally re-run the golden inputs."""
+    bundle = Path(bundle)
+    sealed = check_bundle(bundle)
+    manifest = _check_format(bundle, sealed.manifest)
     expected = manifest["files"]
-    actual = file_table(bundle)
+    actual = file_table(bundle, sealed.files)
     for name, entry in expected.items():
         if name not in actual:
             raise BundleError(f"bundle {bundle}: {name} is missing; re-export the bundle")
-        if actual[name]["sha256"] != entry["sha256"]:
+        if not isinstance(entry, dict) or actual[name]["sha256"] != entry.get("sha256"):
             raise BundleError(f"bundle {bundle}: {name} has been modified (sha256 differs from the manifest); "
                               "re-export the bundle")
     extra = sorted(set(actual) - set(expected))
@@ -124,8 +140,9 @@ def check_golden(bundle: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Run every ONNX model in the bundle on the golden inputs with onnxruntime and compare with the outputs."""
     from .parity import compare, ort_session, run_onnx
 
-    inputs = np.load(bundle / "golden_inputs.npy")
-    golden = np.load(bundle / "golden_outputs.npy")
+    names = manifest.get("golden") or {}
+    inputs = np.load(bundle / names.get("inputs", "golden_inputs.npy"), allow_pickle=False)
+    golden = np.load(bundle / names.get("outputs", "golden_outputs.npy"), allow_pickle=False)
     figures = {}
     for precision, entry in manifest.get("models", {}).items():
         got = compare(golden, run_onnx(ort_session(bundle / entry["file"]), inputs))

@@ -14,7 +14,7 @@ from ..errors import DataError, EdgeRobustError
 from ..progress import progress_bar
 from ..run import RunDir, now
 from ..versions import package_versions
-from .bundle import save_array, staging, write_manifest
+from .bundle import save_array, save_golden_tolerances, staging, write_manifest
 from .calibration import CALIBRATION_NAME, calibration_sample, save_calibration
 from .fp16 import to_fp16
 from .memory import check_budget, estimate_memory
@@ -132,6 +132,8 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile = "x
         save_array(stage / "golden_inputs.npy", inputs)
         save_array(stage / "golden_outputs.npy", reference)
         save_array(stage / "golden_labels.npy", labels)
+        for precision, entry in save_golden_tolerances(stage, proto, inputs, list(models)).items():
+            models[precision]["golden_tolerance"] = entry
         calib_info = None
         if calibration:
             images, calib_labels = calibration_sample(load_inputs(run, "train", data_root), calibration)

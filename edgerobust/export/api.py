@@ -21,6 +21,7 @@ from .memory import check_budget, estimate_memory
 from .onnx_export import INPUT_NAME, OUTPUT_NAME, opset_of, save_onnx, simplify, to_onnx
 from .operators import check_operators, graph_operators
 from .parity import check_parity, run_torch
+from .tolerance import float64_outputs
 
 FP32_TOLERANCE = 1e-4  # absolute, on logits
 FP16_TOLERANCE = 1e-2  # relative to the largest |logit|: fp16 keeps ~3 significant digits
@@ -132,7 +133,8 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile = "x
         save_array(stage / "golden_inputs.npy", inputs)
         save_array(stage / "golden_outputs.npy", reference)
         save_array(stage / "golden_labels.npy", labels)
-        for precision, entry in save_golden_tolerances(stage, proto, inputs, list(models)).items():
+        exact = float64_outputs(model, inputs)
+        for precision, entry in save_golden_tolerances(stage, proto, inputs, list(models), exact).items():
             models[precision]["golden_tolerance"] = entry
         calib_info = None
         if calibration:

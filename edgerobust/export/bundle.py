@@ -121,8 +121,11 @@ def verify_bundle(bundle: str | Path, run_golden: bool = False) -> dict[str, Any
     return result
 
 
-def save_golden_tolerances(directory: Path, proto: Any, inputs: np.ndarray, precisions: list[str]) -> dict[str, Any]:
+def save_golden_tolerances(directory: Path, proto: Any, inputs: np.ndarray, precisions: list[str],
+                           reference: np.ndarray | None = None) -> dict[str, Any]:
     """Derive each precision's golden tolerance (export/tolerance.py) and save it beside the golden outputs.
+
+    `reference`: the golden model's float64 outputs (see `golden_tolerances`).
 
     Returns the manifest entry per precision: `{"file", "max", "kind", "rule", "reference"}`, or with `file` None
     where no finite bound exists (the outputs are then checked for finiteness only).
@@ -130,7 +133,7 @@ def save_golden_tolerances(directory: Path, proto: Any, inputs: np.ndarray, prec
     from .tolerance import DECISION_RULE, REFERENCE, golden_tolerances
 
     entries = {}
-    for precision, bound in golden_tolerances(proto, inputs, precisions).items():
+    for precision, bound in golden_tolerances(proto, inputs, precisions, reference).items():
         entry: dict[str, Any] = {"kind": "derived forward error bound (absolute, per logit, vs golden outputs)",
                                  "rule": DECISION_RULE, "reference": REFERENCE}
         if bound is None:

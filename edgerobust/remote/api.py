@@ -7,8 +7,8 @@ clocks, temperatures, runtime, precision, threads, batch, warm-up, repeats and s
 from __future__ import annotations
 
 import re
+import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from .session import DeviceSession
 
 DEVICE_FORMAT = "edgerobust-device-1"
 HOST_RUNTIMES = ("ort-cpu", "ort-cuda", "ort-tensorrt", "tensorrt")  # what the runner can run
-Progress = Callable[[str], None]
+_MANIFEST_LOCK = threading.Lock()  # a fleet finishes several devices' records in threads
 
 
 def device_slug(name: str) -> str:
@@ -116,13 +116,14 @@ class DeviceRecord:
         self.doc["complete"] = error is None
         self.doc["error"] = error_record(error) if error else None
         write_json(self.path, self.doc)
-        section = dict(self.run.manifest.get("device", {}))
-        entry = dict(section.get(self.slug, {}))
-        entry[self.kind] = {"file": str(self.path.relative_to(self.run.path)), "host": self.doc.get("host"),
-                            "target": self.doc.get("target"), "complete": self.doc["complete"],
-                            "error": self.doc["error"], "rows": len(self.doc["rows"]), "updated": now()}
-        section[self.slug] = entry
-        self.run.update("device", section)
+        with _MANIFEST_LOCK:
+            section = dict(self.run.manifest.get("device", {}))
+            entry = dict(section.get(self.slug, {}))
+            entry[self.kind] = {"file": str(self.path.relative_to(self.run.path)), "host": self.doc.get("host"),
+                                "target": self.doc.get("target"), "complete": self.doc["complete"],
+                                "error": self.doc["error"], "rows": len(self.doc["rows"]), "updated": now()}
+            section[self.slug] = entry
+            self.run.update("device", section)
         return self.doc
 
 

@@ -152,8 +152,9 @@ def measure_row(session: DeviceSession, args: list[str], stability: Stability) -
 
 def device_bench(run: RunDir | str | Path, target: str | Path | DeviceProfile, options: RemoteOptions | DeviceSession,
                  *, precisions: list[str] | None = None, batches: list[int] = (1,), runtime: str | None = None,
-                 threads: int | None = None, warmup: int = 10, repeats: int = 50, stability: Stability | None = None,
-                 bundle: str | Path | None = None, name: str | None = None, progress: bool | None = None,
+                 threads: int | None = None, warmup: int = 10, repeats: int = 50,
+                 stability: Stability | dict | None = None, bundle: str | Path | None = None, name: str | None = None,
+                 progress: bool | None = None,
                  ) -> dict[str, Any]:
     """Time the run's bundle on the device per precision and batch (compute and end-to-end) into the run."""
     run, profile, bundle_path, session, slug = _open(run, target, options, bundle, name)
@@ -163,7 +164,8 @@ def device_bench(run: RunDir | str | Path, target: str | Path | DeviceProfile, o
     if missing:
         raise EdgeRobustError(f"bundle {bundle_path} has no {missing[0]} model (it has "
                               f"{', '.join(manifest.get('models', {}))}); re-export or choose --precision")
-    stability = stability or Stability.from_profile(profile.power)
+    if not isinstance(stability, Stability):  # None or overrides of the profile's limits
+        stability = Stability.from_profile(profile.power, **(stability or {}))
     threads = profile.threads if threads is None else threads
     transfer = session.connect(bundle_path)
     runtime = choose_runtime(session, profile, runtime)

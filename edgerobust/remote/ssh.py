@@ -7,13 +7,18 @@ OpenSSH reports them only as exit status 255 and text).
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import subprocess
+import tempfile
 
 from .errors import (
     AuthenticationError,
     ConnectionDroppedError,
     HostKeyChangedError,
     HostKeyUnknownError,
+    RemoteError,
     UnknownHostError,
     UnreachableError,
 )
@@ -32,13 +37,54 @@ class SSHTransport(Transport):
         self.ssh_config = ssh_config or os.environ.get("EDGEROBUST_SSH_CONFIG") or None
         self.connect_timeout = connect_timeout
         self.insecure_host_key = insecure_host_key
+        self._control: str | None = None  # one multiplexed connection for all of this transport's commands
 
-    def base_argv(self) -> list[str]:
+    def control_dir(self) -> str:
+        if self._control is None:
+            self._control = tempfile.mkdtemp(prefix="edgerobust-ssh-")
+            atexit.register(self.close)
+        return self._control
+
+    def close(self) -> None:
+        """End the shared connection (ssh -O exit) and remove its socket directory."""
+        if self._control is None:
+            return
+        subprocess.run([*self.base_argv(), "-O", "exit", "--", self.spec.host], capture_output=True, timeout=10,
+                       stdin=subprocess.DEVNULL)
+        shutil.rmtree(self._control, ignore_errors=True)
+        self._control = None
+
+    def start_master(self) -> None:
+        """Open the shared connection once, in the background (stdio detached, so no pipe is held open by it);
+        commands then ride on it. A failure to connect raises the typed error here."""
+        if self._control is not None:
+            return
+        self.control_dir()
+        with tempfile.TemporaryFile() as err:
+            try:
+                done = subprocess.run([*self.base_argv(master=True), "-f", "-N", "--", self.spec.host],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                      timeout=self.connect_timeout + 20)
+            except subprocess.TimeoutExpired:
+                raise UnreachableError(f"{self.label}: no SSH connection within {self.connect_timeout + 20:g} s; "
+                                       "is the device on and its SSH server running?") from None
+            if done.returncode != 0:
+                err.seek(0)
+                text = err.read().decode(errors="replace")
+                raise ssh_error(text, self.label) or RemoteError(f"{self.label}: ssh failed ({text.strip()[-200:]})")
+
+    def run(self, script: str, stdin: bytes | None = None, timeout: float | None = None):
+        self.start_master()
+        return super().run(script, stdin=stdin, timeout=timeout)
+
+    def base_argv(self, master: bool = False) -> list[str]:
         argv = ["ssh"]
         if self.ssh_config:
             argv += ["-F", self.ssh_config]
         argv += ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, round(self.connect_timeout))}",
-                 "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
+                 "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
+                 "-o", f"ControlPath={self.control_dir()}/%C"]
+        argv += ["-o", "ControlMaster=yes", "-o", "ControlPersist=60"] if master else ["-o", "ControlMaster=no"]
         if self.insecure_host_key:
             argv += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
         else:
@@ -62,6 +108,12 @@ class SSHTransport(Transport):
         error = ssh_error(done.stderr.decode(errors="replace"), self.label)
         if error is not None:
             raise error
+        if not done.stderr.strip():  # a shared connection that died says nothing: does the device still answer?
+            try:
+                self.run("exit 0", timeout=self.connect_timeout + 5)
+            except RemoteError as exc:
+                raise ConnectionDroppedError(f"{self.label}: the connection dropped mid-command and the device no "
+                                             f"longer answers ({exc.kind}); results gathered so far are kept") from None
 
 
 def ssh_error(stderr: str, label: str) -> Exception | None:

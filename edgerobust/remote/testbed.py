@@ -111,12 +111,19 @@ class LoopbackSSHD:
         raise EdgeRobustError(f"sshd did not listen on port {self.port} within 15 s; see {self.dir / 'sshd.log'}")
 
     def stop(self) -> None:
-        """Stop the server and every connection it serves (its whole process group)."""
+        """Stop the server and every connection it serves (its children start sessions of their own)."""
+        import psutil
+
         if self.proc is not None and self.proc.poll() is None:
             try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+                children = psutil.Process(self.proc.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                children = []
+            for process in [psutil.Process(self.proc.pid), *children]:
+                try:
+                    process.send_signal(signal.SIGKILL)
+                except psutil.NoSuchProcess:
+                    pass
             self.proc.wait()
         if getattr(self, "log", None):
             self.log.close()

@@ -59,13 +59,11 @@ class Transport:
         try:
             out, err = proc.communicate(stdin if stdin is not None else b"", timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            proc.communicate()
+            _abandon(proc)
             raise RemoteTimeoutError(f"{self.label}: no answer within {timeout:g} s; the device is busy or hung "
                                      "(raise --timeout or check the device)") from None
         except BaseException:
-            _kill_group(proc)
-            proc.communicate()
+            _abandon(proc)
             raise
         done = Completed(proc.returncode, out, err, time.perf_counter() - started)
         self.classify(done)
@@ -75,11 +73,16 @@ class Transport:
         return {}
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _abandon(proc: subprocess.Popen) -> None:
+    """Kill the command's process group and stop reading: a shared SSH connection may hold our pipes open."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+    proc.wait()
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
 
 
 def make_transport(spec: HostSpec, root: str | None = None, ssh_config: str | None = None,

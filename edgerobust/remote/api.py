@@ -216,20 +216,21 @@ def device_replay(run: RunDir | str | Path, target: str | Path | DeviceProfile,
     manifest = read_manifest(bundle_path)
     have = list(manifest.get("models", {}))
     precisions = [p for p in (precisions or ["fp32", "fp16"]) if p in have]
-    sets = adversarial_sets(run)
+    bundle_sets = {k: bundle_path / e["file"] for k, e in (manifest.get("replay") or {}).items() if k != "clean"}
+    extra = {k: p for k, p in adversarial_sets(run).items() if k not in bundle_sets}  # saved after the export
     host = {"clean": host_accuracy(bundle_path)}
-    for key, path in sets.items():
+    for key, path in {**bundle_sets, **extra}.items():
         with np.load(path, allow_pickle=False) as data:
-            host[key] = float(np.asarray(data["robust"], dtype=bool).mean())
+            host[key] = float(np.asarray(data["robust"], dtype=bool).mean()) if "robust" in data.files else None
     threads = profile.threads if threads is None else threads
     transfer = session.connect(bundle_path)
     runtime = choose_runtime(session, profile, runtime)
-    remote_dir = session.send_sets(run.path / "adversarial", [f"{k}.npz" for k in sets]) if sets else None
+    remote_dir = session.send_sets(run.path / "adversarial", [f"{k}.npz" for k in extra]) if extra else None
     record = DeviceRecord(run, slug, "replay", {
         "host": session.label, "target": profile.name, "bundle": str(bundle_path),
         "bundle_sha256": session.bundle_sha, "device": device_facts(session, transfer.to_dict()),
         "settings": {"runtime": runtime, "threads": threads, "batch": batch, "precisions": precisions,
-                     "sets": list(sets)}})
+                     "sets": ["clean", *bundle_sets, *extra]}})
     try:
         with progress_bar(progress) as bar:
             task = bar.add_task(f"replay on {session.label}", total=len(precisions), status="")
@@ -237,7 +238,7 @@ def device_replay(run: RunDir | str | Path, target: str | Path | DeviceProfile,
                 bar.update(task, status=precision)
                 args = ["--precision", precision, "--runtime", runtime, "--threads", str(threads), "--batch",
                         str(batch), "--no-points"]
-                for key in sets:
+                for key in extra:
                     args += ["--set", f"{remote_dir}/{key}.npz"]
                 result = session.call("replay", *args)
                 rows = {}

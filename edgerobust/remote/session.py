@@ -77,6 +77,7 @@ class DeviceSession:
         self.bundle_sha: str | None = None
         self.python_version: str | None = None
         self._info: dict | None = None
+        self._ready: set[str] = set()  # bundle hashes this session has already put in place and checked
 
     @property
     def label(self) -> str:
@@ -125,6 +126,8 @@ class DeviceSession:
 
             self.bundle_sha = sha256_file(manifest)
             self.bundle = f"bundles/{self.bundle_sha}"
+            if self.bundle_sha in self._ready:
+                return transfer
         have = self.probe()
         transfer.seconds["connect"] = time.perf_counter() - started
         if "runner" not in have:
@@ -149,6 +152,7 @@ class DeviceSession:
                 transfer.bytes_sent += self.unpack(Path(bundle), regular_files(bundle), self.bundle)
                 transfer.bundle_copied = True
             transfer.seconds["bundle"] = time.perf_counter() - started
+            self._ready.add(self.bundle_sha)
         return transfer
 
     def unpack(self, directory: Path, names: list[str], dest: str) -> int:

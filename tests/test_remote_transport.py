@@ -6,7 +6,6 @@ import threading
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from remote_testbed import fresh_bed, ssh_bed  # noqa: F401 (fixtures)
 
 from edgerobust.errors import EdgeRobustError
 from edgerobust.remote import make_transport, parse_host

@@ -243,7 +243,7 @@ def device_replay(run: RunDir | str | Path, target: str | Path | DeviceProfile,
                 result = session.call("replay", *args)
                 rows = {}
                 for key, figures in result.get("sets", {}).items():
-                    key = Path(key).stem if key != "clean" else key
+                    key = key[:-len(".npz")] if key.endswith(".npz") else key  # a --set file is named by its file
                     device_accuracy = figures["accuracy"]
                     rows[key] = {**figures, "host_accuracy": host.get(key),
                                  "gap": None if host.get(key) is None else host[key] - device_accuracy}

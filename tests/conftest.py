@@ -2,7 +2,7 @@ import os
 
 import pytest
 import torch
-from remote_testbed import device_python, edge_profiles, edge_run, fresh_bed, run_copy, ssh_bed  # noqa: F401
+from remote_testbed import device_python, edge_copy, edge_profiles, edge_run, fresh_bed, ssh_bed  # noqa: F401
 
 os.environ.setdefault("EDGEROBUST_PROGRESS", "0")
 torch.set_num_threads(min(2, torch.get_num_threads()))

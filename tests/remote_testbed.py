@@ -109,7 +109,7 @@ def edge_run(digits_run, edge_profiles, tmp_path_factory):
 
 
 @pytest.fixture
-def run_copy(edge_run, tmp_path):
+def edge_copy(edge_run, tmp_path):
     """A private copy of edge_run (its bundles stay shared and read-only)."""
     import shutil
 

@@ -2,6 +2,7 @@
 import hashlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -23,8 +24,9 @@ def run_runner(*argv, key_source=None):
 
 def run_program(python, bundle, *argv, stdin=None, timeout=300):
     """(exit code, JSON document) of `python BUNDLE/edgerobust_runner/run.py ARGV...` as a separate process."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}  # the runner needs neither
     done = subprocess.run([str(python), str(Path(bundle) / "edgerobust_runner" / "run.py"), *map(str, argv)],
-                          input=stdin, capture_output=True, timeout=timeout)
+                          input=stdin, capture_output=True, timeout=timeout, env=env)
     lines = done.stdout.decode().splitlines()
     assert len(lines) == 1, (done.stdout, done.stderr[-2000:])
     return done.returncode, json.loads(lines[0])

@@ -9,7 +9,7 @@ cost is two clock reads (see benchmarks/timer_overhead.py).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import EdgeRobustError

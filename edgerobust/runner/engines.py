@@ -28,8 +28,8 @@ def make_key(onnx_sha256, precision, max_batch, facts):
            "compute_capability": facts.get("compute_capability")}
     missing = [name for name in KEY_FIELDS if key[name] in (None, "")]
     if missing:
-        raise RunnerError("engine_build_failed", "cannot key a TensorRT engine: this device does not tell its "
-                                                 "{}; check the GPU driver and TensorRT install".format(", ".join(missing)))
+        raise RunnerError("engine_build_failed", "cannot key a TensorRT engine: this device does not tell its {}; "
+                                                 "check the GPU driver and TensorRT install".format(", ".join(missing)))
     return key
 
 
@@ -71,8 +71,8 @@ class EngineCache:
             with open(engine_path, "rb") as handle:
                 data = handle.read()
         except (OSError, ValueError):
-            raise RunnerError("engine_key_mismatch", "cached engine {} has no readable key record; it is not "
-                                                     "used (pass --build-engine to rebuild it)".format(engine_path)) from None
+            message = "cached engine {} has no readable key record; it is not used (pass --build-engine to rebuild it)"
+            raise RunnerError("engine_key_mismatch", message.format(engine_path)) from None
         recorded = record.get("key") if isinstance(record, dict) else None
         if recorded != key:
             differs = sorted(k for k in KEY_FIELDS if not isinstance(recorded, dict) or recorded.get(k) != key[k])
@@ -152,6 +152,12 @@ def cuda_gpu():
 
 
 def device_facts():
-    """The real key source: TensorRT version and the GPU as the CUDA driver reports it."""
+    """The real key source: TensorRT version and the GPU as the CUDA driver reports it (else as `info` sees it)."""
     name, capability = cuda_gpu()
+    if name is None or capability is None:
+        from .machine import Root, gpu, jetson
+
+        root = Root()
+        seen = gpu(root, jetson(root)) or {}
+        name, capability = name or seen.get("name"), capability or seen.get("compute_capability")
     return {"tensorrt_version": tensorrt_version(), "gpu_name": name, "compute_capability": capability}

@@ -96,14 +96,14 @@ def parse_online(text):
 
 
 def cpu_model(root):
-    """x86: "model name"; ARM: the core named from "CPU part" (a Jetson Nano's cpuinfo has no model name)."""
+    """ARM: the core named from "CPU part" (a Jetson Nano says only "ARMv8 Processor"); x86: "model name"."""
     text = root.read("/proc/cpuinfo") or ""
-    match = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
-    if match:
-        return match.group(1).strip()
     part = re.search(r"^CPU part\s*:\s*(0x[0-9a-fA-F]+)", text, re.MULTILINE)
     if part:
         return ARM_PARTS.get(part.group(1).lower(), "ARM CPU part " + part.group(1))
+    match = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    if match:
+        return match.group(1).strip()
     return platform.processor() or None
 
 
@@ -199,6 +199,8 @@ def gpu(root, jetson_facts=None):
         name, capability = TEGRA_GPUS[jetson_facts["soc"]]
         return {"name": name, "compute_capability": capability, "source": "device-tree"}
     out = root.command("nvidia-smi", ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"])
+    if not (out and out.strip()) and root.root is None:  # drivers before 510 do not know compute_cap
+        out = root.command("nvidia-smi", ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"])
     if out and out.strip():
         fields = [f.strip() for f in out.strip().splitlines()[0].split(",")]
         return {"name": fields[0], "compute_capability": fields[1] if len(fields) > 1 else None,

@@ -63,7 +63,8 @@ class Options:
 
     def __init__(self, runtime="ort-cpu", threads=0, max_batch=1, cache=None, build_engine=False, key_source=None):
         if runtime not in RUNTIME_NAMES:
-            raise RunnerError("usage", "unknown runtime {!r}; choose one of {}".format(runtime, ", ".join(RUNTIME_NAMES)))
+            raise RunnerError("usage", "unknown runtime {!r}; choose one of {}".format(
+                runtime, ", ".join(RUNTIME_NAMES)))
         self.runtime, self.threads, self.max_batch = runtime, int(threads), int(max_batch)
         self.cache, self.build_engine = cache_dir(cache), build_engine
         self.key_source = key_source or device_facts
@@ -74,8 +75,9 @@ def open_session(bundle, precision, options):
     entry = bundle.model_entry(precision)
     allowed = entry.get("runtimes")
     if allowed and options.runtime not in allowed:
-        raise RunnerError("precision_unavailable", "the bundle's {} model runs on {} only, not {}; choose --runtime "
-                                                   "{}".format(precision, ", ".join(allowed), options.runtime, allowed[0]))
+        raise RunnerError("precision_unavailable", "the bundle's {} model runs on {} only, not {}; choose "
+                                                   "--runtime {}".format(precision, ", ".join(allowed),
+                                                                         options.runtime, allowed[0]))
     path = bundle.path(entry["file"], "models." + precision)
     onnx_sha256 = bundle.artifact(precision)["sha256"]
     if options.runtime == "tensorrt":
@@ -110,8 +112,9 @@ class OrtSession:
         try:
             self.session = ort.InferenceSession(path, sess_options=session_options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types per failure
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise RunnerError("provider_unavailable", "onnxruntime cannot load {} with {} ({})".format(
-                path, self.provider, str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__)) from None
+                path, self.provider, reason)) from None
         active = self.session.get_providers()
         if active[0] != self.provider:  # never report a silent CPU fallback as a GPU figure
             raise RunnerError("provider_unavailable", "onnxruntime fell back to {} for {}; {} could not take the "
@@ -312,7 +315,8 @@ class TensorRTSession:
             self.input_name, self.output_name = inputs[0], [n for n in names if n not in inputs][0]
             out_dtype = self.trt_engine.get_tensor_dtype(self.output_name)
         else:
-            self.input_index = [i for i in range(self.trt_engine.num_bindings) if self.trt_engine.binding_is_input(i)][0]
+            bindings = range(self.trt_engine.num_bindings)
+            self.input_index = [i for i in bindings if self.trt_engine.binding_is_input(i)][0]
             self.output_index = 1 - self.input_index
             out_dtype = self.trt_engine.get_binding_dtype(self.output_index)
         self.out_dtype = np.float16 if out_dtype == trt.float16 else np.float32

@@ -12,8 +12,13 @@ from .errors import RunnerError
 
 MANIFEST_NAME = "manifest.json"
 BUNDLE_FORMAT = "edgerobust-bundle-1"
-PATH_KEYS = ("file", "path")  # any field with one of these names, anywhere in the manifest, names a bundle file
-GOLDEN_KEYS = ("inputs", "outputs", "labels")
+# A string (or list of strings) under one of these keys, at any depth, names a file (or, for DIRECTORY_KEYS, a
+# directory) in the bundle. The same declaration as the host's checker, so both refuse the same manifests.
+PATH_KEYS = frozenset(["file", "files", "path", "paths", "dir", "directory", "runner", "entry", "script", "inputs",
+                       "outputs", "labels", "masks", "engine", "calibration"])
+PATH_SUFFIXES = ("_file", "_files", "_path", "_paths", "_dir")
+DIRECTORY_KEYS = frozenset(["dir", "directory", "runner"])
+PATH_TABLES = frozenset(["files"])  # a mapping under this key has paths as its keys (the file table)
 CHUNK = 1 << 20
 
 
@@ -22,7 +27,7 @@ def check_name(name, what):
     if not isinstance(name, str) or not name:
         raise RunnerError("unsafe_path", "{}: {!r} is not a file name; re-export the bundle".format(what, name))
     bad = None
-    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+    if name.startswith(("/", "~")) or (len(name) > 1 and name[1] == ":"):
         bad = "is an absolute path"
     elif "\\" in name or "\x00" in name:
         bad = "contains a backslash or NUL"
@@ -33,7 +38,7 @@ def check_name(name, what):
     return name
 
 
-def resolve(bundle, name, what):
+def resolve(bundle, name, what, directory=False):
     """The on-disk path of `name` after checking that every component is a real directory / regular file."""
     check_name(name, what)
     path = bundle
@@ -52,7 +57,7 @@ def resolve(bundle, name, what):
         if not last and not stat.S_ISDIR(info.st_mode):
             raise RunnerError("unsafe_path", "{}: {} passes through {}, which is not a directory".format(
                 what, name, "/".join(parts[:i + 1])))
-        if last:
+        if last and not (directory and stat.S_ISDIR(info.st_mode)):
             _check_regular(info, name, what)
     real_bundle = os.path.realpath(bundle)
     if os.path.commonpath([real_bundle, os.path.realpath(path)]) != real_bundle:
@@ -94,29 +99,32 @@ def walk_tree(bundle):
     return sorted(names)
 
 
+def is_path_key(key):
+    return key in PATH_KEYS or str(key).endswith(PATH_SUFFIXES)
+
+
 def manifest_names(manifest):
-    """(name, where) for every path the manifest names: `files` keys, every file/path field, golden files."""
-    found = [(name, "files") for name in manifest.get("files", {})]
+    """(name, where, may_be_directory) for every manifest field declared a path (PATH_KEYS, at any depth).
 
-    def visit(value, where):
-        if isinstance(value, dict):
-            for key, item in value.items():
-                here = where + "." + str(key)
-                if key in PATH_KEYS and not isinstance(item, (dict, list)):
-                    found.append((item, here))
-                elif where == "golden" and key in GOLDEN_KEYS:
-                    found.append((item, here))
-                elif key == "files" and where == "runner" and isinstance(item, list):
-                    found.extend((name, here) for name in item)
-                else:
-                    visit(item, here)
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                visit(item, "{}[{}]".format(where, i))
+    Strings (or lists of strings) under a path key are paths; numbers, booleans and null there are skipped; a mapping
+    is walked by its own keys, except a file table (`files`), whose keys are the paths.
+    """
+    found = []
 
-    for key, value in manifest.items():
-        if key != "files":
-            visit(value, key)
+    def walk(node, key, where):
+        if isinstance(node, dict):
+            for child, value in node.items():
+                here = "{}.{}".format(where, child) if where else str(child)
+                if key in PATH_TABLES:
+                    found.append((child, "{}[{!r}]".format(where, child), False))
+                walk(value, str(child), here)
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, key, "{}[{}]".format(where, i))
+        elif is_path_key(key) and node is not None and not isinstance(node, (bool, int, float)):
+            found.append((node, where, key in DIRECTORY_KEYS))
+
+    walk(manifest, "", "")
     return found
 
 
@@ -167,7 +175,8 @@ def open_bundle(directory):
     except OSError:
         raise RunnerError("bundle_missing", "{} is not a bundle (no {})".format(directory, MANIFEST_NAME)) from None
     if stat.S_ISLNK(info.st_mode):
-        raise RunnerError("unsafe_path", "{} is a symbolic link; a bundle holds regular files only".format(MANIFEST_NAME))
+        raise RunnerError("unsafe_path", "{} is a symbolic link; a bundle holds regular files only".format(
+            MANIFEST_NAME))
     _check_regular(info, MANIFEST_NAME, "bundle")
     try:
         with open(manifest_path, "rb") as handle:
@@ -180,8 +189,8 @@ def open_bundle(directory):
         raise RunnerError("bundle_invalid", "{} is not an edgerobust bundle manifest (format {})".format(
             manifest_path, BUNDLE_FORMAT))
     walk_tree(directory)
-    for name, where in manifest_names(manifest):
-        resolve(directory, name, "manifest " + where)
+    for name, where, may_be_directory in manifest_names(manifest):
+        resolve(directory, name, "manifest " + where, may_be_directory)
     return Bundle(directory, manifest, hashlib.sha256(raw).hexdigest())
 
 

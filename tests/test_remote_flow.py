@@ -24,6 +24,7 @@ from edgerobust.remote.errors import (
     HostKeyChangedError,
     PythonMissingError,
     PythonTooOldError,
+    RemoteTimeoutError,
     RunnerCrashedError,
     RuntimeMissingError,
     UnknownHostError,
@@ -150,11 +151,11 @@ connect_timeout = 3
 
 
 def kill_when(pattern: list[str], action, stop: threading.Event):
-    """Call `action(process)` on the first process whose command line holds every word of `pattern`."""
+    """Call `action(process)` on the first Python process whose command line holds every word of `pattern`."""
     while not stop.is_set():
         for process in psutil.process_iter(["cmdline"]):
             cmdline = process.info["cmdline"] or []
-            if all(word in cmdline for word in pattern) and "sh" not in cmdline[:1]:
+            if cmdline and Path(cmdline[0]).name.startswith("python") and all(word in cmdline for word in pattern):
                 action(process)
                 return
         time.sleep(0.02)
@@ -298,3 +299,23 @@ def test_pipeline_device_step(edge_copy, device_python, tmp_path):
     assert any("pgd-0.1 accuracy (gap to host)" in what for what in rows)
     assert read_json(edge_copy.path / "device" / "local" / "bench.json")["complete"]
     assert (tmp_path / "pipe" / "device-work" / "bundles").is_dir()
+
+
+def test_noisy_rows_are_remeasured_then_flagged(edge_copy, device_python, tmp_path):
+    doc = device_bench(edge_copy, "x86-edge", local(device_python, tmp_path / "d"), precisions=["fp32"], warmup=2,
+                       repeats=10, stability={"max_cv": 1e-12, "remeasure": 2}, name="noisy")
+    row = doc["rows"][0]
+    assert len(row["attempts"]) == 3 and not row["settled"] and row["flag"].startswith("never settled after 3 runs")
+    assert all(a["why"].startswith("cv ") for a in row["attempts"])
+
+
+def test_timeout_mid_bench_is_typed_and_kills_the_runner(edge_copy, device_python, tmp_path):
+    options = local(device_python, tmp_path / "d")
+    options.timeout = 4.0
+    device_bench(edge_copy, "x86-edge", options, precisions=["fp32"], name="slow", **QUICK)  # copies first
+    with pytest.raises(RemoteTimeoutError, match="no answer within 4 s"):
+        device_bench(edge_copy, "x86-edge", options, precisions=["fp32"], warmup=0, repeats=10**8, name="slow")
+    saved = read_json(edge_copy.path / "device" / "slow" / "bench.json")
+    assert saved["error"]["kind"] == "timeout" and not saved["complete"]
+    runner = str(tmp_path / "d")
+    assert not [p for p in psutil.process_iter(["cmdline"]) if any(runner in w for w in p.info["cmdline"] or [])]

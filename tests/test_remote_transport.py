@@ -113,3 +113,40 @@ def test_timeout_kills_the_command(ssh_bed):
     transport = make_transport(parse_host(ssh_bed.alias), ssh_config=str(ssh_bed.config))
     with pytest.raises(RemoteTimeoutError, match="no answer within"):
         transport.run("sleep 30", timeout=1.5)
+
+
+def test_transfer_sends_regular_files_only(tmp_path):
+    import os
+    import tarfile
+
+    from edgerobust.remote.transfer import TransferError, pack, regular_files
+
+    (tmp_path / "b" / "sub").mkdir(parents=True)
+    (tmp_path / "b" / "model.onnx").write_bytes(b"m")
+    (tmp_path / "b" / "sub" / "x.npy").write_bytes(b"x")
+    names = regular_files(tmp_path / "b")
+    assert names == ["model.onnx", "sub/x.npy"]
+    with tarfile.open(fileobj=__import__("io").BytesIO(pack(tmp_path / "b", names))) as tar:
+        members = tar.getmembers()
+    assert [m.name for m in members] == names and all(m.isfile() and m.mode == 0o644 and m.uid == 0 for m in members)
+    (tmp_path / "b" / "etc").symlink_to("/etc")
+    with pytest.raises(TransferError, match="'etc' is a link"):
+        regular_files(tmp_path / "b")
+    (tmp_path / "b" / "etc").unlink()
+    os.mkfifo(tmp_path / "b" / "sub" / "pipe")
+    with pytest.raises(TransferError, match="'sub/pipe' is not a regular file"):
+        regular_files(tmp_path / "b")
+
+
+def test_stability_limits():
+    from edgerobust.remote.options import Stability
+
+    limits = Stability.from_profile({"max_cv": 0.05, "max_temperature_rise_c": 3}, remeasure=1)
+    assert (limits.max_cv, limits.max_temperature_rise_c, limits.remeasure) == (0.05, 3.0, 1)
+    assert Stability.from_profile({}, max_cv=None).max_cv == Stability.max_cv
+    assert limits.settled({"compute": {"cv": 0.05}, "temperature_rise_c": 3.0}) == (True, "")
+    assert limits.settled({"compute": {"cv": 0.051}, "temperature_rise_c": None})[0] is False
+    ok, why = limits.settled({"compute": {"cv": 0.01}, "temperature_rise_c": 3.5})
+    assert not ok and "temperature rose 3.5" in why
+    with pytest.raises(EdgeRobustError):
+        Stability.from_profile({}, max_cv=0)

@@ -182,7 +182,9 @@ class DeviceSession:
         words = [self.transport.python, self.runner, command]
         if bundle and self.bundle and command not in ("info", "unpack"):
             words += ["--bundle", self.bundle]
-        done = self.run(prelude + q(*words, *args), stdin=stdin, timeout=timeout)
+        limit = (timeout or self.timeout) + 5  # the device ends a runner we stopped waiting for, a little later
+        guard = f'T=; command -v timeout >/dev/null 2>&1 && T="timeout -s KILL {limit:g}"\n'
+        done = self.run(guard + prelude + "exec $T " + q(*words, *args), stdin=stdin, timeout=timeout)
         doc = parse_document(done.stdout)
         if doc is None:
             self._diagnose(command, done)

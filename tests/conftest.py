@@ -3,6 +3,7 @@ import os
 import pytest
 import torch
 from arm64_testbed import arm64_host, arm64_testbed  # noqa: F401  (session fixtures: one test bed per session)
+from remote_testbed import device_python, edge_copy, edge_profiles, edge_run, fresh_bed, ssh_bed  # noqa: F401
 
 os.environ.setdefault("EDGEROBUST_PROGRESS", "0")
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -17,3 +18,52 @@ def digits_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "digits"
     return train_model(out, "scnn2:8-16", "digits", TrainConfig(epochs=4, batch_size=64, lr=0.05, augment=False),
                        progress=False)
+
+
+@pytest.fixture(scope="session")
+def runner_bundle(digits_run, tmp_path_factory):
+    """The digits run exported for jetson-nano (fp32 + fp16) with one PGD set in RUN/adversarial: the runner's bundle.
+
+    Read-only for tests; a test that changes a bundle copies it first (tests/runner_helpers.copy_bundle).
+    """
+    import shutil
+
+    import numpy as np
+
+    from edgerobust.attacks.base import get_attack
+    from edgerobust.data import load_dataset
+    from edgerobust.export.api import export_run
+    from edgerobust.run import RunDir
+
+    run_path = tmp_path_factory.mktemp("runner") / "run"
+    shutil.copytree(digits_run.path, run_path)
+    run = RunDir.open(run_path)
+    model = run.load_model().eval()
+    test = load_dataset("digits", "test", None)
+    x, y = test.images[:48], test.labels[:48]
+    x_adv = get_attack("pgd", eps=0.1, steps=5, seed=0)(model, x, y)
+    with torch.no_grad():
+        robust = (model(x_adv).argmax(1) == y).numpy()
+    (run_path / "adversarial").mkdir()
+    np.savez(run_path / "adversarial" / "pgd-0.1.npz", x_adv=x_adv.numpy().astype(np.float32),
+             labels=y.numpy().astype(np.int64), indices=np.arange(48, dtype=np.int64), robust=robust)
+    return export_run(run, "jetson-nano", fp16=True, calibration=0, golden=32, progress=False).bundle
+
+
+@pytest.fixture(scope="session")
+def torch_free_python(request):
+    """A virtual environment with ONLY numpy and onnxruntime from the package index (no torch, no edgerobust),
+    created once and kept in pytest's cache directory; returns its python executable."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    venv = Path(request.config.cache.mkdir("torch-free-venv"))
+    python = venv / "bin" / "python"
+    marker = venv / "installed.ok"
+    if not marker.is_file():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "numpy",
+                        "onnxruntime"], check=True)
+        marker.write_text("numpy onnxruntime\n")
+    return python

@@ -124,10 +124,12 @@ def test_jetson_nano_bundle_opset_fp16_parity_and_manifest(run):
     assert recorded["parity"]["fp32"]["max_abs_diff"] == fp32["max_abs_diff"]
     assert recorded["memory"]["estimate_bytes"] <= load_profile("jetson-nano").memory_budget_bytes
     # every file is listed with its sha256; golden arrays are plain .npy (format 1.0) for numpy 1.19
-    files = {p.name for p in bundle.iterdir()} - {"manifest.json"}
-    assert files == set(m["files"]) == {"model.onnx", "model.fp16.onnx", "profile.json", "golden_inputs.npy",
-                                        "golden_outputs.npy", "golden_labels.npy", "calibration.npz",
-                                        "golden_tolerance.fp32.npy", "golden_tolerance.fp16.npy"}
+    files = {str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()} - {"manifest.json"}
+    runner = set(m["runner"]["files"])  # the device runner travels with the bundle (tests/test_runner.py)
+    assert files == set(m["files"]) and files - runner == {
+        "model.onnx", "model.fp16.onnx", "profile.json", "golden_inputs.npy", "golden_outputs.npy",
+        "golden_labels.npy", "calibration.npz", "golden_tolerance.fp32.npy",
+        "golden_tolerance.fp16.npy"}
     assert (bundle / "golden_inputs.npy").read_bytes()[:8] == b"\x93NUMPY\x01\x00"
     golden_in, golden_out = np.load(bundle / "golden_inputs.npy"), np.load(bundle / "golden_outputs.npy")
     assert golden_in.dtype == np.float32 and golden_in.min() >= 0 and golden_in.max() <= 1

@@ -1,20 +1,23 @@
 """Timing: an injectable clock, warm-up, repeats, and the statistics every latency figure reports.
 
+The statistics (`summarize`) live in the device runner's pure-numpy `runner/stats.py`, so host and device
+figures share one definition.
+
 The harness reads the clock twice per call and does nothing else inside the timed region, so its own
 cost is two clock reads (see benchmarks/timer_overhead.py).
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..errors import EdgeRobustError
+from ..runner.stats import PERCENTILES, summarize  # one implementation, shared with the device runner
+
+__all__ = ["PERCENTILES", "Clock", "TimingPlan", "summarize", "time_calls"]
 
 Clock = Callable[[], int]  # monotonic nanoseconds, like time.perf_counter_ns
-PERCENTILES = (50, 90, 99)
 
 
 @dataclass(frozen=True)
@@ -50,14 +53,3 @@ def time_calls(fn: Callable[[], object], plan: TimingPlan, *, clock: Clock = tim
         fn()
         durations.append((clock() - start) * 1e-9)
     return durations
-
-
-def summarize(durations_s: Sequence[float]) -> dict[str, float | int]:
-    """p50/p90/p99 (numpy's linear interpolation), mean, std (population), min, max, all in milliseconds."""
-    if len(durations_s) == 0:
-        raise ValueError("no durations to summarise")
-    ms = np.asarray(durations_s, dtype=np.float64) * 1e3
-    p50, p90, p99 = np.percentile(ms, PERCENTILES)
-    return {"n": int(ms.size), "p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99),
-            "mean_ms": float(ms.mean()), "std_ms": float(ms.std()), "min_ms": float(ms.min()),
-            "max_ms": float(ms.max()), "cv": float(ms.std() / ms.mean()) if ms.mean() > 0 else 0.0}

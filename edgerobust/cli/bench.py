@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from ..bench import MODES, bench_run, runtime_table
 from ..errors import EdgeRobustError
+from . import remote as remote_cmd
 from .common import command, console, err_console
 from .render import table
 
@@ -75,11 +76,17 @@ def bench(
     repeats: int = typer.Option(50, "--repeats", help="Timed calls per measurement."),
     warmup: int = typer.Option(10, "--warmup", help="Untimed calls before timing."),
     mode: str = typer.Option("latency", "--mode", help=f"One of: {', '.join(MODES.names())}."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 or fp16 (where the target and runtime allow)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 or fp16 (where the target and runtime "
+                                            "allow; default fp32 here, every precision of the bundle on a device)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: the target's)."),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak memory in a separate pass."),
     list_runtimes: bool = typer.Option(False, "--list-runtimes", help="List runtimes and why any cannot run here."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    host: Optional[str] = remote_cmd.HOST, hosts: Optional[Path] = remote_cmd.HOSTS,
+    python: Optional[str] = remote_cmd.PYTHON, ssh_config: Optional[Path] = remote_cmd.SSH_CONFIG,
+    device_dir: Optional[str] = remote_cmd.DEVICE_DIR, insecure: bool = remote_cmd.INSECURE,
+    timeout: float = remote_cmd.TIMEOUT, max_cv: Optional[float] = remote_cmd.MAX_CV,
+    max_temp_rise: Optional[float] = remote_cmd.MAX_RISE, remeasure: Optional[int] = remote_cmd.REMEASURE,
 ) -> None:
     """Time a run's model per runtime and batch size (p50/p90/p99, throughput, GFLOP/s, memory) into RUN/bench.json."""
     if list_runtimes:
@@ -89,6 +96,14 @@ def bench(
         raise EdgeRobustError("give at least one run directory, e.g. `edgerobust bench runs/train`")
     names = [n.strip() for item in (runtime or []) for n in item.split(",") if n.strip()] or None
     batches = parse_int_list(batch, "--batch")
+    if host or hosts:  # on a device, through the runner (edgerobust.remote)
+        settings = {"precisions": [precision] if precision else None, "batches": batches, "threads": threads,
+                    "runtime": names[0] if names else None, "warmup": warmup, "repeats": repeats,
+                    "stability": {"max_cv": max_cv, "max_temperature_rise_c": max_temp_rise, "remeasure": remeasure}}
+        options = {"python": python, "ssh_config": ssh_config, "device_dir": device_dir, "insecure": insecure,
+                   "timeout": timeout}
+        return remote_cmd.run_remote("bench", runs, target, host, hosts, options, settings, quiet)
+    precision = precision or "fp32"
     records = [bench_run(run, target, names, batches, mode, repeats, warmup, precision, threads, memory,
                          progress=False if quiet else None) for run in runs]
     console.print(results_table(records))

@@ -11,6 +11,7 @@ import numpy as np
 from ..data import load_dataset
 from ..devices import DeviceProfile, load_profile
 from ..errors import DataError, EdgeRobustError
+from ..io import sha256_file
 from ..progress import progress_bar
 from ..run import RunDir, now
 from ..versions import package_versions
@@ -21,6 +22,7 @@ from .memory import check_budget, estimate_memory
 from .onnx_export import INPUT_NAME, OUTPUT_NAME, opset_of, save_onnx, simplify, to_onnx
 from .operators import check_operators, graph_operators
 from .parity import check_parity, run_torch
+from .ship import ship_replay_sets, ship_runner
 from .tolerance import float64_outputs
 
 FP32_TOLERANCE = 1e-4  # absolute, on logits
@@ -143,7 +145,11 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile = "x
             calib_info = {"file": CALIBRATION_NAME, "count": len(images), "split": "train",
                           "sampling": "class-balanced, seed 0"}
         write_profile(stage, profile)
-        advance("golden + calibration")
+        runner = ship_runner(stage)
+        replay = ship_replay_sets(run.path, stage, input_shape)
+        for precision, entry in models.items():
+            entry.update(precision=precision, sha256=sha256_file(stage / entry["file"]))
+        advance("golden + calibration + runner")
 
         engines = []
         if engine:
@@ -167,7 +173,7 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile = "x
             "models": models, "memory": memory,
             "golden": {"inputs": "golden_inputs.npy", "outputs": "golden_outputs.npy", "labels": "golden_labels.npy",
                        "count": len(inputs), "split": "test", "outputs_from": "PyTorch eager fp32 (CPU)"},
-            "calibration": calib_info,
+            "calibration": calib_info, "runner": runner, "replay": replay,
             "engines": [{**e, "built_on": platform.node(), "note": "valid only on this device"} for e in engines],
             "versions": package_versions(),
         })

@@ -1,0 +1,352 @@
+"""The device runner's commands on a real exported bundle, and every error kind (docs/runner-protocol.md)."""
+import json
+import os
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from runner_helpers import copy_bundle, error_kind, reseal, run_program, run_runner
+
+from edgerobust.bench import timing
+from edgerobust.runner import PROTOCOL, RUNNER_VERSION, commands, stats
+from edgerobust.runner.errors import KINDS
+
+
+def ok(*argv):
+    code, doc = run_runner(*argv)
+    assert code == 0 and doc["ok"] is True, doc
+    assert doc["protocol"] == PROTOCOL and doc["runner_version"] == RUNNER_VERSION and doc["command"] == argv[0]
+    return doc["result"]
+
+
+def host_logits(bundle, precision, x):
+    entry = json.loads((bundle / "manifest.json").read_text())["models"][precision]
+    session = ort.InferenceSession(str(bundle / entry["file"]), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0].astype(np.float32)
+
+
+def assert_names_its_artifact(figure, bundle, precision):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    entry = manifest["models"][precision]
+    assert figure["artifact"]["file"] == entry["file"] and figure["artifact"]["precision"] == precision
+    assert figure["artifact"]["sha256"] == manifest["files"][entry["file"]]["sha256"] == entry["sha256"]
+    import hashlib
+
+    assert figure["artifact"]["bundle_sha256"] == hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest()
+    assert figure["runtime"]["name"] == "ort-cpu" and figure["runtime"]["provider"] == "CPUExecutionProvider"
+    assert figure["runtime"]["version"] == ort.__version__ and "threads" in figure["runtime"]
+    import platform
+
+    assert figure["machine"]["architecture"] == platform.machine()
+
+
+# ---- the bundle export writes ---------------------------------------------------------------------------------
+def test_export_ships_the_runner_and_the_replay_sets(runner_bundle):
+    manifest = json.loads((runner_bundle / "manifest.json").read_text())
+    runner = manifest["runner"]
+    assert runner["protocol"] == PROTOCOL and runner["version"] == RUNNER_VERSION
+    shipped = sorted(p.name for p in (runner_bundle / "edgerobust_runner").iterdir())
+    source = sorted(p for p in os.listdir(os.path.dirname(stats.__file__)) if p.endswith(".py"))
+    assert shipped == source and runner["files"] == [f"edgerobust_runner/{n}" for n in source]
+    assert all(name in manifest["files"] for name in runner["files"])
+    assert manifest["replay"] == {"pgd-0.1": {"file": "replay/pgd-0.1.npz", "count": 48, "host_robust": True}}
+    for precision, entry in manifest["models"].items():
+        assert entry["precision"] == precision and entry["sha256"] == manifest["files"][entry["file"]]["sha256"]
+
+
+# ---- verify ---------------------------------------------------------------------------------------------------
+def test_verify_checks_hashes_and_golden_parity_per_precision(runner_bundle):
+    result = ok("verify", "--bundle", runner_bundle)
+    manifest = json.loads((runner_bundle / "manifest.json").read_text())
+    assert result["files"] == len(manifest["files"]) and result["sha256"] == "ok"
+    assert sorted(result["golden"]) == ["fp16", "fp32"]
+    for precision, figure in result["golden"].items():
+        assert figure["ok"] is True and figure["tolerance"] == manifest["models"][precision]["parity"]["tolerance"]
+        assert_names_its_artifact(figure, runner_bundle, precision)
+    # the figures are the host's definition: recompute them from onnxruntime here
+    inputs = np.load(runner_bundle / "golden_inputs.npy")
+    golden = np.load(runner_bundle / "golden_outputs.npy")
+    expected = np.abs(golden.astype(np.float64) - host_logits(runner_bundle, "fp32", inputs)).max()
+    assert result["golden"]["fp32"]["max_abs_diff"] == pytest.approx(expected, rel=0, abs=1e-6)
+
+
+def test_verify_without_golden_and_one_precision(runner_bundle):
+    assert ok("verify", "--bundle", runner_bundle, "--no-golden")["golden"] == {}
+    assert sorted(ok("verify", "--bundle", runner_bundle, "--precision", "fp16")["golden"]) == ["fp16"]
+
+
+def test_runner_in_its_bundle_finds_it_and_writes_no_bytecode(runner_bundle):
+    code, doc = run_program(sys.executable, runner_bundle, "verify", "--no-golden")
+    assert code == 0 and doc["result"]["sha256"] == "ok"
+    assert not (runner_bundle / "edgerobust_runner" / "__pycache__").exists()
+
+
+# ---- bench ----------------------------------------------------------------------------------------------------
+def test_bench_reports_both_timings_with_the_host_statistics(runner_bundle):
+    result = ok("bench", "--bundle", runner_bundle, "--batch", 4, "--warmup", 2, "--repeats", 7, "--threads", 1)
+    assert_names_its_artifact(result, runner_bundle, "fp32")
+    assert result["runtime"]["batch"] == 4 and result["runtime"]["threads"] == 1
+    for kind in ("compute", "end_to_end"):
+        figures = result[kind]
+        assert figures["n"] == 7 and figures["min_ms"] <= figures["p50_ms"] <= figures["p90_ms"] <= figures["p99_ms"]
+        assert figures["p99_ms"] <= figures["max_ms"] and figures["cv"] == pytest.approx(
+            figures["std_ms"] / figures["mean_ms"])
+        assert figures["throughput_per_s"] == pytest.approx(4e3 / figures["mean_ms"])
+    assert set(result["before"]) == set(result["after"]) == {"thermal", "clocks"}
+    assert result["warmup"] == 2 and result["repeats"] == 7
+
+
+def test_bench_reads_temperatures_and_clocks_through_the_root():
+    from pathlib import Path
+
+    from edgerobust.runner import machine
+
+    nano = machine.Root(str(Path(__file__).parent / "fixtures" / "jetson" / "nano-maxn"))
+    facts = machine.conditions(nano)
+    assert facts["thermal"]["GPU-therm"] == 30.5 and facts["clocks"]["gpu"]["cur_hz"] == 921600000
+
+
+def test_host_timing_uses_the_runner_statistics():
+    assert timing.summarize is stats.summarize and timing.PERCENTILES == stats.PERCENTILES
+
+
+@given(st.lists(st.floats(1e-6, 1.0), min_size=1, max_size=60))
+def test_statistics_definitions(durations):
+    figures = stats.summarize(durations)
+    ms = np.asarray(durations, dtype=np.float64) * 1e3
+    assert figures["p50_ms"] == float(np.percentile(ms, 50)) and figures["mean_ms"] == float(ms.mean())
+    assert figures["std_ms"] == float(ms.std()) and figures["n"] == len(durations)
+    assert figures["min_ms"] <= figures["p50_ms"] <= figures["p90_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+
+
+def test_time_calls_reads_an_injected_clock_twice_per_call():
+    ticks = iter(range(0, 10**9, 1000))
+    calls = []
+    durations = stats.time_calls(lambda: calls.append(1), warmup=3, repeats=4, clock=lambda: next(ticks))
+    assert len(calls) == 7 and durations == [1000 * 1e-9] * 4  # the same arithmetic as time_calls
+
+
+# ---- replay ---------------------------------------------------------------------------------------------------
+def test_replay_per_point_predictions_match_onnxruntime(runner_bundle, tmp_path):
+    external = tmp_path / "extra.npz"
+    golden = np.load(runner_bundle / "golden_inputs.npy")
+    labels = np.load(runner_bundle / "golden_labels.npy")
+    np.savez(external, x_adv=golden[:5], labels=labels[:5])
+    result = ok("replay", "--bundle", runner_bundle, "--batch", 7, "--set", external)
+    assert_names_its_artifact(result, runner_bundle, "fp32")
+    assert sorted(result["sets"]) == sorted(["clean", "pgd-0.1", str(external)])
+    adv = np.load(runner_bundle / "replay" / "pgd-0.1.npz")
+    for name, x, y in (("clean", golden, labels), ("pgd-0.1", adv["x_adv"], adv["labels"])):
+        figure = result["sets"][name]
+        logits = host_logits(runner_bundle, "fp32", x)
+        assert figure["predictions"] == logits.argmax(1).tolist()
+        assert figure["correct"] == int((logits.argmax(1) == y).sum()) and figure["count"] == len(y)
+        top = np.sort(logits.astype(np.float64), 1)
+        np.testing.assert_array_equal(figure["margins"], top[:, -1] - top[:, -2])
+    pgd = result["sets"]["pgd-0.1"]
+    assert pgd["indices"] == adv["indices"].tolist() and pgd["host_robust"] == int(adv["robust"].sum())
+    assert pgd["agree_with_host"] == int((adv["robust"] == (np.array(pgd["predictions"]) == adv["labels"])).sum())
+    assert result["sets"][str(external)]["predictions"] == result["sets"]["clean"]["predictions"][:5]
+
+
+def test_replay_fp16_and_without_points(runner_bundle):
+    result = ok("replay", "--bundle", runner_bundle, "--precision", "fp16", "--no-points", "--no-clean")
+    assert list(result["sets"]) == ["pgd-0.1"] and "predictions" not in result["sets"]["pgd-0.1"]
+    assert result["artifact"]["file"] == "model.fp16.onnx"
+
+
+# ---- smooth ---------------------------------------------------------------------------------------------------
+def test_smoothing_votes_follow_the_documented_protocol(runner_bundle):
+    result = ok("smooth", "--bundle", runner_bundle, "--sigma", 0.25, "--n", 40, "--batch", 16, "--seed", 7,
+                "--start", 3, "--count", 2, "--margin-below", 1.0)
+    x = np.load(runner_bundle / "golden_inputs.npy")
+    assert [p["row"] for p in result["points"]] == [3, 4]
+    for point in result["points"]:
+        row = point["row"]
+        rng = np.random.default_rng([7, row])  # the protocol, recounted on the host with one draw of n
+        noisy = (x[row].astype(np.float64)[None] + 0.25 * rng.standard_normal((40, *x.shape[1:]))).astype(np.float32)
+        logits = host_logits(runner_bundle, "fp32", noisy)
+        assert point["counts"] == np.bincount(logits.argmax(1), minlength=10).tolist()
+        top = np.sort(logits.astype(np.float64), 1)
+        gaps = top[:, -1] - top[:, -2]
+        assert [s[0] for s in point["low_margin"]] == np.nonzero(gaps < 1.0)[0].tolist()
+        assert sum(point["counts"]) == 40
+
+
+def test_noise_stream_does_not_depend_on_the_batch():
+    x = np.linspace(0, 1, 12, dtype=np.float32).reshape(1, 3, 4)
+    chunks = [np.concatenate(list(commands.noise_batches(x, 0.5, 23, b, 1, 9))) for b in (1, 5, 23, 64)]
+    for other in chunks[1:]:
+        np.testing.assert_array_equal(chunks[0], other)
+
+
+# ---- sealing: the runner's own checks, before anything is read ------------------------------------------------
+def mutate_manifest(bundle, change):
+    reseal(bundle, change)
+
+
+@pytest.mark.parametrize("name", ["../outside.onnx", "/etc/hostname", "a/../model.onnx", "./model.onnx", ""])
+def test_model_paths_outside_the_bundle_are_refused(runner_bundle, tmp_path, name):
+    bundle = copy_bundle(runner_bundle, tmp_path)
+    (tmp_path / "outside.onnx").write_bytes((bundle / "model.onnx").read_bytes())
+    mutate_manifest(bundle, lambda m: m["models"]["fp32"].update(file=name))
+    for command in ("verify", "bench", "replay"):
+        assert "models.fp32.file" in error_kind([command, "--bundle", bundle], "unsafe_path")
+
+
+def test_links_and_special_files_are_refused(runner_bundle, tmp_path):
+    bundle = copy_bundle(runner_bundle, tmp_path)
+    os.symlink("/etc", bundle / "etc")  # a directory link is not skipped
+    assert "etc" in error_kind(["verify", "--bundle", bundle, "--no-golden"], "unsafe_path")
+    os.unlink(bundle / "etc")
+    (bundle / "model.onnx").rename(tmp_path / "real.onnx")
+    os.symlink(tmp_path / "real.onnx", bundle / "model.onnx")
+    assert "model.onnx" in error_kind(["verify", "--bundle", bundle], "unsafe_path")
+    os.unlink(bundle / "model.onnx")
+    os.link(tmp_path / "real.onnx", bundle / "model.onnx")
+    assert "hard link" in error_kind(["verify", "--bundle", bundle], "unsafe_path")
+    os.unlink(bundle / "model.onnx")
+    os.mkfifo(bundle / "model.onnx")
+    assert "regular file" in error_kind(["verify", "--bundle", bundle], "unsafe_path")
+
+
+def test_a_linked_manifest_is_refused(runner_bundle, tmp_path):
+    bundle = copy_bundle(runner_bundle, tmp_path)
+    (bundle / "manifest.json").rename(tmp_path / "manifest.json")
+    os.symlink(tmp_path / "manifest.json", bundle / "manifest.json")
+    error_kind(["verify", "--bundle", bundle], "unsafe_path")
+
+
+def test_nothing_outside_is_read_when_a_path_escapes(runner_bundle, tmp_path):
+    """The escaping model is a FIFO: opening it would block (a timeout here); the check must come first."""
+    bundle = copy_bundle(runner_bundle, tmp_path)
+    os.mkfifo(tmp_path / "trap.onnx")
+    mutate_manifest(bundle, lambda m: m["models"]["fp16"].update(file="../trap.onnx"))
+    code, doc = run_program(sys.executable, bundle, "verify", "--precision", "fp16", timeout=120)
+    assert code == 2 and doc["error"]["kind"] == "unsafe_path"
+
+
+# ---- the other error kinds ------------------------------------------------------------------------------------
+def test_modified_missing_and_unlisted_files(runner_bundle, tmp_path):
+    bundle = copy_bundle(runner_bundle, tmp_path)
+    data = bytearray((bundle / "golden_labels.npy").read_bytes())
+    data[-1] ^= 1
+    (bundle / "golden_labels.npy").write_bytes(bytes(data))
+    assert "golden_labels.npy" in error_kind(["verify", "--bundle", bundle], "bundle_modified")
+    assert "golden_labels.npy" in error_kind(["bench", "--bundle", bundle], "bundle_modified")
+    reseal(bundle)
+    (bundle / "extra.txt").write_text("x")
+    assert "extra.txt" in error_kind(["verify", "--bundle", bundle], "bundle_modified")
+    (bundle / "extra.txt").unlink()
+    (bundle / "profile.json").unlink()
+    assert "profile.json" in error_kind(["verify", "--bundle", bundle], "bundle_modified")
+
+
+def test_parity_failure(runner_bundle, tmp_path):
+    bundle = copy_bundle(runner_bundle, tmp_path)
+    golden = np.load(bundle / "golden_outputs.npy")
+    np.save(bundle / "golden_outputs.npy", golden + 0.5)
+    reseal(bundle)
+    assert "model.onnx" in error_kind(["verify", "--bundle", bundle, "--precision", "fp32"], "parity_failed")
+
+
+@pytest.mark.parametrize("argv, kind", [
+    (["launch"], "usage"),
+    ([], "usage"),
+    (["bench", "--batch", "many"], "usage"),
+    (["bench", "--runtime", "torch-cpu"], "usage"),
+    (["smooth", "--sigma", "0.5"], "usage"),
+    (["verify", "--bundle", "/nonexistent/bundle"], "bundle_missing"),
+    (["bench", "--precision", "int8"], "precision_unavailable"),
+    (["bench", "--runtime", "ort-cuda"], "provider_unavailable"),
+    (["replay", "--set", "/nonexistent.npz"], "set_invalid"),
+])
+def test_error_kinds(runner_bundle, argv, kind):
+    if argv and argv[0] in ("bench", "smooth", "replay") and "--bundle" not in argv:
+        argv = [*argv, "--bundle", runner_bundle]
+    error_kind(argv, kind)
+
+
+def test_bundle_missing_and_invalid(tmp_path):
+    error_kind(["verify", "--bundle", tmp_path], "bundle_missing")
+    (tmp_path / "manifest.json").write_text("{not json")
+    error_kind(["verify", "--bundle", tmp_path], "bundle_invalid")
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "something-else", "files": {}}))
+    error_kind(["verify", "--bundle", tmp_path], "bundle_invalid")
+    error_kind(["verify"], "usage")  # the runner is not inside a bundle here
+
+
+def test_bad_sets(runner_bundle, tmp_path):
+    np.savez(tmp_path / "nolabels.npz", x_adv=np.zeros((2, 1, 8, 8), np.float32))
+    np.savez(tmp_path / "shape.npz", x_adv=np.zeros((2, 3, 8, 8), np.float32), labels=np.zeros(2, np.int64))
+    np.savez(tmp_path / "pickled.npz", x_adv=np.array([{"code": 1}], dtype=object), labels=np.zeros(1, np.int64))
+    for name, words in (("nolabels", "labels"), ("shape", "float32"), ("pickled", "cannot be read")):
+        message = error_kind(["replay", "--bundle", runner_bundle, "--set", tmp_path / f"{name}.npz"], "set_invalid")
+        assert words in message
+    error_kind(["smooth", "--bundle", runner_bundle, "--sigma", 0.1, "--n", 2, "--set", "no-such-set"], "usage")
+
+
+def test_missing_onnxruntime_names_the_package(runner_bundle, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    message = error_kind(["bench", "--bundle", runner_bundle], "runtime_missing")
+    assert "onnxruntime" in message and "pip install onnxruntime" in message
+
+
+def test_missing_tensorrt_names_the_package(runner_bundle, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    message = error_kind(["bench", "--bundle", runner_bundle, "--runtime", "tensorrt", "--cache", tmp_path],
+                         "runtime_missing")
+    assert "tensorrt" in message and "python3-libnvinfer" in message
+
+
+def test_an_unexpected_failure_is_internal_with_exit_1(runner_bundle, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(commands, "replay", broken)
+    code, doc = run_runner("replay", "--bundle", runner_bundle)
+    assert code == 1 and doc["error"] == {"kind": "internal", "message": "ZeroDivisionError: boom"}
+
+
+def test_python_too_old_is_a_protocol_error(monkeypatch, capsys):
+    import runpy
+    from pathlib import Path
+
+    monkeypatch.setattr(sys, "version_info", (3, 5, 2, "final", 0))
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(Path(stats.__file__).with_name("run.py")), run_name="__main__")
+    doc = json.loads(capsys.readouterr().out)
+    assert exit_info.value.code == 2 and doc["error"]["kind"] == "python_too_old" and "3.5.2" in doc["error"]["message"]
+
+
+def test_every_documented_kind_is_in_the_protocol_document():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "runner-protocol.md").read_text()
+    assert all(f"`{kind}`" in text for kind in KINDS)
+
+
+def test_precision_entries_are_data(runner_bundle, tmp_path):
+    """An int8 entry for TensorRT only: onnxruntime refuses it by name, its calibration path is sealed too."""
+    bundle = copy_bundle(runner_bundle, tmp_path)
+    int8 = {"file": "model.onnx", "precision": "int8", "runtimes": ["tensorrt"],
+            "calibration_file": "golden_inputs.npy"}
+    mutate_manifest(bundle, lambda m: m["models"].update(int8=int8))
+    assert "tensorrt only" in error_kind(["bench", "--bundle", bundle, "--precision", "int8"], "precision_unavailable")
+    error_kind(["bench", "--bundle", bundle, "--precision", "int8", "--runtime", "tensorrt"], "runtime_missing")
+    verified = ok("verify", "--bundle", bundle)["golden"]
+    assert verified["int8"]["checked"] is False and verified["fp32"]["ok"] is True
+    mutate_manifest(bundle, lambda m: m["models"]["int8"].update(calibration_file="../calib.npz"))
+    assert "calibration_file" in error_kind(["verify", "--bundle", bundle], "unsafe_path")
+
+
+@pytest.mark.parametrize("section", [{"masks_file": "../x.npz"}, {"sets": [{"path": "/etc/passwd"}]},
+                                     {"engine": "~/model.engine"}, {"dir": "../"}])
+def test_sections_added_later_are_sealed_by_their_keys(runner_bundle, tmp_path, section):
+    """The same path keys as the host's checker: a new section is checked without a new rule."""
+    bundle = copy_bundle(runner_bundle, tmp_path)
+    mutate_manifest(bundle, lambda m: m.update(certify=section))
+    assert "certify" in error_kind(["verify", "--bundle", bundle, "--no-golden"], "unsafe_path")

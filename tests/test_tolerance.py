@@ -28,6 +28,7 @@ from edgerobust.export.tolerance import (
     float64_outputs,
     forward_error_bound,
     golden_tolerances,
+    smoothing_agreement,
 )
 from edgerobust.models.registry import build_model
 
@@ -157,3 +158,20 @@ def test_resigned_artifact_beyond_the_bound_is_caught(bundle, precision, file_na
     assert verify_bundle(bundle)["sha256"] == "ok"  # the hashes alone vouch for it now
     with pytest.raises(BundleError, match=rf"{file_name} no longer reproduces the golden outputs within the derived"):
         verify_bundle(bundle, run_golden=True)
+
+
+def test_smoothing_votes_agree_except_near_the_boundary(zoo):
+    from edgerobust.runner.commands import noise_batches
+
+    model, proto, shape, sessions = zoo["scnn2-mp"]
+    x = np.random.default_rng(1).random(shape, dtype=np.float32)
+    samples = np.concatenate(list(noise_batches(x, 0.5, 200, 64, 7, 3)))
+    for precision, session in sessions.items():
+        counts = np.bincount(run_onnx(session, samples).argmax(1), minlength=10)
+        got = smoothing_agreement(proto, x, 3, 0.5, 200, 7, counts, precision)
+        assert got["passed"] and got["disagreeing"] <= got["near_boundary"] and sum(got["host_counts"]) == 200
+    # Votes moved away from where the host is certain are refused.
+    moved = np.zeros(10, np.int64)
+    moved[(np.array(got["host_counts"]).argmax() + 1) % 10] = 200
+    wrong = smoothing_agreement(proto, x, 3, 0.5, 200, 7, moved, "fp32")
+    assert not wrong["passed"] and wrong["disagreeing"] > wrong["near_boundary"]

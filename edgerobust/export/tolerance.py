@@ -383,3 +383,36 @@ def compare_with_tolerance(outputs: np.ndarray, golden: np.ndarray, tolerance: n
     figures["passed"] = finite and figures["logits_beyond_bound"] == 0 and \
         figures["decisions_differing_not_allowed"] == 0
     return figures
+
+
+def smoothing_agreement(proto: onnx.ModelProto, x: np.ndarray, row: int, sigma: float, n: int, seed: int,
+                        device_counts: list[int] | np.ndarray, precision: str = "fp32") -> dict[str, Any]:
+    """Check a device's smoothing votes for one point against the host, sample by sample where it matters.
+
+    The host regenerates the runner's noise samples (the runner's own `noise_batches`, docs/runner-protocol.md) and
+    walks the graph exactly with its forward error bound for `precision`. A sample whose exact top-2 margin is at
+    least twice its largest bound votes for the exact argmax on any conforming device; only the others ("near the
+    boundary") may vote differently, so the host recounts those and the device's counts must lie between the certain
+    votes and the certain votes plus the uncertain samples. `disagreeing` is the least number of samples whose vote
+    differs from the exact one (half the L1 distance of the count vectors).
+    """
+    from ..runner.commands import noise_batches
+
+    samples = np.concatenate(list(noise_batches(np.asarray(x, np.float32), sigma, n, n, seed, row)))
+    with torch.no_grad():
+        analysis = _Analysis(proto, ARITHMETICS.get(precision))
+        try:
+            exact, bound = analysis.run(samples)
+        except Unbounded:
+            exact, bound = exact_outputs(proto, samples), None
+    votes = exact.argmax(1)
+    uncertain = np.ones(n, bool) if bound is None else decision_may_differ(exact, bound)
+    device = np.asarray(device_counts, dtype=np.int64)
+    classes = max(len(device), exact.shape[1])
+    host = np.bincount(votes, minlength=classes)
+    certain = np.bincount(votes[~uncertain], minlength=classes)
+    device = np.pad(device, (0, classes - len(device)))
+    passed = bool(device.sum() == n and np.all(device >= certain) and np.all(device <= certain + uncertain.sum()))
+    return {"row": row, "n": n, "precision": precision, "host_counts": host.tolist(),
+            "device_counts": device.tolist(), "near_boundary": int(uncertain.sum()),
+            "disagreeing": int(np.abs(device - host).sum() // 2), "passed": passed}

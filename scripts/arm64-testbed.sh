@@ -244,6 +244,11 @@ EOF
     "$state/ssh_config" "$pid" "$ROOTFS"
 }
 
+descendants() {
+  local child
+  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do descendants "$child"; echo "$child"; done
+}
+
 stop() {
   local state=$1
   [ -f "$state/sshd.pid" ] || die stop "$state has no sshd.pid; give the STATE_DIR that start was given"
@@ -251,8 +256,10 @@ stop() {
   pid=$(cat "$state/sshd.pid")
   port=$(cat "$state/port" 2>/dev/null || echo none)
   if kill -0 "$pid" 2>/dev/null; then
-    pkill -TERM -P "$pid" 2>/dev/null || true   # its connection children, by their parent's pid
-    kill -TERM "$pid" 2>/dev/null || true
+    local tree
+    tree=$(descendants "$pid")   # its connections and what they run, by pid (walked before anything dies)
+    # shellcheck disable=SC2086
+    kill -TERM "$pid" $tree 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   fi
@@ -265,15 +272,20 @@ umount_if_idle() {  # the last running sshd of this userland takes /proc down wi
   if [ -z "$(ls -A "$ROOTFS/etc/edgerobust-ssh" 2>/dev/null)" ]; then umount_proc "$ROOTFS"; fi
 }
 
-case "${1:-}" in
-  check) check ;;
-  build) check_testbed_dir; check; build_userland; install_device; umount_if_idle; echo "$ROOTFS" ;;
-  build-userland) check_testbed_dir; check; build_userland; echo "$ROOTFS" ;;
-  install-device) check_testbed_dir; check
-                  is_userland "$ROOTFS" || die device "$ROOTFS is not a built userland; run build first"
-                  install_device; umount_if_idle ;;
-  start) [ $# = 2 ] || die usage "start needs a STATE_DIR"; check; start "$2" ;;
-  stop) [ $# = 2 ] || die usage "stop needs a STATE_DIR"; stop "$2" ;;
-  path) echo "$ROOTFS" ;;
-  *) die usage "unknown command '${1:-}'; use check, build, build-userland, install-device, start DIR, stop DIR or path" ;;
-esac
+main() {
+  case "${1:-}" in
+    check) check ;;
+    build) check_testbed_dir; check; build_userland; install_device; umount_if_idle; echo "$ROOTFS" ;;
+    build-userland) check_testbed_dir; check; build_userland; echo "$ROOTFS" ;;
+    install-device) check_testbed_dir; check
+                    is_userland "$ROOTFS" || die device "$ROOTFS is not a built userland; run build first"
+                    install_device; umount_if_idle ;;
+    start) [ $# = 2 ] || die usage "start needs a STATE_DIR"; check; start "$2" ;;
+    stop) [ $# = 2 ] || die usage "stop needs a STATE_DIR"; stop "$2" ;;
+    path) echo "$ROOTFS" ;;
+    *) die usage "unknown command '${1:-}'; use check, build, build-userland, install-device, start DIR, stop DIR or path" ;;
+  esac
+}
+
+# One line, parsed whole before it runs: an edit to this file cannot derail a running invocation.
+main "$@"; exit $?

@@ -184,7 +184,8 @@ def test_fleet_of_x86_and_aarch64_in_one_table_with_one_stopped_mid_run(arm64_ru
     assert started.returncode == 0, last_line(started)
     own = json.loads(started.stdout.strip().splitlines()[-1])
     config = tmp_path / "ssh_config"  # both servers' client settings in one file, as a fleet has
-    config.write_text(ssh_bed.config.read_text() + "\n" + (state / "ssh_config").read_text())
+    # ssh takes each setting's first value: the aarch64 host's block goes before the loopback bed's `Host *`.
+    config.write_text((state / "ssh_config").read_text() + "\n" + ssh_bed.config.read_text())
     fleet_file = tmp_path / "fleet.toml"
     fleet_file.write_text(f"""
 [fleet]

@@ -50,6 +50,7 @@ def test_unknown_command_and_missing_state_dir():
 
 
 @pytest.mark.arm64
+@pytest.mark.timeout(3600)  # the first arm64 test of a session may build the test bed
 def test_sshd_that_does_not_come_up_in_time_is_named_and_stopped(arm64_testbed, tmp_path):
     proc = run_testbed("start", str(tmp_path), env={"EDGEROBUST_ARM64_SSHD_TIMEOUT": "0"}, timeout=300)
     assert proc.returncode == 2
@@ -62,6 +63,7 @@ def test_sshd_that_does_not_come_up_in_time_is_named_and_stopped(arm64_testbed, 
 
 
 @pytest.mark.arm64
+@pytest.mark.timeout(3600)  # the first arm64 test of a session may build the test bed
 def test_device_is_aarch64_over_ssh_and_a_wrong_host_key_is_refused(arm64_host, tmp_path):
     proc = arm64_host.ssh("uname -m && python3 -c 'import platform, numpy, onnxruntime; "
                           "print(platform.machine(), numpy.__version__, onnxruntime.__version__)'")

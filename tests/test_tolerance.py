@@ -92,7 +92,8 @@ def test_fp16_bound_is_wider_than_fp32_and_unbounded_where_n_u_reaches_one():
     assert fp32.shape == (2, 10) and np.all(fp32 > 0) and np.all(np.isfinite(fp32))
     # Unbounded: only finiteness is checked.
     assert compare_with_tolerance(np.zeros((2, 10)), np.ones((2, 10)), None) == {
-        "inputs": 2, "max_abs_diff": 1.0, "decisions_differing": 0, "finite": True, "bounded": False, "passed": True}
+        "inputs": 2, "max_abs_diff": 1.0, "decisions_differing": 0, "top1_agreement": 1.0, "finite": True,
+        "bounded": False, "passed": True}
 
 
 def test_operator_without_an_error_rule_is_named():

@@ -369,7 +369,8 @@ def compare_with_tolerance(outputs: np.ndarray, golden: np.ndarray, tolerance: n
     finite = bool(np.isfinite(outputs).all())
     differ = outputs.argmax(1) != golden.argmax(1)
     figures: dict[str, Any] = {"inputs": len(golden), "max_abs_diff": float(np.abs(outputs - golden).max()),
-                               "decisions_differing": int(differ.sum()), "finite": finite}
+                               "decisions_differing": int(differ.sum()),
+                               "top1_agreement": float(1.0 - differ.mean()), "finite": finite}
     if tolerance is None:
         figures.update(bounded=False, passed=finite)
         return figures

@@ -396,6 +396,26 @@ class BenchConfig:
 
 
 @dataclass
+class DeviceConfig:
+    """[device]: the pipeline's device step (edgerobust.remote): bench and replay through the device runner."""
+    host: str = setting("local", help="user@host[:port], an ~/.ssh/config alias, or local[:PYTHON]")
+    python: str | None = setting(None, help="the device's Python (default: this interpreter for local, else python3)")
+    target: str | None = setting(None, help="device profile (default: the [export] target)")
+    name: str = setting("local", help="the device's name in RUN/device/<name>/")
+    batches: list[int] = setting([1], help="batch sizes")
+    repeats: int = setting(30, ge=1, help="timed calls per measurement")
+    warmup: int = setting(5, ge=0, help="untimed calls before timing")
+    max_cv: float | None = setting(None, gt=0, help="re-measure a row above this coefficient of variation")
+    remeasure: int = setting(1, ge=0, help="extra attempts for a noisy row before it is flagged")
+
+    def check(self, where: str = "[device]") -> None:
+        if not self.batches:
+            raise ConfigError(f"{where} batches is empty; give at least one batch size")
+        for i, b in enumerate(self.batches):
+            _check_bounds(b, {"ge": 1}, f"{where} batches[{i}]")
+
+
+@dataclass
 class PipelineConfig:
     """[pipeline]: the steps `edgerobust pipeline` runs, in order."""
     steps: list[str] = setting([], help="step names")
@@ -405,7 +425,7 @@ class PipelineConfig:
 SECTIONS: dict[str, type] = {
     "model": ModelSection, "data": DataSection, "train": TrainConfig, "adversarial": AdversarialConfig,
     "compress": CompressConfig, "evaluate": EvaluateConfig, "export": ExportConfig, "bench": BenchConfig,
-    "pipeline": PipelineConfig,
+    "device": DeviceConfig, "pipeline": PipelineConfig,
 }
 NESTED = {"compress": {"adversarial": AdversarialConfig, "evaluate": CompressEvaluateConfig}}
 RECIPE_META = {"origin"}  # keys the loader adds

@@ -12,6 +12,7 @@ from rich.markup import escape
 from ..bench import MODES, bench_run, runtime_table
 from ..config import BenchConfig, option_help
 from ..errors import EdgeRobustError
+from . import remote as remote_cmd
 from .common import command, console, err_console
 from .defaults import RUN_HELP, TARGET_HELP, runs_argument
 from .render import table
@@ -83,11 +84,18 @@ def bench(
     warmup: Optional[int] = typer.Option(None, "--warmup", help=H("warmup")),
     mode: Optional[str] = typer.Option(None, "--mode", help=H("mode", f"One of: {', '.join(MODES.names())}")),
     precision: Optional[str] = typer.Option(None, "--precision", help=H("precision", "fp32 or fp16 (where the "
-                                                                                  "target and runtime allow)")),
+                                                                                  "target and runtime allow; on a "
+                                                                                  "device every precision of the "
+                                                                                  "bundle)")),
     threads: Optional[int] = typer.Option(None, "--threads", help=H("threads")),
     memory: Optional[bool] = typer.Option(None, "--memory/--no-memory", help=H("memory")),
     list_runtimes: bool = typer.Option(False, "--list-runtimes", help="List runtimes and why any cannot run here."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    host: Optional[str] = remote_cmd.HOST, hosts: Optional[Path] = remote_cmd.HOSTS,
+    python: Optional[str] = remote_cmd.PYTHON, ssh_config: Optional[Path] = remote_cmd.SSH_CONFIG,
+    device_dir: Optional[str] = remote_cmd.DEVICE_DIR, insecure: bool = remote_cmd.INSECURE,
+    timeout: float = remote_cmd.TIMEOUT, max_cv: Optional[float] = remote_cmd.MAX_CV,
+    max_temp_rise: Optional[float] = remote_cmd.MAX_RISE, remeasure: Optional[int] = remote_cmd.REMEASURE,
 ) -> None:
     """Time a run's model per runtime and batch size (p50/p90/p99, throughput, GFLOP/s, memory) into RUN/bench.json."""
     if list_runtimes:
@@ -96,6 +104,14 @@ def bench(
     runs = runs_argument(runs, target)
     names = [n.strip() for item in (runtime or []) for n in item.split(",") if n.strip()] or None
     batches = parse_int_list(batch, "--batch") if batch is not None else None
+    if host or hosts:  # on a device, through the runner (edgerobust.remote)
+        settings = {"precisions": [precision] if precision else None, "batches": batches, "threads": threads,
+                    "runtime": names[0] if names else None, "warmup": warmup, "repeats": repeats,
+                    "stability": {"max_cv": max_cv, "max_temperature_rise_c": max_temp_rise, "remeasure": remeasure}}
+        settings = {k: v for k, v in settings.items() if v is not None}  # the rest: device_bench's defaults
+        options = {"python": python, "ssh_config": ssh_config, "device_dir": device_dir, "insecure": insecure,
+                   "timeout": timeout}
+        return remote_cmd.run_remote("bench", runs, target, host, hosts, options, settings, quiet)
     records = [bench_run(run, target, names, batches, mode, repeats, warmup, precision, threads, memory,
                          progress=False if quiet else None) for run in runs]
     console.print(results_table(records))

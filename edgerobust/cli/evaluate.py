@@ -11,6 +11,7 @@ from ..config import EvaluateConfig, option_help
 from ..evaluation.api import ROBUSTNESS_FILE, evaluate_run
 from ..report.robustness import curve_plot, transfer_heatmap
 from ..run import RunDir
+from . import remote as remote_cmd
 from .common import command, console, split_list
 from .defaults import RUN_HELP, run_argument
 from .render import table
@@ -48,9 +49,26 @@ def evaluate(
     seed: Optional[int] = typer.Option(None, "--seed", help=H("seed")),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help=H("batch_size")),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    host: Optional[str] = remote_cmd.HOST, hosts: Optional[Path] = remote_cmd.HOSTS,
+    target_name: Optional[str] = typer.Option(None, "--target", help="With --host: the export to replay (default: "
+                                              "the run's only one)."),
+    precision: Optional[list[str]] = typer.Option(None, "--precision", help="With --host: precisions to replay "
+                                                  "(default fp32 and fp16 where the bundle has them)."),
+    python: Optional[str] = remote_cmd.PYTHON, ssh_config: Optional[Path] = remote_cmd.SSH_CONFIG,
+    device_dir: Optional[str] = remote_cmd.DEVICE_DIR, insecure: bool = remote_cmd.INSECURE,
+    timeout: float = remote_cmd.TIMEOUT,
 ) -> None:
-    """Attack a run's model and write RUN/robustness.json, plots in RUN/figures and the manifest's robustness."""
-    target = RunDir.open(run_argument(run))
+    """Attack a run's model and write RUN/robustness.json, plots in RUN/figures and the manifest's robustness.
+
+    With --host/--hosts: replay the adversarial sets saved here on the deployed artifact instead (host vs device
+    accuracy per precision, into RUN/device/)."""
+    run = run_argument(run)
+    if host or hosts:
+        options = {"python": python, "ssh_config": ssh_config, "device_dir": device_dir, "insecure": insecure,
+                   "timeout": timeout}
+        return remote_cmd.run_remote("replay", [run], target_name, host, hosts, options,
+                                     {"precisions": precision or None, "batch": batch_size}, quiet)
+    target = RunDir.open(run)
     result = evaluate_run(
         target, transfer=[RunDir.open(p) for p in transfer], ensemble=[RunDir.open(p) for p in ensemble],
         progress=False if quiet else None, suite=suite, eps=eps, norm=norm, attacks=attack or None, curve=curve,

@@ -1,7 +1,8 @@
 """The deployment bundle: a directory a device can run from with numpy + onnxruntime/tensorrt (no torch).
 
     model.onnx, model.fp16.onnx, profile.json, golden_inputs.npy, golden_outputs.npy, golden_labels.npy,
-    calibration.npz, manifest.json  (sha256 and size of every other file)
+    golden_tolerance.<precision>.npy (derived per-logit bounds, export/tolerance.py), calibration.npz,
+    manifest.json  (sha256 and size of every other file)
 
 It is assembled in a hidden sibling directory and renamed into place at the end, so a failed export leaves no
 half-written bundle; `verify_bundle` detects a changed, missing or added file. Every reader goes through
@@ -136,16 +137,62 @@ def verify_bundle(bundle: str | Path, run_golden: bool = False) -> dict[str, Any
     return result
 
 
+def save_golden_tolerances(directory: Path, proto: Any, inputs: np.ndarray, precisions: list[str],
+                           reference: np.ndarray | None = None) -> dict[str, Any]:
+    """Derive each precision's golden tolerance (export/tolerance.py) and save it beside the golden outputs.
+
+    `reference`: the golden model's float64 outputs (see `golden_tolerances`).
+
+    Returns the manifest entry per precision: `{"file", "max", "kind", "rule", "reference"}`, or with `file` None
+    where no finite bound exists (the outputs are then checked for finiteness only).
+    """
+    from .tolerance import DECISION_RULE, REFERENCE, golden_tolerances
+
+    entries = {}
+    for precision, bound in golden_tolerances(proto, inputs, precisions, reference).items():
+        entry: dict[str, Any] = {"kind": "derived forward error bound (absolute, per logit, vs golden outputs)",
+                                 "rule": DECISION_RULE, "reference": REFERENCE}
+        if bound is None:
+            entry.update(file=None, max=None, note="no finite bound (n*u >= 1 or possible overflow)")
+        else:
+            name = f"golden_tolerance.{precision}.npy"
+            save_array(directory / name, bound.astype(np.float64))
+            entry.update(file=name, max=float(bound.max()))
+        entries[precision] = entry
+    return entries
+
+
+def golden_tolerance_of(bundle: Path, entry: dict[str, Any]) -> np.ndarray | None:
+    """The derived per-logit tolerance a manifest model entry names (None: unbounded)."""
+    info = entry.get("golden_tolerance") or {}
+    return np.load(bundle / info["file"]) if info.get("file") else None
+
+
 def check_golden(bundle: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Run every ONNX model in the bundle on the golden inputs with onnxruntime and compare with the outputs."""
+    """Run every ONNX model in the bundle on the golden inputs with onnxruntime and compare with the outputs.
+
+    Where the manifest records a derived tolerance (export/tolerance.py) every logit must lie within its bound and a
+    decision may differ only near the boundary; older bundles fall back to their parity tolerance.
+    """
     from .parity import compare, ort_session, run_onnx
+    from .tolerance import compare_with_tolerance
 
     names = manifest.get("golden") or {}
     inputs = np.load(bundle / names.get("inputs", "golden_inputs.npy"), allow_pickle=False)
     golden = np.load(bundle / names.get("outputs", "golden_outputs.npy"), allow_pickle=False)
     figures = {}
     for precision, entry in manifest.get("models", {}).items():
-        got = compare(golden, run_onnx(ort_session(bundle / entry["file"]), inputs))
+        outputs = run_onnx(ort_session(bundle / entry["file"]), inputs)
+        if "golden_tolerance" in entry:
+            got = compare_with_tolerance(outputs, golden, golden_tolerance_of(bundle, entry))
+            if not got["passed"]:
+                raise BundleError(f"bundle {bundle}: {entry['file']} no longer reproduces the golden outputs within "
+                                  f"the derived tolerance ({got.get('logits_beyond_bound', 0)} logits beyond their "
+                                  f"bound, {got.get('decisions_differing_not_allowed', 0)} decisions changed away "
+                                  "from the boundary); re-export the bundle")
+            figures[precision] = got
+            continue
+        got = compare(golden, outputs)
         tolerance = entry["parity"]["tolerance"]
         measured = got["max_rel_diff"] if entry["parity"]["tolerance_kind"] == "relative" else got["max_abs_diff"]
         if measured > tolerance:

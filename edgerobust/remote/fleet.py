@@ -1,0 +1,175 @@
+"""Fleets: one run measured on several devices at once (`--hosts fleet.toml`), as Marshall compared boards.
+
+    [fleet]
+    concurrency = 4            # devices measured at the same time
+    [defaults]                 # any device field, for every device
+    target = "jetson-nano"
+    [[device]]
+    name = "nano-1"            # required, unique: the row of the table and RUN/device/<name>/
+    host = "ubuntu@nano1"      # required: user@host[:port], an ~/.ssh/config alias or local[:PYTHON]
+    python = "python3"         # the interpreter on the device
+    root = ".edgerobust"       # work directory there
+    ssh_config = "~/.ssh/config"
+    timeout = 600              # seconds for one runner command
+
+Every device gets a health check (`info` + `verify` with golden parity) first, then the measurement; a transient
+connection failure (unreachable, dropped) is retried once; a failing device becomes a row with its typed error and
+the others go on.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from ..errors import EdgeRobustError
+from ..io import write_json
+from ..run import RunDir, now
+from .api import as_profile, device_bench, device_health, device_replay, device_slug, resolve_bundle
+from .errors import RemoteError, error_record
+from .hosts import parse_host
+from .options import RemoteOptions
+
+DEVICE_FIELDS = {"name": str, "host": str, "target": str, "python": str, "root": str, "ssh_config": str,
+                 "timeout": (int, float), "connect_timeout": (int, float), "runtime": str, "threads": int}
+FLEET_FIELDS = {"concurrency": int}
+
+
+class FleetError(EdgeRobustError):
+    """A fleet file with a missing, unknown or ill-typed field."""
+
+
+@dataclass
+class FleetDevice:
+    name: str
+    options: RemoteOptions
+    target: str | None = None
+    runtime: str | None = None
+    threads: int | None = None
+
+
+@dataclass
+class Fleet:
+    devices: list[FleetDevice]
+    concurrency: int = 4
+    source: str = ""
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _check(table: dict, allowed: dict, where: str) -> None:
+    for key, value in table.items():
+        if key not in allowed:
+            raise FleetError(f"{where}: '{key}' is not a field; valid fields: {', '.join(allowed)}")
+        kind = allowed[key]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise FleetError(f"{where}: field '{key}' must be {names}, not {type(value).__name__} ({value!r})")
+
+
+def load_fleet(path: str | Path, ssh_config: str | None = None, insecure_host_key: bool = False) -> Fleet:
+    """Read and validate a fleet file; every error names the file and the field."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise FleetError(f"fleet file {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise FleetError(f"fleet file {path} is not valid TOML ({exc})") from None
+    unknown = sorted(set(data) - {"fleet", "defaults", "device"})
+    if unknown:
+        raise FleetError(f"fleet file {path}: '{unknown[0]}' is not a section; use [fleet], [defaults], [[device]]")
+    fleet_table = data.get("fleet", {})
+    defaults = data.get("defaults", {})
+    devices = data.get("device")
+    if not isinstance(fleet_table, dict) or not isinstance(defaults, dict):
+        raise FleetError(f"fleet file {path}: [fleet] and [defaults] must be tables")
+    _check(fleet_table, FLEET_FIELDS, f"fleet file {path}: [fleet]")
+    _check(defaults, {k: v for k, v in DEVICE_FIELDS.items() if k != "name"}, f"fleet file {path}: [defaults]")
+    if not isinstance(devices, list) or not devices or not all(isinstance(d, dict) for d in devices):
+        raise FleetError(f"fleet file {path}: field 'device' must be one or more [[device]] tables")
+    concurrency = fleet_table.get("concurrency", 4)
+    if concurrency < 1:
+        raise FleetError(f"fleet file {path}: [fleet] field 'concurrency' must be at least 1")
+    out, seen = [], set()
+    for i, raw in enumerate(devices):
+        where = f"fleet file {path}: device {i + 1}"
+        _check(raw, DEVICE_FIELDS, where)
+        entry = {**defaults, **raw}
+        for required in ("name", "host"):
+            if required not in entry:
+                raise FleetError(f"{where}: field '{required}' is missing")
+        name = entry["name"]
+        if device_slug(name) != name:
+            raise FleetError(f"{where}: field 'name' '{name}' may hold only letters, digits, '.', '_' and '-'")
+        if name in seen:
+            raise FleetError(f"{where}: field 'name' '{name}' is used twice")
+        seen.add(name)
+        try:
+            parse_host(entry["host"])
+        except EdgeRobustError as exc:
+            raise FleetError(f"{where}: field 'host': {exc}") from None
+        for key in ("timeout", "connect_timeout"):
+            if key in entry and entry[key] <= 0:
+                raise FleetError(f"{where}: field '{key}' must be positive")
+        config = entry.get("ssh_config") or ssh_config
+        options = RemoteOptions(entry["host"], python=entry.get("python"), root=entry.get("root"),
+                                ssh_config=str(Path(config).expanduser()) if config else None,
+                                insecure_host_key=insecure_host_key, timeout=float(entry.get("timeout", 600)),
+                                connect_timeout=float(entry.get("connect_timeout", 10)))
+        out.append(FleetDevice(name, options, entry.get("target"), entry.get("runtime"), entry.get("threads")))
+    return Fleet(out, concurrency, str(path))
+
+
+def _with_retry(fn):
+    try:
+        return fn(), 1
+    except RemoteError as exc:
+        if not exc.transient:
+            raise
+        return fn(), 2
+
+
+def run_fleet(run: RunDir | str | Path, fleet: Fleet, kind: str = "bench", target: str | None = None,
+              progress: bool | None = False, **settings: Any) -> list[dict[str, Any]]:
+    """Health-check then measure (`bench` or `replay`) every device, `fleet.concurrency` at a time.
+
+    Returns one row per device: `status` "ok" with the measurement's file, or "error" with the typed error.
+    Bad input (a run with no export for a device's target) fails before any device is contacted."""
+    if kind not in ("bench", "replay"):
+        raise EdgeRobustError(f"unknown fleet measurement '{kind}'; valid: bench, replay")
+    run = run if isinstance(run, RunDir) else RunDir.open(run)
+    plans = []
+    for device in fleet.devices:
+        name = device.target or target
+        if not name:
+            raise FleetError(f"fleet file {fleet.source}: device '{device.name}' has no field 'target' and no "
+                             "--target was given")
+        profile = as_profile(name)
+        plans.append((device, profile, resolve_bundle(run, profile)))
+    measure = device_bench if kind == "bench" else device_replay
+
+    def one(plan) -> dict[str, Any]:
+        device, profile, bundle = plan
+        row = {"device": device.name, "host": device.options.host, "target": profile.name, "kind": kind}
+        try:
+            health, tries = _with_retry(lambda: device_health(device.options.session(), bundle))
+            row["health"] = {"verify": health["verify"].get("sha256"), "seconds": health["seconds"],
+                             "transfer": health["transfer"], "tries": tries}
+            extra = {k: v for k, v in (("runtime", device.runtime), ("threads", device.threads)) if v is not None}
+            doc, tries = _with_retry(lambda: measure(run, profile, device.options.session(), name=device.name,
+                                                     progress=progress, **{**settings, **extra}))
+            row.update(status="ok", tries=tries, file=f"device/{device.name}/{kind}.json", rows=len(doc["rows"]))
+        except RemoteError as exc:
+            row.update(status="error", error=error_record(exc))
+        except EdgeRobustError as exc:
+            row.update(status="error", error={"kind": "bad-input", "message": str(exc)})
+        return row
+
+    with ThreadPoolExecutor(max_workers=fleet.concurrency) as pool:
+        rows = list(pool.map(one, plans))
+    write_json(run.path / "device" / f"fleet-{kind}.json",
+               {"format": "edgerobust-fleet-1", "kind": kind, "created": now(), "fleet": fleet.source, "rows": rows})
+    return rows

@@ -1,0 +1,98 @@
+"""A transport runs one shell script on a device and returns its exit status, stdout and stderr.
+
+Everything the harness does on a device (probe, copy, run the runner) is a POSIX `sh` script built with every
+argument quoted by `shlex.quote`, so the local and SSH transports share all of it. The script runs in the
+device's work directory (`root`), which holds `runner/<sha>/` and `bundles/<sha>/`.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+
+from .errors import RemoteTimeoutError
+from .hosts import HostSpec
+
+
+@dataclass
+class Completed:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+    seconds: float
+
+    @property
+    def stderr_line(self) -> str:
+        lines = [line.strip() for line in self.stderr.decode(errors="replace").splitlines() if line.strip()]
+        return lines[-1][:300] if lines else ""
+
+
+class Transport:
+    """Base: `run(script)` executes `script` with `sh` in `root` on the device."""
+
+    spec: HostSpec
+    root: str  # the device's work directory (relative to the login directory over SSH)
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    @property
+    def python(self) -> str:
+        return self.spec.python
+
+    def argv(self, script: str) -> list[str]:
+        raise NotImplementedError
+
+    def classify(self, done: Completed) -> None:
+        """Raise the typed error a failed connection means (the SSH transport reads ssh's messages)."""
+
+    def describe(self) -> dict:
+        return {"transport": "local" if self.spec.is_local else "ssh", "host": self.label, "python": self.python}
+
+    def run(self, script: str, stdin: bytes | None = None, timeout: float | None = None) -> Completed:
+        started = time.perf_counter()
+        proc = subprocess.Popen(self.argv(script), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True, **self.popen_options())
+        try:
+            out, err = proc.communicate(stdin if stdin is not None else b"", timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _abandon(proc)
+            raise RemoteTimeoutError(f"{self.label}: no answer within {timeout:g} s; the device is busy or hung "
+                                     "(raise --timeout or check the device)") from None
+        except BaseException:
+            _abandon(proc)
+            raise
+        done = Completed(proc.returncode, out, err, time.perf_counter() - started)
+        self.classify(done)
+        return done
+
+    def popen_options(self) -> dict:
+        return {}
+
+
+def _abandon(proc: subprocess.Popen) -> None:
+    """Kill the command's process group and stop reading: a shared SSH connection may hold our pipes open."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def make_transport(spec: HostSpec, root: str | None = None, ssh_config: str | None = None,
+                   connect_timeout: float = 10.0, insecure_host_key: bool = False) -> Transport:
+    """The transport for a host spec: a subprocess for `local`, OpenSSH for anything else."""
+    if spec.is_local:
+        from .local import LocalTransport
+
+        return LocalTransport(spec, root)
+    from .ssh import SSHTransport
+
+    return SSHTransport(spec, root, ssh_config=ssh_config, connect_timeout=connect_timeout,
+                        insecure_host_key=insecure_host_key)

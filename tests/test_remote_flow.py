@@ -319,3 +319,16 @@ def test_timeout_mid_bench_is_typed_and_kills_the_runner(edge_copy, device_pytho
     assert saved["error"]["kind"] == "timeout" and not saved["complete"]
     runner = str(tmp_path / "d")
     assert not [p for p in psutil.process_iter(["cmdline"]) if any(runner in w for w in p.info["cmdline"] or [])]
+
+
+def test_fleet_retries_a_transient_failure_once(edge_copy, device_python, fresh_bed, tmp_path):
+    fleet_file = tmp_path / "fleet.toml"
+    fleet_file.write_text(f'[[device]]\nname = "rebooting"\nhost = "{fresh_bed.alias}"\ntarget = "x86-edge"\n'
+                          f'python = "{device_python}"\nroot = "{tmp_path / "d"}"\nconnect_timeout = 3\n')
+    fresh_bed.stop()  # the board is rebooting: refused now, back in a moment
+    restart = threading.Timer(0.5, fresh_bed.start)
+    restart.start()
+    rows = run_fleet(edge_copy, load_fleet(fleet_file, ssh_config=str(fresh_bed.config)), "bench", precisions=["fp32"],
+                     retry_delay=3.0, **QUICK)
+    restart.join()
+    assert rows[0]["status"] == "ok" and rows[0]["health"]["tries"] == 2

@@ -54,8 +54,8 @@ def check_bench(run, doc, name, precisions, batches):
         rec = row["record"]
         assert rec["runtime"]["name"] == "ort-cpu" and rec["runtime"]["version"]
         assert (rec["warmup"], rec["repeats"], rec["threads"]) == (2, 10, 1)
+        assert rec["spread"]["p50_ms"] == row["compute"]["p50_ms"] and rec["spread"]["cv"] == row["compute"]["cv"]
         assert rec["architecture"] == "x86_64" and rec["software"]["numpy"]
-        assert rec["software"]["torch"] if "torch" in rec["software"] else True
         stats = row["compute"]
         assert stats["n"] == 10 and stats["min_ms"] <= stats["p50_ms"] <= stats["p99_ms"] <= stats["max_ms"]
         assert row["artifact"]["precision"] == rec["precision"] and row["settled"] and len(row["attempts"]) == 1
@@ -84,6 +84,7 @@ def test_local_flow_bench_replay_and_no_second_copy(edge_copy, device_python, tm
     options = local(device_python, tmp_path / "device")
     doc = device_bench(edge_copy, "x86-edge", options, batches=[1, 4], name="here", **QUICK)
     check_bench(edge_copy, doc, "here", ["fp32", "fp16"], [1, 4])
+    assert doc["device"]["info"]["machine"]["python_executable"] == str(device_python)  # the torch-free one
     transfer = doc["device"]["transfer"]
     assert transfer["runner_copied"] and transfer["bundle_copied"] and transfer["bytes_sent"] > 0
     replay = device_replay(edge_copy, "x86-edge", options, name="here")

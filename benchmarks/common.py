@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,32 @@ from edgerobust.io import write_json
 from edgerobust.versions import machine_info, package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def git_commit(root: Path = REPOSITORY) -> dict[str, Any]:
+    """The commit the measurement ran on and whether tracked files differed from it (results/ aside), or why not."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True,
+                              timeout=60).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
+    except (OSError, subprocess.SubprocessError) as exc:
+        reason = getattr(exc, "stderr", "") or str(exc)
+        return {"commit": None, "why": f"not a git checkout or no git here ({reason.strip().splitlines()[0]})"}
+    return {"commit": commit, "dirty": bool(changed)}
+
+
+# read when a benchmark script starts, so edits made while it runs are not mistaken for the code it measured
+MEASURED_COMMIT = git_commit()
 
 
 def environment() -> dict[str, Any]:
-    return {"when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
-            "torch_threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-            "versions": package_versions()}
+    return {"when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "git": MEASURED_COMMIT,
+            "machine": machine_info(), "torch_threads": torch.get_num_threads(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "versions": package_versions()}
 
 
 def save_result(name: str, result: dict[str, Any]) -> Path:

@@ -1,12 +1,12 @@
-"""Recipe files (TOML): whole configurations by name (built in) or path."""
+"""Recipe files (TOML): whole configurations by name (built in) or path, checked by the config layer on load."""
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
+from . import tomlfile
+from .config import check_recipe
 from .errors import EdgeRobustError
 
 
@@ -19,29 +19,26 @@ def load_recipe(name_or_path: str | Path) -> dict[str, Any]:
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise EdgeRobustError(f"recipe file {path} does not exist")
-        text, origin = path.read_text(), str(path)
+        text, origin = _read(path), str(path)
     else:
         resource = resources.files("edgerobust.recipes") / f"{name_or_path}.toml"
         if not resource.is_file():
             raise EdgeRobustError(f"unknown recipe '{name_or_path}'; built-in recipes: {', '.join(builtin_recipes())}"
                                   " (or pass a path to a .toml file)")
-        text, origin = resource.read_text(), f"builtin:{name_or_path}"
+        text, origin = resource.read_text(encoding="utf-8"), f"builtin:{name_or_path}"
     try:
-        recipe = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        recipe = tomlfile.loads(text)
+    except tomlfile.TOMLDecodeError as exc:
         raise EdgeRobustError(f"recipe {origin} is not valid TOML: {exc}") from None
-    recipe.setdefault("origin", origin)
+    recipe["origin"] = origin
+    check_recipe(recipe)
     return recipe
 
 
-def section(recipe: dict[str, Any], name: str, allowed: set[str] | None = None) -> dict[str, Any]:
-    """One [section] of a recipe; unknown keys are an error naming the valid ones."""
-    value = recipe.get(name, {})
-    if not isinstance(value, dict):
-        raise EdgeRobustError(f"recipe {recipe.get('origin')}: [{name}] must be a table")
-    if allowed is not None:
-        unknown = sorted(set(value) - allowed)
-        if unknown:
-            raise EdgeRobustError(f"recipe {recipe.get('origin')}: unknown key(s) {', '.join(unknown)} in [{name}]; "
-                                  f"valid keys: {', '.join(sorted(allowed))}")
-    return dict(value)
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise EdgeRobustError(f"recipe {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise EdgeRobustError(f"cannot read recipe {path}: {exc.strerror}") from None

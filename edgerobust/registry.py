@@ -7,6 +7,7 @@ from typing import Generic, TypeVar
 from .errors import UnknownNameError
 
 T = TypeVar("T")
+REGISTRIES: dict[str, Registry] = {}  # every registry by kind, so the config layer can check names it cannot import
 
 
 class Registry(Generic[T]):
@@ -16,6 +17,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self._items: dict[str, T] = {}
         self._help: dict[str, str] = {}
+        REGISTRIES.setdefault(kind, self)
 
     def register(self, name: str, help: str = "") -> Callable[[T], T]:
         def decorator(obj: T) -> T:

@@ -50,14 +50,19 @@ def runner_bundle(digits_run, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def torch_free_python(request):
+def torch_free_python(request, tmp_path_factory):
     """A virtual environment with ONLY numpy and onnxruntime from the package index (no torch, no edgerobust),
-    created once and kept in pytest's cache directory; returns its python executable."""
+    created once and kept in pytest's cache directory (a session temp directory without the cache plugin);
+    returns its python executable. EDGEROBUST_TORCH_FREE_PYTHON names an existing one instead (offline CI)."""
     import subprocess
     import sys
     from pathlib import Path
 
-    venv = Path(request.config.cache.mkdir("torch-free-venv"))
+    given = os.environ.get("EDGEROBUST_TORCH_FREE_PYTHON")
+    if given:
+        return Path(given)
+    cache = getattr(request.config, "cache", None)
+    venv = Path(cache.mkdir("torch-free-venv")) if cache is not None else tmp_path_factory.mktemp("torch-free-venv")
     python = venv / "bin" / "python"
     marker = venv / "installed.ok"
     if not marker.is_file():

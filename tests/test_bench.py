@@ -154,10 +154,17 @@ def test_runtime_availability_is_reported_honestly():
         require_runtime("nosuch")
 
 
-def test_the_runtime_names_are_the_ones_device_profiles_use():
-    from edgerobust.devices import KNOWN_RUNTIMES
+def test_every_runtime_record_has_one_implementation_that_reads_it():
+    from edgerobust.devices import PROFILE_RUNTIMES, RUNTIME_SPECS
 
-    assert set(KNOWN_RUNTIMES) <= set(RUNTIMES.names())
+    assert RUNTIMES.names() == RUNTIME_SPECS.names()
+    assert set(PROFILE_RUNTIMES) < set(RUNTIMES.names())  # torch-compile-cuda is bench-only
+    for name in RUNTIMES:
+        runtime, spec = get_runtime(name), RUNTIME_SPECS.get(name)
+        assert (runtime.name, runtime.device, runtime.precisions, runtime.extra) == (
+            spec.name, spec.device, spec.precisions, spec.install)
+        assert RUNTIMES.help(name) == spec.description
+        assert runtime.describe()["input"] == spec.input
 
 
 # -- memory and ceiling --------------------------------------------------------------------------------------------
@@ -249,7 +256,7 @@ def test_bench_command_table_and_json(bench_copy):
     (("--mode", "nosuch"), "unknown bench mode 'nosuch'"),
     (("--batch", "1,x"), "--batch '1,x' must be comma-separated integers"),
     (("--batch", "0"), "must list positive integers"),
-    (("--repeats", "0"), "--repeats must be at least 1"),
+    (("--repeats", "0"), "--repeats = 0 must be at least 1"),
 ])
 def test_bench_bad_input_is_one_line(bench_copy, args, message):
     code, out, err = run_cli("bench", bench_copy, "-q", *args)
@@ -295,7 +302,7 @@ def test_pipeline_step_and_report_section(bench_copy):
     assert (bench_copy / "figures" / "bench_latency.png").stat().st_size > 0
     assert (bench_copy / "figures" / "bench_throughput.png").stat().st_size > 0
     bad = PipelineContext(out=bench_copy.parent, recipe={"origin": "test", "bench": {"repeat": 3}}, run=run)
-    with pytest.raises(EdgeRobustError, match=r"unknown key\(s\) repeat in \[bench\]"):
+    with pytest.raises(EdgeRobustError, match=r"\[bench\]: unknown key\(s\) repeat"):
         run_steps(bad, ["bench"])
 
 

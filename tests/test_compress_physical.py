@@ -1,4 +1,6 @@
 """Physical removal keeps outputs identical and reloads; compress_model / the CLI end to end; resume; bad input."""
+from dataclasses import replace
+
 import pytest
 import torch
 from cli_helpers import run_cli
@@ -6,6 +8,7 @@ from cli_helpers import run_cli
 from edgerobust.compress import apply_masks, build_plan, remove_dead_channels
 from edgerobust.compress.api import CompressConfig, compress_model, configs_from_recipe
 from edgerobust.compress.l1_filter import l1_filter_masks
+from edgerobust.config import grid_values
 from edgerobust.io import load_torch
 from edgerobust.models import build_model, count_parameters
 from edgerobust.recipe import load_recipe
@@ -131,7 +134,9 @@ def test_recipes_parse_and_validate():
     for name in ("digits-compress", "marshall-resnet34-c10", "marshall-mobilenetv2-c10", "pipeline"):
         recipe = load_recipe(name)
         config, train, adv, evaluate = configs_from_recipe(recipe)
-        config.validate(), train.validate()
+        for keep in grid_values(config.keep):  # a grid of keep ratios stays whole; each one validates
+            replace(config, keep=keep).validate()
+        train.validate()
     marshall = load_recipe("marshall-resnet34-c10")
     assert marshall["compress"]["keep"] == [0.5, 0.1] and marshall["compress"]["adversarial"]["eps"] == [0.03, 0.1]
     assert marshall["model"]["spec"] == "resnet34" and marshall["data"]["name"] == "cifar10"
@@ -145,7 +150,7 @@ def test_recipes_parse_and_validate():
     (("--scheme", "diagonal"), "unknown pruning scheme 'diagonal'"),
     (("--layers", "encoder.*"), "no prunable layers"),
     (("--method", "l1", "--scheme", "column"), "use --scheme filter"),
-    (("--keep-schedule", "cubic"), "unknown keep schedule 'cubic'"),
+    (("--keep-schedule", "cubic"), "keep-schedule = 'cubic' is not one of: constant, linear, staged"),
     (("--method", "l1", "--keep-schedule", "linear"), "needs --method admm"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(digits_run, tmp_path, args, message):
@@ -178,7 +183,7 @@ def test_digits_adversarial_model_and_its_quarter_filter_version_stay_within_3_p
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package lives beside tests/
     from benchmarks.compression import tradeoff
 
-    result = tradeoff(keep=0.25)
+    result = tradeoff(keep=0.25, modes=("rescaled",))  # the default ADMM (dual rescaled)
     dense, pruned = result["rows"]
     assert dense["clean"] >= 0.95 and dense["pgd20"] >= 0.80
     assert 100 * (dense["pgd20"] - pruned["pgd20"]) <= 3

@@ -1,4 +1,7 @@
 """Projections onto the sparsity sets, ADMM updates and penalty, masks through optimiser steps."""
+import copy
+import dataclasses
+import functools
 import itertools
 
 import pytest
@@ -8,71 +11,56 @@ from hypothesis import strategies as st
 
 from edgerobust.compress import ADMMCallback, MaskCallback, build_plan
 from edgerobust.compress.admm import keep_schedule
-from edgerobust.compress.schemes import (
-    funnel_ratios,
-    project_channels,
-    project_columns,
-    project_filters,
-    project_irregular,
-)
+from edgerobust.compress.schemes import PruningPlan, funnel_ratios, keep_k
 from edgerobust.errors import EdgeRobustError
 from edgerobust.models import build_model
 from edgerobust.training import TrainConfig, Trainer
 from edgerobust.training.loop import Callback
 
-# (projection, function giving the boolean "unit is non-zero" vector, number of units of a tensor)
-UNITS = {
-    "irregular": (project_irregular, lambda w: w.flatten() != 0, lambda w: w.numel()),
-    "filter": (project_filters, lambda w: w.reshape(w.shape[0], -1).ne(0).any(1), lambda w: w.shape[0]),
-    "column": (project_columns, lambda w: w.reshape(w.shape[0], -1).ne(0).any(0),
-               lambda w: w.reshape(w.shape[0], -1).shape[1]),
-    "channel": (project_channels, lambda w: w.transpose(0, 1).reshape(w.shape[1], -1).ne(0).any(1),
-                lambda w: w.shape[1]),
-}
+
+@functools.cache
+def _tiny_plan(scheme: str) -> tuple[torch.nn.Module, PruningPlan]:
+    """conv 1→3 (2×2) → ReLU → conv 3→2 (1×1) → flatten → linear 2→2 on 1×2×2 inputs: every scheme has 2-3 targets
+    of at most 12 units, so every choice of kept units can be tried."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 2), torch.nn.ReLU(), torch.nn.Conv2d(3, 2, 1),
+                                torch.nn.Flatten(), torch.nn.Linear(2, 2))
+    return model, build_plan(model, (1, 2, 2), scheme, 0.5)
 
 
-@st.composite
-def weight_and_k(draw, max_units: int = 6):
-    shape = draw(st.sampled_from([(3, 2), (2, 3), (3, 2, 2, 1), (2, 2, 1, 2), (4,  1)]))
-    seed = draw(st.integers(0, 10_000))
-    weight = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-    return weight, draw(st.integers(1, 12))
+def _distance(values, projected) -> float:
+    return sum(float((values[p] - z).double().pow(2).sum()) for p, z in projected.items())
 
 
-def _brute_force_distance(weight, scheme, k):
-    """Nearest point by trying every set of k kept units (all tensors here are tiny)."""
-    project, _, count = UNITS[scheme]
-    n = count(weight)
-    k = min(k, n)
-    best = float("inf")
-    for kept in itertools.combinations(range(n), k):
-        keep = torch.zeros(n, dtype=torch.bool)
-        keep[list(kept)] = True
-        if scheme == "irregular":
-            candidate = weight * keep.view_as(weight)
-        elif scheme == "filter":
-            candidate = (weight.reshape(weight.shape[0], -1) * keep[:, None]).view_as(weight)
-        elif scheme == "column":
-            candidate = (weight.reshape(weight.shape[0], -1) * keep[None, :]).view_as(weight)
-        else:
-            shape = [1] * weight.ndim
-            shape[1] = -1
-            candidate = weight * keep.view(shape)
-        best = min(best, float((candidate - weight).pow(2).sum()))
-    return best
-
-
-@pytest.mark.parametrize("scheme", list(UNITS))
-@settings(max_examples=40, deadline=None)
-@given(case=weight_and_k())
-def test_projection_is_exact_idempotent_and_nearest(scheme, case):
-    weight, k = case
-    project, nonzero_units, count = UNITS[scheme]
-    k = min(k, count(weight))
-    z = project(weight, k)
-    assert int(nonzero_units(z).sum()) == k  # random normal entries are never exactly zero
-    assert torch.equal(project(z, k), z)
-    assert float((z - weight).pow(2).sum()) == pytest.approx(_brute_force_distance(weight, scheme, k), abs=1e-5)
+@pytest.mark.parametrize("scheme", ["irregular", "filter", "column", "channel"])
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), ratios=st.lists(st.sampled_from([0.1, 0.25, 0.5, 0.75, 1.0]), min_size=3,
+                                                         max_size=3))
+def test_plan_projection_is_the_nearest_point_by_brute_force(scheme, seed, ratios):
+    """PruningPlan.project (ADMM's Π_S) against every choice of kept units: feasible, idempotent and nearest."""
+    model, plan = _tiny_plan(scheme)
+    plan = dataclasses.replace(plan, ratios=ratios[:len(plan.targets)])
+    generator = torch.Generator().manual_seed(seed)
+    values = {n: torch.randn(p.shape, generator=generator) for n, p in model.named_parameters()}
+    z = plan.project(values)
+    owned = [set(t.masks(torch.ones(t.units, dtype=torch.bool), values, True)) for t in plan.targets]
+    assert set(z) == set().union(*owned) and sum(map(len, owned)) == len(set().union(*owned))  # disjoint targets
+    best = 0.0
+    for target, ratio in zip(plan.targets, plan.ratios, strict=True):
+        k = keep_k(target.units, ratio)
+        assert int((target.scores(z) > 0).sum()) == k  # feasible: k units left (normal entries are never zero)
+        distances = []
+        for kept in itertools.combinations(range(target.units), k):
+            keep = torch.zeros(target.units, dtype=torch.bool)
+            keep[list(kept)] = True
+            masks = target.masks(keep, values, True)
+            distances.append(_distance(values, {p: values[p] * m for p, m in masks.items()}))
+        best += min(distances)  # the targets own disjoint parameters, so the squared distance is a sum over them
+    total = sum(float(v.double().pow(2).sum()) for v in values.values())
+    # float64 sums of the same float32 squares in another order: a few ulps of the total
+    assert _distance(values, z) <= best + 8 * torch.finfo(torch.float64).eps * total
+    again = plan.project({**values, **z})
+    assert all(torch.equal(again[p], z[p]) for p in z)
 
 
 def _digits_model(spec="scnn2:8-16", shape=(1, 8, 8)):
@@ -173,10 +161,11 @@ def test_admm_penalty_gradient_is_rho_times_theta_minus_z_plus_u():
         torch.testing.assert_close(params[name].grad, expected)
 
 
-def test_admm_update_projects_theta_plus_u_and_accumulates_the_dual():
+@pytest.mark.parametrize("dual_rescale", [True, False])
+def test_admm_update_projects_theta_plus_u_and_accumulates_the_dual(dual_rescale):
     model = _digits_model()
     plan = build_plan(model, (1, 8, 8), "irregular", 0.3)
-    admm = ADMMCallback(plan, rho=1e-2, rho_growth=2.0)
+    admm = ADMMCallback(plan, rho=1e-2, rho_growth=2.0, dual_rescale=dual_rescale)
     admm.on_train_start(_Stub(model))
     u0 = {n: torch.randn_like(u) for n, u in admm.u.items()}
     admm.u = {n: u.clone() for n, u in u0.items()}
@@ -185,8 +174,29 @@ def test_admm_update_projects_theta_plus_u_and_accumulates_the_dual():
     z = plan.project({n: theta[n] + u0[n] for n in theta})
     for n in theta:
         torch.testing.assert_close(admm.z[n], z[n])
-        torch.testing.assert_close(admm.u[n], u0[n] + theta[n] - z[n])
-    assert admm.rho == pytest.approx(2e-2)
+        # ρ doubled: the rescaled u is halved (exact in binary), the old form keeps it
+        expected = (u0[n] + (theta[n] - z[n])) * (0.5 if dual_rescale else 1.0)
+        assert torch.equal(admm.u[n], expected)
+    assert admm.rho == 2e-2
+
+
+@settings(max_examples=30, deadline=None)
+@given(rho=st.floats(1e-4, 10.0), growth=st.floats(1.0, 3.0), seed=st.integers(0, 2**31 - 1))
+def test_admm_dual_rescale_keeps_the_unscaled_dual_through_a_change_of_rho(rho, growth, seed):
+    """Boyd et al. 2011 §3.4.1: the iterations carry y = ρ·u; the dual step is y ← y + ρ_old(θ − z), and the change
+    of ρ that follows must leave y alone: ρ_new·u_new = ρ_old·(u + θ − z). Float64, so a few roundings of products."""
+    model, plan = _tiny_plan("filter")
+    model = copy.deepcopy(model).double()
+    admm = ADMMCallback(plan, rho=rho, rho_growth=growth)
+    admm.on_train_start(_Stub(model))
+    generator = torch.Generator().manual_seed(seed)
+    admm.u = {n: torch.randn(u.shape, generator=generator, dtype=torch.float64) for n, u in admm.u.items()}
+    theta = {n: p.detach().clone() for n, p in model.named_parameters() if n in admm.u}
+    z = plan.project({m: theta[m] + admm.u[m] for m in theta})
+    y = {n: rho * (admm.u[n] + (theta[n] - z[n])) for n in theta}  # the update's own order of additions
+    admm.update()
+    for n in theta:  # ρ_new · (v · ρ_old/ρ_new) against ρ_old · v: three roundings, each ≤ eps/2 relative
+        torch.testing.assert_close(admm.rho * admm.u[n], y[n], rtol=4 * torch.finfo(torch.float64).eps, atol=0)
 
 
 def test_admm_pulls_weights_towards_the_sparse_set(digits_run):

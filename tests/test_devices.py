@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import pytest
-import tomllib
 from cli_helpers import run_cli
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edgerobust import tomlfile
 from edgerobust.devices import list_profiles, load_profile, profile_from_dict
 from edgerobust.devices.catalog import profile_names
 from edgerobust.devices.profile import ProfileError, parse_bytes
@@ -18,7 +18,7 @@ REQUIRED = {"x86-cpu", "jetson-nano", "jetson-nano-cpu", "jetson-orin-nano", "v1
 def _builtin(name: str) -> dict:
     from importlib import resources
 
-    return tomllib.loads((resources.files("edgerobust.devices") / "profiles" / f"{name}.toml").read_text())
+    return tomlfile.loads((resources.files("edgerobust.devices") / "profiles" / f"{name}.toml").read_text())
 
 
 def test_builtin_profiles_cover_the_issue_and_load():
@@ -173,3 +173,13 @@ def _to_toml(data: dict) -> str:
                     lines.append(f"[{key}.{sub}]")
                     lines += [f'"{k}" = {value(v)}' for k, v in inner.items()]
     return "\n".join(lines) + "\n"
+
+
+def test_a_profile_may_list_only_deployable_runtime_records():
+    from edgerobust.devices import PROFILE_RUNTIMES, RUNTIME_SPECS
+
+    data = _builtin("x86-cpu")
+    data["runtimes"] = ["ort-cpu", "torch-compile-cuda"]  # a bench-only comparison, not a way to deploy
+    with pytest.raises(ProfileError, match="runtimes.*'torch-compile-cuda'.*valid values: ort-cpu"):
+        profile_from_dict(data)
+    assert [n for n in RUNTIME_SPECS if RUNTIME_SPECS.get(n).deployable] == sorted(PROFILE_RUNTIMES)

@@ -166,7 +166,7 @@ def test_smoothing_votes_follow_the_documented_protocol(runner_bundle):
     assert [p["row"] for p in result["points"]] == [3, 4]
     for point in result["points"]:
         row = point["row"]
-        rng = np.random.default_rng([7, row])  # the protocol, recounted on the host with one draw of n
+        rng = np.random.RandomState([7, row])  # the protocol, recounted on the host with one draw of n
         noisy = (x[row].astype(np.float64)[None] + 0.25 * rng.standard_normal((40, *x.shape[1:]))).astype(np.float32)
         logits = host_logits(runner_bundle, "fp32", noisy)
         assert point["counts"] == np.bincount(logits.argmax(1), minlength=10).tolist()
@@ -350,3 +350,48 @@ def test_sections_added_later_are_sealed_by_their_keys(runner_bundle, tmp_path, 
     bundle = copy_bundle(runner_bundle, tmp_path)
     mutate_manifest(bundle, lambda m: m.update(certify=section))
     assert "certify" in error_kind(["verify", "--bundle", bundle, "--no-golden"], "unsafe_path")
+
+
+def test_a_pickled_golden_array_is_refused_not_loaded(runner_bundle, tmp_path):
+    bundle = copy_bundle(runner_bundle, tmp_path)
+    np.save(bundle / "golden_inputs.npy", np.array([{"payload": 1}], dtype=object), allow_pickle=True)
+    reseal(bundle)
+    assert "golden_inputs.npy" in error_kind(["bench", "--bundle", bundle], "bundle_invalid")
+
+
+def test_json_is_strict_even_for_non_finite_figures():
+    from edgerobust.runner.main import finite
+
+    doc = {"a": [float("nan"), 1.5, {"b": float("inf")}], "c": "text", "d": 3}
+    assert json.loads(json.dumps(finite(doc), allow_nan=False)) == {"a": [None, 1.5, {"b": None}], "c": "text", "d": 3}
+
+
+def test_stdout_carries_only_the_json_document(runner_bundle, monkeypatch, capfd):
+    """A runtime printing on file descriptor 1 (C++ code) or sys.stdout does not break the protocol."""
+    from edgerobust.runner import main as runner_main
+
+    real_execute = runner_main.execute
+
+    def chatty(args, key_source=None):
+        os.write(1, b"native chatter\n")
+        print("python chatter")
+        return real_execute(args, key_source)
+
+    monkeypatch.setattr(runner_main, "execute", chatty)
+    assert runner_main.main(["verify", "--bundle", str(runner_bundle), "--no-golden"]) == 0
+    out, err = capfd.readouterr()
+    assert json.loads(out)["ok"] is True and out.count("\n") == 1
+    assert "native chatter" in err and "python chatter" in err
+
+
+def test_module_invocation_from_any_directory(runner_bundle, tmp_path):
+    """`PYTHONPATH=BUNDLE python3 -B -m edgerobust_runner verify` finds its own bundle (no --bundle)."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(runner_bundle)
+    done = subprocess.run([sys.executable, "-B", "-m", "edgerobust_runner", "verify", "--no-golden"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    doc = json.loads(done.stdout)
+    assert done.returncode == 0 and doc["result"]["sha256"] == "ok", done.stderr
+    assert not (runner_bundle / "edgerobust_runner" / "__pycache__").exists()

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import BenchConfig, build
 from ..data import ArrayDataset, load_dataset
 from ..errors import EdgeRobustError
 from ..io import write_json
@@ -117,11 +118,25 @@ def model_bytes(module: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
 
 
-def bench_run(run: RunDir | str | Path, target: Any = "x86-cpu", runtimes: Sequence[str] | None = None,
-              batches: Sequence[int] = (1, 8, 32), mode: str = "latency", repeats: int = 50, warmup: int = 10,
-              precision: str = "fp32", threads: int | None = None, memory: bool = True,
-              clock: Clock = time.perf_counter_ns, progress: bool | None = None, write: bool = True) -> dict[str, Any]:
-    """Time the run's model on each runtime and batch size; return the bench record (and write RUN/bench.json)."""
+def bench_run(run: RunDir | str | Path, target: Any = None, runtimes: Sequence[str] | None = None,
+              batches: Sequence[int] | None = None, mode: str | None = None, repeats: int | None = None,
+              warmup: int | None = None, precision: str | None = None, threads: int | None = None,
+              memory: bool | None = None, *, config: BenchConfig | None = None, clock: Clock = time.perf_counter_ns,
+              progress: bool | None = None, write: bool = True) -> dict[str, Any]:
+    """Time the run's model on each runtime and batch size; return the bench record (and write RUN/bench.json).
+
+    Settings are BenchConfig's fields ([bench] in a recipe), given as `config` and/or arguments (None: not given).
+    """
+    profile_object = target if target is not None and not isinstance(target, (str, Path)) else None
+    config = build(BenchConfig, overrides=dict(
+        target=None if target is None or profile_object is not None else str(target), runtimes=runtimes,
+        batches=None if batches is None else list(batches), mode=mode, repeats=repeats, warmup=warmup,
+        precision=precision, threads=threads, memory=memory), base=config, where="[bench]")
+    target = profile_object or config.target
+    runtimes, batches, mode = config.runtimes, config.batches, config.mode
+    repeats, warmup = config.repeats, config.warmup
+    precision, threads, memory = config.precision, config.threads, config.memory
+
     from ..devices import load_profile
 
     run = run if isinstance(run, RunDir) else RunDir.open(run)
@@ -162,7 +177,7 @@ def bench_run(run: RunDir | str | Path, target: Any = "x86-cpu", runtimes: Seque
     onnx, bundle = exported_onnx(run, profile.name)
     record["onnx_source"] = f"export bundle {bundle} (sha256 verified)" if bundle else "exported for this bench"
     with tempfile.TemporaryDirectory(prefix="edgerobust-bench-") as tmp:
-        if "fp32" not in onnx and any(n.startswith("ort-") or n == "tensorrt" for n in names):
+        if "fp32" not in onnx and any(RUNTIMES.get(n).spec.input == "onnx" for n in names):
             opset = min(DEFAULT_OPSET, profile.max_opset)
             onnx["fp32"] = export_for_bench(module, shape, Path(tmp) / "model.onnx", opset)
             record["onnx_opset"] = opset

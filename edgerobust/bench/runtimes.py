@@ -1,9 +1,10 @@
 """Runtimes a model can be timed on, by name: PyTorch eager / torch.compile, onnxruntime, TensorRT.
 
-Each runtime says whether it can run here and, if not, why (the missing package or hardware). A loaded
-runtime is a `Session`: `prepare` turns a host batch into the runtime's own input (including any copy to the
-GPU), `run` does one forward pass and returns only when the device has finished, `infer` returns logits on
-the host for parity checks.
+What each runtime is (device, precisions, input, install hint) is data in `edgerobust.devices.runtimes`; this file
+implements every record there, one `Runtime` class each, registered by `implements(name)`. Each runtime says
+whether it can run here and, if not, why (the missing package or hardware). A loaded runtime is a `Session`:
+`prepare` turns a host batch into the runtime's own input (including any copy to the GPU), `run` does one forward
+pass and returns only when the device has finished, `infer` returns logits on the host for parity checks.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..devices.runtimes import RUNTIME_SPECS, RuntimeSpec
 from ..errors import EdgeRobustError
 from ..registry import Registry
 
@@ -62,8 +64,10 @@ class Session:
 
 
 class Runtime:
-    """A named way to execute a model. Subclasses fill in the class attributes and the three methods."""
+    """A named way to execute a model. `implements` fills in the attributes from the runtime's record; subclasses
+    write the three methods."""
 
+    spec: RuntimeSpec
     name = ""
     device = "cpu"
     precisions: tuple[str, ...] = ("fp32",)
@@ -81,10 +85,23 @@ class Runtime:
     def describe(self) -> dict[str, Any]:
         ok, reason = self.availability()
         return {"name": self.name, "device": self.device, "available": ok, "reason": reason,
-                "version": self.version() if ok else None, "precisions": list(self.precisions)}
+                "version": self.version() if ok else None, "precisions": list(self.precisions),
+                "input": self.spec.input}
 
 
 RUNTIMES: Registry[type[Runtime]] = Registry("runtime")
+
+
+def implements(name: str):
+    """Register a `Runtime` class as the implementation of the runtime record `name` (devices/runtimes.py)."""
+    spec = RUNTIME_SPECS.get(name)
+
+    def decorator(cls: type[Runtime]) -> type[Runtime]:
+        cls.spec, cls.name, cls.device, cls.precisions, cls.extra = (spec, spec.name, spec.device, spec.precisions,
+                                                                     spec.install)
+        return RUNTIMES.register(spec.name, spec.description)(cls)
+
+    return decorator
 
 
 def get_runtime(name: str) -> Runtime:
@@ -162,9 +179,8 @@ def _torch_module(model: BenchModel) -> nn.Module:
     return copy.deepcopy(model.module).eval()  # the caller's module keeps its device and dtype
 
 
-@RUNTIMES.register("torch-cpu", "PyTorch eager on the CPU")
+@implements("torch-cpu")
 class TorchCPU(Runtime):
-    name, device, precisions = "torch-cpu", "cpu", ("fp32",)
 
     def availability(self) -> tuple[bool, str]:
         return True, ""
@@ -176,9 +192,8 @@ class TorchCPU(Runtime):
         return TorchSession(_torch_module(model), "cpu", torch.float32, threads, self.name)
 
 
-@RUNTIMES.register("torch-cuda", "PyTorch eager on a CUDA GPU (synchronised timing)")
+@implements("torch-cuda")
 class TorchCUDA(Runtime):
-    name, device, precisions = "torch-cuda", "cuda", ("fp32", "fp16")
 
     def availability(self) -> tuple[bool, str]:
         reason = _cuda_reason()
@@ -192,9 +207,8 @@ class TorchCUDA(Runtime):
         return TorchSession(_torch_module(model), "cuda", dtype, threads, self.name)
 
 
-@RUNTIMES.register("torch-compile-cuda", "torch.compile (inductor) on a CUDA GPU")
+@implements("torch-compile-cuda")
 class TorchCompileCUDA(TorchCUDA):
-    name = "torch-compile-cuda"
 
     def availability(self) -> tuple[bool, str]:
         reason = _cuda_reason()
@@ -296,25 +310,22 @@ class _OrtRuntime(Runtime):
         return session
 
 
-@RUNTIMES.register("ort-cpu", "onnxruntime, CPU execution provider")
+@implements("ort-cpu")
 class OrtCPU(_OrtRuntime):
-    name, device, precisions, provider = "ort-cpu", "cpu", ("fp32", "fp16"), "CPUExecutionProvider"
-    extra = "pip install onnxruntime"
+    provider = "CPUExecutionProvider"
 
 
-@RUNTIMES.register("ort-cuda", "onnxruntime, CUDA execution provider")
+@implements("ort-cuda")
 class OrtCUDA(_OrtRuntime):
-    name, device, precisions, provider = "ort-cuda", "cuda", ("fp32", "fp16"), "CUDAExecutionProvider"
-    extra = "install onnxruntime-gpu on a machine with an NVIDIA GPU"
+    provider = "CUDAExecutionProvider"
 
     def providers(self, threads: int) -> list:
         return [self.provider, "CPUExecutionProvider"]
 
 
-@RUNTIMES.register("ort-tensorrt", "onnxruntime, TensorRT execution provider")
+@implements("ort-tensorrt")
 class OrtTensorRT(_OrtRuntime):
-    name, device, precisions, provider = "ort-tensorrt", "cuda", ("fp32", "fp16"), "TensorrtExecutionProvider"
-    extra = "install onnxruntime-gpu and TensorRT (pip install tensorrt) on a machine with an NVIDIA GPU"
+    provider = "TensorrtExecutionProvider"
     fp16 = False
 
     def providers(self, threads: int) -> list:
@@ -326,10 +337,9 @@ class OrtTensorRT(_OrtRuntime):
                                        {precision: model.onnx_path("fp32", self.name)}), precision, threads, max_batch)
 
 
-@RUNTIMES.register("ort-openvino", "onnxruntime, OpenVINO execution provider (Intel CPUs)")
+@implements("ort-openvino")
 class OrtOpenVINO(_OrtRuntime):
-    name, device, precisions, provider = "ort-openvino", "cpu", ("fp32",), "OpenVINOExecutionProvider"
-    extra = "pip install onnxruntime-openvino on an Intel machine"
+    provider = "OpenVINOExecutionProvider"
 
     def providers(self, threads: int) -> list:
         return [(self.provider, {"num_of_threads": threads}), "CPUExecutionProvider"]
@@ -340,31 +350,13 @@ class TensorRTSession(Session):
     """A TensorRT engine built here from the ONNX graph (engines never travel between machines)."""
 
     def __init__(self, onnx_path: Path, input_shape: tuple[int, ...], precision: str, max_batch: int):
-        import tensorrt as trt
+        from ..export.tensorrt_build import serialize_engine
 
         self.name, self.device, self.input_shape = "tensorrt", "cuda", tuple(input_shape)
-        logger = trt.Logger(trt.Logger.WARNING)
-        builder = trt.Builder(logger)
-        explicit = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
-        network = builder.create_network(0 if explicit is None else 1 << int(explicit))
-        parser = trt.OnnxParser(network, logger)
-        if not parser.parse(Path(onnx_path).read_bytes()):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise EdgeRobustError(f"TensorRT cannot parse {onnx_path}: {errors[:300]}")
-        config = builder.create_builder_config()
-        if precision == "fp16":
-            config.set_flag(trt.BuilderFlag.FP16)
-        self.input_name = network.get_input(0).name
-        self.output_name = network.get_output(0).name
-        profile = builder.create_optimization_profile()
-        profile.set_shape(self.input_name, (1, *input_shape), (max_batch, *input_shape), (max_batch, *input_shape))
-        config.add_optimization_profile(profile)
         started = time.perf_counter()
-        plan = builder.build_serialized_network(network, config)
-        if plan is None:
-            raise EdgeRobustError(f"TensorRT could not build an engine for {onnx_path} at {precision}")
+        trt, plan, self.input_name, self.output_name = serialize_engine(onnx_path, input_shape, precision, max_batch)
         self.compile_seconds = time.perf_counter() - started
-        self.engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
+        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan)
         self.context = self.engine.create_execution_context()
         self.stream = torch.cuda.Stream()
         fp16_out = self.engine.get_tensor_dtype(self.output_name) == trt.float16
@@ -395,10 +387,8 @@ class TensorRTSession(Session):
         torch.cuda.synchronize()
 
 
-@RUNTIMES.register("tensorrt", "TensorRT engine built on this machine")
+@implements("tensorrt")
 class TensorRT(Runtime):
-    name, device, precisions = "tensorrt", "cuda", ("fp32", "fp16")
-    extra = "pip install tensorrt, edgerobust's 'tensorrt' extra, on a machine with an NVIDIA GPU"
 
     def availability(self) -> tuple[bool, str]:
         if not _has_module("tensorrt"):

@@ -1,6 +1,7 @@
 """`edgerobust bench`: latency of one or more runs' models on this machine's runtimes, as a table and bench.json."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Optional
 
@@ -9,6 +10,7 @@ from rich import box
 from rich.markup import escape
 
 from ..bench import MODES, bench_run, runtime_table
+from ..config import BenchConfig, option_help
 from ..errors import EdgeRobustError
 from . import remote as remote_cmd
 from .common import command, console, err_console
@@ -26,9 +28,10 @@ def parse_int_list(text: str, name: str) -> list[int]:
 
 
 def print_runtimes() -> None:
-    rows = [(r["name"], r["device"], "yes" if r["available"] else "no", r["version"] or "", escape(r["reason"]))
-            for r in runtime_table()]
-    console.print(table("runtimes on this machine", ("runtime", "device", "available", "version", "why not"), rows))
+    rows = [(r["name"], r["device"], r["input"], " ".join(r["precisions"]), "yes" if r["available"] else "no",
+             r["version"] or "", escape(r["reason"])) for r in runtime_table()]
+    console.print(table("runtimes on this machine", ("runtime", "device", "input", "precisions", "available", "version",
+                                                     "why not"), rows))
 
 
 def fmt_ms(ms: float) -> str:
@@ -66,20 +69,25 @@ def results_table(records: list[dict]):
     return out
 
 
+H = functools.partial(option_help, BenchConfig)
+
+
 @command
 def bench(
     runs: Optional[list[Path]] = typer.Argument(None, help="Run directories (several compare models)."),
-    target: str = typer.Option("x86-cpu", "--target", "-t", help="Device profile name or .toml path."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help=H("target")),
     runtime: Optional[list[str]] = typer.Option(None, "--runtime", help="Runtime(s), e.g. ort-cpu,torch-cpu "
                                                 "(default: the target's runtimes available here)."),
-    batch: str = typer.Option("1,8,32", "--batch", "-b", help="Batch sizes, comma-separated."),
-    repeats: int = typer.Option(50, "--repeats", help="Timed calls per measurement."),
-    warmup: int = typer.Option(10, "--warmup", help="Untimed calls before timing."),
-    mode: str = typer.Option("latency", "--mode", help=f"One of: {', '.join(MODES.names())}."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 or fp16 (where the target and runtime "
-                                            "allow; default fp32 here, every precision of the bundle on a device)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: the target's)."),
-    memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak memory in a separate pass."),
+    batch: Optional[str] = typer.Option(None, "--batch", "-b", help=H("batches", "Batch sizes, comma-separated")),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help=H("repeats")),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help=H("warmup")),
+    mode: Optional[str] = typer.Option(None, "--mode", help=H("mode", f"One of: {', '.join(MODES.names())}")),
+    precision: Optional[str] = typer.Option(None, "--precision", help=H("precision", "fp32 or fp16 (where the "
+                                                                                  "target and runtime allow; on a "
+                                                                                  "device every precision of the "
+                                                                                  "bundle)")),
+    threads: Optional[int] = typer.Option(None, "--threads", help=H("threads")),
+    memory: Optional[bool] = typer.Option(None, "--memory/--no-memory", help=H("memory")),
     list_runtimes: bool = typer.Option(False, "--list-runtimes", help="List runtimes and why any cannot run here."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     host: Optional[str] = remote_cmd.HOST, hosts: Optional[Path] = remote_cmd.HOSTS,
@@ -95,15 +103,15 @@ def bench(
     if not runs:
         raise EdgeRobustError("give at least one run directory, e.g. `edgerobust bench runs/train`")
     names = [n.strip() for item in (runtime or []) for n in item.split(",") if n.strip()] or None
-    batches = parse_int_list(batch, "--batch")
+    batches = parse_int_list(batch, "--batch") if batch is not None else None
     if host or hosts:  # on a device, through the runner (edgerobust.remote)
         settings = {"precisions": [precision] if precision else None, "batches": batches, "threads": threads,
                     "runtime": names[0] if names else None, "warmup": warmup, "repeats": repeats,
                     "stability": {"max_cv": max_cv, "max_temperature_rise_c": max_temp_rise, "remeasure": remeasure}}
+        settings = {k: v for k, v in settings.items() if v is not None}  # the rest: device_bench's defaults
         options = {"python": python, "ssh_config": ssh_config, "device_dir": device_dir, "insecure": insecure,
                    "timeout": timeout}
         return remote_cmd.run_remote("bench", runs, target, host, hosts, options, settings, quiet)
-    precision = precision or "fp32"
     records = [bench_run(run, target, names, batches, mode, repeats, warmup, precision, threads, memory,
                          progress=False if quiet else None) for run in runs]
     console.print(results_table(records))

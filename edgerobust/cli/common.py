@@ -4,12 +4,13 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from fractions import Fraction
 from typing import TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from ..config import parse_number
 from ..errors import EdgeRobustError
 
 console = Console()
@@ -31,7 +32,7 @@ def command(func: F) -> F:
         except EdgeRobustError as exc:
             if debug_enabled():
                 raise
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/] (nothing half-written; `--resume` continues training)")
@@ -41,13 +42,15 @@ def command(func: F) -> F:
 
 
 def parse_fraction(text: str, name: str = "value") -> float:
-    """Accept 0.03, 8/255 or 3%."""
-    try:
-        if text.endswith("%"):
-            return float(text[:-1]) / 100
-        return float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError):
-        raise EdgeRobustError(f"{name} '{text}' is not a number (use e.g. 0.03 or 8/255)") from None
+    """Accept 0.03, 8/255 or 3% (the config layer's one number parser)."""
+    return parse_number(text, name)
+
+
+def split_list(text: str | None) -> list[str] | None:
+    """A comma-separated option ("0.5,25%") as its parts; None when the option was not given."""
+    if text is None:
+        return None
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

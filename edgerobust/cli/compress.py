@@ -1,29 +1,21 @@
 """`edgerobust compress`."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from ..compress.api import compress_grid, configs_from_recipe
-from ..compress.tradeoff import tradeoff_columns, tradeoff_table_rows
+from ..config import CompressEvaluateConfig, grid_values, section
 from ..errors import EdgeRobustError
-from ..recipe import load_recipe, section
+from ..recipe import load_recipe
+from ..report.tradeoff import tradeoff_columns, tradeoff_table_rows
 from ..run import RunDir
 from ..training.distributed import is_main_process
-from .common import command, console, parse_fraction
+from .common import command, console, split_list
 from .render import table
-
-
-def _fractions(text: Optional[str], name: str) -> list[float] | None:
-    if text is None:
-        return None
-    return [parse_fraction(part.strip(), name) for part in text.split(",") if part.strip()]
-
-
-def _as_list(value) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 @command
@@ -68,24 +60,25 @@ def compress(
     spec = load_recipe(recipe)
     config, train_config, adv_settings, eval_settings = configs_from_recipe(spec, dict(
         method=method, scheme=scheme, global_keep=global_keep, funnel=funnel, threshold=threshold,
-        layers=[p.strip() for p in layers.split(",") if p.strip()] if layers else None,
+        keep=split_list(keep), layers=split_list(layers),
         admm_epochs=admm_epochs, retrain_epochs=retrain_epochs, rho=rho, rho_growth=rho_growth,
         admm_interval=admm_interval, keep_schedule=keep_schedule,
         physical=physical, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-        adv_method=adv, adv_steps=steps, adv_weight=adv_weight, adv_schedule=eps_schedule))
-    keeps = _fractions(keep, "keep ratio") or [float(k) for k in _as_list(section(spec, "compress").get("keep", 0.5))]
-    recipe_eps = adv_settings.get("eps")
-    eps_values = _fractions(eps, "ε") or ([float(e) for e in _as_list(recipe_eps)] if recipe_eps is not None
-                                          else [None])
-    if suite is not None:
-        eval_settings["suite"] = suite
-    source = model or section(spec, "model").get("spec")
-    if not source:
+        adv_method=adv, adv_eps=split_list(eps), adv_steps=steps, adv_weight=adv_weight, adv_schedule=eps_schedule))
+    keeps = grid_values(config.keep)
+    eps_values = grid_values(adv_settings.eps) if adv_settings is not None else [None]
+    if evaluate:
+        eval_settings = eval_settings or CompressEvaluateConfig()
+        if suite is not None:
+            eval_settings = replace(eval_settings, suite=suite)
+    if model is None and "model" not in spec:
         raise EdgeRobustError("pass --model (a run directory or a model spec) or use a recipe with a [model] spec")
+    source = model or section(spec, "model").spec
     data_section = section(spec, "data")
-    runs, rows = compress_grid(source, out, keeps, eps_values, config.validate(), train_config, adv=adv_settings,
-                               evaluate=eval_settings if evaluate else None, data=data or data_section.get("name"),
-                               data_root=data_root or data_section.get("root"), resume=resume,
+    runs, rows = compress_grid(source, out, keeps, eps_values, replace(config, keep=keeps[0]), train_config,
+                               adv=adv_settings, evaluate=eval_settings if evaluate else None,
+                               data=data or (data_section.name if "data" in spec else None),
+                               data_root=data_root or data_section.root, resume=resume,
                                progress=False if quiet else None, recipe=spec)
     if not is_main_process():
         return

@@ -1,48 +1,52 @@
 """`edgerobust evaluate`: attacks, the cumulative standard suite, robustness curve, transfer, masking checks."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
+from ..config import EvaluateConfig, option_help
 from ..evaluation.api import ROBUSTNESS_FILE, evaluate_run
 from ..report.robustness import curve_plot, transfer_heatmap
 from ..run import RunDir
 from . import remote as remote_cmd
-from .common import command, console, parse_fraction
+from .common import command, console, split_list
 from .render import table
 
-
-def parse_grid(text: str) -> list[float]:
-    return [parse_fraction(part.strip(), "ε") for part in text.split(",") if part.strip()]
+H = functools.partial(option_help, EvaluateConfig)
 
 
 @command
 def evaluate(
     run: Path = typer.Argument(..., help="Run directory (from `edgerobust train`)."),
-    suite: str = typer.Option("standard", "--suite", help="standard (APGD-CE → APGD-T → Square) or none."),
-    fab: bool = typer.Option(False, "--fab", help="Add FAB-T to the standard suite, before Square (AutoAttack's "
-                                                  "order: APGD-CE → APGD-T → FAB-T → Square)."),
-    eps: str = typer.Option("8/255", "--eps", help="Perturbation budget in [0,1] pixels: 0.03, 8/255 or 3%."),
-    norm: str = typer.Option("linf", "--norm", help="linf or l2."),
+    suite: Optional[str] = typer.Option(None, "--suite", help=H("suite", "standard (APGD-CE → APGD-T → Square) or "
+                                                                         "none")),
+    fab: Optional[bool] = typer.Option(None, "--fab/--no-fab", help=H(
+        "fab", "Add FAB-T to the standard suite, before Square (AutoAttack's order)")),
+    eps: Optional[str] = typer.Option(None, "--eps", help=H("eps", "Perturbation budget in [0,1] pixels: 0.03, 8/255 "
+                                                                  "or 3%")),
+    norm: Optional[str] = typer.Option(None, "--norm", help=H("norm", "linf or l2")),
     attack: list[str] = typer.Option([], "--attack", "-a", help="Extra single attack (repeatable): pgd, fgsm, mim, "
                                                                "apgd-ce, square, deepfool, cw, fab, ..."),
-    curve: bool = typer.Option(False, "--curve", help="Robustness curve (accuracy against ε, PGD)."),
+    curve: Optional[bool] = typer.Option(None, "--curve/--no-curve", help=H(
+        "curve", "Robustness curve (accuracy against ε, PGD)")),
     curve_eps: Optional[str] = typer.Option(None, "--curve-eps", help="ε grid for --curve, e.g. 0,0.05,0.1,0.2."),
-    curve_steps: int = typer.Option(100, "--curve-steps", help="PGD steps at every ε of the curve."),
+    curve_steps: Optional[int] = typer.Option(None, "--curve-steps", help=H("curve_steps")),
     transfer: list[Path] = typer.Option([], "--transfer", help="Another run for the transfer matrix (repeatable)."),
     ensemble: list[Path] = typer.Option([], "--ensemble", help="Evaluate RUN + these runs as one softmax ensemble."),
     n: Optional[int] = typer.Option(None, "--n", help="Evaluate the first N test images (default: all)."),
-    steps: int = typer.Option(100, "--steps", help="Iterations per APGD (and FAB-T) run."),
-    restarts: int = typer.Option(1, "--restarts", help="APGD (and FAB-T) restarts."),
-    queries: int = typer.Option(1000, "--queries", help="Square attack query budget."),
-    targets: int = typer.Option(9, "--targets", help="Target classes for targeted APGD (and FAB-T)."),
-    minimal: str = typer.Option("fgs-search", "--minimal", help="Minimal-perturbation attack (fgs-search, "
-                                                                "deepfool, cw, fab, fab-t) or 'none'."),
-    masking: bool = typer.Option(True, "--masking/--no-masking", help="Gradient-masking checks."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (results are deterministic under it)."),
-    batch_size: int = typer.Option(256, "--batch-size"),
+    steps: Optional[int] = typer.Option(None, "--steps", help=H("steps")),
+    restarts: Optional[int] = typer.Option(None, "--restarts", help=H("n_restarts")),
+    queries: Optional[int] = typer.Option(None, "--queries", help=H("square_queries")),
+    targets: Optional[int] = typer.Option(None, "--targets", help=H("n_target_classes")),
+    minimal: Optional[str] = typer.Option(None, "--minimal", help=H("minimal", "Minimal-perturbation attack "
+                                                                              "(fgs-search, deepfool, cw, fab, fab-t) "
+                                                                              "or 'none'")),
+    masking: Optional[bool] = typer.Option(None, "--masking/--no-masking", help=H("masking_checks")),
+    seed: Optional[int] = typer.Option(None, "--seed", help=H("seed")),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=H("batch_size")),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     host: Optional[str] = remote_cmd.HOST, hosts: Optional[Path] = remote_cmd.HOSTS,
     target_name: Optional[str] = typer.Option(None, "--target", help="With --host: the export to replay (default: "
@@ -61,15 +65,15 @@ def evaluate(
         options = {"python": python, "ssh_config": ssh_config, "device_dir": device_dir, "insecure": insecure,
                    "timeout": timeout}
         return remote_cmd.run_remote("replay", [run], target_name, host, hosts, options,
-                                     {"precisions": precision or None, "batch": batch_size}, quiet)
+                                     {"precisions": precision or None, **({"batch": batch_size} if batch_size else {})},
+                                     quiet)
     target = RunDir.open(run)
     result = evaluate_run(
-        target, suite=suite, eps=parse_fraction(eps, "ε"), norm=norm, attacks=attack, curve=curve,
-        curve_grid=parse_grid(curve_eps) if curve_eps else None, curve_steps=curve_steps,
-        transfer=[RunDir.open(p) for p in transfer], ensemble=[RunDir.open(p) for p in ensemble], n=n, seed=seed,
-        steps=steps, n_restarts=restarts, square_queries=queries, n_target_classes=targets, fab=fab,
-        minimal=None if minimal == "none" else minimal, masking_checks=masking, batch_size=batch_size,
-        progress=False if quiet else None)
+        target, transfer=[RunDir.open(p) for p in transfer], ensemble=[RunDir.open(p) for p in ensemble],
+        progress=False if quiet else None, suite=suite, eps=eps, norm=norm, attacks=attack or None, curve=curve,
+        curve_grid=split_list(curve_eps), curve_steps=curve_steps, n=n, seed=seed, steps=steps, n_restarts=restarts,
+        square_queries=queries, n_target_classes=targets, fab=fab, minimal=minimal, masking_checks=masking,
+        batch_size=batch_size)
     print_robustness(result)
     figures = target.file("figures")
     if result.get("curve"):

@@ -1,32 +1,36 @@
 """`edgerobust export RUN --target NAME` and `edgerobust verify BUNDLE`."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ..export.api import FP32_TOLERANCE, export_run
+from ..config import ExportConfig, option_help
+from ..export.api import export_run
 from ..export.bundle import verify_bundle
 from .common import command, console
 from .render import table
+
+H = functools.partial(option_help, ExportConfig)
 
 
 @command
 def export(
     run: Path = typer.Argument(..., help="Run directory (from `edgerobust train` or `compress`)."),
-    target: str = typer.Option("x86-cpu", "--target", "-t", help="Device profile name or .toml path "
-                               "(see `edgerobust devices list`)."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help=H("target", "Device profile name, alias or "
+                                                                                 ".toml path (see `edgerobust devices "
+                                                                                 "list`)")),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle directory [default: RUN/export-TARGET]."),
-    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset [default: the target's maximum]."),
-    fp16: Optional[bool] = typer.Option(None, "--fp16/--no-fp16", help="fp16 model [default: if the target has it]."),
-    int8: Optional[bool] = typer.Option(None, "--int8/--no-int8", help="INT8 (TensorRT, calibrated) [default: if "
-                                        "the target has it]."),
-    batch: int = typer.Option(1, "--batch", "-b", help="Batch size for the memory estimate and TensorRT engines."),
-    golden: int = typer.Option(64, "--golden", help="Golden test inputs (parity and on-device checks)."),
-    calibration: int = typer.Option(256, "--calibration", help="INT8 calibration inputs saved (0 = none)."),
-    tolerance: float = typer.Option(FP32_TOLERANCE, "--tolerance", help="Max |logit difference| for fp32 parity."),
-    engine: bool = typer.Option(False, "--engine", help="Also build TensorRT engines (only on the target device)."),
+    opset: Optional[int] = typer.Option(None, "--opset", help=H("opset")),
+    fp16: Optional[bool] = typer.Option(None, "--fp16/--no-fp16", help=H("fp16")),
+    int8: Optional[bool] = typer.Option(None, "--int8/--no-int8", help=H("int8")),
+    batch: Optional[int] = typer.Option(None, "--batch", "-b", help=H("batch")),
+    golden: Optional[int] = typer.Option(None, "--golden", help=H("golden")),
+    calibration: Optional[int] = typer.Option(None, "--calibration", help=H("calibration")),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", help=H("tolerance")),
+    engine: Optional[bool] = typer.Option(None, "--engine/--no-engine", help=H("engine")),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Directory holding on-disk datasets."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:

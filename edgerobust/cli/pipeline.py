@@ -6,9 +6,11 @@ from pathlib import Path
 
 import typer
 
+from ..config import section
 from ..errors import EdgeRobustError
 from ..io import write_json
 from ..pipeline import PipelineContext, run_steps
+from ..pipeline.context import check_steps
 from ..recipe import load_recipe
 from ..run import RunDir, now
 from .common import command, console, err_console
@@ -41,14 +43,15 @@ def pipeline(
 ) -> None:
     """Run the whole chain (train, compress, evaluate, export, bench, report) on the built-in default."""
     spec = load_recipe(recipe)
-    names = [s.strip() for s in steps.split(",") if s.strip()] or list(spec.get("pipeline", {}).get("steps", []))
+    names = [s.strip() for s in steps.split(",") if s.strip()] or section(spec, "pipeline").steps
     if not names:
         raise EdgeRobustError(f"recipe {spec['origin']} lists no [pipeline] steps")
+    ctx = PipelineContext(out=out, recipe=spec, progress=False if quiet else None)
+    check_steps(ctx, names)  # unknown steps and settings a step cannot run with fail before the disk is touched
     if "train" not in names and not (out / "model" / "model.json").is_file():
         raise EdgeRobustError(f"no trained model in {out / 'model'}; include the 'train' step")
     if "train" in names:
         prepare_output(out)
-    ctx = PipelineContext(out=out, recipe=spec, progress=False if quiet else None)
     if "train" not in names:
         ctx.run = ctx.runs["train"] = RunDir.open(out / "model")
     run_steps(ctx, names, on_step=lambda name: err_console.print(f"[bold cyan]▶ {name}[/]"))

@@ -6,9 +6,10 @@ from typing import Optional
 
 import typer
 
-from ..recipe import load_recipe, section
+from ..config import section
+from ..recipe import load_recipe
 from ..training.api import adversarial_from_recipe, config_from_recipe, train_model
-from .common import command, console, parse_fraction
+from .common import command, console
 from .render import print_run_summary
 
 
@@ -47,17 +48,17 @@ def train(
     Multi-process (DDP): torchrun --nproc-per-node N -m edgerobust train …
     """
     spec = load_recipe(recipe or "default")
-    model = model or section(spec, "model").get("spec", "scnn2:16-32")
+    model = model or section(spec, "model").spec
     data_section = section(spec, "data")
-    data = data or data_section.get("name", "digits")
+    data = data or data_section.name
     config = config_from_recipe(spec, dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                                            schedule=schedule, weight_decay=weight_decay, seed=seed, augment=augment))
-    adversarial = adversarial_from_recipe(spec, dict(
-        method=adv, eps=parse_fraction(eps, "--eps") if eps is not None else None, steps=adv_steps,
-        weight=adv_weight, schedule=eps_schedule, guard=guard))
-    if (eps is not None or adv_steps is not None or eps_schedule is not None) and "method" not in adversarial:
-        adversarial["method"] = "pgd"  # asking for an ε means adversarial training
-    run = train_model(out, model, data, config, data_root=data_root or data_section.get("root"), resume=resume,
+    if adv is None and (eps is not None or adv_steps is not None or eps_schedule is not None) \
+            and "adversarial" not in spec:
+        adv = "pgd"  # asking for an ε means adversarial training
+    adversarial = adversarial_from_recipe(spec, dict(method=adv, eps=eps, steps=adv_steps, weight=adv_weight,
+                                                     schedule=eps_schedule, guard=guard))
+    run = train_model(out, model, data, config, data_root=data_root or data_section.root, resume=resume,
                       recipe=spec, progress=False if quiet else None, adversarial=adversarial)
     from ..training.distributed import is_main_process
 

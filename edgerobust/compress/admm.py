@@ -3,6 +3,12 @@
     z ← Π_S(θ + u)                       every `interval` epochs
     θ ← SGD step on loss + ρ/2‖θ − z + u‖² every step (Callback.penalty)
     u ← u + θ − z                        with the z update; then ρ ← ρ · growth
+    u ← u · ρ_old / ρ_new                (dual_rescale, the default)
+
+The scaled dual is u = y/ρ (Boyd et al. 2011, "Distributed Optimization and Statistical Learning via the Alternating
+Direction Method of Multipliers", §3.1.1), so when ρ changes u must be rescaled to keep the dual y itself (§3.4.1:
+"if ρ is halved, u should be doubled"). Without it the implied dual ρ·u grows with ρ at every update; that older form
+is kept as `dual_rescale=False` for comparison (benchmarks/compression.py tradeoff).
 
 With a keep schedule the constraint set S tightens over training (Marshall's monotonically decreasing k): the
 projection at fractional epoch t keeps 1 − (1 − keep)·f(t), f being an ε-schedule shape (constant, linear,
@@ -16,15 +22,15 @@ import torch
 from torch import Tensor
 
 from ..errors import EdgeRobustError
+from ..training.distributed import unwrap
 from ..training.eps_schedule import EPS_SCHEDULES, EpsSchedule
 from ..training.loop import Callback
-from .masks import unwrap
 from .schemes import PruningPlan
 
 
 class ADMMCallback(Callback):
     def __init__(self, plan: PruningPlan, rho: float = 1e-3, rho_growth: float = 1.3, interval: int = 1,
-                 keep_schedule: EpsSchedule | None = None):
+                 keep_schedule: EpsSchedule | None = None, dual_rescale: bool = True):
         if not rho > 0:
             raise EdgeRobustError(f"ADMM ρ must be positive, got {rho}")
         if not rho_growth >= 1:
@@ -34,6 +40,7 @@ class ADMMCallback(Callback):
         self.plan = plan
         self.keep_schedule = keep_schedule
         self.rho, self.rho_growth, self.interval = float(rho), float(rho_growth), int(interval)
+        self.dual_rescale = bool(dual_rescale)
         self.z: dict[str, Tensor] | None = None
         self.u: dict[str, Tensor] = {}
         self.updates = 0
@@ -67,7 +74,10 @@ class ADMMCallback(Callback):
         self.z = plan.project({name: theta[name] + self.u[name] for name in theta})
         for name in theta:
             self.u[name] += theta[name] - self.z[name]
-        self.rho *= self.rho_growth
+        rho_old, self.rho = self.rho, self.rho * self.rho_growth
+        if self.dual_rescale and self.rho != rho_old:  # keep y = ρ·u unchanged (Boyd et al. §3.4.1)
+            for name in self.u:
+                self.u[name] *= rho_old / self.rho
         self.updates += 1
         return self.residual(theta)
 
@@ -95,6 +105,7 @@ class ADMMCallback(Callback):
 
     def describe(self) -> dict[str, Any]:
         return {"rho": self.rho, "rho_growth": self.rho_growth, "interval": self.interval, "updates": self.updates,
+                "dual_rescale": self.dual_rescale,
                 "keep_schedule": None if self.keep_schedule is None else self.keep_schedule.describe()}
 
 

@@ -8,82 +8,56 @@ Stages, each a run directory under `out` with its own checkpoint so a killed com
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..config import (
+    AdversarialConfig,
+    CompressConfig,
+    CompressEvaluateConfig,
+    TrainConfig,
+    build,
+    is_adversarial,
+    keys,
+    section,
+)
 from ..data import load_dataset
 from ..errors import EdgeRobustError
+from ..evaluation.point import evaluate_point
 from ..models import MODELS, count_flops, count_parameters
-from ..recipe import section
 from ..run import RunDir
-from ..training import TrainConfig, distributed, evaluate_clean
-from ..training.api import ADVERSARIAL_KEYS, TRAIN_KEYS, adversarial_training, is_adversarial, train_model
+from ..training import distributed, evaluate_clean
+from ..training.api import (
+    adversarial_config,
+    adversarial_from_recipe,
+    adversarial_training,
+    config_from_recipe,
+    train_model,
+)
 from .admm import ADMMCallback, keep_schedule
 from .l1_filter import l1_filter_masks
 from .masks import MaskCallback, apply_masks, density
 from .physical import remove_dead_channels
-from .schemes import SCHEMES, STRUCTURED, build_plan, check_keep
+from .schemes import SCHEMES, STRUCTURED, build_plan
 from .stats import compression_stats
-from .tradeoff import evaluate_point
 
-METHODS = ("admm", "l1", "magnitude")
 OUTPUT_TOLERANCE = 1e-4  # slim vs masked logits: float reordering only
 
 
-@dataclass
-class CompressConfig:
-    method: str = "admm"  # admm | l1 (one-shot L1 filter, Li et al.) | magnitude (one-shot projection)
-    scheme: str = "filter"
-    keep: float = 0.5
-    global_keep: bool = False
-    funnel: bool = False
-    layers: list[str] = field(default_factory=list)  # fnmatch patterns of layers to prune; empty = all
-    layer_keep: dict[str, float] = field(default_factory=dict)  # per-layer keep ratio overrides
-    threshold: float | None = None  # l1 only: drop filters whose kernel L1 norm is below this
-    admm_epochs: int = 4
-    rho: float = 1e-2
-    rho_growth: float = 1.3
-    admm_interval: int = 1  # epochs between z / u updates
-    keep_schedule: str = "constant"  # constant | linear | staged: the keep ratio ADMM projects onto falls to `keep`
-    keep_ramp: float = 1.0  # linear: fraction of the ADMM epochs over which it falls
-    keep_stages: int = 3  # staged: number of equal stages
-    admm_lr: float | None = None  # default: the training lr
-    retrain_epochs: int = 3
-    retrain_lr: float | None = None  # default: the training lr
-    physical: bool = True
-
-    def validate(self) -> CompressConfig:
-        if self.method not in METHODS:
-            raise EdgeRobustError(f"unknown compression method '{self.method}'; valid methods: {', '.join(METHODS)}")
-        SCHEMES.get(self.scheme)
-        if self.threshold is None or self.method != "l1":
-            check_keep(self.keep)
-        if self.method == "l1" and self.scheme != "filter":
-            raise EdgeRobustError(f"L1 filter pruning prunes filters; use --scheme filter, not '{self.scheme}'")
-        if self.threshold is not None and self.method != "l1":
-            raise EdgeRobustError("an L1 threshold applies to --method l1 only")
-        if self.method == "admm" and self.admm_epochs < 1:
-            raise EdgeRobustError(f"ADMM needs at least one epoch, got {self.admm_epochs}")
-        if self.keep_schedule != "constant" and self.method != "admm":
-            raise EdgeRobustError(f"a falling keep ratio (--keep-schedule {self.keep_schedule}) needs --method admm")
-        keep_schedule(self.keep_schedule, max(self.admm_epochs, 1), ramp=self.keep_ramp, stages=self.keep_stages)
-        if self.retrain_epochs < 0:
-            raise EdgeRobustError(f"retrain epochs must be non-negative, got {self.retrain_epochs}")
-        return self
-
-
-COMPRESS_KEYS = {f.name for f in fields(CompressConfig)}
-EVAL_KEYS = {"eps", "pgd_steps", "suite", "n", "seed"}
-
-
-def build_loss(adv: dict[str, Any] | None, epochs: int):
+def build_loss(adv: AdversarialConfig | None, epochs: int):
     """The stage's adversarial loss from [adversarial]-style settings (None: natural training)."""
     return adversarial_training(adv, epochs)[0] if adv else None
 
 
+def check_config(config: CompressConfig) -> CompressConfig:
+    """The config layer's checks plus those of names this package owns (scheme, keep schedule)."""
+    config = config.validate()
+    SCHEMES.get(config.scheme)
+    keep_schedule(config.keep_schedule, max(config.admm_epochs, 1), ramp=config.keep_ramp, stages=config.keep_stages)
+    return config
 def _stage(out: Path, source: RunDir, config: TrainConfig, data: dict[str, Any], *, adv, callbacks, resume: bool,
            progress, recipe, description: str) -> RunDir:
     """One training stage as its own run directory; a finished stage is reused on --resume."""
@@ -115,13 +89,16 @@ def _source_data(source: RunDir, data: str | None, data_root: str | Path | None)
 
 
 def compress_model(source: str | Path | RunDir, out: str | Path, config: CompressConfig | None = None,
-                   train_config: TrainConfig | None = None, *, adv: dict[str, Any] | None = None,
-                   evaluate: dict[str, Any] | None = None, data: str | None = None,
+                   train_config: TrainConfig | None = None, *, adv: AdversarialConfig | dict | None = None,
+                   evaluate: CompressEvaluateConfig | dict | None = None, data: str | None = None,
                    data_root: str | Path | None = None, resume: bool = False, progress: bool | None = None,
                    recipe: dict | None = None) -> RunDir:
     """Compress the model of run `source` into run directory `out` (see the module docstring for the stages)."""
-    config = (config or CompressConfig()).validate()
+    config = check_config(config or CompressConfig())
     base = (train_config or TrainConfig()).validate()
+    adv = adversarial_config(adv)
+    if isinstance(evaluate, dict):
+        evaluate = build(CompressEvaluateConfig, evaluate, "[compress.evaluate]")
     out = Path(out)
     if not isinstance(source, RunDir) and not Path(source).is_dir() and str(source).partition(":")[0] in MODELS:
         source = pretrain(str(source), out / "pretrain", base, data or "digits", data_root, adv=adv,
@@ -147,11 +124,12 @@ def compress_model(source: str | Path | RunDir, out: str | Path, config: Compres
         admm_config = replace(base, epochs=config.admm_epochs, lr=config.admm_lr or base.lr)
         admm = ADMMCallback(plan, config.rho, config.rho_growth, config.admm_interval,
                             keep_schedule(config.keep_schedule, config.admm_epochs, ramp=config.keep_ramp,
-                                          stages=config.keep_stages))
+                                          stages=config.keep_stages), dual_rescale=config.dual_rescale)
         pruned_from = _stage(out / "admm", source, admm_config, data_info, adv=adv,
                              callbacks=[admm], resume=resume, progress=progress, recipe=recipe,
                              description="admm")
-        admm_info = {"rho": config.rho, "rho_growth": config.rho_growth, "interval": config.admm_interval,
+        admm_info = {"rho": config.rho, "rho_growth": config.rho_growth, "dual_rescale": config.dual_rescale,
+                     "interval": config.admm_interval,
                      "epochs": config.admm_epochs, "keep_schedule": config.keep_schedule}
         history += [{**h, "stage": "admm"} for h in pruned_from.manifest["training"]["history"]]
     model = pruned_from.load_model()
@@ -188,8 +166,9 @@ def compress_model(source: str | Path | RunDir, out: str | Path, config: Compres
     stats = compression_stats(dense, masked, slim, shape)
     evaluation = None
     if evaluate:
-        settings = {k: v for k, v in evaluate.items() if k in EVAL_KEYS}
-        settings.setdefault("eps", (adv or {}).get("eps", 8 / 255))
+        settings = asdict(evaluate)
+        if settings["eps"] is None:  # the training ε, else the [evaluate] default
+            settings["eps"] = adv.eps if is_adversarial(adv) else 8 / 255
         dense_row = {"label": "dense (source)", "keep": 1.0, "params": stats["totals"]["params_before"],
                      **evaluate_point(dense, test, progress=progress, **settings)}
         kept = stats["totals"]["nonzero_after"] / max(stats["totals"]["params_before"], 1)
@@ -211,7 +190,8 @@ def compress_model(source: str | Path | RunDir, out: str | Path, config: Compres
                   "loss": loss.describe() if loss is not None else {"name": "natural"}},
         recipe=recipe or {},
         seed=base.seed,
-        compression={"config": asdict(config), "plan": plan.describe(), "admm": admm_info, "adversarial": adv or {},
+        compression={"config": asdict(config), "plan": plan.describe(), "admm": admm_info,
+                     "adversarial": asdict(adv) if adv else {},
                      "mask_density": density(masks), "removed_channels": removed,
                      "max_output_difference": max_diff, "stats": stats, "evaluation": evaluation,
                      "source_test_accuracy": source_metrics.get("test_accuracy"),
@@ -225,31 +205,25 @@ def compress_model(source: str | Path | RunDir, out: str | Path, config: Compres
 
 
 def configs_from_recipe(recipe: dict[str, Any], overrides: dict[str, Any] | None = None
-                        ) -> tuple[CompressConfig, TrainConfig, dict[str, Any], dict[str, Any]]:
-    """Compression, training, adversarial and evaluation settings from [compress], [train], [adv], [evaluate]."""
+                        ) -> tuple[CompressConfig, TrainConfig, AdversarialConfig | None,
+                                   CompressEvaluateConfig | None]:
+    """[compress], [train], [compress.adversarial] and [compress.evaluate] with command-line overrides: keys of
+    CompressConfig or TrainConfig by name, adversarial ones prefixed `adv_` (None values are not given). `keep` and
+    the adversarial `eps` may be grids (lists)."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    values = section(recipe, "compress", COMPRESS_KEYS | {"adversarial", "evaluate"})
-    nested = {**values, "origin": recipe.get("origin")}
-    adv = section(nested, "adversarial", ADVERSARIAL_KEYS)
-    evaluate = section(nested, "evaluate", EVAL_KEYS)
-    values.pop("adversarial", None), values.pop("evaluate", None)
-    values.update({k: v for k, v in overrides.items() if k in COMPRESS_KEYS})
-    if isinstance(values.get("keep"), list):  # a grid of keep ratios (compress_grid runs each); check them all
-        for keep in values["keep"]:
-            check_keep(keep)
-        values["keep"] = values["keep"][0] if values["keep"] else 0.5
-    train = section(recipe, "train", TRAIN_KEYS)
-    train.update({k: v for k, v in overrides.items() if k in TRAIN_KEYS})
-    adv.update({k[4:]: v for k, v in overrides.items() if k.startswith("adv_")})
-    try:
-        return CompressConfig(**values).validate(), TrainConfig(**train).validate(), adv, evaluate
-    except TypeError as exc:
-        raise EdgeRobustError(f"bad [compress] / [train] settings: {exc}") from None
+    config = section(recipe, "compress", overrides={k: v for k, v in overrides.items() if k in keys(CompressConfig)})
+    train = config_from_recipe(recipe, {k: v for k, v in overrides.items() if k in keys(TrainConfig)})
+    adv = adversarial_from_recipe(recipe, {k[4:]: v for k, v in overrides.items() if k.startswith("adv_")},
+                                  name="compress.adversarial")
+    has_eval = isinstance(recipe.get("compress"), dict) and "evaluate" in recipe["compress"]
+    evaluate = section(recipe, "compress.evaluate") if has_eval else None
+    SCHEMES.get(config.scheme)
+    return config, train, adv, evaluate
 
 
 def compress_grid(source: str | Path | RunDir, out: str | Path, keeps: list[float], eps_values: list[float | None],
-                  config: CompressConfig, train_config: TrainConfig, *, adv: dict[str, Any] | None = None,
-                  evaluate: dict[str, Any] | None = None, data: str | None = None,
+                  config: CompressConfig, train_config: TrainConfig, *, adv: AdversarialConfig | None = None,
+                  evaluate: CompressEvaluateConfig | None = None, data: str | None = None,
                   data_root: str | Path | None = None, resume: bool = False, progress: bool | None = None,
                   recipe: dict | None = None) -> tuple[list[RunDir], list[dict[str, Any]]]:
     """Every (training ε, keep ratio) pair, as Marshall's grid: one dense source per ε, one run per keep ratio.
@@ -260,10 +234,10 @@ def compress_grid(source: str | Path | RunDir, out: str | Path, keeps: list[floa
 
     out = Path(out)
     for keep in keeps:
-        check_keep(keep)
+        check_config(replace(config, keep=keep))
     runs, rows = [], []
     for eps in eps_values:
-        adv_eps = {**(adv or {}), "eps": eps} if eps is not None else adv
+        adv_eps = replace(adv, eps=eps) if eps is not None and adv is not None else adv
         eps_dir = out / f"eps-{eps:g}" if len(eps_values) > 1 and eps is not None else out
         dense = source
         if not isinstance(source, RunDir) and not Path(source).is_dir() and str(source).partition(":")[0] in MODELS:

@@ -7,12 +7,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CheckpointError
+from ..training.distributed import unwrap
 from ..training.loop import Callback
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel wrapper (parameter names are the plain model's)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def masked_params(model: nn.Module, masks: dict[str, Tensor]) -> list[tuple[nn.Parameter, Tensor]]:

@@ -24,7 +24,7 @@ from ..registry import Registry
 PRUNABLE = (nn.Conv2d, nn.Linear)
 
 
-# -- the pure projections (one tensor; used by the layer targets and pinned by the property tests) --------------
+# -- top-k: the projection's selection (Π_S keeps each target's k units of largest squared norm) ---------------
 def keep_k(units: int, keep: float) -> int:
     """How many of `units` a keep ratio leaves (at least one, so no layer is cut off entirely)."""
     return min(units, max(1, round(keep * units)))
@@ -35,32 +35,6 @@ def top_units(scores: Tensor, k: int) -> Tensor:
     keep = torch.zeros(scores.numel(), dtype=torch.bool)
     keep[torch.topk(scores.flatten(), k, sorted=False).indices] = True
     return keep
-
-
-def project_irregular(weight: Tensor, k: int) -> Tensor:
-    """Nearest tensor with at most k non-zeros: keep the k largest |w|."""
-    return weight * top_units(weight.abs(), k).view_as(weight)
-
-
-def project_filters(weight: Tensor, k: int) -> Tensor:
-    """Nearest tensor with at most k non-zero rows of the (out, -1) reshaped weight, by row L2 norm."""
-    rows = weight.reshape(weight.shape[0], -1)
-    return (rows * top_units(rows.pow(2).sum(1), k)[:, None]).view_as(weight)
-
-
-def project_columns(weight: Tensor, k: int) -> Tensor:
-    """Nearest tensor with at most k non-zero columns of the (out, -1) reshaped weight, by column L2 norm."""
-    rows = weight.reshape(weight.shape[0], -1)
-    return (rows * top_units(rows.pow(2).sum(0), k)[None, :]).view_as(weight)
-
-
-def project_channels(weight: Tensor, k: int) -> Tensor:
-    """Nearest tensor with at most k non-zero input channels (dim 1 slices), by L2 norm."""
-    moved = weight.transpose(0, 1)
-    scores = moved.reshape(moved.shape[0], -1).pow(2).sum(1)
-    shape = [1] * weight.ndim
-    shape[1] = -1
-    return weight * top_units(scores, k).view(shape)
 
 
 # -- targets ----------------------------------------------------------------------------------------------------

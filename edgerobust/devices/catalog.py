@@ -9,8 +9,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-import tomllib
-
+from .. import tomlfile
 from ..errors import EdgeRobustError, UnknownNameError
 from .profile import DeviceProfile, ProfileError, profile_from_dict
 
@@ -29,8 +28,8 @@ def _builtin_files() -> dict[str, str]:
 
 def _parse(text: str, source: str) -> DeviceProfile:
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        data = tomlfile.loads(text)
+    except tomlfile.TOMLDecodeError as exc:
         raise ProfileError(f"device profile {source} is not valid TOML: {exc}") from None
     return profile_from_dict(data, source)
 

@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import EdgeRobustError
+from .operators import OPERATOR_SETS
+from .runtimes import PROFILE_RUNTIMES
 
-# Runtime names shared with `edgerobust bench` (first = preferred on the device).
-KNOWN_RUNTIMES = ("ort-cpu", "ort-cuda", "ort-tensorrt", "ort-openvino", "tensorrt", "torch-cpu", "torch-cuda")
 KNOWN_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
 KNOWN_ACCELERATORS = ("cpu", "gpu")
 KNOWN_ARCHES = ("x86_64", "aarch64", "armv7l")
@@ -32,10 +32,10 @@ class DeviceProfile:
     description: str
     arch: str  # CPU instruction set of the device: x86_64, aarch64
     accelerator: str  # where the model runs: cpu or gpu
-    runtimes: list[str]  # in order of preference
+    runtimes: list[str]  # in order of preference (names from devices/runtimes.py)
     precisions: list[str]
     max_opset: int
-    operator_set: str  # which operators the preferred runtime can run (see edgerobust.export.operators)
+    operator_set: str  # which operators the preferred runtime can run (see devices/operators.py)
     memory_budget_bytes: int  # memory an application may use for the model, its activations and the runtime
     python: str  # the Python on the device ("3.6" on a Jetson Nano)
     threads: int  # intra-op threads to use; 0 = the physical cores of the machine it runs on
@@ -128,7 +128,7 @@ def profile_from_dict(data: dict[str, Any], source: str = "<dict>") -> DevicePro
     if data["accelerator"] not in KNOWN_ACCELERATORS:
         raise ProfileError(f"{where('accelerator')}: unknown value '{data['accelerator']}'; "
                            f"valid values: {', '.join(KNOWN_ACCELERATORS)}")
-    runtimes = _check_choices(data["runtimes"], KNOWN_RUNTIMES, where("runtimes"))
+    runtimes = _check_choices(data["runtimes"], PROFILE_RUNTIMES, where("runtimes"))
     precisions = _check_choices(data["precisions"], KNOWN_PRECISIONS, where("precisions"))
     if "fp32" not in precisions:
         raise ProfileError(f"{where('precisions')}: must include fp32 (the reference every export is checked against)")
@@ -136,8 +136,6 @@ def profile_from_dict(data: dict[str, Any], source: str = "<dict>") -> DevicePro
         raise ProfileError(f"{where('max_opset')}: {data['max_opset']} is outside the exporter's "
                            f"{MIN_OPSET}..{MAX_OPSET}")
     operator_set = data.get("operator_set", "onnx")
-    from ..export.operators import OPERATOR_SETS  # late: export imports devices
-
     if operator_set not in OPERATOR_SETS:
         raise ProfileError(f"{where('operator_set')}: unknown value '{operator_set}'; "
                            f"valid values: {', '.join(OPERATOR_SETS.names())}")

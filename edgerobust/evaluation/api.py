@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..attacks import get_attack
+from ..config import SUITES, EvaluateConfig, build
 from ..data import load_dataset
 from ..errors import EdgeRobustError
 from ..io import write_json
@@ -20,7 +21,6 @@ from .suite import UPPER_BOUND_NOTE, robust_accuracy, standard_suite
 from .transfer import transfer_matrix
 
 ROBUSTNESS_FILE = "robustness.json"
-SUITES = ("standard", "none")
 
 
 def test_data(run: RunDir, n: int | None = None):
@@ -37,15 +37,18 @@ def test_data(run: RunDir, n: int | None = None):
     return test
 
 
-def evaluate_run(run: RunDir, *, suite: str = "standard", eps: float = 8 / 255, norm: str = "linf",
-                 attacks: Sequence[str] = (), curve: bool = False, curve_grid: Sequence[float] | None = None,
-                 curve_steps: int = 100, transfer: Sequence[RunDir] = (), ensemble: Sequence[RunDir] = (),
-                 n: int | None = None, seed: int = 0, steps: int = 100, n_restarts: int = 1,
-                 square_queries: int = 1000, n_target_classes: int = 9, fab: bool = False,
-                 minimal: str | None = "fgs-search",
-                 masking_checks: bool = True, masking_steps: int = 10, batch_size: int = 256,
-                 progress: bool | None = None) -> dict[str, Any]:
-    """Evaluate a run's model; write RUN/robustness.json and the manifest's "robustness" section."""
+def evaluate_run(run: RunDir, config: EvaluateConfig | None = None, *, transfer: Sequence[RunDir] = (),
+                 ensemble: Sequence[RunDir] = (), progress: bool | None = None, **settings: Any) -> dict[str, Any]:
+    """Evaluate a run's model; write RUN/robustness.json and the manifest's "robustness" section.
+
+    Settings are EvaluateConfig's fields ([evaluate] in a recipe), given as `config` and/or keyword overrides.
+    """
+    config = build(EvaluateConfig, overrides=settings, base=config, where="[evaluate]")
+    suite, eps, norm, attacks, curve = config.suite, config.eps, config.norm, config.attacks, config.curve
+    curve_grid, curve_steps, n, seed, steps = config.curve_grid, config.curve_steps, config.n, config.seed, config.steps
+    n_restarts, square_queries, n_target_classes = config.n_restarts, config.square_queries, config.n_target_classes
+    fab, minimal, masking_checks = config.fab, config.minimal, config.masking_checks
+    masking_steps, batch_size = config.masking_steps, config.batch_size
     if suite not in SUITES:
         raise EdgeRobustError(f"unknown suite '{suite}'; valid suites: {', '.join(SUITES)}")
     if fab and suite != "standard":

@@ -73,7 +73,6 @@ def run_cumulative(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                                                                              list[dict[str, Any]], torch.Tensor]:
     """Attack in order, each on the points every earlier attack failed on; cumulative accuracy after each."""
     check_inputs(images, labels)
-    n = len(images)
     robust = predict_labels(model, images, labels, batch_size) == labels
     cumulative = [("clean", robust.float().mean().item())]
     records = []
@@ -88,7 +87,6 @@ def run_cumulative(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
             records.append({**attack.describe(), "attacked": len(indices), "broken": int(result.broken.sum()),
                             "seconds": round(result.seconds, 3)})
             bar.update(task, completed=max(len(indices), 1), status=f"acc {cumulative[-1][1]:.3f}")
-    del n
     return cumulative, records, robust
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import ExportConfig, build
 from ..data import load_dataset
 from ..devices import DeviceProfile, load_profile
 from ..errors import DataError, EdgeRobustError
@@ -67,12 +68,21 @@ def load_inputs(run: RunDir, split: str, data_root: str | Path | None) -> Any:
     return dataset
 
 
-def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile = "x86-cpu", *,
-               out: str | Path | None = None, opset: int | None = None, fp16: bool | None = None,
-               int8: bool | None = None, batch: int = 1, golden: int = 64, calibration: int = 256,
-               tolerance: float = FP32_TOLERANCE, fp16_tolerance: float = FP16_TOLERANCE, engine: bool = False,
-               data_root: str | Path | None = None, progress: bool | None = None) -> ExportResult:
-    """Export the run's model for `target` into a deployment bundle; every check passes or nothing is written."""
+def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | None = None, *,
+               config: ExportConfig | None = None, out: str | Path | None = None,
+               fp16_tolerance: float = FP16_TOLERANCE, data_root: str | Path | None = None,
+               progress: bool | None = None, **settings: Any) -> ExportResult:
+    """Export the run's model for `target` into a deployment bundle; every check passes or nothing is written.
+
+    Settings are ExportConfig's fields ([export] in a recipe: opset, fp16, int8, batch, golden, calibration,
+    tolerance, engine), given as `config` and/or keyword overrides.
+    """
+    profile_object = target if target is not None and not isinstance(target, (str, Path)) else None
+    config = build(ExportConfig, overrides={**settings, "target": None if target is None or profile_object is not None
+                                            else str(target)}, base=config, where="[export]")
+    target = profile_object or config.target
+    opset, fp16, int8, batch, golden = config.opset, config.fp16, config.int8, config.batch, config.golden
+    calibration, tolerance, engine = config.calibration, config.tolerance, config.engine
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     profile = load_profile(target)
     opset = profile.max_opset if opset is None else int(opset)

@@ -1,7 +1,8 @@
 """TensorRT engine building (fp32 / fp16 / int8 with the bundle's calibration set), on the machine that runs it.
 
 An engine is specific to the GPU, the TensorRT version and the build flags, so it is only built when the local
-GPU is the target's (same compute capability) and is never shipped to another device.
+GPU is the target's (same compute capability) and is never shipped to another device. `serialize_engine` is the one
+builder: `build_engine` writes its plan into an export bundle, and bench's `tensorrt` runtime loads it in memory.
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import numpy as np
 from ..devices import DeviceProfile
 from ..errors import EdgeRobustError
 from ..io import write_bytes
-from .onnx_export import INPUT_NAME
 
 # (no square brackets: the CLI prints errors as rich markup, which would swallow "[tensorrt]")
 INSTALL_HINT = ("install edgerobust's `tensorrt` extra on the device that will run the engine (`pip install tensorrt`; "
@@ -77,27 +77,28 @@ def _calibrator(trt, images: np.ndarray, batch: int, cache: Path):
     return Calibrator()
 
 
-def build_engine(onnx_path: str | Path, engine_path: str | Path, profile: DeviceProfile, precision: str,
-                 input_shape: tuple[int, ...], max_batch: int = 32, calibration: np.ndarray | None = None,
-                 workspace_bytes: int = 1 << 30) -> dict:
-    """Parse the ONNX file and build a serialized engine (optimisation profile for batch 1..max_batch)."""
-    profile.require_precision(precision)
+def serialize_engine(onnx_path: str | Path, input_shape: tuple[int, ...], precision: str, max_batch: int,
+                     calibration: np.ndarray | None = None, calibration_cache: Path | None = None,
+                     workspace_bytes: int = 1 << 30) -> tuple:
+    """Parse the ONNX file and build a serialized engine with an optimisation profile for batch 1..max_batch.
+
+    Returns (the tensorrt module, the plan's bytes, input name, output name).
+    """
     trt = import_tensorrt()
-    check_local_device(profile)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if hasattr(
-        trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") else 0
-    network = builder.create_network(flags)
+    explicit = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)  # the default from TensorRT 10
+    network = builder.create_network(0 if explicit is None else 1 << int(explicit))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(onnx_path).read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EdgeRobustError(f"TensorRT {trt.__version__} cannot parse {Path(onnx_path).name}: {errors[:300]}")
+    input_name, output_name = network.get_input(0).name, network.get_output(0).name
     config = builder.create_builder_config()
     if hasattr(config, "set_memory_pool_limit"):
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
     optimisation = builder.create_optimization_profile()
-    optimisation.set_shape(INPUT_NAME, (1, *input_shape), (max_batch, *input_shape), (max_batch, *input_shape))
+    optimisation.set_shape(input_name, (1, *input_shape), (max_batch, *input_shape), (max_batch, *input_shape))
     config.add_optimization_profile(optimisation)
     if precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
@@ -105,11 +106,23 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profile: Device
         if calibration is None or len(calibration) < max_batch:
             raise EdgeRobustError(f"INT8 needs at least {max_batch} calibration inputs; export with --calibration")
         config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = _calibrator(trt, calibration, max_batch, Path(engine_path).with_suffix(".calib"))
+        config.int8_calibrator = _calibrator(trt, calibration, max_batch, Path(calibration_cache))
         config.set_calibration_profile(optimisation)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EdgeRobustError(f"TensorRT could not build a {precision} engine for {Path(onnx_path).name}")
-    write_bytes(engine_path, bytes(serialized))
+    return trt, bytes(serialized), input_name, output_name
+
+
+def build_engine(onnx_path: str | Path, engine_path: str | Path, profile: DeviceProfile, precision: str,
+                 input_shape: tuple[int, ...], max_batch: int = 32, calibration: np.ndarray | None = None,
+                 workspace_bytes: int = 1 << 30) -> dict:
+    """Build the target's engine at `precision` on this machine (which must be the target's GPU) and write it."""
+    profile.require_precision(precision)
+    import_tensorrt()
+    check_local_device(profile)
+    trt, plan, _, _ = serialize_engine(onnx_path, input_shape, precision, max_batch, calibration,
+                                       Path(engine_path).with_suffix(".calib"), workspace_bytes)
+    write_bytes(engine_path, plan)
     return {"precision": precision, "tensorrt": trt.__version__, "compute_capability": profile.compute_capability,
             "max_batch": max_batch, "path": str(engine_path)}

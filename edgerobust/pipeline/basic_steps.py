@@ -1,8 +1,8 @@
 """The foundation's steps: train, clean evaluation, report."""
 from __future__ import annotations
 
+from ..config import section
 from ..data import load_dataset
-from ..recipe import section
 from ..report import render_report
 from ..training import evaluate_clean
 from ..training.api import adversarial_from_recipe, config_from_recipe, train_model
@@ -11,11 +11,11 @@ from .context import PIPELINE_STEPS, PipelineContext
 
 @PIPELINE_STEPS.register("train", "train the recipe's model on its dataset (adversarially if it has [adversarial])")
 def train_step(ctx: PipelineContext) -> None:
-    model = section(ctx.recipe, "model").get("spec", "scnn2:16-32")
+    model = section(ctx.recipe, "model").spec
     data = section(ctx.recipe, "data")
     adversarial = adversarial_from_recipe(ctx.recipe)
-    run = train_model(ctx.out / "model", model, data.get("name", "digits"), config_from_recipe(ctx.recipe),
-                      data_root=data.get("root"), recipe=ctx.recipe, progress=ctx.progress, adversarial=adversarial)
+    run = train_model(ctx.out / "model", model, data.name, config_from_recipe(ctx.recipe), data_root=data.root,
+                      data_options=data.options, recipe=ctx.recipe, progress=ctx.progress, adversarial=adversarial)
     ctx.run = ctx.runs["train"] = run
     ctx.add("train", "model", model)
     loss = run.manifest["training"]["loss"]
@@ -31,7 +31,7 @@ def train_step(ctx: PipelineContext) -> None:
 @PIPELINE_STEPS.register("clean-eval", "clean accuracy of the current model on the test split")
 def clean_eval_step(ctx: PipelineContext) -> None:
     data = section(ctx.recipe, "data")
-    test = load_dataset(data.get("name", "digits"), "test", data.get("root"))
+    test = load_dataset(data.name, "test", data.root, **data.options)
     metrics = evaluate_clean(ctx.run.load_model(), test)
     ctx.add("clean-eval", "test accuracy", metrics["accuracy"])
 

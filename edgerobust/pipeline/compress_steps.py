@@ -4,7 +4,17 @@ from __future__ import annotations
 import shutil
 
 from ..compress.api import compress_model, configs_from_recipe
+from ..errors import EdgeRobustError
 from .context import PIPELINE_STEPS, PipelineContext
+
+
+def check_compress(ctx: PipelineContext) -> None:
+    """The pipeline compresses one model: a grid of keep ratios or training ε is refused before any step runs."""
+    config, _, adv, _ = configs_from_recipe(ctx.recipe)
+    for key, value in (("keep", config.keep), ("adversarial eps", adv.eps if adv else None)):
+        if isinstance(value, list):
+            raise EdgeRobustError(f"recipe {ctx.recipe.get('origin')}: [compress] {key} = {value} is a grid; the "
+                                  "pipeline compresses one model, so give one value (`edgerobust compress` runs grids)")
 
 
 @PIPELINE_STEPS.register("compress", "ADMM filter pruning with adversarial training, masked retrain, removal")
@@ -28,3 +38,6 @@ def compress_step(ctx: PipelineContext) -> None:
         key = f"pgd{dense['pgd_steps']}"
         ctx.add("compress", f"PGD-{dense['pgd_steps']} ε={dense['eps']:g} dense → pruned",
                 f"{dense[key]:.3f} → {pruned[key]:.3f}")
+
+
+compress_step.check = check_compress  # type: ignore[attr-defined]

@@ -31,9 +31,18 @@ Step = Callable[[PipelineContext], None]
 PIPELINE_STEPS: Registry[Step] = Registry("pipeline step")
 
 
-def run_steps(ctx: PipelineContext, steps: list[str], on_step: Callable[[str], None] | None = None) -> PipelineContext:
+def check_steps(ctx: PipelineContext, steps: list[str]) -> None:
+    """Fail on an unknown step, or settings a step cannot run with (its `check`), before any work."""
     for name in steps:
-        PIPELINE_STEPS.get(name)  # fail on an unknown step before any work
+        PIPELINE_STEPS.get(name)
+    for name in steps:
+        check = getattr(PIPELINE_STEPS.get(name), "check", None)
+        if check is not None:
+            check(ctx)
+
+
+def run_steps(ctx: PipelineContext, steps: list[str], on_step: Callable[[str], None] | None = None) -> PipelineContext:
+    check_steps(ctx, steps)
     for name in steps:
         if on_step:
             on_step(name)

@@ -4,26 +4,22 @@ from __future__ import annotations
 
 import sys
 
-from ..recipe import section
+from ..config import DeviceConfig, section
 from ..remote.api import device_bench, device_replay
 from ..remote.options import RemoteOptions
 from .context import PIPELINE_STEPS, PipelineContext
 
-DEVICE_KEYS = {"host", "python", "target", "batches", "repeats", "warmup", "name", "max_cv", "remeasure"}
-
 
 @PIPELINE_STEPS.register("device", "bench and replay the exported bundle through the device runner (--host local)")
 def device_step(ctx: PipelineContext) -> None:
-    settings = section(ctx.recipe, "device", DEVICE_KEYS)
-    target = settings.get("target") or section(ctx.recipe, "export").get("target", "x86-cpu")
-    host = settings.get("host", "local")
-    python = settings.get("python") or (sys.executable if host == "local" else None)
-    session = RemoteOptions(host, python=python, root=str((ctx.out / "device-work").resolve())).session()
-    name = settings.get("name", "local")
-    bench = device_bench(ctx.run, target, session, batches=settings.get("batches", [1]),
-                         repeats=settings.get("repeats", 30), warmup=settings.get("warmup", 5), name=name,
-                         stability={"max_cv": settings.get("max_cv"), "remeasure": settings.get("remeasure", 1)},
-                         progress=ctx.progress)
+    settings: DeviceConfig = section(ctx.recipe, "device")
+    target = settings.target or section(ctx.recipe, "export").target
+    python = settings.python or (sys.executable if settings.host == "local" else None)
+    session = RemoteOptions(settings.host, python=python, root=str((ctx.out / "device-work").resolve())).session()
+    name = settings.name
+    bench = device_bench(ctx.run, target, session, batches=settings.batches, repeats=settings.repeats,
+                         warmup=settings.warmup, name=name, progress=ctx.progress,
+                         stability={"max_cv": settings.max_cv, "remeasure": settings.remeasure})
     for row in bench["rows"]:
         rec = row["record"]
         ctx.add("device", f"{name} {rec['precision']} batch {rec['batch']} p50 ms", round(row["compute"]["p50_ms"], 4))

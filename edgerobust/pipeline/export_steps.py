@@ -1,20 +1,19 @@
 """The pipeline's export step: the current model -> a verified bundle for the recipe's target (x86-cpu)."""
 from __future__ import annotations
 
+from ..config import section
 from ..devices import load_profile
 from ..export.api import export_run
 from ..export.bundle import verify_bundle
-from ..recipe import section
 from .context import PIPELINE_STEPS, PipelineContext
-
-SETTINGS = {"target", "opset", "fp16", "int8", "batch", "golden", "calibration", "tolerance"}
 
 
 @PIPELINE_STEPS.register("export", "export the current model for a target device and verify the bundle")
 def export_step(ctx: PipelineContext) -> None:
-    settings = section(ctx.recipe, "export", SETTINGS)
-    profile = load_profile(settings.pop("target", "x86-cpu"))
-    result = export_run(ctx.run, profile, out=ctx.out / f"export-{profile.name}", progress=ctx.progress, **settings)
+    config = section(ctx.recipe, "export")
+    profile = load_profile(config.target)
+    result = export_run(ctx.run, profile, config=config, out=ctx.out / f"export-{profile.name}",
+                        progress=ctx.progress)
     verify_bundle(result.bundle, run_golden=True)
     ctx.add("export", "target", profile.name)
     ctx.add("export", "bundle", str(result.bundle))

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import torch
 
-from ..compress.tradeoff import tradeoff_columns, tradeoff_table_rows
+from ..config import is_adversarial
 from ..io import load_torch
 from ..run import RunDir
-from ..training.api import is_adversarial
 from .plots import new_figure, plt, save_figure
 from .sections import md_table, register_section
+from .tradeoff import tradeoff_columns, tradeoff_table_rows
 
 
 def _weights(path: Path) -> torch.Tensor:
@@ -74,7 +74,8 @@ def compression_section(run: RunDir, figures: Path) -> str | None:
     lines = ["## Compression", "",
              f"Method **{cfg['method']}**, scheme **{cfg['scheme']}**, keep {cfg['keep']:g}"
              + (" (global ranking)" if cfg.get("global_keep") else "") + (", funnel" if cfg.get("funnel") else "")
-             + (f"; ADMM ρ={cfg['rho']:g} ×{cfg['rho_growth']:g} every {cfg['admm_interval']} epoch(s), "
+             + (f"; ADMM ρ={cfg['rho']:g} ×{cfg['rho_growth']:g} every {cfg['admm_interval']} epoch(s)"
+                + (" (scaled dual not rescaled)" if cfg.get("dual_rescale") is False else "") + ", "
                 f"{cfg['admm_epochs']} epochs"
                 + (f", keep ratio falling ({cfg['keep_schedule']})" if cfg.get("keep_schedule", "constant")
                    != "constant" else "") if cfg["method"] == "admm" else "")

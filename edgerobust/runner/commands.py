@@ -36,6 +36,18 @@ def compare(reference, candidate):
             "top1_agreement": float((reference.argmax(1) == candidate.argmax(1)).mean()), "count": len(reference)}
 
 
+def golden_array(bundle, key):
+    """One of the bundle's golden arrays (inputs, outputs, labels), loaded as data."""
+    name = (bundle.manifest.get("golden") or {}).get(key)
+    if not name:
+        raise RunnerError("bundle_invalid", "the manifest names no golden {}; re-export the bundle".format(key))
+    path = bundle.path(name, "golden." + key)
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:  # pickled objects are refused, never loaded
+        raise RunnerError("bundle_invalid", "{} is not a plain .npy array ({})".format(name, exc)) from None
+
+
 def _figure(bundle, precision, session, batch):
     return {"artifact": bundle.artifact(precision), "runtime": session.describe(batch),
             "machine": machine.short_machine()}
@@ -47,9 +59,8 @@ def verify(bundle, options, precisions=None, golden=True):
     if not golden:
         return result
     names = precisions or sorted((bundle.manifest.get("models") or {}))
-    spec = bundle.manifest.get("golden") or {}
-    inputs = np.load(bundle.path(spec["inputs"], "golden.inputs"), allow_pickle=False).astype(np.float32)
-    reference = np.load(bundle.path(spec["outputs"], "golden.outputs"), allow_pickle=False).astype(np.float32)
+    inputs = golden_array(bundle, "inputs").astype(np.float32)
+    reference = golden_array(bundle, "outputs").astype(np.float32)
     for precision in names:
         entry = bundle.model_entry(precision)
         allowed = entry.get("runtimes")
@@ -85,7 +96,7 @@ def bench(bundle, options, precision, batch, warmup, repeats, root, hashes=True)
         raise RunnerError("usage", "--batch and --repeats must be at least 1 and --warmup at least 0")
     if hashes:
         check_hashes(bundle)
-    inputs = np.load(bundle.path(bundle.manifest["golden"]["inputs"], "golden.inputs"), allow_pickle=False)
+    inputs = golden_array(bundle, "inputs")
     source = np.ascontiguousarray(np.resize(inputs.astype(np.float32), (batch,) + inputs.shape[1:]))
     session = open_session(bundle, precision, options)
     try:
@@ -139,8 +150,12 @@ def replay(bundle, options, precision, batch, set_paths=(), clean=True, points=T
 
 
 def noise_batches(x, sigma, n, batch, seed, row):
-    """The smoothing samples of one point, in order, `batch` at a time (the protocol the host reproduces)."""
-    rng = np.random.default_rng([seed, row])
+    """The smoothing samples of one point, in order, `batch` at a time (the protocol the host reproduces).
+
+    numpy's legacy RandomState: its streams are frozen across numpy versions (Generator's are not promised to be),
+    so a Jetson's numpy 1.19 and the host's numpy 2 draw the same noise.
+    """
+    rng = np.random.RandomState([seed, row])
     base = x.astype(np.float64)[None]
     done = 0
     while done < n:
@@ -183,7 +198,7 @@ def smooth(bundle, options, precision, sigma, n, batch, seed, set_spec=None, sta
     finally:
         session.close()
     figure.update({"sigma": sigma, "n": n, "seed": seed, "set": evalset.name, "start": start, "points": results,
-                   "noise": "numpy.random.default_rng([seed, row]).standard_normal, float64, added to x, cast to "
+                   "noise": "numpy.random.RandomState([seed, row]).standard_normal, float64, added to x, cast to "
                             "float32, no clipping"})
     return figure
 

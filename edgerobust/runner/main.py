@@ -1,6 +1,8 @@
 """The runner's command line: parse, run one command, print exactly one JSON document, exit 0 / 2 / 1."""
 import argparse
+import contextlib
 import json
+import math
 import os
 import sys
 import traceback
@@ -107,6 +109,30 @@ def execute(args, key_source=None):
                            args.set_spec, args.start, args.count, args.margin_below, hashes)
 
 
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """While a command runs, anything printed (by Python or by a runtime's C++ code) goes to stderr, so stdout
+    carries only the JSON document."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError):  # no real file descriptor 1 (embedded, closed)
+        saved = None
+    if saved is None:
+        yield
+        return
+    previous = sys.stdout
+    sys.stdout = sys.stderr
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        sys.stdout = previous
+
+
 def envelope(command, result=None, error=None):
     doc = {"protocol": PROTOCOL, "ok": error is None, "command": command, "runner_version": RUNNER_VERSION}
     if error is None:
@@ -125,7 +151,9 @@ def main(argv=None, stdout=None, key_source=None):
         command = args.command
         if command is None:
             raise RunnerError("usage", "no command given; choose info, verify, bench, replay, smooth or unpack")
-        doc, code = envelope(command, execute(args, key_source)), 0
+        with stdout_to_stderr():
+            result = execute(args, key_source)
+        doc, code = envelope(command, result), 0
     except RunnerError as exc:
         doc, code = envelope(command, error={"kind": exc.kind, "message": exc.message}), 2
     except KeyboardInterrupt:
@@ -136,9 +164,20 @@ def main(argv=None, stdout=None, key_source=None):
         traceback.print_exc(file=sys.stderr)
         message = "{}: {}".format(type(exc).__name__, exc)
         doc, code = envelope(command, error={"kind": "internal", "message": " ".join(message.split())[:500]}), 1
-    stdout.write(json.dumps(doc, sort_keys=False, allow_nan=False, default=_json_default) + "\n")
+    stdout.write(json.dumps(finite(doc), allow_nan=False, default=_json_default) + "\n")
     stdout.flush()
     return code
+
+
+def finite(value):
+    """Strict JSON: a NaN or infinite float (e.g. the margins of a model that outputs NaN) becomes null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    return value
 
 
 def _json_default(value):

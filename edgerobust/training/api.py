@@ -2,30 +2,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, fields
-from fractions import Fraction
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..config import AdversarialConfig, TrainConfig, build, is_adversarial, section
 from ..data import default_augment, load_dataset
 from ..errors import EdgeRobustError
 from ..models import ModelSpec, build_model, count_flops, count_parameters
 from ..run import RunDir
 from . import distributed
 from .adversarial import CLI_NAMES, build_training_loss
-from .loop import Callback, TrainConfig, Trainer
+from .loop import Callback, Trainer
 from .losses import TrainingLoss
 from .overfit_guard import CatastrophicOverfittingGuard
-
-TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
-NATURAL_METHODS = ("none", "natural", "")  # [adversarial] method values that mean natural training
-# [adversarial]: method = pgd | fgsm-rs | trades | none; the ε schedule; the catastrophic-overfitting guard
-SCHEDULE_KEYS = {"stages", "values", "start", "ramp", "min_steps"}
-GUARD_KEYS = {"guard", "guard_steps", "guard_max_drop", "guard_floor", "guard_batch_size"}
-ADVERSARIAL_KEYS = {"method", "eps", "steps", "alpha", "weight", "schedule", "random_init", "seed"} | SCHEDULE_KEYS \
-    | GUARD_KEYS
 
 
 def model_info(spec: str, dataset) -> dict[str, Any]:
@@ -37,7 +29,7 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
                 data_root: str | Path | None = None, data_options: dict | None = None, resume: bool = False,
                 loss: TrainingLoss | None = None, callbacks: Sequence[Callback] = (), recipe: dict | None = None,
                 progress: bool | None = None, init_from: RunDir | None = None, description: str = "train",
-                adversarial: dict[str, Any] | None = None) -> RunDir:
+                adversarial: AdversarialConfig | dict[str, Any] | None = None) -> RunDir:
     """Train `model_spec` on `data` into run directory `out` (checkpointed every epoch; `resume` continues).
 
     `adversarial` holds [adversarial] recipe settings (see `adversarial_training`); an explicit `loss` wins.
@@ -89,63 +81,49 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
 
 
 def config_from_recipe(recipe: dict[str, Any], overrides: dict[str, Any] | None = None) -> TrainConfig:
-    from ..recipe import section
-
-    values = section(recipe, "train", TRAIN_KEYS)
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    try:
-        return TrainConfig(**values).validate()
-    except TypeError as exc:
-        raise EdgeRobustError(f"bad [train] settings: {exc}") from None
+    """[train] with command-line overrides (None values are not given), through the config layer."""
+    return section(recipe, "train", overrides=overrides).validate()
 
 
-def _number(value: Any, name: str) -> float:
-    try:
-        return float(Fraction(str(value).strip()))
-    except (ValueError, ZeroDivisionError):
-        raise EdgeRobustError(f"[adversarial] {name} = {value!r} is not a number (use e.g. 0.1 or 8/255)") from None
+def adversarial_config(settings: AdversarialConfig | dict[str, Any] | None) -> AdversarialConfig | None:
+    """[adversarial]-style settings (a dataclass, or a table as recipes and manifests hold them) as the dataclass."""
+    if settings is None or isinstance(settings, AdversarialConfig):
+        return settings
+    return build(AdversarialConfig, settings, "[adversarial]") if settings else None
 
 
-def is_adversarial(settings: dict[str, Any] | None) -> bool:
-    """Whether [adversarial] settings ask for adversarial training (the method defaults to pgd)."""
-    return bool(settings) and str(settings.get("method", "pgd")) not in NATURAL_METHODS
-
-
-def adversarial_training(settings: dict[str, Any], epochs: int) -> tuple[TrainingLoss | None,
-                                                                        CatastrophicOverfittingGuard | None]:
+def adversarial_training(settings: AdversarialConfig | dict[str, Any] | None, epochs: int
+                         ) -> tuple[TrainingLoss | None, CatastrophicOverfittingGuard | None]:
     """The loss and (optional) overfitting guard that [adversarial] settings ask for; (None, None) for none."""
-    unknown = sorted(set(settings) - ADVERSARIAL_KEYS)
-    if unknown:
-        raise EdgeRobustError(f"unknown [adversarial] setting(s) {', '.join(unknown)}; valid: "
-                              f"{', '.join(sorted(ADVERSARIAL_KEYS))}")
-    method = str(settings.get("method", "pgd"))
-    if method in NATURAL_METHODS:
+    adv = adversarial_config(settings)
+    if not is_adversarial(adv):
         return None, None
-    if method not in CLI_NAMES:
-        raise EdgeRobustError(f"unknown adversarial method '{method}'; valid methods: pgd, fgsm-rs, trades, none")
-    eps = _number(settings.get("eps", "8/255"), "eps")
-    options = {k: settings[k] for k in SCHEDULE_KEYS | {"random_init", "seed"} if settings.get(k) is not None}
-    if "values" in options:
-        options["values"] = tuple(_number(v, "values") for v in options["values"])
-    if "start" in options:
-        options["start"] = _number(options["start"], "start")
-    alpha = settings.get("alpha")
-    loss = build_training_loss(method, eps=eps, steps=int(settings.get("steps", 10)),
-                               alpha=None if alpha is None else _number(alpha, "alpha"), weight=settings.get("weight"),
-                               schedule=str(settings.get("schedule", "constant")), epochs=epochs, **options)
+    if isinstance(adv.eps, list):
+        raise EdgeRobustError(f"[adversarial] eps = {adv.eps}: training takes one ε; a list is a grid, which "
+                              "`edgerobust compress` runs (one dense source per ε)")
+    options = {k: getattr(adv, k) for k in ("stages", "start", "ramp", "min_steps") if getattr(adv, k) is not None}
+    if adv.values is not None:
+        options["values"] = tuple(adv.values)
+    loss = build_training_loss(adv.method, eps=adv.eps, steps=adv.steps, alpha=adv.alpha, weight=adv.weight,
+                               schedule=adv.schedule, epochs=epochs, random_init=adv.random_init, seed=adv.seed,
+                               **options)
     guard = None
-    if settings.get("guard", CLI_NAMES[method] == "fgsm-rs"):  # on by default for the fast method it exists for
-        guard = CatastrophicOverfittingGuard(loss.schedule.max_eps, steps=int(settings.get("guard_steps", 5)),
-                                             batch_size=int(settings.get("guard_batch_size", 256)),
-                                             max_drop=float(settings.get("guard_max_drop", 0.2)),
-                                             floor=float(settings.get("guard_floor", 0.0)))
+    if adv.guard if adv.guard is not None else CLI_NAMES[adv.method] == "fgsm-rs":  # on for the fast method
+        guard = CatastrophicOverfittingGuard(loss.schedule.max_eps, steps=adv.guard_steps,
+                                             batch_size=adv.guard_batch_size, max_drop=adv.guard_max_drop,
+                                             floor=adv.guard_floor)
     return loss, guard
 
 
-def adversarial_from_recipe(recipe: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The recipe's [adversarial] section with command-line overrides applied (None values are ignored)."""
-    from ..recipe import section
-
-    values = section(recipe, "adversarial", ADVERSARIAL_KEYS)
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return values
+def adversarial_from_recipe(recipe: dict[str, Any], overrides: dict[str, Any] | None = None,
+                            name: str = "adversarial") -> AdversarialConfig | None:
+    """The recipe's [adversarial] section with command-line overrides (None values are not given); None when the
+    recipe has no such section and nothing was overridden (natural training)."""
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    table = recipe.get(name.split(".")[0], {})
+    for part in name.split(".")[1:]:
+        table = table.get(part, {}) if isinstance(table, dict) else {}
+    if not table and not given:
+        section(recipe, name)  # still checks the table's shape
+        return None
+    return section(recipe, name, overrides=given)

@@ -97,6 +97,7 @@ def wrap(model: nn.Module, ctx: DistributedContext) -> DistributedDataParallel:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (parameter names are the plain model's)."""
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import TrainConfig
 from ..data import NO_AUGMENT, ArrayDataset, Augment, iterate_batches, num_batches
 from ..errors import CheckpointError, EdgeRobustError
 from ..io import load_torch, save_torch
@@ -18,42 +19,9 @@ from ..progress import progress_bar
 from . import distributed as dist_util
 from .losses import LossOutput, NaturalLoss, StepState, TrainingLoss
 from .metrics import evaluate_clean
-from .schedules import LR_SCHEDULES, ScheduleSettings, learning_rate
+from .schedules import ScheduleSettings, learning_rate
 
 OPTIMIZERS = ("sgd", "adam")
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = False
-    schedule: str = "cosine"
-    step_size: int = 10
-    gamma: float = 0.1
-    seed: int = 0
-    augment: bool = True
-    grad_clip: float = 0.0
-    eval_batch_size: int = 512
-
-    def validate(self) -> TrainConfig:
-        if self.epochs < 1:
-            raise EdgeRobustError(f"epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise EdgeRobustError(f"batch size must be at least 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise EdgeRobustError(f"learning rate must be positive, got {self.lr}")
-        if self.optimizer not in OPTIMIZERS:
-            raise EdgeRobustError(f"unknown optimizer '{self.optimizer}'; valid optimizers: {', '.join(OPTIMIZERS)}")
-        LR_SCHEDULES.get(self.schedule)
-        return self
-
-    def schedule_settings(self) -> ScheduleSettings:
-        return ScheduleSettings(self.lr, self.epochs, self.step_size, self.gamma)
 
 
 class Callback:
@@ -205,7 +173,8 @@ class Trainer:
         for i, (x, y) in enumerate(iterate_batches(self.train_data, cfg.batch_size, shuffle=True,
                                                    generator=self.generator, augment=self.augment)):
             state = StepState(epoch, self.global_step, epoch + i / batches, cfg.epochs)
-            lr = learning_rate(cfg.schedule, cfg.schedule_settings(), state.progress)
+            schedule = ScheduleSettings(cfg.lr, cfg.epochs, cfg.step_size, cfg.gamma)
+            lr = learning_rate(cfg.schedule, schedule, state.progress)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             share = 1.0

@@ -1,4 +1,8 @@
-"""The trade-off table: keep ratio × (clean, PGD-k, standard suite), in the shape of Marshall's Table 4.2."""
+"""One point of an accuracy trade-off: clean accuracy on the whole test split, PGD-k and (optionally) the cumulative
+standard suite on a fixed seeded subset — a row of Marshall's Table 4.2 (keep ratio × clean, PGD, suite).
+
+The compression stage evaluates its dense and pruned models with it; `edgerobust.report.tradeoff` formats the rows.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -8,7 +12,8 @@ from torch import nn
 
 from ..attacks import get_attack
 from ..data import ArrayDataset
-from ..training import evaluate_clean
+from ..training.metrics import evaluate_clean
+from .suite import robust_accuracy, standard_suite
 
 
 def evaluation_subset(test: ArrayDataset, n: int | None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -22,8 +27,6 @@ def evaluation_subset(test: ArrayDataset, n: int | None, seed: int = 0) -> tuple
 def evaluate_point(model: nn.Module, test: ArrayDataset, eps: float, *, pgd_steps: int = 20, suite: bool = False,
                    n: int | None = None, seed: int = 0, progress: bool | None = False) -> dict[str, Any]:
     """Clean accuracy on the whole test split; PGD-k and (optionally) the cumulative standard suite on a subset."""
-    from ..evaluation import robust_accuracy, standard_suite
-
     model.eval()
     images, labels = evaluation_subset(test, n, seed)
     row: dict[str, Any] = {"clean": evaluate_clean(model, test)["accuracy"], "eps": eps, "n_attacked": len(labels)}
@@ -34,24 +37,3 @@ def evaluate_point(model: nn.Module, test: ArrayDataset, eps: float, *, pgd_step
         result = standard_suite(model, images, labels, eps, seed=seed, progress=progress)
         row["suite"] = result.to_dict()["cumulative"]
     return row
-
-
-def tradeoff_columns(rows: list[dict[str, Any]]) -> list[str]:
-    steps = rows[0].get("pgd_steps", 20) if rows else 20
-    columns = ["model", "kept", "params", "clean", f"PGD-{steps}"]
-    suite = next((r["suite"] for r in rows if r.get("suite")), None)
-    if suite:
-        columns += [f"suite: {name}" for name, _ in suite[1:]]
-    return columns
-
-
-def tradeoff_table_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
-    """Rows of the table; accuracies in percent, the suite columns cumulative (never increasing left to right)."""
-    out = []
-    for r in rows:
-        steps = r.get("pgd_steps", 20)
-        line = [r.get("label", ""), f"{100 * r['keep']:.0f}%", r.get("params"), 100 * r["clean"],
-                100 * r[f"pgd{steps}"]]
-        line += [100 * acc for _, acc in (r.get("suite") or [])[1:]]
-        out.append(line)
-    return out

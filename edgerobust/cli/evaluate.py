@@ -67,7 +67,8 @@ def evaluate(
         options = {"python": python, "ssh_config": ssh_config, "device_dir": device_dir, "insecure": insecure,
                    "timeout": timeout}
         return remote_cmd.run_remote("replay", [run], target_name, host, hosts, options,
-                                     {"precisions": precision or None, "batch": batch_size}, quiet)
+                                     {"precisions": precision or None, **({"batch": batch_size} if batch_size else {})},
+                                     quiet)
     target = RunDir.open(run)
     result = evaluate_run(
         target, transfer=[RunDir.open(p) for p in transfer], ensemble=[RunDir.open(p) for p in ensemble],

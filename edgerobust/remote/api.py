@@ -96,7 +96,9 @@ def row_record(label: str, info: dict[str, Any], result: dict[str, Any]) -> dict
             "runtime": {k: runtime.get(k) for k in ("name", "version", "provider")},
             "precision": result.get("artifact", {}).get("precision"), "threads": runtime.get("threads"),
             "batch": runtime.get("batch", result.get("batch")), "warmup": result.get("warmup"),
-            "repeats": result.get("repeats")}
+            "repeats": result.get("repeats"),
+            "spread": {k: result["compute"].get(k) for k in ("p50_ms", "p90_ms", "p99_ms", "std_ms", "cv")}
+            if isinstance(result.get("compute"), dict) else None}
 
 
 class DeviceRecord:

@@ -18,6 +18,7 @@ the others go on.
 """
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,17 +124,8 @@ def load_fleet(path: str | Path, ssh_config: str | None = None, insecure_host_ke
     return Fleet(out, concurrency, str(path))
 
 
-def _with_retry(fn):
-    try:
-        return fn(), 1
-    except RemoteError as exc:
-        if not exc.transient:
-            raise
-        return fn(), 2
-
-
 def run_fleet(run: RunDir | str | Path, fleet: Fleet, kind: str = "bench", target: str | None = None,
-              progress: bool | None = False, **settings: Any) -> list[dict[str, Any]]:
+              progress: bool | None = False, retry_delay: float = 2.0, **settings: Any) -> list[dict[str, Any]]:
     """Health-check then measure (`bench` or `replay`) every device, `fleet.concurrency` at a time.
 
     Returns one row per device: `status` "ok" with the measurement's file, or "error" with the typed error.
@@ -154,13 +146,27 @@ def run_fleet(run: RunDir | str | Path, fleet: Fleet, kind: str = "bench", targe
     def one(plan) -> dict[str, Any]:
         device, profile, bundle = plan
         row = {"device": device.name, "host": device.options.host, "target": profile.name, "kind": kind}
+        state: dict[str, Any] = {"session": None}  # the measurement reuses the health check's connection
+
+        def attempt(fn):
+            for tries in (1, 2):
+                if state["session"] is None:
+                    state["session"] = device.options.session()
+                try:
+                    return fn(state["session"]), tries
+                except RemoteError as exc:
+                    if not exc.transient or tries == 2:
+                        raise
+                    state["session"] = None  # one retry, on a new connection, after a pause
+                    time.sleep(retry_delay)
+
         try:
-            health, tries = _with_retry(lambda: device_health(device.options.session(), bundle))
+            health, tries = attempt(lambda session: device_health(session, bundle))
             row["health"] = {"verify": health["verify"].get("sha256"), "seconds": health["seconds"],
                              "transfer": health["transfer"], "tries": tries}
             extra = {k: v for k, v in (("runtime", device.runtime), ("threads", device.threads)) if v is not None}
-            doc, tries = _with_retry(lambda: measure(run, profile, device.options.session(), name=device.name,
-                                                     progress=progress, **{**settings, **extra}))
+            doc, tries = attempt(lambda session: measure(run, profile, session, name=device.name, progress=progress,
+                                                         **{**settings, **extra}))
             row.update(status="ok", tries=tries, file=f"device/{device.name}/{kind}.json", rows=len(doc["rows"]))
         except RemoteError as exc:
             row.update(status="error", error=error_record(exc))

@@ -7,6 +7,7 @@ Stages, each a run directory under `out` with its own checkpoint so a killed com
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..claim import locked
 from ..data import load_dataset
 from ..errors import EdgeRobustError
 from ..models import MODELS, count_flops, count_parameters
@@ -123,6 +125,14 @@ def compress_model(source: str | Path | RunDir, out: str | Path, config: Compres
     config = (config or CompressConfig()).validate()
     base = (train_config or TrainConfig()).validate()
     out = Path(out)
+    ctx = distributed.current()
+    with locked(out) if ctx is None or ctx.is_main else contextlib.nullcontext():  # one writer at a time
+        return _compress(source, out, config, base, adv=adv, evaluate=evaluate, data=data, data_root=data_root,
+                         resume=resume, progress=progress, recipe=recipe)
+
+
+def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, adv, evaluate, data, data_root,
+              resume, progress, recipe) -> RunDir:
     if not isinstance(source, RunDir) and not Path(source).is_dir() and str(source).partition(":")[0] in MODELS:
         source = pretrain(str(source), out / "pretrain", base, data or "digits", data_root, adv=adv,
                           resume=resume, progress=progress, recipe=recipe)

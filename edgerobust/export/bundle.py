@@ -9,6 +9,7 @@ half-written bundle; `verify_bundle` detects a changed, missing or added file.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..claim import pid_alive
 from ..errors import EdgeRobustError
 from ..io import atomic_path, read_json, sha256_file, write_json
 
@@ -51,7 +53,8 @@ def staging(out: str | Path) -> Iterator[Path]:
     check_writable(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        remove_stale_stages(out)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".partial", dir=out.parent))
     except OSError as exc:
         raise EdgeRobustError(f"cannot write the bundle to {out}: {exc.strerror}; choose another --out") from None
     try:
@@ -66,6 +69,24 @@ def staging(out: str | Path) -> Iterator[Path]:
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+
+
+def remove_stale_stages(out: Path) -> list[Path]:
+    """Remove staging (`.NAME.PID.*.partial`) and replaced (`.NAME.old-PID`) directories of `out` whose owner
+    process is gone: what a killed export leaves behind. A live export's directories are left alone."""
+    removed = []
+    for path in out.parent.glob(f".{glob.escape(out.name)}.*"):
+        rest = path.name[len(out.name) + 2:]
+        if rest.endswith(".partial"):
+            pid = rest.split(".", 1)[0]
+        elif rest.startswith("old-"):
+            pid = rest[4:]
+        else:
+            continue
+        if path.is_dir() and not path.is_symlink() and not (pid.isdigit() and pid_alive(int(pid))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def save_array(path: Path, array: np.ndarray) -> Path:

@@ -17,6 +17,11 @@ def evaluate_step(ctx: PipelineContext) -> None:
     if unknown:
         raise EdgeRobustError(f"unknown [evaluate] settings: {', '.join(sorted(unknown))}; valid: "
                               f"{', '.join(sorted(EVALUATE_KEYS))}")
+    compress_n = ctx.settings("compress").get("evaluate", {}).get("n")
+    if compress_n is not None:  # the suite runs on the points the compress step measured PGD on
+        if settings.setdefault("n", compress_n) != compress_n:
+            raise EdgeRobustError(f"[evaluate] n = {settings['n']} differs from [compress.evaluate] n = {compress_n}; "
+                                  "the pipeline compares both on the same points, so set one n")
     result = evaluate_run(ctx.run, progress=ctx.progress, **settings)
     ctx.runs["evaluate"] = ctx.run
     if "suite" in result:

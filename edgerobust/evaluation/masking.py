@@ -58,14 +58,16 @@ def curve_reaches_chance(curve: dict[str, Any] | None) -> dict[str, str]:
 
 def more_effort(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float, norm: str = "linf",
                 steps: int = 10, seed: int = 0, tolerance: float = 0.01, drop_tolerance: float = 0.03,
-                batch_size: int = 256) -> dict[str, str]:
-    """The attack has converged: 4× the steps, or 3 restarts, change accuracy by at most the tolerance.
+                relative_drop: float = 0.2, batch_size: int = 256) -> dict[str, str]:
+    """The attack has converged: 4× the steps, or 3 restarts, change accuracy by little.
 
     More effort that LOWERS accuracy means the base attack stopped short (under-converged, so every number made
     with it flatters the model); more effort that RAISES it means a noisy, masked loss surface. Restarts of a
-    converged attack still find a few more points (about 2% of them on the digits model at ε = 0.1), so a drop is
-    flagged above `drop_tolerance` (3 points; the unconverged FGSM-trained VGG of issue 9 dropped 6) and a rise
-    above `tolerance`; both are at least one point of the sample (1/n), the smallest change that can be seen."""
+    converged attack still break a few of the points it left robust (3 points of 42% on the digits model at
+    ε = 0.1: 8% of them), an unconverged one many (issue 9's FGSM-trained VGG: 13.1% -> 7.1%, 46% of them). So a
+    drop is flagged when it exceeds both `drop_tolerance` of all points and `relative_drop` of the robust ones;
+    a rise when it exceeds `tolerance`. Both are at least one point of the sample (1/n), the smallest change seen.
+    """
     def acc(**kw):
         return robust_accuracy(model, images, labels, get_attack("pgd", eps=eps, norm=norm, seed=seed, **kw),
                                batch_size, progress=False)
@@ -73,10 +75,11 @@ def more_effort(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, ep
     base, more_steps, more_restarts = acc(steps=steps), acc(steps=4 * steps), acc(steps=steps, restarts=3)
     allowed, allowed_drop = max(tolerance, 1 / len(labels)), max(drop_tolerance, 1 / len(labels))
     detail = (f"PGD-{steps}: {base:.1%}, PGD-{4 * steps}: {more_steps:.1%}, PGD-{steps} × 3 restarts: "
-              f"{more_restarts:.1%} at ε={eps:.4g} (allowed: a drop of {allowed_drop:.1%}, a rise of {allowed:.1%})")
+              f"{more_restarts:.1%} at ε={eps:.4g} (flagged: a drop of more than {allowed_drop:.1%} of all points "
+              f"and {relative_drop:.0%} of the robust ones, or a rise of more than {allowed:.1%})")
     drop = base - min(more_steps, more_restarts)
     rise = max(more_steps, more_restarts) - base
-    if drop > allowed_drop:
+    if drop > allowed_drop and drop > relative_drop * base:
         return check("the attack has converged (more steps or restarts change little)", FAIL,
                      f"more effort lowered accuracy by {drop:.1%}: PGD-{steps} had not converged; {detail}")
     if rise > allowed:
@@ -99,6 +102,8 @@ def black_box_not_stronger(suite: dict[str, Any] | None, tolerance: float = BLAC
     cumulative = dict((n, a) for n, a in suite["cumulative"])
     before = suite["cumulative"][-2][1]
     extra = before - cumulative["square"]
+    if suite.get("n"):  # accuracies are fractions of n points: count points, not float differences
+        extra = round(extra * suite["n"]) / suite["n"]
     status = FAIL if extra > tolerance else PASS
     return check(name, status, f"square broke {extra:.2%} of all points after the white-box attacks (rule: at most "
                                f"{tolerance:.1%}, AutoAttack's warning threshold)")

@@ -41,12 +41,12 @@ def check_output(path: str | Path, option: str = "--out") -> None:
     """Fail before any work when `path` cannot become a directory we can write: not a directory, an unwritable or
     missing-and-uncreatable ancestor, or a name too long for the file system."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise EdgeRobustError(f"{path} exists and is not a directory; choose another {option}")
-    for part in path.parts:
+    for part in path.parts:  # first: the file system refuses even to look such a name up
         if len(os.fsencode(part)) > 255:
             raise EdgeRobustError(f"the name '{part[:40]}…' in {option} is longer than the file system allows "
                                   "(255 bytes); choose a shorter name")
+    if path.exists() and not path.is_dir():
+        raise EdgeRobustError(f"{path} exists and is not a directory; choose another {option}")
     ancestor = path if path.exists() else path.parent
     while not ancestor.exists():
         ancestor = ancestor.parent

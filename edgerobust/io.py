@@ -93,6 +93,9 @@ def load_torch(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is refused unread
+        raise CheckpointError(f"{path} is not a checkpoint written by torch.save (no zip archive; a raw pickle or "
+                              "other data) and was not loaded; re-create it with edgerobust")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -103,7 +106,7 @@ def load_torch(path: str | os.PathLike) -> Any:
                 "only load checkpoints written by edgerobust"
             ) from None
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated; re-create it or restore a copy") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001  (torch.load on damaged bytes raises almost anything; code never runs)
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}); re-create it or restore a copy"
         ) from None

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from ..claim import locked
+from ..claim import check_output, locked
 from ..errors import EdgeRobustError
 from ..io import write_json
 from ..pipeline import PIPELINE_STEPS, PipelineContext, run_steps
@@ -26,6 +26,7 @@ def pipeline(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run the whole chain (train, compress, evaluate, export, bench, report) on the built-in default."""
+    check_output(out)
     spec = load_recipe(recipe)
     listed = spec.get("pipeline", {}).get("steps", [])
     if not isinstance(listed, list) or not all(isinstance(name, str) for name in listed):

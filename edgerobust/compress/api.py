@@ -144,6 +144,10 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
         raise EdgeRobustError("--out must differ from the source run directory")
     data_info = _source_data(source, data, data_root)
     shape = source.input_shape
+    data_shape = load_dataset(data_info["name"], "test", data_info.get("root")).input_shape
+    if tuple(data_shape) != tuple(shape):
+        raise EdgeRobustError(f"dataset {data_info['name']} has inputs of shape {tuple(data_shape)} but the model of "
+                              f"{source.path} takes {tuple(shape)}; compress with the dataset it was trained on")
     dense = source.load_model()
     # Build the plan before any training so a bad scheme / layer / keep fails at once.
     plan = build_plan(dense, shape, config.scheme, config.keep if config.threshold is None else 1.0,

@@ -117,7 +117,33 @@ def read_manifest(bundle: str | Path) -> dict[str, Any]:
     manifest = read_json(bundle / MANIFEST_NAME)
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT or "files" not in manifest:
         raise BundleError(f"{bundle / MANIFEST_NAME} is not an edgerobust bundle manifest")
+    check_manifest_shape(manifest, bundle / MANIFEST_NAME)
     return manifest
+
+
+def check_manifest_shape(manifest: dict[str, Any], where: Path) -> None:
+    """files: {name: {sha256, bytes}}, models: {precision: {file, parity}}, every name a plain relative path."""
+    def bad(what: str) -> BundleError:
+        return BundleError(f"{where}: {what}; the manifest is damaged, re-export the bundle")
+
+    files = manifest["files"]
+    if not isinstance(files, dict):
+        raise bad("'files' must be a table of file name -> sha256 and size")
+    for name, entry in files.items():
+        if not _plain_name(name) or not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+            raise bad(f"the files entry {name!r} needs a plain relative name and a sha256")
+    models = manifest.get("models", {})
+    if not isinstance(models, dict):
+        raise bad("'models' must be a table of precision -> model file")
+    for precision, entry in models.items():
+        parity = entry.get("parity") if isinstance(entry, dict) else None
+        if not (isinstance(entry, dict) and isinstance(entry.get("file"), str) and _plain_name(entry["file"])
+                and isinstance(parity, dict) and isinstance(parity.get("tolerance"), (int, float))):
+            raise bad(f"the model entry {precision!r} needs a plain file name and its parity tolerance")
+
+
+def _plain_name(name: Any) -> bool:
+    return isinstance(name, str) and bool(name) and not Path(name).is_absolute() and ".." not in Path(name).parts
 
 
 def verify_bundle(bundle: str | Path, run_golden: bool = False) -> dict[str, Any]:
@@ -145,11 +171,19 @@ def check_golden(bundle: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Run every ONNX model in the bundle on the golden inputs with onnxruntime and compare with the outputs."""
     from .parity import compare, ort_session, run_onnx
 
-    inputs = np.load(bundle / "golden_inputs.npy")
-    golden = np.load(bundle / "golden_outputs.npy")
+    inputs, golden = _load_array(bundle, "golden_inputs.npy"), _load_array(bundle, "golden_outputs.npy")
+    if inputs.ndim != 4 or golden.ndim != 2 or len(inputs) != len(golden):
+        raise BundleError(f"bundle {bundle}: golden_inputs.npy {inputs.shape} and golden_outputs.npy {golden.shape} "
+                          "are not a batch of inputs and its logits; re-export the bundle")
     figures = {}
     for precision, entry in manifest.get("models", {}).items():
-        got = compare(golden, run_onnx(ort_session(bundle / entry["file"]), inputs))
+        try:
+            got = compare(golden, run_onnx(ort_session(bundle / entry["file"]), inputs))
+        except EdgeRobustError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own types for a damaged model or input)
+            raise BundleError(f"bundle {bundle}: {entry['file']} cannot be run on the golden inputs "
+                              f"({type(exc).__name__}); re-export the bundle") from None
         tolerance = entry["parity"]["tolerance"]
         measured = got["max_rel_diff"] if entry["parity"]["tolerance_kind"] == "relative" else got["max_abs_diff"]
         if measured > tolerance:
@@ -157,3 +191,14 @@ def check_golden(bundle: Path, manifest: dict[str, Any]) -> dict[str, Any]:
                               f"(difference {measured:.3g} > {tolerance:g})")
         figures[precision] = got
     return figures
+
+
+def _load_array(bundle: Path, name: str) -> np.ndarray:
+    try:
+        array = np.load(bundle / name, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise BundleError(f"bundle {bundle}: {name} is not a readable .npy array ({str(exc)[:80]}); "
+                          "re-export the bundle") from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
+        raise BundleError(f"bundle {bundle}: {name} is not a numeric array; re-export the bundle")
+    return array

@@ -70,4 +70,7 @@ class Claim:
 
     def record(self) -> None:
         created = sorted(_entries(self.out) - self.kept)
+        if not created and not self.kept:  # nothing made (a failed first step): leave the directory empty
+            (self.out / MARKER_NAME).unlink(missing_ok=True)
+            return
         write_json(self.out / MARKER_NAME, {"format": MARKER_FORMAT, "created": created})

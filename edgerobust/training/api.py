@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..claim import locked
+from ..claim import check_output, locked
 from ..data import default_augment, load_dataset
 from ..errors import EdgeRobustError
 from ..models import ModelSpec, build_model, count_flops, count_parameters
@@ -50,6 +50,7 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
     if adversarial and loss is None:
         loss, guard = adversarial_training(adversarial, config.epochs)
         callbacks = [*callbacks, *([guard] if guard else [])]
+    check_output(out)
     check_fresh_output(Path(out), resume)
     train_set = load_dataset(data, "train", data_root, **(data_options or {}))
     test_set = load_dataset(data, "test", data_root, **(data_options or {}))

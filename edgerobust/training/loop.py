@@ -50,6 +50,10 @@ class TrainConfig:
         if self.optimizer not in OPTIMIZERS:
             raise EdgeRobustError(f"unknown optimizer '{self.optimizer}'; valid optimizers: {', '.join(OPTIMIZERS)}")
         LR_SCHEDULES.get(self.schedule)
+        if not self.weight_decay >= 0:
+            raise EdgeRobustError(f"weight decay must be non-negative, got {self.weight_decay}")
+        if not 0 <= self.seed < 2 ** 63:  # torch seeds are 64-bit integers
+            raise EdgeRobustError(f"seed must be an integer in [0, 2^63), got {self.seed}")
         return self
 
     def schedule_settings(self) -> ScheduleSettings:

@@ -62,6 +62,12 @@ def read_json(path: str | os.PathLike) -> Any:
         raise EdgeRobustError(f"missing file {path}") from None
     except json.JSONDecodeError as exc:
         raise EdgeRobustError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise EdgeRobustError(f"{path} is not UTF-8 text, so not a JSON file written by edgerobust") from None
+    except RecursionError:
+        raise EdgeRobustError(f"{path} nests too deeply to be a JSON file written by edgerobust") from None
+    except IsADirectoryError:
+        raise EdgeRobustError(f"{path} is a directory, not a JSON file") from None
 
 
 def _json_default(obj: Any) -> Any:

@@ -103,6 +103,12 @@ def _release(directory: Path, fd: int) -> None:
     os.close(fd)
 
 
+def _worker_rank() -> bool:
+    """A torchrun rank other than 0."""
+    rank = os.environ.get("RANK", "0")
+    return os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1") and rank.isdigit() and int(rank) != 0
+
+
 @contextlib.contextmanager
 def locked(directory: str | Path, option: str = "--out") -> Iterator[Path]:
     """Hold `directory` (created if missing) exclusively for the block; re-entrant within this process.
@@ -110,6 +116,9 @@ def locked(directory: str | Path, option: str = "--out") -> Iterator[Path]:
     On an exception the directories this call created are removed again if they are still empty."""
     directory = Path(directory)
     check_output(directory, option)
+    if _worker_rank():  # under torchrun rank 0 alone writes (and locks); the other ranks only read
+        yield directory
+        return
     created = _make_dirs(directory, option)
     key = str(directory.resolve())
     try:

@@ -213,6 +213,9 @@ CASES = [
     ("pipeline-recipe-steps-not-a-list", lambda t, b: ((t / "r.toml").write_text('[pipeline]\nsteps = "train"\n'),
                                                        ["pipeline", "--recipe", t / "r.toml", "--out", t / "p",
                                                         "-q"])[1], "must be a list"),
+    ("pipeline-failing-first-step", lambda t, b: ((t / "r.toml").write_text(
+        '[pipeline]\nsteps = ["train"]\n[model]\nspec = "mlp:0"\n'),
+        ["pipeline", "--recipe", t / "r.toml", "--out", t / "p", "-q"])[1], "at least 1"),
     ("markup-in-user-text", lambda t, b: ["train", "--model", "[train]bogus", "--data", "digits", "--out", t / "r",
                                           "-q"], "[train]bogus"),
 ]

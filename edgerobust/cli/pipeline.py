@@ -23,7 +23,7 @@ def pipeline(
     out: Path = typer.Option(Path("runs/pipeline"), "--out", "-o", help="Directory for every artifact."),
     recipe: str = typer.Option("pipeline", "--recipe", "-r", help="Built-in recipe name or .toml path."),
     steps: str = typer.Option("", "--steps", help="Comma-separated steps to run instead of the recipe's."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or step lines."),
 ) -> None:
     """Run the whole chain (train, compress, evaluate, export, bench, report) on the built-in default."""
     check_output(out)
@@ -50,7 +50,7 @@ def pipeline(
         if "train" not in names:
             ctx.run = ctx.runs["train"] = RunDir.open(out / "model")
         try:
-            run_steps(ctx, names, on_step=lambda name: err_console.print(f"[bold cyan]▶ {name}[/]"))
+            run_steps(ctx, names, on_step=None if quiet else lambda name: err_console.print(f"[bold cyan]▶ {name}[/]"))
             write_json(out / PIPELINE_MARKER, {"recipe": spec.get("origin"), "steps": names, "finished": now(),
                                                "summary": [list(row) for row in ctx.summary]})
         finally:

@@ -7,7 +7,6 @@ Stages, each a run directory under `out` with its own checkpoint so a killed com
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -125,8 +124,7 @@ def compress_model(source: str | Path | RunDir, out: str | Path, config: Compres
     config = (config or CompressConfig()).validate()
     base = (train_config or TrainConfig()).validate()
     out = Path(out)
-    ctx = distributed.current()
-    with locked(out) if ctx is None or ctx.is_main else contextlib.nullcontext():  # one writer at a time
+    with locked(out):  # one command writes a run directory at a time (rank 0 alone under torchrun)
         return _compress(source, out, config, base, adv=adv, evaluate=evaluate, data=data, data_root=data_root,
                          resume=resume, progress=progress, recipe=recipe)
 

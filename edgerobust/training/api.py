@@ -1,7 +1,6 @@
 """Train a model into a run directory: the library call behind `edgerobust train`."""
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import asdict, fields
 from fractions import Fraction
@@ -54,8 +53,7 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
     check_fresh_output(Path(out), resume)
     train_set = load_dataset(data, "train", data_root, **(data_options or {}))
     test_set = load_dataset(data, "test", data_root, **(data_options or {}))
-    main = dist is None or dist.is_main
-    with locked(out) if main else contextlib.nullcontext():  # one command writes a run directory at a time
+    with locked(out):  # one command writes a run directory at a time (rank 0 alone under torchrun)
         check_fresh_output(Path(out), resume)  # again under the lock: another command may have finished meanwhile
         return _train_into(out, model_spec, data, config, dist, train_set, test_set, data_root=data_root,
                            resume=resume, loss=loss, callbacks=callbacks, recipe=recipe, progress=progress,

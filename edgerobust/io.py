@@ -100,8 +100,9 @@ def load_torch(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is refused unread
-        raise CheckpointError(f"{path} is not a checkpoint written by torch.save (no zip archive; a raw pickle or "
-                              "other data) and was not loaded; re-create it with edgerobust")
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated, or not a checkpoint at all (not the zip "
+                              "archive torch.save writes; a raw pickle?); it was not loaded; re-create it or restore "
+                              "a copy")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -164,7 +164,7 @@ CASES = [
         save_state(t, {k: (v.flatten(1) if v.ndim == 4 else v) for k, v in state(t).items()}),
         ["evaluate", t / RUN, *EVAL])[2], "does not fit"),
     ("model-pt-raw-pickle", lambda t, b: ((t / RUN / "model.pt").write_bytes(pickle.dumps({"weight": [1, 2]})),
-                                          ["evaluate", t / RUN, *EVAL])[1], "not a checkpoint"),
+                                          ["evaluate", t / RUN, *EVAL])[1], "not a checkpoint at all"),
     ("model-pt-code-pickle", lambda t, b: ((t / RUN / "model.pt").write_bytes(
         b"cos\nsystem\n(S'echo hacked'\ntR."), ["evaluate", t / RUN, *EVAL])[1], "was not loaded"),
     # manifests

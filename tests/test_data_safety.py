@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from cli_helpers import run_cli
 
 from edgerobust.claim import LOCK_NAME, locked
@@ -116,30 +117,29 @@ def test_a_run_directory_in_use_is_refused_with_one_line_then_freed_when_its_own
 
 
 def test_two_trains_at_once_one_refused(tmp_path):
-    """Two real processes: the second gets one line while the first trains; the first's run is intact."""
+    """Two real processes: the second gets one line while the first trains, and writes nothing."""
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEROBUST_PROGRESS": "0"}
     first = subprocess.Popen([sys.executable, "-m", "edgerobust", "train", "--model", "mlp:16", "--data", "digits",
-                              "--epochs", "60", "--out", str(out), "-q"], env=env, stderr=subprocess.PIPE, text=True)
+                              "--epochs", "100000", "--out", str(out), "-q"], env=env, stderr=subprocess.PIPE,
+                             text=True)
     try:
-        while not (out / LOCK_NAME).exists() and first.poll() is None:
+        while not (out / "checkpoint.pt").exists() and first.poll() is None:  # training, lock held
             time.sleep(0.05)
         assert first.poll() is None, first.stderr.read()
-        second = subprocess.run([sys.executable, "-m", "edgerobust", "train", "--model", "mlp:16", "--data",
-                                 "digits", "--epochs", "1", "--out", str(out), "-q"], env=env, capture_output=True,
-                                text=True, timeout=300)
+        second = subprocess.run([sys.executable, "-m", "edgerobust", "train", "--model", "mlp:32", "--data",
+                                 "digits", "--epochs", "1", "--resume", "--out", str(out), "-q"], env=env,
+                                capture_output=True, text=True, timeout=600)
         assert second.returncode == 2
-        assert "in use by another edgerobust command" in one_line(second.stderr) or \
-            "already holds a training checkpoint" in one_line(second.stderr)
-        assert first.wait(timeout=600) == 0
+        line = one_line(second.stderr)
+        assert "in use by another edgerobust command" in line and f"pid {first.pid}" in line
+        assert first.poll() is None  # the first is still training, undisturbed
     finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
-    import json
-
-    manifest = json.loads((out / "model.json").read_text())
-    assert manifest["training"]["config"]["epochs"] == 60
+        first.kill()
+        first.wait()
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert checkpoint["config"]["epochs"] == 100000  # only the first command ever wrote here
+    assert not (out / "model.json").exists()
 
 
 def test_lock_is_reentrant_within_one_process_and_cleans_an_empty_directory_on_failure(tmp_path):

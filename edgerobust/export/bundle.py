@@ -12,6 +12,7 @@ it is published.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..claim import pid_alive
 from ..errors import EdgeRobustError
 from ..io import atomic_path, sha256_file, write_json
 from .seal import MANIFEST_NAME, BundleError, SealError, check_bundle, scan_tree
@@ -55,7 +57,8 @@ def staging(out: str | Path) -> Iterator[Path]:
     check_writable(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        remove_stale_stages(out)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".partial", dir=out.parent))
     except OSError as exc:
         raise EdgeRobustError(f"cannot write the bundle to {out}: {exc.strerror}; choose another --out") from None
     try:
@@ -74,6 +77,24 @@ def staging(out: str | Path) -> Iterator[Path]:
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+
+
+def remove_stale_stages(out: Path) -> list[Path]:
+    """Remove staging (`.NAME.PID.*.partial`) and replaced (`.NAME.old-PID`) directories of `out` whose owner
+    process is gone: what a killed export leaves behind. A live export's directories are left alone."""
+    removed = []
+    for path in out.parent.glob(f".{glob.escape(out.name)}.*"):
+        rest = path.name[len(out.name) + 2:]
+        if rest.endswith(".partial"):
+            pid = rest.split(".", 1)[0]
+        elif rest.startswith("old-"):
+            pid = rest[4:]
+        else:
+            continue
+        if path.is_dir() and not path.is_symlink() and not (pid.isdigit() and pid_alive(int(pid))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def save_array(path: Path, array: np.ndarray) -> Path:
@@ -103,9 +124,17 @@ def _check_format(bundle: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     models = manifest.get("models") or {}
     if not isinstance(models, dict):
         raise BundleError(f"{bundle / MANIFEST_NAME}: models must map a precision to its model; re-export")
+    for name, entry in manifest["files"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+            raise BundleError(f"{bundle / MANIFEST_NAME}: the files entry {name!r} needs a sha256; the manifest is "
+                              "damaged, re-export the bundle")
     for precision, entry in models.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
             raise BundleError(f"{bundle / MANIFEST_NAME}: models.{precision} names no model file; re-export")
+        parity = entry.get("parity")
+        if not (isinstance(parity, dict) and isinstance(parity.get("tolerance"), (int, float))):
+            raise BundleError(f"{bundle / MANIFEST_NAME}: models.{precision} has no parity tolerance; the manifest "
+                              "is damaged, re-export the bundle")
     return manifest
 
 
@@ -165,7 +194,7 @@ def save_golden_tolerances(directory: Path, proto: Any, inputs: np.ndarray, prec
 def golden_tolerance_of(bundle: Path, entry: dict[str, Any]) -> np.ndarray | None:
     """The derived per-logit tolerance a manifest model entry names (None: unbounded)."""
     info = entry.get("golden_tolerance") or {}
-    return np.load(bundle / info["file"]) if info.get("file") else None
+    return _load_array(bundle, info["file"]) if info.get("file") else None
 
 
 def check_golden(bundle: Path, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -178,11 +207,20 @@ def check_golden(bundle: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     from .tolerance import compare_with_tolerance
 
     names = manifest.get("golden") or {}
-    inputs = np.load(bundle / names.get("inputs", "golden_inputs.npy"), allow_pickle=False)
-    golden = np.load(bundle / names.get("outputs", "golden_outputs.npy"), allow_pickle=False)
+    inputs = _load_array(bundle, names.get("inputs", "golden_inputs.npy"))
+    golden = _load_array(bundle, names.get("outputs", "golden_outputs.npy"))
+    if inputs.ndim != 4 or golden.ndim != 2 or len(inputs) != len(golden):
+        raise BundleError(f"bundle {bundle}: golden inputs {inputs.shape} and golden outputs {golden.shape} "
+                          "are not a batch of inputs and its logits; re-export the bundle")
     figures = {}
     for precision, entry in manifest.get("models", {}).items():
-        outputs = run_onnx(ort_session(bundle / entry["file"]), inputs)
+        try:
+            outputs = run_onnx(ort_session(bundle / entry["file"]), inputs)
+        except EdgeRobustError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own types for a damaged model or input)
+            raise BundleError(f"bundle {bundle}: {entry['file']} cannot be run on the golden inputs "
+                              f"({type(exc).__name__}); re-export the bundle") from None
         if "golden_tolerance" in entry:
             got = compare_with_tolerance(outputs, golden, golden_tolerance_of(bundle, entry))
             if not got["passed"]:
@@ -200,3 +238,14 @@ def check_golden(bundle: Path, manifest: dict[str, Any]) -> dict[str, Any]:
                               f"(difference {measured:.3g} > {tolerance:g})")
         figures[precision] = got
     return figures
+
+
+def _load_array(bundle: Path, name: str) -> np.ndarray:
+    try:
+        array = np.load(bundle / name, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise BundleError(f"bundle {bundle}: {name} is not a readable .npy array ({str(exc)[:80]}); "
+                          "re-export the bundle") from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
+        raise BundleError(f"bundle {bundle}: {name} is not a numeric array; re-export the bundle")
+    return array

@@ -22,6 +22,17 @@ from edgerobust.training import distributed as D
 
 # 205 examples in batches of 30: the last batch (25) splits 13/12, so uneven shards are exercised too
 CONFIG = dict(epochs=2, batch_size=30, augment=True, lr=0.05, seed=5)
+# DDP sums the ranks' gradients in another order than one process does, so the two runs differ by rounding only,
+# amplified over the steps (TRADES amplifies most). In float32 (unit roundoff u32 = 2**-24) that difference reached
+# ~1e-5 on some CPUs, so the amplification is at most ~1e-5 / u32 ≈ 2e2 per unit of roundoff (allowing 1e-3 / u32
+# ≈ 2e4 for safety). In float64 (u64 = 2**-53) the same amplification gives at most 2e4 · u64 ≈ 2e-12: a bound
+# of 1e-10 holds with a 50× margin on any machine, while any real mismatch (a wrong shard, a wrong loss scale, a
+# different random start) moves weights by ≥ 1e-4.
+ROUNDING_AMPLIFICATION = 1e-3 / 2.0 ** -24
+EXACT_TOL = 50 * ROUNDING_AMPLIFICATION * 2.0 ** -53
+# the losses' accuracy metrics are float32 means (`.float().mean()`) of each shard, weighted by its size: each is
+# within one float32 rounding (relative 2**-24 of a value ≤ 1) of the exact fraction, and so is their average
+METRIC_TOL = 4 * 2.0 ** -24
 
 
 def _free_port() -> int:
@@ -37,7 +48,7 @@ def _trainer(loss_name: str) -> Trainer:
     # random starts are drawn for the global batch and sliced, so each example's attack is the one-process one
     loss = None if loss_name == "natural" else build_training_loss(loss_name, eps=0.1, steps=2)
     return Trainer(model, data, TrainConfig(**CONFIG), loss=loss, eval_data=load_dataset("digits", "test"),
-                   progress=False)
+                   progress=False, dtype=torch.float64)
 
 
 def _worker(rank: int, world: int, port: int, loss_name: str, out: str) -> None:
@@ -62,12 +73,13 @@ def test_two_processes_reach_the_one_process_model(tmp_path, loss_name):
     for rank in (0, 1):
         got = torch.load(f"{out}.rank{rank}", weights_only=True)
         for key, value in expected.items():
-            assert torch.allclose(got["model"][key], value, atol=1e-5, rtol=1e-4), (rank, key)
+            assert value.dtype == torch.float64 or not value.is_floating_point()
+            assert torch.allclose(got["model"][key], value, atol=EXACT_TOL, rtol=0), (rank, key)
         for mine, theirs in zip(got["history"], history, strict=True):
             # metrics are summed over ranks, evaluation is rank 0's, broadcast
             for key in ("train_loss", "train_accuracy", "test_accuracy", "train_adv_accuracy"):
                 if key in theirs:
-                    assert mine[key] == pytest.approx(theirs[key], abs=1e-4), key
+                    assert mine[key] == pytest.approx(theirs[key], abs=METRIC_TOL), key
 
 
 def _torchrun_and_one_process(args: list[str], tmp_path) -> None:

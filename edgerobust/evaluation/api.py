@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..attacks import get_attack
+from ..compute_device import describe_device, resolve_device
 from ..data import load_dataset
 from ..errors import EdgeRobustError
 from ..io import write_json
@@ -44,8 +45,11 @@ def evaluate_run(run: RunDir, *, suite: str = "standard", eps: float = 8 / 255, 
                  square_queries: int = 1000, n_target_classes: int = 9, fab: bool = False,
                  minimal: str | None = "fgs-search",
                  masking_checks: bool = True, masking_steps: int = 10, batch_size: int = 256,
-                 progress: bool | None = None) -> dict[str, Any]:
-    """Evaluate a run's model; write RUN/robustness.json and the manifest's "robustness" section."""
+                 progress: bool | None = None, device: str | torch.device | None = None) -> dict[str, Any]:
+    """Evaluate a run's model; write RUN/robustness.json and the manifest's "robustness" section.
+
+    `device` (auto when None) holds every model attacked; the test points stay on the CPU and go there batch by
+    batch."""
     if suite not in SUITES:
         raise EdgeRobustError(f"unknown suite '{suite}'; valid suites: {', '.join(SUITES)}")
     if fab and suite != "standard":
@@ -53,18 +57,20 @@ def evaluate_run(run: RunDir, *, suite: str = "standard", eps: float = 8 / 255, 
     for name in attacks:
         get_attack(name, eps=eps, norm=norm)  # unknown names and bad ε/norm fail before any work
     get_attack("pgd", eps=eps, norm=norm)
+    device = resolve_device(device)
     started = time.perf_counter()
     torch.manual_seed(seed)
     test = test_data(run, n)
     images, labels = test.images, test.labels
-    model = run.load_model()
+    model = run.load_model().to(device)
     members = [str(run.path)]
     if ensemble:
-        model = SoftmaxEnsemble([model] + [other.load_model() for other in ensemble])
+        model = SoftmaxEnsemble([model] + [other.load_model() for other in ensemble]).to(device)
         members += [str(other.path) for other in ensemble]
     result: dict[str, Any] = {"run": str(run.path), "model": run.manifest["model"]["spec"], "created": now(),
                               "dataset": test.name, "split": "test", "n": len(test), "eps": eps, "norm": norm,
-                              "seed": seed, "bound": "upper", "note": UPPER_BOUND_NOTE}
+                              "seed": seed, "bound": "upper", "note": UPPER_BOUND_NOTE,
+                              "device": describe_device(device)}
     if ensemble:
         result["ensemble"] = {"members": members, "combine": "mean of softmax, attacked end to end"}
     if suite == "standard":
@@ -85,7 +91,7 @@ def evaluate_run(run: RunDir, *, suite: str = "standard", eps: float = 8 / 255, 
                                            steps=curve_steps, seed=seed, num_classes=test.num_classes,
                                            batch_size=batch_size, progress=progress)
     if transfer:
-        models = {_label(run): model} | {_label(other): other.load_model() for other in transfer}
+        models = {_label(run): model} | {_label(other): other.load_model().to(device) for other in transfer}
         if len(models) != 1 + len(transfer):
             raise EdgeRobustError("--transfer runs must be different directories from RUN and each other")
         attack = get_attack("pgd", eps=eps, norm=norm, steps=steps, seed=seed, early_exit=False)
@@ -114,7 +120,7 @@ def run_masking_checks(model, images, labels, eps, norm, result, seed=0, steps=1
 
 def summarize(result: dict[str, Any]) -> dict[str, Any]:
     """The manifest's "robustness" section: the headline numbers; the rest lives in robustness.json."""
-    keys = ("eps", "norm", "n", "clean_accuracy", "robust_accuracy", "bound", "masking_failed", "seconds")
+    keys = ("eps", "norm", "n", "clean_accuracy", "robust_accuracy", "bound", "masking_failed", "seconds", "device")
     out = {k: result[k] for k in keys if k in result}
     if "suite" in result:
         out["cumulative"] = result["suite"]["cumulative"]

@@ -73,8 +73,7 @@ def run_cumulative(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                                                                              list[dict[str, Any]], torch.Tensor]:
     """Attack in order, each on the points every earlier attack failed on; cumulative accuracy after each."""
     check_inputs(images, labels)
-    n = len(images)
-    robust = predict_labels(model, images, labels, batch_size) == labels
+    robust = predict_labels(model, images, labels, batch_size) == labels.cpu()  # per point, on the CPU
     cumulative = [("clean", robust.float().mean().item())]
     records = []
     with progress_bar(progress) as bar:
@@ -88,7 +87,6 @@ def run_cumulative(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
             records.append({**attack.describe(), "attacked": len(indices), "broken": int(result.broken.sum()),
                             "seconds": round(result.seconds, 3)})
             bar.update(task, completed=max(len(indices), 1), status=f"acc {cumulative[-1][1]:.3f}")
-    del n
     return cumulative, records, robust
 
 
@@ -118,7 +116,8 @@ def _num_classes(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -
     model.eval()
     try:
         from ..attacks import checked_logits
+        from ..compute_device import to_model
 
-        return checked_logits(model, images[:1], labels[:1]).shape[1]
+        return checked_logits(model, *to_model(model, images[:1], labels[:1])).shape[1]
     finally:
         model.train(was_training)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ..compute_device import describe_device, resolve_device
 from ..data import default_augment, load_dataset
 from ..errors import EdgeRobustError
 from ..models import ModelSpec, build_model, count_flops, count_parameters
@@ -37,14 +38,16 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
                 data_root: str | Path | None = None, data_options: dict | None = None, resume: bool = False,
                 loss: TrainingLoss | None = None, callbacks: Sequence[Callback] = (), recipe: dict | None = None,
                 progress: bool | None = None, init_from: RunDir | None = None, description: str = "train",
-                adversarial: dict[str, Any] | None = None) -> RunDir:
+                adversarial: dict[str, Any] | None = None, device: str | torch.device | None = None) -> RunDir:
     """Train `model_spec` on `data` into run directory `out` (checkpointed every epoch; `resume` continues).
 
     `adversarial` holds [adversarial] recipe settings (see `adversarial_training`); an explicit `loss` wins.
-    Under torchrun the ranks train together (DDP) and rank 0 alone writes the run directory.
+    `device`: auto (None: CUDA when present), cpu, cuda or cuda:N; the model and every batch live there.
+    Under torchrun the ranks train together (DDP; NCCL ranks on their own GPU) and rank 0 alone writes the run.
     """
     config = (config or TrainConfig()).validate()
     dist = distributed.init_from_env()
+    device = dist.device if dist is not None else resolve_device(device)
     if adversarial and loss is None:
         loss, guard = adversarial_training(adversarial, config.epochs)
         callbacks = [*callbacks, *([guard] if guard else [])]
@@ -63,7 +66,7 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
         model = build_model(model_spec, train_set.input_shape, train_set.num_classes, train_set.mean, train_set.std)
     trainer = Trainer(model, train_set, config, loss=loss, eval_data=test_set, callbacks=callbacks,
                       checkpoint_path=run.checkpoint_path, augment=default_augment(data), progress=progress,
-                      description=description)
+                      description=description, device=device)
     result = trainer.fit(resume=resume)
     if dist is not None and not dist.is_main:
         return distributed.finished_run(out, dist)
@@ -78,7 +81,8 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
                   "callbacks": [type(cb).__name__ for cb in callbacks],
                   "overfit_guard": next((cb.describe() | {"fired": cb.fired} for cb in callbacks
                                          if isinstance(cb, CatastrophicOverfittingGuard)), None),
-                  "distributed": dist.describe() if dist else None},
+                  "distributed": dist.describe() if dist else None,
+                  "device": describe_device(trainer.device)},
         recipe=recipe or {},
         seed=config.seed,
         metrics={"test_accuracy": final.get("test_accuracy"), "train_accuracy": final.get("train_accuracy"),

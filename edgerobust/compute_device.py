@@ -7,6 +7,8 @@ model calls `to_model` rather than assuming the CPU.
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +72,18 @@ def to_model(model: nn.Module, *tensors: torch.Tensor) -> Any:
     where = placement(model)
     moved = tuple(where.put(t) for t in tensors)
     return moved[0] if len(moved) == 1 else moved
+
+
+@contextlib.contextmanager
+def exact_fp32() -> Iterator[None]:
+    """float32 matmuls and convolutions in full float32 on CUDA (no TF32, whose 10-bit mantissa would be the
+    error a parity or CPU-agreement check measured); restores the previous settings. A no-op on the CPU."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
 
 
 def describe_device(device: torch.device) -> dict[str, Any]:

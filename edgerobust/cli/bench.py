@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from ..bench import MODES, bench_run, runtime_table
 from ..errors import EdgeRobustError
-from .common import command, console, err_console
+from .common import command, console, device_option, err_console
 from .render import table
 
 
@@ -79,6 +79,7 @@ def bench(
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: the target's)."),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak memory in a separate pass."),
     list_runtimes: bool = typer.Option(False, "--list-runtimes", help="List runtimes and why any cannot run here."),
+    device: str = device_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Time a run's model per runtime and batch size (p50/p90/p99, throughput, GFLOP/s, memory) into RUN/bench.json."""
@@ -90,7 +91,7 @@ def bench(
     names = [n.strip() for item in (runtime or []) for n in item.split(",") if n.strip()] or None
     batches = parse_int_list(batch, "--batch")
     records = [bench_run(run, target, names, batches, mode, repeats, warmup, precision, threads, memory,
-                         progress=False if quiet else None) for run in runs]
+                         progress=False if quiet else None, device=device) for run in runs]
     console.print(results_table(records))
     first = records[0]
     for device, ceiling in first["ceilings"].items():

@@ -40,6 +40,11 @@ def command(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def device_option():
+    """The `--device` option of every command that computes (resolved by compute_device.resolve_device)."""
+    return typer.Option("auto", "--device", help="Where to compute: auto (CUDA when present), cpu, cuda or cuda:N.")
+
+
 def parse_fraction(text: str, name: str = "value") -> float:
     """Accept 0.03, 8/255 or 3%."""
     try:

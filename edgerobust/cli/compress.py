@@ -12,7 +12,7 @@ from ..errors import EdgeRobustError
 from ..recipe import load_recipe, section
 from ..run import RunDir
 from ..training.distributed import is_main_process
-from .common import command, console, parse_fraction
+from .common import command, console, device_option, parse_fraction
 from .render import table
 
 
@@ -62,6 +62,7 @@ def compress(
     suite: Optional[bool] = typer.Option(None, "--suite/--no-suite", help="Also the standard attack suite."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Directory holding on-disk datasets."),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed compression."),
+    device: str = device_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Prune a model (ADMM / L1 filter), adversarially if asked, and remove the pruned filters physically."""
@@ -86,7 +87,7 @@ def compress(
     runs, rows = compress_grid(source, out, keeps, eps_values, config.validate(), train_config, adv=adv_settings,
                                evaluate=eval_settings if evaluate else None, data=data or data_section.get("name"),
                                data_root=data_root or data_section.get("root"), resume=resume,
-                               progress=False if quiet else None, recipe=spec)
+                               progress=False if quiet else None, recipe=spec, device=device)
     if not is_main_process():
         return
     for run in runs:

@@ -9,7 +9,7 @@ import typer
 from ..evaluation.api import ROBUSTNESS_FILE, evaluate_run
 from ..report.robustness import curve_plot, transfer_heatmap
 from ..run import RunDir
-from .common import command, console, parse_fraction
+from .common import command, console, device_option, parse_fraction
 from .render import table
 
 
@@ -42,6 +42,7 @@ def evaluate(
     masking: bool = typer.Option(True, "--masking/--no-masking", help="Gradient-masking checks."),
     seed: int = typer.Option(0, "--seed", help="Random seed (results are deterministic under it)."),
     batch_size: int = typer.Option(256, "--batch-size"),
+    device: str = device_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Attack a run's model and write RUN/robustness.json, plots in RUN/figures and the manifest's robustness."""
@@ -52,7 +53,7 @@ def evaluate(
         transfer=[RunDir.open(p) for p in transfer], ensemble=[RunDir.open(p) for p in ensemble], n=n, seed=seed,
         steps=steps, n_restarts=restarts, square_queries=queries, n_target_classes=targets, fab=fab,
         minimal=None if minimal == "none" else minimal, masking_checks=masking, batch_size=batch_size,
-        progress=False if quiet else None)
+        progress=False if quiet else None, device=device)
     print_robustness(result)
     figures = target.file("figures")
     if result.get("curve"):

@@ -8,7 +8,7 @@ import typer
 
 from ..export.api import FP32_TOLERANCE, export_run
 from ..export.bundle import verify_bundle
-from .common import command, console
+from .common import command, console, device_option
 from .render import table
 
 
@@ -28,12 +28,13 @@ def export(
     tolerance: float = typer.Option(FP32_TOLERANCE, "--tolerance", help="Max |logit difference| for fp32 parity."),
     engine: bool = typer.Option(False, "--engine", help="Also build TensorRT engines (only on the target device)."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Directory holding on-disk datasets."),
+    device: str = device_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Export a run's model for a target device: ONNX (+ fp16), parity checks, memory check, deployment bundle."""
     result = export_run(run, target, out=out, opset=opset, fp16=fp16, int8=int8, batch=batch, golden=golden,
                         calibration=calibration, tolerance=tolerance, engine=engine, data_root=data_root,
-                        progress=False if quiet else None)
+                        progress=False if quiet else None, device=device)
     m = result.manifest
     rows = [(precision, entry["file"], m["files"][entry["file"]]["bytes"], entry["parity"]["max_abs_diff"],
              entry["parity"]["top1_agreement"], f"{entry['parity']['tolerance']:g} {entry['parity']['tolerance_kind']}")

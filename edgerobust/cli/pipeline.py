@@ -11,7 +11,7 @@ from ..io import write_json
 from ..pipeline import PipelineContext, run_steps
 from ..recipe import load_recipe
 from ..run import RunDir, now
-from .common import command, console, err_console
+from .common import command, console, device_option, err_console
 from .render import table
 
 PIPELINE_MARKER = "pipeline.json"
@@ -37,6 +37,7 @@ def pipeline(
     out: Path = typer.Option(Path("runs/pipeline"), "--out", "-o", help="Directory for every artifact."),
     recipe: str = typer.Option("pipeline", "--recipe", "-r", help="Built-in recipe name or .toml path."),
     steps: str = typer.Option("", "--steps", help="Comma-separated steps to run instead of the recipe's."),
+    device: str = device_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run the whole chain (train, compress, evaluate, export, bench, report) on the built-in default."""
@@ -48,7 +49,7 @@ def pipeline(
         raise EdgeRobustError(f"no trained model in {out / 'model'}; include the 'train' step")
     if "train" in names:
         prepare_output(out)
-    ctx = PipelineContext(out=out, recipe=spec, progress=False if quiet else None)
+    ctx = PipelineContext(out=out, recipe=spec, progress=False if quiet else None, device=device)
     if "train" not in names:
         ctx.run = ctx.runs["train"] = RunDir.open(out / "model")
     run_steps(ctx, names, on_step=lambda name: err_console.print(f"[bold cyan]▶ {name}[/]"))

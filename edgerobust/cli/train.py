@@ -8,7 +8,7 @@ import typer
 
 from ..recipe import load_recipe, section
 from ..training.api import adversarial_from_recipe, config_from_recipe, train_model
-from .common import command, console, parse_fraction
+from .common import command, console, device_option, parse_fraction
 from .render import print_run_summary
 
 
@@ -40,6 +40,7 @@ def train(
     guard: Optional[bool] = typer.Option(None, "--guard/--no-guard", help="Stop and restore the previous epoch "
                                          "when PGD accuracy on a training batch collapses (default on for fgsm-rs)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
+    device: str = device_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train a classifier into a run directory (model.pt + model.json), naturally or adversarially.
@@ -58,7 +59,8 @@ def train(
     if (eps is not None or adv_steps is not None or eps_schedule is not None) and "method" not in adversarial:
         adversarial["method"] = "pgd"  # asking for an ε means adversarial training
     run = train_model(out, model, data, config, data_root=data_root or data_section.get("root"), resume=resume,
-                      recipe=spec, progress=False if quiet else None, adversarial=adversarial)
+                      recipe=spec, progress=False if quiet else None, adversarial=adversarial,
+                      device=device)
     from ..training.distributed import is_main_process
 
     if not is_main_process():

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..compute_device import describe_device, resolve_device
 from ..data import load_dataset
 from ..devices import DeviceProfile, load_profile
 from ..errors import DataError, EdgeRobustError
@@ -69,9 +70,14 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile = "x
                out: str | Path | None = None, opset: int | None = None, fp16: bool | None = None,
                int8: bool | None = None, batch: int = 1, golden: int = 64, calibration: int = 256,
                tolerance: float = FP32_TOLERANCE, fp16_tolerance: float = FP16_TOLERANCE, engine: bool = False,
-               data_root: str | Path | None = None, progress: bool | None = None) -> ExportResult:
-    """Export the run's model for `target` into a deployment bundle; every check passes or nothing is written."""
+               data_root: str | Path | None = None, progress: bool | None = None,
+               device: str | Any | None = None) -> ExportResult:
+    """Export the run's model for `target` into a deployment bundle; every check passes or nothing is written.
+
+    The graph is traced on the CPU; `device` (auto when None) computes the PyTorch reference outputs, in full
+    float32, that the golden outputs and the fp32 / fp16 parity checks compare against."""
     run = run if isinstance(run, RunDir) else RunDir.open(run)
+    device = resolve_device(device)
     profile = load_profile(target)
     opset = profile.max_opset if opset is None else int(opset)
     profile.check_opset(opset)
@@ -95,7 +101,7 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile = "x
         def advance(status: str) -> None:
             bar.update(task, advance=1, status=status)
 
-        model = run.load_model()
+        model = run.load_model().to(device)
         proto = simplify(to_onnx(model, input_shape, opset))
         check_operators(proto, profile.operator_set, profile.name, runtime)
         proto.producer_name = "edgerobust"
@@ -162,7 +168,8 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile = "x
             "operators": dict(sorted((op, n) for (_, op), n in graph_operators(proto).items())),
             "models": models, "memory": memory,
             "golden": {"inputs": "golden_inputs.npy", "outputs": "golden_outputs.npy", "labels": "golden_labels.npy",
-                       "count": len(inputs), "split": "test", "outputs_from": "PyTorch eager fp32 (CPU)"},
+                       "count": len(inputs), "split": "test",
+                       "outputs_from": f"PyTorch eager fp32 ({describe_device(device)['device']}, no TF32)"},
             "calibration": calib_info,
             "engines": [{**e, "built_on": platform.node(), "note": "valid only on this device"} for e in engines],
             "versions": package_versions(),
@@ -173,7 +180,8 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile = "x
                "runtime": runtime, "opset": manifest["opset"], "precisions": precisions,
                "parity": {p: m["parity"] for p, m in models.items()}, "memory": memory,
                "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},
-               "operators": manifest["operators"], "engines": manifest["engines"]}
+               "operators": manifest["operators"], "engines": manifest["engines"],
+               "device": describe_device(device)}
     exports = dict(run.manifest.get("export", {}))
     exports[profile.name] = summary
     run.update("export", exports)

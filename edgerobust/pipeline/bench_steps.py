@@ -14,6 +14,6 @@ def bench_step(ctx: PipelineContext) -> None:
     record = bench_run(ctx.run, settings.get("target", "x86-cpu"), settings.get("runtimes"),
                        settings.get("batches", [1, 32]), settings.get("mode", "latency"), settings.get("repeats", 30),
                        settings.get("warmup", 5), settings.get("precision", "fp32"), settings.get("threads"),
-                       settings.get("memory", True), progress=ctx.progress)
+                       settings.get("memory", True), progress=ctx.progress, device=ctx.device)
     for row in record["results"]:
         ctx.add("bench", f"{row['runtime']} batch {row['batch']} p50 ms", round(row["p50_ms"], 4))

@@ -17,7 +17,7 @@ def evaluate_step(ctx: PipelineContext) -> None:
     if unknown:
         raise EdgeRobustError(f"unknown [evaluate] settings: {', '.join(sorted(unknown))}; valid: "
                               f"{', '.join(sorted(EVALUATE_KEYS))}")
-    result = evaluate_run(ctx.run, progress=ctx.progress, **settings)
+    result = evaluate_run(ctx.run, progress=ctx.progress, device=ctx.device, **settings)
     ctx.runs["evaluate"] = ctx.run
     if "suite" in result:
         ctx.add("evaluate", f"robust accuracy ε={result['eps']:.3g} (upper bound)", result["robust_accuracy"])

@@ -14,7 +14,8 @@ SETTINGS = {"target", "opset", "fp16", "int8", "batch", "golden", "calibration",
 def export_step(ctx: PipelineContext) -> None:
     settings = section(ctx.recipe, "export", SETTINGS)
     profile = load_profile(settings.pop("target", "x86-cpu"))
-    result = export_run(ctx.run, profile, out=ctx.out / f"export-{profile.name}", progress=ctx.progress, **settings)
+    result = export_run(ctx.run, profile, out=ctx.out / f"export-{profile.name}", progress=ctx.progress,
+                        device=ctx.device, **settings)
     verify_bundle(result.bundle, run_golden=True)
     ctx.add("export", "target", profile.name)
     ctx.add("export", "bundle", str(result.bundle))

@@ -23,13 +23,14 @@ DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     """`auto` (or None): CUDA when present, else the CPU; `cpu`; `cuda` (the current CUDA device); `cuda:N`.
 
-    A CUDA device that is absent, or an index beyond the devices present, is one EdgeRobustError line.
+    A CUDA device that is absent, or an index beyond the devices present, is one EdgeRobustError line. A
+    torch.device is taken as already resolved (library callers, tests on other devices) and returned as it is.
     """
     if isinstance(spec, torch.device):
-        spec = str(spec)
+        return spec
     text = "auto" if spec is None else str(spec).strip().lower()
     if text == "auto":
-        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+        text = "cuda" if torch.cuda.is_available() else "cpu"
     if text == "cpu":
         return torch.device("cpu")
     kind, colon, index = text.partition(":")

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -82,21 +83,31 @@ def test_two_processes_reach_the_one_process_model(tmp_path, loss_name):
                     assert mine[key] == pytest.approx(theirs[key], abs=METRIC_TOL), key
 
 
+FLOAT64_CLI = str(Path(__file__).with_name("float64_cli.py"))  # the CLI with float64 models (see EXACT_TOL)
+
+
 def _torchrun_and_one_process(args: list[str], tmp_path) -> None:
-    """The same edgerobust command under `torchrun --nproc-per-node 2` into tmp/ddp and as one process into tmp/one."""
+    """The same edgerobust command, in float64, under `torchrun --nproc-per-node 2` into tmp/ddp and as one
+    process into tmp/one."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGEROBUST_PROGRESS": "0"}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                    "-m", "edgerobust", *args, "--out", str(tmp_path / "ddp")], check=True, env=env,
+                    FLOAT64_CLI, *args, "--device", "cpu", "--out", str(tmp_path / "ddp")], check=True, env=env,
                    capture_output=True, timeout=300)
-    subprocess.run([sys.executable, "-m", "edgerobust", *args, "--out", str(tmp_path / "one")], check=True,
-                   env=env, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, FLOAT64_CLI, *args, "--device", "cpu", "--out", str(tmp_path / "one")],
+                   check=True, env=env, capture_output=True, timeout=300)
+
+
+def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    assert all(v.dtype == torch.float64 for k, v in a.items() if k.endswith((".weight", ".bias")))
+    return a.keys() == b.keys() and all(a[k].shape == b[k].shape and torch.allclose(a[k], b[k], atol=EXACT_TOL,
+                                                                                    rtol=0) for k in a)
 
 
 def test_torchrun_cli_two_processes_match_one(tmp_path):
     _torchrun_and_one_process(["train", "--model", "scnn2:8-16", "--epochs", "2", "--batch-size", "64", "--seed", "2",
                                "-q"], tmp_path)
     ddp, one = load_torch(tmp_path / "ddp" / "model.pt"), load_torch(tmp_path / "one" / "model.pt")
-    assert all(torch.allclose(ddp[k], one[k], atol=1e-5, rtol=1e-4) for k in one)
+    assert _same_weights(ddp, one)
     manifest = json.loads((tmp_path / "ddp" / "model.json").read_text())
     assert manifest["training"]["distributed"] == {"world_size": 2, "backend": "gloo"}
 
@@ -108,8 +119,7 @@ def test_torchrun_compress_two_processes_match_one(tmp_path):
                                "--adv", "none", "--no-evaluate", "-q"], tmp_path)
     for stage in ("admm", "retrain", "."):
         ddp, one = load_torch(tmp_path / "ddp" / stage / "model.pt"), load_torch(tmp_path / "one" / stage / "model.pt")
-        assert ddp.keys() == one.keys()
-        assert all(ddp[k].shape == one[k].shape and torch.allclose(ddp[k], one[k], atol=1e-5, rtol=1e-4) for k in one)
+        assert _same_weights(ddp, one), stage
     manifest = json.loads((tmp_path / "ddp" / "model.json").read_text())
     assert manifest["compression"]["removed_channels"]
     admm = json.loads((tmp_path / "ddp" / "admm" / "model.json").read_text())

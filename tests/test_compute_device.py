@@ -60,6 +60,17 @@ def test_cli_refuses_an_absent_gpu_in_one_line(tmp_path, monkeypatch):
     assert "Traceback" not in result.output and not (tmp_path / "run" / "model.pt").exists()
 
 
+@pytest.mark.parametrize("command", ["train", "compress", "evaluate", "export", "bench", "pipeline"])
+def test_every_computing_command_takes_a_device(command):
+    import inspect
+
+    from edgerobust.cli.app import app
+
+    callback = next(c.callback for c in app.registered_commands if c.callback.__name__ == command)
+    option = inspect.signature(callback).parameters["device"].default
+    assert option.param_decls == ("--device",) and option.default == "auto"
+
+
 def test_batches_take_the_models_place():
     model = build_model("scnn2:8-16", (1, 8, 8), 10).double()
     assert placement(model) == Placement(torch.device("cpu"), torch.float64)

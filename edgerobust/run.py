@@ -98,7 +98,8 @@ class RunDir:
     # -- the model --------------------------------------------------------------------------------------------
     def save_model(self, model: nn.Module, model_info: dict[str, Any], **sections: Any) -> None:
         """Write weights then manifest; `model_info` = spec, input_shape, num_classes, mean, std."""
-        save_torch(self.weights_path, model.state_dict())
+        # CPU tensors whatever device the model computed on: the same weights give the same file and sha256
+        save_torch(self.weights_path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
         self.manifest["model"] = dict(model_info)
         self.manifest.update(sections)
         self.manifest["weights_sha256"] = sha256_file(self.weights_path)

@@ -4,6 +4,7 @@ from dataclasses import replace
 import pytest
 import torch
 from cli_helpers import run_cli
+from rounding import summation_order_bound
 
 from edgerobust.compress import apply_masks, build_plan, remove_dead_channels
 from edgerobust.compress.api import CompressConfig, compress_model, configs_from_recipe
@@ -40,9 +41,10 @@ def test_physical_removal_keeps_outputs_identical(spec, shape, scheme):
     apply_masks(model, plan.masks({n: p.detach() for n, p in model.named_parameters()}))
     slim, removed = remove_dead_channels(model, shape)
     assert removed and count_parameters(slim) < 0.6 * count_parameters(model)
-    x = torch.rand(8, *shape)
+    # in float64 the two differ only by summation order (removed channels added exact zeros): a derived bound
+    slim, model, x = slim.double(), model.double(), torch.rand(8, *shape, dtype=torch.float64)
     with torch.no_grad():
-        torch.testing.assert_close(slim(x), model(x), atol=1e-5, rtol=1e-4)
+        assert float((slim(x) - model(x)).abs().max()) <= summation_order_bound(model, x)
 
 
 def test_unpruned_model_loses_nothing():
@@ -81,9 +83,10 @@ def test_compressed_run_is_slim_reloads_and_records_its_stats(compressed):
     reopened = RunDir.open(run.path)
     model = reopened.load_model()  # rebuilt at the slim shapes via models/resize.py
     masked = RunDir.open(run.path / "retrain").load_model()
-    x = torch.rand(16, *source.input_shape)
+    model, masked = model.double(), masked.double()
+    x = torch.rand(16, *source.input_shape, dtype=torch.float64)
     with torch.no_grad():
-        torch.testing.assert_close(model(x), masked(x), atol=1e-5, rtol=1e-4)
+        assert float((model(x) - masked(x)).abs().max()) <= summation_order_bound(masked, x)
     totals = manifest["compression"]["stats"]["totals"]
     assert totals["params_after"] == count_parameters(model) < totals["params_before"]
     assert totals["flops_after"] < totals["flops_before"] and totals["bytes_after"] < totals["bytes_before"]

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +23,17 @@ from edgerobust.training import distributed as D
 
 # 205 examples in batches of 30: the last batch (25) splits 13/12, so uneven shards are exercised too
 CONFIG = dict(epochs=2, batch_size=30, augment=True, lr=0.05, seed=5)
+# DDP sums the ranks' gradients in another order than one process does, so the two runs differ by rounding only,
+# amplified over the steps (TRADES amplifies most). In float32 (unit roundoff u32 = 2**-24) that difference reached
+# ~1e-5 on some CPUs, so the amplification is at most ~1e-5 / u32 ≈ 2e2 per unit of roundoff (allowing 1e-3 / u32
+# ≈ 2e4 for safety). In float64 (u64 = 2**-53) the same amplification gives at most 2e4 · u64 ≈ 2e-12: a bound
+# of 1e-10 holds with a 50× margin on any machine, while any real mismatch (a wrong shard, a wrong loss scale, a
+# different random start) moves weights by ≥ 1e-4.
+ROUNDING_AMPLIFICATION = 1e-3 / 2.0 ** -24
+EXACT_TOL = 50 * ROUNDING_AMPLIFICATION * 2.0 ** -53
+# the losses' accuracy metrics are float32 means (`.float().mean()`) of each shard, weighted by its size: each is
+# within one float32 rounding (relative 2**-24 of a value ≤ 1) of the exact fraction, and so is their average
+METRIC_TOL = 4 * 2.0 ** -24
 
 
 def _free_port() -> int:
@@ -37,7 +49,7 @@ def _trainer(loss_name: str) -> Trainer:
     # random starts are drawn for the global batch and sliced, so each example's attack is the one-process one
     loss = None if loss_name == "natural" else build_training_loss(loss_name, eps=0.1, steps=2)
     return Trainer(model, data, TrainConfig(**CONFIG), loss=loss, eval_data=load_dataset("digits", "test"),
-                   progress=False)
+                   progress=False, dtype=torch.float64)
 
 
 def _worker(rank: int, world: int, port: int, loss_name: str, out: str) -> None:
@@ -62,29 +74,40 @@ def test_two_processes_reach_the_one_process_model(tmp_path, loss_name):
     for rank in (0, 1):
         got = torch.load(f"{out}.rank{rank}", weights_only=True)
         for key, value in expected.items():
-            assert torch.allclose(got["model"][key], value, atol=1e-5, rtol=1e-4), (rank, key)
+            assert value.dtype == torch.float64 or not value.is_floating_point()
+            assert torch.allclose(got["model"][key], value, atol=EXACT_TOL, rtol=0), (rank, key)
         for mine, theirs in zip(got["history"], history, strict=True):
             # metrics are summed over ranks, evaluation is rank 0's, broadcast
             for key in ("train_loss", "train_accuracy", "test_accuracy", "train_adv_accuracy"):
                 if key in theirs:
-                    assert mine[key] == pytest.approx(theirs[key], abs=1e-4), key
+                    assert mine[key] == pytest.approx(theirs[key], abs=METRIC_TOL), key
+
+
+FLOAT64_CLI = str(Path(__file__).with_name("float64_cli.py"))  # the CLI with float64 models (see EXACT_TOL)
 
 
 def _torchrun_and_one_process(args: list[str], tmp_path) -> None:
-    """The same edgerobust command under `torchrun --nproc-per-node 2` into tmp/ddp and as one process into tmp/one."""
+    """The same edgerobust command, in float64, under `torchrun --nproc-per-node 2` into tmp/ddp and as one
+    process into tmp/one."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGEROBUST_PROGRESS": "0"}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                    "-m", "edgerobust", *args, "--out", str(tmp_path / "ddp")], check=True, env=env,
+                    FLOAT64_CLI, *args, "--device", "cpu", "--out", str(tmp_path / "ddp")], check=True, env=env,
                    capture_output=True, timeout=300)
-    subprocess.run([sys.executable, "-m", "edgerobust", *args, "--out", str(tmp_path / "one")], check=True,
-                   env=env, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, FLOAT64_CLI, *args, "--device", "cpu", "--out", str(tmp_path / "one")],
+                   check=True, env=env, capture_output=True, timeout=300)
+
+
+def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    assert all(v.dtype == torch.float64 for k, v in a.items() if k.endswith((".weight", ".bias")))
+    return a.keys() == b.keys() and all(a[k].shape == b[k].shape and torch.allclose(a[k], b[k], atol=EXACT_TOL,
+                                                                                    rtol=0) for k in a)
 
 
 def test_torchrun_cli_two_processes_match_one(tmp_path):
     _torchrun_and_one_process(["train", "--model", "scnn2:8-16", "--epochs", "2", "--batch-size", "64", "--seed", "2",
                                "-q"], tmp_path)
     ddp, one = load_torch(tmp_path / "ddp" / "model.pt"), load_torch(tmp_path / "one" / "model.pt")
-    assert all(torch.allclose(ddp[k], one[k], atol=1e-5, rtol=1e-4) for k in one)
+    assert _same_weights(ddp, one)
     manifest = json.loads((tmp_path / "ddp" / "model.json").read_text())
     assert manifest["training"]["distributed"] == {"world_size": 2, "backend": "gloo"}
 
@@ -96,8 +119,7 @@ def test_torchrun_compress_two_processes_match_one(tmp_path):
                                "--adv", "none", "--no-evaluate", "-q"], tmp_path)
     for stage in ("admm", "retrain", "."):
         ddp, one = load_torch(tmp_path / "ddp" / stage / "model.pt"), load_torch(tmp_path / "one" / stage / "model.pt")
-        assert ddp.keys() == one.keys()
-        assert all(ddp[k].shape == one[k].shape and torch.allclose(ddp[k], one[k], atol=1e-5, rtol=1e-4) for k in one)
+        assert _same_weights(ddp, one), stage
     manifest = json.loads((tmp_path / "ddp" / "model.json").read_text())
     assert manifest["compression"]["removed_channels"]
     admm = json.loads((tmp_path / "ddp" / "admm" / "model.json").read_text())

@@ -11,6 +11,7 @@ import torch
 from cli_helpers import run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rounding import U32, summation_order_bound
 from torch import nn
 
 from edgerobust.data.base import ArrayDataset
@@ -58,7 +59,9 @@ def test_every_zoo_model_exports_and_matches_onnxruntime(name, tmp_path):
     inputs = torch.rand(3, *shape).numpy()  # batch 3, while the export traced batch 2: the batch is dynamic
     ours, theirs = run_torch(model, inputs), run_onnx(ort_session(path), inputs)
     figures = compare(ours, theirs)
-    assert figures["max_abs_diff"] <= 1e-4 and figures["top1_agreement"] == 1.0
+    # two float32 computations of one graph (onnxruntime, PyTorch) differ by summation order only
+    assert figures["max_abs_diff"] <= summation_order_bound(model, inputs, U32)
+    assert figures["top1_agreement"] == 1.0
 
 
 def test_normalisation_is_inside_the_graph(tmp_path):
@@ -133,7 +136,8 @@ def test_jetson_nano_bundle_opset_fp16_parity_and_manifest(run):
     assert (bundle / "golden_inputs.npy").read_bytes()[:8] == b"\x93NUMPY\x01\x00"
     golden_in, golden_out = np.load(bundle / "golden_inputs.npy"), np.load(bundle / "golden_outputs.npy")
     assert golden_in.dtype == np.float32 and golden_in.min() >= 0 and golden_in.max() <= 1
-    np.testing.assert_allclose(golden_out, run_torch(run.load_model(), golden_in), atol=1e-6)
+    model = run.load_model()  # golden outputs: the same float32 forward (on the export's device)
+    assert np.abs(golden_out - run_torch(model, golden_in)).max() <= summation_order_bound(model, golden_in, U32)
     assert np.load(bundle / "calibration.npz")["input"].shape == (32, *run.input_shape)
     assert verify_bundle(bundle, run_golden=True)["golden"]["fp16"]["top1_agreement"] >= 0.95
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..compute_device import describe_device, resolve_device
 from ..config import BenchConfig, build
 from ..data import ArrayDataset, load_dataset
 from ..errors import EdgeRobustError
@@ -122,10 +123,12 @@ def bench_run(run: RunDir | str | Path, target: Any = None, runtimes: Sequence[s
               batches: Sequence[int] | None = None, mode: str | None = None, repeats: int | None = None,
               warmup: int | None = None, precision: str | None = None, threads: int | None = None,
               memory: bool | None = None, *, config: BenchConfig | None = None, clock: Clock = time.perf_counter_ns,
-              progress: bool | None = None, write: bool = True) -> dict[str, Any]:
+              progress: bool | None = None, write: bool = True, device: str | torch.device | None = None
+              ) -> dict[str, Any]:
     """Time the run's model on each runtime and batch size; return the bench record (and write RUN/bench.json).
 
     Settings are BenchConfig's fields ([bench] in a recipe), given as `config` and/or arguments (None: not given).
+    `device` (auto when None) is the GPU the CUDA runtimes (torch-cuda, ...) use; `cpu` refuses them.
     """
     profile_object = target if target is not None and not isinstance(target, (str, Path)) else None
     config = build(BenchConfig, overrides=dict(
@@ -139,6 +142,7 @@ def bench_run(run: RunDir | str | Path, target: Any = None, runtimes: Sequence[s
 
     from ..devices import load_profile
 
+    device = resolve_device(device)
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     if write and not os.access(run.path, os.W_OK):
         raise EdgeRobustError(f"run directory {run.path} is not writable, so bench.json cannot be written there; "
@@ -152,6 +156,17 @@ def bench_run(run: RunDir | str | Path, target: Any = None, runtimes: Sequence[s
     check_target_matches_host(profile)
     profile.require_precision(precision)
     names, skipped = choose_runtimes(profile, runtimes, precision)
+    on_gpu = [n for n in names if get_runtime(n).device == "cuda"]
+    if on_gpu and device.type != "cuda":
+        if runtimes:
+            raise EdgeRobustError(f"runtime(s) {', '.join(on_gpu)} run on CUDA but --device is {device}; "
+                                  "pass --device cuda (or auto) or choose a CPU runtime")
+        skipped.update({n: f"--device {device}" for n in on_gpu})
+        names = [n for n in names if n not in on_gpu]
+        if not names:
+            raise EdgeRobustError(f"target {profile.name}'s runtimes all run on CUDA but --device is {device}")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # the CUDA runtimes use the current device
     threads = threads or profile.resolved_threads()
     if threads < 1:
         raise EdgeRobustError(f"--threads must be at least 1, got {threads}")
@@ -169,6 +184,7 @@ def bench_run(run: RunDir | str | Path, target: Any = None, runtimes: Sequence[s
                   "weights_sha256": run.manifest.get("weights_sha256")},
         "target": profile.to_dict(), "host": machine_info(), "versions": package_versions(),
         "load_average_before": list(os.getloadavg()),
+        "device": describe_device(device),
         "mode": mode, "mode_help": MODES.help(mode), "precision": precision, "threads": threads,
         "warmup": plan.warmup, "repeats": plan.repeats, "batches": batches, "input": input_note,
         "clock": getattr(clock, "__qualname__", repr(clock)),

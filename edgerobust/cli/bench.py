@@ -13,7 +13,7 @@ from ..bench import MODES, bench_run, runtime_table
 from ..config import BenchConfig, option_help
 from ..errors import EdgeRobustError
 from . import remote as remote_cmd
-from .common import command, console, err_console
+from .common import command, console, device_option, err_console
 from .defaults import RUN_HELP, TARGET_HELP, runs_argument
 from .render import table
 
@@ -90,6 +90,7 @@ def bench(
     threads: Optional[int] = typer.Option(None, "--threads", help=H("threads")),
     memory: Optional[bool] = typer.Option(None, "--memory/--no-memory", help=H("memory")),
     list_runtimes: bool = typer.Option(False, "--list-runtimes", help="List runtimes and why any cannot run here."),
+    device: str = device_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     host: Optional[str] = remote_cmd.HOST, hosts: Optional[Path] = remote_cmd.HOSTS,
     python: Optional[str] = remote_cmd.PYTHON, ssh_config: Optional[Path] = remote_cmd.SSH_CONFIG,
@@ -113,7 +114,7 @@ def bench(
                    "timeout": timeout}
         return remote_cmd.run_remote("bench", runs, target, host, hosts, options, settings, quiet)
     records = [bench_run(run, target, names, batches, mode, repeats, warmup, precision, threads, memory,
-                         progress=False if quiet else None) for run in runs]
+                         progress=False if quiet else None, device=device) for run in runs]
     console.print(results_table(records))
     first = records[0]
     for device, ceiling in first["ceilings"].items():

@@ -63,6 +63,9 @@ def _fail(exc: BaseException, message: str) -> None:
     line = " ".join(message.split())  # one line, whatever the message held
     err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2) from None
+def device_option():
+    """The `--device` option of every command that computes (resolved by compute_device.resolve_device)."""
+    return typer.Option("auto", "--device", help="Where to compute: auto (CUDA when present), cpu, cuda or cuda:N.")
 
 
 def parse_fraction(text: str, name: str = "value") -> float:

@@ -14,7 +14,7 @@ from ..recipe import load_recipe
 from ..report.tradeoff import tradeoff_columns, tradeoff_table_rows
 from ..run import RunDir
 from ..training.distributed import is_main_process
-from .common import command, console, split_list
+from .common import command, console, device_option, split_list
 from .render import table
 
 
@@ -54,6 +54,7 @@ def compress(
     suite: Optional[bool] = typer.Option(None, "--suite/--no-suite", help="Also the standard attack suite."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Directory holding on-disk datasets."),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed compression."),
+    device: str = device_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Prune a model (ADMM / L1 filter), adversarially if asked, and remove the pruned filters physically."""
@@ -79,7 +80,7 @@ def compress(
                                adv=adv_settings, evaluate=eval_settings if evaluate else None,
                                data=data or (data_section.name if "data" in spec else None),
                                data_root=data_root or data_section.root, resume=resume,
-                               progress=False if quiet else None, recipe=spec)
+                               progress=False if quiet else None, recipe=spec, device=device)
     if not is_main_process():
         return
     for run in runs:

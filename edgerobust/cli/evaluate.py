@@ -12,7 +12,7 @@ from ..evaluation.api import ROBUSTNESS_FILE, evaluate_run
 from ..report.robustness import curve_plot, transfer_heatmap
 from ..run import RunDir
 from . import remote as remote_cmd
-from .common import command, console, split_list
+from .common import command, console, device_option, split_list
 from .defaults import RUN_HELP, run_argument
 from .render import table
 
@@ -48,6 +48,7 @@ def evaluate(
     masking: Optional[bool] = typer.Option(None, "--masking/--no-masking", help=H("masking_checks")),
     seed: Optional[int] = typer.Option(None, "--seed", help=H("seed")),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help=H("batch_size")),
+    device: str = device_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     host: Optional[str] = remote_cmd.HOST, hosts: Optional[Path] = remote_cmd.HOSTS,
     target_name: Optional[str] = typer.Option(None, "--target", help="With --host: the export to replay (default: "
@@ -72,10 +73,10 @@ def evaluate(
     target = RunDir.open(run)
     result = evaluate_run(
         target, transfer=[RunDir.open(p) for p in transfer], ensemble=[RunDir.open(p) for p in ensemble],
-        progress=False if quiet else None, suite=suite, eps=eps, norm=norm, attacks=attack or None, curve=curve,
-        curve_grid=split_list(curve_eps), curve_steps=curve_steps, n=n, seed=seed, steps=steps, n_restarts=restarts,
-        square_queries=queries, n_target_classes=targets, fab=fab, minimal=minimal, masking_checks=masking,
-        batch_size=batch_size)
+        progress=False if quiet else None, device=device, suite=suite, eps=eps, norm=norm, attacks=attack or None,
+        curve=curve, curve_grid=split_list(curve_eps), curve_steps=curve_steps, n=n, seed=seed, steps=steps,
+        n_restarts=restarts, square_queries=queries, n_target_classes=targets, fab=fab, minimal=minimal,
+        masking_checks=masking, batch_size=batch_size)
     print_robustness(result)
     figures = target.file("figures")
     if result.get("curve"):

@@ -14,7 +14,7 @@ from ..pipeline.context import check_steps
 from ..pipeline.directory import Claim, check_claimable, read_marker
 from ..recipe import load_recipe
 from ..run import RunDir, now
-from .common import command, console, err_console
+from .common import command, console, device_option, err_console
 from .render import table
 
 PIPELINE_MARKER = "pipeline.json"
@@ -25,6 +25,7 @@ def pipeline(
     out: Path = typer.Option(Path("runs/pipeline"), "--out", "-o", help="Directory for every artifact."),
     recipe: str = typer.Option("pipeline", "--recipe", "-r", help="Built-in recipe name or .toml path."),
     steps: str = typer.Option("", "--steps", help="Comma-separated steps to run instead of the recipe's."),
+    device: str = device_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or step lines."),
 ) -> None:
     """Run the whole chain (train, compress, evaluate, export, bench, report) on the built-in default."""

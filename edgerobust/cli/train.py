@@ -9,7 +9,7 @@ import typer
 from ..config import section
 from ..recipe import load_recipe
 from ..training.api import adversarial_from_recipe, config_from_recipe, train_model
-from .common import command, console
+from .common import command, console, device_option
 from .render import print_run_summary
 
 
@@ -41,6 +41,7 @@ def train(
     guard: Optional[bool] = typer.Option(None, "--guard/--no-guard", help="Stop and restore the previous epoch "
                                          "when PGD accuracy on a training batch collapses (default on for fgsm-rs)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
+    device: str = device_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train a classifier into a run directory (model.pt + model.json), naturally or adversarially.
@@ -59,7 +60,7 @@ def train(
     adversarial = adversarial_from_recipe(spec, dict(method=adv, eps=eps, steps=adv_steps, weight=adv_weight,
                                                      schedule=eps_schedule, guard=guard))
     run = train_model(out, model, data, config, data_root=data_root or data_section.root, resume=resume,
-                      recipe=spec, progress=False if quiet else None, adversarial=adversarial)
+                      recipe=spec, progress=False if quiet else None, adversarial=adversarial, device=device)
     from ..training.distributed import is_main_process
 
     if not is_main_process():

@@ -53,6 +53,9 @@ class ADMMCallback(Callback):
             theta = self._theta()
             self.z = self.plan_at(0.0).project(theta)
             self.u = {name: torch.zeros_like(value) for name, value in theta.items()}
+        else:  # restored from a checkpoint (loaded onto the CPU): z and u go where their parameters are
+            self.z = {name: z.to(self._params[name]) for name, z in self.z.items()}
+            self.u = {name: u.to(self._params[name]) for name, u in self.u.items()}
 
     def _theta(self) -> dict[str, Tensor]:
         return {name: p.detach().clone() for name, p in self._params.items()}

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..claim import locked
+from ..compute_device import describe_device, resolve_device, to_model
 from ..config import (
     AdversarialConfig,
     CompressConfig,
@@ -60,24 +61,25 @@ def check_config(config: CompressConfig) -> CompressConfig:
     keep_schedule(config.keep_schedule, max(config.admm_epochs, 1), ramp=config.keep_ramp, stages=config.keep_stages)
     return config
 def _stage(out: Path, source: RunDir, config: TrainConfig, data: dict[str, Any], *, adv, callbacks, resume: bool,
-           progress, recipe, description: str) -> RunDir:
+           progress, recipe, description: str, device: torch.device | None = None) -> RunDir:
     """One training stage as its own run directory; a finished stage is reused on --resume."""
     if resume and (out / "model.json").is_file() and (out / "model.pt").is_file():
         return RunDir.open(out)
     return train_model(out, source.manifest["model"]["spec"], data["name"], config, data_root=data.get("root"),
                        data_options=data.get("options"), resume=resume and (out / "checkpoint.pt").is_file(),
                        adversarial=adv or None, callbacks=callbacks, recipe=recipe, progress=progress, init_from=source,
-                       description=description)
+                       description=description, device=device)
 
 
 def pretrain(spec: str, out: Path, config: TrainConfig, data: str, data_root: str | Path | None, *,
-             adv: dict[str, Any] | None, resume: bool, progress, recipe) -> RunDir:
+             adv: dict[str, Any] | None, resume: bool, progress, recipe, device: str | torch.device | None = None
+             ) -> RunDir:
     """Train `spec` from scratch (adversarially when `adv` says so) as the dense source; reused on --resume."""
     if resume and (out / "model.json").is_file() and (out / "model.pt").is_file():
         return RunDir.open(out)
     return train_model(out, spec, data, config, data_root=data_root, adversarial=adv or None,
                        resume=resume and (out / "checkpoint.pt").is_file(), recipe=recipe, progress=progress,
-                       description="pretrain")
+                       description="pretrain", device=device)
 
 
 def _source_data(source: RunDir, data: str | None, data_root: str | Path | None) -> dict[str, Any]:
@@ -93,24 +95,29 @@ def compress_model(source: str | Path | RunDir, out: str | Path, config: Compres
                    train_config: TrainConfig | None = None, *, adv: AdversarialConfig | dict | None = None,
                    evaluate: CompressEvaluateConfig | dict | None = None, data: str | None = None,
                    data_root: str | Path | None = None, resume: bool = False, progress: bool | None = None,
-                   recipe: dict | None = None) -> RunDir:
-    """Compress the model of run `source` into run directory `out` (see the module docstring for the stages)."""
+                   recipe: dict | None = None, device: str | torch.device | None = None) -> RunDir:
+    """Compress the model of run `source` into run directory `out` (see the module docstring for the stages).
+
+    `device` (auto when None; under torchrun each rank's own) runs the training stages, the projections, the
+    physical removal and the evaluation; the runs' weights are written as CPU tensors."""
     config = check_config(config or CompressConfig())
     base = (train_config or TrainConfig()).validate()
     adv = adversarial_config(adv)
     if isinstance(evaluate, dict):
         evaluate = build(CompressEvaluateConfig, evaluate, "[compress.evaluate]")
     out = Path(out)
+    ctx = distributed.init_from_env()
+    device = ctx.device if ctx is not None else resolve_device(device)
     with locked(out):  # one command writes a run directory at a time (rank 0 alone under torchrun)
         return _compress(source, out, config, base, adv=adv, evaluate=evaluate, data=data, data_root=data_root,
-                         resume=resume, progress=progress, recipe=recipe)
+                         resume=resume, progress=progress, recipe=recipe, device=device, ctx=ctx)
 
 
 def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, adv, evaluate, data, data_root,
-              resume, progress, recipe) -> RunDir:
+              resume, progress, recipe, device, ctx) -> RunDir:
     if not isinstance(source, RunDir) and not Path(source).is_dir() and str(source).partition(":")[0] in MODELS:
         source = pretrain(str(source), out / "pretrain", base, data or "digits", data_root, adv=adv,
-                          resume=resume, progress=progress, recipe=recipe)
+                          resume=resume, progress=progress, recipe=recipe, device=device)
     source = source if isinstance(source, RunDir) else RunDir.open(source)
     if not resume and any((out / p).exists() for p in ("admm/checkpoint.pt", "retrain/checkpoint.pt", "model.pt")):
         raise EdgeRobustError(f"{out} already holds a compression; pass --resume to continue it or choose another "
@@ -123,7 +130,7 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
     if tuple(data_shape) != tuple(shape):
         raise EdgeRobustError(f"dataset {data_info['name']} has inputs of shape {tuple(data_shape)} but the model of "
                               f"{source.path} takes {tuple(shape)}; compress with the dataset it was trained on")
-    dense = source.load_model()
+    dense = source.load_model().to(device)
     # Build the plan before any training so a bad scheme / layer / keep fails at once.
     plan = build_plan(dense, shape, config.scheme, config.keep if config.threshold is None else 1.0,
                       global_keep=config.global_keep, funnel=config.funnel, layers=config.layers or None,
@@ -139,12 +146,12 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
                                           stages=config.keep_stages), dual_rescale=config.dual_rescale)
         pruned_from = _stage(out / "admm", source, admm_config, data_info, adv=adv,
                              callbacks=[admm], resume=resume, progress=progress, recipe=recipe,
-                             description="admm")
+                             description="admm", device=device)
         admm_info = {"rho": config.rho, "rho_growth": config.rho_growth, "dual_rescale": config.dual_rescale,
                      "interval": config.admm_interval,
                      "epochs": config.admm_epochs, "keep_schedule": config.keep_schedule}
         history += [{**h, "stage": "admm"} for h in pruned_from.manifest["training"]["history"]]
-    model = pruned_from.load_model()
+    model = pruned_from.load_model().to(device)
     if config.method == "l1":
         plan, masks = l1_filter_masks(model, shape, None if config.threshold is not None else config.keep,
                                       config.threshold, config.layers or None)
@@ -156,13 +163,13 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
         retrain_config = replace(base, epochs=config.retrain_epochs, lr=config.retrain_lr or base.lr)
         retrain = _stage(out / "retrain", pruned_from, retrain_config, data_info,
                          adv=adv, callbacks=[MaskCallback(masks)],
-                         resume=resume, progress=progress, recipe=recipe, description="masked retrain")
-        masked = retrain.load_model()
+                         resume=resume, progress=progress, recipe=recipe, description="masked retrain",
+                         device=device)
+        masked = retrain.load_model().to(device)
         history += [{**h, "stage": "retrain"} for h in retrain.manifest["training"]["history"]]
     else:
         masked = apply_masks(model, masks)
     masked.eval()
-    ctx = distributed.current()
     if ctx is not None and not ctx.is_main:  # rank 0 alone removes, evaluates and writes the slim run
         return distributed.finished_run(out, ctx)
     test = load_dataset(data_info["name"], "test", data_info.get("root"))
@@ -171,7 +178,7 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
     if config.physical:
         slim, removed = remove_dead_channels(masked, shape)
         with torch.no_grad():
-            probe = test.images[:256]
+            probe = to_model(masked, test.images[:256])
             max_diff = float((slim(probe) - masked(probe)).abs().max()) if removed else 0.0
         if max_diff > OUTPUT_TOLERANCE:
             raise RuntimeError(f"physical removal changed the outputs by {max_diff:.3g}; this is a bug")
@@ -208,7 +215,7 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
                      "max_output_difference": max_diff, "stats": stats, "evaluation": evaluation,
                      "source_test_accuracy": source_metrics.get("test_accuracy"),
                      "seconds": round(time.perf_counter() - started, 2),
-                     "structured": config.scheme in STRUCTURED},
+                     "structured": config.scheme in STRUCTURED, "device": describe_device(device)},
         metrics={"test_accuracy": clean["accuracy"], "parameters": count_parameters(slim),
                  "flops": count_flops(slim, shape)},
     )
@@ -237,7 +244,8 @@ def compress_grid(source: str | Path | RunDir, out: str | Path, keeps: list[floa
                   config: CompressConfig, train_config: TrainConfig, *, adv: AdversarialConfig | None = None,
                   evaluate: CompressEvaluateConfig | None = None, data: str | None = None,
                   data_root: str | Path | None = None, resume: bool = False, progress: bool | None = None,
-                  recipe: dict | None = None) -> tuple[list[RunDir], list[dict[str, Any]]]:
+                  recipe: dict | None = None, device: str | torch.device | None = None
+                  ) -> tuple[list[RunDir], list[dict[str, Any]]]:
     """Every (training ε, keep ratio) pair, as Marshall's grid: one dense source per ε, one run per keep ratio.
 
     Returns the runs and the trade-off rows (dense then each keep ratio, per ε), also written to tradeoff.json.
@@ -254,12 +262,12 @@ def compress_grid(source: str | Path | RunDir, out: str | Path, keeps: list[floa
         dense = source
         if not isinstance(source, RunDir) and not Path(source).is_dir() and str(source).partition(":")[0] in MODELS:
             dense = pretrain(str(source), eps_dir / "pretrain", train_config.validate(), data or "digits", data_root,
-                             adv=adv_eps, resume=resume, progress=progress, recipe=recipe)
+                             adv=adv_eps, resume=resume, progress=progress, recipe=recipe, device=device)
         for i, keep in enumerate(keeps):
             keep_dir = eps_dir / f"keep-{round(100 * keep)}" if len(keeps) > 1 else eps_dir
             run = compress_model(dense, keep_dir, replace(config, keep=keep),
                                  train_config, adv=adv_eps, evaluate=evaluate, data=data, data_root=data_root,
-                                 resume=resume, progress=progress, recipe=recipe)
+                                 resume=resume, progress=progress, recipe=recipe, device=device)
             runs.append(run)
             evaluation = run.manifest["compression"].get("evaluation")
             if evaluation:

@@ -21,12 +21,14 @@ def filter_l1_norms(plan: PruningPlan, model: nn.Module) -> list[Tensor]:
     values = {name: p.detach() for name, p in model.named_parameters()}
     norms = []
     for target in plan.targets:
-        out = torch.zeros(target.units)
+        first = values[next(s.param for s in target.slices if s.scored)]  # indices live on the CPU, with the plan
+        device = first.device
+        out = torch.zeros(target.units, device=device, dtype=first.dtype)
         for s in target.slices:
             module_name, _, pname = s.param.rpartition(".")
             if s.scored and pname == "weight" and isinstance(modules[module_name], PRUNABLE):
-                rows = (values[s.param].movedim(s.dim, 0) if s.dim else values[s.param])[s.index]
-                out.index_add_(0, s.unit, rows.reshape(len(s.index), -1).abs().sum(1))
+                rows = (values[s.param].movedim(s.dim, 0) if s.dim else values[s.param])[s.index.to(device)]
+                out.index_add_(0, s.unit.to(device), rows.reshape(len(s.index), -1).abs().sum(1))
         norms.append(out)
     return norms
 

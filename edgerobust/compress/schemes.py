@@ -18,6 +18,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
+from ..compute_device import placement
 from ..errors import EdgeRobustError
 from ..registry import Registry
 
@@ -32,7 +33,7 @@ def keep_k(units: int, keep: float) -> int:
 
 def top_units(scores: Tensor, k: int) -> Tensor:
     """Boolean mask of the k largest scores (ties broken by position, deterministically)."""
-    keep = torch.zeros(scores.numel(), dtype=torch.bool)
+    keep = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
     keep[torch.topk(scores.flatten(), k, sorted=False).indices] = True
     return keep
 
@@ -75,11 +76,13 @@ class Target:
         if self.kind == "column":
             weight = values[self.slices[0].param].detach()
             return weight.reshape(weight.shape[0], -1).pow(2).sum(0)
-        out = torch.zeros(self.units)
+        first = values[next(s.param for s in self.slices if s.scored)]  # indices live on the CPU, with the plan
+        device = first.device
+        out = torch.zeros(self.units, device=device, dtype=first.dtype)
         for s in self.slices:
             if s.scored:
-                rows = _moved(values[s.param].detach(), s.dim)[s.index]
-                out.index_add_(0, s.unit, rows.reshape(len(s.index), -1).pow(2).sum(1).float())
+                rows = _moved(values[s.param].detach(), s.dim)[s.index.to(device)]
+                out.index_add_(0, s.unit.to(device), rows.reshape(len(s.index), -1).pow(2).sum(1))
         return out
 
     def masks(self, keep: Tensor, values: dict[str, Tensor], scored_only: bool) -> dict[str, Tensor]:
@@ -98,7 +101,8 @@ class Target:
             mask = out.get(s.param)
             if mask is None:
                 mask = torch.ones_like(values[s.param], dtype=torch.bool)
-            _moved(mask, s.dim)[s.index] &= _expand_to(keep[s.unit], _moved(mask, s.dim)[s.index])
+            index, unit = s.index.to(mask.device), s.unit.to(keep.device)
+            _moved(mask, s.dim)[index] &= _expand_to(keep[unit].to(mask.device), _moved(mask, s.dim)[index])
             out[s.param] = mask
         return out
 
@@ -316,7 +320,8 @@ def build_plan(model: nn.Module, input_shape: Sequence[int], scheme: str = "filt
     was_training = model.training
     model.eval()
     try:
-        targets = builder(model, torch.zeros(1, *input_shape))
+        where = placement(model)  # torch-pruning traces the model: its example input on the model's device
+        targets = builder(model, torch.zeros(1, *input_shape, device=where.device, dtype=where.dtype))
     finally:
         model.train(was_training)
     if layers:

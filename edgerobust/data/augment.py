@@ -58,14 +58,14 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> to
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+    flip = torch.rand(x.shape[0], generator=generator, dtype=torch.float32) < 0.5  # whatever the default dtype
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
 def random_rotation(x: torch.Tensor, degrees: float, generator: torch.Generator) -> torch.Tensor:
-    angles = (torch.rand(x.shape[0], generator=generator) * 2 - 1) * math.radians(degrees)
+    angles = (torch.rand(x.shape[0], generator=generator, dtype=torch.float32) * 2 - 1) * math.radians(degrees)
     cos, sin = angles.cos(), angles.sin()
     zeros = torch.zeros_like(cos)
-    theta = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)
+    theta = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1).to(x)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)

@@ -9,6 +9,7 @@ import torch
 
 from ..attacks import get_attack
 from ..claim import locked
+from ..compute_device import describe_device, resolve_device
 from ..config import SUITES, EvaluateConfig, build
 from ..data import load_dataset
 from ..errors import EdgeRobustError
@@ -38,10 +39,13 @@ def test_data(run: RunDir, n: int | None = None):
 
 
 def evaluate_run(run: RunDir, config: EvaluateConfig | None = None, *, transfer: Sequence[RunDir] = (),
-                 ensemble: Sequence[RunDir] = (), progress: bool | None = None, **settings: Any) -> dict[str, Any]:
+                 ensemble: Sequence[RunDir] = (), progress: bool | None = None,
+                 device: str | torch.device | None = None, **settings: Any) -> dict[str, Any]:
     """Evaluate a run's model; write RUN/robustness.json and the manifest's "robustness" section.
 
     Settings are EvaluateConfig's fields ([evaluate] in a recipe), given as `config` and/or keyword overrides.
+    `device` (auto when None) holds every model attacked; the test points stay on the CPU and go there batch by
+    batch.
     """
     config = build(EvaluateConfig, overrides=settings, base=config, where="[evaluate]")
     suite, eps, norm, attacks, curve = config.suite, config.eps, config.norm, config.attacks, config.curve
@@ -56,8 +60,7 @@ def evaluate_run(run: RunDir, config: EvaluateConfig | None = None, *, transfer:
     for name in attacks:
         get_attack(name, eps=eps, norm=norm)  # unknown names and bad ε/norm fail before any work
     get_attack("pgd", eps=eps, norm=norm)
-    if batch_size < 1:
-        raise EdgeRobustError(f"--batch-size must be at least 1, got {batch_size}")
+    device = resolve_device(device)
     started = time.perf_counter()
     torch.manual_seed(seed)
     test = test_data(run, n)
@@ -74,14 +77,15 @@ def evaluate_run(run: RunDir, config: EvaluateConfig | None = None, *, transfer:
                                   f"{run.path} takes {run.input_shape} with {run.num_classes}; compare runs trained on "
                                   "the same dataset")
     images, labels = test.images, test.labels
-    model = run.load_model()
+    model = run.load_model().to(device)
     members = [str(run.path)]
     if ensemble:
-        model = SoftmaxEnsemble([model] + [other.load_model() for other in ensemble])
+        model = SoftmaxEnsemble([model] + [other.load_model() for other in ensemble]).to(device)
         members += [str(other.path) for other in ensemble]
     result: dict[str, Any] = {"run": str(run.path), "model": run.manifest["model"]["spec"], "created": now(),
                               "dataset": test.name, "split": "test", "n": len(test), "eps": eps, "norm": norm,
-                              "seed": seed, "bound": "upper", "note": UPPER_BOUND_NOTE}
+                              "seed": seed, "bound": "upper", "note": UPPER_BOUND_NOTE,
+                              "device": describe_device(device)}
     if ensemble:
         result["ensemble"] = {"members": members, "combine": "mean of softmax, attacked end to end"}
     if suite == "standard":
@@ -107,7 +111,7 @@ def evaluate_run(run: RunDir, config: EvaluateConfig | None = None, *, transfer:
                                            steps=curve_steps, seed=seed, num_classes=test.num_classes,
                                            batch_size=batch_size, progress=progress)
     if transfer:
-        models = {_label(run): model} | {_label(other): other.load_model() for other in transfer}
+        models = {_label(run): model} | {_label(other): other.load_model().to(device) for other in transfer}
         if len(models) != 1 + len(transfer):
             raise EdgeRobustError("--transfer runs must be different directories from RUN and each other")
         attack = get_attack("pgd", eps=eps, norm=norm, steps=steps, seed=seed, early_exit=False)
@@ -139,7 +143,8 @@ def run_masking_checks(model, images, labels, eps, norm, result, seed=0, steps=1
 
 def summarize(result: dict[str, Any]) -> dict[str, Any]:
     """The manifest's "robustness" section: the headline numbers; the rest lives in robustness.json."""
-    keys = ("eps", "norm", "n", "clean_accuracy", "robust_accuracy", "bound", "masking_failed", "seconds", "key")
+    keys = ("eps", "norm", "n", "clean_accuracy", "robust_accuracy", "bound", "masking_failed", "seconds", "key",
+            "device")
     out = {k: result[k] for k in keys if k in result}
     if "suite" in result:
         out["cumulative"] = result["suite"]["cumulative"]

@@ -1,4 +1,9 @@
-"""What every evaluation shares: checked predictions, and running one attack over a set of points in batches."""
+"""What every evaluation shares: checked predictions, and running one attack over a set of points in batches.
+
+Data sets stay where the caller holds them (the CPU); each batch goes to the model's device (and dtype) and
+per-point results (predictions, masks, adversarial examples) come back to the CPU, so a model on a GPU is
+evaluated by the same code and its results compare with the CPU's directly.
+"""
 from __future__ import annotations
 
 import time
@@ -8,6 +13,7 @@ import torch
 from torch import nn
 
 from ..attacks import Attack, checked_logits, perturbation_norm
+from ..compute_device import to_model
 from ..errors import EdgeRobustError
 
 
@@ -29,8 +35,8 @@ def predict_labels(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     was_training = model.training
     model.eval()
     try:
-        preds = [checked_logits(model, images[i:i + batch_size], labels[i:i + batch_size]).argmax(1)
-                 for i in range(0, len(images), batch_size)]
+        preds = [checked_logits(model, *to_model(model, images[i:i + batch_size], labels[i:i + batch_size]))
+                 .argmax(1).cpu() for i in range(0, len(images), batch_size)]
     finally:
         model.train(was_training)
     return torch.cat(preds)
@@ -47,20 +53,22 @@ class AttackRun:
 
 def attack_points(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, attack: Attack,
                   indices: torch.Tensor, batch_size: int = 256, on_batch=None) -> AttackRun:
-    """Run `attack` on images[indices] in batches; `broken` = misclassified afterwards (checked, in budget)."""
+    """Run `attack` on images[indices] in batches on the model's device; `broken` = misclassified afterwards
+    (checked, in budget). Both come back on the CPU."""
     started = time.perf_counter()
     advs, broken = [], []
+    indices = indices.to(images.device)
     for start in range(0, len(indices), batch_size):
         idx = indices[start:start + batch_size]
-        x, y = images[idx], labels[idx]
+        x, y = to_model(model, images[idx], labels[idx])
         x_adv = attack(model, x, y)
         check_budget(attack, x_adv, x)
-        advs.append(x_adv)
-        broken.append(predict_labels(model, x_adv, y, batch_size) != y)
+        advs.append(x_adv.cpu())
+        broken.append(predict_labels(model, x_adv, y, batch_size) != y.cpu())
         if on_batch:
             on_batch(len(idx))
     if not advs:
-        return AttackRun(images[:0].clone(), torch.zeros(0, dtype=torch.bool), 0.0)
+        return AttackRun(images[:0].cpu().clone(), torch.zeros(0, dtype=torch.bool), 0.0)
     return AttackRun(torch.cat(advs), torch.cat(broken), time.perf_counter() - started)
 
 

@@ -37,7 +37,7 @@ def robustness_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     settings: dict[str, Any] = {}
     for eps in grid:
         if eps == 0:
-            accuracy = (predict_labels(model, images, labels, batch_size) == labels).float().mean().item()
+            accuracy = (predict_labels(model, images, labels, batch_size) == labels.cpu()).float().mean().item()
         else:
             chosen = get_attack(attack, eps=eps, norm=norm, steps=steps, seed=seed, **attack_settings)
             settings = {k: v for k, v in chosen.describe().items() if k not in ("eps", "alpha")}

@@ -30,5 +30,5 @@ def minimal_perturbations(model: nn.Module, images: torch.Tensor, labels: torch.
     out = {"attack": chosen.describe(), "n": len(images), "labels": "predicted (Peck)",
            "success_rate": found.float().mean().item(), "seconds": round(result.seconds, 3)}
     for norm in ("linf", "l2"):
-        out[norm] = summary(perturbation_norm(result.adversarial[found], images[found], norm))
+        out[norm] = summary(perturbation_norm(result.adversarial[found], images.cpu()[found], norm))
     return out

@@ -77,7 +77,7 @@ def run_cumulative(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     `adversarial` (a copy of `images`), if given, receives each attacked point's example, so it ends holding the
     example that broke each broken point and the last attack's try at every robust one."""
     check_inputs(images, labels)
-    robust = predict_labels(model, images, labels, batch_size) == labels
+    robust = predict_labels(model, images, labels, batch_size) == labels.cpu()  # per point, on the CPU
     cumulative = [("clean", robust.float().mean().item())]
     records = []
     with progress_bar(progress) as bar:
@@ -124,7 +124,8 @@ def _num_classes(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -
     model.eval()
     try:
         from ..attacks import checked_logits
+        from ..compute_device import to_model
 
-        return checked_logits(model, images[:1], labels[:1]).shape[1]
+        return checked_logits(model, *to_model(model, images[:1], labels[:1])).shape[1]
     finally:
         model.train(was_training)

@@ -22,7 +22,7 @@ def transfer_matrix(models: dict[str, nn.Module], images: torch.Tensor, labels: 
     matrix = []
     for source in names:
         adversarial = attack_points(models[source], images, labels, attack, everything, batch_size).adversarial
-        matrix.append([(predict_labels(models[target], adversarial, labels, batch_size) == labels).float().mean().item()
-                       for target in names])
+        matrix.append([(predict_labels(models[target], adversarial, labels, batch_size) == labels.cpu())
+                       .float().mean().item() for target in names])
     return {"models": names, "attack": attack.describe(), "accuracy": matrix,
             "note": "row = source the examples were made on, column = target evaluated; diagonal = white-box"}

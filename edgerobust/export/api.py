@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..compute_device import describe_device, resolve_device
 from ..config import ExportConfig, build
 from ..data import load_dataset
 from ..devices import DeviceProfile, load_profile
@@ -72,11 +73,13 @@ def load_inputs(run: RunDir, split: str, data_root: str | Path | None) -> Any:
 def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | None = None, *,
                config: ExportConfig | None = None, out: str | Path | None = None,
                fp16_tolerance: float = FP16_TOLERANCE, data_root: str | Path | None = None,
-               progress: bool | None = None, **settings: Any) -> ExportResult:
+               progress: bool | None = None, device: str | Any | None = None, **settings: Any) -> ExportResult:
     """Export the run's model for `target` into a deployment bundle; every check passes or nothing is written.
 
     Settings are ExportConfig's fields ([export] in a recipe: opset, fp16, int8, batch, golden, calibration,
-    tolerance, engine), given as `config` and/or keyword overrides.
+    tolerance, engine), given as `config` and/or keyword overrides. The graph is traced on the CPU; `device` (auto
+    when None) computes the PyTorch reference outputs, in full float32, that the golden outputs and the fp32 / fp16
+    parity checks compare against.
     """
     profile_object = target if target is not None and not isinstance(target, (str, Path)) else None
     config = build(ExportConfig, overrides={**settings, "target": None if target is None or profile_object is not None
@@ -85,6 +88,7 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
     opset, fp16, int8, batch, golden = config.opset, config.fp16, config.int8, config.batch, config.golden
     calibration, tolerance, engine = config.calibration, config.tolerance, config.engine
     run = run if isinstance(run, RunDir) else RunDir.open(run)
+    device = resolve_device(device)
     profile = load_profile(target)
     opset = profile.max_opset if opset is None else int(opset)
     profile.check_opset(opset)
@@ -108,7 +112,7 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
         def advance(status: str) -> None:
             bar.update(task, advance=1, status=status)
 
-        model = run.load_model()
+        model = run.load_model().to(device)
         proto = simplify(to_onnx(model, input_shape, opset))
         check_operators(proto, profile.operator_set, profile.name, runtime)
         proto.producer_name = "edgerobust"
@@ -182,7 +186,8 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
             "operators": dict(sorted((op, n) for (_, op), n in graph_operators(proto).items())),
             "models": models, "memory": memory,
             "golden": {"inputs": "golden_inputs.npy", "outputs": "golden_outputs.npy", "labels": "golden_labels.npy",
-                       "count": len(inputs), "split": "test", "outputs_from": "PyTorch eager fp32 (CPU)"},
+                       "count": len(inputs), "split": "test",
+                       "outputs_from": f"PyTorch eager fp32 ({describe_device(device)['device']}, no TF32)"},
             "calibration": calib_info, "runner": runner, "replay": replay,
             "engines": [{**e, "built_on": platform.node(), "note": "valid only on this device"} for e in engines],
             "versions": package_versions(),
@@ -193,7 +198,8 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
                "runtime": runtime, "opset": manifest["opset"], "precisions": precisions,
                "parity": {p: m["parity"] for p, m in models.items()}, "memory": memory,
                "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},
-               "operators": manifest["operators"], "engines": manifest["engines"]}
+               "operators": manifest["operators"], "engines": manifest["engines"],
+               "device": describe_device(device)}
     exports = dict(run.manifest.get("export", {}))
     exports[profile.name] = summary
     run.update("export", exports)

@@ -5,6 +5,7 @@ the opset 13 that TensorRT 8.2 on a Jetson Nano needs.
 """
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 from collections.abc import Sequence
@@ -30,11 +31,14 @@ def _first_line(exc: BaseException) -> str:
 
 def to_onnx(model: nn.Module, input_shape: Sequence[int], opset: int, dynamic_batch: bool = True,
             example_batch: int = 2) -> onnx.ModelProto:
-    """Export in memory; the graph takes [0,1] pixels (the model's own Normalize layer is part of it)."""
+    """Export in memory; the graph takes [0,1] pixels (the model's own Normalize layer is part of it).
+
+    Traced on a CPU float32 copy whatever device the model is on: the graph does not depend on it, and the
+    caller's model stays where it was."""
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise EdgeRobustError(f"opset {opset} is outside the exporter's range {MIN_OPSET}..{MAX_OPSET}")
     was_training = model.training
-    model = model.eval().cpu().float()
+    model = copy.deepcopy(model).eval().cpu().float()
     example = torch.rand(example_batch, *input_shape)
     buffer = io.BytesIO()
     axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None

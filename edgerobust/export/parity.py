@@ -8,6 +8,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from ..compute_device import exact_fp32, to_model
 from ..errors import EdgeRobustError
 from .onnx_export import INPUT_NAME
 
@@ -33,10 +34,12 @@ def run_onnx(session: ort.InferenceSession, inputs: np.ndarray, batch: int = 64)
 
 
 def run_torch(model: nn.Module, inputs: np.ndarray, batch: int = 64) -> np.ndarray:
+    """The model's float32 outputs on its own device (full float32 there: no TF32), as a CPU array."""
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        outs = [model(torch.from_numpy(inputs[i:i + batch])).float().numpy() for i in range(0, len(inputs), batch)]
+    with torch.no_grad(), exact_fp32():
+        outs = [model(to_model(model, torch.from_numpy(inputs[i:i + batch]))).float().cpu().numpy()
+                for i in range(0, len(inputs), batch)]
     model.train(was_training)
     return np.concatenate(outs).astype(np.float32)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..compute_device import placement
 from ..errors import EdgeRobustError, ShapeError
 from ..registry import Registry
 from .normalize import NormalizedClassifier
@@ -76,7 +77,8 @@ def check_input_shape(model: nn.Module, input_shape: Sequence[int], num_classes:
     model.eval()
     try:
         with torch.no_grad():
-            out = model(torch.zeros(1, *input_shape))
+            where = placement(model)
+            out = model(torch.zeros(1, *input_shape, device=where.device, dtype=where.dtype))
     except MemoryError:
         raise ShapeError(f"{name}: inputs of shape {tuple(input_shape)} are too large to allocate") from None
     except RuntimeError as exc:
@@ -100,9 +102,10 @@ def flop_counter(model: nn.Module, input_shape: Sequence[int]):
     was_training = model.training
     model.eval()
     counter = FlopCounterMode(display=False)
+    where = placement(model)
     try:
         with counter, torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+            model(torch.zeros(1, *input_shape, device=where.device, dtype=where.dtype))
     finally:
         model.train(was_training)
     return counter

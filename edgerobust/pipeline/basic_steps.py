@@ -1,6 +1,7 @@
 """The foundation's steps: train, clean evaluation, report."""
 from __future__ import annotations
 
+from ..compute_device import resolve_device
 from ..config import section
 from ..data import load_dataset
 from ..report import render_report
@@ -15,7 +16,8 @@ def train_step(ctx: PipelineContext) -> None:
     data = section(ctx.recipe, "data")
     adversarial = adversarial_from_recipe(ctx.recipe)
     run = train_model(ctx.out / "model", model, data.name, config_from_recipe(ctx.recipe), data_root=data.root,
-                      data_options=data.options, recipe=ctx.recipe, progress=ctx.progress, adversarial=adversarial)
+                      data_options=data.options, recipe=ctx.recipe, progress=ctx.progress, adversarial=adversarial,
+                      device=ctx.device)
     ctx.run = ctx.runs["train"] = run
     ctx.add("train", "model", model)
     loss = run.manifest["training"]["loss"]
@@ -32,7 +34,7 @@ def train_step(ctx: PipelineContext) -> None:
 def clean_eval_step(ctx: PipelineContext) -> None:
     data = section(ctx.recipe, "data")
     test = load_dataset(data.name, "test", data.root, **data.options)
-    metrics = evaluate_clean(ctx.run.load_model(), test)
+    metrics = evaluate_clean(ctx.run.load_model().to(resolve_device(ctx.device)), test)
     ctx.add("clean-eval", "test accuracy", metrics["accuracy"])
 
 

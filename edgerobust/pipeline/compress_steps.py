@@ -26,7 +26,7 @@ def compress_step(ctx: PipelineContext) -> None:
     if (out / "model.json").is_file() and made_by_pipeline(ctx.out, out.name):  # its own earlier result
         shutil.rmtree(out)
     run = compress_model(source, out, config, train_config, adv=adv, evaluate=evaluate or None,
-                         progress=ctx.progress, recipe=ctx.recipe)
+                         progress=ctx.progress, recipe=ctx.recipe, device=ctx.device)
     ctx.run = ctx.runs["compress"] = run
     totals = run.manifest["compression"]["stats"]["totals"]
     ctx.add("compress", "method", f"{config.method} {config.scheme} keep {config.keep:g}")

@@ -16,6 +16,7 @@ class PipelineContext:
     out: Path  # the pipeline's directory; the main run lives in out / "model"
     recipe: dict[str, Any]
     progress: bool | None = None
+    device: str | None = None  # auto | cpu | cuda | cuda:N for every step that computes (None: auto)
     run: RunDir | None = None  # the run later steps work on (the trained, then compressed model)
     runs: dict[str, RunDir] = field(default_factory=dict)  # every run made, by step name
     summary: list[tuple[str, str, Any]] = field(default_factory=list)  # (step, what, value)

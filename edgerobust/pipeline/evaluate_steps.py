@@ -20,7 +20,7 @@ def evaluate_step(ctx: PipelineContext) -> None:
         elif config.n != compress_n:
             raise EdgeRobustError(f"[evaluate] n = {config.n} differs from [compress.evaluate] n = {compress_n}; "
                                   "the pipeline compares both on the same points, so set one n")
-    result = evaluate_run(ctx.run, config, progress=ctx.progress)
+    result = evaluate_run(ctx.run, config, progress=ctx.progress, device=ctx.device)
     ctx.runs["evaluate"] = ctx.run
     if "suite" in result:
         ctx.add("evaluate", f"robust accuracy ε={result['eps']:.3g} (upper bound)", result["robust_accuracy"])

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ..claim import check_output, locked
+from ..compute_device import describe_device, resolve_device
 from ..config import AdversarialConfig, TrainConfig, build, is_adversarial, section
 from ..data import default_augment, load_dataset
 from ..errors import EdgeRobustError
@@ -30,14 +31,17 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
                 data_root: str | Path | None = None, data_options: dict | None = None, resume: bool = False,
                 loss: TrainingLoss | None = None, callbacks: Sequence[Callback] = (), recipe: dict | None = None,
                 progress: bool | None = None, init_from: RunDir | None = None, description: str = "train",
-                adversarial: AdversarialConfig | dict[str, Any] | None = None) -> RunDir:
+                adversarial: AdversarialConfig | dict[str, Any] | None = None,
+                device: str | torch.device | None = None) -> RunDir:
     """Train `model_spec` on `data` into run directory `out` (checkpointed every epoch; `resume` continues).
 
     `adversarial` holds [adversarial] recipe settings (see `adversarial_training`); an explicit `loss` wins.
-    Under torchrun the ranks train together (DDP) and rank 0 alone writes the run directory.
+    `device`: auto (None: CUDA when present), cpu, cuda or cuda:N; the model and every batch live there.
+    Under torchrun the ranks train together (DDP; NCCL ranks on their own GPU) and rank 0 alone writes the run.
     """
     config = (config or TrainConfig()).validate()
     dist = distributed.init_from_env()
+    device = dist.device if dist is not None else resolve_device(device)
     if adversarial and loss is None:
         loss, guard = adversarial_training(adversarial, config.epochs)
         callbacks = [*callbacks, *([guard] if guard else [])]
@@ -49,7 +53,7 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
         check_fresh_output(Path(out), resume)  # again under the lock: another command may have finished meanwhile
         return _train_into(out, model_spec, data, config, dist, train_set, test_set, data_root=data_root,
                            resume=resume, loss=loss, callbacks=callbacks, recipe=recipe, progress=progress,
-                           init_from=init_from, description=description)
+                           init_from=init_from, description=description, device=device)
 
 
 def check_fresh_output(out: Path, resume: bool) -> None:
@@ -65,7 +69,7 @@ def check_fresh_output(out: Path, resume: bool) -> None:
 
 
 def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, data_root, resume, loss, callbacks,
-                recipe, progress, init_from, description) -> RunDir:
+                recipe, progress, init_from, description, device) -> RunDir:
     run = RunDir.create(out)
     if init_from is not None:
         model = init_from.load_model()
@@ -76,7 +80,7 @@ def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, dat
         model = build_model(model_spec, train_set.input_shape, train_set.num_classes, train_set.mean, train_set.std)
     trainer = Trainer(model, train_set, config, loss=loss, eval_data=test_set, callbacks=callbacks,
                       checkpoint_path=run.checkpoint_path, augment=default_augment(data), progress=progress,
-                      description=description)
+                      description=description, device=device)
     result = trainer.fit(resume=resume)
     if dist is not None and not dist.is_main:
         return distributed.finished_run(out, dist)
@@ -91,7 +95,8 @@ def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, dat
                   "callbacks": [type(cb).__name__ for cb in callbacks],
                   "overfit_guard": next((cb.describe() | {"fired": cb.fired} for cb in callbacks
                                          if isinstance(cb, CatastrophicOverfittingGuard)), None),
-                  "distributed": dist.describe() if dist else None},
+                  "distributed": dist.describe() if dist else None,
+                  "device": describe_device(trainer.device)},
         recipe=recipe or {},
         seed=config.seed,
         metrics={"test_accuracy": final.get("test_accuracy"), "train_accuracy": final.get("train_accuracy"),

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..compute_device import Placement, placement, resolve_device
 from ..config import TrainConfig
 from ..data import NO_AUGMENT, ArrayDataset, Augment, iterate_batches, num_batches
 from ..errors import CheckpointError, EdgeRobustError
@@ -62,11 +63,17 @@ class Trainer:
                  loss: TrainingLoss | None = None, eval_data: ArrayDataset | None = None,
                  callbacks: Sequence[Callback] = (), checkpoint_path: str | Path | None = None,
                  augment: Augment | None = None, progress: bool | None = None, description: str = "train",
-                 distributed: dist_util.DistributedContext | None | bool = None):
+                 distributed: dist_util.DistributedContext | None | bool = None,
+                 device: str | torch.device | None = None, dtype: torch.dtype | None = None):
         # distributed: None joins the process group if one is initialised (torchrun), False never does
         self.dist = dist_util.current() if distributed is None else (distributed or None)
+        # one device for the model and every batch: the rank's under DDP, else `device` (None: where the model is)
         if self.dist is not None:
-            model.to(self.dist.device)
+            self.device = self.dist.device
+        else:
+            self.device = resolve_device(device) if device is not None else placement(model).device
+        model.to(device=self.device, dtype=dtype)
+        self.placement: Placement = placement(model)
         self.model = model
         # what the loss calls: the DDP wrapper under torchrun (gradients averaged across ranks), else the model
         self.train_model: nn.Module = dist_util.wrap(model, self.dist) if self.dist is not None else model
@@ -184,7 +191,8 @@ class Trainer:
                 shard = self.dist.shard(len(y))
                 share = (shard.stop - shard.start) * self.dist.world_size / len(y)
                 state = replace(state, rows=(shard.start, len(y)))  # random starts as the whole batch's
-                x, y = x[shard].to(self.dist.device), y[shard].to(self.dist.device)
+                x, y = x[shard], y[shard]
+            x, y = self.placement.put(x), self.placement.put(y)
             out: LossOutput = self.loss(self.train_model, x, y, state)
             loss = out.loss * share if share != 1.0 else out.loss
             for cb in self.callbacks:

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..compute_device import to_model
 from ..data import ArrayDataset, iterate_batches
 
 
@@ -12,7 +13,7 @@ from ..data import ArrayDataset, iterate_batches
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     was_training = model.training
     model.eval()
-    outs = [model(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    outs = [model(to_model(model, images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
     model.train(was_training)
     return torch.cat(outs) if outs else torch.empty(0)
 
@@ -23,6 +24,7 @@ def evaluate_clean(model: nn.Module, dataset: ArrayDataset, batch_size: int = 51
     model.eval()
     correct, loss_sum = 0, 0.0
     for x, y in iterate_batches(dataset, batch_size):
+        x, y = to_model(model, x, y)  # CPU batches to a model on another device
         logits = model(x)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ..attacks import get_attack
+from ..compute_device import to_model
 from ..errors import EdgeRobustError
 from .loop import Callback, Trainer
 
@@ -41,7 +42,7 @@ class CatastrophicOverfittingGuard(Callback):
         return data.images[order], data.labels[order]
 
     def robust_accuracy(self, trainer: Trainer) -> float:
-        x, y = self.batch(trainer)
+        x, y = to_model(trainer.model, *self.batch(trainer))  # the fixed batch, on the model's device
         x_adv = self.attack(trainer.model, x, y)
         with torch.no_grad():
             was_training = trainer.model.training

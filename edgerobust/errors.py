@@ -4,6 +4,9 @@
 class EdgeRobustError(Exception):
     """An error caused by the user's input; the CLI prints it as one line and exits 2."""
 
+    def __str__(self) -> str:  # one line, even when it quotes a library's multi-line message
+        return " ".join(super().__str__().split())
+
 
 class UnknownNameError(EdgeRobustError, KeyError):
     def __init__(self, kind: str, name: str, valid):

@@ -62,6 +62,12 @@ def read_json(path: str | os.PathLike) -> Any:
         raise EdgeRobustError(f"missing file {path}") from None
     except json.JSONDecodeError as exc:
         raise EdgeRobustError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise EdgeRobustError(f"{path} is not UTF-8 text, so not a JSON file written by edgerobust") from None
+    except RecursionError:
+        raise EdgeRobustError(f"{path} nests too deeply to be a JSON file written by edgerobust") from None
+    except IsADirectoryError:
+        raise EdgeRobustError(f"{path} is a directory, not a JSON file") from None
 
 
 def _json_default(obj: Any) -> Any:
@@ -93,6 +99,10 @@ def load_torch(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is refused unread
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated, or not a checkpoint at all (not the zip "
+                              "archive torch.save writes; a raw pickle?); it was not loaded; re-create it or restore "
+                              "a copy")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -103,7 +113,7 @@ def load_torch(path: str | os.PathLike) -> Any:
                 "only load checkpoints written by edgerobust"
             ) from None
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated; re-create it or restore a copy") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001  (torch.load on damaged bytes raises almost anything; code never runs)
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}); re-create it or restore a copy"
         ) from None

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from .errors import CheckpointError, EdgeRobustError
@@ -52,6 +53,11 @@ class RunDir:
         manifest = read_json(manifest_path)
         if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT or "model" not in manifest:
             raise EdgeRobustError(f"{manifest_path} is not an edgerobust run manifest")
+        check_model_info(manifest["model"], manifest_path)
+        for section in ("dataset", "metrics", "training", "artifacts"):
+            if section in manifest and not isinstance(manifest[section], dict):
+                raise EdgeRobustError(f"{manifest_path}: '{section}' must be a table, got "
+                                      f"{type(manifest[section]).__name__}; restore the run's model.json")
         return cls(path, manifest)
 
     # -- files ------------------------------------------------------------------------------------------------
@@ -108,11 +114,13 @@ class RunDir:
             raise CheckpointError(f"{self.weights_path} does not hold a state dict")
         model = build_model(info["spec"], info["input_shape"], info["num_classes"], info.get("mean"),
                             info.get("std"), check_shape=False)
-        if info.get("physically_pruned"):
-            resize_to_state_dict(model, state)
+        if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+            raise CheckpointError(f"{self.weights_path} does not hold a state dict of named tensors")
         try:
+            if info.get("physically_pruned"):
+                resize_to_state_dict(model, state)
             model.load_state_dict(state)
-        except RuntimeError as exc:
+        except (RuntimeError, ValueError, IndexError, TypeError) as exc:
             detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
             raise CheckpointError(f"{self.weights_path} does not fit model '{info['spec']}' "
                                   f"(a checkpoint for another architecture? {detail})") from None
@@ -126,3 +134,28 @@ class RunDir:
     @property
     def num_classes(self) -> int:
         return int(self.manifest["model"]["num_classes"])
+
+
+def check_model_info(info: Any, where: Path) -> None:
+    """The manifest's "model" section: spec (text), input_shape (C,H,W positive integers), num_classes (≥ 2),
+    optional mean/std (one number per channel)."""
+    def bad(field: str, wanted: str) -> EdgeRobustError:
+        return EdgeRobustError(f"{where}: model.{field} must be {wanted}; restore the run's model.json")
+
+    if not isinstance(info, dict):
+        raise EdgeRobustError(f"{where} is not an edgerobust run manifest (its 'model' is not a table)")
+    if not isinstance(info.get("spec"), str):
+        raise bad("spec", "a model spec such as scnn2:16-32")
+    shape = info.get("input_shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(type(s) is int and s >= 1 for s in shape)):
+        raise bad("input_shape", "three positive integers [C, H, W]")
+    classes = info.get("num_classes")
+    if type(classes) is not int or classes < 2:
+        raise bad("num_classes", "an integer of at least 2 classes")
+    for field in ("mean", "std"):
+        value = info.get(field)
+        if value is not None and not (isinstance(value, list) and len(value) == shape[0] and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+            raise bad(field, f"a list of {shape[0]} numbers (one per channel)")
+    if "std" in info and info["std"] is not None and min(info["std"]) <= 0:
+        raise bad("std", "positive")

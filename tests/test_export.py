@@ -128,7 +128,8 @@ def test_jetson_nano_bundle_opset_fp16_parity_and_manifest(run):
     runner = set(m["runner"]["files"])  # the device runner travels with the bundle (tests/test_runner.py)
     assert files == set(m["files"]) and files - runner == {
         "model.onnx", "model.fp16.onnx", "profile.json", "golden_inputs.npy", "golden_outputs.npy",
-        "golden_labels.npy", "calibration.npz"}
+        "golden_labels.npy", "calibration.npz", "golden_tolerance.fp32.npy",
+        "golden_tolerance.fp16.npy"}
     assert (bundle / "golden_inputs.npy").read_bytes()[:8] == b"\x93NUMPY\x01\x00"
     golden_in, golden_out = np.load(bundle / "golden_inputs.npy"), np.load(bundle / "golden_outputs.npy")
     assert golden_in.dtype == np.float32 and golden_in.min() >= 0 and golden_in.max() <= 1

@@ -102,7 +102,7 @@ def exported_onnx(run: RunDir, target: str) -> tuple[dict[str, Path], str | None
         return {}, None
     from ..export.bundle import read_manifest, verify_bundle
 
-    verify_bundle(bundle)  # a modified bundle is refused, never timed
+    verify_bundle(bundle)  # a modified or unsealed bundle (links, escaping paths) is refused, never timed
     models = read_manifest(bundle).get("models", {})
     return {p: bundle / m["file"] for p, m in models.items() if str(m.get("file", "")).endswith(".onnx")}, str(bundle)
 
@@ -156,6 +156,7 @@ def bench_run(run: RunDir | str | Path, target: Any = None, runtimes: Sequence[s
     if threads < 1:
         raise EdgeRobustError(f"--threads must be at least 1, got {threads}")
 
+    onnx, bundle = exported_onnx(run, profile.name)  # a bundle that is not sealed is refused before any work
     module = run.load_model()
     spec, shape = run.manifest["model"]["spec"], run.input_shape
     flops = count_flops(module, shape)
@@ -174,7 +175,6 @@ def bench_run(run: RunDir | str | Path, target: Any = None, runtimes: Sequence[s
         "runtimes": {n: get_runtime(n).describe() for n in names},
         "skipped_runtimes": skipped, "ceilings": {}, "results": [], "parity": {},
     }
-    onnx, bundle = exported_onnx(run, profile.name)
     record["onnx_source"] = f"export bundle {bundle} (sha256 verified)" if bundle else "exported for this bench"
     with tempfile.TemporaryDirectory(prefix="edgerobust-bench-") as tmp:
         if "fp32" not in onnx and any(RUNTIMES.get(n).spec.input == "onnx" for n in names):

@@ -14,6 +14,7 @@ from ..config import BenchConfig, option_help
 from ..errors import EdgeRobustError
 from . import remote as remote_cmd
 from .common import command, console, err_console
+from .defaults import RUN_HELP, TARGET_HELP, runs_argument
 from .render import table
 
 
@@ -74,8 +75,8 @@ H = functools.partial(option_help, BenchConfig)
 
 @command
 def bench(
-    runs: Optional[list[Path]] = typer.Argument(None, help="Run directories (several compare models)."),
-    target: Optional[str] = typer.Option(None, "--target", "-t", help=H("target")),
+    runs: Optional[list[Path]] = typer.Argument(None, help="Run directories (several compare models). " + RUN_HELP),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help=H("target", TARGET_HELP.rstrip("."))),
     runtime: Optional[list[str]] = typer.Option(None, "--runtime", help="Runtime(s), e.g. ort-cpu,torch-cpu "
                                                 "(default: the target's runtimes available here)."),
     batch: Optional[str] = typer.Option(None, "--batch", "-b", help=H("batches", "Batch sizes, comma-separated")),
@@ -100,8 +101,7 @@ def bench(
     if list_runtimes:
         print_runtimes()
         return
-    if not runs:
-        raise EdgeRobustError("give at least one run directory, e.g. `edgerobust bench runs/train`")
+    runs = runs_argument(runs, target)
     names = [n.strip() for item in (runtime or []) for n in item.split(",") if n.strip()] or None
     batches = parse_int_list(batch, "--batch") if batch is not None else None
     if host or hosts:  # on a device, through the runner (edgerobust.remote)

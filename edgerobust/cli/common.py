@@ -1,8 +1,10 @@
 """What every command shares: one-line errors, the console, option parsing helpers."""
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import warnings
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -23,22 +25,44 @@ def debug_enabled() -> bool:
 
 
 def command(func: F) -> F:
-    """Turn EdgeRobustError (bad input) into one red line and exit code 2; tracebacks only with --debug."""
+    """The command's error boundary: every expected failure (bad input, an unwritable or full disk, a model too
+    large for memory) becomes one red line and exit code 2; tracebacks only with --debug. Warnings raised by a
+    command that then fails are dropped (the one line says what went wrong); a successful command shows them."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except EdgeRobustError as exc:
-            if debug_enabled():
-                raise
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err_console.print("[bold red]interrupted[/] (nothing half-written; `--resume` continues training)")
-            raise typer.Exit(130) from None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            try:
+                result = func(*args, **kwargs)
+            except EdgeRobustError as exc:
+                _fail(exc, str(exc))
+            except MemoryError as exc:
+                _fail(exc, "out of memory: the model or input is too large for this machine; choose a smaller one")
+            except OSError as exc:
+                if exc.errno not in _USER_OS_ERRORS:
+                    raise
+                where = f" {exc.filename}" if exc.filename else ""
+                _fail(exc, f"cannot write{where}: {exc.strerror}; choose another output path or free some space")
+            except KeyboardInterrupt:
+                err_console.print("[bold red]interrupted[/] (nothing half-written; `--resume` continues training)")
+                raise typer.Exit(130) from None
+        for warning in caught:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+        return result
 
     return wrapper  # type: ignore[return-value]
+
+
+_USER_OS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG}
+
+
+def _fail(exc: BaseException, message: str) -> None:
+    if debug_enabled():
+        raise exc
+    line = " ".join(message.split())  # one line, whatever the message held
+    err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2) from None
 
 
 def parse_fraction(text: str, name: str = "value") -> float:

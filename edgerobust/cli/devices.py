@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from pathlib import Path
 
 import typer
 
 from ..devices import DeviceProfile, list_profiles, load_profile, read_profile_file
+from ..devices.catalog import check_in_catalogue
 from .common import command, console
 from .render import table
 
@@ -22,7 +24,7 @@ def _budget(profile: DeviceProfile) -> str:
 @devices_app.command("list")
 @command
 def list_devices() -> None:
-    """List every profile reachable by name (./devices, $EDGEROBUST_DEVICES, then the built-in ones)."""
+    """List every profile reachable by name (./devices, $EDGEROBUST_DEVICES, then the built-in ones) and its aliases."""
     profiles = list_profiles()
     rows = [(p.name, f"{p.accelerator} " + (f"sm_{p.compute_capability.replace('.', '')}" if p.compute_capability
                                              else p.arch),
@@ -33,15 +35,21 @@ def list_devices() -> None:
     out.columns[0].no_wrap = True
     out.columns[0].min_width = max(len(p.name) for p in profiles)
     console.print(out)
+    for p in profiles:
+        if p.aliases:
+            console.print(f"{', '.join(p.aliases)} → {p.name}", highlight=False)
     user = [p for p in profiles if not p.source.startswith("builtin:")]
     for p in user:
         console.print(f"{p.name}: from {p.source}")
 
 
 def profile_text(profile: DeviceProfile) -> str:
+    """The profile's file, to start your own from; its aliases are commented out (a copy claiming them would clash)."""
     if profile.source.startswith("builtin:"):
-        return (resources.files("edgerobust.devices") / "profiles" / f"{profile.name}.toml").read_text()
-    return Path(profile.source).read_text()
+        text = (resources.files("edgerobust.devices") / "profiles" / f"{profile.name}.toml").read_text()
+    else:
+        text = Path(profile.source).read_text()
+    return re.sub(r"(?m)^aliases\s*=", "# aliases of the original; a copy chooses its own: aliases =", text)
 
 
 def _show(profile: DeviceProfile) -> None:
@@ -50,7 +58,8 @@ def _show(profile: DeviceProfile) -> None:
             ("runtimes", ", ".join(profile.runtimes)), ("precisions", ", ".join(profile.precisions)),
             ("max ONNX opset", profile.max_opset), ("operator set", profile.operator_set),
             ("memory budget", f"{_budget(profile)} ({profile.memory_budget_bytes:,} bytes)"),
-            ("python on device", profile.python), ("threads", profile.threads or "physical cores"),
+            ("aliases", ", ".join(profile.aliases)), ("python on device", profile.python),
+            ("threads", profile.threads or "physical cores"),
             ("from", profile.source)]
     rows += [(f"software: {k}", v) for k, v in profile.software.items()]
     for key, value in profile.power.items():
@@ -81,5 +90,6 @@ def show(name: str = typer.Argument(..., help="Profile name or path to a .toml f
 def validate(file: Path = typer.Argument(..., help="A device profile .toml file.")) -> None:
     """Check a profile file; a malformed one is refused naming the bad field."""
     profile = read_profile_file(file)
+    check_in_catalogue(profile)
     console.print(f"[green]ok[/]: {file} is a valid profile for '{profile.name}' "
                   f"({profile.accelerator}, {', '.join(profile.runtimes)}, opset ≤ {profile.max_opset})")

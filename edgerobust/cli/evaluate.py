@@ -13,6 +13,7 @@ from ..report.robustness import curve_plot, transfer_heatmap
 from ..run import RunDir
 from . import remote as remote_cmd
 from .common import command, console, split_list
+from .defaults import RUN_HELP, run_argument
 from .render import table
 
 H = functools.partial(option_help, EvaluateConfig)
@@ -20,7 +21,7 @@ H = functools.partial(option_help, EvaluateConfig)
 
 @command
 def evaluate(
-    run: Path = typer.Argument(..., help="Run directory (from `edgerobust train`)."),
+    run: Optional[Path] = typer.Argument(None, help=RUN_HELP),
     suite: Optional[str] = typer.Option(None, "--suite", help=H("suite", "standard (APGD-CE → APGD-T → Square) or "
                                                                          "none")),
     fab: Optional[bool] = typer.Option(None, "--fab/--no-fab", help=H(
@@ -61,6 +62,7 @@ def evaluate(
 
     With --host/--hosts: replay the adversarial sets saved here on the deployed artifact instead (host vs device
     accuracy per precision, into RUN/device/)."""
+    run = run_argument(run)
     if host or hosts:
         options = {"python": python, "ssh_config": ssh_config, "device_dir": device_dir, "insecure": insecure,
                    "timeout": timeout}

@@ -11,6 +11,7 @@ from ..config import ExportConfig, option_help
 from ..export.api import export_run
 from ..export.bundle import verify_bundle
 from .common import command, console
+from .defaults import RUN_HELP, TARGET_HELP, bundle_argument, run_argument
 from .render import table
 
 H = functools.partial(option_help, ExportConfig)
@@ -18,11 +19,9 @@ H = functools.partial(option_help, ExportConfig)
 
 @command
 def export(
-    run: Path = typer.Argument(..., help="Run directory (from `edgerobust train` or `compress`)."),
-    target: Optional[str] = typer.Option(None, "--target", "-t", help=H("target", "Device profile name, alias or "
-                                                                                 ".toml path (see `edgerobust devices "
-                                                                                 "list`)")),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle directory [default: RUN/export-TARGET]."),
+    run: Optional[Path] = typer.Argument(None, help=RUN_HELP),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help=H("target", TARGET_HELP.rstrip("."))),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle directory (default: RUN/export-TARGET)."),
     opset: Optional[int] = typer.Option(None, "--opset", help=H("opset")),
     fp16: Optional[bool] = typer.Option(None, "--fp16/--no-fp16", help=H("fp16")),
     int8: Optional[bool] = typer.Option(None, "--int8/--no-int8", help=H("int8")),
@@ -35,6 +34,7 @@ def export(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Export a run's model for a target device: ONNX (+ fp16), parity checks, memory check, deployment bundle."""
+    run = run_argument(run, target)
     result = export_run(run, target, out=out, opset=opset, fp16=fp16, int8=int8, batch=batch, golden=golden,
                         calibration=calibration, tolerance=tolerance, engine=engine, data_root=data_root,
                         progress=False if quiet else None)
@@ -56,10 +56,12 @@ def export(
 
 @command
 def verify(
-    bundle: Path = typer.Argument(..., help="Bundle directory written by `edgerobust export`."),
+    bundle: Optional[Path] = typer.Argument(None, help="Bundle directory (default: the current directory if it is a "
+                                            "bundle, else the latest bundle of the current or most recent run)."),
     golden: bool = typer.Option(True, "--golden/--no-golden", help="Also re-run the golden inputs (onnxruntime)."),
 ) -> None:
     """Verify a deployment bundle: sha256 of every file, no extra files, and the golden outputs."""
+    bundle = bundle_argument(bundle)
     result = verify_bundle(bundle, run_golden=golden)
     console.print(f"[green]ok[/]: {result['files']} files match the manifest of {bundle}")
     for precision, figures in result.get("golden", {}).items():

@@ -1,6 +1,7 @@
 """`edgerobust models` and `edgerobust datasets`."""
 from __future__ import annotations
 
+import torch
 import typer
 
 from ..data import DATASETS
@@ -17,6 +18,13 @@ def models(
 ) -> None:
     """List the model zoo with parameters and FLOPs for an input shape."""
     input_shape = parse_shape(shape)
+    if classes < 2:
+        raise EdgeRobustError(f"--classes {classes}: a classifier needs at least 2 classes")
+    try:
+        torch.empty(1, *input_shape)
+    except (RuntimeError, MemoryError):
+        raise EdgeRobustError(f"inputs of shape {shape} cannot be allocated on this machine; choose a smaller "
+                              "--shape") from None
     rows = []
     for name in MODELS:
         try:

@@ -1,16 +1,17 @@
 """`edgerobust pipeline`."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import typer
 
+from ..claim import check_output, locked
 from ..config import section
 from ..errors import EdgeRobustError
 from ..io import write_json
 from ..pipeline import PipelineContext, run_steps
 from ..pipeline.context import check_steps
+from ..pipeline.directory import Claim, check_claimable, read_marker
 from ..recipe import load_recipe
 from ..run import RunDir, now
 from .common import command, console, err_console
@@ -19,44 +20,39 @@ from .render import table
 PIPELINE_MARKER = "pipeline.json"
 
 
-def prepare_output(out: Path) -> None:
-    """A re-run replaces an earlier pipeline's directory, but never a directory the pipeline did not make."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise EdgeRobustError(f"{out} exists and is not a directory; choose another --out")
-    contents = list(out.iterdir())
-    if not contents:
-        return
-    if not (out / PIPELINE_MARKER).is_file() and not (out / "model" / "model.json").is_file():
-        raise EdgeRobustError(f"{out} is not empty and was not written by `edgerobust pipeline`; "
-                              "choose another --out")
-    shutil.rmtree(out)
-
-
 @command
 def pipeline(
     out: Path = typer.Option(Path("runs/pipeline"), "--out", "-o", help="Directory for every artifact."),
     recipe: str = typer.Option("pipeline", "--recipe", "-r", help="Built-in recipe name or .toml path."),
     steps: str = typer.Option("", "--steps", help="Comma-separated steps to run instead of the recipe's."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or step lines."),
 ) -> None:
     """Run the whole chain (train, compress, evaluate, export, bench, report) on the built-in default."""
+    check_output(out)
     spec = load_recipe(recipe)
     names = [s.strip() for s in steps.split(",") if s.strip()] or section(spec, "pipeline").steps
     if not names:
         raise EdgeRobustError(f"recipe {spec['origin']} lists no [pipeline] steps")
     ctx = PipelineContext(out=out, recipe=spec, progress=False if quiet else None)
-    check_steps(ctx, names)  # unknown steps and settings a step cannot run with fail before the disk is touched
+    check_steps(ctx, names)  # unknown steps and settings a step cannot run with fail before anything is touched
     if "train" not in names and not (out / "model" / "model.json").is_file():
         raise EdgeRobustError(f"no trained model in {out / 'model'}; include the 'train' step")
-    if "train" in names:
-        prepare_output(out)
-    if "train" not in names:
-        ctx.run = ctx.runs["train"] = RunDir.open(out / "model")
-    run_steps(ctx, names, on_step=lambda name: err_console.print(f"[bold cyan]▶ {name}[/]"))
-    write_json(out / PIPELINE_MARKER, {"recipe": spec.get("origin"), "steps": names, "finished": now(),
-                                       "summary": [list(row) for row in ctx.summary]})
+    claimed = "train" in names or read_marker(out) is not None
+    if claimed:
+        check_claimable(out)
+    with locked(out):
+        claim = Claim(out) if claimed else None
+        if claim and "train" in names:
+            claim.clean()  # only what an earlier pipeline made here
+        if "train" not in names:
+            ctx.run = ctx.runs["train"] = RunDir.open(out / "model")
+        try:
+            run_steps(ctx, names, on_step=None if quiet else lambda name: err_console.print(f"[bold cyan]▶ {name}[/]"))
+            write_json(out / PIPELINE_MARKER, {"recipe": spec.get("origin"), "steps": names, "finished": now(),
+                                               "summary": [list(row) for row in ctx.summary]})
+        finally:
+            if claim:
+                claim.record()
     rows = [(step, what, value) for step, what, value in ctx.summary if what != "report"]
     console.print(table("pipeline summary", ("step", "what", "value"), rows))
     report = next((value for _, what, value in ctx.summary if what == "report"), None)

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ..claim import locked
 from ..config import (
     AdversarialConfig,
     CompressConfig,
@@ -100,6 +101,13 @@ def compress_model(source: str | Path | RunDir, out: str | Path, config: Compres
     if isinstance(evaluate, dict):
         evaluate = build(CompressEvaluateConfig, evaluate, "[compress.evaluate]")
     out = Path(out)
+    with locked(out):  # one command writes a run directory at a time (rank 0 alone under torchrun)
+        return _compress(source, out, config, base, adv=adv, evaluate=evaluate, data=data, data_root=data_root,
+                         resume=resume, progress=progress, recipe=recipe)
+
+
+def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, adv, evaluate, data, data_root,
+              resume, progress, recipe) -> RunDir:
     if not isinstance(source, RunDir) and not Path(source).is_dir() and str(source).partition(":")[0] in MODELS:
         source = pretrain(str(source), out / "pretrain", base, data or "digits", data_root, adv=adv,
                           resume=resume, progress=progress, recipe=recipe)
@@ -111,6 +119,10 @@ def compress_model(source: str | Path | RunDir, out: str | Path, config: Compres
         raise EdgeRobustError("--out must differ from the source run directory")
     data_info = _source_data(source, data, data_root)
     shape = source.input_shape
+    data_shape = load_dataset(data_info["name"], "test", data_info.get("root")).input_shape
+    if tuple(data_shape) != tuple(shape):
+        raise EdgeRobustError(f"dataset {data_info['name']} has inputs of shape {tuple(data_shape)} but the model of "
+                              f"{source.path} takes {tuple(shape)}; compress with the dataset it was trained on")
     dense = source.load_model()
     # Build the plan before any training so a bad scheme / layer / keep fails at once.
     plan = build_plan(dense, shape, config.scheme, config.keep if config.threshold is None else 1.0,

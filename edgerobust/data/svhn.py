@@ -27,7 +27,7 @@ def load_svhn(split: str = "train", root=None, **_) -> ArrayDataset:
                         f"into {root}, or pass --data-root")
     try:
         mat = scipy.io.loadmat(path)
-    except (OSError, ValueError, NotImplementedError) as exc:
+    except (OSError, ValueError, NotImplementedError, scipy.io.matlab.MatReadError) as exc:
         raise DataError(f"svhn: cannot read {path} ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
     x, y = mat.get("X"), mat.get("y")
     if x is None or y is None or x.ndim != 4 or x.shape[:3] != (32, 32, 3):

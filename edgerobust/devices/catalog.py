@@ -1,13 +1,18 @@
-"""Finding device profiles: by name (user directories first, then the profiles shipped in the package) or by path.
+"""Finding device profiles: by name or alias (user directories first, then the profiles shipped in the package) or
+by path.
 
 Search order for a name: each directory in $EDGEROBUST_DEVICES (os.pathsep-separated), ./devices, then the
-built-in profiles in edgerobust/devices/profiles (package data, so they work from an installed wheel).
+built-in profiles in edgerobust/devices/profiles (package data, so they work from an installed wheel). A name that
+is no profile's is looked up among the aliases of every reachable profile; an alias two profiles claim, or that is
+another profile's name, is an error naming both. Files are read only when needed, so one unreadable file (not UTF-8,
+a directory called x.toml) breaks only the lookups that need it.
 """
 from __future__ import annotations
 
 import os
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from .. import tomlfile
 from ..errors import EdgeRobustError, UnknownNameError
@@ -21,9 +26,21 @@ def user_directories() -> list[Path]:
     return dirs + [Path.cwd() / "devices"]
 
 
-def _builtin_files() -> dict[str, str]:
+def _builtin_files() -> dict[str, Any]:
     root = resources.files("edgerobust.devices") / "profiles"
-    return {p.name[:-5]: p.read_text() for p in root.iterdir() if p.name.endswith(".toml")}
+    return {p.name[:-5]: p for p in root.iterdir() if p.name.endswith(".toml")}
+
+
+def _read_text(path: Any, source: str) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"device profile {source} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+                           f"offset {exc.start}); save it as UTF-8") from None
+    except IsADirectoryError:
+        raise ProfileError(f"device profile {source} is a directory, not a file") from None
+    except OSError as exc:
+        raise ProfileError(f"device profile {source} cannot be read: {exc.strerror}") from None
 
 
 def _parse(text: str, source: str) -> DeviceProfile:
@@ -36,44 +53,83 @@ def _parse(text: str, source: str) -> DeviceProfile:
 
 def read_profile_file(path: str | Path) -> DeviceProfile:
     path = Path(path)
+    if path.is_dir():
+        raise ProfileError(f"device profile {path} is a directory, not a file")
     if not path.is_file():
         raise EdgeRobustError(f"device profile file {path} does not exist")
-    return _parse(path.read_text(), str(path))
+    return _parse(_read_text(path, str(path)), str(path))
 
 
-def _named_files() -> dict[str, tuple[str, str]]:
-    """name -> (text, source); earlier directories win over later ones and over the built-ins."""
-    found: dict[str, tuple[str, str]] = {}
+def _named_files() -> dict[str, tuple[Any, str]]:
+    """name -> (file, source); earlier directories win over later ones and over the built-ins; not read yet."""
+    found: dict[str, tuple[Any, str]] = {}
     for directory in user_directories():
         if directory.is_dir():
             for path in sorted(directory.glob("*.toml")):
-                found.setdefault(path.stem, (path.read_text(), str(path)))
-    for name, text in sorted(_builtin_files().items()):
-        found.setdefault(name, (text, f"{BUILTIN}:{name}"))
+                if not path.is_dir():  # a directory called x.toml is not a profile
+                    found.setdefault(path.stem, (path, str(path)))
+    for name, resource in sorted(_builtin_files().items()):
+        found.setdefault(name, (resource, f"{BUILTIN}:{name}"))
     return found
 
 
+def _load_named(name: str, file: Any, source: str) -> DeviceProfile:
+    profile = _parse(_read_text(file, source), source)
+    if profile.name != name:
+        raise ProfileError(f"device profile {source}: field 'name' is '{profile.name}' but the file is "
+                           f"named {name}.toml; make them match")
+    return profile
+
+
+def alias_table(profiles: list[DeviceProfile]) -> dict[str, DeviceProfile]:
+    """alias -> profile; an alias two profiles claim, or that is another profile's name, is refused naming both."""
+    by_name = {p.name: p for p in profiles}
+    table: dict[str, DeviceProfile] = {}
+    for profile in profiles:
+        for alias in profile.aliases:
+            other = by_name.get(alias) or table.get(alias)
+            if other is not None and other.name != profile.name:
+                what = "is the name of" if alias in by_name else "is also an alias of"
+                raise ProfileError(f"device profile {profile.source}: alias '{alias}' {what} profile '{other.name}' "
+                                   f"({other.source}); remove it from one of them")
+            table[alias] = profile
+    return table
+
+
 def list_profiles() -> list[DeviceProfile]:
-    """Every profile reachable by name, sorted; a malformed user file raises naming its bad field."""
-    return [_parse(text, source) for _, (text, source) in sorted(_named_files().items())]
+    """Every profile reachable by name, sorted; a malformed user file or a clashing alias raises naming it."""
+    profiles = [_load_named(name, *entry) for name, entry in sorted(_named_files().items())]
+    alias_table(profiles)
+    return profiles
+
+
+def check_in_catalogue(profile: DeviceProfile) -> None:
+    """`profile` (e.g. a file being validated) next to every reachable profile of another name: no alias clash."""
+    others = [p for p in list_profiles() if p.name != profile.name]
+    alias_table([*others, profile])
 
 
 def profile_names() -> list[str]:
     return sorted(_named_files())
 
 
-def load_profile(name_or_path: str | Path | DeviceProfile) -> DeviceProfile:
-    """A profile by name (`jetson-nano`) or by path to a .toml file."""
+def resolve_target(name_or_path: str | Path | DeviceProfile) -> tuple[DeviceProfile, str | None]:
+    """(profile, the alias it was found by or None): by path to a .toml file, by name, then by alias."""
     if isinstance(name_or_path, DeviceProfile):
-        return name_or_path
+        return name_or_path, None
     text = str(name_or_path)
     if text.endswith(".toml") or os.sep in text or Path(text).is_file():
-        return read_profile_file(text)
+        return read_profile_file(text), None
     files = _named_files()
-    if text not in files:
-        raise UnknownNameError("target", text, files)
-    profile = _parse(*files[text])
-    if profile.name != text:
-        raise ProfileError(f"device profile {files[text][1]}: field 'name' is '{profile.name}' but the file is "
-                           f"named {text}.toml; make them match")
-    return profile
+    if text in files:
+        return _load_named(text, *files[text]), None
+    profiles = list_profiles()
+    aliases = alias_table(profiles)
+    if text not in aliases:
+        raise UnknownNameError("target", text, [*files, *(f"{a} (= {p.name})" for a, p in aliases.items())])
+    return aliases[text], text
+
+
+def load_profile(name_or_path: str | Path | DeviceProfile) -> DeviceProfile:
+    """A profile by name (`jetson-nano`), alias (`jetson`) or path to a .toml file."""
+    return resolve_target(name_or_path)[0]

@@ -42,6 +42,7 @@ class DeviceProfile:
     power: dict[str, Any] = field(default_factory=dict)  # how to read power/thermal state, power modes
     compute_capability: str | None = None  # CUDA sm version, GPUs only
     software: dict[str, str] = field(default_factory=dict)  # versions on the device (JetPack, TensorRT, CUDA)
+    aliases: list[str] = field(default_factory=list)  # short names for --target (`jetson` for jetson-nano)
     source: str = ""  # the file it was read from
 
     def supports_precision(self, precision: str) -> bool:
@@ -75,8 +76,9 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "name": (str, True), "description": (str, False), "arch": (str, True), "accelerator": (str, True),
     "runtimes": (list, True), "precisions": (list, True), "max_opset": (int, True), "operator_set": (str, False),
     "memory_budget": ((str, int), True), "python": (str, True), "threads": (int, False), "power": (dict, False),
-    "compute_capability": (str, False), "software": (dict, False),
+    "compute_capability": (str, False), "software": (dict, False), "aliases": (list, False),
 }
+NAME_PATTERN = r"[a-z0-9][a-z0-9._-]*"
 
 
 def parse_bytes(value: str | int, where: str) -> int:
@@ -121,8 +123,9 @@ def profile_from_dict(data: dict[str, Any], source: str = "<dict>") -> DevicePro
         if isinstance(value, bool) or not isinstance(value, kind):
             names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
             raise ProfileError(f"{where(key)} must be {names}, not {type(value).__name__} ({value!r})")
-    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", data["name"]):
+    if not re.fullmatch(NAME_PATTERN, data["name"]):
         raise ProfileError(f"{where('name')}: '{data['name']}' must be lower-case letters, digits, '-', '_' or '.'")
+    aliases = _check_aliases(data.get("aliases", []), data["name"], where("aliases"))
     if data["arch"] not in KNOWN_ARCHES:
         raise ProfileError(f"{where('arch')}: unknown value '{data['arch']}'; valid values: {', '.join(KNOWN_ARCHES)}")
     if data["accelerator"] not in KNOWN_ACCELERATORS:
@@ -156,4 +159,16 @@ def profile_from_dict(data: dict[str, Any], source: str = "<dict>") -> DevicePro
         accelerator=data["accelerator"], runtimes=runtimes, precisions=precisions, max_opset=data["max_opset"],
         operator_set=operator_set, memory_budget_bytes=parse_bytes(data["memory_budget"], where("memory_budget")),
         python=data["python"], threads=threads, power=dict(data.get("power", {})),
-        compute_capability=data.get("compute_capability"), software=dict(software), source=source)
+        compute_capability=data.get("compute_capability"), software=dict(software), aliases=aliases, source=source)
+
+
+def _check_aliases(values: list, name: str, where: str) -> list[str]:
+    """Short names: like a profile name, not the profile's own name, none twice (clashes across profiles: catalog)."""
+    for value in values:
+        if not isinstance(value, str) or not re.fullmatch(NAME_PATTERN, value):
+            raise ProfileError(f"{where}: {value!r} must be lower-case letters, digits, '-', '_' or '.'")
+        if value == name:
+            raise ProfileError(f"{where}: '{value}' is the profile's own name; list only other names")
+    if len(set(values)) != len(values):
+        raise ProfileError(f"{where}: lists an alias twice")
+    return list(values)

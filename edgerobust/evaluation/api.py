@@ -8,19 +8,19 @@ from typing import Any
 import torch
 
 from ..attacks import get_attack
+from ..claim import locked
 from ..config import SUITES, EvaluateConfig, build
 from ..data import load_dataset
 from ..errors import EdgeRobustError
-from ..io import write_json
 from ..run import RunDir, now
-from . import masking
+from . import masking, records
 from .curve import robustness_curve
 from .ensemble import SoftmaxEnsemble
 from .minimal import minimal_perturbations
 from .suite import UPPER_BOUND_NOTE, robust_accuracy, standard_suite
 from .transfer import transfer_matrix
 
-ROBUSTNESS_FILE = "robustness.json"
+ROBUSTNESS_FILE = records.ROBUSTNESS_FILE
 
 
 def test_data(run: RunDir, n: int | None = None):
@@ -56,9 +56,23 @@ def evaluate_run(run: RunDir, config: EvaluateConfig | None = None, *, transfer:
     for name in attacks:
         get_attack(name, eps=eps, norm=norm)  # unknown names and bad ε/norm fail before any work
     get_attack("pgd", eps=eps, norm=norm)
+    if batch_size < 1:
+        raise EdgeRobustError(f"--batch-size must be at least 1, got {batch_size}")
     started = time.perf_counter()
     torch.manual_seed(seed)
     test = test_data(run, n)
+    settings = {"suite": suite, "eps": float(eps), "norm": norm, "attacks": list(attacks), "curve": bool(curve),
+                "curve_grid": [float(e) for e in curve_grid] if curve_grid else None, "curve_steps": curve_steps,
+                "transfer": [str(o.path) for o in transfer], "ensemble": [str(o.path) for o in ensemble],
+                "n": len(test), "seed": seed, "steps": steps, "n_restarts": n_restarts,
+                "square_queries": square_queries, "n_target_classes": n_target_classes, "fab": fab,
+                "minimal": minimal, "masking_checks": masking_checks, "masking_steps": masking_steps}
+    key = records.settings_key(settings)
+    for other in (*transfer, *ensemble):
+        if other.input_shape != run.input_shape or other.num_classes != run.num_classes:
+            raise EdgeRobustError(f"{other.path} takes inputs {other.input_shape} with {other.num_classes} classes but "
+                                  f"{run.path} takes {run.input_shape} with {run.num_classes}; compare runs trained on "
+                                  "the same dataset")
     images, labels = test.images, test.labels
     model = run.load_model()
     members = [str(run.path)]
@@ -76,6 +90,11 @@ def evaluate_run(run: RunDir, config: EvaluateConfig | None = None, *, transfer:
                                  square_queries=square_queries, n_target_classes=n_target_classes, fab=fab)
         result["suite"] = outcome.to_dict()
         result["clean_accuracy"], result["robust_accuracy"] = outcome.clean_accuracy, outcome.robust_accuracy
+        points = records.save_points(run.path, key, outcome.adversarial, labels, torch.arange(len(test)),
+                                     outcome.robust_mask)
+        result["points"] = {"file": str(points.relative_to(run.path)), "indices": "the first n of the test split",
+                            "robust": int(outcome.robust_mask.sum()),
+                            "arrays": "x_adv (float32 pixels), labels, indices (int64), robust (bool)"}
     single = []
     for name in attacks:
         attack = get_attack(name, eps=eps, norm=norm, **({"seed": seed} if "seed" in _params(name) else {}))
@@ -101,14 +120,17 @@ def evaluate_run(run: RunDir, config: EvaluateConfig | None = None, *, transfer:
                                                batch_size)
         result["masking_failed"] = masking.any_failed(result["masking"])
     result["seconds"] = round(time.perf_counter() - started, 2)
-    path = write_json(run.file(ROBUSTNESS_FILE), result)
-    run.update("robustness", summarize(result))
-    run.record_artifact("robustness", path)
+    result["settings"], result["key"] = settings, key
+    with locked(run.path, "run directory"):  # read-merge-write: one evaluation at a time adds its entry
+        path = records.write_results(run.path, key, result)
+        run.update("robustness", summarize(result))
+        run.record_artifact("robustness", path)
     return result
 
 
 def run_masking_checks(model, images, labels, eps, norm, result, seed=0, steps=10, batch_size=256):
     return [masking.curve_monotone(result.get("curve")),
+            masking.curve_reaches_chance(result.get("curve")),
             masking.large_eps(model, images, labels, norm, steps=2 * steps, seed=seed, batch_size=batch_size),
             masking.more_effort(model, images, labels, eps, norm, steps=steps, seed=seed, batch_size=batch_size),
             masking.black_box_not_stronger(result.get("suite")),
@@ -117,7 +139,7 @@ def run_masking_checks(model, images, labels, eps, norm, result, seed=0, steps=1
 
 def summarize(result: dict[str, Any]) -> dict[str, Any]:
     """The manifest's "robustness" section: the headline numbers; the rest lives in robustness.json."""
-    keys = ("eps", "norm", "n", "clean_accuracy", "robust_accuracy", "bound", "masking_failed", "seconds")
+    keys = ("eps", "norm", "n", "clean_accuracy", "robust_accuracy", "bound", "masking_failed", "seconds", "key")
     out = {k: result[k] for k in keys if k in result}
     if "suite" in result:
         out["cumulative"] = result["suite"]["cumulative"]

@@ -17,11 +17,10 @@ from .suite import robust_accuracy, standard_suite
 
 
 def evaluation_subset(test: ArrayDataset, n: int | None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """A fixed random subset (the same points for every model compared)."""
-    if n is None or n >= len(test):
-        return test.images, test.labels
-    index = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:n]
-    return test.images[index], test.labels[index]
+    """The first n test points: the same points for every model compared, and the same points `evaluate --n`
+    attacks, so a PGD figure and a suite figure side by side describe one set of points. (`seed` is unused.)"""
+    subset = test.subset(n)
+    return subset.images, subset.labels
 
 
 def evaluate_point(model: nn.Module, test: ArrayDataset, eps: float, *, pgd_steps: int = 20, suite: bool = False,

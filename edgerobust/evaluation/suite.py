@@ -31,6 +31,7 @@ class SuiteResult:
     attacks: list[dict[str, Any]] = field(default_factory=list)  # settings, points attacked / broken, seconds
     skipped: list[str] = field(default_factory=list)
     robust_mask: torch.Tensor | None = None  # per point: correct and unbroken by every attack
+    adversarial: torch.Tensor | None = None  # per point: the example that broke it, else the last attack's try
 
     @property
     def robust_accuracy(self) -> float:
@@ -69,9 +70,12 @@ def standard_attacks(eps: float, norm: str = "linf", num_classes: int = 10, seed
 
 
 def run_cumulative(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, attacks: list[Attack],
-                   batch_size: int = 256, progress: bool | None = None) -> tuple[list[tuple[str, float]],
-                                                                             list[dict[str, Any]], torch.Tensor]:
-    """Attack in order, each on the points every earlier attack failed on; cumulative accuracy after each."""
+                   batch_size: int = 256, progress: bool | None = None, adversarial: torch.Tensor | None = None
+                   ) -> tuple[list[tuple[str, float]], list[dict[str, Any]], torch.Tensor]:
+    """Attack in order, each on the points every earlier attack failed on; cumulative accuracy after each.
+
+    `adversarial` (a copy of `images`), if given, receives each attacked point's example, so it ends holding the
+    example that broke each broken point and the last attack's try at every robust one."""
     check_inputs(images, labels)
     robust = predict_labels(model, images, labels, batch_size) == labels
     cumulative = [("clean", robust.float().mean().item())]
@@ -82,6 +86,8 @@ def run_cumulative(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
             task = bar.add_task(attack.name, total=max(len(indices), 1), status=f"ε={attack.eps:.4g}")
             result = attack_points(model, images, labels, attack, indices, batch_size,
                                    on_batch=lambda k, task=task: bar.advance(task, k))
+            if adversarial is not None and len(indices):
+                adversarial[indices] = result.adversarial.to(adversarial.dtype)
             robust[indices[result.broken]] = False
             cumulative.append((attack.name, robust.float().mean().item()))
             records.append({**attack.describe(), "attacked": len(indices), "broken": int(result.broken.sum()),
@@ -99,8 +105,10 @@ def standard_suite(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     num_classes = _num_classes(model, images, labels)
     attacks, skipped = standard_attacks(eps, norm, num_classes, seed, n_restarts, steps, square_queries,
                                         n_target_classes, fab)
-    cumulative, records, robust = run_cumulative(model, images, labels, attacks, batch_size, progress)
-    return SuiteResult(float(eps), norm, len(images), cumulative[0][1], cumulative, records, skipped, robust)
+    adversarial = images.detach().clone()
+    cumulative, records, robust = run_cumulative(model, images, labels, attacks, batch_size, progress, adversarial)
+    return SuiteResult(float(eps), norm, len(images), cumulative[0][1], cumulative, records, skipped, robust,
+                       adversarial)
 
 
 def robust_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, attack: Attack,

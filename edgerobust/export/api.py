@@ -16,7 +16,7 @@ from ..io import sha256_file
 from ..progress import progress_bar
 from ..run import RunDir, now
 from ..versions import package_versions
-from .bundle import save_array, staging, write_manifest
+from .bundle import save_array, save_golden_tolerances, staging, write_manifest
 from .calibration import CALIBRATION_NAME, calibration_sample, save_calibration
 from .fp16 import to_fp16
 from .memory import check_budget, estimate_memory
@@ -24,6 +24,7 @@ from .onnx_export import INPUT_NAME, OUTPUT_NAME, opset_of, save_onnx, simplify,
 from .operators import check_operators, graph_operators
 from .parity import check_parity, run_torch
 from .ship import ship_replay_sets, ship_runner
+from .tolerance import float64_outputs
 
 FP32_TOLERANCE = 1e-4  # absolute, on logits
 FP16_TOLERANCE = 1e-2  # relative to the largest |logit|: fp16 keeps ~3 significant digits
@@ -144,6 +145,9 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
         save_array(stage / "golden_inputs.npy", inputs)
         save_array(stage / "golden_outputs.npy", reference)
         save_array(stage / "golden_labels.npy", labels)
+        exact = float64_outputs(model, inputs)
+        for precision, entry in save_golden_tolerances(stage, proto, inputs, list(models), exact).items():
+            models[precision]["golden_tolerance"] = entry
         calib_info = None
         if calibration:
             images, calib_labels = calibration_sample(load_inputs(run, "train", data_root), calibration)

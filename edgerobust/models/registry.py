@@ -30,10 +30,13 @@ class ModelSpec:
         if not rest:
             return cls(name)
         try:
-            return cls(name, tuple(int(a) for a in rest.split("-")))
+            args = tuple(int(a) for a in rest.split("-"))
         except ValueError:
             raise EdgeRobustError(f"model spec '{spec}': arguments after ':' must be integers joined by '-', "
                                   "e.g. scnn2:16-32") from None
+        if min(args) < 1:
+            raise EdgeRobustError(f"model spec '{spec}': every width must be at least 1, e.g. scnn2:16-32")
+        return cls(name, args)
 
     def __str__(self) -> str:
         return self.name + (":" + "-".join(map(str, self.args)) if self.args else "")
@@ -49,10 +52,18 @@ def build_model(spec: str | ModelSpec, input_shape: Sequence[int], num_classes: 
     std = tuple(std) if std else (1.0,) * channels
     if len(mean) != channels or len(std) != channels:
         raise ShapeError(f"normalisation has {len(mean)} channels but the input has {channels}")
+    if num_classes < 2 or min(input_shape, default=0) < 1:
+        raise ShapeError(f"model '{spec}' needs at least 2 classes and a positive input shape, got {num_classes} "
+                         f"classes and shape {input_shape}")
     try:
         body = MODELS.get(spec.name)(input_shape, num_classes, *spec.args)
     except TypeError as exc:
         raise EdgeRobustError(f"model '{spec}': wrong arguments ({exc})") from None
+    except (MemoryError, RuntimeError) as exc:  # torch reports a failed allocation as RuntimeError
+        if not isinstance(exc, MemoryError) and "alloc" not in str(exc):
+            raise
+        raise ShapeError(f"model '{spec}' for inputs {input_shape} is too large to allocate; choose smaller "
+                         "widths") from None
     model = NormalizedClassifier(body, mean, std)
     if check_shape:
         check_input_shape(model, input_shape, num_classes, str(spec))
@@ -66,6 +77,8 @@ def check_input_shape(model: nn.Module, input_shape: Sequence[int], num_classes:
     try:
         with torch.no_grad():
             out = model(torch.zeros(1, *input_shape))
+    except MemoryError:
+        raise ShapeError(f"{name}: inputs of shape {tuple(input_shape)} are too large to allocate") from None
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()[0][:160]
         raise ShapeError(f"{name} cannot take inputs of shape {tuple(input_shape)} ({reason}); "

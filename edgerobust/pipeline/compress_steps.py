@@ -6,6 +6,7 @@ import shutil
 from ..compress.api import compress_model, configs_from_recipe
 from ..errors import EdgeRobustError
 from .context import PIPELINE_STEPS, PipelineContext
+from .directory import made_by_pipeline
 
 
 def check_compress(ctx: PipelineContext) -> None:
@@ -22,7 +23,7 @@ def compress_step(ctx: PipelineContext) -> None:
     config, train_config, adv, evaluate = configs_from_recipe(ctx.recipe)
     source = ctx.runs.get("train", ctx.run)
     out = ctx.out / "compressed"
-    if (out / "model.json").is_file():  # the pipeline's own earlier result: a re-run replaces it
+    if (out / "model.json").is_file() and made_by_pipeline(ctx.out, out.name):  # its own earlier result
         shutil.rmtree(out)
     run = compress_model(source, out, config, train_config, adv=adv, evaluate=evaluate or None,
                          progress=ctx.progress, recipe=ctx.recipe)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import EdgeRobustError
 from ..run import RunDir
 from .plots import new_figure, save_figure
 from .sections import md_table, register_section
@@ -53,6 +54,9 @@ def robustness_section(run: RunDir, figures: Path) -> str | None:
     from ..io import read_json
 
     r = read_json(path)
+    if not isinstance(r, dict):
+        raise EdgeRobustError(f"{path} is not a robustness record (a {type(r).__name__}, not a table); re-run "
+                              "`edgerobust evaluate`")
     lines = ["## Robustness (attacks)", "",
              f"{r['n']} {r.get('dataset', '')} test images, {r['norm']} ε = {r['eps']:.4g}, seed {r['seed']}."]
     if r.get("ensemble"):
@@ -103,4 +107,8 @@ def robustness_section(run: RunDir, figures: Path) -> str | None:
                   md_table(("norm", "min", "max", "mean", "median", "std"), rows), ""]
     if r.get("masking"):
         lines += ["### Gradient-masking checks", ""] + masking_lines(r["masking"])
+    if isinstance(r.get("points"), dict):
+        lines += [f"Per-point results (robust mask and adversarial examples): `{r['points'].get('file')}`; "
+                  f"robustness.json keeps {len(r.get('results') or {})} evaluation(s), keyed by their settings "
+                  f"(this one: `{r.get('key')}`).", ""]
     return "\n".join(lines)

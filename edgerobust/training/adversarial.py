@@ -111,12 +111,17 @@ class FGSMRSLoss(AdversarialLoss):
 
     def __call__(self, model, x, y, state):
         eps = self.schedule.eps_at(state.progress)
-        alpha = self.alpha if self.alpha is not None else 1.25 * eps
-        attack = get_attack("fgsm-rs", eps=eps, alpha=alpha, seed=self.step_seed(state), rows=state.rows)
+        if self.random_init:
+            alpha = self.alpha if self.alpha is not None else 1.25 * eps
+            attack = get_attack("fgsm-rs", eps=eps, alpha=alpha, seed=self.step_seed(state), rows=state.rows)
+        else:  # random_init = false is honoured: plain FGSM from x (Goodfellow et al. 2015), step ε unless α is set
+            attack = get_attack("pgd", eps=eps, steps=1, alpha=self.alpha if self.alpha is not None else eps,
+                                random_init=False, early_exit=False)
         return self.mixed(model, x, attack(unwrap(model), x, y), y, eps, 1)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "alpha": self.alpha if self.alpha is not None else "1.25·eps"}
+        default = "1.25·eps" if self.random_init else "eps (plain FGSM: no random start)"
+        return {**super().describe(), "alpha": self.alpha if self.alpha is not None else default}
 
 
 @LOSSES.register("trades", "TRADES (Zhang et al. 2019): CE(x) + β·KL(f(x) ‖ f(x_adv)), default β = 6")

@@ -8,11 +8,12 @@ from typing import Any
 
 import torch
 
+from ..claim import check_output, locked
 from ..config import AdversarialConfig, TrainConfig, build, is_adversarial, section
 from ..data import default_augment, load_dataset
 from ..errors import EdgeRobustError
 from ..models import ModelSpec, build_model, count_flops, count_parameters
-from ..run import RunDir
+from ..run import CHECKPOINT_NAME, MANIFEST_NAME, WEIGHTS_NAME, RunDir
 from . import distributed
 from .adversarial import CLI_NAMES, build_training_loss
 from .loop import Callback, Trainer
@@ -40,12 +41,32 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
     if adversarial and loss is None:
         loss, guard = adversarial_training(adversarial, config.epochs)
         callbacks = [*callbacks, *([guard] if guard else [])]
+    check_output(out)
+    check_fresh_output(Path(out), resume)
     train_set = load_dataset(data, "train", data_root, **(data_options or {}))
     test_set = load_dataset(data, "test", data_root, **(data_options or {}))
-    run = RunDir.create(out)
-    if not resume and run.checkpoint_path.exists():
-        raise EdgeRobustError(f"{run.path} already holds a training checkpoint; pass --resume to continue it "
+    with locked(out):  # one command writes a run directory at a time (rank 0 alone under torchrun)
+        check_fresh_output(Path(out), resume)  # again under the lock: another command may have finished meanwhile
+        return _train_into(out, model_spec, data, config, dist, train_set, test_set, data_root=data_root,
+                           resume=resume, loss=loss, callbacks=callbacks, recipe=recipe, progress=progress,
+                           init_from=init_from, description=description)
+
+
+def check_fresh_output(out: Path, resume: bool) -> None:
+    """Refuse to train over a finished run (trained or compressed) or a checkpoint unless resuming it."""
+    if resume:
+        return
+    if (out / CHECKPOINT_NAME).exists():
+        raise EdgeRobustError(f"{out} already holds a training checkpoint; pass --resume to continue it "
                               "or choose another --out")
+    if (out / MANIFEST_NAME).exists() or (out / WEIGHTS_NAME).exists():
+        raise EdgeRobustError(f"{out} already holds a run ({MANIFEST_NAME}); training would overwrite it; "
+                              "choose another --out")
+
+
+def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, data_root, resume, loss, callbacks,
+                recipe, progress, init_from, description) -> RunDir:
+    run = RunDir.create(out)
     if init_from is not None:
         model = init_from.load_model()
         model.train()

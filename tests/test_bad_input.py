@@ -1,0 +1,351 @@
+"""Every bad input answered (issue 9 §2): one parametrised case per bad input, across the commands.
+
+Each case must exit 2 with a single line naming what is wrong, no traceback, and no file created or changed.
+A fuzz test then feeds random bytes to every file the tool reads: each reader either succeeds or raises a typed
+EdgeRobustError, never anything else.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import pickle
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from cli_helpers import run_cli
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edgerobust.errors import EdgeRobustError
+from edgerobust.io import sha256_file
+
+RUN = "run"  # every case gets a fresh copy of the trained digits run at tmp/run
+
+
+@pytest.fixture(scope="module")
+def bundle_source(digits_run, tmp_path_factory):
+    from edgerobust.export.api import export_run
+
+    out = tmp_path_factory.mktemp("bundle") / "bundle"
+    export_run(digits_run, "x86-cpu", out=out, progress=False, calibration=0, golden=4, fp16=False)
+    return out
+
+
+def snapshot(root: Path) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for path in sorted(root.rglob("*")):
+        key = str(path.relative_to(root))
+        out[key] = path.read_bytes() if path.is_file() else "<dir>"
+    return out
+
+
+def readonly(path: Path) -> Path:
+    """A directory nothing can be written into, for root too (immutable attribute) or by permissions."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        done = subprocess.run(["chattr", "+i", str(path)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip("running as root where the immutable attribute is not available: no read-only directory")
+    else:
+        path.chmod(0o555)
+    return path
+
+
+def release(path: Path) -> None:
+    if path.exists():
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+        path.chmod(0o755)
+
+
+def edit_manifest(run: Path, change) -> None:
+    manifest = json.loads((run / "model.json").read_text())
+    change(manifest)
+    (run / "model.json").write_text(json.dumps(manifest))
+
+
+def other_shape_run(tmp: Path) -> Path:
+    other = tmp / "other"
+    shutil.copytree(tmp / RUN, other)
+    edit_manifest(other, lambda m: m["model"].update(input_shape=[3, 8, 8], mean=[0.5] * 3, std=[0.5] * 3))
+    return other
+
+
+def state(tmp: Path) -> dict:
+    return torch.load(tmp / RUN / "model.pt", weights_only=True)
+
+
+def save_state(tmp: Path, value) -> None:
+    buffer = tmp / RUN / "model.pt"
+    torch.save(value, buffer)
+
+
+def idx(shape: tuple[int, ...], data: bytes = b"") -> bytes:
+    return bytes([0, 0, 8, len(shape)]) + struct.pack(f">{len(shape)}i", *shape) + data
+
+
+def mnist_dir(tmp: Path, images: bytes, labels: bytes) -> Path:
+    root = tmp / "mnist"
+    root.mkdir()
+    (root / "t10k-images-idx3-ubyte").write_bytes(images)
+    (root / "t10k-labels-idx1-ubyte").write_bytes(labels)
+    (root / "train-images-idx3-ubyte").write_bytes(images)
+    (root / "train-labels-idx1-ubyte").write_bytes(labels)
+    return root
+
+
+def cifar_dir(tmp: Path, labels) -> Path:
+    root = tmp / "cifar" / "cifar-10-batches-py"
+    root.mkdir(parents=True)
+    batch = {b"data": np.zeros((2, 3072), np.uint8), b"labels": labels}
+    for name in ["test_batch"] + [f"data_batch_{i}" for i in range(1, 6)]:
+        (root / name).write_bytes(pickle.dumps(batch, protocol=2))
+    return root.parent
+
+
+def resign(bundle: Path, name: str, data: bytes) -> None:
+    (bundle / name).write_bytes(data)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"][name] = {"sha256": sha256_file(bundle / name), "bytes": len(data)}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def copy_bundle(tmp: Path, source: Path) -> Path:
+    shutil.copytree(source, tmp / "bundle")
+    return tmp / "bundle"
+
+
+EVAL = ["--n", "5", "--steps", "2", "--queries", "5", "--minimal", "none", "--no-masking", "-q"]
+TRAIN = ["--model", "mlp:8", "--data", "digits", "--epochs", "1", "-q"]
+
+
+# (id, setup(tmp, bundle_source) -> CLI args, expected words in the one line)
+CASES = [
+    # output paths
+    ("train-readonly-parent", lambda t, b: ["train", *TRAIN, "--out", readonly(t / "ro") / "r"], "cannot"),
+    ("compress-readonly-parent", lambda t, b: ["compress", "--model", t / RUN, "--method", "l1", "--retrain-epochs",
+                                               "0", "--out", readonly(t / "ro") / "c", "-q"], "cannot"),
+    ("pipeline-readonly-parent", lambda t, b: ["pipeline", "--steps", "train", "--out", readonly(t / "ro") / "p",
+                                               "-q"], "cannot"),
+    ("report-readonly-run", lambda t, b: ["report", readonly(t / RUN)], "cannot write"),
+    ("train-name-too-long", lambda t, b: ["train", *TRAIN, "--out", t / ("a" * 300)], "longer than the file system"),
+    ("pipeline-name-too-long", lambda t, b: ["pipeline", "--steps", "train", "--out", t / ("p" * 300), "-q"],
+     "longer than the file system"),
+    # shapes and sizes
+    ("evaluate-transfer-other-shape", lambda t, b: ["evaluate", t / RUN, "--transfer", other_shape_run(t), *EVAL],
+     "takes inputs"),
+    ("evaluate-ensemble-other-shape", lambda t, b: ["evaluate", t / RUN, "--ensemble", other_shape_run(t), *EVAL],
+     "takes inputs"),
+    ("compress-data-other-shape", lambda t, b: ["compress", "--model", t / RUN, "--data", "synthetic", "--method",
+                                                "l1", "--retrain-epochs", "0", "--out", t / "c", "-q"], "shape"),
+    ("train-absurd-widths", lambda t, b: ["train", *TRAIN[:0], "--model", "scnn2:1000000000-1000000000", "--data",
+                                          "digits", "--out", t / "r", "-q"], "too large to allocate"),
+    ("train-zero-width", lambda t, b: ["train", "--model", "scnn2:0-32", "--data", "digits", "--out", t / "r", "-q"],
+     "at least 1"),
+    ("models-unallocatable-shape", lambda t, b: ["models", "--shape", "3,1000000,1000000"], "cannot be allocated"),
+    ("models-zero-classes", lambda t, b: ["models", "--classes", "0"], "at least 2 classes"),
+    ("models-negative-classes", lambda t, b: ["models", "--classes", "-3"], "at least 2 classes"),
+    ("manifest-zero-classes", lambda t, b: (edit_manifest(t / RUN, lambda m: m["model"].update(num_classes=0)),
+                                            ["evaluate", t / RUN, *EVAL])[1], "classes"),
+    # corrupt checkpoints
+    *[(f"model-pt-random-bytes-{seed}",
+       lambda t, b, seed=seed: ((t / RUN / "model.pt").write_bytes(np.random.default_rng(seed).bytes(2000)),
+                                ["evaluate", t / RUN, *EVAL])[1], "model.pt") for seed in range(11)],
+    ("model-pt-missing-key", lambda t, b: (save_state(t, dict(list(state(t).items())[1:])),
+                                           ["evaluate", t / RUN, *EVAL])[1], "does not fit"),
+    ("model-pt-wrong-rank-pruned", lambda t, b: (
+        edit_manifest(t / RUN, lambda m: m["model"].update(physically_pruned=True)),
+        save_state(t, {k: (v.flatten(1) if v.ndim == 4 else v) for k, v in state(t).items()}),
+        ["evaluate", t / RUN, *EVAL])[2], "does not fit"),
+    ("model-pt-raw-pickle", lambda t, b: ((t / RUN / "model.pt").write_bytes(pickle.dumps({"weight": [1, 2]})),
+                                          ["evaluate", t / RUN, *EVAL])[1], "not a checkpoint at all"),
+    ("model-pt-code-pickle", lambda t, b: ((t / RUN / "model.pt").write_bytes(
+        b"cos\nsystem\n(S'echo hacked'\ntR."), ["evaluate", t / RUN, *EVAL])[1], "was not loaded"),
+    # manifests
+    ("manifest-missing-model", lambda t, b: (edit_manifest(t / RUN, lambda m: m.pop("model")),
+                                             ["evaluate", t / RUN, *EVAL])[1], "not an edgerobust run manifest"),
+    ("manifest-shape-is-text", lambda t, b: (edit_manifest(t / RUN, lambda m: m["model"].update(input_shape="8x8")),
+                                             ["evaluate", t / RUN, *EVAL])[1], "input_shape"),
+    ("manifest-spec-is-number", lambda t, b: (edit_manifest(t / RUN, lambda m: m["model"].update(spec=7)),
+                                              ["report", t / RUN])[1], "spec"),
+    ("manifest-dataset-is-list", lambda t, b: (edit_manifest(t / RUN, lambda m: m.update(dataset=[1])),
+                                               ["evaluate", t / RUN, *EVAL])[1], "dataset"),
+    ("manifest-is-a-list", lambda t, b: ((t / RUN / "model.json").write_text("[1, 2]"),
+                                         ["report", t / RUN])[1], "not an edgerobust run manifest"),
+    ("robustness-json-is-a-list", lambda t, b: ((t / RUN / "robustness.json").write_text("[]"),
+                                                ["report", t / RUN])[1], "robustness"),
+    # bundles
+    ("bundle-files-is-a-list", lambda t, b: (edit_bundle(copy_bundle(t, b), lambda m: m.update(files=[])),
+                                             ["verify", t / "bundle"])[1], "manifest"),
+    ("bundle-entry-without-sha", lambda t, b: (edit_bundle(copy_bundle(t, b),
+                                                           lambda m: m["files"]["model.onnx"].pop("sha256")),
+                                               ["verify", t / "bundle"])[1], "manifest"),
+    ("bundle-models-is-a-list", lambda t, b: (edit_bundle(copy_bundle(t, b), lambda m: m.update(models=[1])),
+                                              ["verify", t / "bundle"])[1], "manifest"),
+    ("bundle-garbage-npy-resigned", lambda t, b: (resign(copy_bundle(t, b), "golden_inputs.npy", b"garbage" * 9),
+                                                  ["verify", t / "bundle"])[1], "golden_inputs.npy"),
+    # data files
+    ("mnist-negative-dims", lambda t, b: ["train", *TRAIN[:2], "--data", "mnist", "--data-root",
+                                          mnist_dir(t, idx((-1, -28, 28), bytes(784)), idx((1,), b"\0")),
+                                          "--out", t / "r", "--epochs", "1", "-q"], "mnist"),
+    ("mnist-zero-images", lambda t, b: ["train", *TRAIN[:2], "--data", "mnist", "--data-root",
+                                        mnist_dir(t, idx((0, 28, 28)), idx((0,))), "--out", t / "r", "--epochs", "1",
+                                        "-q"], "no images"),
+    ("cifar-string-labels", lambda t, b: ["train", *TRAIN[:2], "--data", "cifar10", "--data-root",
+                                          cifar_dir(t, ["cat", "dog"]), "--out", t / "r", "-q"], "cifar10"),
+    ("svhn-zero-byte-mat", lambda t, b: ((t / "svhn").mkdir(), (t / "svhn" / "train_32x32.mat").write_bytes(b""),
+                                         ["train", *TRAIN[:2], "--data", "svhn", "--data-root", t / "svhn",
+                                          "--out", t / "r", "-q"])[2], "svhn"),
+    # numbers
+    ("seed-beyond-64-bits", lambda t, b: ["train", *TRAIN, "--seed", str(2 ** 70), "--out", t / "r"], "seed"),
+    ("negative-weight-decay", lambda t, b: ["train", *TRAIN, "--weight-decay", "-1", "--out", t / "r"],
+     "weight decay"),
+    ("evaluate-batch-size-0", lambda t, b: ["evaluate", t / RUN, *EVAL, "--batch-size", "0"], "batch-size"),
+    ("evaluate-n-0", lambda t, b: ["evaluate", t / RUN, *EVAL[2:], "--n", "0"], "--n"),
+    ("pipeline-unknown-step", lambda t, b: ["pipeline", "--steps", "bogus", "--out", t / "p", "-q"],
+     "unknown pipeline step 'bogus'"),
+    ("pipeline-recipe-steps-not-a-list", lambda t, b: ((t / "r.toml").write_text('[pipeline]\nsteps = "train"\n'),
+                                                       ["pipeline", "--recipe", t / "r.toml", "--out", t / "p",
+                                                        "-q"])[1], "must be a list"),
+    ("pipeline-failing-first-step", lambda t, b: ((t / "r.toml").write_text(
+        '[pipeline]\nsteps = ["train"]\n[model]\nspec = "mlp:0"\n'),
+        ["pipeline", "--recipe", t / "r.toml", "--out", t / "p", "-q"])[1], "at least 1"),
+    ("markup-in-user-text", lambda t, b: ["train", "--model", "[train]bogus", "--data", "digits", "--out", t / "r",
+                                          "-q"], "[train]bogus"),
+]
+
+
+def edit_bundle(bundle: Path, change) -> None:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    change(manifest)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("setup,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(setup, expected, digits_run, bundle_source, tmp_path):
+    shutil.copytree(digits_run.path, tmp_path / RUN)
+    try:
+        args = setup(tmp_path, bundle_source)
+        before = snapshot(tmp_path)
+        code, out, err = run_cli(*args)
+        after = snapshot(tmp_path)
+    finally:
+        for path in (tmp_path / "ro", tmp_path / RUN):
+            release(path)
+    lines = err.strip().splitlines()
+    assert code == 2, (code, out, err)
+    assert len(lines) == 1 and "Traceback" not in out + err, err
+    assert lines[0].startswith("error:") and expected in lines[0], lines[0]
+    assert after == before, sorted(set(after) ^ set(before)) or "a file's contents changed"
+
+
+def test_report_on_a_malformed_robustness_file_leaves_no_png(digits_run, tmp_path):
+    shutil.copytree(digits_run.path, tmp_path / RUN)
+    (tmp_path / RUN / "robustness.json").write_text(json.dumps({"n": 5}))  # a dict missing its fields
+    code, _, err = run_cli("report", tmp_path / RUN)
+    assert code == 2 and "robustness" in err
+    assert not list((tmp_path / RUN).rglob("*.png")) and not (tmp_path / RUN / "report.md").exists()
+
+
+# -- fuzz: random bytes for every file the tool reads ---------------------------------------------------------------
+FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+payloads = st.one_of(st.binary(max_size=4096),
+                     st.binary(max_size=2048).map(lambda b: b"PK\x03\x04" + b),  # a zip's magic, then noise
+                     st.binary(max_size=512).map(lambda b: b"\x80\x02" + b))  # a pickle's header, then noise
+
+
+def typed_or_ok(call) -> None:
+    try:
+        call()
+    except EdgeRobustError as exc:
+        assert "\n" not in str(exc).strip()
+
+
+@pytest.fixture(scope="module")
+def fuzz_dir(digits_run, bundle_source, tmp_path_factory):
+    root = tmp_path_factory.mktemp("fuzz")
+    shutil.copytree(digits_run.path, root / RUN)
+    shutil.copytree(bundle_source, root / "bundle")
+    return root
+
+
+@FUZZ
+@given(data=payloads)
+def test_fuzz_checkpoint(fuzz_dir, data):
+    from edgerobust.run import RunDir
+
+    (fuzz_dir / RUN / "model.pt").write_bytes(data)
+    typed_or_ok(lambda: RunDir.open(fuzz_dir / RUN).load_model())
+
+
+@FUZZ
+@given(data=st.one_of(st.binary(max_size=2048), st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["model", "spec", "input_shape", "num_classes", "format", "mean", "dataset", "train"]),
+        inner, max_size=4), max_leaves=12).map(lambda obj: json.dumps(obj).encode())))
+def test_fuzz_run_manifest(fuzz_dir, data, digits_run):
+    from edgerobust.run import RunDir
+
+    shutil.copy(digits_run.path / "model.pt", fuzz_dir / RUN / "model.pt")
+    (fuzz_dir / RUN / "model.json").write_bytes(data)
+    typed_or_ok(lambda: RunDir.open(fuzz_dir / RUN).load_model())
+
+
+@FUZZ
+@given(data=st.binary(max_size=2048))
+def test_fuzz_robustness_file(fuzz_dir, data, digits_run):
+    from edgerobust.report import render_report
+
+    shutil.copy(digits_run.path / "model.json", fuzz_dir / RUN / "model.json")
+    (fuzz_dir / RUN / "robustness.json").write_bytes(data)
+    typed_or_ok(lambda: render_report(fuzz_dir / RUN))
+
+
+@FUZZ
+@given(name=st.sampled_from(["manifest.json", "golden_inputs.npy", "golden_outputs.npy", "model.onnx"]),
+       data=st.binary(max_size=2048), resigned=st.booleans())
+def test_fuzz_bundle_files(fuzz_dir, bundle_source, name, data, resigned):
+    from edgerobust.export.bundle import verify_bundle
+
+    bundle = fuzz_dir / "bundle"
+    shutil.rmtree(bundle)
+    shutil.copytree(bundle_source, bundle)
+    if resigned and name != "manifest.json":
+        resign(bundle, name, data)
+    else:
+        (bundle / name).write_bytes(data)
+    typed_or_ok(lambda: verify_bundle(bundle, run_golden=True))
+
+
+@FUZZ
+@given(kind=st.sampled_from(["mnist", "mnist-header", "mnist-gz", "cifar10", "svhn"]), data=st.binary(max_size=2048))
+def test_fuzz_data_files(tmp_path_factory, kind, data):
+    from edgerobust.data import load_dataset
+
+    root = tmp_path_factory.mktemp("data")
+    if kind.startswith("mnist"):
+        images = idx((1, 28, 28), bytes(784))
+        if kind == "mnist-header":
+            data = bytes([0, 0, 8, 3]) + data
+        (root / "t10k-labels-idx1-ubyte").write_bytes(idx((1,), b"\x03"))
+        if kind == "mnist-gz":
+            (root / "t10k-images-idx3-ubyte.gz").write_bytes(data if len(data) % 2 else gzip.compress(data))
+        else:
+            (root / "t10k-images-idx3-ubyte").write_bytes(data)
+        del images
+        name = "mnist"
+    elif kind == "cifar10":
+        (root / "cifar-10-batches-py").mkdir()
+        (root / "cifar-10-batches-py" / "test_batch").write_bytes(data)
+        name = "cifar10"
+    else:
+        (root / "test_32x32.mat").write_bytes(data)
+        name = "svhn"
+    typed_or_ok(lambda: load_dataset(name, "test", root))

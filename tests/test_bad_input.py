@@ -205,7 +205,7 @@ CASES = [
     # numbers
     ("seed-beyond-64-bits", lambda t, b: ["train", *TRAIN, "--seed", str(2 ** 70), "--out", t / "r"], "seed"),
     ("negative-weight-decay", lambda t, b: ["train", *TRAIN, "--weight-decay", "-1", "--out", t / "r"],
-     "weight decay"),
+     "--weight-decay = -1.0 must be at least 0"),
     ("evaluate-batch-size-0", lambda t, b: ["evaluate", t / RUN, *EVAL, "--batch-size", "0"], "batch-size"),
     ("evaluate-n-0", lambda t, b: ["evaluate", t / RUN, *EVAL[2:], "--n", "0"], "--n"),
     ("pipeline-unknown-step", lambda t, b: ["pipeline", "--steps", "bogus", "--out", t / "p", "-q"],

@@ -94,7 +94,7 @@ class APGD(Attack):
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
         best = x.clone()
-        fooled = torch.zeros(len(x), dtype=torch.bool)
+        fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         if self.loss == "dlr-targeted":
             with torch.no_grad():
                 logits = checked_logits(model, x, y)
@@ -107,7 +107,7 @@ class APGD(Attack):
             targets = [None]
         for target in targets:
             for _ in range(self.restarts):
-                todo = ~fooled if self.early_exit else torch.ones(len(x), dtype=torch.bool)
+                todo = ~fooled if self.early_exit else torch.ones_like(fooled)
                 if not todo.any():
                     return best
                 idx = todo.nonzero().squeeze(1)
@@ -120,22 +120,24 @@ class APGD(Attack):
     def _start(self, x, generator):
         if not self.random_init:
             return x.clone()
-        direction = unit_direction(x.shape, self.norm, generator).to(x.device)
+        direction = unit_direction(x.shape, self.norm, generator, x.device)
         return project(x + self.eps * direction, x, self.eps, self.norm)
 
     def _one_run(self, model, x, y, target, generator):
         """One restart for one target: the adversarial (or highest-loss) points and whether each is misclassified."""
         n = len(x)
         out = x.clone()
-        hit = torch.zeros(n, dtype=torch.bool)
+        hit = torch.zeros(n, dtype=torch.bool, device=x.device)
         interval, decrease, minimum = checkpoint_schedule(self.steps)
         x_adv = self._start(x, generator)
         loss, grad, logits = self._loss_grad(model, x_adv, y, target)
-        # per-example state, compacted together as points break (column 0 = position in the batch)
-        s = {"pos": torch.arange(n), "x": x, "y": y, "x_adv": x_adv, "x_prev": x_adv.clone(), "grad": grad,
-             "x_best": x_adv.clone(), "grad_best": grad.clone(), "loss_best": loss.clone(), "loss_prev": loss.clone(),
-             "loss_best_checked": loss.clone(), "step": torch.full((n,), 2 * self.eps),
-             "reduced": torch.zeros(n, dtype=torch.bool), "increases": torch.zeros(n)}
+        # per-example state, compacted together as points break ("pos": the position in the batch). AutoAttack
+        # starts "reduced at the last checkpoint" true, so the first checkpoint halves only oscillating steps, and
+        # its loss history starts at zero, so the first step counts as an increase when its loss is positive.
+        s = {"pos": torch.arange(n, device=x.device), "x": x, "y": y, "x_adv": x_adv, "x_prev": x_adv, "grad": grad,
+             "x_best": x_adv, "grad_best": grad, "loss_best": loss, "loss_prev": torch.zeros_like(loss),
+             "loss_best_checked": loss, "step": torch.full_like(loss, 2 * self.eps),
+             "reduced": torch.ones_like(loss, dtype=torch.bool), "increases": torch.zeros_like(loss)}
         if target is not None:
             s["target"] = target
         s = self._record_hits(s, logits, out, hit)
@@ -144,29 +146,33 @@ class APGD(Attack):
             if len(s["pos"]) == 0:
                 break
             x_adv, x_ref = s["x_adv"], s["x"]
-            shape = (-1, 1, 1, 1)
             momentum_term = x_adv - s["x_prev"]
             s["x_prev"] = x_adv
             a = 0.75 if i > 0 else 1.0
-            z = project(x_adv + s["step"].view(shape) * steepest_step(s["grad"], 1.0, self.norm), x_ref, self.eps,
-                        self.norm)
+            z = project(x_adv + s["step"].view(-1, 1, 1, 1) * steepest_step(s["grad"], 1.0, self.norm), x_ref,
+                        self.eps, self.norm)
             x_adv = project(x_adv + a * (z - x_adv) + (1 - a) * momentum_term, x_ref, self.eps, self.norm)
             loss, grad, logits = self._loss_grad(model, x_adv, s["y"], s.get("target"))
             s["x_adv"], s["grad"] = x_adv, grad
-            s["increases"] += (loss > s["loss_prev"]).float()
+            s["increases"] = s["increases"] + (loss > s["loss_prev"])
             s["loss_prev"] = loss
             better = loss > s["loss_best"]
-            s["x_best"][better], s["grad_best"][better] = x_adv[better], grad[better]
-            s["loss_best"][better] = loss[better]
+            # torch.where, not masked assignment: no sync, no index list, and the old tensors are never written
+            per_example = better.view(-1, 1, 1, 1)
+            s["x_best"] = torch.where(per_example, x_adv, s["x_best"])
+            s["grad_best"] = torch.where(per_example, grad, s["grad_best"])
+            s["loss_best"] = torch.where(better, loss, s["loss_best"])
             s = self._record_hits(s, logits, out, hit)  # before any reset, while x_adv matches these logits
             counter += 1
             if counter == interval:
                 oscillating = s["increases"] <= interval * self.rho
                 stalled = ~s["reduced"] & (s["loss_best_checked"] >= s["loss_best"])
                 reduce = oscillating | stalled
-                s["reduced"], s["loss_best_checked"] = reduce, s["loss_best"].clone()
-                s["step"][reduce] /= 2
-                s["x_adv"][reduce], s["grad"][reduce] = s["x_best"][reduce], s["grad_best"][reduce]
+                s["reduced"], s["loss_best_checked"] = reduce, s["loss_best"]
+                s["step"] = torch.where(reduce, s["step"] / 2, s["step"])
+                per_example = reduce.view(-1, 1, 1, 1)
+                s["x_adv"] = torch.where(per_example, s["x_best"], s["x_adv"])
+                s["grad"] = torch.where(per_example, s["grad_best"], s["grad"])
                 s["increases"] = torch.zeros_like(s["increases"])
                 counter, interval = 0, max(interval - decrease, minimum)
         unbroken = ~hit[s["pos"]]
@@ -216,10 +222,4 @@ def build_apgd_t(eps: float, norm: str = "linf", steps: int = 100, restarts: int
     return attack
 
 
-def total_steps(attack: APGD) -> int:
-    """Upper bound on forward+backward passes per example (fewer when points break early)."""
-    targets = attack.n_target_classes if attack.loss == "dlr-targeted" else 1
-    return (attack.steps + 1) * attack.restarts * targets + (1 if attack.loss == "dlr-targeted" else 0)
-
-
-__all__ = ["APGD", "checkpoint_iterations", "checkpoint_schedule", "dlr_loss", "targeted_dlr_loss", "total_steps"]
+__all__ = ["APGD", "checkpoint_iterations", "checkpoint_schedule", "dlr_loss", "targeted_dlr_loss"]

@@ -108,7 +108,7 @@ class FAB(MinimalAttack):
 
     def _random_start(self, x: torch.Tensor, radius: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """A random point at `radius` (per example) from x, clipped to [0,1]."""
-        direction = unit_direction(x.shape, self.norm, generator).to(x.device)
+        direction = unit_direction(x.shape, self.norm, generator, x.device)
         return (x + radius.view(-1, 1, 1, 1) * direction).clamp(0.0, 1.0)
 
     def _boundary(self, model, x, y, target):

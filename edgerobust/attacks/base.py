@@ -92,7 +92,13 @@ def check_logits(logits: torch.Tensor, y: torch.Tensor) -> None:
 
 
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    """Nearest point of the ε-ball around x (in `norm`) intersected with [0,1]."""
+    """A point of the ε-ball around x (in `norm`) intersected with [0,1], for x in [0,1].
+
+    L∞: clip δ to [−ε, ε], then the point to [0,1]; both sets are boxes, so this is the (Euclidean) nearest point of
+    their intersection. L2: scale δ into the ball, then clip the point to [0,1]; clipping only moves coordinates
+    towards x, so the result is feasible (in the ball and in [0,1]), but it is not in general the nearest point of
+    the intersection (that needs a search over the clipped coordinates; attacks only need a feasible point here).
+    """
     delta = x_adv - x
     if norm == "linf":
         delta = delta.clamp(-eps, eps)

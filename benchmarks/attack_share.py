@@ -30,7 +30,7 @@ from edgerobust.models import build_model
 from edgerobust.training import TrainConfig
 from edgerobust.training.api import train_model
 
-REPEATS = 5
+REPEATS = 3
 TARGET = 0.75
 
 

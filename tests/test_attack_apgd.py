@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 import torch.nn.functional as F
 from attack_models import tiny_cnn
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgerobust.attacks import dlr_loss, get_attack, project, steepest_step, targeted_dlr_loss
 from edgerobust.attacks.apgd import StepSizeSchedule, checkpoint_iterations
@@ -108,8 +108,8 @@ def test_early_exit_breaks_the_same_points_as_the_dense_run(seed):
         assert torch.equal(model(dense).argmax(1) != y, model(early).argmax(1) != y)
 
 
-@pytest.mark.parametrize(("steps", "expected"), [(100, [22, 41, 57, 70, 80, 87, 93, 99]), (10, [2, 3, 4, 5, 6, 7, 8, 9, 10]),
-                                                 (1, [1])])
+@pytest.mark.parametrize(("steps", "expected"), [(100, [22, 41, 57, 70, 80, 87, 93, 99]),
+                                                 (10, [2, 3, 4, 5, 6, 7, 8, 9, 10]), (1, [1])])
 def test_checkpoints_follow_autoattacks_integer_schedule(steps, expected):
     assert checkpoint_iterations(steps) == expected
 
@@ -154,7 +154,7 @@ def test_the_step_size_schedule_is_autoattacks_on_any_loss_sequence(steps, seed,
     ours, step = schedule_reductions(losses)
     reference = reference_reductions(losses)
     assert len(ours) == len(reference) == len(checkpoint_iterations(steps))
-    assert all(torch.equal(a, b) for a, b in zip(ours, reference))
+    assert all(torch.equal(a, b) for a, b in zip(ours, reference, strict=True))
     halvings = torch.stack(reference).sum(0) if reference else torch.zeros(16)
     assert torch.equal(step, 0.2 / 2 ** halvings.to(torch.float64))
 

@@ -88,6 +88,7 @@ def test_the_simulated_device_catches_a_tensor_left_on_the_cpu():
         torch.zeros(len(x)) + x.sum(dim=(1, 2, 3))  # the factory forgot the device
         x[torch.ones(len(x), dtype=torch.bool).to(x.device)] * torch.rand(x.shape, generator=None)
         torch.rand(x.shape, device=x.device)  # drawn on the device, without the seed
-    kinds = ["mixes", "without the attack's generator", "mixes", "draws on the device", "without the attack's generator"]
+    unseeded = "without the attack's generator"
+    kinds = ["mixes", unseeded, "mixes", "draws on the device", unseeded]
     assert len(device.violations) == len(kinds), device.violations
-    assert all(kind in violation for kind, violation in zip(kinds, device.violations))
+    assert all(kind in violation for kind, violation in zip(kinds, device.violations, strict=True))

@@ -79,7 +79,7 @@ class Square(Attack):
         sides = [min(max(int(round(math.sqrt(square_fraction(self.p_init, q, self.queries) * h * w))), 1),
                      max(h - 1, 1)) for q in range(1, self.queries)]
         corners = [(int(u * max(h - side, 1)), int(v * max(w - side, 1))) for side, (u, v) in
-                   zip(sides, torch.rand((len(sides), 2), generator=generator).tolist())]
+                   zip(sides, torch.rand((len(sides), 2), generator=generator).tolist(), strict=True)]
         both = torch.tensor([-eps, eps], dtype=x.dtype, device=x.device).view(1, 2, 1, 1, 1)
         channels = torch.arange(c, device=x.device)
         # the points still correctly classified, compacted as they break ("pos": their position in the batch), with

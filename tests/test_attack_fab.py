@@ -211,3 +211,19 @@ def test_evaluate_cli_with_fab_suite_minimal_and_single_attack(digits_run, tmp_p
     assert "| clean | apgd-ce | apgd-t | fab-t | square |" in (path / "report.md").read_text()
     code, _, err = run_cli("evaluate", path, "--fab", "--suite", "none", "-q")
     assert code == 2 and "--fab adds FAB-T to the standard suite" in err
+
+
+@pytest.mark.parametrize(("norm", "eps"), [("linf", None), ("linf", 0.05), ("l2", None), ("l2", 0.3)])
+def test_fab_t_targets_batched_give_the_points_of_one_run_per_target(norm, eps, monkeypatch):
+    from edgerobust.attacks import fab
+
+    model = tiny_cnn(1).double()
+    x = torch.rand((24, *SHAPE), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = model(x).argmax(1)
+    settings = dict(eps=eps, norm=norm, steps=6, n_target_classes=4)
+    batched = get_attack("fab-t", **settings)(model, x, y)
+    monkeypatch.setattr(fab, "TARGET_BATCH_ELEMENTS", 1)  # one target per batch: the run-per-target algorithm
+    one_by_one = get_attack("fab-t", **settings)(model, x, y)
+    assert torch.equal(batched, one_by_one)
+    found = perturbation_norm(batched, x, norm) > 0
+    assert found.any() and (eps is None or not found.all())  # some points found, and (given ε) some not

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from attack_models import linear_model, tiny_cnn
+from attack_models import cheap_attack, linear_model, tiny_cnn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -19,16 +19,7 @@ SHAPE = (1, 6, 6)
 
 
 def build(name: str, eps: float, norm: str):
-    kwargs = {"eps": eps, "norm": norm}
-    if name in ("pgd", "bim", "mim", "apgd-ce", "apgd-dlr", "apgd-t"):
-        kwargs["steps"] = 5
-    if name == "square":
-        kwargs["queries"] = 20
-    if name == "cw":
-        kwargs.update(steps=10, search_steps=2)
-    if name in ("fab", "fab-t"):
-        kwargs.update(steps=3, search_steps=3)
-    return get_attack(name, **kwargs)
+    return cheap_attack(name, eps, norm)
 
 
 @settings(max_examples=30, deadline=None)

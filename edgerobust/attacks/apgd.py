@@ -50,6 +50,43 @@ def checkpoint_schedule(steps: int) -> tuple[int, int, int]:
     return max(int(0.22 * steps), 1), max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
 
 
+class StepSizeSchedule:
+    """APGD's step size per point (Croce & Hein 2020, §3.2, in AutoAttack's integer form): 2ε, halved at a checkpoint
+    when the loss rose in at most ρ of the steps since the last one (oscillation), or when the step was not halved at
+    the last checkpoint and the best loss has not risen since. As in AutoAttack, "halved at the last checkpoint" starts
+    true, so the first checkpoint halves only oscillating steps, and the loss history starts at zero, so the first
+    step counts as a rise when its loss is positive."""
+
+    def __init__(self, loss: torch.Tensor, steps: int, eps: float, rho: float):
+        self.interval, self.decrease, self.minimum = checkpoint_schedule(steps)
+        self.rho, self.counter = rho, 0
+        self.step = torch.full_like(loss, 2 * eps)
+        self.reduced = torch.ones_like(loss, dtype=torch.bool)
+        # AutoAttack compares the first step with the last row of its zero-filled loss history, which for a single
+        # step is that step itself (never a rise)
+        self.previous = torch.zeros_like(loss) if steps > 1 else torch.full_like(loss, float("inf"))
+        self.best_checked, self.rises = loss, torch.zeros_like(loss)
+
+    def observe(self, loss: torch.Tensor, loss_best: torch.Tensor) -> torch.Tensor | None:
+        """Record an iteration's loss (and the best so far); at a checkpoint, the points whose step was halved."""
+        self.rises = self.rises + (loss > self.previous)
+        self.previous = loss
+        self.counter += 1
+        if self.counter < self.interval:
+            return None
+        reduce = (self.rises <= self.interval * self.rho) | (~self.reduced & (self.best_checked >= loss_best))
+        self.reduced, self.best_checked = reduce, loss_best
+        self.step = torch.where(reduce, self.step / 2, self.step)
+        self.rises = torch.zeros_like(self.rises)
+        self.counter, self.interval = 0, max(self.interval - self.decrease, self.minimum)
+        return reduce
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only these points (a mask or indices), as the batch is compacted."""
+        self.step, self.reduced, self.best_checked = self.step[rows], self.reduced[rows], self.best_checked[rows]
+        self.previous, self.rises = self.previous[rows], self.rises[rows]
+
+
 class APGD(Attack):
     name = "apgd-ce"
 
@@ -94,7 +131,7 @@ class APGD(Attack):
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
         best = x.clone()
-        fooled = torch.zeros(len(x), dtype=torch.bool)
+        fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         if self.loss == "dlr-targeted":
             with torch.no_grad():
                 logits = checked_logits(model, x, y)
@@ -107,7 +144,7 @@ class APGD(Attack):
             targets = [None]
         for target in targets:
             for _ in range(self.restarts):
-                todo = ~fooled if self.early_exit else torch.ones(len(x), dtype=torch.bool)
+                todo = ~fooled if self.early_exit else torch.ones_like(fooled)
                 if not todo.any():
                     return best
                 idx = todo.nonzero().squeeze(1)
@@ -120,66 +157,61 @@ class APGD(Attack):
     def _start(self, x, generator):
         if not self.random_init:
             return x.clone()
-        direction = unit_direction(x.shape, self.norm, generator).to(x.device)
+        direction = unit_direction(x.shape, self.norm, generator, x.device)
         return project(x + self.eps * direction, x, self.eps, self.norm)
 
     def _one_run(self, model, x, y, target, generator):
         """One restart for one target: the adversarial (or highest-loss) points and whether each is misclassified."""
         n = len(x)
         out = x.clone()
-        hit = torch.zeros(n, dtype=torch.bool)
-        interval, decrease, minimum = checkpoint_schedule(self.steps)
+        hit = torch.zeros(n, dtype=torch.bool, device=x.device)
         x_adv = self._start(x, generator)
         loss, grad, logits = self._loss_grad(model, x_adv, y, target)
-        # per-example state, compacted together as points break (column 0 = position in the batch)
-        s = {"pos": torch.arange(n), "x": x, "y": y, "x_adv": x_adv, "x_prev": x_adv.clone(), "grad": grad,
-             "x_best": x_adv.clone(), "grad_best": grad.clone(), "loss_best": loss.clone(), "loss_prev": loss.clone(),
-             "loss_best_checked": loss.clone(), "step": torch.full((n,), 2 * self.eps),
-             "reduced": torch.zeros(n, dtype=torch.bool), "increases": torch.zeros(n)}
+        schedule = StepSizeSchedule(loss, self.steps, self.eps, self.rho)
+        # per-example state, compacted together (with the schedule's) as points break ("pos": the position in the
+        # batch); updated with torch.where, never written in place, so tensors may start shared
+        s = {"pos": torch.arange(n, device=x.device), "x": x, "y": y, "x_adv": x_adv, "x_prev": x_adv, "grad": grad,
+             "x_best": x_adv, "grad_best": grad, "loss": loss, "loss_best": loss}
         if target is not None:
             s["target"] = target
-        s = self._record_hits(s, logits, out, hit)
-        counter = 0
+        s = self._record_hits(s, logits, out, hit, schedule)
         for i in range(self.steps):
             if len(s["pos"]) == 0:
                 break
             x_adv, x_ref = s["x_adv"], s["x"]
-            shape = (-1, 1, 1, 1)
             momentum_term = x_adv - s["x_prev"]
             s["x_prev"] = x_adv
             a = 0.75 if i > 0 else 1.0
-            z = project(x_adv + s["step"].view(shape) * steepest_step(s["grad"], 1.0, self.norm), x_ref, self.eps,
-                        self.norm)
+            z = project(x_adv + schedule.step.view(-1, 1, 1, 1) * steepest_step(s["grad"], 1.0, self.norm), x_ref,
+                        self.eps, self.norm)
             x_adv = project(x_adv + a * (z - x_adv) + (1 - a) * momentum_term, x_ref, self.eps, self.norm)
             loss, grad, logits = self._loss_grad(model, x_adv, s["y"], s.get("target"))
-            s["x_adv"], s["grad"] = x_adv, grad
-            s["increases"] += (loss > s["loss_prev"]).float()
-            s["loss_prev"] = loss
+            s["x_adv"], s["grad"], s["loss"] = x_adv, grad, loss
             better = loss > s["loss_best"]
-            s["x_best"][better], s["grad_best"][better] = x_adv[better], grad[better]
-            s["loss_best"][better] = loss[better]
-            s = self._record_hits(s, logits, out, hit)  # before any reset, while x_adv matches these logits
-            counter += 1
-            if counter == interval:
-                oscillating = s["increases"] <= interval * self.rho
-                stalled = ~s["reduced"] & (s["loss_best_checked"] >= s["loss_best"])
-                reduce = oscillating | stalled
-                s["reduced"], s["loss_best_checked"] = reduce, s["loss_best"].clone()
-                s["step"][reduce] /= 2
-                s["x_adv"][reduce], s["grad"][reduce] = s["x_best"][reduce], s["grad_best"][reduce]
-                s["increases"] = torch.zeros_like(s["increases"])
-                counter, interval = 0, max(interval - decrease, minimum)
+            # torch.where, not masked assignment: no sync, no index list, and the old tensors are never written
+            per_example = better.view(-1, 1, 1, 1)
+            s["x_best"] = torch.where(per_example, x_adv, s["x_best"])
+            s["grad_best"] = torch.where(per_example, grad, s["grad_best"])
+            s["loss_best"] = torch.where(better, loss, s["loss_best"])
+            s = self._record_hits(s, logits, out, hit, schedule)  # before any reset, while x_adv matches the logits
+            reduce = schedule.observe(s["loss"], s["loss_best"])
+            if reduce is not None:  # a checkpoint: a halved step restarts from the point's best
+                per_example = reduce.view(-1, 1, 1, 1)
+                s["x_adv"] = torch.where(per_example, s["x_best"], s["x_adv"])
+                s["grad"] = torch.where(per_example, s["grad_best"], s["grad"])
         unbroken = ~hit[s["pos"]]
         out[s["pos"][unbroken]] = s["x_best"][unbroken]
         return out, hit
 
-    def _record_hits(self, s, logits, out, hit):
+    def _record_hits(self, s, logits, out, hit, schedule):
         broken = logits.argmax(1) != s["y"]
         if broken.any():
             out[s["pos"][broken]] = s["x_adv"][broken]
             hit[s["pos"][broken]] = True
             if self.early_exit:
-                s = {k: v[~broken] for k, v in s.items()}
+                keep = ~broken
+                s = {k: v[keep] for k, v in s.items()}
+                schedule.keep(keep)
         return s
 
 
@@ -216,10 +248,4 @@ def build_apgd_t(eps: float, norm: str = "linf", steps: int = 100, restarts: int
     return attack
 
 
-def total_steps(attack: APGD) -> int:
-    """Upper bound on forward+backward passes per example (fewer when points break early)."""
-    targets = attack.n_target_classes if attack.loss == "dlr-targeted" else 1
-    return (attack.steps + 1) * attack.restarts * targets + (1 if attack.loss == "dlr-targeted" else 0)
-
-
-__all__ = ["APGD", "checkpoint_iterations", "checkpoint_schedule", "dlr_loss", "targeted_dlr_loss", "total_steps"]
+__all__ = ["APGD", "checkpoint_iterations", "checkpoint_schedule", "dlr_loss", "targeted_dlr_loss"]

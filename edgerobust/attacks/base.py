@@ -92,7 +92,13 @@ def check_logits(logits: torch.Tensor, y: torch.Tensor) -> None:
 
 
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    """Nearest point of the ε-ball around x (in `norm`) intersected with [0,1]."""
+    """A point of the ε-ball around x (in `norm`) intersected with [0,1], for x in [0,1].
+
+    L∞: clip δ to [−ε, ε], then the point to [0,1]; both sets are boxes, so this is the (Euclidean) nearest point of
+    their intersection. L2: scale δ into the ball, then clip the point to [0,1]; clipping only moves coordinates
+    towards x, so the result is feasible (in the ball and in [0,1]), but it is not in general the nearest point of
+    the intersection (that needs a search over the clipped coordinates; attacks only need a feasible point here).
+    """
     delta = x_adv - x
     if norm == "linf":
         delta = delta.clamp(-eps, eps)
@@ -127,15 +133,25 @@ def random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Genera
     return project(x + noise, x, eps, norm)
 
 
-def unit_direction(shape: Sequence[int], norm: str, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A random direction per example (first dimension) of unit `norm`, on the CPU (L∞: uniform in the cube,
-    scaled to max 1; L2: Gaussian, normalised)."""
+def unit_direction(shape: Sequence[int], norm: str, generator: torch.Generator | None = None,
+                   device: torch.device | str | None = None) -> torch.Tensor:
+    """A random direction per example (first dimension) of unit `norm` on `device` (default: the CPU); L∞: uniform
+    in the cube, scaled to max 1; L2: Gaussian, normalised. Drawn with the CPU `generator`, then moved (see
+    `cpu_draw`)."""
     per_example = (-1, *([1] * (len(shape) - 1)))
     if norm == "linf":
-        t = torch.rand(shape, generator=generator) * 2 - 1
+        t = cpu_draw(torch.rand, shape, generator=generator, device=device) * 2 - 1
         return t / t.flatten(1).abs().amax(1).clamp_min(1e-12).view(per_example)
-    t = torch.randn(shape, generator=generator)
+    t = cpu_draw(torch.randn, shape, generator=generator, device=device)
     return t / t.flatten(1).norm(dim=1).clamp_min(1e-12).view(per_example)
+
+
+def cpu_draw(sample: Callable[..., torch.Tensor], *args: Any, generator: torch.Generator | None = None,
+             device: torch.device | str | None = None, **kwargs: Any) -> torch.Tensor:
+    """`sample(*args)` (torch.rand, randn, randint, ...) drawn on the CPU with the attack's seeded `generator`, then
+    moved to `device`: the rule for every random draw of an attack, so a CUDA run draws the numbers of the CPU run
+    with the same seed (CUDA generators give other streams)."""
+    return sample(*args, generator=generator, **kwargs).to(device if device is not None else "cpu")
 
 
 def steepest_step(grad: torch.Tensor, alpha: float, norm: str) -> torch.Tensor:

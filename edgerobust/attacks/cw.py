@@ -24,15 +24,15 @@ class CarliniWagnerL2(MinimalAttack):
 
     def perturb(self, model, x, y):
         n = len(x)
-        lower, upper = torch.zeros(n), torch.full((n,), float("inf"))
-        c = torch.full((n,), self.c_init)
-        best_norm = torch.full((n,), float("inf"))
+        lower, upper = torch.zeros(n, device=x.device), torch.full((n,), float("inf"), device=x.device)
+        c = torch.full((n,), self.c_init, device=x.device)
+        best_norm = torch.full((n,), float("inf"), device=x.device)
         best = x.clone()
         w_start = torch.atanh((x * 2 - 1).clamp(-1 + 1e-6, 1 - 1e-6))
         for _ in range(self.search_steps):
             w = w_start.clone().requires_grad_(True)
             optimizer = torch.optim.Adam([w], lr=self.lr)
-            succeeded = torch.zeros(n, dtype=torch.bool)
+            succeeded = torch.zeros(n, dtype=torch.bool, device=x.device)
             for _ in range(self.steps):
                 x_new = (torch.tanh(w) + 1) / 2
                 logits = checked_logits(model, x_new, y)

@@ -22,7 +22,7 @@ class DeepFool(MinimalAttack):
         n = len(x)
         r_total = torch.zeros_like(x)
         x_adv = x.clone()
-        active = torch.arange(n)
+        active = torch.arange(n, device=x.device)
         for _ in range(self.steps):
             xa = x_adv[active].clone().requires_grad_(True)
             logits = checked_logits(model, xa, y[active])
@@ -34,7 +34,7 @@ class DeepFool(MinimalAttack):
             ranked = z.detach().argsort(dim=1, descending=True)[:, :k]
             grad_y = torch.autograd.grad(z.gather(1, ya[:, None]).sum(), xa, retain_graph=True)[0][keep]
             z_y = z.detach().gather(1, ya[:, None]).squeeze(1)
-            best_dist = torch.full((len(ya),), float("inf"))
+            best_dist = torch.full((len(ya),), float("inf"), device=x.device)
             best_step = torch.zeros_like(grad_y)
             for j in range(k):
                 cls = ranked[:, j]

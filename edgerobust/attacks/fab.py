@@ -9,9 +9,15 @@ An adversarial x_{i+1} is recorded and pulled back towards x: x_{i+1} ← (1 −
 random point 0.5·min(ε, best so far) from x; a final bisection on the segment from x to the best point trims what the
 overshoot η left (after every run, so restarts and targets compare final points). Success is any misclassification;
 each point keeps the smallest perturbation found.
+
+FAB-T attacks several targets in one batch (target-major blocks of the same points, as many as keep the batch near
+`TARGET_BATCH_ELEMENTS` input elements) and folds the results in target order, exactly as one run per target would:
+given ε, a point found within it by a target is done, so its rows for later targets stop. Restarts come after all
+targets' first runs (restart-major), each from the best found so far.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -37,7 +43,11 @@ def hyperplane_box_step(p: torch.Tensor, w: torch.Tensor, h: torch.Tensor, norm:
         a, tau = magnitude, room
     else:
         a, tau = magnitude ** 2, torch.where(magnitude > 0, room / magnitude.clamp_min(1e-30), torch.zeros_like(room))
-    tau_sorted, order = tau.sort(dim=1)
+    if tau.device.type == "cpu":  # numpy sorts many short rows several times faster than torch does on the CPU
+        order = torch.from_numpy(np.argsort(tau.detach().numpy(), axis=1))
+        tau_sorted = tau.gather(1, order)
+    else:
+        tau_sorted, order = tau.sort(dim=1)
     a_sorted = a.gather(1, order)
     capped = a_sorted * tau_sorted
     below = capped.cumsum(1) - capped  # Σ_{i<k} a_i τ_i: the coordinates already at their face
@@ -52,6 +62,9 @@ def hyperplane_box_step(p: torch.Tensor, w: torch.Tensor, h: torch.Tensor, norm:
     t = torch.where(k < d, t.clamp_min(0), torch.full_like(t, float("inf")))
     length = torch.minimum(t[:, None], tau)
     return direction * (length if norm == "linf" else magnitude * length)
+
+
+TARGET_BATCH_ELEMENTS = 2**21  # input elements per batch up to which FAB-T attacks several targets at once
 
 
 class FAB(MinimalAttack):
@@ -82,7 +95,7 @@ class FAB(MinimalAttack):
             raise EdgeRobustError(f"fab needs a model with at least 2 classes, this one has {logits.shape[1]}")
         best = x.clone()
         # a point the model already gets wrong needs no perturbation
-        best_norm = torch.where(logits.argmax(1) == y, float("inf"), 0.0)
+        best_norm = torch.where(logits.argmax(1) == y, float("inf"), 0.0).to(x.dtype)
         if self.targeted:
             ranked = logits.argsort(dim=1, descending=True)
             # the top class is y for correct points; wrong ones are never attacked, but their target must not be y
@@ -91,8 +104,10 @@ class FAB(MinimalAttack):
         else:
             targets = [None]
         enough = 0.0 if self.eps is None else self.eps  # given ε, a point found within it is done
-        for target in targets:
-            for restart in range(self.restarts):
+        # targets that share a batch: as many as keep it near TARGET_BATCH_ELEMENTS (at least one)
+        group = max(1, min(len(targets), TARGET_BATCH_ELEMENTS // max(x[0].numel() * len(x), 1)))
+        for restart in range(self.restarts):
+            for first in range(0, len(targets), group):
                 todo = best_norm > enough
                 if restart > 0:
                     radius = 0.5 * best_norm.clamp(max=float("inf") if self.eps is None else self.eps)
@@ -100,15 +115,22 @@ class FAB(MinimalAttack):
                 if not todo.any():
                     continue
                 idx = todo.nonzero().squeeze(1)
-                start = x[idx] if restart == 0 else self._random_start(x[idx], radius[idx], generator)
-                adv, dist = self._one_run(model, x[idx], y[idx], None if target is None else target[idx], start)
-                better = dist < best_norm[idx]
-                best[idx[better]], best_norm[idx[better]] = adv[better], dist[better]
+                chosen = targets[first:first + group]
+                k, m = len(chosen), len(idx)
+                # one batch of k·m rows, target-major: row j·m + i is point idx[i] against target first + j
+                xs, ys = x[idx].repeat(k, 1, 1, 1), y[idx].repeat(k)
+                target = None if chosen[0] is None else torch.cat([t[idx] for t in chosen])
+                start = xs if restart == 0 else self._random_start(xs, radius[idx].repeat(k), generator)
+                adv, dist = self._one_run(model, xs, ys, target, start, k)
+                for j in range(k):  # in target order, as one run per target would: a later one only if needed
+                    rows = slice(j * m, (j + 1) * m)
+                    better = (dist[rows] < best_norm[idx]) & (best_norm[idx] > enough)
+                    best[idx[better]], best_norm[idx[better]] = adv[rows][better], dist[rows][better]
         return best
 
     def _random_start(self, x: torch.Tensor, radius: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """A random point at `radius` (per example) from x, clipped to [0,1]."""
-        direction = unit_direction(x.shape, self.norm, generator).to(x.device)
+        direction = unit_direction(x.shape, self.norm, generator, x.device)
         return (x + radius.view(-1, 1, 1, 1) * direction).clamp(0.0, 1.0)
 
     def _boundary(self, model, x, y, target):
@@ -136,9 +158,11 @@ class FAB(MinimalAttack):
             best_dist[closer], best_f[closer], best_w[closer] = dist[closer], f.detach()[closer], w[closer]
         return best_f, best_w
 
-    def _one_run(self, model, x, y, target, start):
-        """One run from `start`: the smallest adversarial point found per example and its norm (inf: none)."""
-        out, out_norm = x.clone(), torch.full((len(x),), float("inf"), device=x.device)
+    def _one_run(self, model, x, y, target, start, groups=1):
+        """One run from `start`: the smallest adversarial point found per row and its norm (inf: none). The rows are
+        `groups` blocks of the same points (one per target); given ε, a row stops once it or the row of an earlier
+        block for its point is within ε (a later target's point would not be used)."""
+        out, out_norm = x.clone(), torch.full((len(x),), float("inf"), dtype=x.dtype, device=x.device)
         x_i = start.clone()
         active = torch.arange(len(x), device=x.device)
         for _ in range(self.steps):
@@ -148,9 +172,10 @@ class FAB(MinimalAttack):
             f, w = self._boundary(model, xa, ya, None if target is None else target[active])
             w = w.flatten(1)
             p_i, p_x = xa.flatten(1), xo.flatten(1)
-            # the hyperplane f + ⟨w, z − x_i⟩ = 0, reached from x_i and from the original x
-            delta_i = hyperplane_box_step(p_i, w, -f, self.norm)
-            delta_x = hyperplane_box_step(p_x, w, -(f + (w * (p_x - p_i)).sum(1)), self.norm)
+            # the hyperplane f + ⟨w, z − x_i⟩ = 0, reached from x_i and from the original x (one call for both)
+            deltas = hyperplane_box_step(torch.cat([p_i, p_x]), torch.cat([w, w]),
+                                         torch.cat([-f, -(f + (w * (p_x - p_i)).sum(1))]), self.norm)
+            delta_i, delta_x = deltas.chunk(2)
             n_i, n_x = self._norm(delta_i), self._norm(delta_x)
             alpha = (n_i / (n_i + n_x).clamp_min(1e-12)).clamp(max=self.alpha_max)[:, None]
             x_new = ((1 - alpha) * (p_i + self.eta * delta_i) + alpha * (p_x + self.eta * delta_x)).clamp(0.0, 1.0)
@@ -159,12 +184,15 @@ class FAB(MinimalAttack):
                 adv = model(x_new).argmax(1) != ya
             dist = perturbation_norm(x_new, xo, self.norm)
             improved = adv & (dist < out_norm[active])
-            out[active[improved]], out_norm[active[improved]] = x_new[improved], dist[improved]
+            out_norm[active] = torch.where(improved, dist, out_norm[active])
+            out[active] = torch.where(improved.view(-1, 1, 1, 1), x_new, out[active])
             # the backward step: from an adversarial point, back towards x (it stays in [0,1]: a convex combination)
-            x_new[adv] = (1 - self.beta) * xo[adv] + self.beta * x_new[adv]
-            x_i[active] = x_new
+            x_i[active] = torch.where(adv.view(-1, 1, 1, 1), (1 - self.beta) * xo + self.beta * x_new, x_new)
             if self.eps is not None:
-                active = active[~(out_norm[active] <= self.eps)]
+                settled = (out_norm <= self.eps).view(groups, -1)
+                # settled, or a block before it settled for the same point
+                done = (settled.cumsum(0) > 0).view(-1)
+                active = active[~done[active]]
         return self._final_search(model, x, y, out, out_norm)
 
     def _norm(self, delta: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ class FGSSearch(MinimalAttack):
         grad, _ = loss_gradient(model, x, y)
         sign = grad.sign()
         n = len(x)
-        lo, hi = torch.zeros(n), torch.full((n,), self.max_eps)
+        lo, hi = torch.zeros(n, device=x.device), torch.full((n,), self.max_eps, device=x.device)
 
         def flipped(scale):
             with torch.no_grad():

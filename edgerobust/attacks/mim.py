@@ -22,7 +22,7 @@ class MIM(PGD):
     def _one_run(self, model, x, y, generator):
         x_adv = random_start(x, self.eps, self.norm, generator) if self.random_init else x.clone()
         momentum = torch.zeros_like(x)
-        active = torch.arange(len(x))
+        active = torch.arange(len(x), device=x.device)
         for _ in range(self.steps):
             grad, logits = loss_gradient(model, x_adv[active], y[active])
             if self.early_exit:

@@ -39,10 +39,10 @@ class PGD(Attack):
         if self.restarts == 1:  # nothing to compare: no scoring forward (it was a third of FGSM-RS's step)
             return self._one_run(model, x, y, generator)
         best = x.clone()
-        fooled = torch.zeros(len(x), dtype=torch.bool)
-        best_loss = torch.full((len(x),), -float("inf"))
+        fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        best_loss = torch.full((len(x),), -float("inf"), device=x.device)
         for _ in range(self.restarts):
-            todo = ~fooled if self.early_exit else torch.ones(len(x), dtype=torch.bool)
+            todo = ~fooled if self.early_exit else torch.ones_like(fooled)
             if not todo.any():
                 break
             idx = todo.nonzero().squeeze(1)
@@ -62,7 +62,7 @@ class PGD(Attack):
         """One restart: the adversarial points (a point already misclassified keeps its example, with early exit)."""
         rows = self.rows if self.restarts == 1 else None  # later restarts see only a subset of the batch
         x_adv = random_start(x, self.eps, self.norm, generator, rows) if self.random_init else x.clone()
-        active = torch.arange(len(x))
+        active = torch.arange(len(x), device=x.device)
         done_adv = x_adv.clone()
         for _ in range(self.steps):
             grad, logits = loss_gradient(model, x_adv[active], y[active])

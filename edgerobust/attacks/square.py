@@ -2,6 +2,12 @@
 
 Forward passes only, so it is the ensemble's check against gradient masking. Vertical-stripe start, square
 windows set to ±ε per channel whose side shrinks on the paper's schedule, a change is kept when the margin drops.
+One window position per query serves the whole batch (as in AutoAttack's implementation: for each point it is the
+same uniform draw as a window of its own, and it is a slice, not a mask). A window whose signs would leave the image
+unchanged wastes a query, so its signs are redrawn (up to 10 draws, as the paper's code redraws until the window
+changes something): the draws are made up front, per point of the whole batch, and the first that changes the image
+is taken, so a point's draws do not depend on which other points are still attacked. Points leave the batch once
+misclassified; every random draw comes from the seeded CPU generator.
 """
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import EdgeRobustError
-from .base import ATTACKS, Attack, checked_logits
+from .base import ATTACKS, Attack, checked_logits, cpu_draw
 
 
 def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -48,8 +54,8 @@ class Square(Attack):
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
         best = x.clone()
-        fooled = torch.zeros(len(x), dtype=torch.bool)
-        used = torch.zeros(len(x), dtype=torch.long)
+        fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        used = torch.zeros(len(x), dtype=torch.long, device=x.device)
         for _ in range(self.restarts):
             idx = (~fooled).nonzero().squeeze(1)
             if len(idx) == 0:
@@ -60,45 +66,77 @@ class Square(Attack):
         self.queries_used = used
         return best
 
+    @torch.no_grad()
     def _one_run(self, model, x, y, generator):
+        """One run: the best points, whether each is misclassified, and the queries each used."""
         n, c, h, w = x.shape
         eps = self.eps
-        stripes = (torch.randint(0, 2, (n, c, 1, w), generator=generator) * 2 - 1).to(x.dtype) * eps
-        x_best = (x + stripes).clamp(0, 1)
-        with torch.no_grad():
-            margin_min = margin(checked_logits(model, x_best, y), y)
-        queries = torch.ones(n, dtype=torch.long)
-        rows, cols = torch.arange(h), torch.arange(w)
+        stripes = (cpu_draw(torch.randint, 0, 2, (n, c, 1, w), generator=generator, device=x.device) * 2 - 1) * eps
+        x_best = (x + stripes.to(x.dtype)).clamp(0, 1)
+        margin_best = margin(checked_logits(model, x_best, y), y)
+        queries = torch.ones(n, dtype=torch.long, device=x.device)
+        # the window of each query: its side on the paper's schedule, its corner drawn uniformly
+        sides = [min(max(int(round(math.sqrt(square_fraction(self.p_init, q, self.queries) * h * w))), 1),
+                     max(h - 1, 1)) for q in range(1, self.queries)]
+        corners = [(int(u * max(h - side, 1)), int(v * max(w - side, 1))) for side, (u, v) in
+                   zip(sides, torch.rand((len(sides), 2), generator=generator).tolist(), strict=True)]
+        both = torch.tensor([-eps, eps], dtype=x.dtype, device=x.device).view(1, 2, 1, 1, 1)
+        channels = torch.arange(c, device=x.device)
+        # the points still correctly classified, compacted as they break ("pos": their position in the batch), with
+        # per point: clip(x ∓ ε) (m, 2, c, h, w), the label column and a −inf mask at the label (for the margin)
+        pos = (margin_best > 0).nonzero().squeeze(1)
+        a_best, a_margin = x_best[pos], margin_best[pos]
+        a_both = (x[pos, None] + both).clamp(0, 1)
+        a_y = y[pos, None]
+        a_mask = torch.zeros(len(pos), 1, dtype=x.dtype, device=x.device)
+        rows = torch.arange(len(pos), device=x.device)[:, None]
         for query in range(1, self.queries):
-            idx = (margin_min > 0).nonzero().squeeze(1)
-            if len(idx) == 0:
+            if len(pos) == 0:
                 break
-            x_cur, x_best_cur = x[idx], x_best[idx]
-            deltas = x_best_cur - x_cur
-            side = min(max(int(round(math.sqrt(square_fraction(self.p_init, query, self.queries) * h * w))), 1),
-                       max(h - 1, 1))
-            top = torch.randint(0, max(h - side, 1), (len(idx),), generator=generator)
-            left = torch.randint(0, max(w - side, 1), (len(idx),), generator=generator)
-            in_rows = (rows[None] >= top[:, None]) & (rows[None] < top[:, None] + side)
-            in_cols = (cols[None] >= left[:, None]) & (cols[None] < left[:, None] + side)
-            window = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]  # (m, 1, h, w)
-            signs = torch.zeros(len(idx), c, 1, 1)
-            redo = torch.ones(len(idx), dtype=torch.bool)
-            for _ in range(10):  # a window that would leave the image unchanged wastes a query: redraw it
-                signs[redo] = (torch.randint(0, 2, (int(redo.sum()), c, 1, 1), generator=generator) * 2 - 1).float()
-                candidate = torch.where(window, signs * eps, deltas)
-                same = ((x_cur + candidate).clamp(0, 1) - x_best_cur).abs() < 1e-7
-                redo = (same | ~window).flatten(1).all(1)
-                if not redo.any():
-                    break
-            x_new = (x_cur + candidate).clamp(0, 1)
-            with torch.no_grad():
-                new_margin = margin(model(x_new), y[idx])
-            queries[idx] += 1
-            better = new_margin < margin_min[idx]
-            x_best[idx[better]] = x_new[better]
-            margin_min[idx[better]] = new_margin[better]
-        return x_best, margin_min < 0, queries
+            if (query - 1) % SIGN_BLOCK == 0:  # the sign draws of the next queries, per point of the whole batch
+                a_plus = (cpu_draw(torch.rand, (SIGN_BLOCK, n, REDRAWS, c), generator=generator,
+                                   device=x.device) < 0.5).long()[:, pos]
+            side, (top, left) = sides[query - 1], corners[query - 1]
+            rows_in, cols_in = slice(top, top + side), slice(left, left + side)
+            # both signs per channel (m, 2, c, side, side), then the first drawn sign set that changes the image
+            candidates = a_both[:, :, :, rows_in, cols_in]
+            plus = first_changing_signs(candidates, a_best[:, :, rows_in, cols_in], a_plus[(query - 1) % SIGN_BLOCK],
+                                        rows)
+            x_new = a_best.clone()
+            x_new[:, :, rows_in, cols_in] = candidates[rows, plus, channels]
+            logits = model(x_new)
+            if a_mask.shape[1] == 1:  # first query: the class count is known now
+                a_mask = torch.zeros_like(logits).scatter_(1, a_y, -float("inf"))
+            new_margin = logits.gather(1, a_y).squeeze(1) - (logits + a_mask).amax(1)
+            a_best = torch.where((new_margin < a_margin).view(-1, 1, 1, 1), x_new, a_best)
+            a_margin = torch.minimum(new_margin, a_margin)
+            broken = a_margin < 0
+            if broken.any():  # write the broken points back and drop them from the batch
+                done = pos[broken]
+                x_best[done], margin_best[done], queries[done] = a_best[broken], a_margin[broken], query + 1
+                keep = ~broken
+                pos, a_y, a_best, a_margin = pos[keep], a_y[keep], a_best[keep], a_margin[keep]
+                a_both, a_mask, a_plus, rows = a_both[keep], a_mask[keep], a_plus[:, keep], rows[:len(pos)]
+        x_best[pos], margin_best[pos], queries[pos] = a_best, a_margin, self.queries  # the whole budget
+        return x_best, margin_best < 0, queries
+
+
+REDRAWS = 10  # sign sets drawn per point and query; the first that changes the image is used
+SIGN_BLOCK = 10  # queries whose sign draws are made at once (a block is compacted with the batch)
+
+
+def first_changing_signs(candidates: torch.Tensor, best: torch.Tensor, plus: torch.Tensor,
+                         rows: torch.Tensor) -> torch.Tensor:
+    """Per point, the first of its drawn sign sets (plus: (m, draws, c), 1 = +ε, 0 = −ε) that changes the image (any
+    set where none does): the paper code's redraw loop, with every draw made up front. candidates: (m, 2, c, s, s)
+    the window clipped at x − ε and x + ε; best: (m, c, s, s) the window now; rows: arange(m). A sign changes a
+    channel when some pixel of its candidate differs from best (exactly: best's window pixels were computed the
+    same way, as x ± ε clipped), so one comparison decides every set."""
+    change = (candidates != best[:, None]).any(dim=(3, 4))  # (m, 2, c)
+    changed = change.gather(1, plus).any(2)  # (m, draws)
+    # argmax returns the first maximum; where no draw changes anything it returns the first draw (the loop would
+    # keep its last: both are one uniform draw)
+    return plus[rows.view(-1), changed.int().argmax(1)]
 
 
 @ATTACKS.register("square", "Square attack: score-based black-box random search with a query budget (L∞)")

@@ -1,0 +1,45 @@
+"""Square (Andriushchenko et al. 2020): the redraw of windows that change nothing, and the queries each point used."""
+from __future__ import annotations
+
+import torch
+from attack_models import tiny_cnn
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgerobust.attacks import get_attack, perturbation_norm
+from edgerobust.attacks.square import first_changing_signs
+
+SHAPE = (1, 6, 6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(1, 6), c=st.integers(1, 3), side=st.integers(1, 3), draws=st.integers(1, 10),
+       seed=st.integers(0, 2**16))
+def test_the_first_drawn_sign_set_that_changes_the_window_is_taken(m, c, side, draws, seed):
+    generator = torch.Generator().manual_seed(seed)
+    # pixel values from a few levels, so windows that change nothing are common
+    candidates = torch.randint(0, 3, (m, 2, c, side, side), generator=generator).float() / 2
+    best = torch.randint(0, 3, (m, c, side, side), generator=generator).float() / 2
+    plus = torch.randint(0, 2, (m, draws, c), generator=generator)
+    chosen = first_changing_signs(candidates, best, plus, torch.arange(m))
+    for i in range(m):  # the paper code's loop: draw until the window changes something
+        changes = [bool((candidates[i, plus[i, k], torch.arange(c)] != best[i]).any()) for k in range(draws)]
+        first = changes.index(True) if any(changes) else 0
+        assert torch.equal(chosen[i], plus[i, first])
+
+
+def test_square_stays_in_the_ball_and_counts_the_queries_each_point_used():
+    model = tiny_cnn(3)
+    x = torch.rand((40, *SHAPE), generator=torch.Generator().manual_seed(0))
+    y = model(x).argmax(1)
+    y[:4] = (y[:4] + 1) % 10  # misclassified from the start: one query, unchanged margin sign
+    for queries in (1, 7, 60):
+        attack = get_attack("square", eps=0.15, queries=queries, seed=1)
+        x_adv = attack(model, x, y)
+        with torch.no_grad():
+            fooled = model(x_adv).argmax(1) != y
+        used = attack.queries_used
+        assert (perturbation_norm(x_adv, x, "linf") <= 0.15 + 1e-6).all()
+        assert (used >= 1).all() and (used <= queries).all()
+        assert (used[~fooled] == queries).all()  # an unbroken point spends the whole budget
+        assert fooled[:4].all() and (used[:4] == 1).all()

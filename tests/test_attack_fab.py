@@ -210,7 +210,7 @@ def test_evaluate_cli_with_fab_suite_minimal_and_single_attack(digits_run, tmp_p
     assert code == 0, err
     assert "| clean | apgd-ce | apgd-t | fab-t | square |" in (path / "report.md").read_text()
     code, _, err = run_cli("evaluate", path, "--fab", "--suite", "none", "-q")
-    assert code == 2 and "--fab adds FAB-T to the standard suite" in err
+    assert code == 2 and "fab adds FAB-T to the standard suite" in err
 
 
 @pytest.mark.parametrize(("norm", "eps"), [("linf", None), ("linf", 0.05), ("l2", None), ("l2", 0.3)])

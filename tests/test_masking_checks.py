@@ -110,7 +110,7 @@ def test_results_are_keyed_by_settings_with_per_point_masks_and_examples(digits_
 
 
 def test_compress_and_evaluate_attack_the_same_points():
-    from edgerobust.compress.tradeoff import evaluation_subset
+    from edgerobust.evaluation.point import evaluation_subset
 
     test = load_dataset("digits", "test")
     images, labels = evaluation_subset(test, 300)

@@ -133,7 +133,8 @@ def fake_run(path: Path, updated: str, mtime: float | None = None) -> Path:
     path.mkdir(parents=True)
     manifest = path / "model.json"
     manifest.write_text(json.dumps({"format": MANIFEST_FORMAT, "created": "2020-01-01T00:00:00+00:00",
-                                    "updated": updated, "model": {"spec": "scnn2:4-8"}}))
+                                    "updated": updated, "model": {"spec": "scnn2:4-8", "input_shape": [1, 8, 8],
+                                                                   "num_classes": 10, "mean": [0.0], "std": [1.0]}}))
     if mtime is not None:
         os.utime(manifest, (mtime, mtime))
     return path

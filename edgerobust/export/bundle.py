@@ -209,7 +209,7 @@ def check_golden(bundle: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     names = manifest.get("golden") or {}
     inputs = _load_array(bundle, names.get("inputs", "golden_inputs.npy"))
     golden = _load_array(bundle, names.get("outputs", "golden_outputs.npy"))
-    if inputs.ndim != 4 or golden.ndim != 2 or len(inputs) != len(golden):
+    if inputs.ndim < 2 or golden.ndim != 2 or len(inputs) != len(golden):
         raise BundleError(f"bundle {bundle}: golden inputs {inputs.shape} and golden outputs {golden.shape} "
                           "are not a batch of inputs and its logits; re-export the bundle")
     figures = {}

@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
+from .. import tomlfile
 from ..errors import EdgeRobustError
 from ..io import write_json
 from ..run import RunDir, now
@@ -74,10 +73,10 @@ def load_fleet(path: str | Path, ssh_config: str | None = None, insecure_host_ke
     """Read and validate a fleet file; every error names the file and the field."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomlfile.loads(path.read_text())
     except FileNotFoundError:
         raise FleetError(f"fleet file {path} does not exist") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (tomlfile.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise FleetError(f"fleet file {path} is not valid TOML ({exc})") from None
     unknown = sorted(set(data) - {"fleet", "defaults", "device"})
     if unknown:

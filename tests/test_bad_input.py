@@ -31,9 +31,12 @@ RUN = "run"  # every case gets a fresh copy of the trained digits run at tmp/run
 @pytest.fixture(scope="module")
 def bundle_source(digits_run, tmp_path_factory):
     from edgerobust.export.api import export_run
+    from edgerobust.run import RunDir
 
-    out = tmp_path_factory.mktemp("bundle") / "bundle"
-    export_run(digits_run, "x86-cpu", out=out, progress=False, calibration=0, golden=4, fp16=False)
+    root = tmp_path_factory.mktemp("bundle")
+    shutil.copytree(digits_run.path, root / "run")  # export records itself in the run: never in the shared one
+    out = root / "bundle"
+    export_run(RunDir.open(root / "run"), "x86-cpu", out=out, progress=False, calibration=0, golden=4, fp16=False)
     return out
 
 

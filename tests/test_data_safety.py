@@ -41,6 +41,15 @@ def one_line(err: str) -> str:
     return lines[0]
 
 
+@pytest.fixture()
+def private_run(digits_run, tmp_path):
+    """A copy of the shared digits run: an export records itself in its run's manifest."""
+    from edgerobust.run import RunDir
+
+    shutil.copytree(digits_run.path, tmp_path / "run")
+    return RunDir.open(tmp_path / "run")
+
+
 def test_pipeline_with_an_unknown_step_touches_nothing(digits_run, tmp_path):
     out = tmp_path / "mine"
     shutil.copytree(digits_run.path, out / "model")
@@ -159,7 +168,7 @@ def dead_pid() -> int:
     return child.pid
 
 
-def test_export_cleans_staging_directories_of_dead_owners_only(digits_run, tmp_path):
+def test_export_cleans_staging_directories_of_dead_owners_only(private_run, tmp_path):
     from edgerobust.export.api import export_run
 
     out = tmp_path / "bundle"
@@ -171,12 +180,12 @@ def test_export_cleans_staging_directories_of_dead_owners_only(digits_run, tmp_p
     for path in (stale, legacy, old, live, unrelated):
         path.mkdir()
         (path / "model.onnx").write_bytes(b"half")
-    export_run(digits_run, "x86-cpu", out=out, progress=False, calibration=0, golden=4)
+    export_run(private_run, "x86-cpu", out=out, progress=False, calibration=0, golden=4)
     assert not stale.exists() and not legacy.exists() and not old.exists()
     assert live.is_dir() and unrelated.is_dir() and (out / "manifest.json").is_file()
 
 
-def test_a_killed_export_leaves_nothing_forever(digits_run, tmp_path):
+def test_a_killed_export_leaves_nothing_forever(private_run, tmp_path):
     """SIGKILL an export while it stages; the next export removes what it left."""
     from edgerobust.export.api import export_run
 
@@ -188,7 +197,7 @@ def test_a_killed_export_leaves_nothing_forever(digits_run, tmp_path):
             "from edgerobust.run import RunDir\n"
             "api.export_run(RunDir.open(sys.argv[1]), 'x86-cpu', out=sys.argv[2], progress=False, calibration=0,"
             " golden=4)\n")
-    child = subprocess.Popen([sys.executable, "-c", code, str(digits_run.path), str(out)], stdout=subprocess.PIPE,
+    child = subprocess.Popen([sys.executable, "-c", code, str(private_run.path), str(out)], stdout=subprocess.PIPE,
                              env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True)
     try:
         assert child.stdout.readline().strip() == "staging"
@@ -198,5 +207,5 @@ def test_a_killed_export_leaves_nothing_forever(digits_run, tmp_path):
         child.kill()
         child.wait()
     assert left[0].is_dir()  # what a killed export leaves
-    export_run(digits_run, "x86-cpu", out=out, progress=False, calibration=0, golden=4)
+    export_run(private_run, "x86-cpu", out=out, progress=False, calibration=0, golden=4)
     assert not left[0].exists() and not list(tmp_path.glob(".bundle.*"))

@@ -131,7 +131,8 @@ def test_a_real_board_and_a_real_x86_machine_are_not_emulated(tmp_path):
     (lambda root: shutil.rmtree(root / "proc/sys"), "/proc/cpuinfo"),
     # the emulator visible in the process's own mappings
     (lambda root: (shutil.rmtree(root / "proc/sys"), (root / "proc/cpuinfo").unlink(),
-                   (root / "proc/self").mkdir(), (root / "proc/self/maps").write_text(QEMU_MAPS)), "qemu-aarch64-static"),
+                   (root / "proc/self").mkdir(), (root / "proc/self/maps").write_text(QEMU_MAPS)),
+     "qemu-aarch64-static"),
     # a disabled binfmt entry and nothing else: no evidence
     (lambda root: ((root / "proc/cpuinfo").unlink(), (root / "proc/sys/fs/binfmt_misc/qemu-aarch64").write_text(
         "disabled\ninterpreter /usr/bin/qemu-aarch64-static\n")), None),

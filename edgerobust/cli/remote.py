@@ -59,7 +59,9 @@ def print_bench(doc: dict[str, Any]) -> None:
     mode = (jetson.get("power_mode") or {}).get("name")
     s = doc["settings"]
     title = (f"on {doc['host']} ({machine.get('architecture')}, {jetson.get('model') or machine.get('cpu_model')}"
-             f"{', power mode ' + mode if mode else ''}): {s['runtime']}, {s['threads']} threads, {s['warmup']} "
+             f"{', power mode ' + mode if mode else ''}"
+             f"{', EMULATED: timings are not latencies' if doc.get('emulated') else ''}): {s['runtime']}, "
+             f"{s['threads']} threads, {s['warmup']} "
              f"warm-up, {s['repeats']} repeats (ms; record per row in the run's device/ files)")
     console.print(table(title, ("precision", "batch", "p50", "p99", "cv", "end-to-end p50", "img/s", "runs", "flag"),
                         rows))

@@ -29,11 +29,11 @@ INSECURE = typer.Option(False, "--insecure-accept-any-host-key",
                         help="DANGEROUS: do not check the device's SSH host key (anyone in between can pose as it).")
 TIMEOUT = typer.Option(600.0, "--timeout", help="Seconds one runner command may take on the device.")
 MAX_CV = typer.Option(None, "--max-cv", help="Re-measure a device row whose coefficient of variation exceeds this "
-                                             "(default: the profile's power.max_cv or 0.1).")
+                                             "(default: the profile's stability.max_cv or 0.1).")
 MAX_RISE = typer.Option(None, "--max-temp-rise", help="Re-measure a device row whose temperature rises more (°C; "
-                                                      "default: the profile's power.max_temperature_rise_c or 5).")
+                                                      "default: the profile's stability.max_temperature_rise_c or 5).")
 REMEASURE = typer.Option(None, "--remeasure", help="Extra attempts for a noisy device row before it is flagged "
-                                                   "(default 2).")
+                                                   "(default: the profile's stability.remeasure or 2).")
 
 
 def remote_options(host: str, python: str | None, ssh_config: Path | None, device_dir: str | None,

@@ -177,7 +177,7 @@ def device_bench(run: RunDir | str | Path, target: str | Path | DeviceProfile, o
         raise EdgeRobustError(f"bundle {bundle_path} has no {missing[0]} model (it has "
                               f"{', '.join(manifest.get('models', {}))}); re-export or choose --precision")
     if not isinstance(stability, Stability):  # None or overrides of the profile's limits
-        stability = Stability.from_profile(profile.power, **(stability or {}))
+        stability = Stability.from_profile(profile.stability, **(stability or {}))
     threads = profile.threads if threads is None else threads
     transfer = session.connect(bundle_path)
     runtime = choose_runtime(session, profile, runtime)

@@ -170,6 +170,20 @@ def test_a_tolerance_file_outside_the_bundle_or_of_another_shape_is_refused(runn
     assert "golden_tolerance" in error_kind(["verify", "--bundle", bundle, "--precision", "fp32"], "bundle_invalid")
 
 
+def test_ping_answers_with_the_versions_and_loads_nothing(runner_bundle):
+    import subprocess
+
+    assert ok("ping") == {"protocol": PROTOCOL, "runner_version": RUNNER_VERSION,
+                          "python": ".".join(map(str, sys.version_info[:3]))}
+    code, doc = run_program(sys.executable, runner_bundle, "ping")
+    assert code == 0 and doc["result"]["runner_version"] == RUNNER_VERSION
+    done = subprocess.run([sys.executable, "-X", "importtime", str(runner_bundle / "edgerobust_runner" / "run.py"),
+                           "ping"], capture_output=True, text=True, timeout=120)
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert done.returncode == 0 and "edgerobust_runner.errors" in imported  # the runner's own imports are seen
+    assert not {"numpy", "onnxruntime", "edgerobust_runner.machine"} & imported  # a no-op: the start cost alone
+
+
 def test_verify_without_golden_and_one_precision(runner_bundle):
     assert ok("verify", "--bundle", runner_bundle, "--no-golden")["golden"] == {}
     assert sorted(ok("verify", "--bundle", runner_bundle, "--precision", "fp16")["golden"]) == ["fp16"]

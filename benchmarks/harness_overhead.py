@@ -2,8 +2,8 @@
 
 Figures (local transport = the runner in a subprocess; SSH = a loopback OpenSSH server with one shared connection):
 - per phase of a device run: connect (probe: the Python's version and what the device already holds), copy (runner
-  and bundle), start (a runner command that does no model work, `info`, answer fetched and parsed) and a bare shell
-  round trip; first run on an empty device, then the same bundle again, which must copy nothing (bytes_sent 0);
+  and bundle), start (the runner's no-op `ping`: interpreter and runner start, answer fetched and parsed) and a bare
+  shell round trip; first run on an empty device, then the same bundle again, which must copy nothing (bytes_sent 0);
 - agreement: p50 of the runner's `bench` (ort-cpu, 1 thread, batch 1, compute timing) against local
   `edgerobust bench` on the same bundle, same runtime, threads and batch; they agree when |Δp50| is within the sum of
   both spreads (p90 − p50).
@@ -45,7 +45,7 @@ def one_device_run(options: RemoteOptions, bundle: Path) -> dict:
     """Phases of one device run with a new session (as a new `edgerobust bench --host` process would have)."""
     session = options.session()
     seconds, transfer = timed(lambda: session.connect(bundle, verify=False))
-    start, _ = timed(lambda: session.call("info"))
+    start, _ = timed(lambda: session.call("ping"))
     round_trip, _ = timed(lambda: session.run("exit 0"))
     close = getattr(session.transport, "close", None)
     if close:

@@ -67,6 +67,8 @@ def test_runner_on_aarch64_info_verify_bench_replay(arm64_run, arm64_host):
     bench = device_bench(arm64_run, "arm64-testbed", options, batches=[1], name="arm64", **QUICK)
     info = bench["device"]["info"]
     assert info["machine"]["architecture"] == "aarch64"  # as the device itself reports it
+    assert info["emulation"]["emulated"] is True and bench["emulated"] is True  # qemu-user: not latencies
+    assert all(row["emulated"] and row["record"]["emulated"] and len(row["attempts"]) == 1 for row in bench["rows"])
     assert info["packages"]["onnxruntime"] == onnxruntime.__version__ and info["providers"]
     assert bench["complete"] and [r["record"]["precision"] for r in bench["rows"]] == ["fp32", "fp16"]
     for row in bench["rows"]:

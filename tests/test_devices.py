@@ -91,6 +91,23 @@ BAD_FIELDS = [
     ("threads", lambda d: d.update(threads=True)),
     ("power", lambda d: d.update(power="tegrastats")),
     ("max_opsett", lambda d: d.update(max_opsett=13)),
+    ("latency_budget_ms", lambda d: d.update(latency_budget_ms=0)),
+    ("latency_budget_ms", lambda d: d.update(latency_budget_ms="20 ms")),
+    ("latency_budget_ms", lambda d: d.update(latency_budget_ms=True)),
+    ("latency_budget_ms", lambda d: d.update(latency_budget_ms={"one": 20})),
+    ("latency_budget_ms", lambda d: d.update(latency_budget_ms={"0": 20})),
+    ("latency_budget_ms", lambda d: d.update(latency_budget_ms={"8": -1})),
+    ("latency_budget_ms", lambda d: d.update(latency_budget_ms=float("inf"))),
+    ("stability", lambda d: d.update(stability=0.1)),
+    ("stability.max_cv", lambda d: d.update(stability={"max_cv": 0})),
+    ("stability.max_cv", lambda d: d.update(stability={"max_cv": "low"})),
+    ("stability.max_temperature_rise_c", lambda d: d.update(stability={"max_temperature_rise_c": -2})),
+    ("stability.remeasure", lambda d: d.update(stability={"remeasure": 1.5})),
+    ("stability.remeasure", lambda d: d.update(stability={"remeasure": -1})),
+    ("stability.remeasure", lambda d: d.update(stability={"remeasure": True})),
+    ("stability.max_spread", lambda d: d.update(stability={"max_spread": 1})),
+    ("power.max_cv", lambda d: d["power"].update(max_cv=0.1)),
+    ("power.latency_budget_ms", lambda d: d["power"].update(latency_budget_ms=20)),
 ]
 
 
@@ -183,3 +200,32 @@ def test_a_profile_may_list_only_deployable_runtime_records():
     with pytest.raises(ProfileError, match="runtimes.*'torch-compile-cuda'.*valid values: ort-cpu"):
         profile_from_dict(data)
     assert [n for n in RUNTIME_SPECS if RUNTIME_SPECS.get(n).deployable] == sorted(PROFILE_RUNTIMES)
+
+
+def test_latency_budget_and_stability_limits_are_profile_fields(tmp_path, monkeypatch):
+    data = {**_builtin("x86-cpu"), "name": "my-board", "latency_budget_ms": 12.5}
+    assert profile_from_dict(data).latency_budget_ms == {1: 12.5}
+    data.update(latency_budget_ms={"8": 90, "1": 20}, stability={"max_cv": 0.05, "max_temperature_rise_c": 3,
+                                                                  "remeasure": 0})
+    (tmp_path / "my-board.toml").write_text(_to_toml(data))
+    monkeypatch.setenv("EDGEROBUST_DEVICES", str(tmp_path))
+    profile = load_profile("my-board")  # through a real TOML file: table keys are strings there
+    assert profile.latency_budget_ms == {1: 20.0, 8: 90.0} and list(profile.latency_budget_ms) == [1, 8]
+    assert profile.latency_budget(8) == 90.0 and profile.latency_budget(4) is None
+    assert profile.stability == {"max_cv": 0.05, "max_temperature_rise_c": 3.0, "remeasure": 0}
+    assert isinstance(profile.stability["max_temperature_rise_c"], float)
+    from edgerobust.remote.options import Stability
+
+    limits = Stability.from_profile(profile.stability)
+    assert (limits.max_cv, limits.max_temperature_rise_c, limits.remeasure) == (0.05, 3.0, 0)
+    assert Stability.from_profile(profile.stability, remeasure=4, max_cv=None).remeasure == 4  # an option wins
+    defaults = Stability.from_profile(load_profile("jetson-nano").stability)  # built-ins set none: the defaults
+    assert (defaults.max_cv, defaults.remeasure) == (Stability.max_cv, Stability.remeasure)
+    code, text, _ = run_cli("devices", "show", str(tmp_path / "my-board.toml"))
+    assert code == 0 and "latency budget, batch 8" in text and "stability: max_cv" in text
+
+
+def test_builtin_profiles_set_no_budget_the_references_do_not_give():
+    """devices.md gives no latency budgets, so no built-in profile invents one."""
+    for name in REQUIRED:
+        assert load_profile(name).latency_budget_ms == {}

@@ -333,3 +333,42 @@ def test_fleet_retries_a_transient_failure_once(edge_copy, device_python, fresh_
                      retry_delay=3.0, **QUICK)
     restart.join()
     assert rows[0]["status"] == "ok" and rows[0]["health"]["tries"] == 2
+
+
+def test_an_emulated_device_is_recorded_and_never_reported_as_a_latency(edge_copy, device_python, tmp_path,
+                                                                          monkeypatch):
+    import platform
+    import shutil
+
+    from edgerobust.report import devices as report_devices
+
+    native = device_bench(edge_copy, "x86-edge", local(device_python, tmp_path / "d"), precisions=["fp32"],
+                          name="native", **QUICK)
+    assert native["emulated"] is False and native["rows"][0]["emulated"] is False
+    assert native["rows"][0]["record"]["emulated"] is False
+    # The same machine seen as an emulated one: an enabled qemu binfmt entry for its own architecture (the runner's
+    # `info` reads it through its fixture root, as in tests/fixtures/qemu-aarch64).
+    root = tmp_path / "emulated-root"
+    (root / "proc/sys/fs/binfmt_misc").mkdir(parents=True)
+    shutil.copy(Path(__file__).parent / "fixtures/qemu-aarch64/proc/sys/fs/binfmt_misc/qemu-aarch64",
+                root / f"proc/sys/fs/binfmt_misc/qemu-{platform.machine()}")
+    monkeypatch.setenv("EDGEROBUST_RUNNER_ROOT", str(root))
+    doc = device_bench(edge_copy, "x86-edge", local(device_python, tmp_path / "d"), precisions=["fp32"],
+                       warmup=2, repeats=10, stability={"max_cv": 1e-12, "remeasure": 2}, name="emulated")
+    row = doc["rows"][0]
+    assert doc["emulated"] is True and row["emulated"] is True and row["record"]["emulated"] is True
+    assert doc["device"]["info"]["emulation"]["by"] == "qemu-user"
+    assert len(row["attempts"]) == 1 and row["flag"] is None  # one run: an emulator's spread is not judged
+    plotted = []
+
+    def recording_plot(rows, path, spec):
+        plotted.extend(rows)
+        return original(rows, path, spec)
+
+    original = report_devices.latency_plot
+    monkeypatch.setattr(report_devices, "latency_plot", recording_plot)
+    report = render_report(edge_copy).read_text()
+    assert {r["device"] for r in plotted} == {"native"}
+    assert "| native | scnn2:8-16 | fp32 | 1 |" in report and "| emulated | scnn2:8-16" not in report
+    assert "### Emulated devices (not latencies)" in report
+    assert f"| emulated | {platform.machine()} | fp32 | 1 | ort-cpu |" in report

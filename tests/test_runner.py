@@ -64,13 +64,124 @@ def test_verify_checks_hashes_and_golden_parity_per_precision(runner_bundle):
     assert result["files"] == len(manifest["files"]) and result["sha256"] == "ok"
     assert sorted(result["golden"]) == ["fp16", "fp32"]
     for precision, figure in result["golden"].items():
-        assert figure["ok"] is True and figure["tolerance"] == manifest["models"][precision]["parity"]["tolerance"]
+        derived = manifest["models"][precision]["golden_tolerance"]
+        assert figure["ok"] is True and figure["tolerance_kind"] == "derived"
+        assert figure["tolerance"] == derived["max"] and figure["tolerance_file"] == derived["file"]
+        assert figure["max_diff_over_bound"] <= 1 and figure["logits_beyond_bound"] == 0
+        assert figure["decisions_differing_not_allowed"] == 0
         assert_names_its_artifact(figure, runner_bundle, precision)
     # the figures are the host's definition: recompute them from onnxruntime here
     inputs = np.load(runner_bundle / "golden_inputs.npy")
     golden = np.load(runner_bundle / "golden_outputs.npy")
     expected = np.abs(golden.astype(np.float64) - host_logits(runner_bundle, "fp32", inputs)).max()
     assert result["golden"]["fp32"]["max_abs_diff"] == pytest.approx(expected, rel=0, abs=1e-6)
+
+
+def test_verify_agrees_with_the_host_check(runner_bundle):
+    """The host's `check_golden` and the runner's `verify` use one comparison (runner/tolerance.py)."""
+    from edgerobust.export.bundle import check_golden, read_manifest
+    from edgerobust.export.tolerance import compare_with_tolerance as host_compare
+    from edgerobust.runner.tolerance import compare_with_tolerance as runner_compare
+
+    assert host_compare is runner_compare
+    host = check_golden(runner_bundle, read_manifest(runner_bundle))
+    device = ok("verify", "--bundle", runner_bundle)["golden"]
+    for precision, figures in host.items():  # the same onnxruntime here: the same figures
+        for key in ("logits_beyond_bound", "decisions_differing_not_allowed", "decisions_differing"):
+            assert device[precision][key] == figures[key]
+        assert device[precision]["max_diff_over_bound"] == pytest.approx(figures["max_diff_over_bound"], rel=1e-6)
+
+
+def without_derived_tolerance(bundle, precision):
+    def change(manifest):
+        info = manifest["models"][precision].pop("golden_tolerance")
+        manifest["files"].pop(info["file"])
+        (bundle / info["file"]).unlink()
+    return reseal(bundle, change)
+
+
+def test_verify_falls_back_to_the_parity_tolerance(runner_bundle, tmp_path):
+    bundle = copy_bundle(runner_bundle, tmp_path)
+    manifest = without_derived_tolerance(bundle, "fp32")
+    figure = ok("verify", "--bundle", bundle)["golden"]["fp32"]
+    assert figure["ok"] is True and figure["tolerance"] == manifest["models"]["fp32"]["parity"]["tolerance"]
+    assert figure["tolerance_kind"] == manifest["models"]["fp32"]["parity"]["tolerance_kind"]
+    assert "max_diff_over_bound" not in figure
+
+
+def set_last_bias(bundle, file_name, change):
+    """Change the last Gemm's bias of an ONNX file in the bundle (and re-sign the bundle)."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(bundle / file_name)
+    gemm = [n for n in proto.graph.node if n.op_type == "Gemm"][-1]
+    init = next(i for i in proto.graph.initializer if i.name == gemm.input[2])
+    bias = numpy_helper.to_array(init).copy()
+    change(bias)
+    init.CopyFrom(numpy_helper.from_array(bias, init.name))
+    onnx.save(proto, bundle / file_name)
+    reseal(bundle)
+
+
+@pytest.mark.parametrize("precision, file_name", [("fp32", "model.onnx"), ("fp16", "model.fp16.onnx")])
+def test_a_resigned_model_beyond_its_bound_fails_verify(runner_bundle, tmp_path, precision, file_name):
+    bundle = copy_bundle(runner_bundle, tmp_path)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    shift = 4 * manifest["models"][precision]["golden_tolerance"]["max"]
+    set_last_bias(bundle, file_name, lambda bias: bias.__setitem__(0, bias[0] + np.asarray(shift, bias.dtype)))
+    assert ok("verify", "--bundle", bundle, "--no-golden")["sha256"] == "ok"  # the hashes alone vouch for it
+    message = error_kind(["verify", "--bundle", bundle, "--precision", precision], "parity_failed")
+    assert file_name in message and "beyond their derived bound" in message
+    other = "fp16" if precision == "fp32" else "fp32"
+    assert ok("verify", "--bundle", bundle, "--precision", other)["golden"][other]["ok"] is True
+
+
+def test_an_unbounded_precision_checks_finiteness_only(runner_bundle, tmp_path):
+    bundle = copy_bundle(runner_bundle, tmp_path)
+
+    def unbounded(manifest):
+        info = manifest["models"]["fp16"]["golden_tolerance"]
+        manifest["files"].pop(info["file"])
+        (bundle / info["file"]).unlink()
+        info.update(file=None, max=None)
+    reseal(bundle, unbounded)
+    figure = ok("verify", "--bundle", bundle, "--precision", "fp16")["golden"]["fp16"]
+    assert figure["ok"] is True and figure["bounded"] is False and figure["finite"] is True
+    assert figure["tolerance"] is None and figure["tolerance_kind"] == "unbounded"
+    set_last_bias(bundle, "model.fp16.onnx", lambda bias: bias.__setitem__(0, 1e3))  # far off, but finite
+    assert ok("verify", "--bundle", bundle, "--precision", "fp16")["golden"]["fp16"]["ok"] is True
+    set_last_bias(bundle, "model.fp16.onnx", lambda bias: bias.__setitem__(0, np.inf))
+    assert "non-finite" in error_kind(["verify", "--bundle", bundle, "--precision", "fp16"], "parity_failed")
+
+
+def test_a_tolerance_file_outside_the_bundle_or_of_another_shape_is_refused(runner_bundle, tmp_path):
+    bundle = copy_bundle(runner_bundle, tmp_path)
+    mutate_manifest(bundle, lambda m: m["models"]["fp32"]["golden_tolerance"].update(file="../tolerance.npy"))
+    assert "models.fp32.golden_tolerance.file" in error_kind(["verify", "--bundle", bundle], "unsafe_path")
+    bundle = copy_bundle(runner_bundle, tmp_path / "again")
+    name = json.loads((bundle / "manifest.json").read_text())["models"]["fp32"]["golden_tolerance"]["file"]
+    (bundle / name).unlink()
+    os.symlink(runner_bundle / name, bundle / name)
+    assert name in error_kind(["verify", "--bundle", bundle], "unsafe_path")
+    (bundle / name).unlink()
+    np.save(bundle / name, np.ones((3, 3)))
+    reseal(bundle)
+    assert "golden_tolerance" in error_kind(["verify", "--bundle", bundle, "--precision", "fp32"], "bundle_invalid")
+
+
+def test_ping_answers_with_the_versions_and_loads_nothing(runner_bundle):
+    import subprocess
+
+    assert ok("ping") == {"protocol": PROTOCOL, "runner_version": RUNNER_VERSION,
+                          "python": ".".join(map(str, sys.version_info[:3]))}
+    code, doc = run_program(sys.executable, runner_bundle, "ping")
+    assert code == 0 and doc["result"]["runner_version"] == RUNNER_VERSION
+    done = subprocess.run([sys.executable, "-X", "importtime", str(runner_bundle / "edgerobust_runner" / "run.py"),
+                           "ping"], capture_output=True, text=True, timeout=120)
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert done.returncode == 0 and "edgerobust_runner.errors" in imported  # the runner's own imports are seen
+    assert not {"numpy", "onnxruntime", "edgerobust_runner.machine"} & imported  # a no-op: the start cost alone
 
 
 def test_verify_without_golden_and_one_precision(runner_bundle):

@@ -96,3 +96,52 @@ def test_this_machine_reports_its_architecture():
     assert result["machine"]["architecture"] == platform.machine()
     assert result["packages"]["numpy"] and "CPUExecutionProvider" in result["providers"]
     assert result["runtimes"]["ort-cpu"]["available"] is True
+
+
+# ---- emulation: an aarch64 userland under qemu-user ------------------------------------------------------------
+QEMU = FIXTURES / "qemu-aarch64"
+QEMU_MAPS = "00400000-00800000 r-xp 00000000 08:01 123 /usr/bin/qemu-aarch64-static\n"
+
+
+def test_qemu_user_is_reported_as_emulated():
+    result = info(QEMU)
+    assert result["machine"]["architecture"] == "aarch64" and result["machine"]["emulated"] is True
+    emulation = result["emulation"]
+    assert emulation["emulated"] is True and emulation["by"] == "qemu-user"
+    assert any("/proc/cpuinfo has x86 fields" in e and "vendor_id" in e and "flags" in e
+               for e in emulation["evidence"])
+    assert any("binfmt_misc runs aarch64 programs with /usr/libexec/qemu-binfmt/aarch64-binfmt-P" in e
+               for e in emulation["evidence"])
+
+
+def test_a_real_board_and_a_real_x86_machine_are_not_emulated(tmp_path):
+    nano = info(NANO)
+    assert nano["machine"]["architecture"] == "aarch64" and nano["emulation"] == {
+        "emulated": False, "by": None, "evidence": []}
+    x86 = tmp_path / "x86"
+    shutil.copytree(QEMU, x86)
+    (x86 / "commands/uname-m").write_text("x86_64\n")  # the host itself: its own cpuinfo, an aarch64 binfmt entry
+    assert info(x86)["emulation"]["emulated"] is False
+
+
+@pytest.mark.parametrize("change, evidence", [
+    # newer qemu emulates an ARM /proc/cpuinfo; the binfmt entry alone still tells
+    (lambda root: (root / "proc/cpuinfo").write_text((NANO / "proc/cpuinfo").read_text()), "binfmt_misc"),
+    # binfmt_misc not mounted in the userland; the x86 cpuinfo alone still tells
+    (lambda root: shutil.rmtree(root / "proc/sys"), "/proc/cpuinfo"),
+    # the emulator visible in the process's own mappings
+    (lambda root: (shutil.rmtree(root / "proc/sys"), (root / "proc/cpuinfo").unlink(),
+                   (root / "proc/self").mkdir(), (root / "proc/self/maps").write_text(QEMU_MAPS)),
+     "qemu-aarch64-static"),
+    # a disabled binfmt entry and nothing else: no evidence
+    (lambda root: ((root / "proc/cpuinfo").unlink(), (root / "proc/sys/fs/binfmt_misc/qemu-aarch64").write_text(
+        "disabled\ninterpreter /usr/bin/qemu-aarch64-static\n")), None),
+])
+def test_each_piece_of_evidence_alone(tmp_path, change, evidence):
+    root = tmp_path / "qemu"
+    shutil.copytree(QEMU, root)
+    change(root)
+    emulation = info(root)["emulation"]
+    assert emulation["emulated"] is (evidence is not None)
+    if evidence:
+        assert len(emulation["evidence"]) == 1 and evidence in emulation["evidence"][0]

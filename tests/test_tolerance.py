@@ -2,6 +2,7 @@
 an artifact that computes something else."""
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -176,3 +177,13 @@ def test_smoothing_votes_agree_except_near_the_boundary(zoo):
     moved[(np.array(got["host_counts"]).argmax() + 1) % 10] = 200
     wrong = smoothing_agreement(proto, x, 3, 0.5, 200, 7, moved, "fp32")
     assert not wrong["passed"] and wrong["disagreeing"] > wrong["near_boundary"]
+
+
+def test_the_host_seals_the_tolerance_file_like_the_runner(bundle):
+    from edgerobust.export.seal import SealError
+
+    manifest = read_manifest(bundle)
+    manifest["models"]["fp32"]["golden_tolerance"]["file"] = "../golden_tolerance.fp32.npy"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SealError, match=r"models\.fp32\.golden_tolerance\.file"):
+        read_manifest(bundle)

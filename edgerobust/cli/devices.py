@@ -61,6 +61,8 @@ def _show(profile: DeviceProfile) -> None:
             ("aliases", ", ".join(profile.aliases)), ("python on device", profile.python),
             ("threads", profile.threads or "physical cores"),
             ("from", profile.source)]
+    rows += [(f"latency budget, batch {b}", f"{ms:g} ms (p50)") for b, ms in profile.latency_budget_ms.items()]
+    rows += [(f"stability: {k}", v) for k, v in profile.stability.items()]
     rows += [(f"software: {k}", v) for k, v in profile.software.items()]
     for key, value in profile.power.items():
         if isinstance(value, dict):

@@ -29,11 +29,11 @@ INSECURE = typer.Option(False, "--insecure-accept-any-host-key",
                         help="DANGEROUS: do not check the device's SSH host key (anyone in between can pose as it).")
 TIMEOUT = typer.Option(600.0, "--timeout", help="Seconds one runner command may take on the device.")
 MAX_CV = typer.Option(None, "--max-cv", help="Re-measure a device row whose coefficient of variation exceeds this "
-                                             "(default: the profile's power.max_cv or 0.1).")
+                                             "(default: the profile's stability.max_cv or 0.1).")
 MAX_RISE = typer.Option(None, "--max-temp-rise", help="Re-measure a device row whose temperature rises more (°C; "
-                                                      "default: the profile's power.max_temperature_rise_c or 5).")
+                                                      "default: the profile's stability.max_temperature_rise_c or 5).")
 REMEASURE = typer.Option(None, "--remeasure", help="Extra attempts for a noisy device row before it is flagged "
-                                                   "(default 2).")
+                                                   "(default: the profile's stability.remeasure or 2).")
 
 
 def remote_options(host: str, python: str | None, ssh_config: Path | None, device_dir: str | None,
@@ -59,7 +59,9 @@ def print_bench(doc: dict[str, Any]) -> None:
     mode = (jetson.get("power_mode") or {}).get("name")
     s = doc["settings"]
     title = (f"on {doc['host']} ({machine.get('architecture')}, {jetson.get('model') or machine.get('cpu_model')}"
-             f"{', power mode ' + mode if mode else ''}): {s['runtime']}, {s['threads']} threads, {s['warmup']} "
+             f"{', power mode ' + mode if mode else ''}"
+             f"{', EMULATED: timings are not latencies' if doc.get('emulated') else ''}): {s['runtime']}, "
+             f"{s['threads']} threads, {s['warmup']} "
              f"warm-up, {s['repeats']} repeats (ms; record per row in the run's device/ files)")
     console.print(table(title, ("precision", "batch", "p50", "p99", "cv", "end-to-end p50", "img/s", "runs", "flag"),
                         rows))

@@ -43,7 +43,15 @@ class DeviceProfile:
     compute_capability: str | None = None  # CUDA sm version, GPUs only
     software: dict[str, str] = field(default_factory=dict)  # versions on the device (JetPack, TensorRT, CUDA)
     aliases: list[str] = field(default_factory=list)  # short names for --target (`jetson` for jetson-nano)
+    # p50 latency budget per batch size in ms ({batch: ms}); a single number in the file is the budget at batch 1
+    latency_budget_ms: dict[int, float] = field(default_factory=dict)
+    # when a device timing row counts as settled: `max_cv`, `max_temperature_rise_c`, `remeasure` (only those given)
+    stability: dict[str, float | int] = field(default_factory=dict)
     source: str = ""  # the file it was read from
+
+    def latency_budget(self, batch: int = 1) -> float | None:
+        """The p50 latency budget (ms) for one call with `batch` inputs, or None where the profile sets none."""
+        return self.latency_budget_ms.get(batch)
 
     def supports_precision(self, precision: str) -> bool:
         return precision in self.precisions
@@ -77,7 +85,15 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "runtimes": (list, True), "precisions": (list, True), "max_opset": (int, True), "operator_set": (str, False),
     "memory_budget": ((str, int), True), "python": (str, True), "threads": (int, False), "power": (dict, False),
     "compute_capability": (str, False), "software": (dict, False), "aliases": (list, False),
+    "latency_budget_ms": ((int, float, dict), False), "stability": (dict, False),
 }
+# [stability] keys -> (types, smallest allowed value, whether that value itself is allowed)
+STABILITY_FIELDS: dict[str, tuple[tuple[type, ...], float, bool]] = {
+    "max_cv": ((int, float), 0.0, False), "max_temperature_rise_c": ((int, float), 0.0, False),
+    "remeasure": ((int,), 0, True)}
+# Keys that belong in a real field now, not in the free-form [power] table.
+MOVED_POWER_KEYS = {"latency_budget_ms": "the top-level field latency_budget_ms",
+                    **{key: f"the [stability] table ({key})" for key in STABILITY_FIELDS}}
 NAME_PATTERN = r"[a-z0-9][a-z0-9._-]*"
 
 
@@ -150,6 +166,10 @@ def profile_from_dict(data: dict[str, Any], source: str = "<dict>") -> DevicePro
     if data["accelerator"] == "gpu" and "compute_capability" not in data:
         raise ProfileError(f"{where('compute_capability')} is missing (a GPU profile gives its CUDA compute "
                            "capability, e.g. \"5.3\")")
+    for key in sorted(set(data.get("power", {})) & set(MOVED_POWER_KEYS)):
+        raise ProfileError(f"{where('power.' + key)} is not read from [power]; set it in {MOVED_POWER_KEYS[key]}")
+    budgets = _latency_budgets(data.get("latency_budget_ms", {}), where("latency_budget_ms"))
+    stability = _stability(data.get("stability", {}), where)
     software = data.get("software", {})
     for key, value in software.items():
         if not isinstance(value, str):
@@ -159,7 +179,43 @@ def profile_from_dict(data: dict[str, Any], source: str = "<dict>") -> DevicePro
         accelerator=data["accelerator"], runtimes=runtimes, precisions=precisions, max_opset=data["max_opset"],
         operator_set=operator_set, memory_budget_bytes=parse_bytes(data["memory_budget"], where("memory_budget")),
         python=data["python"], threads=threads, power=dict(data.get("power", {})),
-        compute_capability=data.get("compute_capability"), software=dict(software), aliases=aliases, source=source)
+        compute_capability=data.get("compute_capability"), software=dict(software), aliases=aliases,
+        latency_budget_ms=budgets, stability=stability, source=source)
+
+
+def _positive_number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
+        raise ProfileError(f"{where}: must be a positive number of milliseconds, not {value!r}")
+    return float(value)
+
+
+def _latency_budgets(value: int | float | dict, where: str) -> dict[int, float]:
+    """One number (the budget at batch 1) or a table {batch size: ms}, e.g. `latency_budget_ms = {1 = 20, 8 = 90}`."""
+    if not isinstance(value, dict):
+        return {1: _positive_number(value, where)}
+    budgets = {}
+    for batch, ms in value.items():
+        if not (isinstance(batch, int) and not isinstance(batch, bool) or str(batch).isdigit()) or int(batch) < 1:
+            raise ProfileError(f"{where}: key {batch!r} is not a batch size (a positive integer)")
+        budgets[int(batch)] = _positive_number(ms, f"{where}.{batch}")
+    return dict(sorted(budgets.items()))
+
+
+def _stability(table: dict, where: Any) -> dict[str, float | int]:
+    """The [stability] table: when a device timing row counts as settled (remote/options.py `Stability`)."""
+    limits: dict[str, float | int] = {}
+    for key, value in table.items():
+        if key not in STABILITY_FIELDS:
+            raise ProfileError(f"{where('stability.' + key)} is not a stability limit; valid: "
+                               f"{', '.join(STABILITY_FIELDS)}")
+        kinds, low, inclusive = STABILITY_FIELDS[key]
+        ok = not isinstance(value, bool) and isinstance(value, kinds) and (value >= low if inclusive else value > low)
+        if not ok or value == float("inf"):
+            names = "an integer" if kinds == (int,) else "a number"
+            raise ProfileError(f"{where('stability.' + key)} must be {names} {'≥' if inclusive else '>'} {low:g}, "
+                               f"not {value!r}")
+        limits[key] = value if kinds == (int,) else float(value)
+    return limits
 
 
 def _check_aliases(values: list, name: str, where: str) -> list[str]:

@@ -222,7 +222,11 @@ def check_golden(bundle: Path, manifest: dict[str, Any]) -> dict[str, Any]:
             raise BundleError(f"bundle {bundle}: {entry['file']} cannot be run on the golden inputs "
                               f"({type(exc).__name__}); re-export the bundle") from None
         if "golden_tolerance" in entry:
-            got = compare_with_tolerance(outputs, golden, golden_tolerance_of(bundle, entry))
+            try:
+                got = compare_with_tolerance(outputs, golden, golden_tolerance_of(bundle, entry))
+            except ValueError as exc:  # a tolerance array of another shape than the golden outputs
+                raise BundleError(f"bundle {bundle}: models.{precision}.golden_tolerance: {exc}; re-export the "
+                                  "bundle") from None
             if not got["passed"]:
                 raise BundleError(f"bundle {bundle}: {entry['file']} no longer reproduces the golden outputs within "
                                   f"the derived tolerance ({got.get('logits_beyond_bound', 0)} logits beyond their "

@@ -44,6 +44,9 @@ from onnx import numpy_helper
 from ..errors import EdgeRobustError
 from ..registry import Registry
 
+# The check of outputs against the bound is the runner's pure-numpy one, so host and device `verify` decide alike.
+from ..runner.tolerance import compare_with_tolerance, decision_may_differ  # noqa: F401  (re-exported)
+
 # The float64 evaluation of the bounds is itself rounded (relative ~n·2^-53 per layer): round the result up by this.
 SAFETY = 1.0 + 2.0 ** -30
 REFERENCE = "Higham, Accuracy and Stability of Numerical Algorithms (2002), ch. 3: |fl(w'x) - w'x| <= γ_n |w|'|x|"
@@ -351,39 +354,6 @@ def golden_tolerances(proto: onnx.ModelProto, inputs: np.ndarray, precisions: li
 
 def golden_tolerance(proto: onnx.ModelProto, inputs: np.ndarray, precision: str) -> np.ndarray | None:
     return golden_tolerances(proto, inputs, [precision])[precision]
-
-
-def decision_may_differ(golden: np.ndarray, tolerance: np.ndarray) -> np.ndarray:
-    """Inputs whose argmax may legitimately differ: golden top-2 margin below twice the input's largest bound."""
-    top2 = np.sort(np.asarray(golden, dtype=np.float64), axis=1)[:, -2:]
-    return (top2[:, 1] - top2[:, 0]) < 2.0 * np.asarray(tolerance).max(axis=1)
-
-
-def compare_with_tolerance(outputs: np.ndarray, golden: np.ndarray, tolerance: np.ndarray | None) -> dict[str, Any]:
-    """Check device `outputs` against `golden` within the derived `tolerance` (None: unbounded, finiteness only).
-
-    `passed` means every logit is within its bound and every differing decision is one the margin rule allows.
-    """
-    outputs = np.asarray(outputs, dtype=np.float64)
-    golden = np.asarray(golden, dtype=np.float64)
-    finite = bool(np.isfinite(outputs).all())
-    differ = outputs.argmax(1) != golden.argmax(1)
-    figures: dict[str, Any] = {"inputs": len(golden), "max_abs_diff": float(np.abs(outputs - golden).max()),
-                               "decisions_differing": int(differ.sum()),
-                               "top1_agreement": float(1.0 - differ.mean()), "finite": finite}
-    if tolerance is None:
-        figures.update(bounded=False, passed=finite)
-        return figures
-    diff = np.abs(outputs - golden)
-    allowed = decision_may_differ(golden, tolerance)
-    figures.update(bounded=True, max_bound=float(np.max(tolerance)),
-                   max_diff_over_bound=float(np.max(diff / np.maximum(tolerance, np.finfo(np.float64).tiny))),
-                   logits_beyond_bound=int((diff > tolerance).sum()),
-                   decisions_near_boundary=int(allowed.sum()),
-                   decisions_differing_not_allowed=int((differ & ~allowed).sum()))
-    figures["passed"] = finite and figures["logits_beyond_bound"] == 0 and \
-        figures["decisions_differing_not_allowed"] == 0
-    return figures
 
 
 def smoothing_agreement(proto: onnx.ModelProto, x: np.ndarray, row: int, sigma: float, n: int, seed: int,

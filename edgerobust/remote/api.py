@@ -80,11 +80,16 @@ def device_facts(session: DeviceSession, transfer: dict | None = None) -> dict[s
             "python_version": session.python_version, "runner_sha256": session.runner_sha}
 
 
+def is_emulated(info: dict[str, Any]) -> bool:
+    """The device runs the runner under user-mode emulation (qemu-user): its timings are not latencies."""
+    return bool((info.get("emulation") or {}).get("emulated") or (info.get("machine") or {}).get("emulated"))
+
+
 def row_record(label: str, info: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     """The facts one figure was measured under."""
     machine, jetson = info.get("machine", {}), info.get("jetson") or {}
     runtime = result.get("runtime", {})
-    return {"device": label, "hostname": machine.get("hostname"),
+    return {"device": label, "hostname": machine.get("hostname"), "emulated": is_emulated(info),
             "model": jetson.get("model") or machine.get("cpu_model"), "architecture": machine.get("architecture"),
             "software": {"python": machine.get("python"), "os": machine.get("os"), "l4t": jetson.get("l4t"),
                          **(info.get("packages") or {})},
@@ -137,17 +142,22 @@ def _open(run: RunDir | str | Path, target, options: RemoteOptions | DeviceSessi
     return run, profile, bundle_path, session, device_slug(name or session.label)
 
 
-def measure_row(session: DeviceSession, args: list[str], stability: Stability) -> dict[str, Any]:
-    """`bench` once, then again up to `stability.remeasure` times while the row is noisy or heating up."""
+def measure_row(session: DeviceSession, args: list[str], stability: Stability,
+                emulated: bool = False) -> dict[str, Any]:
+    """`bench` once, then again up to `stability.remeasure` times while the row is noisy or heating up.
+
+    On an emulated device the row is measured once and recorded as `emulated`: its timings are an emulator's, so
+    neither the stability limits nor a comparison apply.
+    """
     attempts = []
-    for _ in range(stability.remeasure + 1):
+    for _ in range(1 if emulated else stability.remeasure + 1):
         result = session.call("bench", *args)
-        ok, why = stability.settled(result)
+        ok, why = (True, "emulated: stability not judged") if emulated else stability.settled(result)
         attempts.append({"cv": result["compute"]["cv"], "temperature_rise_c": result.get("temperature_rise_c"),
                          "settled": ok, "why": why})
         if ok:
             break
-    return {**result, "attempts": attempts, "settled": attempts[-1]["settled"],
+    return {**result, "emulated": emulated, "attempts": attempts, "settled": attempts[-1]["settled"],
             "flag": None if attempts[-1]["settled"] else f"never settled after {len(attempts)} runs "
                                                           f"({attempts[-1]['why']})"}
 
@@ -167,13 +177,14 @@ def device_bench(run: RunDir | str | Path, target: str | Path | DeviceProfile, o
         raise EdgeRobustError(f"bundle {bundle_path} has no {missing[0]} model (it has "
                               f"{', '.join(manifest.get('models', {}))}); re-export or choose --precision")
     if not isinstance(stability, Stability):  # None or overrides of the profile's limits
-        stability = Stability.from_profile(profile.power, **(stability or {}))
+        stability = Stability.from_profile(profile.stability, **(stability or {}))
     threads = profile.threads if threads is None else threads
     transfer = session.connect(bundle_path)
     runtime = choose_runtime(session, profile, runtime)
     record = DeviceRecord(run, slug, "bench", {
         "host": session.label, "target": profile.name, "bundle": str(bundle_path), "bundle_sha256": session.bundle_sha,
         "device": device_facts(session, transfer.to_dict()), "stability": vars(stability),
+        "emulated": is_emulated(session.info()),
         "settings": {"runtime": runtime, "threads": threads, "warmup": warmup, "repeats": repeats,
                      "precisions": precisions, "batches": list(batches)}})
     jobs = [(p, b) for p in precisions for b in batches]
@@ -184,7 +195,7 @@ def device_bench(run: RunDir | str | Path, target: str | Path | DeviceProfile, o
                 bar.update(task, status=f"{precision} batch {batch}")
                 args = ["--precision", precision, "--runtime", runtime, "--threads", str(threads), "--batch",
                         str(batch), "--warmup", str(warmup), "--repeats", str(repeats)]
-                result = measure_row(session, args, stability)
+                result = measure_row(session, args, stability, is_emulated(session.info()))
                 result["record"] = row_record(session.label, session.info(), result)
                 record.add(result)
                 bar.advance(task)

@@ -32,8 +32,8 @@ class RemoteOptions:
 class Stability:
     """When a timing row is noisy or the device heats up, measure it again; flag it if it never settles.
 
-    Defaults come from the profile's `[power]` table (`max_cv`, `max_temperature_rise_c`, `remeasure`) where it
-    has them; an option overrides both.
+    Defaults come from the profile's `[stability]` table (`max_cv`, `max_temperature_rise_c`, `remeasure`,
+    validated by devices/profile.py) where it has them; an option overrides both.
     """
 
     max_cv: float = 0.10
@@ -41,10 +41,11 @@ class Stability:
     remeasure: int = 2  # extra attempts after the first
 
     @classmethod
-    def from_profile(cls, power: dict[str, Any], **override: Any) -> Stability:
-        values = {"max_cv": power.get("max_cv", cls.max_cv),
-                  "max_temperature_rise_c": power.get("max_temperature_rise_c", cls.max_temperature_rise_c),
-                  "remeasure": power.get("remeasure", cls.remeasure)}
+    def from_profile(cls, limits: dict[str, Any], **override: Any) -> Stability:
+        """`limits`: a profile's `stability` field (DeviceProfile.stability); `override`: options (None = unset)."""
+        values = {"max_cv": limits.get("max_cv", cls.max_cv),
+                  "max_temperature_rise_c": limits.get("max_temperature_rise_c", cls.max_temperature_rise_c),
+                  "remeasure": limits.get("remeasure", cls.remeasure)}
         values.update({k: v for k, v in override.items() if v is not None})
         stability = cls(float(values["max_cv"]), float(values["max_temperature_rise_c"]), int(values["remeasure"]))
         if stability.max_cv <= 0 or stability.max_temperature_rise_c <= 0 or stability.remeasure < 0:

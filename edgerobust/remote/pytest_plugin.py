@@ -23,7 +23,8 @@ def pytest_addoption(parser) -> None:
     group.addoption("--edge-ssh-config", help="an ssh_config file for ssh -F")
     group.addoption("--edge-device-dir", help="work directory on the device")
     group.addoption("--edge-latency-ms", type=float,
-                    help="p50 latency budget at batch 1 (default: the profile's [power] latency_budget_ms)")
+                    help="p50 latency budget at batch 1, replacing the profile's latency_budget_ms "
+                         "(default: the profile's budgets, per batch)")
     group.addoption("--edge-max-gap", type=float, default=0.02,
                     help="largest accepted |host − device| accuracy on a replayed set (default 0.02)")
 

@@ -180,7 +180,7 @@ class DeviceSession:
              timeout: float | None = None, prelude: str = "") -> dict[str, Any]:
         """Run one runner command; return its `result` or raise the typed error it (or the link) reports."""
         words = [self.transport.python, self.runner, command]
-        if bundle and self.bundle and command not in ("info", "unpack"):
+        if bundle and self.bundle and command not in ("ping", "info", "unpack"):
             words += ["--bundle", self.bundle]
         limit = (timeout or self.timeout) + 5  # the device ends a runner we stopped waiting for, a little later
         guard = f'T=; command -v timeout >/dev/null 2>&1 && T="timeout -s KILL {limit:g}"\n'

@@ -35,8 +35,20 @@ def latency_rows(run: RunDir) -> list[dict]:
                          "runtime": (rec.get("runtime") or {}).get("name"), "p50_ms": r["compute"]["p50_ms"],
                          "p99_ms": r["compute"]["p99_ms"], "cv": r["compute"]["cv"],
                          "e2e_p50_ms": r["end_to_end"]["p50_ms"], "power_mode": rec.get("power_mode"),
-                         "threads": rec.get("threads"), "flag": r.get("flag")})
+                         "threads": rec.get("threads"), "flag": r.get("flag"),
+                         "emulated": bool(r.get("emulated") or rec.get("emulated") or doc.get("emulated")),
+                         "architecture": rec.get("architecture")})
     return rows
+
+
+def emulated_rows(rows: list[dict]) -> list[dict]:
+    """Rows measured under user-mode emulation (qemu-user): plumbing checks, never latencies."""
+    return [r for r in rows if r["emulated"]]
+
+
+def measured_rows(rows: list[dict]) -> list[dict]:
+    """Rows measured on the device's own hardware: the only ones compared or plotted as latencies."""
+    return [r for r in rows if not r["emulated"]]
 
 
 def latency_plot(rows: list[dict], path: Path, spec: str) -> Path:
@@ -74,7 +86,8 @@ def devices_section(run: RunDir, figures: Path) -> str | None:
     if not run.manifest.get("device"):
         return None
     parts = ["## On the device", ""]
-    rows = latency_rows(run)
+    everything = latency_rows(run)
+    rows, emulated = measured_rows(everything), emulated_rows(everything)
     if rows:
         spec = rows[0]["model"]
         parts += ["Measured on the device by the edgerobust runner (compute = the runtime call with the input in "
@@ -87,6 +100,14 @@ def devices_section(run: RunDir, figures: Path) -> str | None:
                              r["e2e_p50_ms"], r["flag"] or "") for r in rows]), ""]
         plot = latency_plot(rows, figures / "device_latency.png", spec)
         parts += [f"![latency per device]({plot.relative_to(run.path)})", ""]
+    if emulated:
+        parts += ["### Emulated devices (not latencies)", "",
+                  "These devices ran the runner under user-mode emulation (qemu-user): the runs prove the runner, its "
+                  "dependencies and the protocol on the device's architecture, but an emulator's timings say nothing "
+                  "about the device's speed, so they are neither tabled nor plotted as latencies.", "",
+                  md_table(("device", "architecture", "precision", "batch", "runtime"),
+                           [(r["device"], r["architecture"] or "n/a", r["precision"], r["batch"], r["runtime"])
+                            for r in emulated]), ""]
     gaps = gap_rows(run)
     if gaps:
         parts += ["### Robustness after deployment", "",

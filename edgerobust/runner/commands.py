@@ -10,6 +10,7 @@ from .runtimes import open_session
 from .sealed import check_hashes
 from .sets import bundle_sets, choose_set, clean_set, load_npz
 from .stats import summarize, throughput, time_calls
+from .tolerance import compare_with_tolerance
 
 
 def predict(session, x, batch):
@@ -60,7 +61,8 @@ def verify(bundle, options, precisions=None, golden=True):
         return result
     names = precisions or sorted((bundle.manifest.get("models") or {}))
     inputs = golden_array(bundle, "inputs").astype(np.float32)
-    reference = golden_array(bundle, "outputs").astype(np.float32)
+    golden_outputs = golden_array(bundle, "outputs")
+    reference = golden_outputs.astype(np.float32)
     for precision in names:
         entry = bundle.model_entry(precision)
         allowed = entry.get("runtimes")
@@ -70,25 +72,68 @@ def verify(bundle, options, precisions=None, golden=True):
             continue
         session = open_session(bundle, precision, options)
         try:
-            figures = compare(reference, predict(session, inputs, max(options.max_batch, 1)))
+            outputs = predict(session, inputs, max(options.max_batch, 1))
+            figures = compare(reference, outputs)
             figures.update(_figure(bundle, precision, session, options.max_batch))
         finally:
             session.close()
-        parity = entry.get("parity") or {}
-        if "tolerance" in parity:
-            kind = parity.get("tolerance_kind", "absolute")
-            measured = figures["max_rel_diff"] if kind == "relative" else figures["max_abs_diff"]
-            figures.update(tolerance=parity["tolerance"], tolerance_kind=kind, ok=bool(measured <= parity["tolerance"]))
-            if not figures["ok"]:
-                raise RunnerError("parity_failed", "{} ({}) no longer reproduces the golden outputs on {}: {} "
-                                                   "difference {:.3g} > {:g}; re-export or check the device".format(
-                                                       entry["file"], precision, options.runtime, kind, measured,
-                                                       parity["tolerance"]))
+        if "golden_tolerance" in entry:
+            figures.update(_check_derived(bundle, precision, entry, golden_outputs, outputs, options.runtime))
         else:
-            figures.update(tolerance=None, ok=None)
+            figures.update(_check_parity(precision, entry, figures, options.runtime))
         figures["checked"] = True
         result["golden"][precision] = figures
     return result
+
+
+def _check_derived(bundle, precision, entry, reference, outputs, runtime):
+    """The bundle's derived per-logit tolerance (runner/tolerance.py); `file: null` means finiteness only."""
+    info = entry["golden_tolerance"]
+    where = "models.{}.golden_tolerance".format(precision)
+    if not isinstance(info, dict) or "file" not in info:
+        raise RunnerError("bundle_invalid", "{} has no `file` entry; re-export the bundle".format(where))
+    bound = None
+    if info["file"] is not None:
+        path = bundle.path(info["file"], where + ".file")
+        try:
+            bound = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise RunnerError("bundle_invalid", "{} is not a plain .npy array ({})".format(info["file"], exc)) from None
+        if bound.dtype.kind != "f" or bound.shape != reference.shape:
+            raise RunnerError("bundle_invalid", "{} ({}) holds {} {}, not the golden outputs' float shape {}; "
+                                                "re-export the bundle".format(where, info["file"], bound.dtype,
+                                                                              bound.shape, reference.shape))
+    got = compare_with_tolerance(outputs, reference, bound)
+    figures = {"tolerance": got.get("max_bound"), "tolerance_kind": "derived" if bound is not None else "unbounded",
+               "tolerance_file": info["file"], "ok": got["passed"]}
+    figures.update({k: got[k] for k in ("finite", "bounded", "decisions_differing") if k in got})
+    for key in ("max_diff_over_bound", "logits_beyond_bound", "decisions_near_boundary",
+                "decisions_differing_not_allowed"):
+        figures[key] = got.get(key)
+    if not got["passed"]:
+        if bound is None:
+            why = "non-finite outputs (no finite bound is recorded, so only finiteness is checked)"
+        else:
+            why = "{} logits beyond their derived bound (at most {:.3g} times it), {} decisions changed away from " \
+                  "the boundary".format(got["logits_beyond_bound"], got["max_diff_over_bound"],
+                                        got["decisions_differing_not_allowed"])
+        raise RunnerError("parity_failed", "{} ({}) no longer reproduces the golden outputs on {}: {}; re-export or "
+                                           "check the device".format(entry["file"], precision, runtime, why))
+    return figures
+
+
+def _check_parity(precision, entry, figures, runtime):
+    """Older bundles: the manifest's `parity.tolerance` (absolute, or relative to the largest |golden logit|)."""
+    parity = entry.get("parity") or {}
+    if "tolerance" not in parity:
+        return {"tolerance": None, "ok": None}
+    kind = parity.get("tolerance_kind", "absolute")
+    measured = figures["max_rel_diff"] if kind == "relative" else figures["max_abs_diff"]
+    if not measured <= parity["tolerance"]:
+        raise RunnerError("parity_failed", "{} ({}) no longer reproduces the golden outputs on {}: {} difference "
+                                           "{:.3g} > {:g}; re-export or check the device".format(
+                                               entry["file"], precision, runtime, kind, measured, parity["tolerance"]))
+    return {"tolerance": parity["tolerance"], "tolerance_kind": kind, "ok": True}
 
 
 def bench(bundle, options, precision, batch, warmup, repeats, root, hashes=True):

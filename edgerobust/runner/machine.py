@@ -229,9 +229,60 @@ def ort_providers():
     return list(onnxruntime.get_available_providers())
 
 
+def architecture(root):
+    """The machine's architecture as this Python sees it (`uname -m`); a fixture root may record
+    ROOT/commands/uname-m (e.g. to stand for an aarch64 process under qemu-user)."""
+    recorded = root.read("/commands/uname-m") if root.root is not None else None
+    return recorded.strip() if recorded and recorded.strip() else platform.machine()
+
+
+def _family(arch):
+    arch = (arch or "").lower()
+    if arch in ("x86_64", "amd64", "i386", "i486", "i586", "i686", "x86"):
+        return "x86"
+    if arch.startswith(("aarch64", "arm")):
+        return "arm"
+    return arch or None
+
+
+X86_CPUINFO = re.compile(r"^(vendor_id|flags|cpu family)\s*:", re.MULTILINE)
+ARM_CPUINFO = re.compile(r"^(CPU implementer|CPU architecture|Features)\s*:", re.MULTILINE)
+
+
+def emulation(root, arch):
+    """Whether this process runs under user-mode emulation (qemu-user via binfmt_misc): timings there mean nothing.
+
+    Evidence, each cheap: /proc/cpuinfo describes another instruction-set family than the process's architecture
+    (qemu-user before 8.1 passes the host's file through: an aarch64 process sees x86 `vendor_id` and `flags`);
+    /proc/self/maps names a qemu binary; binfmt_misc has an enabled qemu entry for this very architecture, so this
+    architecture's programs are run by an emulator here. Returns {"emulated", "by", "evidence": [...]}.
+    """
+    evidence = []
+    family = _family(arch)
+    cpuinfo = root.read("/proc/cpuinfo") or ""
+    found = [m.group(1) for m in X86_CPUINFO.finditer(cpuinfo)]
+    if family == "arm" and found:
+        evidence.append("/proc/cpuinfo has x86 fields ({}) on {}".format(", ".join(sorted(set(found))), arch))
+    found = [m.group(1) for m in ARM_CPUINFO.finditer(cpuinfo)]
+    if family == "x86" and found:
+        evidence.append("/proc/cpuinfo has ARM fields ({}) on {}".format(", ".join(sorted(set(found))), arch))
+    maps = root.read("/proc/self/maps") or ""
+    qemu = re.search(r"\S*/qemu-[\w.-]+", maps)
+    if qemu:
+        evidence.append("/proc/self/maps maps " + qemu.group(0))
+    for entry in root.listdir("/proc/sys/fs/binfmt_misc"):
+        if arch and entry == "qemu-" + arch:
+            text = root.read("/proc/sys/fs/binfmt_misc/" + entry) or ""
+            if text.startswith("enabled"):
+                interpreter = re.search(r"^interpreter\s+(\S+)", text, re.MULTILINE)
+                evidence.append("binfmt_misc runs {} programs with {}".format(
+                    arch, interpreter.group(1) if interpreter else entry))
+    return {"emulated": bool(evidence), "by": "qemu-user" if evidence else None, "evidence": evidence}
+
+
 def machine(root):
     total, available = memory(root)
-    return {"architecture": platform.machine(), "hostname": socket.gethostname(),
+    return {"architecture": architecture(root), "hostname": socket.gethostname(),
             "python": platform.python_version(), "python_executable": sys.executable, "os": os_name(root),
             "kernel": platform.release(), "cpu_model": cpu_model(root), "cpu_cores": os.cpu_count(),
             "cpu_online": len(parse_online(root.read("/sys/devices/system/cpu/online"))) or None,
@@ -249,7 +300,10 @@ def conditions(root):
 
 def info(root, runtimes):
     facts = jetson(root)
-    return {"machine": machine(root),
+    about = machine(root)
+    emulated = emulation(root, about["architecture"])
+    about["emulated"] = emulated["emulated"]
+    return {"machine": about, "emulation": emulated,
             "packages": {"numpy": package_version("numpy"), "onnxruntime": package_version("onnxruntime"),
                          "tensorrt": package_version("tensorrt")},
             "providers": ort_providers(), "runtimes": runtimes, "gpu": gpu(root, facts), "jetson": facts,

@@ -36,6 +36,7 @@ def build_parser():
         sub.add_argument("--no-hash", action="store_true")
         return sub
 
+    commands.add_parser("ping")
     info = commands.add_parser("info")
     info.add_argument("--root")
     verify = model_command("verify", 64)
@@ -76,6 +77,10 @@ def default_bundle():
 
 def execute(args, key_source=None):
     """Run the parsed command and return its result dict (RunnerError on failure)."""
+    if args.command == "ping":  # a no-op: what starting the runner costs, and which runner answers
+        import platform
+
+        return {"protocol": PROTOCOL, "runner_version": RUNNER_VERSION, "python": platform.python_version()}
     from . import machine
 
     if args.command == "info":
@@ -150,7 +155,7 @@ def main(argv=None, stdout=None, key_source=None):
         args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
         command = args.command
         if command is None:
-            raise RunnerError("usage", "no command given; choose info, verify, bench, replay, smooth or unpack")
+            raise RunnerError("usage", "no command given; choose ping, info, verify, bench, replay, smooth or unpack")
         with stdout_to_stderr():
             result = execute(args, key_source)
         doc, code = envelope(command, result), 0

@@ -21,7 +21,7 @@ def test_the_first_drawn_sign_set_that_changes_the_window_is_taken(m, c, side, d
     candidates = torch.randint(0, 3, (m, 2, c, side, side), generator=generator).float() / 2
     best = torch.randint(0, 3, (m, c, side, side), generator=generator).float() / 2
     plus = torch.randint(0, 2, (m, draws, c), generator=generator)
-    chosen = first_changing_signs(candidates, best, plus, torch.arange(m))
+    chosen = first_changing_signs(candidates, best, plus)[:, 0]
     for i in range(m):  # the paper code's loop: draw until the window changes something
         changes = [bool((candidates[i, plus[i, k], torch.arange(c)] != best[i]).any()) for k in range(draws)]
         first = changes.index(True) if any(changes) else 0

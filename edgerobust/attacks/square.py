@@ -90,6 +90,10 @@ class Square(Attack):
         a_both = (x[pos, None] + both).clamp(0, 1)
         a_y = y[pos, None]
         a_mask = None  # made at the first query, when the class count is known
+        # every pixel of the best points sits at one of its two candidates, and they differ (so far always, for
+        # x in [0, 1] and ε > 0 in x's precision): then counting the pixels at x + ε decides every sign set
+        two_valued = bool(((a_both[:, 0] != a_both[:, 1]) & ((a_best == a_both[:, 0]) | (a_best == a_both[:, 1])))
+                          .all())
         for query in range(1, self.queries):
             m = len(pos)
             if m == 0:
@@ -101,7 +105,7 @@ class Square(Attack):
             side, rows_in, cols_in = windows[query - 1]
             # both signs per channel (m, 2, c, side, side), then the first drawn sign set that changes the image
             candidates = a_both[:, :, :, rows_in, cols_in]
-            signs = first_changing_signs(candidates, a_best[:, :, rows_in, cols_in], a_plus[block])
+            signs = first_changing_signs(candidates, a_best[:, :, rows_in, cols_in], a_plus[block], two_valued)
             x_new = a_best.clone()
             x_new[:, :, rows_in, cols_in] = candidates.gather(1, signs[..., None, None].expand(m, 1, c, side,
                                                                                               side))[:, 0]
@@ -128,15 +132,21 @@ REDRAWS = 10  # sign sets drawn per point and query; the first that changes the 
 SIGN_BLOCK = 10  # queries whose sign draws are made at once (a block is compacted with the batch)
 
 
-def first_changing_signs(candidates: torch.Tensor, best: torch.Tensor, plus: torch.Tensor) -> torch.Tensor:
+def first_changing_signs(candidates: torch.Tensor, best: torch.Tensor, plus: torch.Tensor,
+                         two_valued: bool = False) -> torch.Tensor:
     """Per point, the first of its drawn sign sets (plus: (m, draws, c), 1 = +ε, 0 = −ε) that changes the image (the
     first set where none does), as (m, 1, c): the paper code's redraw loop, with every draw made up front.
     candidates: (m, 2, c, s, s) the window clipped at x − ε and x + ε; best: (m, c, s, s) the window now. A sign
     changes a channel when some pixel of its candidate differs from best (exactly: best's window pixels were
-    computed the same way, as x ± ε clipped), so one comparison decides every set."""
+    computed the same way, as x ± ε clipped), so one comparison decides every set. two_valued: every pixel of best
+    equals exactly one of its two candidates, so a channel is unchanged by +ε iff all s² of its pixels sit at x + ε
+    and by −ε iff none does: one comparison with the x + ε candidate and a count decide it, on half the pixels."""
     m, draws, c = plus.shape
-    change = (candidates != best[:, None]).any(dim=(3, 4))  # (m, 2, c)
-    changed = change.gather(1, plus)  # (m, draws, c)
+    if two_valued:
+        at_plus = (best == candidates[:, 1]).sum(dim=(2, 3))  # (m, c)
+        changed = at_plus[:, None] != plus * (best.shape[2] * best.shape[3])  # (m, draws, c)
+    else:
+        changed = (candidates != best[:, None]).any(dim=(3, 4)).gather(1, plus)  # (m, draws, c)
     changed = changed.view(m, draws) if c == 1 else changed.any(2)
     # argmax returns the first maximum; where no draw changes anything it returns the first draw (the loop would
     # keep its last: both are one uniform draw)

@@ -101,14 +101,14 @@ class Square(Attack):
             block = (query - 1) % SIGN_BLOCK
             if block == 0:  # the sign draws of the next queries, per point of the whole batch
                 a_plus = (cpu_draw(torch.rand, (SIGN_BLOCK, n, REDRAWS, c), generator=generator,
-                                   device=x.device) < 0.5).long()[:, pos]
+                                   device=x.device) < 0.5)[:, pos]  # bool: +ε
             side, rows_in, cols_in = windows[query - 1]
             # both signs per channel (m, 2, c, side, side), then the first drawn sign set that changes the image
             candidates = a_both[:, :, :, rows_in, cols_in]
             signs = first_changing_signs(candidates, a_best[:, :, rows_in, cols_in], a_plus[block], two_valued)
             x_new = a_best.clone()
-            x_new[:, :, rows_in, cols_in] = candidates.gather(1, signs[..., None, None].expand(m, 1, c, side,
-                                                                                              side))[:, 0]
+            x_new[:, :, rows_in, cols_in] = candidates.gather(1, signs.long()[..., None, None].expand(m, 1, c, side,
+                                                                                                     side))[:, 0]
             logits = model(x_new)
             if a_mask is None:
                 a_mask = torch.zeros_like(logits).scatter_(1, a_y, -float("inf"))
@@ -134,7 +134,7 @@ SIGN_BLOCK = 10  # queries whose sign draws are made at once (a block is compact
 
 def first_changing_signs(candidates: torch.Tensor, best: torch.Tensor, plus: torch.Tensor,
                          two_valued: bool = False) -> torch.Tensor:
-    """Per point, the first of its drawn sign sets (plus: (m, draws, c), 1 = +ε, 0 = −ε) that changes the image (the
+    """Per point, the first of its drawn sign sets (plus: (m, draws, c), True = +ε) that changes the image (the
     first set where none does), as (m, 1, c): the paper code's redraw loop, with every draw made up front.
     candidates: (m, 2, c, s, s) the window clipped at x − ε and x + ε; best: (m, c, s, s) the window now. A sign
     changes a channel when some pixel of its candidate differs from best (exactly: best's window pixels were
@@ -146,7 +146,7 @@ def first_changing_signs(candidates: torch.Tensor, best: torch.Tensor, plus: tor
         at_plus = (best == candidates[:, 1]).sum(dim=(2, 3))  # (m, c)
         changed = at_plus[:, None] != plus * (best.shape[2] * best.shape[3])  # (m, draws, c)
     else:
-        changed = (candidates != best[:, None]).any(dim=(3, 4)).gather(1, plus)  # (m, draws, c)
+        changed = (candidates != best[:, None]).any(dim=(3, 4)).gather(1, plus.long())  # (m, draws, c)
     changed = changed.view(m, draws) if c == 1 else changed.any(2)
     # argmax returns the first maximum; where no draw changes anything it returns the first draw (the loop would
     # keep its last: both are one uniform draw)

@@ -75,48 +75,55 @@ class Square(Attack):
         x_best = (x + stripes.to(x.dtype)).clamp(0, 1)
         margin_best = margin(checked_logits(model, x_best, y), y)
         queries = torch.ones(n, dtype=torch.long, device=x.device)
-        # the window of each query: its side on the paper's schedule, its corner drawn uniformly
+        # the window of each query: its side on the paper's schedule, its corner drawn uniformly (as slices, made once)
         sides = [min(max(int(round(math.sqrt(square_fraction(self.p_init, q, self.queries) * h * w))), 1),
                      max(h - 1, 1)) for q in range(1, self.queries)]
-        corners = [(int(u * max(h - side, 1)), int(v * max(w - side, 1))) for side, (u, v) in
-                   zip(sides, torch.rand((len(sides), 2), generator=generator).tolist(), strict=True)]
+        windows = [(side, slice(top, top + side), slice(left, left + side)) for side, (top, left) in
+                   zip(sides, ((int(u * max(h - side, 1)), int(v * max(w - side, 1))) for side, (u, v) in
+                               zip(sides, torch.rand((len(sides), 2), generator=generator).tolist(), strict=True)),
+                       strict=True)]
         both = torch.tensor([-eps, eps], dtype=x.dtype, device=x.device).view(1, 2, 1, 1, 1)
-        channels = torch.arange(c, device=x.device)
         # the points still correctly classified, compacted as they break ("pos": their position in the batch), with
         # per point: clip(x ∓ ε) (m, 2, c, h, w), the label column and a −inf mask at the label (for the margin)
         pos = (margin_best > 0).nonzero().squeeze(1)
         a_best, a_margin = x_best[pos], margin_best[pos]
         a_both = (x[pos, None] + both).clamp(0, 1)
         a_y = y[pos, None]
-        a_mask = torch.zeros(len(pos), 1, dtype=x.dtype, device=x.device)
-        rows = torch.arange(len(pos), device=x.device)[:, None]
+        a_mask = None  # made at the first query, when the class count is known
+        # every pixel of the best points sits at one of its two candidates, and they differ (so far always, for
+        # x in [0, 1] and ε > 0 in x's precision): then counting the pixels at x + ε decides every sign set
+        two_valued = bool(((a_both[:, 0] != a_both[:, 1]) & ((a_best == a_both[:, 0]) | (a_best == a_both[:, 1])))
+                          .all())
         for query in range(1, self.queries):
-            if len(pos) == 0:
+            m = len(pos)
+            if m == 0:
                 break
-            if (query - 1) % SIGN_BLOCK == 0:  # the sign draws of the next queries, per point of the whole batch
+            block = (query - 1) % SIGN_BLOCK
+            if block == 0:  # the sign draws of the next queries, per point of the whole batch
                 a_plus = (cpu_draw(torch.rand, (SIGN_BLOCK, n, REDRAWS, c), generator=generator,
-                                   device=x.device) < 0.5).long()[:, pos]
-            side, (top, left) = sides[query - 1], corners[query - 1]
-            rows_in, cols_in = slice(top, top + side), slice(left, left + side)
+                                   device=x.device) < 0.5)[:, pos]  # bool: +ε
+            side, rows_in, cols_in = windows[query - 1]
             # both signs per channel (m, 2, c, side, side), then the first drawn sign set that changes the image
             candidates = a_both[:, :, :, rows_in, cols_in]
-            plus = first_changing_signs(candidates, a_best[:, :, rows_in, cols_in], a_plus[(query - 1) % SIGN_BLOCK],
-                                        rows)
+            signs = first_changing_signs(candidates, a_best[:, :, rows_in, cols_in], a_plus[block], two_valued)
             x_new = a_best.clone()
-            x_new[:, :, rows_in, cols_in] = candidates[rows, plus, channels]
+            x_new[:, :, rows_in, cols_in] = candidates.gather(1, signs.long()[..., None, None].expand(m, 1, c, side,
+                                                                                                     side))[:, 0]
             logits = model(x_new)
-            if a_mask.shape[1] == 1:  # first query: the class count is known now
+            if a_mask is None:
                 a_mask = torch.zeros_like(logits).scatter_(1, a_y, -float("inf"))
             new_margin = logits.gather(1, a_y).squeeze(1) - (logits + a_mask).amax(1)
             a_best = torch.where((new_margin < a_margin).view(-1, 1, 1, 1), x_new, a_best)
             a_margin = torch.minimum(new_margin, a_margin)
-            broken = a_margin < 0
-            if broken.any():  # write the broken points back and drop them from the batch
-                done = pos[broken]
-                x_best[done], margin_best[done], queries[done] = a_best[broken], a_margin[broken], query + 1
-                keep = ~broken
-                pos, a_y, a_best, a_margin = pos[keep], a_y[keep], a_best[keep], a_margin[keep]
-                a_both, a_mask, a_plus, rows = a_both[keep], a_mask[keep], a_plus[:, keep], rows[:len(pos)]
+            if a_margin.min() < 0:  # some broke: write them back and drop them from the batch
+                broken = a_margin < 0
+                done, keep = broken.nonzero().squeeze(1), (~broken).nonzero().squeeze(1)
+                at = pos[done]
+                x_best[at], margin_best[at] = a_best.index_select(0, done), a_margin.index_select(0, done)
+                queries[at] = query + 1
+                pos, a_y, a_mask = pos.index_select(0, keep), a_y.index_select(0, keep), a_mask.index_select(0, keep)
+                a_best, a_margin = a_best.index_select(0, keep), a_margin.index_select(0, keep)
+                a_both, a_plus = a_both.index_select(0, keep), a_plus.index_select(1, keep)
         x_best[pos], margin_best[pos], queries[pos] = a_best, a_margin, self.queries  # the whole budget
         return x_best, margin_best < 0, queries
 
@@ -126,17 +133,24 @@ SIGN_BLOCK = 10  # queries whose sign draws are made at once (a block is compact
 
 
 def first_changing_signs(candidates: torch.Tensor, best: torch.Tensor, plus: torch.Tensor,
-                         rows: torch.Tensor) -> torch.Tensor:
-    """Per point, the first of its drawn sign sets (plus: (m, draws, c), 1 = +ε, 0 = −ε) that changes the image (any
-    set where none does): the paper code's redraw loop, with every draw made up front. candidates: (m, 2, c, s, s)
-    the window clipped at x − ε and x + ε; best: (m, c, s, s) the window now; rows: arange(m). A sign changes a
-    channel when some pixel of its candidate differs from best (exactly: best's window pixels were computed the
-    same way, as x ± ε clipped), so one comparison decides every set."""
-    change = (candidates != best[:, None]).any(dim=(3, 4))  # (m, 2, c)
-    changed = change.gather(1, plus).any(2)  # (m, draws)
+                         two_valued: bool = False) -> torch.Tensor:
+    """Per point, the first of its drawn sign sets (plus: (m, draws, c), True = +ε) that changes the image (the
+    first set where none does), as (m, 1, c): the paper code's redraw loop, with every draw made up front.
+    candidates: (m, 2, c, s, s) the window clipped at x − ε and x + ε; best: (m, c, s, s) the window now. A sign
+    changes a channel when some pixel of its candidate differs from best (exactly: best's window pixels were
+    computed the same way, as x ± ε clipped), so one comparison decides every set. two_valued: every pixel of best
+    equals exactly one of its two candidates, so a channel is unchanged by +ε iff all s² of its pixels sit at x + ε
+    and by −ε iff none does: one comparison with the x + ε candidate and a count decide it, on half the pixels."""
+    m, draws, c = plus.shape
+    if two_valued:
+        at_plus = (best == candidates[:, 1]).sum(dim=(2, 3))  # (m, c)
+        changed = at_plus[:, None] != plus * (best.shape[2] * best.shape[3])  # (m, draws, c)
+    else:
+        changed = (candidates != best[:, None]).any(dim=(3, 4)).gather(1, plus.long())  # (m, draws, c)
+    changed = changed.view(m, draws) if c == 1 else changed.any(2)
     # argmax returns the first maximum; where no draw changes anything it returns the first draw (the loop would
     # keep its last: both are one uniform draw)
-    return plus[rows.view(-1), changed.int().argmax(1)]
+    return plus.gather(1, changed.view(torch.uint8).argmax(1).view(m, 1, 1).expand(m, 1, c))
 
 
 @ATTACKS.register("square", "Square attack: score-based black-box random search with a query budget (L∞)")

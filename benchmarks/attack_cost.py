@@ -9,19 +9,15 @@ Run: python -m benchmarks.attack_cost  (writes benchmarks/results/attack_cost.js
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-from benchmarks.common import save_result
+from benchmarks.common import digits_model, save_result
 from edgerobust.attacks import get_attack, loss_gradient
 from edgerobust.data import load_dataset
 from edgerobust.evaluation import standard_suite
 from edgerobust.models import build_model
-from edgerobust.training import TrainConfig
-from edgerobust.training.api import train_model
 
 REPEATS = 9
 STEPS = 10
@@ -55,10 +51,7 @@ def main() -> None:
     torch.set_num_threads(1)  # CPU time of one thread: the machine is shared, so wall-clock is mostly other load
     torch.manual_seed(0)
     digits = load_dataset("digits", "test")
-    with tempfile.TemporaryDirectory() as tmp:
-        run = train_model(Path(tmp) / "run", "scnn2:16-32", "digits",
-                          TrainConfig(epochs=15, batch_size=64, lr=0.05, augment=False), progress=False)
-        small = run.load_model()
+    small = digits_model()
     resnet = build_model("resnet20", (3, 32, 32), 10).eval()
     x_c, y_c = torch.rand(32, 3, 32, 32), torch.randint(0, 10, (32,))
     overhead = [pgd_overhead("scnn2:16-32 (digits 8x8)", small, digits.images, digits.labels),

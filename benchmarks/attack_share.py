@@ -14,21 +14,16 @@ Run: python -m benchmarks.attack_share  (writes benchmarks/results/attack_share.
 from __future__ import annotations
 
 import statistics
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import save_result
+from benchmarks.common import digits_model, save_result
 from edgerobust.attacks import get_attack
 from edgerobust.data import load_dataset
 from edgerobust.models import build_model
-from edgerobust.training import TrainConfig
-from edgerobust.training.api import train_model
 
 REPEATS = 3
 TARGET = 0.75
@@ -100,22 +95,11 @@ def suite(eps: float, steps: int, targets: int, queries: int, seed: int = 0):
             get_attack("square", eps=eps, queries=queries, seed=seed)]
 
 
-def git_commit() -> str:
-    here = Path(__file__).resolve().parent
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "edgerobust", "benchmarks/attack_share.py"],
-                           cwd=here, capture_output=True, text=True).stdout.strip()
-    return commit + ("+uncommitted" if dirty else "")
-
-
 def main() -> None:
     torch.set_num_threads(1)  # CPU time of one thread: the machine is shared, so wall-clock is mostly other load
     torch.manual_seed(0)
     digits = load_dataset("digits", "test")
-    with tempfile.TemporaryDirectory() as tmp:
-        run = train_model(Path(tmp) / "run", "scnn2:16-32", "digits",
-                          TrainConfig(epochs=15, batch_size=64, lr=0.05, augment=False), progress=False)
-        small = run.load_model().eval()
+    small = digits_model().eval()
     with torch.no_grad():
         correct = small(digits.images).argmax(1) == digits.labels
     x_d, y_d = digits.images[correct][:256], digits.labels[correct][:256]  # one batch of the suite (batch_size 256)
@@ -128,7 +112,6 @@ def main() -> None:
     rows += [measure("resnet20 (3x32x32)", resnet, x_r, y_r, a) for a in suite(2 / 255, 5, 3, 50)]
     digits_rows = [r for r in rows if r["model"].startswith("scnn2")]
     save_result("attack_share", {
-        "commit": git_commit(),
         "how": f"process CPU time, 1 torch thread, min and median of {REPEATS} interleaved repeats; share = time of "
                "a replay of exactly the attack's model passes (recorded batch sizes; forward, then as many "
                "input-gradient backwards as the attack made through that output) / time of the attack; digits: "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,17 @@ def environment() -> dict[str, Any]:
     return {"when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "git": MEASURED_COMMIT,
             "machine": machine_info(), "torch_threads": torch.get_num_threads(),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "versions": package_versions()}
+
+
+def digits_model(epochs: int = 15) -> torch.nn.Module:
+    """The benchmarks' small edge model: scnn2:16-32 trained naturally on the built-in digits (seed 0)."""
+    from edgerobust.training import TrainConfig
+    from edgerobust.training.api import train_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = train_model(Path(tmp) / "run", "scnn2:16-32", "digits",
+                          TrainConfig(epochs=epochs, batch_size=64, lr=0.05, augment=False), progress=False)
+        return run.load_model()
 
 
 def save_result(name: str, result: dict[str, Any]) -> Path:

@@ -34,4 +34,4 @@ def test_outside_a_checkout_it_says_why(tmp_path):
                                           if p.stem not in ("__init__", "common")))
 def test_every_benchmark_script_saves_through_the_shared_helper(script):
     source = (ROOT / "benchmarks" / f"{script}.py").read_text()
-    assert "from benchmarks.common import save_result" in source and "save_result(" in source
+    assert re.search(r"^from benchmarks\.common import .*\bsave_result\b", source, re.M) and "save_result(" in source

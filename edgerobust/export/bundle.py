@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..claim import pid_alive
+from ..claim import check_output, pid_alive
 from ..errors import EdgeRobustError
 from ..io import atomic_path, sha256_file, write_json
 from .seal import MANIFEST_NAME, BundleError, SealError, check_bundle, scan_tree
@@ -37,15 +37,7 @@ def check_writable(out: Path) -> None:
     if out.is_symlink():
         raise EdgeRobustError(f"{out} is a symbolic link; a bundle is written only as a plain directory, "
                               "choose another --out")
-    if out.exists() and not out.is_dir():
-        raise EdgeRobustError(f"{out} exists and is not a directory; choose another --out")
-    ancestor = out.parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise EdgeRobustError(f"cannot write the bundle to {out}: {ancestor} is not a directory; choose another --out")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise EdgeRobustError(f"cannot write the bundle to {out}: {ancestor} is not writable; choose another --out")
+    check_output(out)
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
         raise EdgeRobustError(f"{out} is not empty and is not an edgerobust bundle; choose another --out")
 

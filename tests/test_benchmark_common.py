@@ -1,5 +1,6 @@
 """Benchmark results name the commit they measured (benchmarks/common.py, used by every benchmark script)."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path

@@ -110,7 +110,8 @@ DUAL_MODES = {"rescaled": True, "unscaled": False}  # CompressConfig.dual_rescal
 
 def tradeoff(keep: float = 0.25, modes: tuple[str, ...] = ("rescaled", "unscaled")) -> dict:
     from edgerobust.compress.api import CompressConfig, compress_model
-    from edgerobust.recipe import load_recipe, section
+    from edgerobust.config import section
+    from edgerobust.recipe import load_recipe
     from edgerobust.training.api import adversarial_from_recipe, config_from_recipe, train_model
 
     recipe = load_recipe("digits-adv")
@@ -118,12 +119,12 @@ def tradeoff(keep: float = 0.25, modes: tuple[str, ...] = ("rescaled", "unscaled
     started = time.perf_counter()
     variants = {}
     with tempfile.TemporaryDirectory() as tmp:
-        dense = train_model(Path(tmp) / "dense", section(recipe, "model")["spec"], "digits",
+        dense = train_model(Path(tmp) / "dense", section(recipe, "model").spec, "digits",
                             config_from_recipe(recipe), adversarial=adv, progress=False)
         pretrain_seconds = time.perf_counter() - started
         # ADMM and masked retraining keep the dense model's PGD-AT loss at the full ε (no ramp); ρ = 0.1 × 1.2 per
         # epoch (without the dual rescale it brought the relative residual ‖θ − z‖/‖θ‖ to ~1% before hard pruning)
-        stage_adv = {"method": "pgd", "eps": 0.1, "steps": adv.get("steps", 5), "weight": adv.get("weight", 0.9)}
+        stage_adv = {"method": "pgd", "eps": 0.1, "steps": adv.steps, "weight": adv.weight}
         for mode in modes:
             config = CompressConfig(method="admm", scheme="filter", keep=keep, admm_epochs=20, admm_lr=0.02, rho=0.1,
                                     rho_growth=1.2, dual_rescale=DUAL_MODES[mode], retrain_epochs=15,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,15 +32,6 @@ EPOCH_CONFIGS = [  # (label, model, dataset, options, loss)
 ]
 ATTACKS = [("pgd", {"eps": 8 / 255, "steps": 10, "early_exit": False}), ("apgd-ce", {"eps": 8 / 255, "steps": 10}),
            ("square", {"eps": 8 / 255, "queries": 100})]
-
-
-def git_commit() -> str | None:
-    """The commit measured (benchmarks.common records it too once every benchmark does)."""
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parents[1], check=True,
-                              capture_output=True, text=True, timeout=60).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def sync(device: torch.device) -> None:
@@ -122,7 +112,7 @@ def main() -> None:
                         "cpu_images_per_second": rates["cpu"], "cuda_images_per_second": rates["cuda"],
                         "speedup": rates["cuda"] / rates["cpu"]})
         print(attacks[-1])
-    save_result("gpu_check", {"commit": git_commit(), "device": describe_device(cuda),
+    save_result("gpu_check", {"device": describe_device(cuda),
                               "cpu_threads": torch.get_num_threads(), "repeats": args.repeats,
                               "epoch_time": epochs, "attack_throughput": attacks, "fp16_parity": fp16_parity()})
 

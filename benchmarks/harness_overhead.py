@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,12 +26,6 @@ from edgerobust.remote.options import RemoteOptions
 from edgerobust.remote.testbed import LoopbackSSHD
 from edgerobust.training import TrainConfig
 from edgerobust.training.api import train_model
-
-
-def git_commit() -> str | None:
-    done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parent)
-    return done.stdout.strip() or None
 
 
 def timed(fn):
@@ -100,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
         run = train_model(work / "run", "scnn2:8-16", "digits", TrainConfig(epochs=1, batch_size=64, augment=False),
                           progress=False)
         bundle = export_run(run, "x86-cpu", calibration=0, golden=32, progress=False).bundle
-        result = {"git_commit": git_commit(), "settings": vars(args), "model": "scnn2:8-16 (digits)", "bundle_bytes":
+        result = {"settings": vars(args), "model": "scnn2:8-16 (digits)", "bundle_bytes":
                   sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())}
         result["local"] = transport_figures(lambda root: RemoteOptions(f"local:{args.python}", root=root), bundle,
                                             args.rounds)

@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> dict:
         run = train_model(work / "run", "scnn2:8-16", "digits", TrainConfig(epochs=1, batch_size=64, augment=False),
                           progress=False)
         bundle = export_run(run, "x86-cpu", calibration=0, golden=32, progress=False).bundle
-        result = {"settings": vars(args), "model": "scnn2:8-16 (digits)", "bundle_bytes":
+        settings = {**vars(args), "python": Path(args.python).name}  # no machine path in the results
+        result = {"settings": settings, "model": "scnn2:8-16 (digits)", "bundle_bytes":
                   sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())}
         result["local"] = transport_figures(lambda root: RemoteOptions(f"local:{args.python}", root=root), bundle,
                                             args.rounds)

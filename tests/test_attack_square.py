@@ -21,7 +21,7 @@ def test_the_first_drawn_sign_set_that_changes_the_window_is_taken(m, c, side, d
     candidates = torch.randint(0, 3, (m, 2, c, side, side), generator=generator).float() / 2
     best = torch.randint(0, 3, (m, c, side, side), generator=generator).float() / 2
     plus = torch.randint(0, 2, (m, draws, c), generator=generator)
-    chosen = first_changing_signs(candidates, best, plus)[:, 0]
+    chosen = first_changing_signs(candidates[:, 0], candidates[:, 1], best, plus)[:, 0]
     for i in range(m):  # the paper code's loop: draw until the window changes something
         changes = [bool((candidates[i, plus[i, k], torch.arange(c)] != best[i]).any()) for k in range(draws)]
         first = changes.index(True) if any(changes) else 0
@@ -42,8 +42,9 @@ def test_counting_pixels_at_x_plus_eps_picks_the_same_signs_when_every_pixel_sit
     at_plus = torch.where(at_plus == 2, torch.randint(0, 2, (m, c, side, side), generator=generator), at_plus)
     best = candidates.gather(1, at_plus[:, None].expand(m, 1, c, side, side))[:, 0]
     plus = torch.randint(0, 2, (m, draws, c), generator=generator)
-    assert torch.equal(first_changing_signs(candidates, best, plus, two_valued=True),
-                       first_changing_signs(candidates, best, plus, two_valued=False))
+    lo, hi = candidates[:, 0], candidates[:, 1]
+    assert torch.equal(first_changing_signs(lo, hi, best, plus, two_valued=True),
+                       first_changing_signs(lo, hi, best, plus, two_valued=False))
 
 def test_square_stays_in_the_ball_and_counts_the_queries_each_point_used():
     model = tiny_cnn(3)

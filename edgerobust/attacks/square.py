@@ -82,18 +82,17 @@ class Square(Attack):
                    zip(sides, ((int(u * max(h - side, 1)), int(v * max(w - side, 1))) for side, (u, v) in
                                zip(sides, torch.rand((len(sides), 2), generator=generator).tolist(), strict=True)),
                        strict=True)]
-        both = torch.tensor([-eps, eps], dtype=x.dtype, device=x.device).view(1, 2, 1, 1, 1)
         # the points still correctly classified, compacted as they break ("pos": their position in the batch), with
-        # per point: clip(x ∓ ε) (m, 2, c, h, w), the label column and a −inf mask at the label (for the margin)
+        # per point: clip(x − ε) and clip(x + ε) (m, c, h, w), the label column and a −inf mask at the label (for the
+        # margin)
         pos = (margin_best > 0).nonzero().squeeze(1)
         a_best, a_margin = x_best[pos], margin_best[pos]
-        a_both = (x[pos, None] + both).clamp(0, 1)
+        a_lo, a_hi = (x[pos] - eps).clamp(0, 1), (x[pos] + eps).clamp(0, 1)
         a_y = y[pos, None]
         a_mask = None  # made at the first query, when the class count is known
         # every pixel of the best points sits at one of its two candidates, and they differ (so far always, for
         # x in [0, 1] and ε > 0 in x's precision): then counting the pixels at x + ε decides every sign set
-        two_valued = bool(((a_both[:, 0] != a_both[:, 1]) & ((a_best == a_both[:, 0]) | (a_best == a_both[:, 1])))
-                          .all())
+        two_valued = bool(((a_lo != a_hi) & ((a_best == a_lo) | (a_best == a_hi))).all())
         for query in range(1, self.queries):
             m = len(pos)
             if m == 0:
@@ -103,12 +102,11 @@ class Square(Attack):
                 a_plus = (cpu_draw(torch.rand, (SIGN_BLOCK, n, REDRAWS, c), generator=generator,
                                    device=x.device) < 0.5)[:, pos]  # bool: +ε
             side, rows_in, cols_in = windows[query - 1]
-            # both signs per channel (m, 2, c, side, side), then the first drawn sign set that changes the image
-            candidates = a_both[:, :, :, rows_in, cols_in]
-            signs = first_changing_signs(candidates, a_best[:, :, rows_in, cols_in], a_plus[block], two_valued)
+            # both signs per channel (m, c, side, side), then the first drawn sign set that changes the image
+            lo, hi = a_lo[:, :, rows_in, cols_in], a_hi[:, :, rows_in, cols_in]
+            signs = first_changing_signs(lo, hi, a_best[:, :, rows_in, cols_in], a_plus[block], two_valued)
             x_new = a_best.clone()
-            x_new[:, :, rows_in, cols_in] = candidates.gather(1, signs.long()[..., None, None].expand(m, 1, c, side,
-                                                                                                     side))[:, 0]
+            x_new[:, :, rows_in, cols_in] = torch.where(signs.view(m, c, 1, 1), hi, lo)
             logits = model(x_new)
             if a_mask is None:
                 a_mask = torch.zeros_like(logits).scatter_(1, a_y, -float("inf"))
@@ -123,7 +121,8 @@ class Square(Attack):
                 queries[at] = query + 1
                 pos, a_y, a_mask = pos.index_select(0, keep), a_y.index_select(0, keep), a_mask.index_select(0, keep)
                 a_best, a_margin = a_best.index_select(0, keep), a_margin.index_select(0, keep)
-                a_both, a_plus = a_both.index_select(0, keep), a_plus.index_select(1, keep)
+                a_lo, a_hi = a_lo.index_select(0, keep), a_hi.index_select(0, keep)
+                a_plus = a_plus.index_select(1, keep)
         x_best[pos], margin_best[pos], queries[pos] = a_best, a_margin, self.queries  # the whole budget
         return x_best, margin_best < 0, queries
 
@@ -132,21 +131,22 @@ REDRAWS = 10  # sign sets drawn per point and query; the first that changes the 
 SIGN_BLOCK = 10  # queries whose sign draws are made at once (a block is compacted with the batch)
 
 
-def first_changing_signs(candidates: torch.Tensor, best: torch.Tensor, plus: torch.Tensor,
+def first_changing_signs(lo: torch.Tensor, hi: torch.Tensor, best: torch.Tensor, plus: torch.Tensor,
                          two_valued: bool = False) -> torch.Tensor:
     """Per point, the first of its drawn sign sets (plus: (m, draws, c), True = +ε) that changes the image (the
     first set where none does), as (m, 1, c): the paper code's redraw loop, with every draw made up front.
-    candidates: (m, 2, c, s, s) the window clipped at x − ε and x + ε; best: (m, c, s, s) the window now. A sign
+    lo, hi: (m, c, s, s) the window clipped at x − ε and at x + ε; best: (m, c, s, s) the window now. A sign
     changes a channel when some pixel of its candidate differs from best (exactly: best's window pixels were
-    computed the same way, as x ± ε clipped), so one comparison decides every set. two_valued: every pixel of best
-    equals exactly one of its two candidates, so a channel is unchanged by +ε iff all s² of its pixels sit at x + ε
-    and by −ε iff none does: one comparison with the x + ε candidate and a count decide it, on half the pixels."""
+    computed the same way, as x ± ε clipped), so one comparison per sign decides every set. two_valued: every pixel
+    of best equals exactly one of its two candidates, so a channel is unchanged by +ε iff all s² of its pixels sit at
+    x + ε and by −ε iff none does: one comparison with hi and a count decide it."""
     m, draws, c = plus.shape
     if two_valued:
-        at_plus = (best == candidates[:, 1]).sum(dim=(2, 3))  # (m, c)
+        at_plus = (best == hi).sum(dim=(2, 3))  # (m, c)
         changed = at_plus[:, None] != plus * (best.shape[2] * best.shape[3])  # (m, draws, c)
     else:
-        changed = (candidates != best[:, None]).any(dim=(3, 4)).gather(1, plus.long())  # (m, draws, c)
+        by_hi, by_lo = (hi != best).any(dim=(2, 3)), (lo != best).any(dim=(2, 3))  # (m, c)
+        changed = torch.where(plus.bool(), by_hi[:, None], by_lo[:, None])  # (m, draws, c)
     changed = changed.view(m, draws) if c == 1 else changed.any(2)
     # argmax returns the first maximum; where no draw changes anything it returns the first draw (the loop would
     # keep its last: both are one uniform draw)

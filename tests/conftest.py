@@ -26,27 +26,11 @@ def runner_bundle(digits_run, tmp_path_factory):
 
     Read-only for tests; a test that changes a bundle copies it first (tests/runner_helpers.copy_bundle).
     """
-    import shutil
+    from runner_helpers import run_with_replay_set
 
-    import numpy as np
-
-    from edgerobust.attacks.base import get_attack
-    from edgerobust.data import load_dataset
     from edgerobust.export.api import export_run
-    from edgerobust.run import RunDir
 
-    run_path = tmp_path_factory.mktemp("runner") / "run"
-    shutil.copytree(digits_run.path, run_path)
-    run = RunDir.open(run_path)
-    model = run.load_model().eval()
-    test = load_dataset("digits", "test", None)
-    x, y = test.images[:48], test.labels[:48]
-    x_adv = get_attack("pgd", eps=0.1, steps=5, seed=0)(model, x, y)
-    with torch.no_grad():
-        robust = (model(x_adv).argmax(1) == y).numpy()
-    (run_path / "adversarial").mkdir()
-    np.savez(run_path / "adversarial" / "pgd-0.1.npz", x_adv=x_adv.numpy().astype(np.float32),
-             labels=y.numpy().astype(np.int64), indices=np.arange(48, dtype=np.int64), robust=robust)
+    run = run_with_replay_set(digits_run, tmp_path_factory.mktemp("runner"), 48)
     return export_run(run, "jetson-nano", fp16=True, calibration=0, golden=32, progress=False).bundle
 
 

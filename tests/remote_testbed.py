@@ -82,27 +82,13 @@ def edge_profiles(tmp_path_factory):
 @pytest.fixture(scope="session")
 def edge_run(digits_run, edge_profiles, tmp_path_factory):
     """The digits run with one saved PGD set (the shared format), exported for x86-edge (fp32+fp16) and x86-cpu."""
-    import shutil
+    from runner_helpers import run_with_replay_set
 
-    import torch
-
-    from edgerobust.attacks.base import get_attack
-    from edgerobust.data import load_dataset
     from edgerobust.export.api import export_run
     from edgerobust.run import RunDir
 
-    path = tmp_path_factory.mktemp("edge") / "run"
-    shutil.copytree(digits_run.path, path)
-    run = RunDir.open(path)
-    model = run.load_model().eval()
-    test = load_dataset("digits", "test", None)
-    x, y = test.images[:40], test.labels[:40]
-    x_adv = get_attack("pgd", eps=0.1, steps=5, seed=0)(model, x, y)
-    with torch.no_grad():
-        robust = (model(x_adv).argmax(1) == y).numpy()
-    (path / "adversarial").mkdir()
-    numpy.savez(path / "adversarial" / "pgd-0.1.npz", x_adv=x_adv.numpy().astype(numpy.float32),
-                labels=y.numpy().astype(numpy.int64), indices=numpy.arange(40, dtype=numpy.int64), robust=robust)
+    run = run_with_replay_set(digits_run, tmp_path_factory.mktemp("edge"), 40)
+    path = run.path
     export_run(run, "x86-edge", fp16=True, calibration=0, golden=32, progress=False)
     export_run(run, "x86-cpu", calibration=0, golden=32, progress=False)
     return RunDir.open(path)

@@ -62,3 +62,28 @@ def reseal(bundle, changes=None):
 
 def python_executable():
     return sys.executable
+
+
+def run_with_replay_set(source, directory: Path, n: int):
+    """A copy of run `source` in `directory`/run with one PGD set (ε = 0.1, 5 steps) on its first n test points saved
+    in RUN/adversarial, in the format `evaluate` writes: what an export ships for the device's replay."""
+    import numpy as np
+    import torch
+
+    from edgerobust.attacks.base import get_attack
+    from edgerobust.data import load_dataset
+    from edgerobust.run import RunDir
+
+    path = Path(directory) / "run"
+    shutil.copytree(source.path, path)
+    run = RunDir.open(path)
+    model = run.load_model().eval()
+    test = load_dataset("digits", "test", None)
+    x, y = test.images[:n], test.labels[:n]
+    x_adv = get_attack("pgd", eps=0.1, steps=5, seed=0)(model, x, y)
+    with torch.no_grad():
+        robust = (model(x_adv).argmax(1) == y).numpy()
+    (path / "adversarial").mkdir()
+    np.savez(path / "adversarial" / "pgd-0.1.npz", x_adv=x_adv.numpy().astype(np.float32),
+             labels=y.numpy().astype(np.int64), indices=np.arange(n, dtype=np.int64), robust=robust)
+    return run

@@ -15,7 +15,7 @@ import math
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from fractions import Fraction
 from typing import Any, TypeVar, Union
 
@@ -195,10 +195,6 @@ def check_name(kind: str, name: str, where: str) -> None:
 def grid_values(value: Any) -> list[Any]:
     """A grid field's values as a list (a single value is a grid of one)."""
     return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def describe(config: Any) -> dict[str, Any]:
-    return asdict(config) if is_dataclass(config) else dict(config)
 
 
 # ---------------------------------------------------------------------------------------------------- the sections
@@ -486,5 +482,3 @@ def is_adversarial(settings: AdversarialConfig | Mapping[str, Any] | None) -> bo
         return settings.adversarial
     return bool(settings) and str(settings.get("method", "pgd")) not in NATURAL_METHODS
 
-
-ADVERSARIAL_KEYS = keys(AdversarialConfig)

@@ -12,7 +12,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..config import parse_number
 from ..errors import EdgeRobustError
 
 console = Console()
@@ -66,11 +65,6 @@ def _fail(exc: BaseException, message: str) -> None:
 def device_option():
     """The `--device` option of every command that computes (resolved by compute_device.resolve_device)."""
     return typer.Option("auto", "--device", help="Where to compute: auto (CUDA when present), cpu, cuda or cuda:N.")
-
-
-def parse_fraction(text: str, name: str = "value") -> float:
-    """Accept 0.03, 8/255 or 3% (the config layer's one number parser)."""
-    return parse_number(text, name)
 
 
 def split_list(text: str | None) -> list[str] | None:

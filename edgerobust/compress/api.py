@@ -56,8 +56,7 @@ def build_loss(adv: AdversarialConfig | None, epochs: int):
 
 def check_config(config: CompressConfig) -> CompressConfig:
     """The config layer's checks plus those of names this package owns (scheme, keep schedule)."""
-    config = config.validate()
-    SCHEMES.get(config.scheme)
+    config = config.validate()  # the scheme's name too (config.check_name against SCHEMES)
     keep_schedule(config.keep_schedule, max(config.admm_epochs, 1), ramp=config.keep_ramp, stages=config.keep_stages)
     return config
 def _stage(out: Path, source: RunDir, config: TrainConfig, data: dict[str, Any], *, adv, callbacks, resume: bool,

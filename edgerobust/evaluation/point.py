@@ -16,9 +16,9 @@ from ..training.metrics import evaluate_clean
 from .suite import robust_accuracy, standard_suite
 
 
-def evaluation_subset(test: ArrayDataset, n: int | None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def evaluation_subset(test: ArrayDataset, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The first n test points: the same points for every model compared, and the same points `evaluate --n`
-    attacks, so a PGD figure and a suite figure side by side describe one set of points. (`seed` is unused.)"""
+    attacks, so a PGD figure and a suite figure side by side describe one set of points."""
     subset = test.subset(n)
     return subset.images, subset.labels
 
@@ -27,7 +27,7 @@ def evaluate_point(model: nn.Module, test: ArrayDataset, eps: float, *, pgd_step
                    n: int | None = None, seed: int = 0, progress: bool | None = False) -> dict[str, Any]:
     """Clean accuracy on the whole test split; PGD-k and (optionally) the cumulative standard suite on a subset."""
     model.eval()
-    images, labels = evaluation_subset(test, n, seed)
+    images, labels = evaluation_subset(test, n)
     row: dict[str, Any] = {"clean": evaluate_clean(model, test)["accuracy"], "eps": eps, "n_attacked": len(labels)}
     pgd = get_attack("pgd", eps=eps, steps=pgd_steps)
     row[f"pgd{pgd_steps}"] = robust_accuracy(model, images, labels, pgd, progress=progress)

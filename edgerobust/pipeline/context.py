@@ -21,9 +21,6 @@ class PipelineContext:
     runs: dict[str, RunDir] = field(default_factory=dict)  # every run made, by step name
     summary: list[tuple[str, str, Any]] = field(default_factory=list)  # (step, what, value)
 
-    def settings(self, name: str) -> dict[str, Any]:
-        return dict(self.recipe.get(name, {}))
-
     def add(self, step: str, what: str, value: Any) -> None:
         self.summary.append((step, what, value))
 

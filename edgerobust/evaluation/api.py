@@ -10,7 +10,7 @@ import torch
 from ..attacks import get_attack
 from ..claim import locked
 from ..compute_device import describe_device, resolve_device
-from ..config import SUITES, EvaluateConfig, build
+from ..config import EvaluateConfig, build
 from ..data import load_dataset
 from ..errors import EdgeRobustError
 from ..run import RunDir, now
@@ -53,11 +53,7 @@ def evaluate_run(run: RunDir, config: EvaluateConfig | None = None, *, transfer:
     n_restarts, square_queries, n_target_classes = config.n_restarts, config.square_queries, config.n_target_classes
     fab, minimal, masking_checks = config.fab, config.minimal, config.masking_checks
     masking_steps, batch_size = config.masking_steps, config.batch_size
-    if suite not in SUITES:
-        raise EdgeRobustError(f"unknown suite '{suite}'; valid suites: {', '.join(SUITES)}")
-    if fab and suite != "standard":
-        raise EdgeRobustError("--fab adds FAB-T to the standard suite; drop --suite none (or use --attack fab-t)")
-    for name in attacks:
+    for name in attacks:  # (suite, norm and fab were checked by the config layer)
         get_attack(name, eps=eps, norm=norm)  # unknown names and bad ε/norm fail before any work
     get_attack("pgd", eps=eps, norm=norm)
     device = resolve_device(device)

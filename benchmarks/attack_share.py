@@ -38,7 +38,7 @@ class PassRecorder(nn.Module):
 
     def forward(self, x):
         logits = self.model(x)
-        record = [len(x), 0]
+        record = [len(x), 0, torch.is_inference_mode_enabled()]
         self.calls.append(record)
         if logits.requires_grad:
             logits.register_hook(lambda grad: record.__setitem__(1, record[1] + 1))
@@ -46,11 +46,12 @@ class PassRecorder(nn.Module):
 
 
 def replay(model: nn.Module, calls: list[list[int]], shape: tuple[int, ...]) -> None:
-    """The passes an attack made, with nothing else: a forward per call, then its input-gradient backwards."""
-    for batch, backwards in calls:
+    """The passes an attack made, with nothing else: a forward per call (in inference mode where the attack's was),
+    then its input-gradient backwards."""
+    for batch, backwards, inference in calls:
         x = torch.rand(batch, *shape)
         if backwards == 0:
-            with torch.no_grad():
+            with torch.inference_mode() if inference else torch.no_grad():
                 model(x)
             continue
         x.requires_grad_(True)
@@ -77,8 +78,8 @@ def measure(model_name, model, x, y, attack):
     share_min = min(replay_times) / min(attack_times)
     share_median = statistics.median(replay_times) / statistics.median(attack_times)
     row = {"model": model_name, "attack": attack.name, "settings": attack.describe(), "points": len(x),
-           "forwards": len(calls), "backwards": sum(b for _, b in calls),
-           "points_through_model": sum(b for b, _ in calls), "attack_cpu_seconds_min": min(attack_times),
+           "forwards": len(calls), "backwards": sum(b for _, b, _ in calls),
+           "points_through_model": sum(b for b, _, _ in calls), "attack_cpu_seconds_min": min(attack_times),
            "passes_cpu_seconds_min": min(replay_times), "share_min": share_min, "share_median": share_median,
            "attack_cpu_seconds": attack_times, "passes_cpu_seconds": replay_times}
     print(f"{model_name:>22} {attack.name:>8}: attack {min(attack_times) * 1e3:8.1f} ms, its passes "

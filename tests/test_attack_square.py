@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgerobust.attacks import get_attack, perturbation_norm
-from edgerobust.attacks.square import first_changing_signs
+from edgerobust.attacks.square import first_changing_signs, sign_table
 
 SHAPE = (1, 6, 6)
 
@@ -45,6 +45,28 @@ def test_counting_pixels_at_x_plus_eps_picks_the_same_signs_when_every_pixel_sit
     lo, hi = candidates[:, 0], candidates[:, 1]
     assert torch.equal(first_changing_signs(lo, hi, best, plus, two_valued=True),
                        first_changing_signs(lo, hi, best, plus, two_valued=False))
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(1, 6), side=st.integers(1, 3), draws=st.integers(1, 10), seed=st.integers(0, 2**16))
+def test_the_sign_table_picks_the_sign_the_redraw_loop_picks_with_one_channel(m, side, draws, seed):
+    generator = torch.Generator().manual_seed(seed)
+    low = torch.rand((m, 1, side, side), generator=generator) / 2
+    lo, hi = low, low + 0.5
+    # none, some or all of each window's pixels at x + ε (the table's columns)
+    state = torch.randint(0, 3, (m,), generator=generator)
+    at_plus = torch.where(state[:, None, None, None] == 1, torch.rand((m, 1, side, side), generator=generator) < 0.5,
+                          (state == 2)[:, None, None, None].expand(m, 1, side, side))
+    if side == 1:  # one pixel cannot be "some"
+        state = torch.where(state == 1, at_plus.view(m).long() * 2, state)
+    else:  # make "some" hold: one pixel at each candidate
+        at_plus[:, :, 0, 0] = torch.where(state == 1, True, at_plus[:, :, 0, 0].view(m)).view(m, 1)
+        at_plus[:, :, -1, -1] = torch.where(state == 1, False, at_plus[:, :, -1, -1].view(m)).view(m, 1)
+    best = torch.where(at_plus, hi, lo)
+    uniform = torch.rand((m, draws, 1), generator=generator)
+    table = sign_table(uniform)
+    assert torch.equal(table[torch.arange(m), state],
+                       first_changing_signs(lo, hi, best, uniform < 0.5, two_valued=True).view(m))
+
 
 def test_square_stays_in_the_ball_and_counts_the_queries_each_point_used():
     model = tiny_cnn(3)

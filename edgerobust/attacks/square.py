@@ -66,7 +66,7 @@ class Square(Attack):
         self.queries_used = used
         return best
 
-    @torch.no_grad()
+    @torch.inference_mode()  # forward passes only, and none of its tensors is ever differentiated
     def _one_run(self, model, x, y, generator):
         """One run: the best points, whether each is misclassified, and the queries each used."""
         n, c, h, w = x.shape
@@ -75,60 +75,75 @@ class Square(Attack):
         x_best = (x + stripes.to(x.dtype)).clamp(0, 1)
         margin_best = margin(checked_logits(model, x_best, y), y)
         queries = torch.ones(n, dtype=torch.long, device=x.device)
-        # the window of each query: its side on the paper's schedule, its corner drawn uniformly (as slices, made once)
+        # the window of each query: its side on the paper's schedule, its corner drawn uniformly
         sides = [min(max(int(round(math.sqrt(square_fraction(self.p_init, q, self.queries) * h * w))), 1),
                      max(h - 1, 1)) for q in range(1, self.queries)]
-        windows = [(side, slice(top, top + side), slice(left, left + side)) for side, (top, left) in
-                   zip(sides, ((int(u * max(h - side, 1)), int(v * max(w - side, 1))) for side, (u, v) in
-                               zip(sides, torch.rand((len(sides), 2), generator=generator).tolist(), strict=True)),
-                       strict=True)]
+        windows = [(min(side, h), min(side, w), int(u * max(h - side, 1)), int(v * max(w - side, 1))) for side, (u, v)
+                   in zip(sides, torch.rand((len(sides), 2), generator=generator).tolist(), strict=True)]
         # the points still correctly classified, compacted as they break ("pos": their position in the batch), with
-        # per point: clip(x − ε) and clip(x + ε) (m, c, h, w), the label column and a −inf mask at the label (for the
-        # margin)
+        # per point: the images clip(x − ε), clip(x + ε) and best, stacked (3, m, c, h, w) so one slice cuts the
+        # query's window from all three, the label column, a −inf mask at the label (for the margin, made at the
+        # first query, when the class count is known) and the margin as a column (m, 1)
         pos = (margin_best > 0).nonzero().squeeze(1)
-        a_best, a_margin = x_best[pos], margin_best[pos]
-        a_lo, a_hi = (x[pos] - eps).clamp(0, 1), (x[pos] + eps).clamp(0, 1)
-        a_y = y[pos, None]
-        a_mask = None  # made at the first query, when the class count is known
+        images = torch.stack([(x[pos] - eps).clamp(0, 1), (x[pos] + eps).clamp(0, 1), x_best[pos]])
+        a_margin, a_y, a_mask, m = margin_best[pos, None], y[pos, None], None, len(pos)
         # every pixel of the best points sits at one of its two candidates, and they differ (so far always, for
-        # x in [0, 1] and ε > 0 in x's precision): then counting the pixels at x + ε decides every sign set
-        two_valued = bool(((a_lo != a_hi) & ((a_best == a_lo) | (a_best == a_hi))).all())
+        # x in [0, 1] and ε > 0 in x's precision): then counting the pixels at x + ε decides every sign set, and
+        # with one channel the chosen sign has a closed form (sign_table; states: window area → count → column)
+        lo, hi, best = images
+        two_valued = bool(((lo != hi) & ((best == lo) | (best == hi))).all())
+        closed, states = two_valued and c == 1, {}
         for query in range(1, self.queries):
-            m = len(pos)
             if m == 0:
                 break
             block = (query - 1) % SIGN_BLOCK
             if block == 0:  # the sign draws of the next queries, per point of the whole batch
-                a_plus = (cpu_draw(torch.rand, (SIGN_BLOCK, n, REDRAWS, c), generator=generator,
-                                   device=x.device) < 0.5)[:, pos]  # bool: +ε
-            side, rows_in, cols_in = windows[query - 1]
-            # both signs per channel (m, c, side, side), then the first drawn sign set that changes the image
-            lo, hi = a_lo[:, :, rows_in, cols_in], a_hi[:, :, rows_in, cols_in]
-            signs = first_changing_signs(lo, hi, a_best[:, :, rows_in, cols_in], a_plus[block], two_valued)
-            x_new = a_best.clone()
-            x_new[:, :, rows_in, cols_in] = torch.where(signs.view(m, c, 1, 1), hi, lo)
-            logits = model(x_new)
+                draws = cpu_draw(torch.rand, (SIGN_BLOCK, n, REDRAWS, c), generator=generator,
+                                 device=x.device).index_select(1, pos)  # +ε below 0.5: (block, m, draws, c)
+                a_plus = sign_table(draws)[..., None, None] if closed else draws < 0.5  # (block, m, 3, 1, 1) or bool
+            rows, cols, top, left = windows[query - 1]
+            lo, hi, now = images.narrow(3, top, rows).narrow(4, left, cols).unbind()  # now: a view into best
+            if closed:  # the column of the sign table: none, some or all of the window's pixels at x + ε
+                if rows * cols not in states:
+                    states[rows * cols] = torch.tensor([0] + [1] * (rows * cols - 1) + [2], device=x.device)
+                at_plus = (now == hi).sum(dim=(2, 3), keepdim=True)
+                signs = a_plus[block].gather(1, states[rows * cols].take(at_plus))
+            else:  # both signs per channel (m, c, rows, cols), then the first drawn sign set that changes the image
+                signs = first_changing_signs(lo, hi, now, a_plus[block], two_valued).view(m, c, 1, 1)
+            old = now.clone()
+            torch.where(signs, hi, lo, out=now)  # the query: best with the window set to the signs
+            logits = model(images[2])
             if a_mask is None:
                 a_mask = torch.zeros_like(logits).scatter_(1, a_y, -float("inf"))
-            new_margin = logits.gather(1, a_y).squeeze(1) - (logits + a_mask).amax(1)
-            a_best = torch.where((new_margin < a_margin).view(-1, 1, 1, 1), x_new, a_best)
+            new_margin = logits.gather(1, a_y) - (logits + a_mask).amax(1, keepdim=True)
+            improved = new_margin < a_margin  # kept; otherwise the window is put back
+            torch.where(improved.view(m, 1, 1, 1), now, old, out=now)
             a_margin = torch.minimum(new_margin, a_margin)
-            if a_margin.min() < 0:  # some broke: write them back and drop them from the batch
-                broken = a_margin < 0
+            if new_margin.min().item() < 0:  # some broke: write them back and drop them from the batch
+                broken = a_margin.squeeze(1) < 0
                 done, keep = broken.nonzero().squeeze(1), (~broken).nonzero().squeeze(1)
                 at = pos[done]
-                x_best[at], margin_best[at] = a_best.index_select(0, done), a_margin.index_select(0, done)
-                queries[at] = query + 1
+                x_best[at], margin_best[at], queries[at] = images[2, done], a_margin[done, 0], query + 1
                 pos, a_y, a_mask = pos.index_select(0, keep), a_y.index_select(0, keep), a_mask.index_select(0, keep)
-                a_best, a_margin = a_best.index_select(0, keep), a_margin.index_select(0, keep)
-                a_lo, a_hi = a_lo.index_select(0, keep), a_hi.index_select(0, keep)
-                a_plus = a_plus.index_select(1, keep)
-        x_best[pos], margin_best[pos], queries[pos] = a_best, a_margin, self.queries  # the whole budget
+                images, a_margin = images.index_select(1, keep), a_margin.index_select(0, keep)
+                a_plus, m = a_plus.index_select(1, keep), len(keep)
+        x_best[pos], margin_best[pos], queries[pos] = images[2], a_margin.squeeze(1), self.queries  # the whole budget
         return x_best, margin_best < 0, queries
 
 
 REDRAWS = 10  # sign sets drawn per point and query; the first that changes the image is used
 SIGN_BLOCK = 10  # queries whose sign draws are made at once (a block is compacted with the batch)
+
+
+def sign_table(draws: torch.Tensor) -> torch.Tensor:
+    """With one channel, the sign first_changing_signs picks, per state of the window, from the draws
+    (..., draws, 1), +ε where a draw is below 0.5: a table (..., 3), True = +ε, whose columns are the window's
+    states. 0: no pixel at x + ε, so −ε changes nothing and the first +ε is taken (where every draw is −ε, the first:
+    −ε; so "any +ε": the least draw below 0.5); 1: some but not all, so every draw changes it and the first is taken;
+    2: all at x + ε, so the first −ε ("all +ε": the greatest draw below 0.5)."""
+    draws = draws[..., 0]
+    least, greatest = torch.aminmax(draws, dim=-1)
+    return torch.stack([least, draws[..., 0], greatest], dim=-1) < 0.5
 
 
 def first_changing_signs(lo: torch.Tensor, hi: torch.Tensor, best: torch.Tensor, plus: torch.Tensor,

@@ -45,7 +45,7 @@ def over_ssh(bed, python, root=".edgerobust-test", **kw) -> RemoteOptions:
     return RemoteOptions(bed.alias, python=str(python), root=root, ssh_config=str(bed.config), **kw)
 
 
-def check_bench(run, doc, name, precisions, batches):
+def check_bench(run, doc, name, precisions, batches, threads=1):
     assert doc["complete"] and doc["error"] is None
     rows = doc["rows"]
     assert [(r["record"]["precision"], r["record"]["batch"]) for r in rows] == \
@@ -53,7 +53,7 @@ def check_bench(run, doc, name, precisions, batches):
     for row in rows:
         rec = row["record"]
         assert rec["runtime"]["name"] == "ort-cpu" and rec["runtime"]["version"]
-        assert (rec["warmup"], rec["repeats"], rec["threads"]) == (2, 10, 1)
+        assert (rec["warmup"], rec["repeats"], rec["threads"]) == (2, 10, threads)
         assert rec["spread"]["p50_ms"] == row["compute"]["p50_ms"] and rec["spread"]["cv"] == row["compute"]["cv"]
         assert rec["architecture"] == "x86_64" and rec["software"]["numpy"]
         stats = row["compute"]
@@ -82,8 +82,8 @@ def check_replay(run, doc, name):
 
 def test_local_flow_bench_replay_and_no_second_copy(edge_copy, device_python, tmp_path):
     options = local(device_python, tmp_path / "device")
-    doc = device_bench(edge_copy, "x86-edge", options, batches=[1, 4], name="here", **QUICK)
-    check_bench(edge_copy, doc, "here", ["fp32", "fp16"], [1, 4])
+    doc = device_bench(edge_copy, "x86-edge", options, batches=[1, 4], name="here", threads=0, **QUICK)
+    check_bench(edge_copy, doc, "here", ["fp32", "fp16"], [1, 4], threads=0)  # 0: the runtime's own default
     assert doc["device"]["info"]["machine"]["python_executable"] == str(device_python)  # the torch-free one
     transfer = doc["device"]["transfer"]
     assert transfer["runner_copied"] and transfer["bundle_copied"] and transfer["bytes_sent"] > 0
@@ -91,7 +91,7 @@ def test_local_flow_bench_replay_and_no_second_copy(edge_copy, device_python, tm
     check_replay(edge_copy, replay, "here")
     assert not replay["device"]["transfer"]["bundle_copied"] and not replay["device"]["transfer"]["runner_copied"]
     report = render_report(edge_copy).read_text()
-    assert "## On the device" in report and "| here | scnn2:8-16 | fp16 | 4 |" in report
+    assert "## On the device" in report and "| here | scnn2:8-16 | fp16 | 4 | ort-cpu | runtime default |" in report
     assert (edge_copy.path / "figures" / "device_latency.png").is_file()
 
 

@@ -95,7 +95,8 @@ def devices_section(run: RunDir, figures: Path) -> str | None:
                   "temperatures, warm-up, repeats) is in `device/<device>/bench.json`.", "",
                   md_table(("device", "model", "precision", "batch", "runtime", "threads", "power mode", "p50 ms",
                             "p99 ms", "cv", "end-to-end p50 ms", "flag"),
-                           [(r["device"], r["model"], r["precision"], r["batch"], r["runtime"], r["threads"],
+                           [(r["device"], r["model"], r["precision"], r["batch"], r["runtime"],
+                             "runtime default" if r["threads"] == 0 else r["threads"],
                              (r["power_mode"] or {}).get("name", "n/a"), r["p50_ms"], r["p99_ms"], r["cv"],
                              r["e2e_p50_ms"], r["flag"] or "") for r in rows]), ""]
         plot = latency_plot(rows, figures / "device_latency.png", spec)

@@ -13,7 +13,6 @@ Run: python -m benchmarks.attack_share  (writes benchmarks/results/attack_share.
 """
 from __future__ import annotations
 
-import ctypes
 import statistics
 import time
 
@@ -97,21 +96,7 @@ def suite(eps: float, steps: int, targets: int, queries: int, seed: int = 0):
             get_attack("square", eps=eps, queries=queries, seed=seed)]
 
 
-def steady_allocator() -> str:
-    """Keep freed memory in the process (glibc: no mmap for large blocks, no trimming), so a pass's large buffers do
-    not page-fault anew depending on what ran before it; ResNet-20's activations are above glibc's mmap threshold."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        if libc.mallopt(M_MMAP_THRESHOLD, 2**25) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 2**62) == 1:
-            return "glibc mallopt: mmap threshold 32 MiB (its largest), no trimming"
-    except (OSError, AttributeError):
-        pass
-    return "the C library's default allocator settings"
-
-
 def main() -> None:
-    allocator = steady_allocator()
     torch.set_num_threads(1)  # CPU time of one thread: the machine is shared, so wall-clock is mostly other load
     torch.manual_seed(0)
     digits = load_dataset("digits", "test")
@@ -128,8 +113,7 @@ def main() -> None:
     rows += [measure("resnet20 (3x32x32)", resnet, x_r, y_r, a) for a in suite(2 / 255, 5, 3, 50)]
     digits_rows = [r for r in rows if r["model"].startswith("scnn2")]
     save_result("attack_share", {
-        "how": f"process CPU time, 1 torch thread, {allocator}, min and median of {REPEATS} interleaved repeats; "
-               "share = time of "
+        "how": f"process CPU time, 1 torch thread, min and median of {REPEATS} interleaved repeats; share = time of "
                "a replay of exactly the attack's model passes (recorded batch sizes; forward, then as many "
                "input-gradient backwards as the attack made through that output) / time of the attack; digits: "
                "the first 256 correctly classified test points (one suite batch), ε = 0.1, 100 steps, 9 targets, "

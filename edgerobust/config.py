@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from fractions import Fraction
 from typing import Any, TypeVar, Union
@@ -30,6 +30,19 @@ ADVERSARIAL_METHODS = ("pgd", "pgd-at", "fgsm", "fgsm-rs", "trades", "none", "na
 
 class ConfigError(EdgeRobustError):
     """A recipe or command-line setting with an unknown key, a wrong type or a value out of range."""
+
+
+@dataclass(frozen=True)
+class Given:
+    """A command-line value with the option it came from, for the options not named after their key (`--queries`
+    sets `square_queries`): errors then name the option the user typed."""
+    value: Any
+    flag: str
+
+
+def given(value: Any, flag: str) -> Given | None:
+    """`value` labelled with its option `flag`; None (not given) stays None."""
+    return None if value is None else Given(value, flag)
 
 
 def setting(default: Any = MISSING, *, help: str = "", ge: float | None = None, gt: float | None = None,
@@ -146,13 +159,15 @@ def build(cls: type[C], values: Mapping[str, Any] | None = None, where: str = ""
     if unknown:
         raise ConfigError(f"{where or cls.__name__}: unknown key(s) {', '.join(unknown)}; valid keys: "
                           f"{', '.join(sorted(keys(cls)))}")
-    given = {k: (v, f"{where} {k}".strip()) for k, v in values.items()}
+    labels = {k: f"{where} {k}".strip() for k in keys(cls)}  # where each value came from, for errors
+    given = {k: (v, labels[k]) for k, v in values.items()}
     for k, v in (overrides or {}).items():
         if v is None:
             continue
         if k not in keys(cls):
             raise ConfigError(f"unknown setting {k} for {where or cls.__name__}")
-        given[k] = (v, f"--{k.replace('_', '-')}")
+        v, labels[k] = (v.value, v.flag) if isinstance(v, Given) else (v, f"--{k.replace('_', '-')}")
+        given[k] = (v, labels[k])
     hints = typing.get_type_hints(cls)
     current = asdict(base) if base is not None else {}
     kwargs: dict[str, Any] = {}
@@ -171,7 +186,7 @@ def build(cls: type[C], values: Mapping[str, Any] | None = None, where: str = ""
     instance = cls(**kwargs)
     check = getattr(instance, "check", None)
     if check is not None:
-        check(where or cls.__name__)
+        check(labels.__getitem__)
     return instance
 
 
@@ -302,10 +317,11 @@ class CompressConfig:
     retrain_lr: float | None = setting(None, gt=0, help="default: the training lr")
     physical: bool = setting(True, help="remove pruned channels physically")
 
-    def check(self, where: str = "[compress]") -> None:
+    def check(self, label: Callable[[str], str] = "[compress] {}".format) -> None:
+        """Checks across fields; `label` names a key's origin in errors (a recipe key or the option given)."""
         for keep in grid_values(self.keep):
             if not 0 < keep <= 1:
-                raise ConfigError(f"{where} keep = {keep} is outside (0, 1]; e.g. 0.5 keeps half the weights")
+                raise ConfigError(f"{label('keep')} = {keep} is outside (0, 1]; e.g. 0.5 keeps half the weights")
         if self.method == "l1" and self.scheme != "filter":
             raise ConfigError(f"L1 filter pruning prunes filters; use --scheme filter, not '{self.scheme}'")
         if self.threshold is not None and self.method != "l1":
@@ -348,11 +364,11 @@ class EvaluateConfig:
     batch_size: int = setting(256, ge=1, help="attack batch size")
     fab: bool = setting(False, help="add FAB-T to the standard suite")
 
-    def check(self, where: str = "[evaluate]") -> None:
+    def check(self, label: Callable[[str], str] = "[evaluate] {}".format) -> None:
         if self.minimal in ("none", ""):
             self.minimal = None
         for i, eps in enumerate(self.curve_grid or []):
-            _check_bounds(eps, {"ge": 0}, f"{where} curve_grid[{i}]")
+            _check_bounds(eps, {"ge": 0}, f"{label('curve_grid')}[{i}]")
         if self.fab and self.suite != "standard":
             raise ConfigError("fab adds FAB-T to the standard suite; drop suite = none (or use the attack fab-t)")
 
@@ -384,11 +400,11 @@ class BenchConfig:
     threads: int | None = setting(None, ge=1, help="CPU threads (default: the target's)")
     memory: bool = setting(True, help="measure peak memory in a separate pass")
 
-    def check(self, where: str = "[bench]") -> None:
+    def check(self, label: Callable[[str], str] = "[bench] {}".format) -> None:
         for i, b in enumerate(self.batches):
-            _check_bounds(b, {"ge": 1}, f"{where} batches[{i}]")
+            _check_bounds(b, {"ge": 1}, f"{label('batches')}[{i}]")
         if not self.batches:
-            raise ConfigError(f"{where} batches is empty; give at least one batch size")
+            raise ConfigError(f"{label('batches')} is empty; give at least one batch size")
 
 
 @dataclass
@@ -404,11 +420,11 @@ class DeviceConfig:
     max_cv: float | None = setting(None, gt=0, help="re-measure a row above this coefficient of variation")
     remeasure: int = setting(1, ge=0, help="extra attempts for a noisy row before it is flagged")
 
-    def check(self, where: str = "[device]") -> None:
+    def check(self, label: Callable[[str], str] = "[device] {}".format) -> None:
         if not self.batches:
-            raise ConfigError(f"{where} batches is empty; give at least one batch size")
+            raise ConfigError(f"{label('batches')} is empty; give at least one batch size")
         for i, b in enumerate(self.batches):
-            _check_bounds(b, {"ge": 1}, f"{where} batches[{i}]")
+            _check_bounds(b, {"ge": 1}, f"{label('batches')}[{i}]")
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..compress.api import compress_grid, configs_from_recipe
-from ..config import CompressEvaluateConfig, grid_values, section
+from ..config import CompressEvaluateConfig, given, grid_values, section
 from ..errors import EdgeRobustError
 from ..recipe import load_recipe
 from ..report.tradeoff import tradeoff_columns, tradeoff_table_rows
@@ -60,12 +60,14 @@ def compress(
     """Prune a model (ADMM / L1 filter), adversarially if asked, and remove the pruned filters physically."""
     spec = load_recipe(recipe)
     config, train_config, adv_settings, eval_settings = configs_from_recipe(spec, dict(
-        method=method, scheme=scheme, global_keep=global_keep, funnel=funnel, threshold=threshold,
+        method=method, scheme=scheme, global_keep=given(global_keep, "--global/--per-layer"), funnel=funnel,
+        threshold=threshold,
         keep=split_list(keep), layers=split_list(layers),
         admm_epochs=admm_epochs, retrain_epochs=retrain_epochs, rho=rho, rho_growth=rho_growth,
         admm_interval=admm_interval, keep_schedule=keep_schedule,
-        physical=physical, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-        adv_method=adv, adv_eps=split_list(eps), adv_steps=steps, adv_weight=adv_weight, adv_schedule=eps_schedule))
+        physical=given(physical, "--physical/--masked-only"), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+        adv_method=given(adv, "--adv"), adv_eps=split_list(eps), adv_steps=steps,
+        adv_weight=given(adv_weight, "--adv-weight"), adv_schedule=given(eps_schedule, "--eps-schedule")))
     keeps = grid_values(config.keep)
     eps_values = grid_values(adv_settings.eps) if adv_settings is not None else [None]
     if evaluate:

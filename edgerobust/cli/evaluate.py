@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from ..config import EvaluateConfig, option_help
+from ..config import EvaluateConfig, given, option_help
 from ..evaluation.api import ROBUSTNESS_FILE, evaluate_run
 from ..report.robustness import curve_plot, transfer_heatmap
 from ..run import RunDir
@@ -75,8 +75,9 @@ def evaluate(
         target, transfer=[RunDir.open(p) for p in transfer], ensemble=[RunDir.open(p) for p in ensemble],
         progress=False if quiet else None, device=device, suite=suite, eps=eps, norm=norm, attacks=attack or None,
         curve=curve, curve_grid=split_list(curve_eps), curve_steps=curve_steps, n=n, seed=seed, steps=steps,
-        n_restarts=restarts, square_queries=queries, n_target_classes=targets, fab=fab, minimal=minimal,
-        masking_checks=masking, batch_size=batch_size)
+        n_restarts=given(restarts, "--restarts"), square_queries=given(queries, "--queries"),
+        n_target_classes=given(targets, "--targets"), fab=fab, minimal=minimal,
+        masking_checks=given(masking, "--masking/--no-masking"), batch_size=batch_size)
     print_robustness(result)
     figures = target.file("figures")
     if result.get("curve"):

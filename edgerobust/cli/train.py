@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from ..config import section
+from ..config import given, section
 from ..recipe import load_recipe
 from ..training.api import adversarial_from_recipe, config_from_recipe, train_model
 from .common import command, console, device_option
@@ -57,8 +57,9 @@ def train(
     if adv is None and (eps is not None or adv_steps is not None or eps_schedule is not None) \
             and "adversarial" not in spec:
         adv = "pgd"  # asking for an ε means adversarial training
-    adversarial = adversarial_from_recipe(spec, dict(method=adv, eps=eps, steps=adv_steps, weight=adv_weight,
-                                                     schedule=eps_schedule, guard=guard))
+    adversarial = adversarial_from_recipe(spec, dict(
+        method=given(adv, "--adv"), eps=eps, steps=given(adv_steps, "--adv-steps"),
+        weight=given(adv_weight, "--adv-weight"), schedule=given(eps_schedule, "--eps-schedule"), guard=guard))
     run = train_model(out, model, data, config, data_root=data_root or data_section.root, resume=resume,
                       recipe=spec, progress=False if quiet else None, adversarial=adversarial, device=device)
     from ..training.distributed import is_main_process

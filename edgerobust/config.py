@@ -47,9 +47,11 @@ def given(value: Any, flag: str) -> Given | None:
 
 def setting(default: Any = MISSING, *, help: str = "", ge: float | None = None, gt: float | None = None,
             le: float | None = None, lt: float | None = None, choices: tuple[str, ...] | None = None,
-            grid: bool = False) -> Any:
-    """A dataclass field with bounds (`ge`, `gt`, `le`, `lt`), fixed `choices` and whether a list means a grid."""
-    metadata = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "grid": grid}
+            grid: bool = False, registry: str | None = None) -> Any:
+    """A dataclass field with bounds (`ge`, `gt`, `le`, `lt`), fixed `choices`, whether a list means a grid, and the
+    registry its value names (checked where that registry is loaded)."""
+    metadata = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "grid": grid,
+                "registry": registry}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -181,6 +183,8 @@ def build(cls: type[C], values: Mapping[str, Any] | None = None, where: str = ""
                 tp = list[tp]  # type: ignore[valid-type]
             kwargs[f.name] = coerce(value, tp, label)
             _check_bounds(kwargs[f.name], f.metadata, label)
+            if f.metadata.get("registry"):
+                check_name(f.metadata["registry"], kwargs[f.name], label)
         elif f.name in current:
             kwargs[f.name] = current[f.name]
     instance = cls(**kwargs)
@@ -238,7 +242,8 @@ class TrainConfig:
     momentum: float = setting(0.9, ge=0, lt=1, help="SGD momentum")
     weight_decay: float = setting(5e-4, ge=0, help="L2 weight decay")
     nesterov: bool = setting(False, help="Nesterov momentum")
-    schedule: str = setting("cosine", help="learning-rate schedule: constant, step, cosine or cyclic")
+    schedule: str = setting("cosine", registry="lr schedule",
+                            help="learning-rate schedule: constant, step, cosine or cyclic")
     step_size: int = setting(10, ge=1, help="step schedule: epochs between decays")
     gamma: float = setting(0.1, gt=0, le=1, help="step schedule: decay factor")
     seed: int = setting(0, ge=0, lt=SEED_LIMIT, help="random seed")
@@ -248,7 +253,6 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Re-check a config made in Python (not through `build`): bounds, choices and the schedule's name."""
-        check_name("lr schedule", self.schedule, "[train] schedule")
         return build(TrainConfig, asdict(self), "[train]")
 
 
@@ -295,7 +299,7 @@ class CompressConfig:
     """[compress]: ADMM or one-shot pruning with physical removal (Marshall; Ye et al.; Li et al. for L1)."""
     method: str = setting("admm", choices=("admm", "l1", "magnitude"),
                           help="admm | l1 (one-shot L1 filter, Li et al.) | magnitude (one-shot projection)")
-    scheme: str = setting("filter", help="irregular, filter, column or channel")
+    scheme: str = setting("filter", registry="pruning scheme", help="irregular, filter, column or channel")
     keep: float = setting(0.5, grid=True, help="fraction kept, in (0, 1] (a list is a grid)")
     global_keep: bool = setting(False, help="one ranking across layers")
     funnel: bool = setting(False, help="density falling with depth")
@@ -334,7 +338,6 @@ class CompressConfig:
         config = build(CompressConfig, asdict(self), "[compress]")
         if isinstance(config.keep, list):
             raise ConfigError("compress_model prunes to one keep ratio; run a list of them with compress_grid")
-        check_name("pruning scheme", config.scheme, "[compress] scheme")
         return config
 
 

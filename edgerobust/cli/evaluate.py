@@ -74,7 +74,8 @@ def evaluate(
     result = evaluate_run(
         target, transfer=[RunDir.open(p) for p in transfer], ensemble=[RunDir.open(p) for p in ensemble],
         progress=False if quiet else None, device=device, suite=suite, eps=eps, norm=norm, attacks=attack or None,
-        curve=curve, curve_grid=split_list(curve_eps), curve_steps=curve_steps, n=n, seed=seed, steps=steps,
+        curve=curve, curve_grid=given(split_list(curve_eps), "--curve-eps"), curve_steps=curve_steps, n=n, seed=seed,
+        steps=steps,
         n_restarts=given(restarts, "--restarts"), square_queries=given(queries, "--queries"),
         n_target_classes=given(targets, "--targets"), fab=fab, minimal=minimal,
         masking_checks=given(masking, "--masking/--no-masking"), batch_size=batch_size)

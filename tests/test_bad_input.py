@@ -10,6 +10,7 @@ import gzip
 import json
 import os
 import pickle
+import platform
 import shutil
 import struct
 import subprocess
@@ -26,6 +27,7 @@ from edgerobust.errors import EdgeRobustError
 from edgerobust.io import sha256_file
 
 RUN = "run"  # every case gets a fresh copy of the trained digits run at tmp/run
+OTHER_ARCH_TARGET = "jetson" if platform.machine() in ("x86_64", "AMD64") else "x86-cpu"  # bench cannot stand for
 
 
 @pytest.fixture(scope="module")
@@ -234,6 +236,15 @@ CASES = [
     ("pipeline-recipe-steps-not-a-list", lambda t, b: ((t / "r.toml").write_text('[pipeline]\nsteps = "train"\n'),
                                                        ["pipeline", "--recipe", t / "r.toml", "--out", t / "p",
                                                         "-q"])[1], "must be a list"),
+    # a later step's settings are checked before the first runs, so nothing is trained for nothing
+    *[(f"pipeline-bad-{step}-settings", lambda t, b, table=table: (
+        (t / "r.toml").write_text(f'[pipeline]\nsteps = ["train", "export", "bench", "device"]\n{table}\n'),
+        ["pipeline", "--recipe", t / "r.toml", "--out", t / "p", "-q"])[1], expected)
+      for step, table, expected in (
+          ("export-target", '[export]\ntarget = "bogus"', "unknown target 'bogus'"),
+          ("export-precision", '[export]\nint8 = true', "does not support int8"),
+          ("bench-target", f'[bench]\ntarget = "{OTHER_ARCH_TARGET}"', "but this machine is"),
+          ("device-host", '[device]\nhost = "u@h:0"', "port '0' must be"))],
     ("pipeline-failing-first-step", lambda t, b: ((t / "r.toml").write_text(
         '[pipeline]\nsteps = ["train"]\n[model]\nspec = "mlp:0"\n'),
         ["pipeline", "--recipe", t / "r.toml", "--out", t / "p", "-q"])[1], "at least 1"),

@@ -5,9 +5,18 @@ from __future__ import annotations
 import sys
 
 from ..config import DeviceConfig, section
+from ..devices import load_profile
 from ..remote.api import device_bench, device_replay
+from ..remote.hosts import parse_host
 from ..remote.options import RemoteOptions
 from .context import PIPELINE_STEPS, PipelineContext
+
+
+def check_device(ctx: PipelineContext) -> None:
+    """The device's target and host spelling (nothing is contacted), before any step runs."""
+    settings: DeviceConfig = section(ctx.recipe, "device")
+    load_profile(settings.target or section(ctx.recipe, "export").target)
+    parse_host(settings.host, settings.python)
 
 
 @PIPELINE_STEPS.register("device", "bench and replay the exported bundle through the device runner (--host local)")
@@ -29,3 +38,6 @@ def device_step(ctx: PipelineContext) -> None:
             ctx.add("device", f"{name} {row['precision']} {key} accuracy (gap to host)",
                     f"{figures['accuracy']:.3f} ({figures['gap']:+.3f})" if figures.get("gap") is not None
                     else f"{figures['accuracy']:.3f}")
+
+
+device_step.check = check_device  # type: ignore[attr-defined]

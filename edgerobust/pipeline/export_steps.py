@@ -3,9 +3,18 @@ from __future__ import annotations
 
 from ..config import section
 from ..devices import load_profile
-from ..export.api import export_run
+from ..export.api import choose_precisions, export_run
 from ..export.bundle import verify_bundle
 from .context import PIPELINE_STEPS, PipelineContext
+
+
+def check_export(ctx: PipelineContext) -> None:
+    """The target, its opset and the precisions asked for, before any step runs."""
+    config = section(ctx.recipe, "export")
+    profile = load_profile(config.target)
+    if config.opset is not None:
+        profile.check_opset(config.opset)
+    choose_precisions(profile, config.fp16, config.int8)
 
 
 @PIPELINE_STEPS.register("export", "export the current model for a target device and verify the bundle")
@@ -20,3 +29,6 @@ def export_step(ctx: PipelineContext) -> None:
     for precision, parity in result.summary["parity"].items():
         ctx.add("export", f"{precision} max |Δ| vs PyTorch", parity["max_abs_diff"])
         ctx.add("export", f"{precision} top-1 agreement", parity["top1_agreement"])
+
+
+export_step.check = check_export  # type: ignore[attr-defined]

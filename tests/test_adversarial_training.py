@@ -294,4 +294,4 @@ def test_train_cli_decreasing_eps_schedule_is_one_line(tmp_path):
     code, out, err = run_cli("train", "--recipe", recipe, "--epochs", "1", "-q", "--out", tmp_path / "run")
     assert code == 2 and "ε schedule decreases (0.1 -> 0.05)" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli("train", "--adv", "madry", "--epochs", "1", "-q", "--out", tmp_path / "run2")
-    assert code == 2 and "method = 'madry' is not one of: pgd" in err
+    assert code == 2 and "--adv = 'madry' is not one of: pgd" in err  # the option typed, not the key

@@ -70,6 +70,18 @@ def choose_runtimes(profile, requested: Sequence[str] | None, precision: str) ->
     return chosen, skipped
 
 
+def bench_plan(target: str | Path | Any, precision: str, runtimes: Sequence[str] | None
+               ) -> tuple[Any, list[str], dict[str, str]]:
+    """The target's profile (one this machine can stand for), checked for the precision, and the runtimes to time
+    with those skipped and why."""
+    from ..devices import load_profile
+
+    profile = load_profile(target)
+    check_target_matches_host(profile)
+    profile.require_precision(precision)
+    return (profile, *choose_runtimes(profile, runtimes, precision))
+
+
 def check_target_matches_host(profile) -> None:
     if profile.arch != host_arch():
         raise EdgeRobustError(f"target {profile.name} is {profile.arch} but this machine is {host_arch()}; bench "
@@ -139,9 +151,6 @@ def bench_run(run: RunDir | str | Path, target: Any = None, runtimes: Sequence[s
     runtimes, batches, mode = config.runtimes, config.batches, config.mode
     repeats, warmup = config.repeats, config.warmup
     precision, threads, memory = config.precision, config.threads, config.memory
-
-    from ..devices import load_profile
-
     device = resolve_device(device)
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     if write and not os.access(run.path, os.W_OK):
@@ -152,10 +161,7 @@ def bench_run(run: RunDir | str | Path, target: Any = None, runtimes: Sequence[s
     batches = sorted({int(b) for b in batches})
     if not batches or batches[0] < 1:
         raise EdgeRobustError(f"batch sizes must be positive integers, got {list(batches)}")
-    profile = load_profile(target)
-    check_target_matches_host(profile)
-    profile.require_precision(precision)
-    names, skipped = choose_runtimes(profile, runtimes, precision)
+    profile, names, skipped = bench_plan(target, precision, runtimes)
     on_gpu = [n for n in names if get_runtime(n).device == "cuda"]
     if on_gpu and device.type != "cuda":
         if runtimes:

@@ -54,6 +54,15 @@ def choose_precisions(profile: DeviceProfile, fp16: bool | None, int8: bool | No
     return chosen
 
 
+def export_plan(target: str | Path | DeviceProfile, opset: int | None, fp16: bool | None, int8: bool | None
+                ) -> tuple[DeviceProfile, int, list[str]]:
+    """The target's profile, the opset (default: its maximum) and the precisions to export, each checked."""
+    profile = load_profile(target)
+    opset = profile.max_opset if opset is None else int(opset)
+    profile.check_opset(opset)
+    return profile, opset, choose_precisions(profile, fp16, int8)
+
+
 def load_inputs(run: RunDir, split: str, data_root: str | Path | None) -> Any:
     data = run.manifest.get("dataset", {})
     name = data.get("test" if split == "test" else "train", {}).get("name")
@@ -89,10 +98,7 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
     calibration, tolerance, engine = config.calibration, config.tolerance, config.engine
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     device = resolve_device(device)
-    profile = load_profile(target)
-    opset = profile.max_opset if opset is None else int(opset)
-    profile.check_opset(opset)
-    precisions = choose_precisions(profile, fp16, int8)
+    profile, opset, precisions = export_plan(target, opset, fp16, int8)
     if batch < 1 or golden < 1 or calibration < 0:
         raise EdgeRobustError("--batch and --golden must be at least 1 and --calibration at least 0")
     if engine:

@@ -2,19 +2,15 @@
 from __future__ import annotations
 
 from ..bench import bench_run
-from ..bench.api import check_target_matches_host, choose_runtimes
+from ..bench.api import bench_plan
 from ..config import section
-from ..devices import load_profile
 from .context import PIPELINE_STEPS, PipelineContext
 
 
 def check_bench(ctx: PipelineContext) -> None:
     """The target (one this machine can stand for), its precision and runtimes, before any step runs."""
     config = section(ctx.recipe, "bench")
-    profile = load_profile(config.target)
-    check_target_matches_host(profile)
-    profile.require_precision(config.precision)
-    choose_runtimes(profile, config.runtimes, config.precision)
+    bench_plan(config.target, config.precision, config.runtimes)
 
 
 @PIPELINE_STEPS.register("bench", "latency per runtime and batch size on this machine (RUN/bench.json)")

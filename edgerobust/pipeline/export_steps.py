@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..config import section
 from ..devices import load_profile
-from ..export.api import choose_precisions, export_run
+from ..export.api import export_plan, export_run
 from ..export.bundle import verify_bundle
 from .context import PIPELINE_STEPS, PipelineContext
 
@@ -11,10 +11,7 @@ from .context import PIPELINE_STEPS, PipelineContext
 def check_export(ctx: PipelineContext) -> None:
     """The target, its opset and the precisions asked for, before any step runs."""
     config = section(ctx.recipe, "export")
-    profile = load_profile(config.target)
-    if config.opset is not None:
-        profile.check_opset(config.opset)
-    choose_precisions(profile, config.fp16, config.int8)
+    export_plan(config.target, config.opset, config.fp16, config.int8)
 
 
 @PIPELINE_STEPS.register("export", "export the current model for a target device and verify the bundle")

@@ -131,5 +131,8 @@ def finished_run(path, ctx: DistributedContext):
 
 
 def shutdown() -> None:
+    """Leave the process group once every rank is done with it: without the barrier a rank that finishes first tears
+    its connections down while a slower one still talks through them, and gloo aborts that process."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

@@ -19,6 +19,7 @@ import torch
 from benchmarks.common import save_result
 from edgerobust.attacks import get_attack
 from edgerobust.compute_device import describe_device, resolve_device
+from edgerobust.config import ExportConfig
 from edgerobust.data import load_dataset
 from edgerobust.models import build_model
 from edgerobust.training import TrainConfig, Trainer, build_training_loss
@@ -79,7 +80,8 @@ def fp16_parity() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         run = train_model(Path(tmp) / "run", "scnn2:16-32", "digits", TrainConfig(epochs=5, batch_size=64),
                           device="cuda", progress=False)
-        exported = export_run(run, "h200", fp16=True, int8=False, calibration=0, device="cuda", progress=False)
+        exported = export_run(run, ExportConfig(target="h200", fp16=True, int8=False, calibration=0), device="cuda",
+                              progress=False)
         model = run.load_model().cuda().eval()
         x = load_dataset("digits", "test").images.cuda()
         with torch.no_grad():

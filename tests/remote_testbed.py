@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy
 import pytest
 
+from edgerobust.config import ExportConfig
 from edgerobust.remote.testbed import LoopbackSSHD
 
 
@@ -89,8 +90,8 @@ def edge_run(digits_run, edge_profiles, tmp_path_factory):
 
     run = run_with_replay_set(digits_run, tmp_path_factory.mktemp("edge"), 40)
     path = run.path
-    export_run(run, "x86-edge", fp16=True, calibration=0, golden=32, progress=False)
-    export_run(run, "x86-cpu", calibration=0, golden=32, progress=False)
+    export_run(run, ExportConfig(target="x86-edge", fp16=True, calibration=0, golden=32), progress=False)
+    export_run(run, ExportConfig(target="x86-cpu", calibration=0, golden=32), progress=False)
     return RunDir.open(path)
 
 

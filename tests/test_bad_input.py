@@ -23,6 +23,7 @@ from cli_helpers import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edgerobust.config import ExportConfig
 from edgerobust.errors import EdgeRobustError
 from edgerobust.io import sha256_file
 
@@ -38,7 +39,8 @@ def bundle_source(digits_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("bundle")
     shutil.copytree(digits_run.path, root / "run")  # export records itself in the run: never in the shared one
     out = root / "bundle"
-    export_run(RunDir.open(root / "run"), "x86-cpu", out=out, progress=False, calibration=0, golden=4, fp16=False)
+    export_run(RunDir.open(root / "run"), ExportConfig(target="x86-cpu", calibration=0, golden=4, fp16=False),
+               out=out, progress=False)
     return out
 
 

@@ -19,6 +19,7 @@ import torch
 from rounding import U32, summation_order_bound
 
 from edgerobust.attacks import ATTACKS, get_attack
+from edgerobust.config import BenchConfig, EvaluateConfig, ExportConfig
 from edgerobust.data import load_dataset
 from edgerobust.models import build_model
 from edgerobust.training import TrainConfig, Trainer, build_training_loss
@@ -106,9 +107,9 @@ def test_evaluate_run_on_cuda_matches_the_cpu(tmp_path, float64_default):
     run = train_model(tmp_path / "run", "scnn2:8-16", "digits", TrainConfig(epochs=1, batch_size=64), device="cpu",
                       progress=False)
     settings = dict(n=48, steps=10, square_queries=100, curve=True, curve_grid=[0, 0.1, 0.3], curve_steps=5,
-                    masking_steps=3, progress=False)
-    cpu = evaluate_run(run, device="cpu", **settings)
-    gpu = evaluate_run(run, device="cuda", **settings)
+                    masking_steps=3)
+    cpu = evaluate_run(run, EvaluateConfig(**settings), device="cpu", progress=False)
+    gpu = evaluate_run(run, EvaluateConfig(**settings), device="cuda", progress=False)
     assert gpu["device"]["type"] == "cuda"
     for key in ("clean_accuracy", "robust_accuracy", "curve", "masking"):
         assert gpu[key] == cpu[key], key
@@ -143,7 +144,8 @@ def test_export_on_cuda_keeps_fp16_parity(tmp_path):
 
     run = train_model(tmp_path / "run", "scnn2:8-16", "digits", TrainConfig(epochs=1, batch_size=64), device="cpu",
                       progress=False)
-    result = export_run(run, "h200", fp16=True, int8=False, calibration=0, device="cuda", progress=False)
+    result = export_run(run, ExportConfig(target="h200", fp16=True, int8=False, calibration=0), device="cuda",
+                        progress=False)
     assert result.summary["device"]["type"] == "cuda"
     assert set(result.summary["parity"]) == {"fp32", "fp16"} and all(
         p["passed"] for p in result.summary["parity"].values())
@@ -159,8 +161,8 @@ def test_bench_torch_cuda(tmp_path):
 
     run = train_model(tmp_path / "run", "scnn2:8-16", "digits", TrainConfig(epochs=1, batch_size=64), device="cpu",
                       progress=False)
-    record = bench_run(run, "h200", ["torch-cuda"], batches=(1, 8), repeats=5, warmup=2, memory=False,
-                       device="cuda", progress=False)
+    record = bench_run(run, BenchConfig(target="h200", runtimes=["torch-cuda"], batches=(1, 8), repeats=5, warmup=2,
+                       memory=False), device="cuda", progress=False)
     assert record["device"]["type"] == "cuda"
     assert {r["batch"] for r in record["results"] if r["runtime"] == "torch-cuda"} == {1, 8}
     assert all(r["p50_ms"] > 0 for r in record["results"])

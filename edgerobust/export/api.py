@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..compute_device import describe_device, resolve_device
-from ..config import ExportConfig, build
+from ..config import ExportConfig, validated
 from ..data import load_dataset
 from ..devices import DeviceProfile, load_profile
 from ..errors import DataError, EdgeRobustError
@@ -27,8 +27,6 @@ from .parity import check_parity, run_torch
 from .ship import ship_replay_sets, ship_runner
 from .tolerance import float64_outputs
 
-FP32_TOLERANCE = 1e-4  # absolute, on logits
-FP16_TOLERANCE = 1e-2  # relative to the largest |logit|: fp16 keeps ~3 significant digits
 EXPORTABLE = ("fp32", "fp16", "int8")
 
 
@@ -79,29 +77,20 @@ def load_inputs(run: RunDir, split: str, data_root: str | Path | None) -> Any:
     return dataset
 
 
-def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | None = None, *,
-               config: ExportConfig | None = None, out: str | Path | None = None,
-               fp16_tolerance: float = FP16_TOLERANCE, data_root: str | Path | None = None,
-               progress: bool | None = None, device: str | Any | None = None, **settings: Any) -> ExportResult:
-    """Export the run's model for `target` into a deployment bundle; every check passes or nothing is written.
+def export_run(run: RunDir | str | Path, config: ExportConfig | None = None, *, out: str | Path | None = None,
+               data_root: str | Path | None = None, progress: bool | None = None, device: str | Any | None = None
+               ) -> ExportResult:
+    """Export the run's model for `config.target` into a deployment bundle; every check passes or nothing is written.
 
-    Settings are ExportConfig's fields ([export] in a recipe: opset, fp16, int8, batch, golden, calibration,
-    tolerance, engine), given as `config` and/or keyword overrides. The graph is traced on the CPU; `device` (auto
-    when None) computes the PyTorch reference outputs, in full float32, that the golden outputs and the fp32 / fp16
-    parity checks compare against.
+    `config` is the [export] section (default: ExportConfig's defaults; one made in Python is checked here). The
+    graph is traced on the CPU; `device` (auto when None) computes the PyTorch reference outputs, in full float32,
+    that the golden outputs and the fp32 / fp16 parity checks compare against.
     """
-    profile_object = target if target is not None and not isinstance(target, (str, Path)) else None
-    config = build(ExportConfig, overrides={**settings, "target": None if target is None or profile_object is not None
-                                            else str(target)}, base=config, where="[export]")
-    target = profile_object or config.target
-    opset, fp16, int8, batch, golden = config.opset, config.fp16, config.int8, config.batch, config.golden
-    calibration, tolerance, engine = config.calibration, config.tolerance, config.engine
+    config = validated(config or ExportConfig())
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     device = resolve_device(device)
-    profile, opset, precisions = export_plan(target, opset, fp16, int8)
-    if batch < 1 or golden < 1 or calibration < 0:
-        raise EdgeRobustError("--batch and --golden must be at least 1 and --calibration at least 0")
-    if engine:
+    profile, opset, precisions = export_plan(config.target, config.opset, config.fp16, config.int8)
+    if config.engine:
         from .tensorrt_build import check_local_device, import_tensorrt
 
         import_tensorrt()
@@ -111,7 +100,7 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
     runtime = profile.runtimes[0]
 
     steps = ["export", "parity", *(["fp16"] if "fp16" in precisions else []), "memory", "data",
-             *(["engine"] if engine else []), "bundle"]
+             *(["engine"] if config.engine else []), "bundle"]
     with progress_bar(progress) as bar, staging(bundle_path) as stage:
         task = bar.add_task(f"export for {profile.name}", total=len(steps), status="")
 
@@ -130,11 +119,11 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
         advance(f"opset {opset_of(proto)}")
 
         test = load_inputs(run, "test", data_root)
-        inputs = test.images[:golden].numpy().astype(np.float32)
-        labels = test.labels[:golden].numpy().astype(np.int64)
+        inputs = test.images[:config.golden].numpy().astype(np.float32)
+        labels = test.labels[:config.golden].numpy().astype(np.int64)
         reference = run_torch(model, inputs)
         models: dict[str, dict[str, Any]] = {}
-        parity = check_parity(reference, stage / "model.onnx", inputs, tolerance, "fp32")
+        parity = check_parity(reference, stage / "model.onnx", inputs, config.tolerance, "fp32")
         models["fp32"] = {"file": "model.onnx", "parity": parity}
         advance(f"fp32 max |Δ| {parity['max_abs_diff']:.2g}")
 
@@ -142,12 +131,12 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
             half = to_fp16(proto)
             check_operators(half, profile.operator_set, profile.name, runtime)
             save_onnx(half, stage / "model.fp16.onnx")
-            half_parity = check_parity(reference, stage / "model.fp16.onnx", inputs, fp16_tolerance, "fp16",
+            half_parity = check_parity(reference, stage / "model.fp16.onnx", inputs, config.fp16_tolerance, "fp16",
                                        relative=True)
             models["fp16"] = {"file": "model.fp16.onnx", "parity": half_parity}
             advance(f"fp16 top-1 {half_parity['top1_agreement']:.3f}")
 
-        memory = estimate_memory(proto, batch)
+        memory = estimate_memory(proto, config.batch)
         memory["budget_bytes"] = profile.memory_budget_bytes
         check_budget(memory, profile.memory_budget_bytes, profile.name)
         advance(f"{memory['estimate_bytes'] / 2**20:.1f} MiB")
@@ -159,8 +148,8 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
         for precision, entry in save_golden_tolerances(stage, proto, inputs, list(models), exact).items():
             models[precision]["golden_tolerance"] = entry
         calib_info = None
-        if calibration:
-            images, calib_labels = calibration_sample(load_inputs(run, "train", data_root), calibration)
+        if config.calibration:
+            images, calib_labels = calibration_sample(load_inputs(run, "train", data_root), config.calibration)
             save_calibration(stage / CALIBRATION_NAME, images, calib_labels)
             calib_info = {"file": CALIBRATION_NAME, "count": len(images), "split": "train",
                           "sampling": "class-balanced, seed 0"}
@@ -172,13 +161,13 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
         advance("golden + calibration + runner")
 
         engines = []
-        if engine:
+        if config.engine:
             from .tensorrt_build import build_engine
 
-            calib = images if calibration else None
+            calib = images if config.calibration else None
             for precision in precisions:
                 engines.append(build_engine(stage / "model.onnx", stage / f"model.{precision}.engine", profile,
-                                            precision, input_shape, max_batch=max(batch, 1), calibration=calib))
+                                            precision, input_shape, max_batch=max(config.batch, 1), calibration=calib))
                 engines[-1]["path"] = f"model.{precision}.engine"
             advance(f"{len(engines)} engine(s)")
 

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgerobust.config import DeviceConfig
 from edgerobust.devices import load_profile
 from edgerobust.export.bundle import read_manifest, verify_bundle
 from edgerobust.remote.api import choose_runtime, host_accuracy, is_emulated
-from edgerobust.remote.options import RemoteOptions
+from edgerobust.remote.options import device_session
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +24,8 @@ def edge(request):
     manifest = read_manifest(bundle)
     assert manifest.get("target") == profile.name, f"bundle {bundle} is for {manifest.get('target')}"
     verify_bundle(bundle)
-    session = RemoteOptions(option("--edge-host"), python=option("--edge-python"), root=option("--edge-device-dir"),
-                            ssh_config=option("--edge-ssh-config")).session()
+    session = device_session(DeviceConfig(host=option("--edge-host"), python=option("--edge-python"),
+                                          root=option("--edge-device-dir"), ssh_config=option("--edge-ssh-config")))
     session.connect(bundle)
     runtime = choose_runtime(session, profile, None)
     precisions = [p for p in profile.precisions if p in manifest.get("models", {})]

@@ -25,14 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from .. import tomlfile
+from ..config import DeviceConfig, build
 from ..errors import EdgeRobustError
 from ..io import write_json
 from ..run import RunDir, now
 from .api import as_profile, device_bench, device_health, device_replay, device_slug, resolve_bundle
 from .errors import RemoteError, error_record
 from .hosts import parse_host
-from .options import RemoteOptions
+from .options import device_session
 
+# The [device] fields a fleet file may set per device (the rest of DeviceConfig, what to measure, comes from the
+# command line or the recipe, for every device alike).
 DEVICE_FIELDS = {"name": str, "host": str, "target": str, "python": str, "root": str, "ssh_config": str,
                  "timeout": (int, float), "connect_timeout": (int, float), "runtime": str, "threads": int}
 FLEET_FIELDS = {"concurrency": int}
@@ -43,17 +46,8 @@ class FleetError(EdgeRobustError):
 
 
 @dataclass
-class FleetDevice:
-    name: str
-    options: RemoteOptions
-    target: str | None = None
-    runtime: str | None = None
-    threads: int | None = None
-
-
-@dataclass
 class Fleet:
-    devices: list[FleetDevice]
+    devices: list[DeviceConfig]  # each complete: its file's fields over the settings given for all
     concurrency: int = 4
     source: str = ""
     results: list[dict[str, Any]] = field(default_factory=list)
@@ -69,8 +63,9 @@ def _check(table: dict, allowed: dict, where: str) -> None:
             raise FleetError(f"{where}: field '{key}' must be {names}, not {type(value).__name__} ({value!r})")
 
 
-def load_fleet(path: str | Path, ssh_config: str | None = None, insecure_host_key: bool = False) -> Fleet:
-    """Read and validate a fleet file; every error names the file and the field."""
+def load_fleet(path: str | Path, base: DeviceConfig | None = None) -> Fleet:
+    """Read and validate a fleet file; every error names the file and the field. Each device's fields go over
+    `base` (the command line's or recipe's [device] settings: what to measure, ssh_config, host-key policy)."""
     path = Path(path)
     try:
         data = tomlfile.loads(path.read_text())
@@ -114,17 +109,14 @@ def load_fleet(path: str | Path, ssh_config: str | None = None, insecure_host_ke
         for key in ("timeout", "connect_timeout"):
             if key in entry and entry[key] <= 0:
                 raise FleetError(f"{where}: field '{key}' must be positive")
-        config = entry.get("ssh_config") or ssh_config
-        options = RemoteOptions(entry["host"], python=entry.get("python"), root=entry.get("root"),
-                                ssh_config=str(Path(config).expanduser()) if config else None,
-                                insecure_host_key=insecure_host_key, timeout=float(entry.get("timeout", 600)),
-                                connect_timeout=float(entry.get("connect_timeout", 10)))
-        out.append(FleetDevice(name, options, entry.get("target"), entry.get("runtime"), entry.get("threads")))
+        if entry.get("ssh_config"):
+            entry["ssh_config"] = str(Path(entry["ssh_config"]).expanduser())
+        out.append(build(DeviceConfig, entry, where, base=base))
     return Fleet(out, concurrency, str(path))
 
 
-def run_fleet(run: RunDir | str | Path, fleet: Fleet, kind: str = "bench", target: str | None = None,
-              progress: bool | None = False, retry_delay: float = 2.0, **settings: Any) -> list[dict[str, Any]]:
+def run_fleet(run: RunDir | str | Path, fleet: Fleet, kind: str = "bench", *, progress: bool | None = False,
+              retry_delay: float = 2.0) -> list[dict[str, Any]]:
     """Health-check then measure (`bench` or `replay`) every device, `fleet.concurrency` at a time.
 
     Returns one row per device: `status` "ok" with the measurement's file, or "error" with the typed error.
@@ -134,23 +126,22 @@ def run_fleet(run: RunDir | str | Path, fleet: Fleet, kind: str = "bench", targe
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     plans = []
     for device in fleet.devices:
-        name = device.target or target
-        if not name:
+        if not device.target:
             raise FleetError(f"fleet file {fleet.source}: device '{device.name}' has no field 'target' and no "
                              "--target was given")
-        profile = as_profile(name)
+        profile = as_profile(device.target)
         plans.append((device, profile, resolve_bundle(run, profile)))
     measure = device_bench if kind == "bench" else device_replay
 
     def one(plan) -> dict[str, Any]:
         device, profile, bundle = plan
-        row = {"device": device.name, "host": device.options.host, "target": profile.name, "kind": kind}
+        row = {"device": device.name, "host": device.host, "target": profile.name, "kind": kind}
         state: dict[str, Any] = {"session": None}  # the measurement reuses the health check's connection
 
         def attempt(fn):
             for tries in (1, 2):
                 if state["session"] is None:
-                    state["session"] = device.options.session()
+                    state["session"] = device_session(device)
                 try:
                     return fn(state["session"]), tries
                 except RemoteError as exc:
@@ -163,9 +154,7 @@ def run_fleet(run: RunDir | str | Path, fleet: Fleet, kind: str = "bench", targe
             health, tries = attempt(lambda session: device_health(session, bundle))
             row["health"] = {"verify": health["verify"].get("sha256"), "seconds": health["seconds"],
                              "transfer": health["transfer"], "tries": tries}
-            extra = {k: v for k, v in (("runtime", device.runtime), ("threads", device.threads)) if v is not None}
-            doc, tries = attempt(lambda session: measure(run, profile, session, name=device.name, progress=progress,
-                                                         **{**settings, **extra}))
+            doc, tries = attempt(lambda session: measure(run, device, session, progress=progress))
             row.update(status="ok", tries=tries, file=f"device/{device.name}/{kind}.json", rows=len(doc["rows"]))
         except RemoteError as exc:
             row.update(status="error", error=error_record(exc))

@@ -27,7 +27,8 @@ from edgerobust.compress import ADMMCallback, apply_masks, build_plan, remove_de
 from edgerobust.data import load_dataset
 from edgerobust.models import build_model, count_flops, count_parameters
 from edgerobust.training import TrainConfig, Trainer
-from edgerobust.training.api import adversarial_training
+from edgerobust.training.api import TrainSetup, adversarial_training
+from edgerobust.training.loop import LoopSetup
 
 
 def admm_overhead(repeats: int) -> dict:
@@ -41,8 +42,9 @@ def admm_overhead(repeats: int) -> dict:
             callbacks = [ADMMCallback(build_plan(model, train.input_shape, "filter", 0.25), rho=0.01)] \
                 if variant == "admm" else []
             loss, _ = adversarial_training(adv, 1)
-            trainer = Trainer(model, train, TrainConfig(epochs=1, augment=False), loss=loss, callbacks=callbacks,
-                              progress=False)
+            trainer = Trainer(model, train, TrainConfig(epochs=1, augment=False), LoopSetup(loss=loss,
+                                                                                            callbacks=callbacks),
+                                                                                            progress=False)
             started = time.perf_counter()
             trainer.fit()
             times[variant].append(time.perf_counter() - started)
@@ -119,8 +121,8 @@ def tradeoff(keep: float = 0.25, modes: tuple[str, ...] = ("rescaled", "unscaled
     started = time.perf_counter()
     variants = {}
     with tempfile.TemporaryDirectory() as tmp:
-        dense = train_model(Path(tmp) / "dense", section(recipe, "model").spec, "digits",
-                            config_from_recipe(recipe), adversarial=adv, progress=False)
+        dense = train_model(Path(tmp) / "dense", section(recipe, "model").spec, "digits", config_from_recipe(recipe),
+                            TrainSetup(adversarial=adv), progress=False)
         pretrain_seconds = time.perf_counter() - started
         # ADMM and masked retraining keep the dense model's PGD-AT loss at the full ε (no ramp); ρ = 0.1 × 1.2 per
         # epoch (without the dual rescale it brought the relative residual ‖θ − z‖/‖θ‖ to ~1% before hard pruning)

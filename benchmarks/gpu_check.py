@@ -23,6 +23,8 @@ from edgerobust.config import ExportConfig
 from edgerobust.data import load_dataset
 from edgerobust.models import build_model
 from edgerobust.training import TrainConfig, Trainer, build_training_loss
+from edgerobust.training.api import TrainSetup
+from edgerobust.training.loop import LoopSetup
 
 EPOCH_CONFIGS = [  # (label, model, dataset, options, loss)
     ("scnn2:16-32 digits, natural", "scnn2:16-32", "digits", {}, None),
@@ -47,7 +49,7 @@ def epoch_seconds(spec, data, loss_name, device, repeats) -> float:
         torch.manual_seed(0)
         model = build_model(spec, data.input_shape, data.num_classes, data.mean, data.std)
         loss = build_training_loss(loss_name, eps=8 / 255, steps=10) if loss_name else None
-        trainer = Trainer(model, data, TrainConfig(epochs=2, batch_size=128, augment=False), loss=loss,
+        trainer = Trainer(model, data, TrainConfig(epochs=2, batch_size=128, augment=False), LoopSetup(loss=loss),
                           progress=False, device=device)
         history = trainer.fit().history
         sync(device)
@@ -79,7 +81,7 @@ def fp16_parity() -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         run = train_model(Path(tmp) / "run", "scnn2:16-32", "digits", TrainConfig(epochs=5, batch_size=64),
-                          device="cuda", progress=False)
+                          TrainSetup(device="cuda"), progress=False)
         exported = export_run(run, ExportConfig(target="h200", fp16=True, int8=False, calibration=0), device="cuda",
                               progress=False)
         model = run.load_model().cuda().eval()

@@ -250,6 +250,22 @@ CASES = [
     ("pipeline-failing-first-step", lambda t, b: ((t / "r.toml").write_text(
         '[pipeline]\nsteps = ["train"]\n[model]\nspec = "mlp:0"\n'),
         ["pipeline", "--recipe", t / "r.toml", "--out", t / "p", "-q"])[1], "at least 1"),
+    # --recipe on export, evaluate and bench: a bad section is one line naming the recipe, section and key
+    *[(f"{command}-recipe-{what}", lambda t, b, command=command, table=table: (
+        (t / "r.toml").write_text(table), [command, t / RUN, "--recipe", t / "r.toml", "-q"])[1], expected)
+      for command, what, table, expected in (
+          ("export", "bad-value", "[export]\ngolden = 0\n", "r.toml: [export] golden = 0 must be at least 1"),
+          ("export", "unknown-key", "[export]\ngoldne = 8\n", "[export]: unknown key(s) goldne"),
+          ("evaluate", "bad-type", '[evaluate]\neps = "big"\n', "[evaluate] eps = 'big' is not a number"),
+          ("evaluate", "misspelt-section", "[evalute]\nn = 8\n", "unknown section(s) [evalute]"),
+          ("bench", "bad-value", "[bench]\nrepeats = 0\n", "r.toml: [bench] repeats = 0 must be at least 1"),
+          ("bench", "empty-batches", "[bench]\nbatches = []\n", "[bench] batches is empty"),
+          ("bench", "not-toml", "[bench\n", "is not valid TOML"))],
+    ("bench-host-recipe-bad-device", lambda t, b: ((t / "r.toml").write_text("[device]\nwarmup = -1\n"),
+                                                   ["bench", t / RUN, "--host", "local", "--recipe", t / "r.toml",
+                                                    "-q"])[1], "[device] warmup = -1 must be at least 0"),
+    ("evaluate-missing-recipe", lambda t, b: ["evaluate", t / RUN, "--recipe", t / "none.toml", "-q"],
+     "recipe file"),
     ("markup-in-user-text", lambda t, b: ["train", "--model", "[train]bogus", "--data", "digits", "--out", t / "r",
                                           "-q"], "[train]bogus"),
 ]

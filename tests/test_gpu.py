@@ -23,6 +23,8 @@ from edgerobust.config import BenchConfig, EvaluateConfig, ExportConfig
 from edgerobust.data import load_dataset
 from edgerobust.models import build_model
 from edgerobust.training import TrainConfig, Trainer, build_training_loss
+from edgerobust.training.api import TrainSetup
+from edgerobust.training.loop import LoopSetup
 from edgerobust.training.overfit_guard import CatastrophicOverfittingGuard
 
 NO_GPU = ("needs a CUDA GPU (torch.cuda.is_available() is False here); the device plumbing is checked on a "
@@ -62,8 +64,9 @@ def test_training_on_cuda_matches_the_cpu(method):
     def run(device):
         loss = None if method == "natural" else build_training_loss(method, eps=0.1, steps=3)
         guard = CatastrophicOverfittingGuard(0.1, steps=3, batch_size=64)
-        trainer = Trainer(_model(), DATA, TrainConfig(epochs=2, batch_size=32, seed=1), loss=loss, eval_data=TEST,
-                          callbacks=[guard], progress=False, device=device, dtype=torch.float64)
+        setup = LoopSetup(loss=loss, eval_data=TEST, callbacks=[guard], dtype=torch.float64)
+        trainer = Trainer(_model(), DATA, TrainConfig(epochs=2, batch_size=32, seed=1), setup, progress=False,
+                          device=device)
         return trainer, trainer.fit().history
 
     cpu, cpu_history = run("cpu")
@@ -104,8 +107,8 @@ def test_evaluate_run_on_cuda_matches_the_cpu(tmp_path, float64_default):
     from edgerobust.evaluation.api import evaluate_run
     from edgerobust.training.api import train_model
 
-    run = train_model(tmp_path / "run", "scnn2:8-16", "digits", TrainConfig(epochs=1, batch_size=64), device="cpu",
-                      progress=False)
+    run = train_model(tmp_path / "run", "scnn2:8-16", "digits", TrainConfig(epochs=1, batch_size=64),
+                      TrainSetup(device="cpu"), progress=False)
     settings = dict(n=48, steps=10, square_queries=100, curve=True, curve_grid=[0, 0.1, 0.3], curve_steps=5,
                     masking_steps=3)
     cpu = evaluate_run(run, EvaluateConfig(**settings), device="cpu", progress=False)
@@ -142,8 +145,8 @@ def test_export_on_cuda_keeps_fp16_parity(tmp_path):
     from edgerobust.export.parity import run_torch
     from edgerobust.training.api import train_model
 
-    run = train_model(tmp_path / "run", "scnn2:8-16", "digits", TrainConfig(epochs=1, batch_size=64), device="cpu",
-                      progress=False)
+    run = train_model(tmp_path / "run", "scnn2:8-16", "digits", TrainConfig(epochs=1, batch_size=64),
+                      TrainSetup(device="cpu"), progress=False)
     result = export_run(run, ExportConfig(target="h200", fp16=True, int8=False, calibration=0), device="cuda",
                         progress=False)
     assert result.summary["device"]["type"] == "cuda"
@@ -159,8 +162,8 @@ def test_bench_torch_cuda(tmp_path):
     from edgerobust.bench import bench_run
     from edgerobust.training.api import train_model
 
-    run = train_model(tmp_path / "run", "scnn2:8-16", "digits", TrainConfig(epochs=1, batch_size=64), device="cpu",
-                      progress=False)
+    run = train_model(tmp_path / "run", "scnn2:8-16", "digits", TrainConfig(epochs=1, batch_size=64),
+                      TrainSetup(device="cpu"), progress=False)
     record = bench_run(run, BenchConfig(target="h200", runtimes=["torch-cuda"], batches=(1, 8), repeats=5, warmup=2,
                        memory=False), device="cuda", progress=False)
     assert record["device"]["type"] == "cuda"

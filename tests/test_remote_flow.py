@@ -32,6 +32,7 @@ from edgerobust.remote.errors import (
     UnknownHostError,
 )
 from edgerobust.remote.fleet import FleetError, load_fleet, run_fleet
+from edgerobust.remote.options import device_session
 from edgerobust.report import render_report
 
 pytestmark = pytest.mark.ssh
@@ -239,7 +240,7 @@ def test_bundle_failing_verification_on_the_device(edge_run, device_python, tmp_
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["files"]["golden_outputs.npy"]["sha256"] = sha256_file(bundle / "golden_outputs.npy")
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    session = local(device_python, tmp_path / "d").session()
+    session = device_session(local(device_python, tmp_path / "d"))
     with pytest.raises(BundleRejectedError, match="parity_failed"):
         device_health(session, bundle)
 

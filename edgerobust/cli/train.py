@@ -8,7 +8,7 @@ import typer
 
 from ..config import given, section
 from ..recipe import load_recipe
-from ..training.api import adversarial_from_recipe, config_from_recipe, train_model
+from ..training.api import TrainSetup, adversarial_from_recipe, config_from_recipe, train_model
 from .common import command, console, device_option
 from .render import print_run_summary
 
@@ -60,8 +60,9 @@ def train(
     adversarial = adversarial_from_recipe(spec, dict(
         method=given(adv, "--adv"), eps=eps, steps=given(adv_steps, "--adv-steps"),
         weight=given(adv_weight, "--adv-weight"), schedule=given(eps_schedule, "--eps-schedule"), guard=guard))
-    run = train_model(out, model, data, config, data_root=data_root or data_section.root, resume=resume,
-                      recipe=spec, progress=False if quiet else None, adversarial=adversarial, device=device)
+    run = train_model(out, model, data, config, TrainSetup(data_root=data_root or data_section.root, resume=resume,
+                                                           recipe=spec, adversarial=adversarial, device=device),
+                                                           progress=False if quiet else None)
     from ..training.distributed import is_main_process
 
     if not is_main_process():

@@ -33,6 +33,7 @@ from ..models import MODELS, count_flops, count_parameters
 from ..run import RunDir
 from ..training import distributed, evaluate_clean
 from ..training.api import (
+    TrainSetup,
     adversarial_config,
     adversarial_from_recipe,
     adversarial_training,
@@ -64,10 +65,11 @@ def _stage(out: Path, source: RunDir, config: TrainConfig, data: dict[str, Any],
     """One training stage as its own run directory; a finished stage is reused on --resume."""
     if resume and (out / "model.json").is_file() and (out / "model.pt").is_file():
         return RunDir.open(out)
-    return train_model(out, source.manifest["model"]["spec"], data["name"], config, data_root=data.get("root"),
-                       data_options=data.get("options"), resume=resume and (out / "checkpoint.pt").is_file(),
-                       adversarial=adv or None, callbacks=callbacks, recipe=recipe, progress=progress, init_from=source,
-                       description=description, device=device)
+    return train_model(out, source.manifest["model"]["spec"], data["name"], config,
+                       TrainSetup(data_root=data.get("root"), data_options=data.get("options"),
+                                  resume=resume and (out / "checkpoint.pt").is_file(), adversarial=adv or None,
+                                  callbacks=callbacks, recipe=recipe, init_from=source, description=description,
+                                  device=device), progress=progress)
 
 
 def pretrain(spec: str, out: Path, config: TrainConfig, data: str, data_root: str | Path | None, *,
@@ -76,9 +78,10 @@ def pretrain(spec: str, out: Path, config: TrainConfig, data: str, data_root: st
     """Train `spec` from scratch (adversarially when `adv` says so) as the dense source; reused on --resume."""
     if resume and (out / "model.json").is_file() and (out / "model.pt").is_file():
         return RunDir.open(out)
-    return train_model(out, spec, data, config, data_root=data_root, adversarial=adv or None,
-                       resume=resume and (out / "checkpoint.pt").is_file(), recipe=recipe, progress=progress,
-                       description="pretrain", device=device)
+    return train_model(out, spec, data, config, TrainSetup(data_root=data_root, adversarial=adv or None,
+                                                           resume=resume and (out / "checkpoint.pt").is_file(),
+                                                           recipe=recipe, description="pretrain", device=device),
+                                                           progress=progress)
 
 
 def _source_data(source: RunDir, data: str | None, data_root: str | Path | None) -> dict[str, Any]:

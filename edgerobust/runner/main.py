@@ -100,18 +100,15 @@ def execute(args, key_source=None):
         raise RunnerError("usage", "--bundle is required (this runner is not inside a bundle)")
     bundle = open_bundle(directory)
     options = Options(args.runtime, args.threads, max(args.batch, 1), args.cache, args.build_engine, key_source)
-    hashes = not args.no_hash
     if args.command == "verify":
         precisions = None if args.precision == "all" else [args.precision]
         return commands.verify(bundle, options, precisions, golden=not args.no_golden)
     if args.command == "bench":
         root = machine.Root(args.root or os.environ.get("EDGEROBUST_RUNNER_ROOT"))
-        return commands.bench(bundle, options, args.precision, args.batch, args.warmup, args.repeats, root, hashes)
+        return commands.bench(bundle, options, args, root)
     if args.command == "replay":
-        return commands.replay(bundle, options, args.precision, args.batch, args.sets, not args.no_clean,
-                               not args.no_points, hashes)
-    return commands.smooth(bundle, options, args.precision, args.sigma, args.n, args.batch, args.seed,
-                           args.set_spec, args.start, args.count, args.margin_below, hashes)
+        return commands.replay(bundle, options, args)
+    return commands.smooth(bundle, options, args)
 
 
 @contextlib.contextmanager

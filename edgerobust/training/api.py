@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from ..models import ModelSpec, build_model, count_flops, count_parameters
 from ..run import CHECKPOINT_NAME, MANIFEST_NAME, WEIGHTS_NAME, RunDir
 from . import distributed
 from .adversarial import CLI_NAMES, build_training_loss
-from .loop import Callback, Trainer
+from .loop import Callback, LoopSetup, Trainer
 from .losses import TrainingLoss
 from .overfit_guard import CatastrophicOverfittingGuard
 
@@ -27,33 +27,46 @@ def model_info(spec: str, dataset) -> dict[str, Any]:
             "num_classes": dataset.num_classes, "mean": list(dataset.mean), "std": list(dataset.std)}
 
 
-def train_model(out: str | Path, model_spec: str, data: str = "digits", config: TrainConfig | None = None, *,
-                data_root: str | Path | None = None, data_options: dict | None = None, resume: bool = False,
-                loss: TrainingLoss | None = None, callbacks: Sequence[Callback] = (), recipe: dict | None = None,
-                progress: bool | None = None, init_from: RunDir | None = None, description: str = "train",
-                adversarial: AdversarialConfig | dict[str, Any] | None = None,
-                device: str | torch.device | None = None) -> RunDir:
-    """Train `model_spec` on `data` into run directory `out` (checkpointed every epoch; `resume` continues).
+@dataclass
+class TrainSetup:
+    """How a run is trained beyond its [train] config, passed whole to `train_model`."""
+    data_root: str | Path | None = None  # directory holding on-disk datasets
+    data_options: dict | None = None  # the dataset's options ([data] options)
+    adversarial: AdversarialConfig | dict[str, Any] | None = None  # [adversarial] settings (`adversarial_training`)
+    loss: TrainingLoss | None = None  # wins over `adversarial`
+    callbacks: Sequence[Callback] = ()
+    init_from: RunDir | None = None  # start from this run's weights
+    resume: bool = False  # continue from the run's checkpoint
+    recipe: dict | None = None  # recorded in the manifest
+    description: str = "train"  # the progress bar's label
+    device: str | torch.device | None = None  # auto (None: CUDA when present), cpu, cuda or cuda:N
 
-    `adversarial` holds [adversarial] recipe settings (see `adversarial_training`); an explicit `loss` wins.
-    `device`: auto (None: CUDA when present), cpu, cuda or cuda:N; the model and every batch live there.
-    Under torchrun the ranks train together (DDP; NCCL ranks on their own GPU) and rank 0 alone writes the run.
+
+def train_model(out: str | Path, model_spec: str, data: str = "digits", config: TrainConfig | None = None,
+                setup: TrainSetup | None = None, *, progress: bool | None = None) -> RunDir:
+    """Train `model_spec` on `data` into run directory `out` (checkpointed every epoch; `setup.resume` continues).
+
+    `setup.adversarial` holds [adversarial] recipe settings (see `adversarial_training`); an explicit loss wins.
+    `setup.device`: the model and every batch live there. Under torchrun the ranks train together (DDP; NCCL ranks
+    on their own GPU) and rank 0 alone writes the run.
     """
     config = (config or TrainConfig()).validate()
+    setup = setup or TrainSetup()
     dist = distributed.init_from_env()
-    device = dist.device if dist is not None else resolve_device(device)
-    if adversarial and loss is None:
-        loss, guard = adversarial_training(adversarial, config.epochs)
-        callbacks = [*callbacks, *([guard] if guard else [])]
+    device = dist.device if dist is not None else resolve_device(setup.device)
+    loss, callbacks = setup.loss, list(setup.callbacks)
+    if setup.adversarial and loss is None:
+        loss, guard = adversarial_training(setup.adversarial, config.epochs)
+        callbacks += [guard] if guard else []
     check_output(out)
-    check_fresh_output(Path(out), resume)
-    train_set = load_dataset(data, "train", data_root, **(data_options or {}))
-    test_set = load_dataset(data, "test", data_root, **(data_options or {}))
+    check_fresh_output(Path(out), setup.resume)
+    train_set = load_dataset(data, "train", setup.data_root, **(setup.data_options or {}))
+    test_set = load_dataset(data, "test", setup.data_root, **(setup.data_options or {}))
     with locked(out):  # one command writes a run directory at a time (rank 0 alone under torchrun)
-        check_fresh_output(Path(out), resume)  # again under the lock: another command may have finished meanwhile
-        return _train_into(out, model_spec, data, config, dist, train_set, test_set, data_root=data_root,
-                           resume=resume, loss=loss, callbacks=callbacks, recipe=recipe, progress=progress,
-                           init_from=init_from, description=description, device=device)
+        check_fresh_output(Path(out), setup.resume)  # again under the lock: another command may have finished
+        return _train_into(out, model_spec, data, config, dist, train_set, test_set, data_root=setup.data_root,
+                           resume=setup.resume, loss=loss, callbacks=callbacks, recipe=setup.recipe,
+                           progress=progress, init_from=setup.init_from, description=setup.description, device=device)
 
 
 def check_fresh_output(out: Path, resume: bool) -> None:
@@ -78,9 +91,10 @@ def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, dat
     else:
         torch.manual_seed(config.seed)  # seeded initial weights: the same command gives the same model
         model = build_model(model_spec, train_set.input_shape, train_set.num_classes, train_set.mean, train_set.std)
-    trainer = Trainer(model, train_set, config, loss=loss, eval_data=test_set, callbacks=callbacks,
-                      checkpoint_path=run.checkpoint_path, augment=default_augment(data), progress=progress,
-                      description=description, device=device)
+    trainer = Trainer(model, train_set, config, LoopSetup(loss=loss, eval_data=test_set, callbacks=callbacks,
+                                                          checkpoint_path=run.checkpoint_path,
+                                                          augment=default_augment(data), description=description),
+                      progress=progress, device=device)
     result = trainer.fit(resume=resume)
     if dist is not None and not dist.is_main:
         return distributed.finished_run(out, dist)

@@ -58,34 +58,45 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
                            nesterov=config.nesterov and config.momentum > 0)
 
 
+@dataclass
+class LoopSetup:
+    """What the loop runs besides the model, its data and its config, passed whole to `Trainer`."""
+    loss: TrainingLoss | None = None  # default: natural cross-entropy
+    eval_data: ArrayDataset | None = None  # clean test metrics after every epoch
+    callbacks: Sequence[Callback] = ()
+    checkpoint_path: str | Path | None = None  # written after every epoch; `fit(resume=True)` reads it
+    augment: Augment | None = None  # applied when config.augment
+    description: str = "train"  # the progress bar's label
+    distributed: dist_util.DistributedContext | None | bool = None  # None: join torchrun's group if any; False: never
+    dtype: torch.dtype | None = None  # e.g. float64 for the exactness tests
+
+
 class Trainer:
-    def __init__(self, model: nn.Module, train_data: ArrayDataset, config: TrainConfig, *,
-                 loss: TrainingLoss | None = None, eval_data: ArrayDataset | None = None,
-                 callbacks: Sequence[Callback] = (), checkpoint_path: str | Path | None = None,
-                 augment: Augment | None = None, progress: bool | None = None, description: str = "train",
-                 distributed: dist_util.DistributedContext | None | bool = None,
-                 device: str | torch.device | None = None, dtype: torch.dtype | None = None):
-        # distributed: None joins the process group if one is initialised (torchrun), False never does
+    def __init__(self, model: nn.Module, train_data: ArrayDataset, config: TrainConfig,
+                 setup: LoopSetup | None = None, *, progress: bool | None = None,
+                 device: str | torch.device | None = None):
+        setup = setup or LoopSetup()
+        distributed, loss, augment = setup.distributed, setup.loss, setup.augment
         self.dist = dist_util.current() if distributed is None else (distributed or None)
         # one device for the model and every batch: the rank's under DDP, else `device` (None: where the model is)
         if self.dist is not None:
             self.device = self.dist.device
         else:
             self.device = resolve_device(device) if device is not None else placement(model).device
-        model.to(device=self.device, dtype=dtype)
+        model.to(device=self.device, dtype=setup.dtype)
         self.placement: Placement = placement(model)
         self.model = model
         # what the loss calls: the DDP wrapper under torchrun (gradients averaged across ranks), else the model
         self.train_model: nn.Module = dist_util.wrap(model, self.dist) if self.dist is not None else model
         self.train_data = train_data
-        self.eval_data = eval_data
+        self.eval_data = setup.eval_data
         self.config = config.validate()
         self.loss = loss or NaturalLoss()
-        self.callbacks = list(callbacks)
-        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        self.callbacks = list(setup.callbacks)
+        self.checkpoint_path = Path(setup.checkpoint_path) if setup.checkpoint_path else None
         self.augment = augment if (augment is not None and config.augment) else NO_AUGMENT
         self.progress = progress if self.dist is None or self.dist.is_main else False
-        self.description = description
+        self.description = setup.description
         self.optimizer = make_optimizer(model, config)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.result = TrainResult()

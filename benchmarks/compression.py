@@ -111,7 +111,7 @@ DUAL_MODES = {"rescaled": True, "unscaled": False}  # CompressConfig.dual_rescal
 
 
 def tradeoff(keep: float = 0.25, modes: tuple[str, ...] = ("rescaled", "unscaled")) -> dict:
-    from edgerobust.compress.api import CompressConfig, compress_model
+    from edgerobust.compress.api import CompressConfig, CompressSetup, compress_model
     from edgerobust.config import section
     from edgerobust.recipe import load_recipe
     from edgerobust.training.api import adversarial_from_recipe, config_from_recipe, train_model
@@ -131,8 +131,9 @@ def tradeoff(keep: float = 0.25, modes: tuple[str, ...] = ("rescaled", "unscaled
             config = CompressConfig(method="admm", scheme="filter", keep=keep, admm_epochs=20, admm_lr=0.02, rho=0.1,
                                     rho_growth=1.2, dual_rescale=DUAL_MODES[mode], retrain_epochs=15,
                                     retrain_lr=0.02)
-            run = compress_model(dense, Path(tmp) / f"pruned-{mode}", config, config_from_recipe(recipe),
-                                 adv=stage_adv, evaluate={"eps": 0.1, "pgd_steps": 20}, progress=False)
+            setup = CompressSetup(adversarial=stage_adv, evaluate={"eps": 0.1, "pgd_steps": 20})
+            run = compress_model(dense, Path(tmp) / f"pruned-{mode}", config, config_from_recipe(recipe), setup,
+                                 progress=False)
             comp = run.manifest["compression"]
             d, p = rows = comp["evaluation"]["rows"]
             residuals = [h["admm_residual"] for h in run.manifest["training"]["history"]

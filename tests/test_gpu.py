@@ -121,13 +121,13 @@ def test_evaluate_run_on_cuda_matches_the_cpu(tmp_path, float64_default):
 
 def test_compression_on_cuda_matches_the_cpu(tmp_path, float64_default):
     """ADMM, masked retraining and physical removal (torch-pruning tracing on the GPU), in float64."""
-    from edgerobust.compress.api import CompressConfig, compress_model
+    from edgerobust.compress.api import CompressConfig, CompressSetup, compress_model
     from edgerobust.io import load_torch
 
     def run(out, device):
+        setup = CompressSetup(device=device, evaluate={"eps": 0.1, "pgd_steps": 5, "n": 64})
         return compress_model("scnn2:8-16", out, CompressConfig(keep=0.5, admm_epochs=2, retrain_epochs=1),
-                              TrainConfig(epochs=2, batch_size=64, seed=2), device=device, progress=False,
-                              evaluate={"eps": 0.1, "pgd_steps": 5, "n": 64})
+                              TrainConfig(epochs=2, batch_size=64, seed=2), setup, progress=False)
 
     cpu, gpu = run(tmp_path / "cpu", "cpu"), run(tmp_path / "gpu", "cuda")
     assert gpu.manifest["compression"]["device"]["type"] == "cuda"

@@ -55,10 +55,11 @@ def test_latency_within_budget(edge):
         pytest.skip("the device runs under emulation (qemu-user): its timings are not latencies")
     budgets = latency_budgets(edge["option"]("--edge-latency-ms"), edge["profile"])
     assert budgets, "no latency budget: pass --edge-latency-ms or set latency_budget_ms in the device profile"
+    timing = DeviceConfig()  # the device defaults of every device bench
     for precision in edge["precisions"]:
         for batch, budget in budgets.items():
             row = edge["session"].call("bench", "--precision", precision, "--runtime", edge["runtime"], "--batch",
-                                       str(batch), "--warmup", "10", "--repeats", "50")
+                                       str(batch), "--warmup", str(timing.warmup), "--repeats", str(timing.repeats))
             assert row["compute"]["p50_ms"] <= budget, \
                 f"{precision} batch {batch}: p50 {row['compute']['p50_ms']:.3g} ms > {budget:g} ms"
 

@@ -307,6 +307,26 @@ def test_pipeline_device_step(edge_copy, device_python, tmp_path):
     assert (tmp_path / "pipe" / "device-work" / "bundles").is_dir()
 
 
+def test_host_options_and_the_recipe_device_section_make_one_device_config(edge_copy, device_python, tmp_path):
+    """`bench --host` and `evaluate --host` read the recipe's [device]; an option given overrides its key."""
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[device]\npython = "{device_python}"\nroot = "{tmp_path / "work"}"\nname = "from-recipe"\n'
+                      'target = "x86-edge"\nprecisions = ["fp32"]\nwarmup = 1\nrepeats = 3\nmax_cv = 1e9\n'
+                      "replay_batch = 16\n")
+    code, out, err = run_cli("bench", edge_copy.path, "--host", "local", "--recipe", recipe, "--repeats", "4", "-q")
+    assert code == 0, err
+    bench = read_json(edge_copy.path / "device" / "from-recipe" / "bench.json")
+    assert bench["settings"]["warmup"] == 1 and bench["settings"]["repeats"] == 4  # the option over the recipe
+    assert bench["settings"]["precisions"] == ["fp32"] and bench["target"] == "x86-edge"
+    assert bench["device"]["info"]["machine"]["python_executable"] == str(device_python)
+    assert (tmp_path / "work" / "bundles").is_dir()  # the recipe's root is the device's work directory
+    code, out, err = run_cli("evaluate", edge_copy.path, "--host", "local", "--recipe", recipe, "--batch-size", "8",
+                             "-q")
+    assert code == 0, err
+    replay = read_json(edge_copy.path / "device" / "from-recipe" / "replay.json")
+    assert replay["settings"]["batch"] == 8 and replay["settings"]["precisions"] == ["fp32"]
+
+
 def test_noisy_rows_are_remeasured_then_flagged(edge_copy, device_python, tmp_path):
     doc = device_bench(edge_copy, replace(local(device_python, tmp_path / "d"), target="x86-edge",
                                           precisions=["fp32"], warmup=2, repeats=10, max_cv=1e-12, remeasure=2,

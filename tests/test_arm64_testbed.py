@@ -96,7 +96,8 @@ calls=$(( $(cat "$count_file" 2>/dev/null || echo 0) + 1 ))
 echo "$calls" >"$count_file"
 echo "I: running apt-get update..."
 if [ "$calls" -le "$FAILS" ]; then
-  echo "E: Failed to fetch http://deb.example/debian/pool/main/p/python3.11/python3.11_3.11.2-6_arm64.deb  Connection reset by peer"
+  deb=http://deb.example/debian/pool/main/p/python3.11/python3.11_3.11.2-6_arm64.deb
+  echo "E: Failed to fetch $deb  Connection reset by peer"
   echo "E: apt-get --yes -oApt::Get::Download-Only=true install failed"
   exit 1
 fi
@@ -111,7 +112,7 @@ echo "I: success"
 
 
 def _fake_build(tmp_path, fails: int) -> subprocess.CompletedProcess:
-    """`build-userland` with mmdebstrap replaced by a stand-in that fails `fails` times; qemu/binfmt faked as enabled."""
+    """`build-userland`, mmdebstrap replaced by a stand-in that fails `fails` times; qemu and binfmt faked enabled."""
     bindir, state, binfmt = tmp_path / "bin", tmp_path / "state", tmp_path / "binfmt"
     for d in (bindir, state, binfmt):
         d.mkdir()

@@ -8,13 +8,13 @@ On the device, under the transport's work directory:
 """
 from __future__ import annotations
 
-import json
 import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .boundary import parse_document
 from .errors import (
     BundleRejectedError,
     PythonMissingError,
@@ -185,7 +185,7 @@ class DeviceSession:
         limit = (timeout or self.timeout) + 5  # the device ends a runner we stopped waiting for, a little later
         guard = f'T=; command -v timeout >/dev/null 2>&1 && T="timeout -s KILL {limit:g}"\n'
         done = self.run(guard + prelude + "exec $T " + q(*words, *args), stdin=stdin, timeout=timeout)
-        doc = parse_document(done.stdout)
+        doc = parse_document(done.stdout, command, self.label)
         if doc is None:
             self._diagnose(command, done)
         if doc.get("protocol") != PROTOCOL:
@@ -208,18 +208,6 @@ class DeviceSession:
         if self._info is None:
             self._info = self.call("info")
         return self._info
-
-
-def parse_document(stdout: bytes) -> dict | None:
-    for line in reversed(stdout.decode(errors="replace").splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError:
-                return None
-            return doc if isinstance(doc, dict) else None
-    return None
 
 
 def runner_error(label: str, command: str, error: dict) -> RemoteError:

@@ -1,0 +1,172 @@
+"""Nothing from the device is trusted: output size, JSON depth and shape, control characters and markup, a device
+that exits 255 without a word, host names with a trailing newline. A fake device interpreter (a shell script in front
+of the real Python) answers the runner's commands with hostile documents."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rich.console import Console
+
+from edgerobust.errors import EdgeRobustError
+from edgerobust.remote import make_transport, parse_host
+from edgerobust.remote.boundary import MAX_DEPTH, DeviceOutputError, clean, parse_document, text
+from edgerobust.remote.errors import ConnectionDroppedError, RemoteError
+from edgerobust.remote.session import DeviceSession
+
+ESC = "\x1b]0;pwned\x07\x1b[31m"
+
+
+def fake_python(tmp_path: Path, answers: dict[str, str]) -> str:
+    """An interpreter that answers runner command NAME with the text `answers[NAME]` and runs Python otherwise."""
+    script = ["#!/bin/sh", 'cmd=""', 'case "$2" in ping|info|bench|replay|verify|unpack) cmd=$2 ;; esac']
+    for name, answer in answers.items():
+        payload = tmp_path / f"answer-{name}"
+        payload.write_text(answer)
+        script.append(f'[ "$cmd" = {name} ] && {{ cat {payload}; exit 0; }}')
+    script.append(f'exec {sys.executable} "$@"')
+    path = tmp_path / "fake-python"
+    path.write_text("\n".join(script) + "\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+def session_for(tmp_path: Path, answers: dict[str, str], **transport) -> DeviceSession:
+    spec = parse_host(f"local:{fake_python(tmp_path, answers)}")
+    t = make_transport(spec, root=str(tmp_path / "device"))
+    for key, value in transport.items():
+        setattr(t, key, value)
+    return DeviceSession(t, timeout=60)
+
+
+def doc(result=None, ok=True, error=None) -> str:
+    body = {"protocol": 1, "ok": ok, "result": result} if ok else {"protocol": 1, "ok": False, "error": error}
+    return json.dumps(body) + "\n"
+
+
+INFO = {"machine": {"architecture": "x86_64", "hostname": "edge-" + ESC + "[/bold]"}, "runtimes": {}}
+
+
+def test_device_strings_come_back_as_plain_text(tmp_path):
+    info = session_for(tmp_path, {"info": doc(INFO)}).call("info", bundle=False)
+    hostname = info["machine"]["hostname"]
+    assert "\x1b" not in hostname and "\x07" not in hostname
+    assert hostname == "edge-\\x1b]0;pwned\\x07\\x1b[31m[/bold]"  # visible escapes, nothing interpreted
+
+
+def test_a_device_error_message_carrying_escapes_is_escaped(tmp_path):
+    answer = doc(ok=False, error={"kind": "internal", "message": "boom" + ESC})
+    with pytest.raises(RemoteError) as caught:
+        session_for(tmp_path, {"info": answer}).call("info", bundle=False)
+    assert "\x1b" not in str(caught.value) and "boom\\x1b]0;pwned" in str(caught.value)
+
+
+def test_markup_in_a_device_string_is_printed_as_text():
+    from edgerobust.cli.render import table
+
+    buffer = io.StringIO()
+    Console(file=buffer, width=200, color_system=None).print(table("on edge-[/bold]", ("device", "v"),
+                                                                   [("[/bold][red]x", 1.5)]))
+    out = buffer.getvalue()
+    assert "[/bold][red]x" in out and "on edge-[/bold]" in out  # no MarkupError, no styling
+
+
+@pytest.mark.parametrize("answer, what", [
+    ("[" * 5000 + "]" * 5000, "runner died"),  # not a document: no '{' line
+    ('{"a": ' * 3000 + "1" + "}" * 3000 + "\n", "nested deeper"),
+    ('{"a": ' * (MAX_DEPTH + 2) + "1" + "}" * (MAX_DEPTH + 2) + "\n", "nested deeper"),
+    (doc({"compute": {"p50_ms": 1.0}}), "no valid"),  # bench without its figures
+    (doc({"end_to_end": {"p50_ms": 1.0}}), "no valid 'compute' (missing)"),
+    (json.dumps({"protocol": 1, "ok": True, "result": [1, 2]}) + "\n", "no valid 'result' (a list)"),
+    (json.dumps({"protocol": "1", "ok": True}) + "\n", "no valid 'protocol' (a str)"),
+    (json.dumps({"protocol": 1, "ok": 1, "result": {}}) + "\n", "no valid 'ok' (a int)"),
+])
+def test_malformed_documents_are_one_typed_line(tmp_path, answer, what):
+    session = session_for(tmp_path, {"bench": answer})
+    with pytest.raises(RemoteError) as caught:
+        session.call("bench", bundle=False)
+    message = str(caught.value)
+    assert what in message and "\n" not in message and message.startswith("local:")
+
+
+def test_replay_set_figures_are_checked(tmp_path):
+    answer = doc({"sets": {"clean": {"accuracy": "all", "count": 3}}})
+    with pytest.raises(DeviceOutputError, match="set 'clean' has no valid 'accuracy'"):
+        session_for(tmp_path, {"replay": answer}).call("replay", bundle=False)
+
+
+def test_output_over_the_cap_stops_the_device_and_keeps_host_memory_flat(tmp_path):
+    transport = make_transport(parse_host("local"), root=str(tmp_path / "device"))
+    transport.max_output = 2**20
+    before = psutil.Process().memory_info().rss
+    with pytest.raises(DeviceOutputError, match="more than 1 MiB on stdout"):
+        transport.run("yes edgerobust | head -c 400000000")
+    assert psutil.Process().memory_info().rss - before < 64 * 2**20  # 400 MB were never buffered
+    with pytest.raises(DeviceOutputError, match="on stderr"):
+        transport.run("yes edgerobust | head -c 4000000 >&2")
+    assert transport.run("printf ok").stdout == b"ok"  # under the cap: as before
+
+
+def test_a_device_that_exits_255_silently_is_a_dropped_link_not_a_recursion(tmp_path, monkeypatch):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    ssh = bindir / "ssh"
+    # the master connection (-N) and its close (-O) succeed; every command then exits 255 without a word
+    ssh.write_text('#!/bin/sh\nfor a; do case "$a" in -N|-O) exit 0 ;; esac; done\nexit 255\n')
+    ssh.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    transport = make_transport(parse_host("pi@edge"))
+    with pytest.raises(ConnectionDroppedError, match="so did a plain `exit 0`"):
+        transport.run("true", timeout=30)
+    transport.close()
+
+
+@pytest.mark.parametrize("bad", ["pi\n@nano", "pi@na\nno", "pi@nano\n:22", "p\ni@nano:22", "pi@\nnano"])
+def test_host_and_user_are_matched_in_full(bad):
+    with pytest.raises(EdgeRobustError):
+        parse_host(bad)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+                    lambda children: st.lists(children, max_size=4)
+                    | st.dictionaries(st.text(max_size=8), children, max_size=4), max_leaves=30))
+def test_garbage_documents_give_a_result_or_one_typed_error(value):
+    """Soak of the boundary: any JSON value, as the answer to any command, is either accepted (then every string in
+    it is plain text) or refused with a DeviceOutputError; no other exception escapes."""
+    for command in ("info", "bench", "replay", "verify"):
+        envelope = {"protocol": 1, "ok": True, "result": value}
+        for payload in (json.dumps(value), json.dumps(envelope)):
+            try:
+                parsed = parse_document(payload.encode() + b"\n", command, "edge")
+            except DeviceOutputError as exc:
+                assert "\n" not in str(exc)
+                continue
+            if parsed is not None:
+                assert all(not any(ord(c) < 32 or 0x7F <= ord(c) <= 0x9F for c in s) for s in _strings(parsed))
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def test_text_escapes_every_control_character_and_bounds_length():
+    assert text("a\x1b[2Jb\r\nc\x9b") == "a\\x1b[2Jb\\r\\nc\\x9b"
+    assert text("x" * 5000, 10).startswith("x" * 10 + "…")
+    assert clean({"k\x1b": ["\x07"]}) == {"k\\x1b": ["\\x07"]}

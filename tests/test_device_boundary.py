@@ -20,7 +20,7 @@ from edgerobust.errors import EdgeRobustError
 from edgerobust.remote import make_transport, parse_host
 from edgerobust.remote.boundary import MAX_DEPTH, DeviceOutputError, clean, parse_document, text
 from edgerobust.remote.errors import ConnectionDroppedError, RemoteError
-from edgerobust.remote.session import DeviceSession
+from edgerobust.remote.session import DeviceSession, runner_files
 
 ESC = "\x1b]0;pwned\x07\x1b[31m"
 
@@ -170,3 +170,29 @@ def test_text_escapes_every_control_character_and_bounds_length():
     assert text("a\x1b[2Jb\r\nc\x9b") == "a\\x1b[2Jb\\r\\nc\\x9b"
     assert text("x" * 5000, 10).startswith("x" * 10 + "…")
     assert clean({"k\x1b": ["\x07"]}) == {"k\\x1b": ["\\x07"]}
+
+
+@pytest.mark.parametrize("plant", ["run.py", "extra.py", "__pycache__"])
+def test_a_runner_planted_in_the_device_cache_never_runs_and_is_replaced(runner_bundle, tmp_path, plant):
+    transport = make_transport(parse_host("local"), root=str(tmp_path / "device"))
+    first = DeviceSession(transport, timeout=120)
+    first.connect(runner_bundle)
+    copy = tmp_path / "device" / first.runner.rsplit("/", 1)[0]
+    evidence = tmp_path / "planted-code-ran"
+    payload = f"open({str(evidence)!r}, 'w').write('x')\n"
+    if plant == "__pycache__":
+        (copy / "__pycache__").mkdir()
+        (copy / "__pycache__" / "run.cpython-311.pyc").write_bytes(b"planted")
+    else:
+        (copy / plant).write_text(payload)
+
+    for session in (first, DeviceSession(transport, timeout=120)):  # mid-session, and a new session's probe
+        if session is not first:
+            (copy / "run.py").write_text(payload)
+            transfer = session.connect(runner_bundle)
+            assert transfer.runner_copied
+        info = session.call("info")
+        assert info["machine"]["architecture"]
+        assert not evidence.exists()
+        assert sorted(p.name for p in copy.iterdir()) == sorted(runner_files())  # our files, nothing beside them
+    assert first.runner_replaced == 1

@@ -77,7 +77,9 @@ def device_facts(session: DeviceSession, transfer: dict | None = None) -> dict[s
     """What the device said about itself, plus how it was reached (no secrets: host label and transport only)."""
     info = session.info()
     return {"host": session.label, **session.transport.describe(), "info": info, "transfer": transfer,
-            "python_version": session.python_version, "runner_sha256": session.runner_sha}
+            "python_version": session.python_version, "runner_sha256": session.runner_sha,
+            "runner": {"sha256": session.runner_sha, "verified": "before every call",
+                       "replaced": session.runner_replaced}}
 
 
 def is_emulated(info: dict[str, Any]) -> bool:

@@ -17,7 +17,7 @@ import numpy as np
 from ..devices import DeviceProfile, load_profile
 from ..errors import EdgeRobustError
 from ..export.bundle import read_manifest, verify_bundle
-from ..io import write_json
+from ..io import sha256_file, write_json
 from ..progress import progress_bar
 from ..run import RunDir, now
 from .errors import RemoteError, RuntimeMissingError, error_record
@@ -234,6 +234,7 @@ def device_replay(run: RunDir | str | Path, target: str | Path | DeviceProfile,
     bundle_sets = {k: bundle_path / e["file"] for k, e in (manifest.get("replay") or {}).items() if k != "clean"}
     extra = {k: p for k, p in adversarial_sets(run).items() if k not in bundle_sets}  # saved after the export
     host = {"clean": host_accuracy(bundle_path)}
+    by_hash = {sha256_file(path): key for key, path in extra.items()}  # the device names a sent set by its path
     for key, path in {**bundle_sets, **extra}.items():
         with np.load(path, allow_pickle=False) as data:
             host[key] = float(np.asarray(data["robust"], dtype=bool).mean()) if "robust" in data.files else None
@@ -258,7 +259,7 @@ def device_replay(run: RunDir | str | Path, target: str | Path | DeviceProfile,
                 result = session.call("replay", *args)
                 rows = {}
                 for key, figures in result.get("sets", {}).items():
-                    key = key[:-len(".npz")] if key.endswith(".npz") else key  # a --set file is named by its file
+                    key = by_hash.get(figures.get("sha256"), key)  # a sent file is matched by its content
                     device_accuracy = figures["accuracy"]
                     rows[key] = {**figures, "host_accuracy": host.get(key),
                                  "gap": None if host.get(key) is None else host[key] - device_accuracy}

@@ -165,7 +165,8 @@ def bench(bundle, options, precision, batch, warmup, repeats, root, hashes=True)
 def _set_result(evalset, logits, points):
     predictions = logits.argmax(1) if len(logits) else np.zeros(0, dtype=np.int64)
     correct = predictions == evalset.labels
-    out = {"source": evalset.source, "count": int(len(evalset.labels)), "correct": int(correct.sum()),
+    out = {"source": evalset.source, "sha256": evalset.sha256, "count": int(len(evalset.labels)),
+           "correct": int(correct.sum()),
            "accuracy": float(correct.mean()) if len(correct) else None, "host_robust": None, "agree_with_host": None}
     if evalset.robust is not None:
         out["host_robust"] = int(np.asarray(evalset.robust, dtype=bool).sum())

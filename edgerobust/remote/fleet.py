@@ -8,7 +8,7 @@
     name = "nano-1"            # required, unique: the row of the table and RUN/device/<name>/
     host = "ubuntu@nano1"      # required: user@host[:port], an ~/.ssh/config alias or local[:PYTHON]
     python = "python3"         # the interpreter on the device
-    root = ".edgerobust"       # work directory there
+    root = "edgerobust-work"   # work directory there (default .cache/edgerobust-device)
     ssh_config = "~/.ssh/config"
     timeout = 600              # seconds for one runner command
 

@@ -196,3 +196,34 @@ def test_a_runner_planted_in_the_device_cache_never_runs_and_is_replaced(runner_
         assert not evidence.exists()
         assert sorted(p.name for p in copy.iterdir()) == sorted(runner_files())  # our files, nothing beside them
     assert first.runner_replaced == 1
+
+
+@pytest.mark.parametrize("bad", ["..", ".", ".hidden", "a/b", "a\\b", "nano\n", "-rf", "", "x" * 65, "na\x1bme"])
+def test_device_names_are_confined_by_one_rule(tmp_path, bad):
+    from edgerobust.names import check_name
+    from edgerobust.remote.fleet import FleetError, load_fleet
+
+    with pytest.raises(EdgeRobustError, match="is not a usable name"):
+        check_name(bad, "device name")
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(f"[[device]]\nname = {json.dumps(bad)}\nhost = \"local\"\n")
+    with pytest.raises(FleetError, match="device 1: field 'name'"):
+        load_fleet(fleet)
+
+
+def test_a_device_named_dotdot_cannot_escape_the_run(edge_copy, tmp_path):
+    from edgerobust.remote.api import device_bench
+    from edgerobust.remote.options import RemoteOptions
+
+    before = sorted(p.relative_to(edge_copy.path) for p in edge_copy.path.rglob("*"))
+    with pytest.raises(EdgeRobustError, match="device name '..' is not a usable name"):
+        device_bench(edge_copy, "x86-edge", RemoteOptions("local", root=str(tmp_path / "device")), name="..")
+    assert sorted(p.relative_to(edge_copy.path) for p in edge_copy.path.rglob("*")) == before
+
+
+def test_slugs_of_host_labels_follow_the_rule():
+    from edgerobust.names import SAFE_NAME, slug
+
+    for label in ("pi@nano:2222", "local:/opt/venv/bin/python", "..", "[::1]:22", "-x", "é" * 80):
+        assert SAFE_NAME.fullmatch(slug(label)), label
+    assert slug("pi@nano:2222") == "pi_nano_2222"

@@ -6,7 +6,6 @@ clocks, temperatures, runtime, precision, threads, batch, warm-up, repeats and s
 """
 from __future__ import annotations
 
-import re
 import threading
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from ..devices import DeviceProfile, load_profile
 from ..errors import EdgeRobustError
 from ..export.bundle import read_manifest, verify_bundle
 from ..io import sha256_file, write_json
+from ..names import check_name, slug
 from ..progress import progress_bar
 from ..run import RunDir, now
 from .errors import RemoteError, RuntimeMissingError, error_record
@@ -29,8 +29,9 @@ HOST_RUNTIMES = ("ort-cpu", "ort-cuda", "ort-tensorrt", "tensorrt")  # what the 
 _MANIFEST_LOCK = threading.Lock()  # a fleet finishes several devices' records in threads
 
 
-def device_slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "device"
+def device_slug(name: str | None, label: str) -> str:
+    """RUN/device/<this>: a given name must follow the one naming rule (names.py); a host label is made into one."""
+    return check_name(name, "device name") if name is not None else slug(label)
 
 
 def as_profile(target: str | Path | DeviceProfile) -> DeviceProfile:
@@ -141,7 +142,7 @@ def _open(run: RunDir | str | Path, target, options: RemoteOptions | DeviceSessi
     profile = as_profile(target)
     bundle_path = resolve_bundle(run, profile, bundle)  # bad input fails before any connection
     session = options if isinstance(options, DeviceSession) else options.session()
-    return run, profile, bundle_path, session, device_slug(name or session.label)
+    return run, profile, bundle_path, session, device_slug(name, session.label)
 
 
 def measure_row(session: DeviceSession, args: list[str], stability: Stability,

@@ -227,3 +227,71 @@ def test_slugs_of_host_labels_follow_the_rule():
     for label in ("pi@nano:2222", "local:/opt/venv/bin/python", "..", "[::1]:22", "-x", "é" * 80):
         assert SAFE_NAME.fullmatch(slug(label)), label
     assert slug("pi@nano:2222") == "pi_nano_2222"
+
+
+GARBAGE = r'''#!PYTHON
+import json, os, random, sys
+if len(sys.argv) > 1 and sys.argv[1] == "-c":
+    os.execv("PYTHON", ["PYTHON", *sys.argv[1:]])
+counter = "STATE"
+n = int(open(counter).read()) + 1 if os.path.exists(counter) else 0
+open(counter, "w").write(str(n))
+rng = random.Random(n)
+out = sys.stdout.buffer
+kind = n % 8
+if kind == 0:  # random bytes, control characters included
+    out.write(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 4000))))
+elif kind == 1:  # a valid document cut short
+    doc = json.dumps({"protocol": 1, "ok": True, "result": {"compute": {"p50_ms": 1.0}, "x": "y" * 100}})
+    out.write(doc[:rng.randrange(1, len(doc))].encode())
+elif kind == 2:  # far more than the cap
+    chunk = b"{" * 65536
+    for _ in range(64):
+        out.write(chunk)
+elif kind == 3:  # deep nesting
+    depth = rng.choice([40, 900, 5000])
+    out.write(('{"a":' * depth + "1" + "}" * depth + "\n").encode())
+elif kind == 4:  # the right envelope, garbage inside
+    value = rng.choice([[], "s\x1b[2J", 3, None, {"compute": "fast"}, {"sets": {"a": {"accuracy": True}}}])
+    out.write((json.dumps({"protocol": 1, "ok": rng.random() < 0.7, "result": value, "error": value}) + "\n").encode())
+elif kind == 5:  # an error with escapes and markup
+    error = {"kind": "x\x1b]0;t\x07", "message": "[/bold]\x1b[31m" * rng.randrange(1, 50)}
+    out.write((json.dumps({"protocol": 1, "ok": False, "error": error}) + "\n").encode())
+elif kind == 6:  # stderr flood and an odd exit
+    sys.stderr.buffer.write(b"\x1b[31m" * rng.randrange(1, 100000))
+    sys.exit(rng.choice([0, 1, 2, 126, 127, 255]))
+else:  # nothing at all
+    sys.exit(rng.choice([0, 3, 255]))
+'''
+
+
+@pytest.mark.timeout(900)
+def test_soak_200_calls_of_garbage_leave_no_traceback_no_stray_file_and_flat_memory(tmp_path):
+    script = tmp_path / "garbage-python"
+    script.write_text(GARBAGE.replace("PYTHON", sys.executable).replace("STATE", str(tmp_path / "calls")))
+    script.chmod(0o755)
+    root = tmp_path / "device"
+    transport = make_transport(parse_host(f"local:{script}"), root=str(root))
+    transport.max_output = 2**20
+    session = DeviceSession(transport, timeout=60)
+    commands = ["info", "bench", "replay", "verify"]
+    outcomes: dict[str, int] = {}
+    process = psutil.Process()
+    start_rss = process.memory_info().rss
+    peak = 0
+    for i in range(200):
+        command = commands[i % len(commands)]
+        try:
+            session.call(command, bundle=False)
+            outcome = "accepted"
+        except RemoteError as exc:  # every failure is one typed line
+            message = str(exc)
+            assert "\n" not in message and "\x1b" not in message and "\x07" not in message, message
+            outcome = exc.kind
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        peak = max(peak, process.memory_info().rss - start_rss)
+    assert peak < 200 * 2**20  # 64 MiB a call was sent at most; nothing accumulates
+    assert outcomes.get("device-output-invalid", 0) >= 40 and outcomes.get("runner-crashed", 0) >= 20, outcomes
+    allowed = {"calls", "garbage-python", "device"}
+    assert {p.name for p in tmp_path.iterdir()} <= allowed
+    assert {p.name for p in root.iterdir()} <= {"runners"}  # the device's work directory holds only our runner

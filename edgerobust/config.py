@@ -440,7 +440,8 @@ class DeviceConfig:
     timeout: float = setting(600.0, gt=0, help="seconds one runner command may take on the device")
     connect_timeout: float = setting(10.0, gt=0, help="seconds to wait for an SSH connection")
     target: str | None = setting(None, help="device profile (default: the run's only export; pipeline: [export])")
-    name: str | None = setting(None, help="the device's name in RUN/device/<name>/ (default: the host)")
+    name: str | None = setting(None, help="the device's name in RUN/device/<name>/ (default: made from the host; "
+                                         "the pipeline: the host as written)")
     runtime: str | None = setting(None, help="the runner's runtime (default: the target's first the device has)")
     threads: int | None = setting(None, ge=0, help="threads on the device (default: the target's; 0 = all cores)")
     precisions: list[str] | None = setting(None, help="precisions (default: the target's that the bundle has; "

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
+from rich.text import Text
 
 from ..config import DeviceConfig, given, option_help
 from ..errors import EdgeRobustError
@@ -88,8 +88,8 @@ def print_replay(doc: dict[str, Any]) -> None:
 
 
 def print_fleet(rows: list[dict[str, Any]]) -> None:
-    lines = [(r["device"], r["host"], r["target"], "[green]ok[/]" if r["status"] == "ok" else "[red]error[/]",
-              r.get("file", "") if r["status"] == "ok" else f"{r['error']['kind']}: {escape(r['error']['message'])}")
+    lines = [(r["device"], r["host"], r["target"], Text("ok", "green") if r["status"] == "ok" else Text("error", "red"),
+              r.get("file", "") if r["status"] == "ok" else f"{r['error']['kind']}: {r['error']['message']}")
              for r in rows]
     console.print(table("fleet", ("device", "host", "target", "status", "result"), lines))
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from ..config import DeviceConfig, section
 from ..devices import load_profile
+from ..names import slug
 from ..remote.api import device_bench, device_replay
 from ..remote.hosts import parse_host
 from ..remote.options import device_session
@@ -29,10 +30,11 @@ def check_device(ctx: PipelineContext) -> None:
 
 @PIPELINE_STEPS.register("device", "bench and replay the exported bundle through the device runner (--host local)")
 def device_step(ctx: PipelineContext) -> None:
-    config = device_config(ctx)
-    config = replace(config, root=config.root or str((ctx.out / "device-work").resolve()))
+    config = device_config(ctx)  # named after its host as written (RUN/device/local/), not this interpreter's path
+    config = replace(config, root=config.root or str((ctx.out / "device-work").resolve()),
+                     name=config.name or slug(config.host))
     session = device_session(config)
-    name = config.name or config.host
+    name = config.name
     bench = device_bench(ctx.run, config, session, progress=ctx.progress)
     for row in bench["rows"]:
         rec = row["record"]

@@ -8,7 +8,7 @@
     name = "nano-1"            # required, unique: the row of the table and RUN/device/<name>/
     host = "ubuntu@nano1"      # required: user@host[:port], an ~/.ssh/config alias or local[:PYTHON]
     python = "python3"         # the interpreter on the device
-    root = ".edgerobust"       # work directory there
+    root = "edgerobust-work"   # work directory there (default .cache/edgerobust-device)
     ssh_config = "~/.ssh/config"
     timeout = 600              # seconds for one runner command
 
@@ -28,11 +28,13 @@ from .. import tomlfile
 from ..config import DeviceConfig, build
 from ..errors import EdgeRobustError
 from ..io import write_json
+from ..names import check_name
 from ..run import RunDir, now
-from .api import as_profile, device_bench, device_health, device_replay, device_slug, resolve_bundle
+from .api import as_profile, device_bench, device_health, device_replay, resolve_bundle
 from .errors import RemoteError, error_record
 from .hosts import parse_host
 from .options import device_session
+from .ssh_config import check_ssh_config
 
 # The [device] fields a fleet file may set per device (the rest of DeviceConfig, what to measure, comes from the
 # command line or the recipe, for every device alike).
@@ -51,6 +53,7 @@ class Fleet:
     concurrency: int = 4
     source: str = ""
     results: list[dict[str, Any]] = field(default_factory=list)
+    trusted_ssh_settings: list[str] = field(default_factory=list)  # what a trusted ssh_config of the file sets
 
 
 def _check(table: dict, allowed: dict, where: str) -> None:
@@ -63,9 +66,11 @@ def _check(table: dict, allowed: dict, where: str) -> None:
             raise FleetError(f"{where}: field '{key}' must be {names}, not {type(value).__name__} ({value!r})")
 
 
-def load_fleet(path: str | Path, base: DeviceConfig | None = None) -> Fleet:
+def load_fleet(path: str | Path, base: DeviceConfig | None = None, trust_ssh_config: bool = False) -> Fleet:
     """Read and validate a fleet file; every error names the file and the field. Each device's fields go over
-    `base` (the command line's or recipe's [device] settings: what to measure, ssh_config, host-key policy)."""
+    `base` (the command line's or recipe's [device] settings: what to measure, the user's own ssh_config, host-key
+    policy); an ssh_config the file itself names is refused when it runs local commands or changes host-key checks,
+    unless `trust_ssh_config` (remote/ssh_config.py)."""
     path = Path(path)
     try:
         data = tomlfile.loads(path.read_text())
@@ -88,7 +93,7 @@ def load_fleet(path: str | Path, base: DeviceConfig | None = None) -> Fleet:
     concurrency = fleet_table.get("concurrency", 4)
     if concurrency < 1:
         raise FleetError(f"fleet file {path}: [fleet] field 'concurrency' must be at least 1")
-    out, seen = [], set()
+    out, seen, trusted = [], set(), []
     for i, raw in enumerate(devices):
         where = f"fleet file {path}: device {i + 1}"
         _check(raw, DEVICE_FIELDS, where)
@@ -96,9 +101,10 @@ def load_fleet(path: str | Path, base: DeviceConfig | None = None) -> Fleet:
         for required in ("name", "host"):
             if required not in entry:
                 raise FleetError(f"{where}: field '{required}' is missing")
-        name = entry["name"]
-        if device_slug(name) != name:
-            raise FleetError(f"{where}: field 'name' '{name}' may hold only letters, digits, '.', '_' and '-'")
+        try:
+            name = check_name(entry["name"], f"{where}: field 'name'")
+        except EdgeRobustError as exc:
+            raise FleetError(str(exc)) from None
         if name in seen:
             raise FleetError(f"{where}: field 'name' '{name}' is used twice")
         seen.add(name)
@@ -110,9 +116,14 @@ def load_fleet(path: str | Path, base: DeviceConfig | None = None) -> Fleet:
             if key in entry and entry[key] <= 0:
                 raise FleetError(f"{where}: field '{key}' must be positive")
         if entry.get("ssh_config"):
+            try:
+                risks = check_ssh_config(entry["ssh_config"], f"{where}: field 'ssh_config'", trust_ssh_config)
+            except EdgeRobustError as exc:
+                raise FleetError(str(exc)) from None
+            trusted += [f"{entry['ssh_config']}: {risk}" for risk in risks]
             entry["ssh_config"] = str(Path(entry["ssh_config"]).expanduser())
         out.append(build(DeviceConfig, entry, where, base=base))
-    return Fleet(out, concurrency, str(path))
+    return Fleet(out, concurrency, str(path), trusted_ssh_settings=list(dict.fromkeys(trusted)))
 
 
 def run_fleet(run: RunDir | str | Path, fleet: Fleet, kind: str = "bench", *, progress: bool | None = False,

@@ -9,8 +9,7 @@ import traceback
 
 from . import PACKAGE_DIR_IN_BUNDLE, PROTOCOL, RUNNER_VERSION
 from .errors import RunnerError
-
-PRECISIONS = ("fp32", "fp16", "int8")
+from .precisions import PRECISIONS
 
 
 class Parser(argparse.ArgumentParser):
@@ -23,12 +22,13 @@ class Parser(argparse.ArgumentParser):
 def build_parser():
     parser = Parser(prog="edgerobust_runner", description="edgerobust device runner (protocol {})".format(PROTOCOL))
     commands = parser.add_subparsers(dest="command", parser_class=Parser)
+    precisions = tuple(PRECISIONS)  # the precision and runtime tables, read when the parser is built
 
     def model_command(name, batch):
         sub = commands.add_parser(name)
         sub.add_argument("--bundle")
-        sub.add_argument("--precision", default="fp32", choices=PRECISIONS)
-        sub.add_argument("--runtime", default="ort-cpu")
+        sub.add_argument("--precision", default="fp32", choices=precisions)
+        sub.add_argument("--runtime", default="ort-cpu")  # checked against runtimes.SESSIONS (numpy is loaded late)
         sub.add_argument("--threads", type=int, default=0)
         sub.add_argument("--batch", type=int, default=batch)
         sub.add_argument("--build-engine", action="store_true")
@@ -42,7 +42,7 @@ def build_parser():
     verify = model_command("verify", 64)
     verify.add_argument("--no-golden", action="store_true")
     verify.set_defaults(precision="all")
-    verify._option_string_actions["--precision"].choices = PRECISIONS + ("all",)
+    verify._option_string_actions["--precision"].choices = precisions + ("all",)
     bench = model_command("bench", 1)
     bench.add_argument("--warmup", type=int, default=10)
     bench.add_argument("--repeats", type=int, default=50)

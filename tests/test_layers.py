@@ -98,6 +98,22 @@ def unit_cycles(edges) -> list[list[str]]:
     graph: dict[str, set[str]] = {}
     for _, _, source, _, unit in edges:
         graph.setdefault(unit_of(source), set()).add(unit)
+    return cycles_of(graph)
+
+
+def module_graph(unit: str, package: Path = PACKAGE) -> dict[str, set[str]]:
+    """Imports between the modules of one unit (a subpackage), late imports included."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted((package / unit).rglob("*.py")):
+        source = module_name(path, package)
+        for _, target in imported_modules(path, package):
+            if unit_of(target) == unit and target != source:
+                graph.setdefault(source, set()).add(target)
+    return graph
+
+
+def cycles_of(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one node (Tarjan)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -149,6 +165,11 @@ def test_the_report_reads_run_files_only():
 def test_no_import_cycles_between_units():
     cycles = unit_cycles(import_edges())
     assert not cycles, f"units that import each other: {cycles}"
+
+
+def test_no_import_cycles_between_the_modules_of_remote():
+    # transport.py <-> local.py / ssh.py was one (make_transport now lives in remote/connect.py)
+    assert cycles_of(module_graph("remote")) == []
 
 
 def test_self_contained_units_import_only_themselves():

@@ -93,14 +93,18 @@ class Runtime:
 RUNTIMES: Registry[type[Runtime]] = Registry("runtime")
 
 
+def implementing(cls: type[Runtime], name: str) -> type[Runtime]:
+    """`cls` with the attributes of the runtime record `name` (devices/runtimes.py), not yet registered."""
+    spec = RUNTIME_SPECS.get(name)
+    cls.spec, cls.name, cls.device, cls.precisions, cls.extra = (spec, spec.name, spec.device, spec.precisions,
+                                                                 spec.install)
+    return cls
+
+
 def implements(name: str):
     """Register a `Runtime` class as the implementation of the runtime record `name` (devices/runtimes.py)."""
-    spec = RUNTIME_SPECS.get(name)
-
     def decorator(cls: type[Runtime]) -> type[Runtime]:
-        cls.spec, cls.name, cls.device, cls.precisions, cls.extra = (spec, spec.name, spec.device, spec.precisions,
-                                                                     spec.install)
-        return RUNTIMES.register(spec.name, spec.description)(cls)
+        return RUNTIMES.register(name, RUNTIME_SPECS.help(name))(implementing(cls, name))
 
     return decorator
 

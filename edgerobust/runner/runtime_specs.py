@@ -22,10 +22,9 @@ class RuntimeSpec(object):
     __slots__ = ("name", "description", "device", "precisions", "input", "install", "deployable")
 
     def __init__(self, name, description, device, precisions, input, install, deployable=True):
-        unknown = [p for p in precisions if p not in PRECISIONS]
-        if device not in DEVICE_KINDS or input not in INPUT_FORMATS or REFERENCE not in precisions or unknown:
-            raise ValueError("runtime record {}: device in {}, input in {}, precisions from the precision table "
-                             "including {}".format(name, DEVICE_KINDS, INPUT_FORMATS, REFERENCE))
+        if device not in DEVICE_KINDS or input not in INPUT_FORMATS or REFERENCE not in precisions:
+            raise ValueError("runtime record {}: device in {}, input in {}, precisions including {}".format(
+                name, DEVICE_KINDS, INPUT_FORMATS, REFERENCE))
         self.name, self.description, self.device, self.precisions = name, description, device, tuple(precisions)
         self.input, self.install, self.deployable = input, install, deployable
 
@@ -44,8 +43,10 @@ RUNTIME_SPECS = OrderedDict()
 
 
 def register(record):
-    if record.name in RUNTIME_SPECS:
-        raise ValueError("runtime {} registered twice".format(record.name))
+    unknown = [p for p in record.precisions if p not in PRECISIONS]
+    if record.name in RUNTIME_SPECS or unknown:
+        raise ValueError("runtime {} registered twice, or with precisions {} not in precisions.py".format(
+            record.name, unknown))
     RUNTIME_SPECS[record.name] = record
     return record
 

@@ -105,14 +105,15 @@ class OrtSession:
     """onnxruntime; GPU providers keep the input on the device through IO binding for the compute timing."""
 
     calibrates = False  # runs the entry's ONNX graph as it is
+    PROVIDERS = ORT_PROVIDERS  # runtime name -> execution provider (a subclass for another provider gives its own)
 
-    @staticmethod
-    def unavailable(name):
+    @classmethod
+    def unavailable(cls, name):
         try:
             providers = import_onnxruntime().get_available_providers()
         except RunnerError as exc:
             return exc.message
-        return "" if ORT_PROVIDERS[name] in providers else "onnxruntime has no " + ORT_PROVIDERS[name]
+        return "" if cls.PROVIDERS[name] in providers else "onnxruntime has no " + cls.PROVIDERS[name]
 
     @classmethod
     def open(cls, bundle, precision, entry, options):
@@ -122,7 +123,7 @@ class OrtSession:
     def __init__(self, path, onnx_sha256, precision, options):
         ort = import_onnxruntime()
         self.runtime_name = options.runtime
-        self.provider = ORT_PROVIDERS[options.runtime]
+        self.provider = self.PROVIDERS[options.runtime]
         if self.provider not in ort.get_available_providers():
             raise RunnerError("provider_unavailable", "onnxruntime {} here has no {} (it has {}); {}".format(
                 ort.__version__, self.provider, ", ".join(ort.get_available_providers()), ORT_INSTALL))

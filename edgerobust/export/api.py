@@ -127,8 +127,7 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
     hosts = {p: host_precision(p) for p in precisions}
     graphs = [p for p in precisions if p != REFERENCE and "onnx" in hosts[p].converters]  # ONNX files besides fp32
     steps = ["export", "parity", *graphs, "memory", "data", *(["engine"] if engine else []), "bundle"]
-    tolerances = {REFERENCE: (tolerance, "absolute"), "fp16": (fp16_tolerance, "relative"),
-                  **{p: (hosts[p].tolerance, hosts[p].tolerance_kind) for p in graphs if p != "fp16"}}
+    limits = {REFERENCE: tolerance, "fp16": fp16_tolerance}  # ExportConfig.tolerance, export_run's fp16_tolerance
     with progress_bar(progress) as bar, staging(bundle_path) as stage:
         task = bar.add_task(f"export for {profile.name}", total=len(steps), status="")
 
@@ -161,9 +160,9 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
             check_operators(graph, profile.operator_set, profile.name, runtime)
             name = PRECISIONS[precision].file_name("onnx")
             save_onnx(graph, stage / name)
-            limit, kind = tolerances[precision]
+            limit = limits.get(precision, hosts[precision].tolerance)
             figures = check_parity(reference, stage / name, inputs, math.inf if limit is None else limit, precision,
-                                   relative=kind == "relative")
+                                   relative=hosts[precision].tolerance_kind == "relative")
             models[precision] = {"file": name, "parity": figures}
             advance(f"{precision} top-1 {figures['top1_agreement']:.3f}")
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar, Union
 
 from .errors import EdgeRobustError
 from .registry import REGISTRIES
+from .runner.precisions import NAMES as PRECISION_NAMES
 
 C = TypeVar("C")
 SEED_LIMIT = 2**63  # torch and numpy both take seeds below this
@@ -397,8 +398,8 @@ class ExportConfig:
     golden: int = setting(64, ge=1, help="golden test inputs")
     calibration: int = setting(256, ge=0, help="INT8 calibration inputs saved")
     tolerance: float = setting(1e-4, gt=0, help="max |logit difference| for fp32 parity")
-    fp16_tolerance: float = setting(1e-2, gt=0, help="max |logit difference| for fp16 parity, relative to the "
-                                                     "largest |logit| (fp16 keeps ~3 significant digits)")
+    fp16_tolerance: float | None = setting(None, gt=0, help="max |logit difference| for fp16 parity, relative to "
+                                                            "the largest |logit| (default: the precision table's)")
     engine: bool = setting(False, help="also build TensorRT engines (only on the target device)")
 
 
@@ -411,7 +412,7 @@ class BenchConfig:
     mode: str = setting("latency", help="timing mode")
     repeats: int = setting(50, ge=1, help="timed calls per measurement")
     warmup: int = setting(10, ge=0, help="untimed calls before timing")
-    precision: str = setting("fp32", choices=("fp32", "fp16", "int8"), help="precision")
+    precision: str = setting("fp32", choices=PRECISION_NAMES, help="precision")  # follows the table
     threads: int | None = setting(None, ge=1, help="CPU threads (default: the target's)")
     memory: bool = setting(True, help="measure peak memory in a separate pass")
 
@@ -445,7 +446,7 @@ class DeviceConfig:
     runtime: str | None = setting(None, help="the runner's runtime (default: the target's first the device has)")
     threads: int | None = setting(None, ge=0, help="threads on the device (default: the target's; 0 = all cores)")
     precisions: list[str] | None = setting(None, help="precisions (default: the target's that the bundle has; "
-                                                      "replay: fp32 and fp16)")
+                                                      "replay: every one the bundle has)")
     batches: list[int] = setting([1], help="batch sizes timed")
     repeats: int = setting(30, ge=1, help="timed calls per measurement")
     warmup: int = setting(5, ge=0, help="untimed calls before timing")

@@ -7,9 +7,9 @@ from typing import Any
 
 from ..config import STABILITY_LIMITS, DeviceConfig
 from ..errors import EdgeRobustError
+from .connect import make_transport
 from .hosts import parse_host
 from .session import DeviceSession
-from .transport import make_transport
 
 
 def device_session(config: DeviceConfig) -> DeviceSession:

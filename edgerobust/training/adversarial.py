@@ -16,6 +16,7 @@ from torch import nn
 from ..attacks import get_attack, project, steepest_step
 from ..attacks.base import batch_rows
 from ..errors import EdgeRobustError
+from ..models.mode import eval_mode
 from .distributed import unwrap
 from .eps_schedule import EpsSchedule
 from .losses import LOSSES, LossOutput, StepState
@@ -152,9 +153,7 @@ class TradesLoss(AdversarialLoss):
         """PGD maximising KL(f(x) ‖ f(x')) in the L∞ ε-ball, with the model in eval mode."""
         if eps == 0:
             return x.detach()
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             x = x.detach()
             with torch.no_grad():
                 target = F.softmax(model(x), 1)
@@ -166,8 +165,6 @@ class TradesLoss(AdversarialLoss):
                 kl = F.kl_div(F.log_softmax(model(x_adv), 1), target, reduction="sum")
                 (grad,) = torch.autograd.grad(kl, x_adv)
                 x_adv = project(x_adv.detach() + steepest_step(grad, alpha, "linf"), x, eps, "linf")
-        finally:
-            model.train(was_training)
         return x_adv.detach()
 
 

@@ -27,8 +27,9 @@ class Attack:
     search) looks for the smallest perturbation and, when given ε, keeps only the examples it found within ε.
     """
 
-    name = "attack"
+    name = "attack"  # set by the registry from the class (see registry.own_name)
     minimal = False
+    norms: tuple[str, ...] = NORMS  # the norms it accepts; tests and help read it
 
     def __init__(self, eps: float, norm: str = "linf", **settings: Any):
         check_eps(eps, norm)

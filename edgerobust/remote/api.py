@@ -140,6 +140,8 @@ class DeviceRecord:
 
 def _open(run: RunDir | str | Path, config: DeviceConfig, session: DeviceSession | None, bundle):
     config = validated(config)
+    if config.name is not None:  # RUN/device/<name>: refused before anything is read or written
+        check_name(config.name, "device name")
     if config.target is None:
         raise EdgeRobustError("no target for the device run; name the device's profile with --target (or [device] "
                               "target)")

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "edgerobust"
 # sits just above `run`; `__main__` is the CLI's entry point.
 LAYERS: list[set[str]] = [
     {"errors", "registry", "io", "versions", "progress", "tomlfile", "recipe", "config", "compute_device", "claim"},
-    {"data", "models"},
+    {"data", "models", "bounds"},
     {"run", "run_select"},
     {"__init__"},
     {"attacks", "training", "compress", "evaluation"},

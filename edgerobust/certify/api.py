@@ -82,7 +82,6 @@ def certify_bundle(bundle: str | Path, eps: list[float], method: str = "crown", 
     from ..export.bundle import read_manifest
 
     manifest = read_manifest(bundle)
-    run = run or RunDir.open(bundle.parent)
     inputs = np.load(bundle / "golden_inputs.npy")[:n].astype(np.float64)
     labels = np.load(bundle / "golden_labels.npy")[:n].astype(np.int64)
     chosen = precisions or [p for p in ("fp32", "fp16") if p in manifest["models"]]
@@ -96,6 +95,11 @@ def certify_bundle(bundle: str | Path, eps: list[float], method: str = "crown", 
             raise CertifyError(f"{bundle / name} does not match its bundle (sha256 differs from the manifest); "
                                "re-export or restore the file")
         plans.append((precision, name, digest, models_for(precision, arithmetic)))
+    if run is None:
+        if not (bundle.parent / "model.json").is_file():
+            raise CertifyError(f"{bundle} is not inside a run, so certificates.json has nowhere to go; pass the run "
+                               "it was exported from (edgerobust certify RUN)")
+        run = RunDir.open(bundle.parent)
     started = time.perf_counter()
     artifacts = []
     for precision, name, digest, models in plans:

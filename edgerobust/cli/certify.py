@@ -32,9 +32,9 @@ def certify(
     budget_mb: int = typer.Option(1024, "--budget-mb", min=16, help="Working memory per batch (MiB)."),
 ) -> None:
     """Certify the bundle's ONNX artifacts on its golden inputs: RUN/certificates.json and a table."""
-    from ..certify.api import certify_bundle
+    from ..certify.api import certify_bundle, check_eps
 
-    values = [parse_number(v, "--eps") for v in split_list(eps) or []]
+    values = check_eps([parse_number(v, "--eps") for v in split_list(eps) or []])
     if target is not None and (target / "model.json").is_file():
         run = RunDir.open(target)
         bundle = bundle_of(run)

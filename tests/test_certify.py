@@ -1,0 +1,59 @@
+"""`edgerobust certify` end to end: certificates.json for a run's bundle, the table and the report section."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from cli_helpers import run_cli
+
+from edgerobust.bounds import ARITHMETIC_MODELS, Engine, from_onnx
+from edgerobust.certify.core import certify_points
+from edgerobust.export.api import export_run
+from edgerobust.export.bundle import read_manifest
+from edgerobust.report import render_report
+
+
+@pytest.fixture(scope="module")
+def exported(digits_run, tmp_path_factory):
+    run = tmp_path_factory.mktemp("certify") / "run"
+    shutil.copytree(digits_run.path, run)
+    bundle = export_run(run, "jetson-nano", fp16=True, calibration=0, golden=8, progress=False).bundle
+    return run, bundle
+
+
+def test_certify_writes_certificates_per_precision_and_arithmetic(exported):
+    run, bundle = exported
+    code, out, err = run_cli("certify", run, "--eps", "0.01,0.05", "--method", "ibp", "--n", "4")
+    assert code == 0, err
+    record = json.loads((run / "certificates.json").read_text())
+    manifest = read_manifest(bundle)
+    assert [a["precision"] for a in record["artifacts"]] == ["fp32", "fp16"]
+    for artifact in record["artifacts"]:
+        assert artifact["sha256"] == manifest["files"][artifact["file"]]["sha256"]
+        names = [m["name"] for m in artifact["arithmetic_models"]]
+        assert names == (["real", "fp32"] if artifact["precision"] == "fp32" else ["real", "fp16-fp32acc", "fp16"])
+        for row in artifact["rows"]:
+            assert 0 <= row["certified_accuracy"] <= record["clean_accuracy"]
+            assert row["robust_error_bound"] == pytest.approx(1 - row["certified_accuracy"], abs=0)
+        by_model = {}
+        for row in artifact["rows"]:
+            by_model.setdefault(row["arithmetic"], []).append(row["certified_accuracy"])
+        for accuracies in by_model.values():  # a larger ball certifies no more points
+            assert accuracies[1] <= accuracies[0]
+        # the certified radius is certified: re-check each point at its radius
+        engine = Engine(from_onnx(onnx.load(bundle / artifact["file"])))
+        x = np.load(bundle / "golden_inputs.npy")[:4].astype(np.float64)
+        predicted = engine.output(torch.from_numpy(x)).argmax(1).numpy()
+        for model, radius in artifact["radius"].items():
+            for i, r in enumerate(radius["per_point"]):
+                if r > 0:
+                    certs = certify_points(engine, x[i:i + 1], predicted[i:i + 1], r, "inf", "ibp",
+                                           [ARITHMETIC_MODELS.get(model)])
+                    assert certs.certified[model].all()
+    assert "certificates (ibp, Linf, n=4" in out
+    report = render_report(run).read_text()
+    assert "## Certification" in report and (run / "figures" / "certified_radius.png").is_file()

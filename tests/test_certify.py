@@ -57,3 +57,18 @@ def test_certify_writes_certificates_per_precision_and_arithmetic(exported):
     assert "certificates (ibp, Linf, n=4" in out
     report = render_report(run).read_text()
     assert "## Certification" in report and (run / "figures" / "certified_radius.png").is_file()
+
+
+def test_pipeline_certify_step_certifies_the_bundle_of_the_current_model(exported):
+    from edgerobust.pipeline.certify_steps import certify_step
+    from edgerobust.pipeline.context import PipelineContext
+    from edgerobust.run import RunDir
+
+    run, bundle = exported
+    ctx = PipelineContext(out=bundle.parent, recipe={"export": {"target": "jetson-nano"}, "evaluate": {"eps": 0.01}},
+                          run=RunDir.open(run))
+    certify_step(ctx)
+    record = json.loads((run / "certificates.json").read_text())
+    assert record["method"] == "crown" and record["n"] == 4 and record["bundle"] == str(bundle)
+    rows = [r for r in ctx.summary if r[0] == "certify"]
+    assert len(rows) == 5 and all(r[1].endswith("@ε=0.01") for r in rows)  # fp32: real, fp32; fp16: three models

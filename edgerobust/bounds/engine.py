@@ -65,7 +65,8 @@ class Engine:
             if method != "ibp" and rule.nonlinear:
                 for name in ins:
                     if name not in refined:
-                        table[name] = _intersect(table[name], self._tensor_bounds(name, ball, table, budget))
+                        wanted = rule.needs(node, *table[name])
+                        table[name] = _intersect(table[name], self._tensor_bounds(name, ball, table, budget, wanted))
                         refined.add(name)
             table[node.outputs[0]] = rule.interval(node, *[self._get(table, node, n) for n in ins])
         return table
@@ -92,20 +93,25 @@ class Engine:
         a_in = pending.get(self.graph.input, torch.zeros((S, *lo.shape), dtype=A.dtype, device=A.device))
         return a_in, bias, magnitude
 
-    def _tensor_bounds(self, name, ball, table, budget):
-        """CROWN bounds of every element of one tensor, in chunks of identity specs that fit the budget."""
+    def _tensor_bounds(self, name, ball, table, budget, wanted):
+        """CROWN bounds of the `wanted` elements of one tensor (any point of the batch wants it), in chunks of
+        identity specs that fit the budget; the others keep their interval (-inf, inf) here, i.e. IBP's after the
+        intersection. A relaxation depends only on wanted elements, so the final bounds are CROWN's all the same."""
         lo = table[name][0]
         B, n = lo.shape[0], lo[0].numel()
+        index = wanted.reshape(B, n).any(0).nonzero().flatten()
         widest = max(t[0][0].numel() for t in table.values())
-        chunk = max(1, min(n, budget // max(1, 2 * B * widest * 8 * 4)))
-        lows, highs = torch.empty((B, n), dtype=lo.dtype, device=lo.device), torch.empty_like(lo.reshape(B, n))
-        for start in range(0, n, chunk):
-            k = min(chunk, n - start)
+        chunk = max(1, budget // max(1, 2 * B * widest * 8 * 4))
+        lows = torch.full((B, n), -math.inf, dtype=lo.dtype, device=lo.device)
+        highs = torch.full((B, n), math.inf, dtype=lo.dtype, device=lo.device)
+        for start in range(0, len(index), chunk):
+            rows = index[start:start + chunk]
+            k = len(rows)
             eye = torch.zeros((k, B, n), dtype=lo.dtype, device=lo.device)
-            eye[torch.arange(k), :, torch.arange(start, start + k)] = 1.0
+            eye[torch.arange(k), :, rows] = 1.0
             A = torch.cat([eye, -eye]).reshape(2 * k, *lo.shape)
             bound = ball.lower(*self.backward(name, A, table))
-            lows[:, start:start + k], highs[:, start:start + k] = bound[:k].T, -bound[k:].T
+            lows[:, rows], highs[:, rows] = bound[:k].T, -bound[k:].T
         return lows.reshape(lo.shape), highs.reshape(lo.shape)
 
     def margins(self, ball: Ball, labels: torch.Tensor, method: str = "crown", budget: int = DEFAULT_BUDGET,

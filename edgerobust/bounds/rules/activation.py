@@ -64,6 +64,11 @@ class _Clip(Rule):
     def interval(self, node, bounds):
         return self.forward(node, bounds[0]), self.forward(node, bounds[1])
 
+    def needs(self, node, lo, hi):
+        """Only elements across a kink: elsewhere the relaxation is exact whatever tighter bounds say."""
+        low, high = self.limits(node)
+        return ((lo < low) & (hi > low)) | ((lo < high) & (hi > high))
+
     def backward(self, node, A, bounds, alpha=None):
         low, high = self.limits(node)
         ls, lb, us, ub = _relaxation(bounds[0], bounds[1], low, high, alpha)

@@ -47,6 +47,10 @@ class Rule:
 
     nonlinear = False
 
+    def needs(self, node: Node, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """Which input elements [B, *shape] the relaxation depends on (CROWN refines only those)."""
+        return torch.ones_like(lo, dtype=torch.bool)
+
     def forward(self, node: Node, *xs: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

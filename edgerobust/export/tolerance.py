@@ -38,24 +38,17 @@ import numpy as np
 import onnx
 import torch
 
-from ..bounds import Arithmetic, BoundError, Engine, Unbounded, from_onnx
-from ..bounds.arithmetic import F16_MAX, F32_MAX, U16, U32
-from ..registry import Registry
+from ..bounds import BoundError, Engine, Unbounded, from_onnx
 
 # The check of outputs against the bound is the runner's pure-numpy one, so host and device `verify` decide alike.
 from ..runner.tolerance import compare_with_tolerance, decision_may_differ  # noqa: F401  (re-exported)
+from .arithmetic import Arithmetic
+from .precisions import arithmetic_of, require_arithmetic  # each precision's arithmetic model is in its record
 
 # The float64 evaluation of the bounds is itself rounded (relative ~n·2^-53 per layer): round the result up by this.
 SAFETY = 1.0 + 2.0 ** -30
 REFERENCE = "Higham, Accuracy and Stability of Numerical Algorithms (2002), ch. 3: |fl(w'x) - w'x| <= γ_n |w|'|x|"
 DECISION_RULE = "argmax may differ only where the golden top-2 margin < 2 * max bound of that input"
-
-
-ARITHMETICS: Registry[Arithmetic] = Registry("precision")
-ARITHMETICS.register("fp32", "IEEE binary32 throughout")(
-    Arithmetic("fp32", U32, 0.0, 0.0, 2.0 ** -150, F32_MAX))
-ARITHMETICS.register("fp16", "binary16 weights, input and arithmetic (native fp16 kernels, e.g. aarch64)")(
-    Arithmetic("fp16", U16, U16, U16, 2.0 ** -25, F16_MAX))
 
 
 def _analyse(proto: onnx.ModelProto, inputs: np.ndarray, arithmetic: Arithmetic) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +69,9 @@ def forward_error_bound(proto: onnx.ModelProto, inputs: np.ndarray, precision: s
 
     Returns an (N, K) float64 array, or None where no finite bound exists (see the module docstring).
     """
-    arithmetic = ARITHMETICS.get(precision)
+    arithmetic = arithmetic_of(precision)
+    if arithmetic is None:  # a precision without an arithmetic model has no derived bound
+        return None
     try:
         with torch.no_grad():
             return _analyse(proto, inputs, arithmetic)[1]
@@ -87,7 +82,7 @@ def forward_error_bound(proto: onnx.ModelProto, inputs: np.ndarray, precision: s
 def exact_outputs(proto: onnx.ModelProto, inputs: np.ndarray) -> np.ndarray:
     """The graph's outputs in float64 (the reference the bounds are about)."""
     with torch.no_grad():
-        return _analyse(proto, inputs, ARITHMETICS.get("fp32"))[0]
+        return _analyse(proto, inputs, require_arithmetic("fp32"))[0]
 
 
 def float64_outputs(model: torch.nn.Module, inputs: np.ndarray) -> np.ndarray:
@@ -134,8 +129,11 @@ def smoothing_agreement(proto: onnx.ModelProto, x: np.ndarray, row: int, sigma: 
 
     samples = np.concatenate(list(noise_batches(np.asarray(x, np.float32), sigma, n, n, seed, row)))
     with torch.no_grad():
+        arithmetic = arithmetic_of(precision)
         try:
-            exact, bound = _analyse(proto, samples, ARITHMETICS.get(precision))
+            if arithmetic is None:
+                raise Unbounded
+            exact, bound = _analyse(proto, samples, arithmetic)
         except Unbounded:
             exact, bound = exact_outputs(proto, samples), None
     votes = exact.argmax(1)

@@ -72,3 +72,24 @@ def test_pipeline_certify_step_certifies_the_bundle_of_the_current_model(exporte
     assert record["method"] == "crown" and record["n"] == 4 and record["bundle"] == str(bundle)
     rows = [r for r in ctx.summary if r[0] == "certify"]
     assert len(rows) == 5 and all(r[1].endswith("@ε=0.01") for r in rows)  # fp32: real, fp32; fp16: three models
+
+
+def test_export_vnnlib_writes_the_vnn_comp_layout_with_the_ball_of_each_point(exported, tmp_path):
+    from edgerobust.bounds import Ball
+
+    run, bundle = exported
+    code, out, err = run_cli("certify", run, "--eps", "0.02", "--method", "ibp", "--n", "2", "--no-radius",
+                             "--precision", "fp32", "--export-vnnlib", tmp_path / "bench")
+    assert code == 0, err
+    rows = (tmp_path / "bench" / "instances.csv").read_text().splitlines()
+    assert rows == ["onnx/model.onnx,vnnlib/point_0.vnnlib,60", "onnx/model.onnx,vnnlib/point_1.vnnlib,60"]
+    assert (tmp_path / "bench" / "onnx" / "model.onnx").read_bytes() == (bundle / "model.onnx").read_bytes()
+    x = np.load(bundle / "golden_inputs.npy")[:1].astype(np.float64)
+    label = int(np.load(bundle / "golden_labels.npy")[0])
+    text = (tmp_path / "bench" / "vnnlib" / "point_0.vnnlib").read_text()
+    lo, hi = (t.reshape(-1).numpy() for t in Ball(torch.from_numpy(x), 0.02).box())
+    for i in (0, x.size // 2, x.size - 1):
+        assert f"(assert (<= X_{i} {hi[i]!r}))" in text and f"(assert (>= X_{i} {lo[i]!r}))" in text
+    assert text.count(">= Y_") == 9 and f"(>= Y_{label} Y_{label})" not in text
+    code, out, err = run_cli("certify", run, "--eps", "0.02", "--export-vnnlib", tmp_path / "bench")
+    assert code == 2 and "not an empty directory" in err

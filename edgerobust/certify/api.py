@@ -23,6 +23,7 @@ from ..errors import EdgeRobustError
 from ..io import sha256_file, write_json
 from ..run import RunDir
 from .core import certified_radius, certify_points
+from .vnnlib import check_out, export_vnnlib
 
 CERTIFICATES_FILE = "certificates.json"
 FORMAT = "edgerobust-certificates-1"
@@ -71,8 +72,11 @@ def _attacks(run: RunDir, eps: float, norm: str) -> float | None:
 
 def certify_bundle(bundle: str | Path, eps: list[float], method: str = "crown", norm: str = "inf", n: int = 16,
                    arithmetic: list[str] | None = None, precisions: list[str] | None = None, radius: bool = True,
-                   budget: int = DEFAULT_BUDGET, run: RunDir | None = None) -> dict[str, Any]:
-    """Certify the bundle's artifacts; write RUN/certificates.json (RUN: `run`, else the bundle's parent run)."""
+                   budget: int = DEFAULT_BUDGET, run: RunDir | None = None,
+                   vnnlib: str | Path | None = None) -> dict[str, Any]:
+    """Certify the bundle's artifacts; write RUN/certificates.json (RUN: `run`, else the bundle's parent run).
+
+    `vnnlib`: also write the fp32 artifact's VNN-LIB benchmark there (vnnlib.py) at the first ε."""
     bundle = Path(bundle)
     check_eps(eps)
     if method not in METHODS:
@@ -80,6 +84,11 @@ def certify_bundle(bundle: str | Path, eps: list[float], method: str = "crown", 
     if norm not in ("inf", "2"):
         raise CertifyError(f"unknown norm '{norm}'; choose inf or 2")
     from ..export.bundle import read_manifest
+
+    if vnnlib is not None:
+        if norm != "inf":
+            raise CertifyError("--export-vnnlib writes L-inf properties (VNN-LIB boxes); use --norm inf")
+        check_out(Path(vnnlib))
 
     manifest = read_manifest(bundle)
     inputs = np.load(bundle / "golden_inputs.npy")[:n].astype(np.float64)
@@ -127,6 +136,10 @@ def certify_bundle(bundle: str | Path, eps: list[float], method: str = "crown", 
               "points": "the bundle's golden inputs and labels", "clean_accuracy": float(correct.mean()),
               "radius_of": "the predicted class", "artifacts": artifacts,
               "seconds": round(time.perf_counter() - started, 3)}
+    if vnnlib is not None:
+        first = next(p for p in plans if p[0] == "fp32") if any(p[0] == "fp32" for p in plans) else plans[0]
+        classes = int(np.load(bundle / "golden_outputs.npy").shape[1])
+        result["vnnlib"] = str(export_vnnlib(vnnlib, bundle / first[1], inputs, labels, classes, eps[0]).parent)
     write_json(run.path / CERTIFICATES_FILE, result)
     run.update("certify", {"file": CERTIFICATES_FILE, "method": method, "norm": norm, "eps": eps,
                            "bundle": str(bundle)})

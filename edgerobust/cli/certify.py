@@ -30,6 +30,8 @@ def certify(
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 (default: every ONNX model)."),
     radius: bool = typer.Option(True, "--radius/--no-radius", help="Per-point largest certified ε by bisection."),
     budget_mb: int = typer.Option(1024, "--budget-mb", min=16, help="Working memory per batch (MiB)."),
+    vnnlib: Optional[Path] = typer.Option(None, "--export-vnnlib", help="Also write the fp32 artifact, one VNN-LIB "
+                                          "property per point (first ε) and instances.csv here (VNN-COMP layout)."),
 ) -> None:
     """Certify the bundle's ONNX artifacts on its golden inputs: RUN/certificates.json and a table."""
     from ..certify.api import certify_bundle, check_eps
@@ -42,7 +44,7 @@ def certify(
         bundle, run = bundle_argument(target), None
     result = certify_bundle(bundle, values, method=method, norm=norm.removeprefix("l"), n=n,
                             arithmetic=split_list(arithmetic), precisions=split_list(precision), radius=radius,
-                            budget=budget_mb << 20, run=run)
+                            budget=budget_mb << 20, run=run, vnnlib=vnnlib)
     rows = []
     for artifact in result["artifacts"]:
         for row in artifact["rows"]:

@@ -37,7 +37,7 @@ def test_certify_writes_certificates_per_precision_and_arithmetic(exported):
         names = [m["name"] for m in artifact["arithmetic_models"]]
         assert names == (["real", "fp32"] if artifact["precision"] == "fp32" else ["real", "fp16-fp32acc", "fp16"])
         for row in artifact["rows"]:
-            assert 0 <= row["certified_accuracy"] <= record["clean_accuracy"]
+            assert 0 <= row["certified_accuracy"] <= artifact["clean_accuracy"]
             assert row["robust_error_bound"] == pytest.approx(1 - row["certified_accuracy"], abs=0)
         by_model = {}
         for row in artifact["rows"]:

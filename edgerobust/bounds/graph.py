@@ -1,8 +1,9 @@
 """The graph the bound engine walks: nodes in topological order, constants, one input and one output.
 
-Two sources, one rule set: `from_onnx` reads an exported artifact (fp16 initialisers included: every float constant
-is widened to float64, exactly) and `from_torch` (graph/torch_source.py) would read a PyTorch model for certified
-training. The batch is always axis 0: rules that would mix it (a Reshape or Transpose over axis 0) are refused.
+`from_onnx` reads an exported artifact (fp16 initialisers included: every float constant is widened to float64,
+exactly). A PyTorch source for certified training (the same rules over live, differentiable parameters: `Linear`'s
+backward already keeps the autograd graph when gradients are enabled) is not built yet.
+The batch is always axis 0: rules that would mix it (a Reshape or Transpose over axis 0) are refused.
 """
 from __future__ import annotations
 

@@ -131,9 +131,10 @@ def certify_bundle(bundle: str | Path, eps: list[float], method: str = "crown", 
                 r = certified_radius(engine, inputs, predicted, norm, method, model, budget=budget)
                 radii[model.name] = {"per_point": r.tolist(), "mean": float(r.mean())}
         artifacts.append({"precision": precision, "file": name, "sha256": digest,
+                          "clean_accuracy": float(correct.mean()),
                           "arithmetic_models": [m.describe() for m in models], "rows": rows, "radius": radii})
     result = {"format": FORMAT, "bundle": str(bundle), "method": method, "norm": norm, "n": int(len(inputs)),
-              "points": "the bundle's golden inputs and labels", "clean_accuracy": float(correct.mean()),
+              "points": "the bundle's golden inputs and labels", "clean_accuracy": artifacts[0]["clean_accuracy"],
               "radius_of": "the predicted class", "artifacts": artifacts,
               "seconds": round(time.perf_counter() - started, 3)}
     if vnnlib is not None:

@@ -285,6 +285,16 @@ CASES = [
                                                     "-q"])[1], "[device] warmup = -1 must be at least 0"),
     ("evaluate-missing-recipe", lambda t, b: ["evaluate", t / RUN, "--recipe", t / "none.toml", "-q"],
      "recipe file"),
+    # certify: ε, a method, an undeclared arithmetic model, an artifact that does not match its bundle
+    ("certify-eps-above-1", lambda t, b: ["certify", b, "--eps", "1.5"], "--eps 1.5 is outside [0, 1]"),
+    ("certify-eps-negative", lambda t, b: ["certify", b, "--eps", "-0.1"], "outside [0, 1]"),
+    ("certify-unknown-method", lambda t, b: ["certify", b, "--method", "bogus"], "unknown method 'bogus'"),
+    ("certify-undeclared-arithmetic", lambda t, b: ["certify", b, "--arithmetic", "fp16"],
+     "arithmetic model fp16 is not declared for fp32 artifacts"),
+    ("certify-artifact-hash-mismatch", lambda t, b: (shutil.copytree(b, t / "bundle"),
+                                                     (t / "bundle" / "model.onnx").open("ab").write(b"\0"),
+                                                     ["certify", t / "bundle"])[2], "does not match its bundle"),
+    ("certify-bundle-outside-a-run", lambda t, b: ["certify", b, "--n", "1"], "is not inside a run"),
     ("markup-in-user-text", lambda t, b: ["train", "--model", "[train]bogus", "--data", "digits", "--out", t / "r",
                                           "-q"], "[train]bogus"),
 ]

@@ -97,10 +97,10 @@ def edge_run(digits_run, edge_profiles, tmp_path_factory):
 
 @pytest.fixture
 def edge_copy(edge_run, tmp_path):
-    """A private copy of edge_run (its bundles stay shared and read-only)."""
+    """A private copy of edge_run, its bundles too (a run records them relative to itself)."""
     import shutil
 
     from edgerobust.run import RunDir
 
-    shutil.copytree(edge_run.path, tmp_path / "run", ignore=shutil.ignore_patterns("export-*", "device"))
+    shutil.copytree(edge_run.path, tmp_path / "run", ignore=shutil.ignore_patterns("device"))
     return RunDir.open(tmp_path / "run")

@@ -15,7 +15,7 @@ from edgerobust.config import TrainConfig
 from edgerobust.data import ArrayDataset, load_dataset
 from edgerobust.errors import EdgeRobustError
 from edgerobust.models import build_model
-from edgerobust.training import LOSSES, LossOutput, Trainer, build_training_loss
+from edgerobust.training import LOSSES, LoopSetup, LossOutput, Trainer, build_training_loss
 from edgerobust.training.losses import declared_settings, needs_labels
 
 SYNTHETIC = {"shape": (1, 8, 8), "num_classes": 4, "size": 64}
@@ -130,7 +130,7 @@ def test_a_label_free_loss_trains_on_unlabelled_data_and_its_teacher_moves_with_
     assert not needs_labels(loss)
     before = kl_to_teacher(student, teacher, unlabelled.images)
     config = TrainConfig(epochs=3, batch_size=16, lr=0.05, optimizer="adam", augment=False)
-    trainer = Trainer(student, unlabelled, config, loss=loss, progress=False, device="cpu")
+    trainer = Trainer(student, unlabelled, config, LoopSetup(loss=loss), progress=False, device="cpu")
     assert loss.moved_to == [trainer.device]
     history = trainer.fit().history
     assert "train_accuracy" not in history[-1] and history[-1]["train_loss"] >= 0

@@ -20,6 +20,7 @@ from fractions import Fraction
 from typing import Any, TypeVar, Union
 
 from .errors import EdgeRobustError
+from .names import check_name as check_file_name
 from .registry import REGISTRIES
 from .runner.precisions import NAMES as PRECISION_NAMES
 
@@ -467,6 +468,11 @@ class DeviceConfig:
             raise ConfigError(f"{label('batches')} is empty; give at least one batch size")
         for i, b in enumerate(self.batches):
             _check_bounds(b, {"ge": 1}, f"{label('batches')}[{i}]")
+        if self.name is not None:  # it becomes RUN/device/<name>/: the one naming rule (names.py)
+            try:
+                check_file_name(self.name, label("name"))
+            except EdgeRobustError as exc:
+                raise ConfigError(str(exc)) from None
 
     @property
     def stability(self) -> dict[str, float | int | None]:

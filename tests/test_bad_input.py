@@ -265,7 +265,8 @@ CASES = [
           ("export-target", '[export]\ntarget = "bogus"', "unknown target 'bogus'"),
           ("export-precision", '[export]\nint8 = true', "does not support int8"),
           ("bench-target", f'[bench]\ntarget = "{OTHER_ARCH_TARGET}"', "but this machine is"),
-          ("device-host", '[device]\nhost = "u@h:0"', "port '0' must be"))],
+          ("device-host", '[device]\nhost = "u@h:0"', "port '0' must be"),
+          ("device-name", '[device]\nname = "../elsewhere"', "[device] name '../elsewhere' is not a usable name"))],
     ("pipeline-failing-first-step", lambda t, b: ((t / "r.toml").write_text(
         '[pipeline]\nsteps = ["train"]\n[model]\nspec = "mlp:0"\n'),
         ["pipeline", "--recipe", t / "r.toml", "--out", t / "p", "-q"])[1], "at least 1"),

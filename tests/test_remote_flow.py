@@ -417,3 +417,24 @@ def test_a_set_saved_after_the_export_is_matched_by_content(edge_copy, device_py
     assert late["count"] == 20 and late["host_accuracy"] == host_late
     assert late["gap"] == host_late - late["accuracy"]
     assert late["sha256"] == sha256_file(edge_copy.path / "adversarial" / "late-set.npz")
+
+
+def test_cli_fleet_ssh_config_is_refused_until_trusted_then_shown(edge_copy, device_python, tmp_path):
+    risky = tmp_path / "their_ssh_config"
+    risky.write_text("Host *\n  ProxyCommand nc %h %p\n")
+    fleet_file = tmp_path / "fleet.toml"
+    fleet_file.write_text(f'[defaults]\nssh_config = "{risky}"\ntarget = "x86-edge"\npython = "{device_python}"\n'
+                          f'[[device]]\nname = "board"\nhost = "local"\nroot = "{tmp_path / "d"}"\n')
+    base = ("bench", str(edge_copy.path), "--hosts", str(fleet_file), "--target", "x86-edge", "--precision", "fp32",
+            "--batch", "1",
+            "--repeats", "10", "--warmup", "2", "--max-cv", "1e9")
+    code, out, err = run_cli(*base)
+    assert code == 2 and err.strip().count("\n") == 0
+    assert "ProxyCommand" in err and "--trust-ssh-config" in err
+    assert not (edge_copy.path / "device" / "board").exists()
+    code, out, err = run_cli(*base, "--trust-ssh-config")
+    assert code == 0, err
+    assert "trusted ssh_config" in err and "ProxyCommand nc %h %p (runs a local command)" in err
+    assert read_json(edge_copy.path / "device" / "board" / "bench.json")["complete"]
+    code, out, err = run_cli("bench", str(edge_copy.path), "--host", "local", "--trust-ssh-config")
+    assert code == 2 and "give --hosts" in err

@@ -100,6 +100,7 @@ def bench(
     device_dir: Optional[str] = remote_cmd.DEVICE_DIR, insecure: bool = remote_cmd.INSECURE,
     timeout: Optional[float] = remote_cmd.TIMEOUT, max_cv: Optional[float] = remote_cmd.MAX_CV,
     max_temp_rise: Optional[float] = remote_cmd.MAX_RISE, remeasure: Optional[int] = remote_cmd.REMEASURE,
+    trust_ssh_config: bool = remote_cmd.TRUST_SSH_CONFIG,
 ) -> None:
     """Time a run's model per runtime and batch size (p50/p90/p99, throughput, GFLOP/s, memory) into RUN/bench.json."""
     if list_runtimes:
@@ -113,7 +114,8 @@ def bench(
             precisions=given([precision] if precision else None, "--precision"), batches=batches, threads=threads,
             runtime=given(names[0] if names else None, "--runtime"), warmup=warmup, repeats=repeats, max_cv=max_cv,
             max_temperature_rise_c=given(max_temp_rise, "--max-temp-rise"), remeasure=remeasure))
-        return remote_cmd.run_remote("bench", runs_argument(runs, config.target), config, hosts, quiet)
+        return remote_cmd.run_remote("bench", runs_argument(runs, config.target), config, hosts, quiet,
+                                     trust_ssh_config)
     config = recipe_section(recipe, "bench", dict(
         target=target, runtimes=given(names, "--runtime"), batches=batches, mode=mode, repeats=repeats,
         warmup=warmup, precision=precision, threads=threads, memory=memory))

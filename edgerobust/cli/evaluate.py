@@ -64,6 +64,7 @@ def evaluate(
     python: Optional[str] = remote_cmd.PYTHON, ssh_config: Optional[Path] = remote_cmd.SSH_CONFIG,
     device_dir: Optional[str] = remote_cmd.DEVICE_DIR, insecure: bool = remote_cmd.INSECURE,
     timeout: Optional[float] = remote_cmd.TIMEOUT,
+    trust_ssh_config: bool = remote_cmd.TRUST_SSH_CONFIG,
 ) -> None:
     """Attack a run's model and write RUN/robustness.json, plots in RUN/figures and the manifest's robustness.
 
@@ -73,7 +74,7 @@ def evaluate(
         config = recipe_section(recipe, "device", dict(
             **remote_cmd.reach_overrides(host, python, ssh_config, device_dir, insecure, timeout), target=target_name,
             precisions=given(precision or None, "--precision"), replay_batch=given(batch_size, "--batch-size")))
-        return remote_cmd.run_remote("replay", [run_argument(run)], config, hosts, quiet)
+        return remote_cmd.run_remote("replay", [run_argument(run)], config, hosts, quiet, trust_ssh_config)
     config = recipe_section(recipe, "evaluate", dict(
         suite=suite, eps=eps, norm=norm, attacks=given(attack or None, "--attack"), curve=curve,
         curve_grid=given(split_list(curve_eps), "--curve-eps"), curve_steps=curve_steps, n=n, seed=seed, steps=steps,

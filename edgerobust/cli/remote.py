@@ -34,6 +34,9 @@ TIMEOUT = typer.Option(None, "--timeout", help=D("timeout"))
 MAX_CV = typer.Option(None, "--max-cv", help=D("max_cv"))
 MAX_RISE = typer.Option(None, "--max-temp-rise", help=D("max_temperature_rise_c"))
 REMEASURE = typer.Option(None, "--remeasure", help=D("remeasure"))
+TRUST_SSH_CONFIG = typer.Option(False, "--trust-ssh-config",
+                                help="With --hosts: accept an ssh_config named by the fleet file even if it runs "
+                                     "local commands or changes host-key checks (its settings are shown).")
 
 
 def on_device(host: str | None, hosts: Path | None) -> bool:
@@ -94,9 +97,14 @@ def print_fleet(rows: list[dict[str, Any]]) -> None:
     console.print(table("fleet", ("device", "host", "target", "status", "result"), lines))
 
 
-def run_remote(kind: str, runs: list[Path], config: DeviceConfig, hosts: Path | None, quiet: bool) -> None:
+def run_remote(kind: str, runs: list[Path], config: DeviceConfig, hosts: Path | None, quiet: bool,
+               trust_ssh_config: bool = False) -> None:
     """Run `bench` or `replay` on one device (`config.host`) or a fleet (`hosts`, each device's fields over
-    `config`); a failure keeps what was gathered and exits 2."""
+    `config`; an ssh_config the fleet file names is refused when risky unless `trust_ssh_config`, and then shown);
+    a failure keeps what was gathered and exits 2."""
+    if trust_ssh_config and not hosts:
+        raise EdgeRobustError("--trust-ssh-config applies to the ssh_config a fleet file names; give --hosts "
+                              "(your own --ssh-config is yours and not checked)")
     if len(runs) != 1:
         raise EdgeRobustError("--host/--hosts measure one run at a time; give one run directory")
     run = RunDir.open(runs[0])
@@ -110,7 +118,10 @@ def run_remote(kind: str, runs: list[Path], config: DeviceConfig, hosts: Path | 
         err_console.print("[bold yellow]warning:[/] --insecure-accept-any-host-key: the device's identity is NOT "
                           "checked; anyone on the network path can pose as it")
     if hosts:
-        rows = run_fleet(run, load_fleet(hosts, config), kind, progress=False)
+        fleet = load_fleet(hosts, config, trust_ssh_config)
+        for setting in fleet.trusted_ssh_settings:
+            err_console.print(Text(f"warning: trusted ssh_config of {hosts}: {setting}", "bold yellow"))
+        rows = run_fleet(run, fleet, kind, progress=False)
         print_fleet(rows)
         failed = [r for r in rows if r["status"] != "ok"]
         if failed:

@@ -444,6 +444,8 @@ class DeviceConfig:
     insecure_host_key: bool = setting(False, help="do not check the device's SSH host key (DANGEROUS)")
     timeout: float = setting(600.0, gt=0, help="seconds one runner command may take on the device")
     connect_timeout: float = setting(10.0, gt=0, help="seconds to wait for an SSH connection")
+    max_output_mib: float = setting(64.0, gt=0, help="MiB of stdout (and of stderr) one runner command may send "
+                                                     "back before it is stopped as a broken or hostile device")
     target: str | None = setting(None, help="device profile (default: the run's only export; pipeline: [export])")
     name: str | None = setting(None, help="the device's name in RUN/device/<name>/ (default: made from the host; "
                                          "the pipeline: the host as written)")

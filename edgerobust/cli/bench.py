@@ -101,6 +101,7 @@ def bench(
     timeout: Optional[float] = remote_cmd.TIMEOUT, max_cv: Optional[float] = remote_cmd.MAX_CV,
     max_temp_rise: Optional[float] = remote_cmd.MAX_RISE, remeasure: Optional[int] = remote_cmd.REMEASURE,
     trust_ssh_config: bool = remote_cmd.TRUST_SSH_CONFIG,
+    max_output: Optional[float] = remote_cmd.MAX_OUTPUT,
 ) -> None:
     """Time a run's model per runtime and batch size (p50/p90/p99, throughput, GFLOP/s, memory) into RUN/bench.json."""
     if list_runtimes:
@@ -110,7 +111,8 @@ def bench(
     batches = given(parse_int_list(batch, "--batch") if batch is not None else None, "--batch")
     if remote_cmd.on_device(host, hosts):  # on a device, through the runner (edgerobust.remote)
         config = recipe_section(recipe, "device", dict(
-            **remote_cmd.reach_overrides(host, python, ssh_config, device_dir, insecure, timeout), target=target,
+            **remote_cmd.reach_overrides(host, python, ssh_config, device_dir, insecure, timeout, max_output),
+            target=target,
             precisions=given([precision] if precision else None, "--precision"), batches=batches, threads=threads,
             runtime=given(names[0] if names else None, "--runtime"), warmup=warmup, repeats=repeats, max_cv=max_cv,
             max_temperature_rise_c=given(max_temp_rise, "--max-temp-rise"), remeasure=remeasure))

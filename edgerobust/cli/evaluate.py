@@ -65,6 +65,7 @@ def evaluate(
     device_dir: Optional[str] = remote_cmd.DEVICE_DIR, insecure: bool = remote_cmd.INSECURE,
     timeout: Optional[float] = remote_cmd.TIMEOUT,
     trust_ssh_config: bool = remote_cmd.TRUST_SSH_CONFIG,
+    max_output: Optional[float] = remote_cmd.MAX_OUTPUT,
 ) -> None:
     """Attack a run's model and write RUN/robustness.json, plots in RUN/figures and the manifest's robustness.
 
@@ -72,7 +73,8 @@ def evaluate(
     accuracy per precision, into RUN/device/)."""
     if remote_cmd.on_device(host, hosts):
         config = recipe_section(recipe, "device", dict(
-            **remote_cmd.reach_overrides(host, python, ssh_config, device_dir, insecure, timeout), target=target_name,
+            **remote_cmd.reach_overrides(host, python, ssh_config, device_dir, insecure, timeout, max_output),
+            target=target_name,
             precisions=given(precision or None, "--precision"), replay_batch=given(batch_size, "--batch-size")))
         return remote_cmd.run_remote("replay", [run_argument(run)], config, hosts, quiet, trust_ssh_config)
     config = recipe_section(recipe, "evaluate", dict(

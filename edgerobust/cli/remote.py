@@ -34,6 +34,7 @@ TIMEOUT = typer.Option(None, "--timeout", help=D("timeout"))
 MAX_CV = typer.Option(None, "--max-cv", help=D("max_cv"))
 MAX_RISE = typer.Option(None, "--max-temp-rise", help=D("max_temperature_rise_c"))
 REMEASURE = typer.Option(None, "--remeasure", help=D("remeasure"))
+MAX_OUTPUT = typer.Option(None, "--max-output", help=D("max_output_mib"))
 TRUST_SSH_CONFIG = typer.Option(False, "--trust-ssh-config",
                                 help="With --hosts: accept an ssh_config named by the fleet file even if it runs "
                                      "local commands or changes host-key checks (its settings are shown).")
@@ -47,11 +48,12 @@ def on_device(host: str | None, hosts: Path | None) -> bool:
 
 
 def reach_overrides(host: str | None, python: str | None, ssh_config: Path | None, device_dir: str | None,
-                    insecure: bool, timeout: float | None) -> dict[str, Any]:
+                    insecure: bool, timeout: float | None, max_output: float | None = None) -> dict[str, Any]:
     """The --host options as overrides of DeviceConfig (None: not given), for `recipe_section`."""
     return dict(host=host, python=python, ssh_config=None if ssh_config is None else str(ssh_config),
                 root=given(device_dir, "--device-dir"),
-                insecure_host_key=given(insecure or None, "--insecure-accept-any-host-key"), timeout=timeout)
+                insecure_host_key=given(insecure or None, "--insecure-accept-any-host-key"), timeout=timeout,
+                max_output_mib=given(max_output, "--max-output"))
 
 
 def _fmt(ms: float) -> str:

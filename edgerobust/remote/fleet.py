@@ -39,7 +39,8 @@ from .ssh_config import check_ssh_config
 # The [device] fields a fleet file may set per device (the rest of DeviceConfig, what to measure, comes from the
 # command line or the recipe, for every device alike).
 DEVICE_FIELDS = {"name": str, "host": str, "target": str, "python": str, "root": str, "ssh_config": str,
-                 "timeout": (int, float), "connect_timeout": (int, float), "runtime": str, "threads": int}
+                 "timeout": (int, float), "connect_timeout": (int, float), "max_output_mib": (int, float),
+                 "runtime": str, "threads": int}
 FLEET_FIELDS = {"concurrency": int}
 
 

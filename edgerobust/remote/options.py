@@ -17,6 +17,7 @@ def device_session(config: DeviceConfig) -> DeviceSession:
     nothing is contacted until it is used."""
     spec = parse_host(config.host, config.python)
     transport = make_transport(spec, config.root, config.ssh_config, config.connect_timeout, config.insecure_host_key)
+    transport.max_output = int(config.max_output_mib * 2**20)
     return DeviceSession(transport, config.timeout)
 
 

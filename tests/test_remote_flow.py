@@ -438,3 +438,17 @@ def test_cli_fleet_ssh_config_is_refused_until_trusted_then_shown(edge_copy, dev
     assert read_json(edge_copy.path / "device" / "board" / "bench.json")["complete"]
     code, out, err = run_cli("bench", str(edge_copy.path), "--host", "local", "--trust-ssh-config")
     assert code == 2 and "give --hosts" in err
+
+
+def test_a_saved_set_is_shown_with_what_made_it(tmp_path):
+    from edgerobust.io import write_json
+    from edgerobust.report.devices import set_labels
+    from edgerobust.run import RunDir
+
+    run = RunDir.create(tmp_path / "run")
+    assert set_labels(run) == {}
+    write_json(run.path / "robustness.json", {"results": {
+        "9a69b03e8974": {"eps": 0.1, "norm": "linf", "settings": {"suite": "standard", "attacks": []}},
+        "0badc0ffee00": {"eps": 0.5, "norm": "l2", "settings": {"suite": "none", "attacks": ["pgd", "fgsm"]}}}})
+    assert set_labels(run) == {"9a69b03e8974": "9a69b03e8974 (standard linf ε=0.1)",
+                               "0badc0ffee00": "0badc0ffee00 (pgd+fgsm l2 ε=0.5)"}

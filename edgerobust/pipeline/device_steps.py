@@ -11,6 +11,7 @@ from ..names import slug
 from ..remote.api import device_bench, device_replay
 from ..remote.hosts import parse_host
 from ..remote.options import device_session
+from ..report.devices import set_labels
 from .context import PIPELINE_STEPS, PipelineContext
 
 
@@ -40,9 +41,10 @@ def device_step(ctx: PipelineContext) -> None:
         rec = row["record"]
         ctx.add("device", f"{name} {rec['precision']} batch {rec['batch']} p50 ms", round(row["compute"]["p50_ms"], 4))
     replay = device_replay(ctx.run, config, session, progress=ctx.progress)
+    labels = set_labels(ctx.run)
     for row in replay["rows"]:
         for key, figures in row["sets"].items():
-            ctx.add("device", f"{name} {row['precision']} {key} accuracy (gap to host)",
+            ctx.add("device", f"{name} {row['precision']} {labels.get(key, key)} accuracy (gap to host)",
                     f"{figures['accuracy']:.3f} ({figures['gap']:+.3f})" if figures.get("gap") is not None
                     else f"{figures['accuracy']:.3f}")
 

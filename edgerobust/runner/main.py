@@ -59,6 +59,7 @@ def build_parser():
     smooth.add_argument("--start", type=int, default=0)
     smooth.add_argument("--count", type=int)
     smooth.add_argument("--margin-below", type=float)
+    smooth.add_argument("--phase", default="estimate", choices=("select", "estimate"))
     unpack = commands.add_parser("unpack")
     unpack.add_argument("--archive", required=True)
     unpack.add_argument("--dest", required=True)
@@ -111,7 +112,7 @@ def execute(args, key_source=None):
         return commands.replay(bundle, options, args.precision, args.batch, args.sets, not args.no_clean,
                                not args.no_points, hashes)
     return commands.smooth(bundle, options, args.precision, args.sigma, args.n, args.batch, args.seed,
-                           args.set_spec, args.start, args.count, args.margin_below, hashes)
+                           args.set_spec, args.start, args.count, args.margin_below, hashes, args.phase)
 
 
 @contextlib.contextmanager

@@ -59,7 +59,7 @@ def build_parser():
     smooth.add_argument("--start", type=int, default=0)
     smooth.add_argument("--count", type=int)
     smooth.add_argument("--margin-below", type=float)
-    smooth.add_argument("--phase", default="estimate", choices=("select", "estimate"))
+    smooth.add_argument("--phase", default="estimate", choices=("select", "estimate", "predict"))
     unpack = commands.add_parser("unpack")
     unpack.add_argument("--archive", required=True)
     unpack.add_argument("--dest", required=True)

@@ -18,9 +18,9 @@ import threading
 
 import numpy as np
 
-PHASES = {"select": 0, "estimate": 1}
+PHASES = {"select": 0, "estimate": 1, "predict": 2}
 RULE = ("numpy.random.Generator(PCG64(SeedSequence([seed, row, phase]))).standard_normal(dtype=float32), "
-        "phase 0 = selection (n0), 1 = estimation (n); x + float32(sigma) * noise in float32, no clipping")
+        "phase 0 = selection (n0), 1 = estimation (n), 2 = PREDICT; x + float32(sigma) * noise in float32, no clipping")
 
 
 def generator(seed, row, phase):

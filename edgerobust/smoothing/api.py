@@ -31,6 +31,7 @@ from ..errors import EdgeRobustError
 from ..io import read_json, sha256_file, write_json
 from ..progress import progress_bar
 from ..run import RunDir
+from .agreement import EXACT_MAX, compare_entries, exact_brackets
 from .certify import certify_points, summarize
 from .config import SmoothConfig
 from .counters import DeviceCounter, SessionCounter, VoteCounter, write_points
@@ -107,10 +108,15 @@ def host_counter(run: RunDir, config: SmoothConfig, sigma: float, artifact: str 
         artifact_file = str(onnx[config.precision])
         artifact_sha = sha256_file(onnx[config.precision])
     model = BenchModel(str(run.manifest["model"]["spec"]), run.load_model(), run.input_shape, onnx)
-    session = runtime.load(model, config.precision, config.threads, config.batch)
+    threads = config.threads
+    if not threads and runtime.spec.input == "torch":  # PyTorch takes a positive count; 0 means its own default
+        import torch
+
+        threads = torch.get_num_threads()
+    session = runtime.load(model, config.precision, threads, config.batch)
     record = {"runtime": runtime.name, "runtime_version": runtime.version(), "precision": config.precision,
               "architecture": platform.machine(), "artifact_file": artifact_file, "artifact_sha256": artifact_sha,
-              "device": runtime.device, "where": "host", "threads": config.threads}
+              "device": runtime.device, "where": "host", "threads": threads}
     try:
         yield SessionCounter(session, run.num_classes, sigma, config.seed, config.batch, record)
     finally:
@@ -139,8 +145,10 @@ def device_counter(run: RunDir, config: SmoothConfig, sigma: float, remote: Any,
     with tempfile.TemporaryDirectory() as tmp:
         write_points(Path(tmp) / "points.npz", x, labels, np.arange(len(x)))
         remote_dir = session.send_sets(Path(tmp), ["points.npz"])
-    yield DeviceCounter(session, f"{remote_dir}/points.npz", run.num_classes, sigma, config.seed, config.batch,
-                        runtime, config.precision, config.threads)
+    counter = DeviceCounter(session, f"{remote_dir}/points.npz", run.num_classes, sigma, config.seed, config.batch,
+                            runtime, config.precision, config.threads)
+    counter.bundle = str(bundle)
+    yield counter
 
 
 def merge_entry(path: Path, key: str, entry: dict[str, Any], config: SmoothConfig) -> dict[str, Any]:
@@ -161,6 +169,22 @@ def merge_entry(path: Path, key: str, entry: dict[str, Any], config: SmoothConfi
     document["latest"] = key
     write_json(path, document)
     return merged
+
+
+def add_agreement(path: Path, device: dict[str, Any], x: np.ndarray) -> None:
+    """Compare a device entry with every host entry of the same σ, α, n0 and n (smoothing/agreement.py)."""
+    document = read_json(path)
+    s = device["settings"]
+    same = ("sigma", "alpha", "n0", "n")
+    hosts = [e for e in document["results"].values()
+             if e["settings"]["where"] == "host" and all(e["settings"][k] == s[k] for k in same)]
+    if not hosts:
+        return
+    bundle = device["record"].get("bundle")
+    exact = exact_brackets(Path(bundle), s["precision"], x, device) if bundle and s["n"] <= EXACT_MAX else None
+    document.setdefault("agreement", {})[device["key"]] = [compare_entries(h, device, s["alpha"], exact)
+                                                          for h in hosts]
+    write_json(path, document)
 
 
 def smooth_run(run: RunDir | str | Path, config: SmoothConfig | None = None, *, artifact: str | Path | None = None,
@@ -207,5 +231,7 @@ def smooth_run(run: RunDir | str | Path, config: SmoothConfig | None = None, *, 
             section[entry["key"]] = {**settings, "acr": merged["summary"]["acr"], "points": len(merged["points"]),
                                      "complete": merged["complete"], "file": SMOOTHING_FILE}
             run.update("smoothing", section)
+            if record["where"] == "device":
+                add_agreement(run.file(SMOOTHING_FILE), merged, x)
         entries.append(merged)
     return entries

@@ -60,6 +60,7 @@ class DeviceCounter:
         self.runtime, self.precision, self.threads = runtime, precision, threads
         self.last: dict[str, Any] = {}
         self.same_stream: dict[tuple[int, str], bool] = {}
+        self.bundle: str | None = None
 
     def counts(self, x: np.ndarray, rows: Sequence[int], phase: str, n: int) -> np.ndarray:
         rows = list(rows)
@@ -84,7 +85,7 @@ class DeviceCounter:
                 "precision": self.precision, "artifact": last.get("artifact"), "machine": last.get("machine"),
                 "architecture": (last.get("machine") or {}).get("architecture"),
                 "artifact_sha256": (last.get("artifact") or {}).get("sha256"), "noise": last.get("noise", RULE),
-                "numpy": last.get("numpy"), "where": "device"}
+                "numpy": last.get("numpy"), "where": "device", "bundle": self.bundle}
 
 
 def write_points(path: Path, x: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> Path:

@@ -8,8 +8,16 @@ from hypothesis import strategies as st
 from scipy.stats import beta, norm
 
 from edgerobust.runner.noise import PHASES, noise_batches
-from edgerobust.smoothing import (ABSTAIN, average_certified_radius, certified_accuracy, certify_counts,
-                                  certify_points, lower_confidence_bound, predict_counts, radius_ceiling)
+from edgerobust.smoothing import (
+    ABSTAIN,
+    average_certified_radius,
+    certified_accuracy,
+    certify_counts,
+    certify_points,
+    lower_confidence_bound,
+    predict_counts,
+    radius_ceiling,
+)
 
 
 @given(n=st.integers(1, 10**6), frac=st.floats(0, 1), alpha=st.floats(1e-6, 0.5))
@@ -76,7 +84,7 @@ def test_certified_radius_exceeds_the_true_distance_at_most_alpha_often():
                             alpha=alpha, n0=20, n=200)
     distance = np.abs(x.reshape(trials, -1).astype(np.float64) @ w + b)
     false = sum(p["prediction"] != ABSTAIN and (p["prediction"] != p["label"] or p["radius"] > d)
-                for p, d in zip(points, distance))
+                for p, d in zip(points, distance, strict=True))
     certified = sum(p["prediction"] != ABSTAIN for p in points)
     assert certified > trials // 2  # the test has teeth: most points get a certificate
     assert false <= 35
@@ -84,16 +92,16 @@ def test_certified_radius_exceeds_the_true_distance_at_most_alpha_often():
 
 @given(st.lists(st.tuples(st.integers(-1, 3), st.floats(0, 3), st.integers(0, 3)), min_size=1, max_size=40))
 def test_acr_is_the_mean_radius_with_wrong_and_abstained_at_zero(rows):
-    predictions, radii, labels = zip(*rows)
-    radii = [0.0 if p == ABSTAIN else r for p, r in zip(predictions, radii)]
-    expected = sum(r if p == y else 0.0 for p, r, y in zip(predictions, radii, labels)) / len(rows)
+    predictions, radii, labels = zip(*rows, strict=True)
+    radii = [0.0 if p == ABSTAIN else r for p, r in zip(predictions, radii, strict=True)]
+    expected = sum(r if p == y else 0.0 for p, r, y in zip(predictions, radii, labels, strict=True)) / len(rows)
     assert average_certified_radius(predictions, radii, labels) == pytest.approx(expected, rel=1e-12, abs=0)
 
 
 @given(st.lists(st.tuples(st.integers(-1, 3), st.floats(0, 3), st.integers(0, 3)), min_size=1, max_size=40),
        st.lists(st.floats(0, 4), min_size=1, max_size=12))
 def test_certified_accuracy_never_rises_with_the_radius(rows, grid):
-    predictions, radii, labels = zip(*rows)
+    predictions, radii, labels = zip(*rows, strict=True)
     curve = certified_accuracy(predictions, radii, labels, sorted(grid))
-    assert all(a >= b for a, b in zip(curve, curve[1:]))
+    assert all(a >= b for a, b in zip(curve, curve[1:], strict=False))
     assert curve[0] <= np.mean(np.asarray(predictions) == np.asarray(labels))

@@ -13,6 +13,7 @@ from . import export as export_cmd
 from . import models as models_cmd
 from . import pipeline as pipeline_cmd
 from . import report as report_cmd
+from . import smooth as smooth_cmd
 from . import train as train_cmd
 
 app = typer.Typer(name="edgerobust", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -41,6 +42,7 @@ app.command()(compress_cmd.compress)
 app.command()(evaluate_cmd.evaluate)
 app.command()(report_cmd.report)
 app.command()(bench_cmd.bench)
+app.command()(smooth_cmd.smooth)
 app.command()(models_cmd.models)
 app.command()(models_cmd.datasets)
 app.command()(export_cmd.export)

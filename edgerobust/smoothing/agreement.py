@@ -1,4 +1,4 @@
-"""Host against device smoothing votes: a statistical rule that scales to n = 100,000, and the exact bracket for small n.
+"""Host against device smoothing votes: a statistical rule that scales to n = 100,000; the exact bracket for small n.
 
 - Same seed and the same noise stream (the runner's `fingerprint` matches the host's): both counted the very same
   samples, so any vote difference is arithmetic (fp16, another CPU, TensorRT). Counts alone give the least number of

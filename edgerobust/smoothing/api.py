@@ -85,16 +85,24 @@ def _onnx_models(bundle: Path) -> dict[str, Path]:
             if isinstance(e, dict) and e.get("file") and str(e["file"]).endswith(".onnx")}
 
 
-@contextlib.contextmanager
-def host_counter(run: RunDir, config: SmoothConfig, sigma: float, artifact: str | Path | None = None,
-                 device: str | None = None) -> Iterator[VoteCounter]:
-    """A counter on one of bench's runtimes here (refused, in one line, when it cannot run here)."""
-    from ..bench.runtimes import RUNTIMES, BenchModel, require_runtime
-    from ..run_select import bundle_of
+def check_runtime(config: SmoothConfig) -> None:
+    """The host runtime of `config` runs here at its precision (one line why not)."""
+    from ..bench.runtimes import RUNTIMES, require_runtime
 
     if config.runtime not in RUNTIMES:
         raise SmoothingError(f"--runtime {config.runtime} is not a host runtime; choose one of "
                              f"{', '.join(RUNTIMES.names())} (or pass --host for a device)")
+    require_runtime(config.runtime, config.precision)
+
+
+@contextlib.contextmanager
+def host_counter(run: RunDir, config: SmoothConfig, sigma: float, artifact: str | Path | None = None,
+                 device: str | None = None) -> Iterator[VoteCounter]:
+    """A counter on one of bench's runtimes here (refused, in one line, when it cannot run here)."""
+    from ..bench.runtimes import BenchModel, require_runtime
+    from ..run_select import bundle_of
+
+    check_runtime(config)
     runtime = require_runtime(config.runtime, config.precision)
     onnx: dict[str, Path] = {}
     artifact_sha = run.manifest.get("weights_sha256")
@@ -161,7 +169,8 @@ def merge_entry(path: Path, key: str, entry: dict[str, Any], config: SmoothConfi
     points = {p["row"]: p for p in (old or {}).get("points", [])}
     points.update({p["row"]: p for p in entry["points"]})
     merged = {**entry, "points": [points[r] for r in sorted(points)]}
-    merged["shards"] = sorted({tuple(s) for s in (old or {}).get("shards", [])} | {tuple(entry["shards"][0])})
+    merged["shards"] = [list(s) for s in sorted({tuple(s) for s in (old or {}).get("shards", [])}
+                                                 | {tuple(entry["shards"][0])})]
     merged["complete"] = len(points) == config.points
     s = entry["settings"]
     merged["summary"] = summarize(merged["points"], config.radii, s["sigma"], s["alpha"], s["n"])
@@ -207,7 +216,7 @@ def smooth_run(run: RunDir | str | Path, config: SmoothConfig | None = None, *, 
             chunk = max(1, min(len(rows), 16)) if remote is not None else 1
             points = certify_points(counter, x[rows.start:rows.stop], labels[rows.start:rows.stop], list(rows),
                                     sigma=sigma, alpha=one.alpha, n0=one.n0, n=one.n, predict=one.predict,
-                                    chunk=chunk, on_points=lambda k: bar.advance(task, k))
+                                    chunk=chunk, on_points=lambda k, task=task: bar.advance(task, k))
             record = counter.describe()
             same = getattr(counter, "same_stream", None)
         seconds = time.perf_counter() - started

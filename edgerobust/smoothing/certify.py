@@ -12,8 +12,15 @@ from typing import Any
 import numpy as np
 
 from .counters import VoteCounter
-from .statistics import (ABSTAIN, average_certified_radius, certified_accuracy, certify_counts,
-                         lower_confidence_bound, predict_counts, radius_ceiling)
+from .statistics import (
+    ABSTAIN,
+    average_certified_radius,
+    certified_accuracy,
+    certify_counts,
+    lower_confidence_bound,
+    predict_counts,
+    radius_ceiling,
+)
 
 
 def certify_points(counter: VoteCounter, x: np.ndarray, labels: Sequence[int], rows: Sequence[int], *,

@@ -1,0 +1,76 @@
+"""`edgerobust smooth`: randomized-smoothing certificates (CERTIFY, optionally PREDICT) on a host runtime or device."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..config import given, option_help
+from ..report.smoothing import certified_plot
+from ..run import RunDir
+from ..smoothing import SMOOTHING_FILE, SmoothConfig, smooth_run
+from . import remote as remote_cmd
+from .common import command, console, split_list
+from .defaults import RUN_HELP, run_argument
+from .render import table
+
+H = functools.partial(option_help, SmoothConfig)
+
+
+@command
+def smooth(
+    run: Optional[Path] = typer.Argument(None, help=RUN_HELP),
+    sigma: Optional[str] = typer.Option(None, "--sigma", help=H("sigma", "Noise σ in [0,1] pixels; a comma list "
+                                                                         "certifies each (e.g. 0.25,0.5)")),
+    alpha: Optional[str] = typer.Option(None, "--alpha", help=H("alpha")),
+    n0: Optional[int] = typer.Option(None, "--n0", help=H("n0")),
+    n: Optional[int] = typer.Option(None, "--n", help=H("n")),
+    batch: Optional[int] = typer.Option(None, "--batch", help=H("batch")),
+    seed: Optional[int] = typer.Option(None, "--seed", help=H("seed")),
+    points: Optional[int] = typer.Option(None, "--points", help=H("points")),
+    start: Optional[int] = typer.Option(None, "--start", help=H("start")),
+    count: Optional[int] = typer.Option(None, "--count", help=H("count")),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help=H("runtime")),
+    precision: Optional[str] = typer.Option(None, "--precision", help=H("precision")),
+    threads: Optional[int] = typer.Option(None, "--threads", help=H("threads")),
+    radii: Optional[str] = typer.Option(None, "--radii", help=H("radii", "L2 radii of the table, a comma list")),
+    predict: Optional[bool] = typer.Option(None, "--predict/--no-predict", help=H("predict")),
+    artifact: Optional[Path] = typer.Option(None, "--artifact", help="The exported bundle to certify (onnxruntime "
+                                            "and --host; default: the run's export)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    host: Optional[str] = remote_cmd.HOST,
+    target: Optional[str] = typer.Option(None, "--target", help="With --host: the device profile of the export "
+                                         "(default: the --artifact's target)."),
+    python: Optional[str] = remote_cmd.PYTHON, ssh_config: Optional[Path] = remote_cmd.SSH_CONFIG,
+    device_dir: Optional[str] = remote_cmd.DEVICE_DIR, insecure: bool = remote_cmd.INSECURE,
+    timeout: float = remote_cmd.TIMEOUT,
+) -> None:
+    """Certify a run's Gaussian-smoothed classifier (Cohen et al.) into RUN/smoothing.json and RUN/figures.
+
+    With --host the device's runner draws the noise and counts the votes on the exported artifact; the host computes
+    the certificates from those counts and compares them with host entries of the same σ, α, n0 and n."""
+    run_dir = RunDir.open(run_argument(run))
+    remote = None
+    if host:
+        remote = remote_cmd.remote_options(host, python, ssh_config, device_dir, insecure, timeout)
+    entries = smooth_run(run_dir, artifact=artifact, remote=remote, target=target,
+                         progress=False if quiet else None,
+                         sigma=given(split_list(sigma), "--sigma"), alpha=alpha, n0=n0, n=n, batch=batch, seed=seed,
+                         points=points, start=start, count=count, runtime=runtime, precision=precision,
+                         threads=threads, radii=given(split_list(radii), "--radii"), predict=predict)
+    radii_grid = entries[0]["summary"]["radii"]
+    rows = []
+    for e in entries:
+        s, m = e["settings"], e["summary"]
+        rows.append([f"{s['sigma']:g}", f"{s['runtime']} {s['precision']}", s["where"],
+                     f"{len(e['points'])}/{e['points_total']}", f"{m['acr']:.3f}", m["abstained"],
+                     *(f"{100 * a:.0f}" for a in m["certified_accuracy"]), f"{e['samples_per_s']:.3g}"])
+    console.print(table(f"certified accuracy (%) at L2 radius r (n0={entries[0]['settings']['n0']}, "
+                        f"n={entries[0]['settings']['n']}, α={entries[0]['settings']['alpha']:g})",
+                        ["σ", "runtime", "where", "points", "ACR", "abst.", *(f"{r:g}" for r in radii_grid),
+                         "samples/s"], rows))
+    plot = certified_plot(entries, run_dir.file("figures") / "smoothing_certified.png")
+    console.print(f"plot: {plot}")
+    console.print(f"wrote [bold]{run_dir.file(SMOOTHING_FILE)}[/]")

@@ -78,3 +78,29 @@ def test_losses_are_reachable_by_name():
                                     torch.rand(6, 1, 8, 8), torch.arange(6), STATE)
         assert out.loss.ndim == 0 and out.logits.shape == (6, 10)
         out.loss.backward()
+
+
+@pytest.mark.parametrize("name", ["gaussian", "consistency", "gen-consistency", "macer"])
+def test_training_on_another_device_is_the_cpu_run(name):
+    """Every tensor a smoothing loss makes lives on the input's device: the run on a (CPU-simulated) second device
+    equals the CPU run bit for bit (tests/fake_device.py)."""
+    from fake_device import OTHER, OnOtherDevice
+
+    from edgerobust.data import load_dataset
+    from edgerobust.models import build_model
+    from edgerobust.training import Trainer
+
+    data = load_dataset("digits", "train").subset(64)
+
+    def run(device):
+        torch.manual_seed(0)
+        model = build_model("scnn2:8-16", data.input_shape, data.num_classes, data.mean, data.std)
+        trainer = Trainer(model, data, TrainConfig(epochs=1, batch_size=32, seed=3), loss=LOSSES.get(name)(m=2),
+                          progress=False, device=device)
+        history = trainer.fit().history
+        return [{k: v for k, v in h.items() if k not in ("seconds", "images_per_second")} for h in history]
+
+    cpu = run("cpu")
+    with OnOtherDevice():
+        other = run(OTHER)
+    assert other == cpu

@@ -75,6 +75,17 @@ def test_shards_merge_into_the_one_entry_of_a_whole_run(exported, tmp_path):
     assert list(doc["results"]) == [merged["key"]]
 
 
+def test_torchrun_ranks_split_the_rows_of_one_call(exported, tmp_path, monkeypatch):
+    shutil.copytree(exported.path, tmp_path / "whole")
+    shutil.copytree(exported.path, tmp_path / "ranks")
+    (whole,) = smooth_run(tmp_path / "whole", progress=False, **SMALL)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in ("1", "0"):  # any order: each rank merges its rows under the run's lock
+        monkeypatch.setenv("RANK", rank)
+        (merged,) = smooth_run(tmp_path / "ranks", progress=False, **SMALL)
+    assert merged["shards"] == [[0, 3], [3, 6]] and merged["points"] == whole["points"]
+
+
 def test_onnxruntime_and_the_device_runner_count_the_same_samples(exported, tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEROBUST_LOCAL_DEVICE", str(tmp_path / "device"))
     shutil.copytree(exported.path, tmp_path / "run")

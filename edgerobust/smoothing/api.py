@@ -226,10 +226,12 @@ def smooth_run(run: RunDir | str | Path, config: SmoothConfig | None = None, *, 
                     "artifact_sha256": record.get("artifact_sha256")}
         for p in points:
             p.update({k: settings[k] for k in ("sigma", "alpha", "n0", "n", "seed", "runtime", "precision",
-                                               "artifact_sha256")}, architecture=record.get("architecture"))
+                                               "artifact_sha256", "host")}, architecture=record.get("architecture"))
             if same is not None:
                 p["same_stream_as_host"] = all(same.get((p["row"], ph), False) for ph in ("select", "estimate"))
-        entry = {"key": entry_key(settings), "settings": settings, "record": record, "points": points,
+        # the key leaves the host out: the devices of a fleet holding one artifact shard one entry (each point
+        # names its host and architecture)
+        entry = {"key": entry_key({k: v for k, v in settings.items() if k != "host"}), "settings": settings, "record": record, "points": points,
                  "batch": one.batch, "points_total": one.points, "shards": [[rows.start, rows.stop]],
                  "seconds": seconds, "samples_per_s": len(points) * (one.n0 + one.n) / max(seconds, 1e-9),
                  "assumptions": ASSUMPTIONS, "config": asdict(one)}

@@ -1,7 +1,7 @@
 """Randomized smoothing (Cohen et al. 2019; Song's thesis): PREDICT, CERTIFY and their statistics on any runtime."""
+from ..config import SmoothConfig
 from .api import ASSUMPTIONS, SMOOTHING_FILE, SmoothingError, smooth_run
 from .certify import certify_points, summarize
-from .config import SmoothConfig
 from .statistics import (
                          ABSTAIN,
                          average_certified_radius,

@@ -26,14 +26,13 @@ from typing import Any
 import numpy as np
 
 from ..claim import locked
-from ..config import build, grid_values
+from ..config import SmoothConfig, build, grid_values
 from ..errors import EdgeRobustError
 from ..io import read_json, sha256_file, write_json
 from ..progress import progress_bar
 from ..run import RunDir
 from .agreement import EXACT_MAX, compare_entries, exact_brackets
 from .certify import certify_points, summarize
-from .config import SmoothConfig
 from .counters import DeviceCounter, SessionCounter, VoteCounter, write_points
 
 SMOOTHING_FILE = "smoothing.json"
@@ -231,7 +230,8 @@ def smooth_run(run: RunDir | str | Path, config: SmoothConfig | None = None, *, 
                 p["same_stream_as_host"] = all(same.get((p["row"], ph), False) for ph in ("select", "estimate"))
         # the key leaves the host out: the devices of a fleet holding one artifact shard one entry (each point
         # names its host and architecture)
-        entry = {"key": entry_key({k: v for k, v in settings.items() if k != "host"}), "settings": settings, "record": record, "points": points,
+        key = entry_key({k: v for k, v in settings.items() if k != "host"})
+        entry = {"key": key, "settings": settings, "record": record, "points": points,
                  "batch": one.batch, "points_total": one.points, "shards": [[rows.start, rows.stop]],
                  "seconds": seconds, "samples_per_s": len(points) * (one.n0 + one.n) / max(seconds, 1e-9),
                  "assumptions": ASSUMPTIONS, "config": asdict(one)}

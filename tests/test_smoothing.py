@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from cli_helpers import run_cli
 
+import edgerobust.devices
 from edgerobust.remote.options import RemoteOptions
 from edgerobust.run import RunDir
 from edgerobust.runner.noise import PHASES, noise_batches
@@ -146,3 +148,38 @@ def test_pipeline_smooth_step(tmp_path):
     assert code == 0, err
     summary = json.loads((tmp_path / "p" / "pipeline.json").read_text())["summary"]
     assert any(row[0] == "smooth" and "ACR" in row[1] for row in summary)
+
+
+def test_a_fleet_shards_the_rows_into_one_entry(exported, tmp_path):
+    shutil.copytree(exported.path, tmp_path / "run")
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(f'[fleet]\nconcurrency = 2\n[defaults]\ntarget = "x86-cpu"\n'
+                     f'[[device]]\nname = "a"\nhost = "local"\nroot = "{tmp_path / "a"}"\n'
+                     f'[[device]]\nname = "b"\nhost = "local"\nroot = "{tmp_path / "b"}"\n')
+    code, out, err = run_cli("smooth", tmp_path / "run", "--hosts", fleet, "--n0", "4", "--n", "20", "--points", "5",
+                             "--batch", "8", "-q")
+    assert code == 0, err
+    doc = json.loads((tmp_path / "run" / SMOOTHING_FILE).read_text())
+    (entry,) = doc["results"].values()
+    assert entry["complete"] and entry["shards"] == [[0, 3], [3, 5]]
+    assert [p["row"] for p in entry["points"]] == list(range(5))
+
+
+def test_a_fleet_with_different_artifacts_is_refused(exported, tmp_path):
+    from edgerobust.export.api import export_run
+
+    shutil.copytree(exported.path, tmp_path / "run")
+    profile = (tmp_path / "x86-b.toml")
+    text = (Path(edgerobust.devices.__file__).parent / "profiles" / "x86-cpu.toml").read_text()
+    profile.write_text(text.replace('name = "x86-cpu"', 'name = "x86-b"').replace(
+        'aliases = ["x86", "cpu", "x86-64"]', 'aliases = []').replace("max_opset = 20", "max_opset = 13"))
+    export_run(RunDir.open(tmp_path / "run"), str(profile), progress=False, calibration=0, golden=4, fp16=False)
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(f'[[device]]\nname = "a"\nhost = "local"\ntarget = "x86-cpu"\n'
+                     f'[[device]]\nname = "b"\nhost = "local"\ntarget = "{profile}"\n')
+    before = (tmp_path / "run" / "model.json").read_bytes()
+    code, out, err = run_cli("smooth", tmp_path / "run", "--hosts", fleet, "--n0", "2", "--n", "4", "--points", "2",
+                             "-q")
+    assert code == 2 and "hold different fp32 artifacts" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run" / SMOOTHING_FILE).exists()
+    assert (tmp_path / "run" / "model.json").read_bytes() == before

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from ..config import given, option_help
+from ..io import read_json
 from ..report.smoothing import certified_plot
 from ..run import RunDir
 from ..smoothing import SMOOTHING_FILE, SmoothConfig, smooth_run
@@ -40,7 +41,7 @@ def smooth(
     artifact: Optional[Path] = typer.Option(None, "--artifact", help="The exported bundle to certify (onnxruntime "
                                             "and --host; default: the run's export)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-    host: Optional[str] = remote_cmd.HOST,
+    host: Optional[str] = remote_cmd.HOST, hosts: Optional[Path] = remote_cmd.HOSTS,
     target: Optional[str] = typer.Option(None, "--target", help="With --host: the device profile of the export "
                                          "(default: the --artifact's target)."),
     python: Optional[str] = remote_cmd.PYTHON, ssh_config: Optional[Path] = remote_cmd.SSH_CONFIG,
@@ -55,11 +56,23 @@ def smooth(
     remote = None
     if host:
         remote = remote_cmd.remote_options(host, python, ssh_config, device_dir, insecure, timeout)
-    entries = smooth_run(run_dir, artifact=artifact, remote=remote, target=target,
-                         progress=False if quiet else None,
-                         sigma=given(split_list(sigma), "--sigma"), alpha=alpha, n0=n0, n=n, batch=batch, seed=seed,
-                         points=points, start=start, count=count, runtime=runtime, precision=precision,
-                         threads=threads, radii=given(split_list(radii), "--radii"), predict=predict)
+    settings = {"sigma": given(split_list(sigma), "--sigma"), "alpha": alpha, "n0": n0, "n": n, "batch": batch,
+                "seed": seed, "points": points, "start": start, "count": count, "runtime": runtime,
+                "precision": precision, "threads": threads, "radii": given(split_list(radii), "--radii"),
+                "predict": predict}
+    if hosts:
+        from ..remote.fleet import load_fleet
+        from ..smoothing.fleet import smooth_fleet
+
+        fleet = load_fleet(hosts, str(ssh_config) if ssh_config else None, insecure)
+        shards = smooth_fleet(run_dir, fleet, target=target, progress=False if quiet else None, **settings)
+        keys = dict.fromkeys(e["key"] for shard in shards for e in shard["entries"])
+        merged = read_json(run_dir.file(SMOOTHING_FILE))["results"]  # every shard merged
+        entries = [merged[k] for k in keys]
+        console.print(table("fleet shards", ("device", "rows"), [(s["device"], f"{s['rows']}") for s in shards]))
+    else:
+        entries = smooth_run(run_dir, artifact=artifact, remote=remote, target=target,
+                             progress=False if quiet else None, **settings)
     radii_grid = entries[0]["summary"]["radii"]
     rows = []
     for e in entries:

@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, replace
@@ -36,6 +37,7 @@ from .certify import certify_points, summarize
 from .counters import DeviceCounter, SessionCounter, VoteCounter, write_points
 
 SMOOTHING_FILE = "smoothing.json"
+_MERGE = threading.Lock()  # the run's flock is re-entrant within a process: threads (fleet shards) take this too
 FORMAT = "edgerobust-smoothing-1"
 ASSUMPTIONS = (
     "The certificate is Cohen et al.'s: it holds for the smoothed classifier of the base classifier as computed, with "
@@ -235,7 +237,8 @@ def smooth_run(run: RunDir | str | Path, config: SmoothConfig | None = None, *, 
                  "batch": one.batch, "points_total": one.points, "shards": [[rows.start, rows.stop]],
                  "seconds": seconds, "samples_per_s": len(points) * (one.n0 + one.n) / max(seconds, 1e-9),
                  "assumptions": ASSUMPTIONS, "config": asdict(one)}
-        with locked(run.path, "RUN"):
+        with _MERGE, locked(run.path, "RUN"):
+            run = RunDir.open(run.path)  # another process or shard may have updated the manifest meanwhile
             merged = merge_entry(run.file(SMOOTHING_FILE), entry["key"], entry, one)
             run.record_artifact("smoothing", run.file(SMOOTHING_FILE))
             section = run.manifest.get("smoothing") if isinstance(run.manifest.get("smoothing"), dict) else {}

@@ -183,3 +183,30 @@ def test_a_fleet_with_different_artifacts_is_refused(exported, tmp_path):
     assert code == 2 and "hold different fp32 artifacts" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run" / SMOOTHING_FILE).exists()
     assert (tmp_path / "run" / "model.json").read_bytes() == before
+
+
+def test_large_n_same_samples_are_judged_against_the_near_boundary_subsample(exported, tmp_path, monkeypatch):
+    from edgerobust.smoothing.agreement import EXACT_MAX, SUBSAMPLE, compare_entries
+
+    monkeypatch.setenv("EDGEROBUST_LOCAL_DEVICE", str(tmp_path / "device"))
+    shutil.copytree(exported.path, tmp_path / "run")
+    settings = {**SMALL, "n": EXACT_MAX + 1, "points": 2, "batch": 701}
+    (host,) = smooth_run(tmp_path / "run", progress=False, runtime="ort-cpu", **settings)
+    (device,) = smooth_run(tmp_path / "run", progress=False, remote=RemoteOptions("local"), target="x86-cpu",
+                           **settings)
+    doc = json.loads((tmp_path / "run" / SMOOTHING_FILE).read_text())
+    (agreement,) = doc["agreement"][device["key"]]
+    for row in agreement["rows"]:
+        sub = row["near_boundary_subsample"]
+        assert sub["samples"] == SUBSAMPLE and 0 <= sub["near_boundary"] <= SUBSAMPLE
+        assert sub["limit"] >= sub["near_boundary"] and row["passed"]
+    # the rule has teeth: votes that differ beyond the limit fail
+    moved = json.loads(json.dumps(device))
+    for p in moved["points"]:
+        top = max(range(len(p["counts"])), key=p["counts"].__getitem__)
+        shift = p["counts"][top]
+        p["counts"][top] -= shift
+        p["counts"][(top + 1) % len(p["counts"])] += shift
+    limits = {r["row"]: {**r["near_boundary_subsample"], "limit": 0} for r in agreement["rows"]}
+    judged = compare_entries(host, moved, 0.001, None, limits)
+    assert judged["passed"] is False

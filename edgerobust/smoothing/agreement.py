@@ -8,6 +8,8 @@
   class's count against the rest, per point, with a Bonferroni level α/points.
 - Small n (≤ `EXACT_MAX`): `export.tolerance.smoothing_agreement`, the float64 forward error bound per sample, which
   says exactly which samples may vote differently (cheap only for few samples).
+- Large n at the same samples: the same analysis on the first `SUBSAMPLE` estimation samples counts the samples near
+  the boundary; the differing votes must stay within n times the Clopper-Pearson upper bound (at α) of that fraction.
 """
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import fisher_exact
+from scipy.stats import beta, fisher_exact
 
 EXACT_MAX = 2000
+SUBSAMPLE = 128
 PHASE_COUNTS = {"select": "counts0", "estimate": "counts"}
 
 
@@ -35,7 +38,8 @@ def two_sided_test(host: list[int], device: list[int], top: int) -> float:
 
 
 def compare_entries(host: dict[str, Any], device: dict[str, Any], alpha: float = 0.001,
-                    exact: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
+                    exact: dict[int, dict[str, Any]] | None = None,
+                    limits: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Agreement of a host entry and a device entry of smoothing.json on the rows both certified."""
     host_points = {p["row"]: p for p in host["points"]}
     rows = [p for p in device["points"] if p["row"] in host_points]
@@ -49,7 +53,10 @@ def compare_entries(host: dict[str, Any], device: dict[str, Any], alpha: float =
         if same_seed and p.get("same_stream_as_host", False):
             row["rule"] = "same samples"
             row["differing_at_least"] = {ph: differing_votes(h[k], p[k]) for ph, k in PHASE_COUNTS.items()}
-            row["passed"] = None  # reported, not judged: arithmetic may differ near the boundary
+            row["passed"] = None  # reported; judged below where the samples near the boundary were counted
+            if limits and p["row"] in limits:
+                row["near_boundary_subsample"] = limits[p["row"]]
+                row["passed"] = row["differing_at_least"]["estimate"] <= limits[p["row"]]["limit"]
         else:
             top = int(np.argmax(h["counts0"]))
             row["rule"] = "two-sided Fisher test"
@@ -80,3 +87,24 @@ def exact_brackets(bundle: Path, precision: str, x: np.ndarray, device: dict[str
     proto = onnx.load(str(Path(bundle) / read_manifest(bundle)["models"]["fp32"]["file"]))
     return {p["row"]: smoothing_agreement(proto, x[p["row"]], p["row"], s["sigma"], s["n"], s["seed"], p["counts"],
                                           precision, "estimate") for p in device["points"]}
+
+
+def near_boundary_limits(bundle: Path, precision: str, x: np.ndarray, device: dict[str, Any],
+                         alpha: float) -> dict[int, dict[str, Any]]:
+    """Per point: samples near the boundary among the first `SUBSAMPLE` estimation samples (exact float64 analysis)
+    and the most votes that may differ over all n: ⌈n · Clopper-Pearson upper bound of that fraction at α⌉."""
+    import onnx
+
+    from ..export.bundle import read_manifest
+    from ..export.tolerance import smoothing_agreement
+
+    s = device["settings"]
+    k = min(SUBSAMPLE, s["n"])
+    proto = onnx.load(str(Path(bundle) / read_manifest(bundle)["models"]["fp32"]["file"]))
+    out = {}
+    for p in device["points"]:
+        near = smoothing_agreement(proto, x[p["row"]], p["row"], s["sigma"], k, s["seed"], [k], precision,
+                                   "estimate")["near_boundary"]
+        upper = 1.0 if near >= k else float(beta.ppf(1 - alpha, near + 1, k - near))
+        out[p["row"]] = {"samples": k, "near_boundary": near, "limit": int(np.ceil(s["n"] * upper))}
+    return out

@@ -32,7 +32,7 @@ from ..errors import EdgeRobustError
 from ..io import read_json, sha256_file, write_json
 from ..progress import progress_bar
 from ..run import RunDir
-from .agreement import EXACT_MAX, compare_entries, exact_brackets
+from .agreement import EXACT_MAX, compare_entries, exact_brackets, near_boundary_limits
 from .certify import certify_points, summarize
 from .counters import DeviceCounter, SessionCounter, VoteCounter, write_points
 
@@ -192,7 +192,10 @@ def add_agreement(path: Path, device: dict[str, Any], x: np.ndarray) -> None:
         return
     bundle = device["record"].get("bundle")
     exact = exact_brackets(Path(bundle), s["precision"], x, device) if bundle and s["n"] <= EXACT_MAX else None
-    document.setdefault("agreement", {})[device["key"]] = [compare_entries(h, device, s["alpha"], exact)
+    same_seed = any(h["settings"]["seed"] == s["seed"] for h in hosts)
+    limits = near_boundary_limits(Path(bundle), s["precision"], x, device, s["alpha"]) \
+        if bundle and same_seed and s["n"] > EXACT_MAX else None
+    document.setdefault("agreement", {})[device["key"]] = [compare_entries(h, device, s["alpha"], exact, limits)
                                                           for h in hosts]
     write_json(path, document)
 

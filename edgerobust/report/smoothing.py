@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import EdgeRobustError
 from ..io import read_json
 from ..run import RunDir
@@ -25,9 +27,15 @@ def label(entry: dict[str, Any]) -> str:
 def certified_plot(entries: list[dict[str, Any]], path: str | Path) -> Path:
     """Certified accuracy against L2 radius, one step curve per entry (several σ side by side)."""
     fig, ax = new_figure()
-    for entry in entries:
-        radii, accuracy = entry["summary"]["radii"], entry["summary"]["certified_accuracy"]
-        ax.step(radii, accuracy, where="post", marker="o", markersize=3, label=label(entry))
+    top = max([max(e["summary"]["radii"]) for e in entries] + [p["radius"] for e in entries for p in e["points"]])
+    grid = np.linspace(0.0, top * 1.05 or 1.0, 500)
+    for entry in entries:  # the exact curve from the points' radii; the table's grid as markers on it
+        good = np.array([p["radius"] for p in entry["points"] if p["correct"]])
+        total = max(1, len(entry["points"]))
+        curve = [(good >= r).sum() / total for r in grid]
+        line, = ax.plot(grid, curve, label=label(entry))
+        ax.plot(entry["summary"]["radii"], entry["summary"]["certified_accuracy"], "o", markersize=3,
+                color=line.get_color())
     ax.set(xlabel="L2 radius (pixels in [0,1])", ylabel="certified accuracy", ylim=(0, 1.02),
            title="randomized smoothing: certified accuracy (CERTIFY)")
     ax.grid(alpha=0.3)

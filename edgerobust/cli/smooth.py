@@ -84,6 +84,15 @@ def smooth(
                         f"n={entries[0]['settings']['n']}, α={entries[0]['settings']['alpha']:g})",
                         ["σ", "runtime", "where", "points", "ACR", "abst.", *(f"{r:g}" for r in radii_grid),
                          "samples/s"], rows))
+    agreement = (read_json(run_dir.file(SMOOTHING_FILE)).get("agreement") or {})
+    found = [a for e in entries for a in agreement.get(e["key"], [])]
+    if found:
+        console.print(table("host against device (same samples: least differing votes; other seeds: Fisher test)",
+                            ("device entry", "host entry", "seed", "same prediction", "differing votes ≥", "verdict"),
+                            [(a["device"], a["host"], "same" if a["same_seed"] else "different",
+                              f"{a['same_prediction']}/{a['points']}", a["differing_at_least"],
+                              {True: "pass", False: "[bold red]FAIL[/]", None: "reported"}[a["passed"]])
+                             for a in found]))
     plot = certified_plot(entries, run_dir.file("figures") / "smoothing_certified.png")
     console.print(f"plot: {plot}")
     console.print(f"wrote [bold]{run_dir.file(SMOOTHING_FILE)}[/]")

@@ -284,6 +284,7 @@ CASES = [
           ("unknown-runtime", ["--runtime", "bogus"], "--runtime bogus is not a host runtime"),
           ("runtime-missing", ["--runtime", "ort-openvino"], "runtime ort-openvino is not available here"),
           ("start-beyond-points", ["--start", "5"], "--start = 5 must be below points = 3"),
+          ("host-and-hosts", ["--host", "local", "--hosts", "fleet.toml"], "give --host or --hosts, not both"),
           ("artifact-lacks-precision", ["--runtime", "ort-cpu", "--precision", "fp16", "--artifact", None],
            "has no fp16 ONNX model"))],
     ("smooth-recipe-bad-key", lambda t, b: ((t / "r.toml").write_text('[pipeline]\nsteps = ["train", "smooth"]\n'

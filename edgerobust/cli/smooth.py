@@ -11,7 +11,7 @@ from ..config import given, option_help
 from ..io import read_json
 from ..report.smoothing import certified_plot
 from ..run import RunDir
-from ..smoothing import SMOOTHING_FILE, SmoothConfig, smooth_run
+from ..smoothing import SMOOTHING_FILE, SmoothConfig, SmoothingError, smooth_run
 from . import remote as remote_cmd
 from .common import command, console, split_list
 from .defaults import RUN_HELP, run_argument
@@ -52,6 +52,8 @@ def smooth(
 
     With --host the device's runner draws the noise and counts the votes on the exported artifact; the host computes
     the certificates from those counts and compares them with host entries of the same σ, α, n0 and n."""
+    if host and hosts:
+        raise SmoothingError("give --host or --hosts, not both")
     run_dir = RunDir.open(run_argument(run))
     remote = None
     if host:

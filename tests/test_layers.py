@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"run", "run_select"},
     {"__init__"},
     {"attacks", "training", "compress", "evaluation"},
-    {"devices", "export", "bench", "certify", "remote"},
+    {"devices", "export", "bench", "certify", "remote", "smoothing"},
     {"report"},
     {"pipeline"},
     {"cli", "__main__", "recipes"},

@@ -14,9 +14,11 @@ from . import export as export_cmd
 from . import models as models_cmd
 from . import pipeline as pipeline_cmd
 from . import report as report_cmd
+from . import smooth as smooth_cmd
 from . import train as train_cmd
 
 app = typer.Typer(name="edgerobust", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,  # help names recipe sections like [bench]: text, never markup
                   help="Make image classifiers robust and small, export them for a device, and measure them there.")
 
 
@@ -42,6 +44,7 @@ app.command()(compress_cmd.compress)
 app.command()(evaluate_cmd.evaluate)
 app.command()(report_cmd.report)
 app.command()(bench_cmd.bench)
+app.command()(smooth_cmd.smooth)
 app.command()(models_cmd.models)
 app.command()(models_cmd.datasets)
 app.command()(models_cmd.losses)

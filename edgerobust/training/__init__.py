@@ -6,8 +6,10 @@ from .losses import LOSSES, LossOutput, NaturalLoss, StepState, TrainingLoss
 from .metrics import evaluate_clean, predict
 from .overfit_guard import CatastrophicOverfittingGuard
 from .schedules import LR_SCHEDULES, learning_rate
+from .smoothing_losses import MACER, Consistency, GaussianAugmentation, GeneralizedConsistency
 
 __all__ = ["EPS_SCHEDULES", "CatastrophicOverfittingGuard", "EpsSchedule", "FGSMRSLoss", "PGDAdversarialLoss",
            "TradesLoss", "build_training_loss",
            "Callback", "LoopSetup", "LOSSES", "LR_SCHEDULES", "LossOutput", "NaturalLoss", "StepState", "TrainConfig",
-           "TrainResult", "Trainer", "TrainingLoss", "evaluate_clean", "learning_rate", "make_optimizer", "predict"]
+           "TrainResult", "Trainer", "TrainingLoss", "evaluate_clean", "learning_rate", "make_optimizer", "predict",
+           "MACER", "Consistency", "GaussianAugmentation", "GeneralizedConsistency"]

@@ -250,6 +250,8 @@ class TrainConfig:
     augment: bool = setting(True, help="standard augmentation for the dataset")
     grad_clip: float = setting(0.0, ge=0, help="gradient-norm clip (0 = off)")
     eval_batch_size: int = setting(512, ge=1, help="batch size of clean evaluation")
+    lipschitz_penalty: float = setting(0.0, ge=0, help="weight of Σ log σ_i over conv/linear operator norms (0 = off)")
+    spectral_norm: float = setting(0.0, ge=0, help="cap every conv/linear operator norm at this value (0 = off)")
 
     def validate(self) -> TrainConfig:
         """Re-check a config made in Python (not through `build`): bounds, choices and the schedule's name."""

@@ -81,7 +81,10 @@ class Trainer:
         self.eval_data = eval_data
         self.config = config.validate()
         self.loss = loss or NaturalLoss()
-        self.callbacks = list(callbacks)
+        from .lipschitz_control import lipschitz_callbacks  # late: its callbacks subclass this module's Callback
+
+        self.callbacks = list(callbacks) + lipschitz_callbacks(self.config.lipschitz_penalty,
+                                                               self.config.spectral_norm)
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.augment = augment if (augment is not None and config.augment) else NO_AUGMENT
         self.progress = progress if self.dist is None or self.dist.is_main else False

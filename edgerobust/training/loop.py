@@ -215,7 +215,7 @@ class Trainer:
             self.global_step += 1
             seen += len(y)
             loss_sum += out.loss.item() * len(y)
-            correct += (out.logits.argmax(1) == y).sum().item()
+            correct += (out.logits.argmax(1) == (y if out.targets is None else out.targets)).sum().item()
             for key, value in (out.metrics or {}).items():
                 extra[key] = extra.get(key, 0.0) + value * len(y)
             bars.advance(task)

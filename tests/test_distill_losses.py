@@ -41,7 +41,7 @@ def softmax_row(z, t=1.0):
 
 
 def kl_row(p, q):
-    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q) if pi > 0)
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True) if pi > 0)
 
 
 def rows(model, x):
@@ -49,11 +49,16 @@ def rows(model, x):
         return model(x).tolist()
 
 
+def pairs(teacher, student, x):
+    return zip(rows(teacher, x), rows(student, x), strict=True)
+
+
 def test_logit_matching_is_mean_squared_difference():
     x, y, teacher, student = pair()
     loss = build_distillation_loss("logit-matching", teacher)(student, x, y, STATE).loss
     zt, zs = rows(teacher, x), rows(student, x)
-    hand = sum((a - b) ** 2 for rt, rs in zip(zt, zs) for a, b in zip(rt, rs)) / (len(zt) * len(zt[0]))
+    hand = sum((a - b) ** 2 for rt, rs in zip(zt, zs, strict=True) for a, b in zip(rt, rs, strict=True))
+    hand /= len(zt) * len(zt[0])
     assert loss.item() == pytest.approx(hand, rel=1e-12)
 
 
@@ -61,11 +66,11 @@ def test_logit_matching_is_mean_squared_difference():
 def test_temperature_loss_is_kl_to_softened_teacher_at_student_t1(t):
     x, y, teacher, student = pair(1)
     loss = build_distillation_loss("temperature", teacher, temperature=t)(student, x, y, STATE).loss
-    hand = sum(kl_row(softmax_row(a, t), softmax_row(b)) for a, b in zip(rows(teacher, x), rows(student, x))) / 5
+    hand = sum(kl_row(softmax_row(a, t), softmax_row(b)) for a, b in pairs(teacher, student, x)) / 5
     assert loss.item() == pytest.approx(hand, rel=1e-12)
     # the thesis's cross-entropy differs by the targets' entropy only: the same gradient
-    ce = -sum(sum(p * math.log(q) for p, q in zip(softmax_row(a, t), softmax_row(b)))
-              for a, b in zip(rows(teacher, x), rows(student, x))) / 5
+    ce = -sum(sum(p * math.log(q) for p, q in zip(softmax_row(a, t), softmax_row(b), strict=True))
+              for a, b in pairs(teacher, student, x)) / 5
     entropy = -sum(sum(p * math.log(p) for p in softmax_row(a, t)) for a in rows(teacher, x)) / 5
     assert loss.item() == pytest.approx(ce - entropy, rel=1e-10)
 
@@ -75,15 +80,15 @@ def test_hinton_loss_hand_computation():
     t, alpha = 4.0, 0.7
     loss = build_distillation_loss("hinton", teacher, temperature=t, alpha=alpha)(student, x, y, STATE).loss
     zt, zs = rows(teacher, x), rows(student, x)
-    soft = sum(kl_row(softmax_row(a, t), softmax_row(b, t)) for a, b in zip(zt, zs)) / 5 * t * t
-    ce = -sum(math.log(softmax_row(b)[int(label)]) for b, label in zip(zs, y)) / 5
+    soft = sum(kl_row(softmax_row(a, t), softmax_row(b, t)) for a, b in zip(zt, zs, strict=True)) / 5 * t * t
+    ce = -sum(math.log(softmax_row(b)[int(label)]) for b, label in zip(zs, y, strict=True)) / 5
     assert loss.item() == pytest.approx(alpha * soft + (1 - alpha) * ce, rel=1e-12)
 
 
 def test_rslad_reduction_is_mean_over_examples_and_classes():
     x, y, teacher, student = pair(3)
     loss = build_distillation_loss("rslad", teacher, eps=0.0)(student, x, y, STATE).loss
-    kl = sum(kl_row(softmax_row(a), softmax_row(b)) for a, b in zip(rows(teacher, x), rows(student, x))) / 5
+    kl = sum(kl_row(softmax_row(a), softmax_row(b)) for a, b in pairs(teacher, student, x)) / 5
     assert loss.item() == pytest.approx((5 / 6 + 1 / 6) * kl / 4, rel=1e-12)
 
 
@@ -91,7 +96,7 @@ def test_ard_at_zero_eps_is_temperature_kl_times_t_squared():
     x, y, teacher, student = pair(4)
     t = 2.0
     loss = build_distillation_loss("ard", teacher, temperature=t, eps=0.0)(student, x, y, STATE).loss
-    kl = sum(kl_row(softmax_row(a, t), softmax_row(b, t)) for a, b in zip(rows(teacher, x), rows(student, x))) / 5
+    kl = sum(kl_row(softmax_row(a, t), softmax_row(b, t)) for a, b in pairs(teacher, student, x)) / 5
     assert loss.item() == pytest.approx(kl * t * t, rel=1e-12)
 
 

@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"data", "models"},
     {"run", "run_select"},
     {"__init__"},
-    {"attacks", "training", "compress", "evaluation"},
+    {"attacks", "training", "compress", "evaluation", "distill"},
     {"devices", "export", "bench", "certify", "runner", "remote"},
     {"report"},
     {"pipeline"},

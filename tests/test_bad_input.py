@@ -128,6 +128,7 @@ def copy_bundle(tmp: Path, source: Path) -> Path:
 
 EVAL = ["--n", "5", "--steps", "2", "--queries", "5", "--minimal", "none", "--no-masking", "-q"]
 TRAIN = ["--model", "mlp:8", "--data", "digits", "--epochs", "1", "-q"]
+DISTILL = ["--epochs", "1", "-q", "--out"]
 
 
 # (id, setup(tmp, bundle_source) -> CLI args, expected words in the one line)
@@ -248,6 +249,22 @@ CASES = [
     ("pipeline-failing-first-step", lambda t, b: ((t / "r.toml").write_text(
         '[pipeline]\nsteps = ["train"]\n[model]\nspec = "mlp:0"\n'),
         ["pipeline", "--recipe", t / "r.toml", "--out", t / "p", "-q"])[1], "at least 1"),
+    ("distill-missing-teacher", lambda t, b: ["distill", "--teacher", t / "nope", *DISTILL, t / "d"],
+     "run directory"),
+    ("distill-corrupt-teacher", lambda t, b: ((t / RUN / "model.pt").write_bytes(b"not a checkpoint"),
+                                              ["distill", "--teacher", t / RUN, *DISTILL, t / "d"])[1], "model.pt"),
+    ("distill-teacher-other-shape", lambda t, b: ["distill", "--teacher", other_shape_run(t), *DISTILL, t / "d"],
+     "must share input shape and classes"),
+    ("distill-zero-temperature", lambda t, b: ["distill", "--teacher", t / RUN, "-T", "0", *DISTILL, t / "d"],
+     "--temperature = 0.0 must be greater than 0"),
+    ("distill-negative-sweep", lambda t, b: ["distill", "--teacher", t / RUN, "--sweep", "1,-2", *DISTILL, t / "d"],
+     "-2.0 is not positive"),
+    ("distill-unknown-method", lambda t, b: ["distill", "--teacher", t / RUN, "--method", "bogus", *DISTILL,
+                                             t / "d"], "--method = 'bogus' is not one of"),
+    ("distill-unknown-student", lambda t, b: ["distill", "--teacher", t / RUN, "--student", "bogus", *DISTILL,
+                                              t / "d"], "unknown model 'bogus'"),
+    ("distill-labels-from-unlabelled-pool", lambda t, b: ["distill", "--teacher", t / RUN, "--method", "hinton",
+                                                          "--pool", "synthetic", *DISTILL, t / "d"], "needs labels"),
     ("markup-in-user-text", lambda t, b: ["train", "--model", "[train]bogus", "--data", "digits", "--out", t / "r",
                                           "-q"], "[train]bogus"),
 ]

@@ -8,6 +8,7 @@ import typer
 from . import bench as bench_cmd
 from . import compress as compress_cmd
 from . import devices as devices_cmd
+from . import distill as distill_cmd
 from . import evaluate as evaluate_cmd
 from . import export as export_cmd
 from . import models as models_cmd
@@ -38,6 +39,7 @@ def main_options(debug: bool = typer.Option(False, "--debug", help="Show traceba
 app.command()(pipeline_cmd.pipeline)
 app.command()(train_cmd.train)
 app.command()(compress_cmd.compress)
+app.command()(distill_cmd.distill)
 app.command()(evaluate_cmd.evaluate)
 app.command()(report_cmd.report)
 app.command()(bench_cmd.bench)

@@ -63,12 +63,12 @@ class AgreementStopping(Callback):
         self.best, self.best_epoch, self.best_state = state["best"], state["best_epoch"], state["best_state"]
 
 
-def open_teacher(teacher: str | Path | RunDir) -> tuple[RunDir, nn.Module]:
-    """The teacher run and its model; a missing, corrupt or weightless run is one EdgeRobustError line."""
+def open_teacher(teacher: str | Path | RunDir) -> RunDir:
+    """The teacher run; a missing, corrupt or weightless run is one EdgeRobustError line."""
     run = teacher if isinstance(teacher, RunDir) else RunDir.open(teacher)
     if not run.weights_path.is_file():
         raise CheckpointError(f"teacher run {run.path} has no {run.weights_path.name}; train it first")
-    return run, run.load_model()
+    return run
 
 
 def teacher_dataset(run: RunDir) -> str:
@@ -128,11 +128,12 @@ def distill_model(out: str | Path, teacher: str | Path | RunDir, config: Distill
     device = resolve_device(device)
     check_output(out)
     check_fresh_output(Path(out), False)
-    teacher_run, teacher_model = open_teacher(teacher)
+    teacher_run = open_teacher(teacher)
     data = data or teacher_dataset(teacher_run)
     train = load_dataset(data, "train", data_root)
     test = load_dataset(data, "test", data_root)
     check_compatible(teacher_run, train.input_shape, train.num_classes, f"dataset '{data}'")
+    teacher_model = teacher_run.load_model()
     if student_run is not None:
         source = RunDir.open(student_run)
         check_compatible(teacher_run, source.input_shape, source.num_classes, f"student run {source.path}")

@@ -29,6 +29,10 @@ def test_student_manifest_records_its_teacher_and_the_teacher_is_untouched(digit
     assert not run.checkpoint_path.exists()
     # the loop's train accuracy is agreement with the teacher (the loss supplies its targets)
     assert all("agreement" in row for row in run.manifest["training"]["history"])
+    from edgerobust.report import render_report
+
+    text = render_report(run).read_text()
+    assert "## Distillation" in text and f"{d['teacher']['clean_accuracy']:.4g}" in text and "**ard**" in text
 
 
 def test_agreement_early_stopping_keeps_the_best_epoch(digits_run, tmp_path):

@@ -34,6 +34,8 @@ def distill(
     teacher: Optional[Path] = typer.Option(None, "--teacher", "-t", help="Teacher run directory (default: the "
                                            "recipe's, else the current directory or the most recent run)."),
     student: Optional[str] = typer.Option(None, "--student", "-s", help="Student model spec, e.g. scnn2:16-32."),
+    activation: Optional[str] = typer.Option(None, "--activation", help="Replace the student's ReLUs: kaf, elu, "
+                                             "swish, gelu, softplus, kwta."),
     method: Optional[str] = typer.Option(None, "--method", help=", ".join(METHODS) + " (default temperature)."),
     temperature: Optional[float] = typer.Option(None, "--temperature", "-T", help="Distillation temperature T."),
     sweep: Optional[str] = typer.Option(None, "--sweep", help="Temperature sweep: a comma list of T, or 'thesis'; "
@@ -57,7 +59,8 @@ def distill(
     """Distil a teacher run into a small student run; the manifest records the teacher."""
     spec = load_recipe(recipe or "default")
     config = section(spec, "distill", overrides=dict(
-        student=student, method=given(method, "--method"), temperature=given(temperature, "--temperature"),
+        student=student, activation=activation, method=given(method, "--method"),
+        temperature=given(temperature, "--temperature"),
         alpha=given(alpha, "--alpha"), eps=eps, pool=split_list(pool), patience=given(patience, "--patience"),
         temperatures=_temperatures(sweep))).check()
     train_config = config_from_recipe(spec, dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,

@@ -24,6 +24,7 @@ from ..errors import CheckpointError, EdgeRobustError, ShapeError
 from ..evaluation.point import evaluate_point
 from ..io import write_json
 from ..models import build_model, count_flops, count_parameters
+from ..models.activations import parse_activation
 from ..run import RunDir
 from ..training.api import check_fresh_output
 from ..training.distill_losses import build_distillation_loss
@@ -124,6 +125,7 @@ def distill_model(out: str | Path, teacher: str | Path | RunDir, config: Distill
                   student_run: str | Path | None = None) -> RunDir:
     """Distil `teacher` into `config.student` (or into the model of `student_run`) as run directory `out`."""
     config = (config or DistillConfig()).check()
+    parse_activation(config.activation)  # an unknown activation fails before any work
     train_config = (train_config or TrainConfig()).validate()
     device = resolve_device(device)
     check_output(out)
@@ -141,9 +143,11 @@ def distill_model(out: str | Path, teacher: str | Path | RunDir, config: Distill
         info = dict(source.manifest["model"])
     else:
         torch.manual_seed(train_config.seed)
-        student = build_model(config.student, train.input_shape, train.num_classes, train.mean, train.std)
+        activation = parse_activation(config.activation)
+        student = build_model(config.student, train.input_shape, train.num_classes, train.mean, train.std,
+                              activation=activation)
         info = {"spec": config.student, "input_shape": list(train.input_shape), "num_classes": train.num_classes,
-                "mean": list(train.mean), "std": list(train.std)}
+                "mean": list(train.mean), "std": list(train.std), **({"activation": activation} if activation else {})}
     loss = build_distillation_loss(config.method, teacher_model.to(device), temperature=config.temperature,
                                    alpha=config.alpha, eps=config.eps, steps=config.steps,
                                    step_size=config.step_size, seed=config.seed)

@@ -17,6 +17,7 @@ class DistillConfig:
     """[distill]: the teacher run, the student spec, the method and its settings, the data it learns on."""
     teacher: str | None = setting(None, help="teacher run directory (default: the most recent run)")
     student: str = setting("scnn2:8-16", help="student model spec, e.g. scnn2:16-32")
+    activation: str | None = setting(None, help="replace the student's ReLUs: kaf, elu, swish, gelu, softplus, kwta")
     method: str = setting("temperature", choices=METHODS,
                           help="logit-matching, temperature, hinton, ard or rslad")
     temperature: float = setting(1.0, gt=0, help="distillation temperature T (temperature, hinton, ard, rslad)")

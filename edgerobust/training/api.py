@@ -32,8 +32,10 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
                 loss: TrainingLoss | None = None, callbacks: Sequence[Callback] = (), recipe: dict | None = None,
                 progress: bool | None = None, init_from: RunDir | None = None, description: str = "train",
                 adversarial: AdversarialConfig | dict[str, Any] | None = None,
-                device: str | torch.device | None = None) -> RunDir:
+                device: str | torch.device | None = None, activation: str | dict | None = None) -> RunDir:
     """Train `model_spec` on `data` into run directory `out` (checkpointed every epoch; `resume` continues).
+
+    `activation` (kaf, elu, swish, gelu, softplus, kwta) replaces the model's ReLUs and is recorded in the manifest.
 
     `adversarial` holds [adversarial] recipe settings (see `adversarial_training`); an explicit `loss` wins.
     `device`: auto (None: CUDA when present), cpu, cuda or cuda:N; the model and every batch live there.
@@ -45,6 +47,10 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
     if adversarial and loss is None:
         loss, guard = adversarial_training(adversarial, config.epochs)
         callbacks = [*callbacks, *([guard] if guard else [])]
+    if activation is not None:
+        from ..models.activations import parse_activation
+
+        activation = parse_activation(activation)  # an unknown name fails before any work
     check_output(out)
     check_fresh_output(Path(out), resume)
     train_set = load_dataset(data, "train", data_root, **(data_options or {}))
@@ -53,7 +59,7 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
         check_fresh_output(Path(out), resume)  # again under the lock: another command may have finished meanwhile
         return _train_into(out, model_spec, data, config, dist, train_set, test_set, data_root=data_root,
                            resume=resume, loss=loss, callbacks=callbacks, recipe=recipe, progress=progress,
-                           init_from=init_from, description=description, device=device)
+                           init_from=init_from, description=description, device=device, activation=activation)
 
 
 def check_fresh_output(out: Path, resume: bool) -> None:
@@ -69,7 +75,7 @@ def check_fresh_output(out: Path, resume: bool) -> None:
 
 
 def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, data_root, resume, loss, callbacks,
-                recipe, progress, init_from, description, device) -> RunDir:
+                recipe, progress, init_from, description, device, activation=None) -> RunDir:
     run = RunDir.create(out)
     if init_from is not None:
         model = init_from.load_model()
@@ -77,7 +83,8 @@ def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, dat
         run.add_parent(init_from, "initialised from")
     else:
         torch.manual_seed(config.seed)  # seeded initial weights: the same command gives the same model
-        model = build_model(model_spec, train_set.input_shape, train_set.num_classes, train_set.mean, train_set.std)
+        model = build_model(model_spec, train_set.input_shape, train_set.num_classes, train_set.mean, train_set.std,
+                            activation=activation)
     trainer = Trainer(model, train_set, config, loss=loss, eval_data=test_set, callbacks=callbacks,
                       checkpoint_path=run.checkpoint_path, augment=default_augment(data), progress=progress,
                       description=description, device=device)
@@ -85,6 +92,8 @@ def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, dat
     if dist is not None and not dist.is_main:
         return distributed.finished_run(out, dist)
     info = model_info(model_spec, train_set) if init_from is None else dict(init_from.manifest["model"])
+    if activation is not None and init_from is None:
+        info["activation"] = activation
     final = result.final
     run.save_model(
         model, info,

@@ -78,3 +78,14 @@ def test_bad_settings_are_clear_errors():
     for kwargs in ({"gamma": "bogus"}, {"init": "bogus"}, {"target": "bogus"}, {"ridge": 0.0}, {"size": 1}):
         with pytest.raises(EdgeRobustError, match="KAF"):
             KAF(2, **kwargs)
+
+
+def test_training_keeps_at_most_twice_the_relu_networks_saved_tensors():
+    from benchmarks.kaf_memory import naive_copy, saved_bytes
+    from edgerobust.models import build_model
+
+    x = torch.rand(16, 1, 8, 8)
+    relu = saved_bytes(build_model("scnn2:8-16", (1, 8, 8), 10), x)
+    kaf = saved_bytes(build_model("scnn2:8-16", (1, 8, 8), 10, activation="kaf"), x)
+    naive = saved_bytes(naive_copy(build_model("scnn2:8-16", (1, 8, 8), 10, activation="kaf")), x)
+    assert kaf <= 2 * relu < naive  # the textbook form keeps the D-times intermediate

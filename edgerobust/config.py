@@ -183,7 +183,7 @@ def build(cls: type[C], values: Mapping[str, Any] | None = None, where: str = ""
                 tp = list[tp]  # type: ignore[valid-type]
             kwargs[f.name] = coerce(value, tp, label)
             _check_bounds(kwargs[f.name], f.metadata, label)
-            if f.metadata.get("registry"):
+            if f.metadata.get("registry") and kwargs[f.name] is not None:  # None: not chosen (a default applies)
                 check_name(f.metadata["registry"], kwargs[f.name], label)
         elif f.name in current:
             kwargs[f.name] = current[f.name]
@@ -252,6 +252,9 @@ class TrainConfig:
     eval_batch_size: int = setting(512, ge=1, help="batch size of clean evaluation")
     lipschitz_penalty: float = setting(0.0, ge=0, help="weight of Σ log σ_i over conv/linear operator norms (0 = off)")
     spectral_norm: float = setting(0.0, ge=0, help="cap every conv/linear operator norm at this value (0 = off)")
+    loss: str | None = setting(None, registry="loss", help="training loss by name (default: [adversarial]'s "
+                               "method, else natural); it takes the [adversarial] settings it declares")
+    loss_options: dict[str, Any] = setting({}, help="the loss's own settings, e.g. a distillation temperature")
 
     def validate(self) -> TrainConfig:
         """Re-check a config made in Python (not through `build`): bounds, choices and the schedule's name."""

@@ -295,3 +295,27 @@ def test_soak_200_calls_of_garbage_leave_no_traceback_no_stray_file_and_flat_mem
     allowed = {"calls", "garbage-python", "device"}
     assert {p.name for p in tmp_path.iterdir()} <= allowed
     assert {p.name for p in root.iterdir()} <= {"runners"}  # the device's work directory holds only our runner
+
+
+@pytest.mark.parametrize("swap", ["file", "directory"])
+def test_pack_sends_what_it_checked_not_a_link_swapped_in(tmp_path, swap):
+    from edgerobust.remote.transfer import TransferError, pack, regular_files
+
+    bundle = tmp_path / "bundle"
+    (bundle / "sub").mkdir(parents=True)
+    (bundle / "model.onnx").write_bytes(b"model")
+    (bundle / "sub" / "set.npz").write_bytes(b"set")
+    secret = tmp_path / "secret"
+    (secret / "sub").mkdir(parents=True)
+    (secret / "id_ed25519").write_text("PRIVATE KEY")
+    (secret / "sub" / "set.npz").write_text("PRIVATE KEY")
+    names = regular_files(bundle)  # checked: regular files only
+    if swap == "file":  # then the file is swapped for a link to a secret
+        (bundle / "model.onnx").unlink()
+        (bundle / "model.onnx").symlink_to(secret / "id_ed25519")
+    else:  # or a directory on the path is
+        (bundle / "sub" / "set.npz").unlink()
+        (bundle / "sub").rmdir()
+        (bundle / "sub").symlink_to(secret / "sub")
+    with pytest.raises(TransferError, match="changed while it was being sent"):
+        pack(bundle, names)

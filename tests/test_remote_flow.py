@@ -255,7 +255,7 @@ def test_bad_input_is_one_line_and_writes_nothing(edge_copy, device_python, ssh_
     options = local(device_python, tmp_path / "d")
     with pytest.raises(EdgeRobustError, match="has no export for target 'jetson-nano'"):
         device_bench(edge_copy, "jetson-nano", options)
-    other = edge_copy.manifest["export"]["x86-cpu"]["bundle"]
+    other = edge_copy.bundle("x86-cpu")
     with pytest.raises(EdgeRobustError, match="exported for target 'x86-cpu', not 'x86-edge'"):
         device_bench(edge_copy, "x86-edge", options, bundle=other)
     with pytest.raises(UnknownHostError, match="unknown host"):

@@ -90,11 +90,10 @@ def check_target_matches_host(profile) -> None:
 
 def bench_inputs(run: RunDir, count: int = 256) -> tuple[ArrayDataset, str]:
     """Real test images when the run's dataset loads here; otherwise seeded uniform pixels (said so)."""
-    test = run.manifest.get("dataset", {}).get("test", {})
-    name = test.get("name")
+    name = run.dataset_name
     if name:
         with contextlib.suppress(EdgeRobustError, OSError):
-            data = load_dataset(name, "test", run.manifest.get("dataset", {}).get("root") or None)
+            data = load_dataset(name, "test", run.data_root)
             if data.input_shape == run.input_shape:
                 return data.subset(count), f"{name} test split ({min(count, len(data))} images)"
     generator = torch.Generator().manual_seed(0)
@@ -105,13 +104,8 @@ def bench_inputs(run: RunDir, count: int = 256) -> tuple[ArrayDataset, str]:
 
 def exported_onnx(run: RunDir, target: str) -> tuple[dict[str, Path], str | None]:
     """The ONNX models of the run's export bundle for `target` (verified against its sha256 manifest)."""
-    entry = run.manifest.get("export", {}).get(target)
-    if not entry or not entry.get("bundle"):
-        return {}, None
-    bundle = Path(entry["bundle"])
-    if not bundle.is_dir() and (run.path / bundle.name).is_dir():
-        bundle = run.path / bundle.name  # the run directory was moved since the export
-    if not bundle.is_dir():
+    bundle = run.bundle(target)
+    if bundle is None:
         return {}, None
     from ..export.bundle import read_manifest, verify_bundle
 

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import typer
 
+from ..attacks import ATTACKS
 from ..config import EvaluateConfig, given, option_help
 from ..evaluation.api import ROBUSTNESS_FILE, evaluate_run
 from ..report.robustness import curve_plot, transfer_heatmap
@@ -17,6 +18,7 @@ from .defaults import RUN_HELP, run_argument
 from .render import table
 
 H = functools.partial(option_help, EvaluateConfig)
+MINIMAL_ATTACKS = [name for name in ATTACKS if ATTACKS.get(name).minimal]
 
 
 @command
@@ -29,8 +31,8 @@ def evaluate(
     eps: Optional[str] = typer.Option(None, "--eps", help=H("eps", "Perturbation budget in [0,1] pixels: 0.03, 8/255 "
                                                                   "or 3%")),
     norm: Optional[str] = typer.Option(None, "--norm", help=H("norm", "linf or l2")),
-    attack: list[str] = typer.Option([], "--attack", "-a", help="Extra single attack (repeatable): pgd, fgsm, mim, "
-                                                               "apgd-ce, square, deepfool, cw, fab, ..."),
+    attack: list[str] = typer.Option([], "--attack", "-a", help="Extra single attack (repeatable): "
+                                                               f"{', '.join(ATTACKS)}."),
     curve: Optional[bool] = typer.Option(None, "--curve/--no-curve", help=H(
         "curve", "Robustness curve (accuracy against ε, PGD)")),
     curve_eps: Optional[str] = typer.Option(None, "--curve-eps", help="ε grid for --curve, e.g. 0,0.05,0.1,0.2."),
@@ -43,7 +45,7 @@ def evaluate(
     queries: Optional[int] = typer.Option(None, "--queries", help=H("square_queries")),
     targets: Optional[int] = typer.Option(None, "--targets", help=H("n_target_classes")),
     minimal: Optional[str] = typer.Option(None, "--minimal", help=H("minimal", "Minimal-perturbation attack "
-                                                                              "(fgs-search, deepfool, cw, fab, fab-t) "
+                                                                              f"({', '.join(MINIMAL_ATTACKS)}) "
                                                                               "or 'none'")),
     masking: Optional[bool] = typer.Option(None, "--masking/--no-masking", help=H("masking_checks")),
     seed: Optional[int] = typer.Option(None, "--seed", help=H("seed")),

@@ -38,6 +38,8 @@ def train(
                                                "w·CE(x_adv)+(1−w)·CE(x) (default 0.9); TRADES: β (default 6)."),
     eps_schedule: Optional[str] = typer.Option(None, "--eps-schedule", help="constant, staged (three stages, "
                                                "Marshall) or linear (ramp over the first half)."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="Training loss by name ([train] loss; see `edgerobust "
+                                       "losses`); it takes the [adversarial] settings it declares."),
     guard: Optional[bool] = typer.Option(None, "--guard/--no-guard", help="Stop and restore the previous epoch "
                                          "when PGD accuracy on a training batch collapses (default on for fgsm-rs)."),
     activation: Optional[str] = typer.Option(None, "--activation", help="Replace the model's ReLUs: kaf, elu, "
@@ -55,7 +57,8 @@ def train(
     data_section = section(spec, "data")
     data = data or data_section.name
     config = config_from_recipe(spec, dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                                           schedule=schedule, weight_decay=weight_decay, seed=seed, augment=augment))
+                                           schedule=schedule, weight_decay=weight_decay, seed=seed, augment=augment,
+                                           loss=loss))
     if adv is None and (eps is not None or adv_steps is not None or eps_schedule is not None) \
             and "adversarial" not in spec:
         adv = "pgd"  # asking for an ε means adversarial training

@@ -82,11 +82,10 @@ def pretrain(spec: str, out: Path, config: TrainConfig, data: str, data_root: st
 
 
 def _source_data(source: RunDir, data: str | None, data_root: str | Path | None) -> dict[str, Any]:
-    train = source.manifest.get("dataset", {}).get("train", {})
-    name = data or train.get("name")
+    name = data or source.dataset_name
     if not name:
         raise EdgeRobustError(f"{source.path} does not record its dataset; pass --data")
-    root = data_root if data_root is not None else (source.manifest.get("dataset", {}).get("root") or None)
+    root = data_root if data_root is not None else source.data_root
     return {"name": name, "root": root}
 
 

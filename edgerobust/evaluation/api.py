@@ -26,11 +26,10 @@ ROBUSTNESS_FILE = records.ROBUSTNESS_FILE
 
 def test_data(run: RunDir, n: int | None = None):
     """The first n points of the test split of the dataset the run was trained on."""
-    data = run.manifest.get("dataset", {})
-    name = data.get("train", {}).get("name")
+    name = run.dataset_name
     if not name:
         raise EdgeRobustError(f"{run.path} does not record its dataset; it was not made by `edgerobust train`")
-    test = load_dataset(name, "test", data.get("root") or None)
+    test = load_dataset(name, "test", run.data_root)
     if n is not None:
         if n < 1:
             raise EdgeRobustError(f"--n must be at least 1, got {n}")

@@ -64,11 +64,10 @@ def export_plan(target: str | Path | DeviceProfile, opset: int | None, fp16: boo
 
 
 def load_inputs(run: RunDir, split: str, data_root: str | Path | None) -> Any:
-    data = run.manifest.get("dataset", {})
-    name = data.get("test" if split == "test" else "train", {}).get("name")
+    name = run.dataset_name
     if not name:
         raise EdgeRobustError(f"run {run.path} does not record its dataset; parity needs real inputs from it")
-    root = data_root or data.get("root") or None
+    root = data_root or run.data_root
     try:
         dataset = load_dataset(name, split, root)
     except DataError as exc:
@@ -200,7 +199,7 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
         })
         advance(str(bundle_path))
 
-    summary = {"bundle": str(bundle_path), "created": manifest["created"], "target": profile.name,
+    summary = {"bundle": run.relative(bundle_path), "created": manifest["created"], "target": profile.name,
                "runtime": runtime, "opset": manifest["opset"], "precisions": precisions,
                "parity": {p: m["parity"] for p, m in models.items()}, "memory": memory,
                "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},

@@ -45,8 +45,7 @@ def resolve_bundle(run: RunDir, profile: DeviceProfile, bundle: str | Path | Non
         if not export:
             raise EdgeRobustError(f"run {run.path} has no export for target '{profile.name}'; run "
                                   f"`edgerobust export {run.path} --target {profile.name}` before using --host")
-        candidates = [Path(export["bundle"]), run.path / f"export-{profile.name}"]
-        bundle = next((c for c in candidates if (c / "manifest.json").is_file()), candidates[-1])
+        bundle = run.bundle(profile.name) or run.path / export["bundle"]  # not found: the error names the record
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
     if manifest.get("target") != profile.name:

@@ -39,9 +39,11 @@ def compare(reference, candidate):
 
 def golden_array(bundle, key):
     """One of the bundle's golden arrays (inputs, outputs, labels), loaded as data."""
-    name = (bundle.manifest.get("golden") or {}).get(key)
-    if not name:
-        raise RunnerError("bundle_invalid", "the manifest names no golden {}; re-export the bundle".format(key))
+    golden = bundle.manifest.get("golden") or {}
+    name = golden.get(key) if isinstance(golden, dict) else None
+    if not name or not isinstance(name, str):
+        raise RunnerError("bundle_invalid", "the manifest names no golden {} file (golden.{} must be a file name); "
+                                            "re-export the bundle".format(key, key))
     path = bundle.path(name, "golden." + key)
     try:
         return np.load(path, allow_pickle=False)

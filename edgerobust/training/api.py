@@ -16,9 +16,8 @@ from ..errors import EdgeRobustError
 from ..models import ModelSpec, build_model, count_flops, count_parameters
 from ..run import CHECKPOINT_NAME, MANIFEST_NAME, WEIGHTS_NAME, RunDir
 from . import distributed
-from .adversarial import CLI_NAMES, build_training_loss
 from .loop import Callback, Trainer
-from .losses import TrainingLoss
+from .losses import ADVERSARIAL_SETTINGS, TrainingLoss, build_training_loss
 from .overfit_guard import CatastrophicOverfittingGuard
 
 
@@ -37,15 +36,16 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
 
     `activation` (kaf, elu, swish, gelu, softplus, kwta) replaces the model's ReLUs and is recorded in the manifest.
 
-    `adversarial` holds [adversarial] recipe settings (see `adversarial_training`); an explicit `loss` wins.
+    The loss is `config.loss` ([train] loss) by name, else [adversarial]'s method, else natural; `adversarial` holds
+    the [adversarial] settings offered to it (see `training_loss`). An explicit `loss` object wins.
     `device`: auto (None: CUDA when present), cpu, cuda or cuda:N; the model and every batch live there.
     Under torchrun the ranks train together (DDP; NCCL ranks on their own GPU) and rank 0 alone writes the run.
     """
     config = (config or TrainConfig()).validate()
     dist = distributed.init_from_env()
     device = dist.device if dist is not None else resolve_device(device)
-    if adversarial and loss is None:
-        loss, guard = adversarial_training(adversarial, config.epochs)
+    if loss is None:
+        loss, guard = training_loss(config, adversarial)
         callbacks = [*callbacks, *([guard] if guard else [])]
     if activation is not None:
         from ..models.activations import parse_activation
@@ -133,18 +133,35 @@ def adversarial_training(settings: AdversarialConfig | dict[str, Any] | None, ep
     adv = adversarial_config(settings)
     if not is_adversarial(adv):
         return None, None
-    if isinstance(adv.eps, list):
-        raise EdgeRobustError(f"[adversarial] eps = {adv.eps}: training takes one ε; a list is a grid, which "
-                              "`edgerobust compress` runs (one dense source per ε)")
-    options = {k: getattr(adv, k) for k in ("stages", "start", "ramp", "min_steps") if getattr(adv, k) is not None}
-    if adv.values is not None:
-        options["values"] = tuple(adv.values)
-    loss = build_training_loss(adv.method, eps=adv.eps, steps=adv.steps, alpha=adv.alpha, weight=adv.weight,
-                               schedule=adv.schedule, epochs=epochs, random_init=adv.random_init, seed=adv.seed,
-                               **options)
+    return _build_loss(adv.method, adv, epochs, {})
+
+
+def training_loss(config: TrainConfig, settings: AdversarialConfig | dict[str, Any] | None
+                  ) -> tuple[TrainingLoss | None, CatastrophicOverfittingGuard | None]:
+    """The loss (and guard) a training run uses: [train] loss by name with [train] loss_options, receiving the
+    [adversarial] settings it declares; without [train] loss, [adversarial]'s method (`adversarial_training`)."""
+    if config.loss is None:
+        return adversarial_training(settings, config.epochs)
+    return _build_loss(config.loss, adversarial_config(settings), config.epochs, config.loss_options)
+
+
+def _build_loss(name: str, adv: AdversarialConfig | None, epochs: int, options: dict[str, Any]
+                ) -> tuple[TrainingLoss, CatastrophicOverfittingGuard | None]:
+    offered: dict[str, Any] = {"epochs": epochs}
+    if adv is not None:
+        if isinstance(adv.eps, list):
+            raise EdgeRobustError(f"[adversarial] eps = {adv.eps}: training takes one ε; a list is a grid, which "
+                                  "`edgerobust compress` runs (one dense source per ε)")
+        offered |= {k: getattr(adv, k) for k in ADVERSARIAL_SETTINGS if k != "epochs"}
+        offered = {k: v for k, v in offered.items() if v is not None or k in ("alpha", "weight")}
+        if adv.values is not None:
+            offered["values"] = tuple(adv.values)
+    loss = build_training_loss(name, **offered, **options)
+    adv = adv or AdversarialConfig()
+    schedule = getattr(loss, "schedule", None)
     guard = None
-    if adv.guard if adv.guard is not None else CLI_NAMES[adv.method] == "fgsm-rs":  # on for the fast method
-        guard = CatastrophicOverfittingGuard(loss.schedule.max_eps, steps=adv.guard_steps,
+    if schedule is not None and (adv.guard if adv.guard is not None else getattr(loss, "guard_by_default", False)):
+        guard = CatastrophicOverfittingGuard(schedule.max_eps, steps=adv.guard_steps,
                                              batch_size=adv.guard_batch_size, max_drop=adv.guard_max_drop,
                                              floor=adv.guard_floor)
     return loss, guard

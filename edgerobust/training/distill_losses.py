@@ -19,6 +19,7 @@ never trained. The temperature is called `temperature` everywhere (recipe key, C
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +30,7 @@ from ..attacks import get_attack, project, steepest_step
 from ..attacks.base import batch_rows
 from ..compute_device import placement
 from ..errors import EdgeRobustError
+from ..run import RunDir
 from .distributed import unwrap
 from .losses import LOSSES, LossOutput, StepState
 
@@ -59,11 +61,19 @@ class DistillationLoss:
     name = "distillation"
     needs_labels = False
 
-    def __init__(self, teacher: nn.Module, temperature: float = 1.0):
+    def __init__(self, teacher: nn.Module | str, temperature: float = 1.0):
+        if isinstance(teacher, (str, Path)):  # by name from a recipe or the CLI: a run directory
+            teacher = RunDir.open(teacher).load_model()
         if not isinstance(teacher, nn.Module):
-            raise EdgeRobustError(f"{self.name}: the teacher must be a model, got {type(teacher).__name__}")
+            raise EdgeRobustError(f"{self.name}: the teacher must be a model or a run directory, got "
+                                  f"{type(teacher).__name__}")
         self.teacher = teacher.eval().requires_grad_(False)
-        self.temperature = check_temperature(temperature)
+        self.temperature = check_temperature(1.0 if temperature is None else temperature)
+
+    def to(self, device) -> DistillationLoss:
+        """The trainer places the loss's modules with the model: the teacher computes on the training device."""
+        self.teacher.to(device)
+        return self
 
     def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
         where = placement(self.teacher)
@@ -83,7 +93,7 @@ class DistillationLoss:
         return LossOutput(loss, logits, metrics, targets=teacher.argmax(1))
 
 
-@LOSSES.register("logit-matching", "distillation: MSE between student and teacher logits (Ba & Caruana)")
+@LOSSES.register(help="distillation: MSE between student and teacher logits (Ba & Caruana)")
 class LogitMatchingLoss(DistillationLoss):
     name = "logit-matching"
 
@@ -96,7 +106,7 @@ class LogitMatchingLoss(DistillationLoss):
         return {}
 
 
-@LOSSES.register("temperature", "distillation: student at T=1 on softmax(z_teacher/T), no hard labels (Barmpas)")
+@LOSSES.register(help="distillation: student at T=1 on softmax(z_teacher/T), no hard labels (Barmpas)")
 class TemperatureLoss(DistillationLoss):
     name = "temperature"
 
@@ -106,14 +116,14 @@ class TemperatureLoss(DistillationLoss):
         return self.output(kl_to(soft_targets(teacher, self.temperature), logits).mean(), logits, teacher)
 
 
-@LOSSES.register("hinton", "distillation with hard labels: α·T²·KL(soft) + (1−α)·CE (Hinton et al. 2015)")
+@LOSSES.register(help="distillation with hard labels: α·T²·KL(soft) + (1−α)·CE (Hinton et al. 2015)")
 class HintonLoss(DistillationLoss):
     name = "hinton"
     needs_labels = True
 
     def __init__(self, teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.9):
-        super().__init__(teacher, temperature)
-        self.alpha = check_weight(self.name, alpha)
+        super().__init__(teacher, 4.0 if temperature is None else temperature)
+        self.alpha = check_weight(self.name, alpha, 0.9)
 
     def __call__(self, model, x, y, state):
         teacher = self.teacher_logits(x)
@@ -127,8 +137,8 @@ class HintonLoss(DistillationLoss):
         return {"temperature": self.temperature, "alpha": self.alpha}
 
 
-def check_weight(name: str, alpha: float) -> float:
-    alpha = float(alpha)
+def check_weight(name: str, alpha: float | None, default: float = 1.0) -> float:
+    alpha = float(default if alpha is None else alpha)
     if not 0 <= alpha <= 1:
         raise EdgeRobustError(f"{name}: alpha must be in [0, 1], got {alpha}")
     return alpha
@@ -137,10 +147,12 @@ def check_weight(name: str, alpha: float) -> float:
 class RobustDistillationLoss(DistillationLoss):
     """Shared attack settings: L∞ ε, PGD steps, step size (default 2.5ε/steps) and the seed of the random starts."""
 
+    default_alpha = 1.0
+
     def __init__(self, teacher: nn.Module, temperature: float = 1.0, alpha: float = 1.0, eps: float = 8 / 255,
                  steps: int = 10, step_size: float | None = None, seed: int = 0):
         super().__init__(teacher, temperature)
-        self.alpha = check_weight(self.name, alpha)
+        self.alpha = check_weight(self.name, alpha, self.default_alpha)
         self.eps, self.steps, self.seed = float(eps), int(steps), int(seed)
         if not 0 <= self.eps <= 1 or self.steps < 1:
             raise EdgeRobustError(f"{self.name}: eps must be in [0, 1] and steps at least 1 (got {eps}, {steps})")
@@ -155,7 +167,7 @@ class RobustDistillationLoss(DistillationLoss):
                 "step_size": self.step_size, "seed": self.seed}
 
 
-@LOSSES.register("ard", "adversarially robust distillation: PGD on the student, matching the teacher's clean "
+@LOSSES.register(help="adversarially robust distillation: PGD on the student, matching the teacher's clean "
                  "outputs (Goldblum et al. 2020)")
 class ARDLoss(RobustDistillationLoss):
     name = "ard"
@@ -178,10 +190,11 @@ class ARDLoss(RobustDistillationLoss):
         return self.output(loss, logits, teacher, {"train_adv_agreement": agree})
 
 
-@LOSSES.register("rslad", "robust soft label adversarial distillation: 5/6·KL(x') + 1/6·KL(x) to the teacher's "
+@LOSSES.register(help="robust soft label adversarial distillation: 5/6·KL(x') + 1/6·KL(x) to the teacher's "
                  "soft labels (Zi et al. 2021)")
 class RSLADLoss(RobustDistillationLoss):
     name = "rslad"
+    default_alpha = 5 / 6
 
     def __init__(self, teacher: nn.Module, temperature: float = 1.0, alpha: float = 5 / 6, eps: float = 8 / 255,
                  steps: int = 10, step_size: float | None = None, seed: int = 0):

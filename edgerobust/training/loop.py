@@ -18,7 +18,7 @@ from ..errors import CheckpointError, EdgeRobustError
 from ..io import load_torch, save_torch
 from ..progress import progress_bar
 from . import distributed as dist_util
-from .losses import LossOutput, NaturalLoss, StepState, TrainingLoss
+from .losses import LossOutput, NaturalLoss, StepState, TrainingLoss, needs_labels
 from .metrics import evaluate_clean
 from .schedules import ScheduleSettings, learning_rate
 
@@ -58,6 +58,10 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
                            nesterov=config.nesterov and config.momentum > 0)
 
 
+CHECKPOINT_KEYS = ("epoch", "global_step", "model", "optimizer", "generator", "torch_rng", "history", "config",
+                   "callbacks")
+
+
 class Trainer:
     def __init__(self, model: nn.Module, train_data: ArrayDataset, config: TrainConfig, *,
                  loss: TrainingLoss | None = None, eval_data: ArrayDataset | None = None,
@@ -81,6 +85,12 @@ class Trainer:
         self.eval_data = eval_data
         self.config = config.validate()
         self.loss = loss or NaturalLoss()
+        if hasattr(self.loss, "to"):  # a loss holding modules (a teacher) computes where the model does
+            self.loss.to(self.device)
+        if train_data.labels is None and needs_labels(self.loss):
+            raise EdgeRobustError(f"the '{getattr(self.loss, 'name', 'training')}' loss needs labels and "
+                                  f"{train_data.name} has none; choose a labelled dataset or a loss that makes "
+                                  "its own targets")
         from .lipschitz_control import lipschitz_callbacks  # late: its callbacks subclass this module's Callback
 
         self.callbacks = list(callbacks) + lipschitz_callbacks(self.config.lipschitz_penalty,
@@ -120,23 +130,32 @@ class Trainer:
         state = load_torch(path)
         if not isinstance(state, dict) or state.get("format") != "edgerobust-train-checkpoint-1":
             raise CheckpointError(f"{path} is not an edgerobust training checkpoint")
-        if state["config"] != asdict(self.config):
-            changed = sorted(k for k in state["config"] if state["config"][k] != asdict(self.config).get(k))
+        missing = [k for k in CHECKPOINT_KEYS if k not in state]
+        if missing:
+            raise CheckpointError(f"checkpoint {path} is damaged: it lacks {', '.join(missing)}; start the run "
+                                  "again without --resume (or restore the file)")
+        if not isinstance(state["config"], dict) or state["config"] != asdict(self.config):
+            saved = state["config"] if isinstance(state["config"], dict) else {}
+            changed = sorted(k for k in {*saved, *asdict(self.config)} if saved.get(k) != asdict(self.config).get(k))
             raise CheckpointError(f"cannot resume from {path}: training settings differ ({', '.join(changed)}); "
                                   "resume with the same settings or start a new run")
         try:
             self.model.load_state_dict(state["model"])
-        except RuntimeError:
+        except (RuntimeError, TypeError, AttributeError):
             raise CheckpointError(f"checkpoint {path} was written for another architecture") from None
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        self.epoch = int(state["epoch"])
-        self.global_step = int(state["global_step"])
-        self.result.history = list(state["history"])
-        self.stop_reason = state.get("stop_reason")
-        for cb, cb_state in zip(self.callbacks, state["callbacks"], strict=False):
-            cb.load_state_dict(cb_state)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            self.epoch = int(state["epoch"])
+            self.global_step = int(state["global_step"])
+            self.result.history = list(state["history"])
+            self.stop_reason = state.get("stop_reason")
+            for cb, cb_state in zip(self.callbacks, state["callbacks"], strict=False):
+                cb.load_state_dict(cb_state)
+        except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as exc:
+            raise CheckpointError(f"checkpoint {path} is damaged ({type(exc).__name__}: {exc}); start the run "
+                                  "again without --resume (or restore the file)") from None
 
     # -- the loop -------------------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:
@@ -191,11 +210,11 @@ class Trainer:
             if self.dist is not None:
                 # every rank drew the same global batch; each trains on its shard, weighted so that DDP's
                 # average of the ranks' gradients is the gradient of the global batch's mean loss
-                shard = self.dist.shard(len(y))
-                share = (shard.stop - shard.start) * self.dist.world_size / len(y)
-                state = replace(state, rows=(shard.start, len(y)))  # random starts as the whole batch's
-                x, y = x[shard], y[shard]
-            x, y = self.placement.put(x), self.placement.put(y)
+                shard = self.dist.shard(len(x))
+                share = (shard.stop - shard.start) * self.dist.world_size / len(x)
+                state = replace(state, rows=(shard.start, len(x)))  # random starts as the whole batch's
+                x, y = x[shard], (None if y is None else y[shard])
+            x, y = self.placement.put(x), (None if y is None else self.placement.put(y))
             out: LossOutput = self.loss(self.train_model, x, y, state)
             loss = out.loss * share if share != 1.0 else out.loss
             for cb in self.callbacks:
@@ -213,11 +232,13 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_after_step(self)
             self.global_step += 1
-            seen += len(y)
-            loss_sum += out.loss.item() * len(y)
-            correct += (out.logits.argmax(1) == (y if out.targets is None else out.targets)).sum().item()
+            seen += len(x)
+            loss_sum += out.loss.item() * len(x)
+            targets = y if out.targets is None else out.targets  # a loss may supply its own (a teacher's)
+            if targets is not None:  # without labels or targets there is no training accuracy to count
+                correct += (out.logits.argmax(1) == targets).sum().item()
             for key, value in (out.metrics or {}).items():
-                extra[key] = extra.get(key, 0.0) + value * len(y)
+                extra[key] = extra.get(key, 0.0) + value * len(x)
             bars.advance(task)
         if self.dist is not None:
             totals = dist_util.all_reduce_sums({"seen": seen, "loss_sum": loss_sum, "correct": correct,
@@ -227,8 +248,10 @@ class Trainer:
         elapsed = time.perf_counter() - started
         metrics = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                    "seconds": elapsed, "images_per_second": seen / elapsed if elapsed > 0 else math.inf}
+        if self.train_data.labels is None:
+            del metrics["train_accuracy"]
         metrics.update({key: value / seen for key, value in extra.items()})
-        if self.eval_data is not None:
+        if self.eval_data is not None and self.eval_data.labels is not None:
             clean = None
             if self.dist is None or self.dist.is_main:
                 clean = evaluate_clean(self.model, self.eval_data, cfg.eval_batch_size)
@@ -239,7 +262,9 @@ class Trainer:
 
 
 def _status(metrics: dict[str, float]) -> str:
-    parts = [f"loss {metrics['train_loss']:.3f}", f"acc {metrics['train_accuracy']:.3f}"]
+    parts = [f"loss {metrics['train_loss']:.3f}"]
+    if "train_accuracy" in metrics:
+        parts.append(f"acc {metrics['train_accuracy']:.3f}")
     if "test_accuracy" in metrics:
         parts.append(f"test {metrics['test_accuracy']:.3f}")
     return " ".join(parts)

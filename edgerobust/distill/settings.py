@@ -1,10 +1,10 @@
 """[distill]: a student learns from a teacher run (Barmpas, ch. 4: logit matching, temperature, adversarial)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..config import SEED_LIMIT, register_section, setting
-from ..errors import EdgeRobustError
+from ..config import SEED_LIMIT, ConfigError, register_section, setting
 
 METHODS = ("logit-matching", "temperature", "hinton", "ard", "rslad")
 
@@ -35,10 +35,11 @@ class DistillConfig:
     pgd_steps: int = setting(20, ge=1, help="PGD steps of the robustness check")
     seed: int = setting(0, ge=0, lt=SEED_LIMIT, help="seed of the pool split and the attacks' random starts")
 
-    def check(self, label: str = "[distill]") -> DistillConfig:
+    def check(self, label: Callable[[str], str] = "[distill] {}".format) -> DistillConfig:
+        """Checks across a list: every temperature of a sweep positive (`label` names the key's origin)."""
         for t in self.temperatures or []:
             if not t > 0:
-                raise EdgeRobustError(f"{label} temperatures: {t} is not positive; every temperature must be > 0")
+                raise ConfigError(f"{label('temperatures')}: {t} is not positive; every temperature must be > 0")
         return self
 
 

@@ -262,6 +262,8 @@ class TrainConfig:
     augment: bool = setting(True, help="standard augmentation for the dataset")
     grad_clip: float = setting(0.0, ge=0, help="gradient-norm clip (0 = off)")
     eval_batch_size: int = setting(512, ge=1, help="batch size of clean evaluation")
+    lipschitz_penalty: float = setting(0.0, ge=0, help="weight of Σ log σ_i over conv/linear operator norms (0 = off)")
+    spectral_norm: float = setting(0.0, ge=0, help="cap every conv/linear operator norm at this value (0 = off)")
     loss: str | None = setting(None, registry="loss", help="training loss by name (default: [adversarial]'s "
                                "method, else natural); it takes the [adversarial] settings it declares")
     loss_options: dict[str, Any] = setting({}, help="the loss's own settings, e.g. a distillation temperature")

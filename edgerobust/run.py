@@ -116,7 +116,7 @@ class RunDir:
         if not isinstance(state, dict):
             raise CheckpointError(f"{self.weights_path} does not hold a state dict")
         model = build_model(info["spec"], info["input_shape"], info["num_classes"], info.get("mean"),
-                            info.get("std"), check_shape=False)
+                            info.get("std"), check_shape=False, activation=info.get("activation"))
         if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
             raise CheckpointError(f"{self.weights_path} does not hold a state dict of named tensors")
         try:
@@ -227,5 +227,9 @@ def check_model_info(info: Any, where: Path) -> None:
         if value is not None and not (isinstance(value, list) and len(value) == shape[0] and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
             raise bad(field, f"a list of {shape[0]} numbers (one per channel)")
+    activation = info.get("activation")
+    if activation is not None and not (isinstance(activation, dict) and isinstance(activation.get("name"), str)
+                                       and isinstance(activation.get("options", {}), dict)):
+        raise bad("activation", "a table with a name (e.g. kaf) and options")
     if "std" in info and info["std"] is not None and min(info["std"]) <= 0:
         raise bad("std", "positive")

@@ -139,6 +139,7 @@ def copy_bundle(tmp: Path, source: Path) -> Path:
 EVAL = ["--n", "5", "--steps", "2", "--queries", "5", "--minimal", "none", "--no-masking", "-q"]
 TRAIN = ["--model", "mlp:8", "--data", "digits", "--epochs", "1", "-q"]
 SMOOTH = ["--n0", "2", "--n", "4", "--points", "3", "-q"]
+DISTILL = ["--epochs", "1", "-q", "--out"]
 
 
 # (id, setup(tmp, bundle_source) -> CLI args, expected words in the one line)
@@ -299,6 +300,22 @@ CASES = [
                                                      (t / "bundle" / "model.onnx").open("ab").write(b"\0"),
                                                      ["certify", t / "bundle"])[2], "does not match its bundle"),
     ("certify-bundle-outside-a-run", lambda t, b: ["certify", b, "--n", "1"], "is not inside a run"),
+    ("distill-missing-teacher", lambda t, b: ["distill", "--teacher", t / "nope", *DISTILL, t / "d"],
+     "run directory"),
+    ("distill-corrupt-teacher", lambda t, b: ((t / RUN / "model.pt").write_bytes(b"not a checkpoint"),
+                                              ["distill", "--teacher", t / RUN, *DISTILL, t / "d"])[1], "model.pt"),
+    ("distill-teacher-other-shape", lambda t, b: ["distill", "--teacher", other_shape_run(t), *DISTILL, t / "d"],
+     "must share input shape and classes"),
+    ("distill-zero-temperature", lambda t, b: ["distill", "--teacher", t / RUN, "-T", "0", *DISTILL, t / "d"],
+     "--temperature = 0.0 must be greater than 0"),
+    ("distill-negative-sweep", lambda t, b: ["distill", "--teacher", t / RUN, "--sweep", "1,-2", *DISTILL, t / "d"],
+     "-2.0 is not positive"),
+    ("distill-unknown-method", lambda t, b: ["distill", "--teacher", t / RUN, "--method", "bogus", *DISTILL,
+                                             t / "d"], "--method = 'bogus' is not one of"),
+    ("distill-unknown-student", lambda t, b: ["distill", "--teacher", t / RUN, "--student", "bogus", *DISTILL,
+                                              t / "d"], "unknown model 'bogus'"),
+    ("distill-labels-from-unlabelled-pool", lambda t, b: ["distill", "--teacher", t / RUN, "--method", "hinton",
+                                                          "--pool", "synthetic", *DISTILL, t / "d"], "needs labels"),
     ("markup-in-user-text", lambda t, b: ["train", "--model", "[train]bogus", "--data", "digits", "--out", t / "r",
                                           "-q"], "[train]bogus"),
     # randomized smoothing

@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"data", "models", "bounds"},
     {"run", "run_select"},
     {"__init__"},
-    {"attacks", "training", "compress", "evaluation"},
+    {"attacks", "training", "compress", "evaluation", "distill"},
     {"devices", "export", "bench", "certify", "remote", "smoothing"},
     {"report"},
     {"pipeline"},

@@ -46,7 +46,8 @@ class ModelSpec:
 
 def build_model(spec: str | ModelSpec, input_shape: Sequence[int], num_classes: int,
                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                check_shape: bool = True) -> NormalizedClassifier:
+                check_shape: bool = True, activation: str | dict | None = None) -> NormalizedClassifier:
+    """`activation` (a name such as kaf, or the manifest's {"name", "options"}) replaces every ReLU."""
     spec = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec)
     input_shape = tuple(int(s) for s in input_shape)
     channels = input_shape[0]
@@ -67,6 +68,10 @@ def build_model(spec: str | ModelSpec, input_shape: Sequence[int], num_classes: 
         raise ShapeError(f"model '{spec}' for inputs {input_shape} is too large to allocate; choose smaller "
                          "widths") from None
     model = NormalizedClassifier(body, mean, std)
+    if activation is not None:
+        from .activations import swap_activations  # late: activations need this module's zoo built first
+
+        swap_activations(model, activation, input_shape)
     if check_shape:
         check_input_shape(model, input_shape, num_classes, str(spec))
     return model

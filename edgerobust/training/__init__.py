@@ -1,4 +1,5 @@
 """One training loop with pluggable losses and callbacks; LR schedules; clean metrics; adversarial training."""
+from . import distill_losses  # noqa: F401 - registers the distillation losses
 from .adversarial import FGSMRSLoss, PGDAdversarialLoss, TradesLoss, build_training_loss
 from .eps_schedule import EPS_SCHEDULES, EpsSchedule
 from .loop import Callback, LoopSetup, TrainConfig, Trainer, TrainResult, make_optimizer

@@ -39,6 +39,7 @@ class TrainSetup:
     recipe: dict | None = None  # recorded in the manifest
     description: str = "train"  # the progress bar's label
     device: str | torch.device | None = None  # auto (None: CUDA when present), cpu, cuda or cuda:N
+    activation: str | dict | None = None  # kaf, elu, swish, gelu, softplus, kwta: replaces the model's ReLUs
 
 
 def train_model(out: str | Path, model_spec: str, data: str = "digits", config: TrainConfig | None = None,
@@ -46,7 +47,8 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
     """Train `model_spec` on `data` into run directory `out` (checkpointed every epoch; `setup.resume` continues).
 
     The loss is `config.loss` ([train] loss) by name, else [adversarial]'s method (`setup.adversarial`), else
-    natural; an explicit `setup.loss` object wins. `setup.device`: the model and every batch live there. Under
+    natural; an explicit `setup.loss` object wins. `setup.activation` (models/activations.py) replaces the model's
+    ReLUs and is recorded in the manifest. `setup.device`: the model and every batch live there. Under
     torchrun the ranks train together (DDP; NCCL ranks on their own GPU) and rank 0 alone writes the run.
     """
     config = (config or TrainConfig()).validate()
@@ -57,6 +59,11 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
     if loss is None:
         loss, guard = training_loss(config, setup.adversarial)
         callbacks += [guard] if guard else []
+    activation = setup.activation
+    if activation is not None:
+        from ..models.activations import parse_activation
+
+        activation = parse_activation(activation)  # an unknown name fails before any work
     check_output(out)
     check_fresh_output(Path(out), setup.resume)
     train_set = load_dataset(data, "train", setup.data_root, **(setup.data_options or {}))
@@ -65,7 +72,8 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
         check_fresh_output(Path(out), setup.resume)  # again under the lock: another command may have finished
         return _train_into(out, model_spec, data, config, dist, train_set, test_set, data_root=setup.data_root,
                            resume=setup.resume, loss=loss, callbacks=callbacks, recipe=setup.recipe,
-                           progress=progress, init_from=setup.init_from, description=setup.description, device=device)
+                           progress=progress, init_from=setup.init_from, description=setup.description, device=device,
+                           activation=activation)
 
 
 def check_fresh_output(out: Path, resume: bool) -> None:
@@ -81,7 +89,7 @@ def check_fresh_output(out: Path, resume: bool) -> None:
 
 
 def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, data_root, resume, loss, callbacks,
-                recipe, progress, init_from, description, device) -> RunDir:
+                recipe, progress, init_from, description, device, activation=None) -> RunDir:
     run = RunDir.create(out)
     if init_from is not None:
         model = init_from.load_model()
@@ -89,7 +97,8 @@ def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, dat
         run.add_parent(init_from, "initialised from")
     else:
         torch.manual_seed(config.seed)  # seeded initial weights: the same command gives the same model
-        model = build_model(model_spec, train_set.input_shape, train_set.num_classes, train_set.mean, train_set.std)
+        model = build_model(model_spec, train_set.input_shape, train_set.num_classes, train_set.mean, train_set.std,
+                            activation=activation)
     trainer = Trainer(model, train_set, config, LoopSetup(loss=loss, eval_data=test_set, callbacks=callbacks,
                                                           checkpoint_path=run.checkpoint_path,
                                                           augment=default_augment(data), description=description),
@@ -98,6 +107,8 @@ def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, dat
     if dist is not None and not dist.is_main:
         return distributed.finished_run(out, dist)
     info = model_info(model_spec, train_set) if init_from is None else dict(init_from.manifest["model"])
+    if activation is not None and init_from is None:
+        info["activation"] = activation
     final = result.final
     run.save_model(
         model, info,

@@ -94,7 +94,8 @@ def bench_inputs(run: RunDir, count: int = 256) -> tuple[ArrayDataset, str]:
     name = test.get("name")
     if name:
         with contextlib.suppress(EdgeRobustError, OSError):
-            data = load_dataset(name, "test", run.manifest.get("dataset", {}).get("root") or None)
+            recorded = run.manifest.get("dataset", {})
+            data = load_dataset(name, "test", recorded.get("root") or None, **(recorded.get("options") or {}))
             if data.input_shape == run.input_shape:
                 return data.subset(count), f"{name} test split ({min(count, len(data))} images)"
     generator = torch.Generator().manual_seed(0)

@@ -61,6 +61,7 @@ def train(
         method=given(adv, "--adv"), eps=eps, steps=given(adv_steps, "--adv-steps"),
         weight=given(adv_weight, "--adv-weight"), schedule=given(eps_schedule, "--eps-schedule"), guard=guard))
     run = train_model(out, model, data, config, data_root=data_root or data_section.root, resume=resume,
+                      data_options=data_section.options if data == data_section.name else None,
                       recipe=spec, progress=False if quiet else None, adversarial=adversarial, device=device)
     from ..training.distributed import is_main_process
 

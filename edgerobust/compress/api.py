@@ -87,7 +87,8 @@ def _source_data(source: RunDir, data: str | None, data_root: str | Path | None)
     if not name:
         raise EdgeRobustError(f"{source.path} does not record its dataset; pass --data")
     root = data_root if data_root is not None else (source.manifest.get("dataset", {}).get("root") or None)
-    return {"name": name, "root": root}
+    options = source.manifest.get("dataset", {}).get("options") if name == train.get("name") else None
+    return {"name": name, "root": root, "options": options or {}}
 
 
 def compress_model(source: str | Path | RunDir, out: str | Path, config: CompressConfig | None = None,
@@ -125,7 +126,7 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
         raise EdgeRobustError("--out must differ from the source run directory")
     data_info = _source_data(source, data, data_root)
     shape = source.input_shape
-    data_shape = load_dataset(data_info["name"], "test", data_info.get("root")).input_shape
+    data_shape = load_dataset(data_info["name"], "test", data_info.get("root"), **data_info["options"]).input_shape
     if tuple(data_shape) != tuple(shape):
         raise EdgeRobustError(f"dataset {data_info['name']} has inputs of shape {tuple(data_shape)} but the model of "
                               f"{source.path} takes {tuple(shape)}; compress with the dataset it was trained on")
@@ -171,7 +172,7 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
     masked.eval()
     if ctx is not None and not ctx.is_main:  # rank 0 alone removes, evaluates and writes the slim run
         return distributed.finished_run(out, ctx)
-    test = load_dataset(data_info["name"], "test", data_info.get("root"))
+    test = load_dataset(data_info["name"], "test", data_info.get("root"), **data_info["options"])
     removed: dict[str, int] = {}
     slim, max_diff = masked, 0.0
     if config.physical:

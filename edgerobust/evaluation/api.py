@@ -30,7 +30,7 @@ def test_data(run: RunDir, n: int | None = None):
     name = data.get("train", {}).get("name")
     if not name:
         raise EdgeRobustError(f"{run.path} does not record its dataset; it was not made by `edgerobust train`")
-    test = load_dataset(name, "test", data.get("root") or None)
+    test = load_dataset(name, "test", data.get("root") or None, **(data.get("options") or {}))
     if n is not None:
         if n < 1:
             raise EdgeRobustError(f"--n must be at least 1, got {n}")

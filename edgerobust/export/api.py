@@ -70,7 +70,7 @@ def load_inputs(run: RunDir, split: str, data_root: str | Path | None) -> Any:
         raise EdgeRobustError(f"run {run.path} does not record its dataset; parity needs real inputs from it")
     root = data_root or data.get("root") or None
     try:
-        dataset = load_dataset(name, split, root)
+        dataset = load_dataset(name, split, root, **(data.get("options") or {}))
     except DataError as exc:
         raise EdgeRobustError(f"parity needs real inputs but {name} ({split}) cannot be loaded: {exc}; "
                               "pass --data-root") from None

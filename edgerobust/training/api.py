@@ -52,6 +52,7 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
     with locked(out):  # one command writes a run directory at a time (rank 0 alone under torchrun)
         check_fresh_output(Path(out), resume)  # again under the lock: another command may have finished meanwhile
         return _train_into(out, model_spec, data, config, dist, train_set, test_set, data_root=data_root,
+                           data_options=data_options,
                            resume=resume, loss=loss, callbacks=callbacks, recipe=recipe, progress=progress,
                            init_from=init_from, description=description, device=device)
 
@@ -68,8 +69,8 @@ def check_fresh_output(out: Path, resume: bool) -> None:
                               "choose another --out")
 
 
-def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, data_root, resume, loss, callbacks,
-                recipe, progress, init_from, description, device) -> RunDir:
+def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, data_root, data_options, resume, loss,
+                callbacks, recipe, progress, init_from, description, device) -> RunDir:
     run = RunDir.create(out)
     if init_from is not None:
         model = init_from.load_model()
@@ -88,7 +89,8 @@ def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, dat
     final = result.final
     run.save_model(
         model, info,
-        dataset={"train": train_set.describe(), "test": test_set.describe(), "root": str(data_root or "")},
+        dataset={"train": train_set.describe(), "test": test_set.describe(), "root": str(data_root or ""),
+                 "options": dict(data_options or {})},
         training={"config": asdict(config), "loss": getattr(trainer.loss, "describe", lambda: {})(),
                   "augment": trainer.augment.describe(), "history": result.history,
                   "stopped_early": result.stopped_early,

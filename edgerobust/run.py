@@ -106,15 +106,20 @@ class RunDir:
         self.save_manifest()
 
     def load_model(self) -> nn.Module:
-        from .models import build_model
+        from .models import ModelImportError, build_model
+        from .models.external import recorded
         from .models.resize import resize_to_state_dict
 
         info = self.manifest["model"]
         state = load_torch(self.weights_path)
         if not isinstance(state, dict):
             raise CheckpointError(f"{self.weights_path} does not hold a state dict")
-        model = build_model(info["spec"], info["input_shape"], info["num_classes"], info.get("mean"),
-                            info.get("std"), check_shape=False)
+        source = info.get("source") or {}
+        try:
+            model = build_model(info["spec"], info["input_shape"], info["num_classes"], info.get("mean"),
+                                info.get("std"), check_shape=False, kwargs=source.get("kwargs"))
+        except ModelImportError as exc:  # the user's model no longer imports or builds here
+            raise ModelImportError(f"{self.path}: cannot rebuild its model: {exc}; {recorded(source)}") from None
         if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
             raise CheckpointError(f"{self.weights_path} does not hold a state dict of named tensors")
         try:
@@ -160,3 +165,6 @@ def check_model_info(info: Any, where: Path) -> None:
             raise bad(field, f"a list of {shape[0]} numbers (one per channel)")
     if "std" in info and info["std"] is not None and min(info["std"]) <= 0:
         raise bad("std", "positive")
+    source = info.get("source")
+    if source is not None and not (isinstance(source, dict) and isinstance(source.get("kwargs", {}), dict)):
+        raise bad("source", "a table (the user model's import path, kwargs and package)")

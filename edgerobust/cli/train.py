@@ -9,14 +9,18 @@ import typer
 from ..config import given, section
 from ..recipe import load_recipe
 from ..training.api import adversarial_from_recipe, config_from_recipe, train_model
-from .common import command, console, device_option
+from .common import command, console, device_option, split_list
 from .render import print_run_summary
 
 
 @command
 def train(
     model: Optional[str] = typer.Option(None, "--model", "-m",
-                                        help="Model spec, e.g. scnn2:16-32 (see `edgerobust models`)."),
+                                        help="Model spec, e.g. scnn2:16-32 (see `edgerobust models`), or your own "
+                                        "package.module:factory (kwargs from the recipe's [model] kwargs)."),
+    mean: Optional[str] = typer.Option(None, "--mean", help="Your model takes inputs normalised with this "
+                                       "per-channel mean, e.g. 0.485,0.456,0.406 (default: [0,1] pixels)."),
+    std: Optional[str] = typer.Option(None, "--std", help="… and this per-channel std."),
     data: Optional[str] = typer.Option(None, "--data", "-d",
                                        help="Dataset name (digits, synthetic, mnist, cifar10, ...)."),
     out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Run directory to write."),
@@ -49,7 +53,10 @@ def train(
     Multi-process (DDP): torchrun --nproc-per-node N -m edgerobust train …
     """
     spec = load_recipe(recipe or "default")
-    model = model or section(spec, "model").spec
+    model_section = section(spec, "model", overrides=dict(mean=split_list(mean), std=split_list(std)))
+    model_options = model_section.options() if model in (None, model_section.spec) else \
+        {"mean": model_section.mean, "std": model_section.std}  # the recipe's kwargs are its own model's
+    model = model or model_section.spec
     data_section = section(spec, "data")
     data = data or data_section.name
     config = config_from_recipe(spec, dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
@@ -62,6 +69,7 @@ def train(
         weight=given(adv_weight, "--adv-weight"), schedule=given(eps_schedule, "--eps-schedule"), guard=guard))
     run = train_model(out, model, data, config, data_root=data_root or data_section.root, resume=resume,
                       data_options=data_section.options if data == data_section.name else None,
+                      model_options=model_options,
                       recipe=spec, progress=False if quiet else None, adversarial=adversarial, device=device)
     from ..training.distributed import is_main_process
 

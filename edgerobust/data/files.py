@@ -1,13 +1,15 @@
-"""Images that stay on disk: decoded with Pillow when a batch asks for them, by loader worker processes.
+"""Images that stay on disk: decoded with Pillow when a batch asks for them, by loader worker threads.
 
 `FileImages` stands where an in-memory NCHW tensor stands in an `ArrayDataset` (`images[idx]` decodes those files
 into a float32 tensor in [0,1]; `shape`, `len`), so a dataset of any size is never held in memory whole; only the
-batches a command reads are decoded. `iterate_batches` (loader.py) streams it through a `torch.utils.data.DataLoader`
-with worker processes, in the same seeded order as an in-memory dataset, so the batches are identical.
+batches a command reads are decoded. `iterate_batches` (loader.py) streams it through worker threads, in the same
+seeded order as an in-memory dataset, so the batches are identical.
 """
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,9 +66,9 @@ def _centre_crop(image, width: int, height: int):
     return image.crop((left, top, left + width, top + height))
 
 
-class _Batches(torch.utils.data.Dataset):
-    """What a loader worker serves: a list of indices -> their decoded uint8 batch, or the error line (a worker's
-    exception would come back wrapped in its traceback; the one line is raised in the main process instead)."""
+class _Batches:
+    """What a loader worker serves: a list of indices -> their decoded uint8 batch, or the error line (raised as one
+    DataError by the consumer)."""
 
     def __init__(self, paths: Sequence[str], decoder: Decoder):
         self.paths, self.decoder = paths, decoder
@@ -79,10 +81,6 @@ class _Batches(torch.utils.data.Dataset):
             return torch.from_numpy(np.stack([self.decoder(self.paths[i]) for i in indices]))
         except DataError as exc:
             return str(exc)
-
-
-def _identity(batch):
-    return batch
 
 
 class FileImages:
@@ -121,16 +119,26 @@ class FileImages:
         return self[:].numpy()
 
     def batches(self, chunks: Sequence[Sequence[int]], workers: int | None = None) -> Iterator[torch.Tensor]:
-        """Float32 batches for each list of indices in `chunks`, in order, decoded by `workers` processes."""
+        """Float32 batches for each list of indices in `chunks`, in order, decoded by `workers` threads (Pillow
+        releases the GIL while it decodes and resizes, so threads decode in parallel without copying batches
+        between processes), at most two batches per worker ahead of the consumer."""
         workers = self.workers if workers is None else workers
         chunks = [c.tolist() if isinstance(c, torch.Tensor) else list(map(int, c)) for c in chunks]
+        decode = _Batches(self.paths, self.decoder).__getitem__
         if workers <= 0 or len(chunks) <= 1:
-            source: Iterator = (_Batches(self.paths, self.decoder)[c] for c in chunks)
-        else:
-            source = iter(torch.utils.data.DataLoader(_Batches(self.paths, self.decoder), batch_size=None,
-                                                      sampler=chunks, num_workers=min(workers, len(chunks)),
-                                                      collate_fn=_identity))
-        for batch in source:
-            if isinstance(batch, str):
-                raise DataError(batch)
-            yield batch.to(torch.float32).div_(255.0)
+            yield from map(_finish, map(decode, chunks))
+            return
+        with ThreadPoolExecutor(workers, thread_name_prefix="edgerobust-decode") as pool:
+            pending: deque = deque()
+            for chunk in chunks:
+                pending.append(pool.submit(decode, chunk))
+                if len(pending) > 2 * workers:
+                    yield _finish(pending.popleft().result())
+            while pending:
+                yield _finish(pending.popleft().result())
+
+
+def _finish(batch: torch.Tensor | str) -> torch.Tensor:
+    if isinstance(batch, str):
+        raise DataError(batch)
+    return batch.to(torch.float32).div_(255.0)

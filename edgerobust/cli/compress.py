@@ -78,10 +78,12 @@ def compress(
         raise EdgeRobustError("pass --model (a run directory or a model spec) or use a recipe with a [model] spec")
     source = model or section(spec, "model").spec
     data_section = section(spec, "data")
+    from_run = Path(source).is_dir()  # a trained run keeps the dataset it recorded unless --data says otherwise
     runs, rows = compress_grid(source, out, keeps, eps_values, replace(config, keep=keeps[0]), train_config,
                                adv=adv_settings, evaluate=eval_settings if evaluate else None,
-                               data=data or (data_section.name if "data" in spec else None),
-                               data_root=data_root or data_section.root, resume=resume,
+                               data=data or (data_section.name if "data" in spec and not from_run else None),
+                               data_root=data_root or (None if from_run and not data else data_section.root),
+                               resume=resume,
                                progress=False if quiet else None, recipe=spec, device=device)
     if not is_main_process():
         return

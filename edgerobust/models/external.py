@@ -3,9 +3,10 @@ entry-point group `edgerobust.models` (importlib.metadata), beside the zoo.
 
 A factory is a function or class returning an `nn.Module` that maps N×C×H×W inputs to N×classes logits; it is
 called with the recipe's `[model] kwargs`, plus `num_classes`, `input_shape` and `in_channels` where its signature
-takes them and the kwargs do not set them. `describe_source` records what rebuilds the model (the import path or entry point, the
-kwargs, and the providing distribution's name and version); `RunDir.load_model` rebuilds it from that record, and a
-model that no longer imports is one `ModelImportError` line saying what failed and what was recorded.
+takes them and the kwargs do not set them. `build_external` returns the record that rebuilds the model (the import
+path or entry point, the kwargs, and the providing distribution's name and version); `RunDir.load_model` rebuilds it
+from that record, and a model that no longer imports is one `ModelImportError` line saying what failed and what was
+recorded.
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"run", "run_select"},
     {"__init__"},
     {"attacks", "training", "compress", "evaluation"},
-    {"devices", "export", "bench", "certify", "runner", "remote"},
+    {"devices", "export", "bench", "certify", "runner", "remote", "imports"},
     {"report"},
     {"pipeline"},
     {"cli", "__main__", "recipes"},

@@ -9,7 +9,7 @@ import typer
 from ..config import given, section
 from ..recipe import load_recipe
 from ..training.api import adversarial_from_recipe, config_from_recipe, train_model
-from .common import command, console, device_option, split_list
+from .common import command, console, device_option, parse_kwargs, split_list
 from .render import print_run_summary
 
 
@@ -18,6 +18,8 @@ def train(
     model: Optional[str] = typer.Option(None, "--model", "-m",
                                         help="Model spec, e.g. scnn2:16-32 (see `edgerobust models`), or your own "
                                         "package.module:factory (kwargs from the recipe's [model] kwargs)."),
+    kwargs: Optional[str] = typer.Option(None, "--kwargs", help="Keyword arguments of your model's factory as JSON, "
+                                         "e.g. '{\"width\": 16}' (replaces the recipe's [model] kwargs)."),
     mean: Optional[str] = typer.Option(None, "--mean", help="Your model takes inputs normalised with this "
                                        "per-channel mean, e.g. 0.485,0.456,0.406 (default: [0,1] pixels)."),
     std: Optional[str] = typer.Option(None, "--std", help="… and this per-channel std."),
@@ -53,8 +55,9 @@ def train(
     Multi-process (DDP): torchrun --nproc-per-node N -m edgerobust train …
     """
     spec = load_recipe(recipe or "default")
-    model_section = section(spec, "model", overrides=dict(mean=split_list(mean), std=split_list(std)))
-    model_options = model_section.options() if model in (None, model_section.spec) else \
+    model_section = section(spec, "model", overrides=dict(mean=split_list(mean), std=split_list(std),
+                                                          kwargs=parse_kwargs(kwargs)))
+    model_options = model_section.options() if model in (None, model_section.spec) or kwargs is not None else \
         {"mean": model_section.mean, "std": model_section.std}  # the recipe's kwargs are its own model's
     model = model or model_section.spec
     data_section = section(spec, "data")

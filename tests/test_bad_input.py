@@ -22,6 +22,7 @@ import torch
 from cli_helpers import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from user_data import image_folder
 
 from edgerobust.errors import EdgeRobustError
 from edgerobust.io import sha256_file
@@ -250,6 +251,49 @@ CASES = [
         ["pipeline", "--recipe", t / "r.toml", "--out", t / "p", "-q"])[1], "at least 1"),
     ("markup-in-user-text", lambda t, b: ["train", "--model", "[train]bogus", "--data", "digits", "--out", t / "r",
                                           "-q"], "[train]bogus"),
+    # your model, your weights, your data (issue 26)
+    ("train-import-path-no-module", lambda t, b: ["train", "--model", "nosuchpackage.nets:net", "--data", "digits",
+                                                  "--out", t / "r", "-q"], "No module named 'nosuchpackage'"),
+    ("train-import-path-no-attribute", lambda t, b: ["train", "--model", "edgerobust.models.lenet:nothing", "--data",
+                                                     "digits", "--out", t / "r", "-q"], "has no attribute 'nothing'"),
+    ("train-factory-returns-no-module", lambda t, b: ["train", "--model", "collections:OrderedDict", "--data",
+                                                      "digits", "--out", t / "r", "-q"], "not a torch.nn.Module"),
+    ("train-factory-raises", lambda t, b: ["train", "--model", "json:loads", "--data", "digits", "--out", t / "r",
+                                           "-q"], "raised TypeError"),
+    ("train-kwargs-for-a-zoo-model", lambda t, b: ["train", *TRAIN, "--kwargs", '{"width": 3}', "--out", t / "r"],
+     "takes no [model] kwargs"),
+    ("train-kwargs-not-json", lambda t, b: ["train", *TRAIN, "--kwargs", "width=3", "--out", t / "r"], "not JSON"),
+    ("train-mean-wrong-channels", lambda t, b: ["train", *TRAIN, "--mean", "0.1,0.2", "--out", t / "r"],
+     "one per channel"),
+    ("import-weights-do-not-fit", lambda t, b: ["import", "--model", "scnn2:4-4", "--weights", t / RUN / "model.pt",
+                                                "--data", "digits", "--out", t / "i"], "do not fit model"),
+    ("import-weights-not-a-state-dict", lambda t, b: (torch.save([1, 2], t / "w.pt"), [
+        "import", "--model", "scnn2:4-4", "--weights", t / "w.pt", "--data", "digits", "--out", t / "i"])[1],
+     "does not hold a state dict"),
+    ("import-weights-code-pickle", lambda t, b: (torch.save({"w": torch.nn.ReLU()}, t / "w.pt"), [
+        "import", "--model", "scnn2:4-4", "--weights", t / "w.pt", "--data", "digits", "--out", t / "i"])[1],
+     "w.pt is corrupt or truncated"),
+    ("import-weights-bad-safetensors", lambda t, b: ((t / "w.safetensors").write_bytes(b"\x08" + bytes(20)), [
+        "import", "--model", "scnn2:4-4", "--weights", t / "w.safetensors", "--data", "digits", "--out", t / "i"])[1],
+     "not a readable .safetensors"),
+    ("import-weights-unknown-suffix", lambda t, b: ((t / "w.txt").write_text("1"), [
+        "import", "--model", "scnn2:4-4", "--weights", t / "w.txt", "--data", "digits", "--out", t / "i"])[1],
+     "must be a .pt"),
+    ("import-without-data-or-shape", lambda t, b: ["import", "--model", "scnn2:8-16", "--weights",
+                                                   t / RUN / "model.pt", "--out", t / "i"], "--shape C,H,W"),
+    *[(f"train-imagefolder-{name}", lambda t, b, make=make: ["train", *TRAIN[:2], "--data", "imagefolder",
+                                                            "--data-root", make(t), "--out", t / "r", "-q"], expected)
+      for name, make, expected in (
+          ("corrupt-image", lambda t: (image_folder(t / "f", 4), (t / "f" / "cat" / "x.png").write_bytes(b"no"))[0],
+           "x.png: cannot read this image"),
+          ("empty-class", lambda t: (image_folder(t / "f", 4), (t / "f" / "zebra").mkdir())[0], "zebra holds no"),
+          ("mixed-sizes", lambda t: image_folder(t / "f", 4, size=lambda i: (8 + i, 8)), "declare the input shape"),
+          ("empty-directory", lambda t: (t / "f").mkdir() or t / "f", "has 0 class folder(s)"),
+          ("not-a-directory", lambda t: t / "missing", "is not a directory"))],
+    ("train-npz-label-out-of-range", lambda t, b: (np.savez(t / "d.npz", x=np.zeros((8, 1, 4, 4), np.uint8),
+                                                            y=[0, 1, 0, 1, 0, 1, 0, -4]),
+                                                   ["train", *TRAIN[:2], "--data", "npz", "--data-root", t / "d.npz",
+                                                    "--out", t / "r", "-q"])[1], "label -4 is out of range"),
 ]
 
 
@@ -357,7 +401,8 @@ def test_fuzz_bundle_files(fuzz_dir, bundle_source, name, data, resigned):
 
 
 @FUZZ
-@given(kind=st.sampled_from(["mnist", "mnist-header", "mnist-gz", "cifar10", "svhn"]), data=st.binary(max_size=2048))
+@given(kind=st.sampled_from(["mnist", "mnist-header", "mnist-gz", "cifar10", "svhn", "imagefolder", "npz"]),
+       data=st.binary(max_size=2048))
 def test_fuzz_data_files(tmp_path_factory, kind, data):
     from edgerobust.data import load_dataset
 
@@ -373,6 +418,16 @@ def test_fuzz_data_files(tmp_path_factory, kind, data):
             (root / "t10k-images-idx3-ubyte").write_bytes(data)
         del images
         name = "mnist"
+    elif kind == "imagefolder":  # random bytes as one image (decoded streamed and in memory), the others sound
+        image_folder(root / "f", 3, formats=("png",))
+        good = (root / "f" / "cat" / "000.png").read_bytes()  # half the time a valid header, then random pixels
+        (root / "f" / "cat" / "000.png").write_bytes(data if len(data) % 2 else good[:40] + data)
+        typed_or_ok(lambda: [load_dataset("imagefolder", s, root / "f", shape=[3, 4, 4], stream=stream).images[:]
+                             for s in ("train", "test") for stream in (True, False)])
+        return
+    elif kind == "npz":
+        (root / "d.npz").write_bytes(data)
+        name, root = "npz", root / "d.npz"
     elif kind == "cifar10":
         (root / "cifar-10-batches-py").mkdir()
         (root / "cifar-10-batches-py" / "test_batch").write_bytes(data)

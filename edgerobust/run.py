@@ -111,6 +111,8 @@ class RunDir:
         from .models.resize import resize_to_state_dict
 
         info = self.manifest["model"]
+        if info.get("format") == "onnx":
+            return self._load_onnx(info)
         state = load_torch(self.weights_path)
         if not isinstance(state, dict):
             raise CheckpointError(f"{self.weights_path} does not hold a state dict")
@@ -132,6 +134,26 @@ class RunDir:
                                   f"(a checkpoint for another architecture? {detail})") from None
         model.eval()
         return model
+
+    def _load_onnx(self, info: dict[str, Any]) -> nn.Module:
+        """An imported ONNX graph: converted to PyTorch where the import found the conversion exact, else run by
+        onnxruntime behind an nn.Module (no gradients)."""
+        from .models.onnx_model import ConversionUnavailable, OnnxClassifier, convert_to_torch
+
+        path = self.file(str(info.get("file") or "model.onnx"))
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing: the run's model is that ONNX file; restore it or import again")
+        if (info.get("source") or {}).get("torch_conversion", {}).get("available"):
+            try:
+                return convert_to_torch(path)
+            except ConversionUnavailable:
+                pass  # the converter went away since the import: the graph still runs in onnxruntime
+        return OnnxClassifier(path, "input", "logits").eval()
+
+    @property
+    def is_onnx(self) -> bool:
+        """The run's model is an imported ONNX file (no PyTorch weights to train or prune)."""
+        return self.manifest.get("model", {}).get("format") == "onnx"
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -22,6 +22,7 @@ from ..compute_device import describe_device, resolve_device
 from ..config import BenchConfig, build
 from ..data import ArrayDataset, load_dataset
 from ..errors import EdgeRobustError
+from ..export.given_graph import write_graph_for_bench
 from ..io import write_json
 from ..models import count_flops, count_parameters
 from ..progress import progress_bar
@@ -163,6 +164,13 @@ def bench_run(run: RunDir | str | Path, target: Any = None, runtimes: Sequence[s
     if not batches or batches[0] < 1:
         raise EdgeRobustError(f"batch sizes must be positive integers, got {list(batches)}")
     profile, names, skipped = bench_plan(target, precision, runtimes)
+    if run.is_onnx:  # the model is an ONNX file: torch runtimes would time onnxruntime behind a wrapper
+        torch_runtimes = [n for n in names if RUNTIMES.get(n).spec.input != "onnx"]
+        if runtimes and torch_runtimes:
+            raise EdgeRobustError(f"runtime(s) {', '.join(torch_runtimes)} time a PyTorch module, but this run's "
+                                  "model is an ONNX file; choose an onnxruntime or TensorRT runtime")
+        skipped.update({n: "the run's model is an ONNX file" for n in torch_runtimes})
+        names = [n for n in names if n not in torch_runtimes]
     on_gpu = [n for n in names if get_runtime(n).device == "cuda"]
     if on_gpu and device.type != "cuda":
         if runtimes:
@@ -202,7 +210,7 @@ def bench_run(run: RunDir | str | Path, target: Any = None, runtimes: Sequence[s
     with tempfile.TemporaryDirectory(prefix="edgerobust-bench-") as tmp:
         if "fp32" not in onnx and any(RUNTIMES.get(n).spec.input == "onnx" for n in names):
             opset = min(DEFAULT_OPSET, profile.max_opset)
-            onnx["fp32"] = export_for_bench(module, shape, Path(tmp) / "model.onnx", opset)
+            onnx["fp32"] = write_graph_for_bench(run, module, shape, Path(tmp) / "model.onnx", opset)
             record["onnx_opset"] = opset
         model = BenchModel(spec, module, shape, onnx)
         record["model"]["onnx_bytes"] = {p: path.stat().st_size for p, path in onnx.items()}

@@ -119,6 +119,9 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
         source = pretrain(str(source), out / "pretrain", base, data or "digits", data_root, adv=adv,
                           resume=resume, progress=progress, recipe=recipe, device=device)
     source = source if isinstance(source, RunDir) else RunDir.open(source)
+    if source.is_onnx:
+        raise EdgeRobustError(f"{source.path}'s model is an imported ONNX file: pruning retrains PyTorch weights, "
+                              "which it has none of; export, bench and query-only evaluation take it")
     if not resume and any((out / p).exists() for p in ("admm/checkpoint.pt", "retrain/checkpoint.pt", "model.pt")):
         raise EdgeRobustError(f"{out} already holds a compression; pass --resume to continue it or choose another "
                               "--out")

@@ -1,4 +1,5 @@
-"""Bringing in what users already have: weights trained elsewhere (weights.py)."""
+"""Bringing in what users already have: weights trained elsewhere (weights.py) and ONNX classifiers (onnx_file.py)."""
+from .onnx_file import OnnxImportError, import_onnx
 from .weights import import_weights, read_state_dict
 
-__all__ = ["import_weights", "read_state_dict"]
+__all__ = ["OnnxImportError", "import_onnx", "import_weights", "read_state_dict"]

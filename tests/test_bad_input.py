@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from cli_helpers import run_cli
@@ -290,11 +291,32 @@ CASES = [
           ("mixed-sizes", lambda t: image_folder(t / "f", 4, size=lambda i: (8 + i, 8)), "declare the input shape"),
           ("empty-directory", lambda t: (t / "f").mkdir() or t / "f", "has 0 class folder(s)"),
           ("not-a-directory", lambda t: t / "missing", "is not a directory"))],
+    *[(f"import-onnx-{name}", lambda t, b, make=make: (onnx.save_model(make(), str(t / "m.onnx")),
+                                                       ["import", t / "m.onnx", "--out", t / "i"])[1], expected)
+      for name, make, expected in (
+          ("two-inputs", lambda: onnx_graph(["x", "z"], "Add", (1, 3, 4, 4)), "has 2 inputs"),
+          ("not-an-image", lambda: onnx_graph(["x"], "Relu", (1, 48), (1, 48)), "takes float N×C×H×W"),
+          ("dynamic-shape", lambda: onnx_graph(["x"], "Flatten", ("n", 3, "h", "w"), ("n", 48)), "dynamic axes"),
+          ("unsupported-operator", lambda: onnx_graph(["x"], "Frobnicate", (1, 3, 4, 4), (1, 48), "acme"),
+           "onnxruntime cannot open"))],
+    ("import-onnx-corrupt", lambda t, b: ((t / "m.onnx").write_bytes(b"\x08\x07garbage"),
+                                          ["import", t / "m.onnx", "--out", t / "i"])[1], "not a valid ONNX model"),
     ("train-npz-label-out-of-range", lambda t, b: (np.savez(t / "d.npz", x=np.zeros((8, 1, 4, 4), np.uint8),
                                                             y=[0, 1, 0, 1, 0, 1, 0, -4]),
                                                    ["train", *TRAIN[:2], "--data", "npz", "--data-root", t / "d.npz",
                                                     "--out", t / "r", "-q"])[1], "label -4 is out of range"),
 ]
+
+
+def onnx_graph(inputs, op, dims, out_dims=None, domain=""):
+    """A small ONNX graph for the import battery: `op` over `inputs`, float tensors of `dims`."""
+    from onnx import TensorProto, helper
+
+    values = [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(dims)) for n in inputs]
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, list(out_dims or dims))
+    node = helper.make_node(op, inputs, ["y"], domain=domain)
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    return helper.make_model(helper.make_graph([node], "g", values, [out]), opset_imports=opsets)
 
 
 def edit_bundle(bundle: Path, change) -> None:

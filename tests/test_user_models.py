@@ -144,3 +144,26 @@ def test_physical_removal_of_a_graph_it_cannot_follow_keeps_the_masked_net(monke
     with pytest.raises(ValueError):
         physical.remove_and_check(net, (1, 8, 8), torch.rand(2, 1, 8, 8), 1e-4, strict=True)
 
+
+
+def test_a_pipeline_recipe_names_an_import_path_model_and_an_image_folder(package, folder, tmp_path):
+    recipe = tmp_path / "own.toml"
+    recipe.write_text(f'''[pipeline]
+steps = ["train", "clean-eval", "export"]
+[model]
+spec = "dronenets.nets:drone"
+kwargs = {{ width = 4 }}
+[data]
+name = "imagefolder"
+root = "{folder}"
+options = {{ shape = [3, 8, 8], fit = "crop" }}
+[train]
+epochs = 1
+batch_size = 16
+''')
+    code, out, err = run_cli("pipeline", "--recipe", recipe, "--out", tmp_path / "p", "-q")
+    assert code == 0, err
+    manifest = RunDir.open(tmp_path / "p" / "model").manifest
+    assert manifest["model"]["source"]["kwargs"] == {"width": 4} and manifest["model"]["input_shape"] == [3, 8, 8]
+    assert manifest["dataset"]["options"] == {"shape": [3, 8, 8], "fit": "crop"}
+    assert (tmp_path / "p" / "export-x86-cpu" / "manifest.json").is_file()

@@ -44,7 +44,7 @@ class Decoder:
                 if image.size != (width, height):
                     image = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=2.0)
                 array = np.asarray(image, dtype=np.uint8)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
             reason = str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__
             raise DataError(f"{path}: cannot decode this image ({reason}); remove or replace the file") from None
         return array[None] if channels == 1 else array.transpose(2, 0, 1)

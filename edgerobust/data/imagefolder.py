@@ -86,7 +86,7 @@ def infer_shape(files: list[tuple[Path, int]], declared: bool) -> tuple[int, int
         try:
             with Image.open(path) as image:
                 size, mode = image.size, image.mode
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
             reason = str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__
             raise DataError(f"{path}: cannot read this image ({reason}); remove or replace the file") from None
         grey = grey and mode in GREY_MODES

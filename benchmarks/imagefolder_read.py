@@ -10,6 +10,7 @@ Run: python -m benchmarks.imagefolder_read [--images 1500] [--size 256] [--round
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -85,13 +86,16 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    load_before = os.getloadavg()
     rows = [measure(fmt, args.images, args.size, args.rounds) for fmt in ("jpg", "png")]
     save_result("imagefolder_read", {
         "shape": SHAPE, "batch": BATCH, "rows": rows, "target": 0.9,
+        "load_average_before_after": [list(load_before), list(os.getloadavg())],
         "met": all(r["ratio"] >= 0.9 for r in rows),
         "note": "ours: read + decode + convert + resize to the shape + float32 batches, 2 loader workers (JPEG "
                 "decoded in Pillow's draft mode, scaled in the DCT); raw: Image.open + convert('RGB') per file, "
-                "one process, no resize. Shared 2-core machine: best of alternating rounds.",
+                "one process, no resize. Shared 2-core machine: best of alternating rounds; with the cores busy "
+                "(load average above 2) the two worker threads have no second core to use.",
     })
 
 

@@ -16,7 +16,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "edgerobust"
 # `RunDir.load_model` rebuilds the network from its spec; `__init__` (the package facade: EdgeRobustError, RunDir)
 # sits just above `run`; `__main__` is the CLI's entry point.
 LAYERS: list[set[str]] = [
-    {"errors", "registry", "io", "versions", "progress", "tomlfile", "recipe", "config", "compute_device", "claim"},
+    {"errors", "registry", "io", "versions", "progress", "tomlfile", "recipe", "config", "compute_device", "claim",
+     "names"},
     {"data", "models"},
     {"run", "run_select"},
     {"__init__"},

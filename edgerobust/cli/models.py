@@ -37,7 +37,7 @@ def models(
             model = build_model(name, input_shape, classes)
             rows.append((name, count_parameters(model), count_flops(model, input_shape), about))
         except EdgeRobustError as exc:
-            rows.append((name, None, None, f"{about}; not for {shape}: {exc}"[:160] if name in points
+            rows.append((name, None, None, f"{about}; cannot build it for {shape}: {exc}"[:200] if name in points
                          else f"not for {shape}: {exc}"[:80]))
     title = f"models at input {input_shape}, {classes} classes"
     console.print(table(title, ("name", "params", "FLOPs", "about"), rows))

@@ -69,8 +69,8 @@ def resolve(spec: str) -> tuple[Callable[..., Any], dict[str, Any]]:
         if point is None:
             raise ModelImportError(f"model '{spec}' is neither in the zoo, an installed entry point of group "
                                    f"{ENTRY_POINT_GROUP}, nor an import path package.module:factory")
-        module_name, _, attribute = point.value.partition(":")
-        source = {"kind": "entry-point", "entry_point": spec, "import": point.value}
+        module_name, attribute = point.module, point.attr  # (an entry point's [extras] are not part of either)
+        source = {"kind": "entry-point", "entry_point": spec, "import": f"{module_name}:{attribute}"}
         if point.dist is not None:
             source.update(package=point.dist.name, version=point.dist.version)
     try:

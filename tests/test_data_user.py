@@ -157,3 +157,21 @@ def test_bad_npz_is_one_line_naming_the_file(tmp_path, arrays, options, expected
     with pytest.raises(DataError) as info:
         load_dataset("npz", "train", tmp_path / "bad.npz", **options)
     assert expected in str(info.value) and "bad.npz" in str(info.value)
+
+
+def test_an_unreadable_folder_is_one_line(tmp_path, monkeypatch):
+    """Root reads any directory whatever its mode, so the refusal the OS would give is simulated."""
+    import os
+
+    root = image_folder(tmp_path / "f", per_class=4)
+    real = os.scandir
+
+    def refuse(path):
+        if str(path) == str(root):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    with pytest.raises(DataError) as info:
+        load_dataset("imagefolder", "train", root)
+    assert str(info.value) == f"imagefolder: cannot read {root} (Permission denied)"

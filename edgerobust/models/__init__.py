@@ -3,8 +3,17 @@
 from . import barmpas, barmpas_mp, lenet, mobilenetv2, preact_resnet, resnet_cifar, vgg  # noqa: F401
 from .external import ENTRY_POINT_GROUP, ModelImportError, entry_points, is_external
 from .normalize import Normalize, NormalizedClassifier
-from .registry import MODELS, ModelSpec, build_model, check_input_shape, count_flops, count_parameters, spec_text
+from .registry import (
+    MODELS,
+    ModelSpec,
+    build_model,
+    check_input_shape,
+    count_flops,
+    count_parameters,
+    is_user_model,
+    spec_text,
+)
 
 __all__ = ["ENTRY_POINT_GROUP", "MODELS", "ModelImportError", "ModelSpec", "Normalize", "NormalizedClassifier",
            "build_model", "check_input_shape", "count_flops", "count_parameters", "entry_points", "is_external",
-           "spec_text"]
+           "is_user_model", "spec_text"]

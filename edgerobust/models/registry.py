@@ -47,9 +47,15 @@ class ModelSpec:
         return self.name + (":" + "-".join(map(str, self.args)) if self.args else "")
 
 
+def is_user_model(spec: str) -> bool:
+    """An import path or an installed entry point's name, not a zoo spec (the zoo's names win; entry points are only
+    looked up for a name the zoo lacks)."""
+    return spec.partition(":")[0] not in MODELS and is_external(spec)
+
+
 def spec_text(spec: str) -> str:
     """A spec as runs record it: a zoo spec normalised (`scnn2:16-32`), a user model's import path or name as given."""
-    return spec if is_external(spec) else str(ModelSpec.parse(spec))
+    return spec if is_user_model(spec) else str(ModelSpec.parse(spec))
 
 
 def build_model(spec: str | ModelSpec, input_shape: Sequence[int], num_classes: int,
@@ -58,7 +64,7 @@ def build_model(spec: str | ModelSpec, input_shape: Sequence[int], num_classes: 
                 source: dict[str, Any] | None = None) -> NormalizedClassifier:
     """`spec` wrapped in its normalisation (mean/std; none = identity). `kwargs` go to a user model's factory
     (external.py), whose origin record is written into `source` when given."""
-    external = isinstance(spec, str) and spec not in MODELS and is_external(spec)
+    external = isinstance(spec, str) and is_user_model(spec)
     if not external:
         spec = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec)
         if kwargs:

@@ -13,7 +13,7 @@ from ..compute_device import describe_device, resolve_device
 from ..config import AdversarialConfig, TrainConfig, build, is_adversarial, section
 from ..data import default_augment, load_dataset
 from ..errors import EdgeRobustError
-from ..models import build_model, count_flops, count_parameters, is_external, spec_text
+from ..models import build_model, count_flops, count_parameters, is_user_model, spec_text
 from ..run import CHECKPOINT_NAME, MANIFEST_NAME, WEIGHTS_NAME, RunDir
 from . import distributed
 from .adversarial import CLI_NAMES, build_training_loss
@@ -42,7 +42,7 @@ def normalization(spec: str, dataset, model_options: dict[str, Any] | None) -> t
             raise EdgeRobustError(f"--mean/--std must give {channels} numbers (one per channel; std > 0), got "
                                   f"mean {mean} and std {std}")
         return mean, std
-    if is_external(spec):
+    if is_user_model(spec):
         return [0.0] * channels, [1.0] * channels
     return list(dataset.mean), list(dataset.std)
 

@@ -167,3 +167,18 @@ batch_size = 16
     assert manifest["model"]["source"]["kwargs"] == {"width": 4} and manifest["model"]["input_shape"] == [3, 8, 8]
     assert manifest["dataset"]["options"] == {"shape": [3, 8, 8], "fit": "crop"}
     assert (tmp_path / "p" / "export-x86-cpu" / "manifest.json").is_file()
+
+
+@pytest.mark.ssh
+def test_device_replay_of_a_user_model_on_the_loopback_test_bed(package, folder, device_python, ssh_bed, tmp_path):
+    from edgerobust.export.api import export_run
+    from edgerobust.remote.api import device_replay
+    from edgerobust.remote.options import RemoteOptions
+
+    run = train_model(tmp_path / "r", "dronenets.nets:drone", "imagefolder", FAST, data_root=folder, progress=False)
+    export_run(run, "x86-cpu", progress=False, calibration=0, golden=6)
+    options = RemoteOptions(ssh_bed.alias, python=str(device_python), root=str(tmp_path / "ssh-device"),
+                            ssh_config=str(ssh_bed.config))
+    doc = device_replay(RunDir.open(run.path), "x86-cpu", options, name="edge-a")
+    clean = doc["rows"][0]["sets"]["clean"]
+    assert doc["device"]["transport"] == "ssh" and clean["count"] == 6 and clean["gap"] == 0.0

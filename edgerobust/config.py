@@ -21,6 +21,7 @@ from typing import Any, TypeVar, Union
 
 from .errors import EdgeRobustError
 from .registry import REGISTRIES
+from .runner.precisions import NAMES as PRECISION_NAMES
 
 C = TypeVar("C")
 SEED_LIMIT = 2**63  # torch and numpy both take seeds below this
@@ -407,7 +408,7 @@ class BenchConfig:
     mode: str = setting("latency", help="timing mode")
     repeats: int = setting(50, ge=1, help="timed calls per measurement")
     warmup: int = setting(10, ge=0, help="untimed calls before timing")
-    precision: str = setting("fp32", choices=("fp32", "fp16", "int8"), help="precision")
+    precision: str = setting("fp32", choices=PRECISION_NAMES, help="precision")  # follows the table
     threads: int | None = setting(None, ge=1, help="CPU threads (default: the target's)")
     memory: bool = setting(True, help="measure peak memory in a separate pass")
 

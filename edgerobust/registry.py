@@ -13,9 +13,10 @@ REGISTRIES: dict[str, Registry] = {}  # every registry by kind, so the config la
 class Registry(Generic[T]):
     """A named table of builders. `kind` names the thing in error messages ("model", "attack")."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, items: dict[str, T] | None = None):
+        """`items`: an existing name -> record table to serve (shared, not copied: the runner's data tables)."""
         self.kind = kind
-        self._items: dict[str, T] = {}
+        self._items: dict[str, T] = {} if items is None else items
         self._help: dict[str, str] = {}
         REGISTRIES.setdefault(kind, self)
 
@@ -36,7 +37,7 @@ class Registry(Generic[T]):
             raise UnknownNameError(self.kind, name, self._items) from None
 
     def help(self, name: str) -> str:
-        return self._help.get(name, "")
+        return self._help.get(name) or getattr(self._items.get(name), "description", "")
 
     def names(self) -> list[str]:
         return sorted(self._items)

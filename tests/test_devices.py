@@ -193,13 +193,13 @@ def _to_toml(data: dict) -> str:
 
 
 def test_a_profile_may_list_only_deployable_runtime_records():
-    from edgerobust.devices import PROFILE_RUNTIMES, RUNTIME_SPECS
+    from edgerobust.devices import RUNTIME_SPECS, profile_runtimes
 
     data = _builtin("x86-cpu")
     data["runtimes"] = ["ort-cpu", "torch-compile-cuda"]  # a bench-only comparison, not a way to deploy
     with pytest.raises(ProfileError, match="runtimes.*'torch-compile-cuda'.*valid values: ort-cpu"):
         profile_from_dict(data)
-    assert [n for n in RUNTIME_SPECS if RUNTIME_SPECS.get(n).deployable] == sorted(PROFILE_RUNTIMES)
+    assert [n for n in RUNTIME_SPECS if RUNTIME_SPECS.get(n).deployable] == sorted(profile_runtimes())
 
 
 def test_latency_budget_and_stability_limits_are_profile_fields(tmp_path, monkeypatch):

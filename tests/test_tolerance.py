@@ -21,8 +21,8 @@ from edgerobust.export.bundle import BundleError, read_manifest, verify_bundle, 
 from edgerobust.export.fp16 import to_fp16
 from edgerobust.export.onnx_export import simplify, to_onnx
 from edgerobust.export.parity import ort_session, run_onnx, run_torch
+from edgerobust.export.precisions import arithmetic_of, require_arithmetic
 from edgerobust.export.tolerance import (
-    ARITHMETICS,
     compare_with_tolerance,
     decision_may_differ,
     exact_outputs,
@@ -53,12 +53,15 @@ def zoo(tmp_path_factory):
 
 
 def test_gamma_is_higham_and_infinite_past_one():
-    fp32, fp16 = ARITHMETICS.get("fp32"), ARITHMETICS.get("fp16")
+    fp32, fp16 = arithmetic_of("fp32"), arithmetic_of("fp16")
     assert fp32.gamma(1) == 2.0 ** -24 / (1 - 2.0 ** -24)
     assert fp16.gamma(576) == 576 * 2.0 ** -11 / (1 - 576 * 2.0 ** -11)
     assert fp16.gamma(2048) == math.inf and fp16.gamma(2047) > 1
-    with pytest.raises(EdgeRobustError, match="unknown precision 'bf16'"):
-        ARITHMETICS.get("bf16")
+    with pytest.raises(EdgeRobustError, match="unknown precision 'fp12'"):
+        arithmetic_of("fp12")
+    assert arithmetic_of("bf16") is None  # in the table, without an arithmetic model yet
+    with pytest.raises(EdgeRobustError, match="bf16 has no arithmetic model"):
+        require_arithmetic("bf16")
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

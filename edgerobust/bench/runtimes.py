@@ -22,6 +22,7 @@ from torch import nn
 from ..devices.runtimes import RUNTIME_SPECS, RuntimeSpec
 from ..errors import EdgeRobustError
 from ..registry import Registry
+from ..runner.precisions import PRECISIONS
 
 
 @dataclass
@@ -92,14 +93,18 @@ class Runtime:
 RUNTIMES: Registry[type[Runtime]] = Registry("runtime")
 
 
+def implementing(cls: type[Runtime], name: str) -> type[Runtime]:
+    """`cls` with the attributes of the runtime record `name` (devices/runtimes.py), not yet registered."""
+    spec = RUNTIME_SPECS.get(name)
+    cls.spec, cls.name, cls.device, cls.precisions, cls.extra = (spec, spec.name, spec.device, spec.precisions,
+                                                                 spec.install)
+    return cls
+
+
 def implements(name: str):
     """Register a `Runtime` class as the implementation of the runtime record `name` (devices/runtimes.py)."""
-    spec = RUNTIME_SPECS.get(name)
-
     def decorator(cls: type[Runtime]) -> type[Runtime]:
-        cls.spec, cls.name, cls.device, cls.precisions, cls.extra = (spec, spec.name, spec.device, spec.precisions,
-                                                                     spec.install)
-        return RUNTIMES.register(spec.name, spec.description)(cls)
+        return RUNTIMES.register(name, RUNTIME_SPECS.help(name))(implementing(cls, name))
 
     return decorator
 
@@ -203,7 +208,7 @@ class TorchCUDA(Runtime):
         return f"{torch.__version__} (CUDA {torch.version.cuda})"
 
     def load(self, model: BenchModel, precision: str, threads: int, max_batch: int) -> Session:
-        dtype = torch.float16 if precision == "fp16" else torch.float32
+        dtype = getattr(torch, PRECISIONS[precision].storage)  # the precision record's storage type
         return TorchSession(_torch_module(model), "cuda", dtype, threads, self.name)
 
 
@@ -332,7 +337,7 @@ class OrtTensorRT(_OrtRuntime):
         return [(self.provider, {"trt_fp16_enable": self.fp16}), "CUDAExecutionProvider", "CPUExecutionProvider"]
 
     def load(self, model: BenchModel, precision: str, threads: int, max_batch: int) -> Session:
-        self.fp16 = precision == "fp16"  # TensorRT lowers an fp32 graph to fp16 itself
+        self.fp16 = PRECISIONS[precision].tensorrt_flag == "FP16"  # TensorRT lowers an fp32 graph to fp16 itself
         return super().load(BenchModel(model.name, model.module, model.input_shape,
                                        {precision: model.onnx_path("fp32", self.name)}), precision, threads, max_batch)
 

@@ -12,6 +12,7 @@ from rich.markup import escape
 from ..bench import MODES, bench_run, runtime_table
 from ..config import BenchConfig, option_help
 from ..errors import EdgeRobustError
+from ..runner.precisions import PRECISIONS
 from . import remote as remote_cmd
 from .common import command, console, device_option, err_console
 from .defaults import RUN_HELP, TARGET_HELP, runs_argument
@@ -83,10 +84,10 @@ def bench(
     repeats: Optional[int] = typer.Option(None, "--repeats", help=H("repeats")),
     warmup: Optional[int] = typer.Option(None, "--warmup", help=H("warmup")),
     mode: Optional[str] = typer.Option(None, "--mode", help=H("mode", f"One of: {', '.join(MODES.names())}")),
-    precision: Optional[str] = typer.Option(None, "--precision", help=H("precision", "fp32 or fp16 (where the "
-                                                                                  "target and runtime allow; on a "
-                                                                                  "device every precision of the "
-                                                                                  "bundle)")),
+    precision: Optional[str] = typer.Option(None, "--precision", help=H("precision", f"One of {', '.join(PRECISIONS)}"
+                                                                                  " (where the target and runtime "
+                                                                                  "allow; on a device every precision "
+                                                                                  "of the bundle)")),
     threads: Optional[int] = typer.Option(None, "--threads", help=H("threads")),
     memory: Optional[bool] = typer.Option(None, "--memory/--no-memory", help=H("memory")),
     list_runtimes: bool = typer.Option(False, "--list-runtimes", help="List runtimes and why any cannot run here."),

@@ -11,6 +11,7 @@ from ..config import EvaluateConfig, given, option_help
 from ..evaluation.api import ROBUSTNESS_FILE, evaluate_run
 from ..report.robustness import curve_plot, transfer_heatmap
 from ..run import RunDir
+from ..runner.precisions import PRECISIONS
 from . import remote as remote_cmd
 from .common import command, console, device_option, split_list
 from .defaults import RUN_HELP, run_argument
@@ -54,7 +55,8 @@ def evaluate(
     target_name: Optional[str] = typer.Option(None, "--target", help="With --host: the export to replay (default: "
                                               "the run's only one)."),
     precision: Optional[list[str]] = typer.Option(None, "--precision", help="With --host: precisions to replay "
-                                                  "(default fp32 and fp16 where the bundle has them)."),
+                                                  f"(one of {', '.join(PRECISIONS)}; default: every one the bundle "
+                                                  "has)."),
     python: Optional[str] = remote_cmd.PYTHON, ssh_config: Optional[Path] = remote_cmd.SSH_CONFIG,
     device_dir: Optional[str] = remote_cmd.DEVICE_DIR, insecure: bool = remote_cmd.INSECURE,
     timeout: float = remote_cmd.TIMEOUT,

@@ -10,6 +10,7 @@ import typer
 from ..config import ExportConfig, option_help
 from ..export.api import export_run
 from ..export.bundle import verify_bundle
+from ..runner.precisions import PRECISIONS
 from .common import command, console, device_option
 from .defaults import RUN_HELP, TARGET_HELP, bundle_argument, run_argument
 from .render import table
@@ -49,8 +50,10 @@ def export(
     console.print(f"memory at batch {mem['batch']}: {mem['estimate_bytes'] / 2**20:.2f} MiB (weights "
                   f"{mem['weights_bytes'] / 2**20:.2f} + activations {mem['activation_peak_bytes'] / 2**20:.2f}) "
                   f"of a {mem['budget_bytes'] / 2**30:.3g} GiB budget")
-    if "int8" in m["precisions"] and m.get("calibration"):
-        console.print(f"INT8: {m['calibration']['count']} calibration inputs in {m['calibration']['file']} "
+    calibrated = [p.upper() for p in m["precisions"] if p in PRECISIONS and PRECISIONS[p].calibrated]
+    if calibrated and m.get("calibration"):
+        console.print(f"{', '.join(calibrated)}: {m['calibration']['count']} calibration inputs in "
+                      f"{m['calibration']['file']} "
                       "(build the engine on the device with --engine)")
     console.print(f"bundle: [bold]{result.bundle}[/] ({len(m['files'])} files + manifest.json)")
 

@@ -9,10 +9,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import EdgeRobustError
+from ..runner.precisions import PRECISIONS, REFERENCE
 from .operators import OPERATOR_SETS
-from .runtimes import PROFILE_RUNTIMES
+from .runtimes import profile_runtimes
 
-KNOWN_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
 KNOWN_ACCELERATORS = ("cpu", "gpu")
 KNOWN_ARCHES = ("x86_64", "aarch64", "armv7l")
 # The TorchScript ONNX exporter takes opsets 7..20; a profile outside that range cannot be exported to.
@@ -147,10 +147,11 @@ def profile_from_dict(data: dict[str, Any], source: str = "<dict>") -> DevicePro
     if data["accelerator"] not in KNOWN_ACCELERATORS:
         raise ProfileError(f"{where('accelerator')}: unknown value '{data['accelerator']}'; "
                            f"valid values: {', '.join(KNOWN_ACCELERATORS)}")
-    runtimes = _check_choices(data["runtimes"], PROFILE_RUNTIMES, where("runtimes"))
-    precisions = _check_choices(data["precisions"], KNOWN_PRECISIONS, where("precisions"))
-    if "fp32" not in precisions:
-        raise ProfileError(f"{where('precisions')}: must include fp32 (the reference every export is checked against)")
+    runtimes = _check_choices(data["runtimes"], profile_runtimes(), where("runtimes"))
+    precisions = _check_choices(data["precisions"], tuple(PRECISIONS), where("precisions"))
+    if REFERENCE not in precisions:
+        raise ProfileError(f"{where('precisions')}: must include {REFERENCE} (the reference every export is checked "
+                           "against)")
     if not MIN_OPSET <= data["max_opset"] <= MAX_OPSET:
         raise ProfileError(f"{where('max_opset')}: {data['max_opset']} is outside the exporter's "
                            f"{MIN_OPSET}..{MAX_OPSET}")

@@ -1,6 +1,7 @@
 """`export_run`: a run directory's model -> a checked deployment bundle for one target device."""
 from __future__ import annotations
 
+import math
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,21 +17,21 @@ from ..errors import DataError, EdgeRobustError
 from ..io import sha256_file
 from ..progress import progress_bar
 from ..run import RunDir, now
+from ..runner.precisions import PRECISIONS, REFERENCE
 from ..versions import package_versions
 from .bundle import save_array, staging, write_manifest
 from .calibration import CALIBRATION_NAME, calibration_sample, save_calibration
-from .fp16 import to_fp16
 from .given_graph import golden_tolerance_entries, graph_for_export
 from .memory import check_budget, estimate_memory
 from .onnx_export import INPUT_NAME, OUTPUT_NAME, opset_of, save_onnx
 from .operators import check_operators, graph_operators
 from .parity import check_parity, run_torch
+from .precisions import ENGINE, exportable, host_precision
 from .ship import ship_replay_sets, ship_runner
 from .tolerance import float64_outputs
 
-FP32_TOLERANCE = 1e-4  # absolute, on logits
-FP16_TOLERANCE = 1e-2  # relative to the largest |logit|: fp16 keeps ~3 significant digits
-EXPORTABLE = ("fp32", "fp16", "int8")
+FP32_TOLERANCE = host_precision("fp32").tolerance  # absolute, on logits
+FP16_TOLERANCE = host_precision("fp16").tolerance  # relative to the largest |logit|: fp16 keeps ~3 significant digits
 
 
 @dataclass
@@ -44,24 +45,37 @@ def default_bundle_path(run: RunDir, profile: DeviceProfile) -> Path:
     return run.path / f"export-{profile.name}"
 
 
-def choose_precisions(profile: DeviceProfile, fp16: bool | None, int8: bool | None) -> list[str]:
-    """fp32 always; fp16 / int8 where the target has them unless switched off; asked-for but absent is an error."""
-    chosen = ["fp32"]
-    for name, wanted in (("fp16", fp16), ("int8", int8)):
-        if wanted:
+def choose_precisions(profile: DeviceProfile, fp16: bool | None = None, int8: bool | None = None,
+                      wanted: dict[str, bool | None] | None = None) -> list[str]:
+    """The reference always; every other precision export can make (export/precisions.py, in table order) where the
+    target has it unless switched off (`wanted[name]` False; `fp16`/`int8` are the config's switches); asked-for but
+    absent from the target, or not exportable, is an error."""
+    wanted = {"fp16": fp16, "int8": int8, **(wanted or {})}
+    can = exportable()
+    for name, want in wanted.items():
+        if want and name not in can:
+            known = name in PRECISIONS
+            raise EdgeRobustError(f"export cannot make {name} artifacts (it makes {', '.join(can)})" if known else
+                                  f"unknown precision '{name}'; valid precisions: {', '.join(PRECISIONS)}")
+    chosen = [REFERENCE]
+    for name in can:
+        want = wanted.get(name)
+        if name == REFERENCE:
+            continue
+        if want:
             profile.require_precision(name)
-        if wanted or (wanted is None and profile.supports_precision(name)):
+        if want or (want is None and profile.supports_precision(name)):
             chosen.append(name)
     return chosen
 
 
-def export_plan(target: str | Path | DeviceProfile, opset: int | None, fp16: bool | None, int8: bool | None
-                ) -> tuple[DeviceProfile, int, list[str]]:
+def export_plan(target: str | Path | DeviceProfile, opset: int | None, fp16: bool | None, int8: bool | None,
+                wanted: dict[str, bool | None] | None = None) -> tuple[DeviceProfile, int, list[str]]:
     """The target's profile, the opset (default: its maximum) and the precisions to export, each checked."""
     profile = load_profile(target)
     opset = profile.max_opset if opset is None else int(opset)
     profile.check_opset(opset)
-    return profile, opset, choose_precisions(profile, fp16, int8)
+    return profile, opset, choose_precisions(profile, fp16, int8, wanted)
 
 
 def load_inputs(run: RunDir, split: str, data_root: str | Path | None) -> Any:
@@ -111,8 +125,10 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
     input_shape = run.input_shape
     runtime = profile.runtimes[0]
 
-    steps = ["export", "parity", *(["fp16"] if "fp16" in precisions else []), "memory", "data",
-             *(["engine"] if engine else []), "bundle"]
+    hosts = {p: host_precision(p) for p in precisions}
+    graphs = [p for p in precisions if p != REFERENCE and "onnx" in hosts[p].converters]  # ONNX files besides fp32
+    steps = ["export", "parity", *graphs, "memory", "data", *(["engine"] if engine else []), "bundle"]
+    limits = {REFERENCE: tolerance, "fp16": fp16_tolerance}  # ExportConfig.tolerance, export_run's fp16_tolerance
     with progress_bar(progress) as bar, staging(bundle_path) as stage:
         task = bar.add_task(f"export for {profile.name}", total=len(steps), status="")
 
@@ -127,7 +143,8 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
         for key, value in {"model": info["spec"], "input": "NCHW float32 pixels in [0,1]",
                            "mean": info.get("mean"), "std": info.get("std"), "target": profile.name}.items():
             proto.metadata_props.add(key=key, value=str(value))
-        save_onnx(proto, stage / "model.onnx")
+        reference_file = PRECISIONS[REFERENCE].file_name("onnx")
+        save_onnx(proto, stage / reference_file)
         advance(f"opset {opset_of(proto)}")
 
         test = load_inputs(run, "test", data_root)
@@ -135,18 +152,20 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
         labels = test.labels[:golden].numpy().astype(np.int64)
         reference = run_torch(model, inputs)
         models: dict[str, dict[str, Any]] = {}
-        parity = check_parity(reference, stage / "model.onnx", inputs, tolerance, "fp32")
-        models["fp32"] = {"file": "model.onnx", "parity": parity}
-        advance(f"fp32 max |Δ| {parity['max_abs_diff']:.2g}")
+        parity = check_parity(reference, stage / reference_file, inputs, tolerance, REFERENCE)
+        models[REFERENCE] = {"file": reference_file, "parity": parity}
+        advance(f"{REFERENCE} max |Δ| {parity['max_abs_diff']:.2g}")
 
-        if "fp16" in precisions:
-            half = to_fp16(proto)
-            check_operators(half, profile.operator_set, profile.name, runtime)
-            save_onnx(half, stage / "model.fp16.onnx")
-            half_parity = check_parity(reference, stage / "model.fp16.onnx", inputs, fp16_tolerance, "fp16",
-                                       relative=True)
-            models["fp16"] = {"file": "model.fp16.onnx", "parity": half_parity}
-            advance(f"fp16 top-1 {half_parity['top1_agreement']:.3f}")
+        for precision in graphs:  # each precision's ONNX graph, made by its converter from the fp32 one
+            graph = hosts[precision].convert(proto)
+            check_operators(graph, profile.operator_set, profile.name, runtime)
+            name = PRECISIONS[precision].file_name("onnx")
+            save_onnx(graph, stage / name)
+            limit = limits.get(precision, hosts[precision].tolerance)
+            figures = check_parity(reference, stage / name, inputs, math.inf if limit is None else limit, precision,
+                                   relative=hosts[precision].tolerance_kind == "relative")
+            models[precision] = {"file": name, "parity": figures}
+            advance(f"{precision} top-1 {figures['top1_agreement']:.3f}")
 
         memory = estimate_memory(proto, batch)
         memory["budget_bytes"] = profile.memory_budget_bytes
@@ -174,13 +193,13 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
 
         engines = []
         if engine:
-            from .tensorrt_build import build_engine
-
             calib = images if calibration else None
-            for precision in precisions:
-                engines.append(build_engine(stage / "model.onnx", stage / f"model.{precision}.engine", profile,
-                                            precision, input_shape, max_batch=max(batch, 1), calibration=calib))
-                engines[-1]["path"] = f"model.{precision}.engine"
+            for precision in (p for p in precisions if ENGINE in hosts[p].converters):
+                name = PRECISIONS[precision].file_name("engine")
+                engines.append(hosts[precision].converters[ENGINE](
+                    stage / reference_file, stage / name, profile, precision, input_shape, max_batch=max(batch, 1),
+                    calibration=calib))
+                engines[-1]["path"] = name
             advance(f"{len(engines)} engine(s)")
 
         manifest = write_manifest(stage, {

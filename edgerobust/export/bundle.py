@@ -25,6 +25,7 @@ import numpy as np
 from ..claim import check_output, pid_alive
 from ..errors import EdgeRobustError
 from ..io import atomic_path, sha256_file, write_json
+from ..runner.precisions import PRECISIONS
 from .seal import MANIFEST_NAME, BundleError, SealError, check_bundle, scan_tree
 
 BUNDLE_FORMAT = "edgerobust-bundle-1"
@@ -176,7 +177,7 @@ def save_golden_tolerances(directory: Path, proto: Any, inputs: np.ndarray, prec
         if bound is None:
             entry.update(file=None, max=None, note="no finite bound (n*u >= 1 or possible overflow)")
         else:
-            name = f"golden_tolerance.{precision}.npy"
+            name = PRECISIONS[precision].file_name("tolerance")
             save_array(directory / name, bound.astype(np.float64))
             entry.update(file=name, max=float(bound.max()))
         entries[precision] = entry

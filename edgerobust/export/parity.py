@@ -10,7 +10,10 @@ from torch import nn
 
 from ..compute_device import exact_fp32, to_model
 from ..errors import EdgeRobustError
+from ..runner.parity import compare, within_tolerance
 from .onnx_export import INPUT_NAME
+
+__all__ = ["check_parity", "compare", "ort_session", "run_onnx", "run_torch"]
 
 
 def ort_session(path: str | Path, threads: int = 1, providers: list[str] | None = None) -> ort.InferenceSession:
@@ -44,14 +47,6 @@ def run_torch(model: nn.Module, inputs: np.ndarray, batch: int = 64) -> np.ndarr
     return np.concatenate(outs).astype(np.float32)
 
 
-def compare(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
-    scale = float(np.abs(reference).max()) or 1.0
-    return {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
-            "max_rel_diff": float(diff.max() / scale),
-            "top1_agreement": float((reference.argmax(1) == candidate.argmax(1)).mean()), "inputs": len(reference)}
-
-
 def check_parity(reference: np.ndarray, onnx_path: str | Path, inputs: np.ndarray, tolerance: float,
                  label: str = "fp32", relative: bool = False, threads: int = 1) -> dict:
     """Compare onnxruntime outputs with the PyTorch `reference` outputs; raise beyond `tolerance`.
@@ -60,9 +55,9 @@ def check_parity(reference: np.ndarray, onnx_path: str | Path, inputs: np.ndarra
     """
     outputs = run_onnx(ort_session(onnx_path, threads), inputs)
     figures = compare(reference, outputs)
-    measured = figures["max_rel_diff"] if relative else figures["max_abs_diff"]
+    measured, passed = within_tolerance(figures, tolerance, "relative" if relative else "absolute")
     figures.update(precision=label, tolerance=tolerance, tolerance_kind="relative" if relative else "absolute",
-                   passed=bool(measured <= tolerance), runtime=f"onnxruntime {ort.__version__} CPU")
+                   passed=passed, runtime=f"onnxruntime {ort.__version__} CPU")
     if not figures["passed"]:
         raise EdgeRobustError(f"{label} export does not match PyTorch: max {'relative' if relative else 'absolute'} "
                               f"difference {measured:.3g} > tolerance {tolerance:g} "

@@ -13,6 +13,7 @@ import numpy as np
 from ..devices import DeviceProfile
 from ..errors import EdgeRobustError
 from ..io import write_bytes
+from ..runner.precisions import PRECISIONS
 
 # (no square brackets: the CLI prints errors as rich markup, which would swallow "[tensorrt]")
 INSTALL_HINT = ("install edgerobust's `tensorrt` extra on the device that will run the engine (`pip install tensorrt`; "
@@ -100,14 +101,19 @@ def serialize_engine(onnx_path: str | Path, input_shape: tuple[int, ...], precis
     optimisation = builder.create_optimization_profile()
     optimisation.set_shape(input_name, (1, *input_shape), (max_batch, *input_shape), (max_batch, *input_shape))
     config.add_optimization_profile(optimisation)
-    if precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
-    elif precision == "int8":
+    record = PRECISIONS[precision]  # the builder flag and whether it calibrates: the precision's record
+    if record.calibrated:
         if calibration is None or len(calibration) < max_batch:
-            raise EdgeRobustError(f"INT8 needs at least {max_batch} calibration inputs; export with --calibration")
-        config.set_flag(trt.BuilderFlag.INT8)
+            raise EdgeRobustError(f"{precision.upper()} needs at least {max_batch} calibration inputs; export with "
+                                  "--calibration")
         config.int8_calibrator = _calibrator(trt, calibration, max_batch, Path(calibration_cache))
         config.set_calibration_profile(optimisation)
+    if record.tensorrt_flag:
+        flag = getattr(trt.BuilderFlag, record.tensorrt_flag, None)
+        if flag is None:
+            raise EdgeRobustError(f"TensorRT {trt.__version__} has no {record.tensorrt_flag} builder flag; choose "
+                                  "another precision or update TensorRT")
+        config.set_flag(flag)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EdgeRobustError(f"TensorRT could not build a {precision} engine for {Path(onnx_path).name}")

@@ -32,7 +32,6 @@ error bounds through an ONNX graph.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,38 +41,16 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 
 from ..errors import EdgeRobustError
-from ..registry import Registry
 
 # The check of outputs against the bound is the runner's pure-numpy one, so host and device `verify` decide alike.
 from ..runner.tolerance import compare_with_tolerance, decision_may_differ  # noqa: F401  (re-exported)
+from .arithmetic import Arithmetic
+from .precisions import arithmetic_of, require_arithmetic  # each precision's arithmetic model is in its record
 
 # The float64 evaluation of the bounds is itself rounded (relative ~n·2^-53 per layer): round the result up by this.
 SAFETY = 1.0 + 2.0 ** -30
 REFERENCE = "Higham, Accuracy and Stability of Numerical Algorithms (2002), ch. 3: |fl(w'x) - w'x| <= γ_n |w|'|x|"
 DECISION_RULE = "argmax may differ only where the golden top-2 margin < 2 * max bound of that input"
-
-
-@dataclass(frozen=True)
-class Arithmetic:
-    """How an artifact of one precision computes: unit roundoffs of its arithmetic, weights and input cast."""
-
-    name: str
-    unit_roundoff: float  # u of the arithmetic (worst case: every operation in this precision)
-    weight_roundoff: float  # rounding of stored weights and constants relative to the fp32 model
-    input_roundoff: float  # rounding of the float32 input when the graph casts it
-    underflow: float  # η_min: half the smallest subnormal
-    largest: float  # overflow threshold
-
-    def gamma(self, n: int) -> float:
-        nu = n * self.unit_roundoff
-        return nu / (1.0 - nu) if nu < 1.0 else math.inf
-
-
-ARITHMETICS: Registry[Arithmetic] = Registry("precision")
-ARITHMETICS.register("fp32", "IEEE binary32 throughout")(
-    Arithmetic("fp32", 2.0 ** -24, 0.0, 0.0, 2.0 ** -150, float(np.finfo(np.float32).max)))
-ARITHMETICS.register("fp16", "binary16 weights, input and arithmetic (native fp16 kernels, e.g. aarch64)")(
-    Arithmetic("fp16", 2.0 ** -11, 2.0 ** -11, 2.0 ** -11, 2.0 ** -25, float(np.finfo(np.float16).max)))
 
 
 class Unbounded(Exception):
@@ -313,7 +290,9 @@ def forward_error_bound(proto: onnx.ModelProto, inputs: np.ndarray, precision: s
 
     Returns an (N, K) float64 array, or None where no finite bound exists (see the module docstring).
     """
-    arithmetic = ARITHMETICS.get(precision)
+    arithmetic = arithmetic_of(precision)
+    if arithmetic is None:  # a precision without an arithmetic model has no derived bound
+        return None
     try:
         with torch.no_grad():
             return _Analysis(proto, arithmetic).run(inputs)[1]
@@ -324,7 +303,7 @@ def forward_error_bound(proto: onnx.ModelProto, inputs: np.ndarray, precision: s
 def exact_outputs(proto: onnx.ModelProto, inputs: np.ndarray) -> np.ndarray:
     """The graph's outputs in float64 (the reference the bounds are about)."""
     with torch.no_grad():
-        return _Analysis(proto, ARITHMETICS.get("fp32")).run(inputs)[0]
+        return _Analysis(proto, require_arithmetic("fp32")).run(inputs)[0]
 
 
 def float64_outputs(model: torch.nn.Module, inputs: np.ndarray) -> np.ndarray:
@@ -371,9 +350,11 @@ def smoothing_agreement(proto: onnx.ModelProto, x: np.ndarray, row: int, sigma: 
 
     samples = np.concatenate(list(noise_batches(np.asarray(x, np.float32), sigma, n, n, seed, row)))
     with torch.no_grad():
-        analysis = _Analysis(proto, ARITHMETICS.get(precision))
+        arithmetic = arithmetic_of(precision)
         try:
-            exact, bound = analysis.run(samples)
+            if arithmetic is None:
+                raise Unbounded
+            exact, bound = _Analysis(proto, arithmetic).run(samples)
         except Unbounded:
             exact, bound = exact_outputs(proto, samples), None
     votes = exact.argmax(1)

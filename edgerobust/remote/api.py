@@ -20,12 +20,13 @@ from ..io import sha256_file, write_json
 from ..names import check_name, slug
 from ..progress import progress_bar
 from ..run import RunDir, now
+from ..runner.precisions import PRECISIONS
+from ..runner.runtimes import runtime_names
 from .errors import RemoteError, RuntimeMissingError, error_record
 from .options import RemoteOptions, Stability
 from .session import DeviceSession
 
 DEVICE_FORMAT = "edgerobust-device-1"
-HOST_RUNTIMES = ("ort-cpu", "ort-cuda", "ort-tensorrt", "tensorrt")  # what the runner can run
 _MANIFEST_LOCK = threading.Lock()  # a fleet finishes several devices' records in threads
 
 
@@ -65,7 +66,7 @@ def choose_runtime(session: DeviceSession, profile: DeviceProfile, runtime: str 
         raise EdgeRobustError(f"{session.label} is an {arch} machine but target '{profile.name}' is {profile.arch}; "
                               "choose the device's profile with --target")
     have = info.get("runtimes", {})
-    wanted = [runtime] if runtime else [r for r in profile.runtimes if r in HOST_RUNTIMES]
+    wanted = [runtime] if runtime else [r for r in profile.runtimes if r in runtime_names()]  # what the runner runs
     for name in wanted:
         if have.get(name, {}).get("available"):
             return name
@@ -231,7 +232,7 @@ def device_replay(run: RunDir | str | Path, target: str | Path | DeviceProfile,
     run, profile, bundle_path, session, slug = _open(run, target, options, bundle, name)
     manifest = read_manifest(bundle_path)
     have = list(manifest.get("models", {}))
-    precisions = [p for p in (precisions or ["fp32", "fp16"]) if p in have]
+    precisions = [p for p in (precisions or PRECISIONS) if p in have]  # default: every precision the bundle has
     bundle_sets = {k: bundle_path / e["file"] for k, e in (manifest.get("replay") or {}).items() if k != "clean"}
     extra = {k: p for k, p in adversarial_sets(run).items() if k not in bundle_sets}  # saved after the export
     host = {"clean": host_accuracy(bundle_path)}

@@ -5,9 +5,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import EdgeRobustError
+from .connect import make_transport
 from .hosts import parse_host
 from .session import DeviceSession
-from .transport import make_transport
 
 
 @dataclass

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import runner as runner_package
+from ..runner import PACKAGE_DIR_IN_BUNDLE, PROTOCOL
 from .boundary import parse_document
 from .errors import (
     BundleRejectedError,
@@ -27,11 +29,10 @@ from .errors import (
 from .transfer import pack, regular_files, tree_sha256
 from .transport import Completed, Transport
 
-PROTOCOL = 1
 MIN_PYTHON = (3, 6)
 PROBE = "edgerobust-probe"
 RUNNER_MODIFIED = 97  # the exit status of a call refused because the device's runner copy is not ours
-RUNNER_DIR = Path(__file__).resolve().parent.parent / "runner"
+RUNNER_DIR = Path(runner_package.__file__).resolve().parent
 BUNDLE_KINDS = {"bundle_missing", "bundle_invalid", "unsafe_path", "bundle_modified", "parity_failed",
                 "archive_invalid", "set_invalid"}
 INSTALL_HINTS = {
@@ -48,7 +49,8 @@ def q(*words: str) -> str:
 
 
 def runner_files() -> list[str]:
-    return regular_files(RUNNER_DIR, suffixes=(".py",))
+    """The runner's file list, as the runner package itself gives it (what export ships in a bundle too)."""
+    return [name for name, _ in runner_package.runner_files()]
 
 
 @dataclass
@@ -73,7 +75,7 @@ class DeviceSession:
         self.timeout = timeout
         names = runner_files()
         self.runner_sha = tree_sha256(RUNNER_DIR, names)
-        self.runner = f"runners/{self.runner_sha[:16]}/edgerobust_runner/run.py"
+        self.runner = f"runners/{self.runner_sha[:16]}/{PACKAGE_DIR_IN_BUNDLE}/run.py"
         self.bundle: str | None = None  # the bundle's directory on the device
         self.bundle_sha: str | None = None
         self.python_version: str | None = None
@@ -140,7 +142,7 @@ class DeviceSession:
             final = f"runners/{self.runner_sha[:16]}"
             stage = f"{final}.partial-$$"
             body = (f"{'rm -rf ' + final + ' && ' if 'runner-modified' in have else ''}"  # a modified copy goes
-                    f"mkdir -p {stage}/edgerobust_runner && tar -xf - -C {stage}/edgerobust_runner && "
+                    f"mkdir -p {stage}/{PACKAGE_DIR_IN_BUNDLE} && tar -xf - -C {stage}/{PACKAGE_DIR_IN_BUNDLE} && "
                     f"{{ [ -d {final} ] && rm -rf {stage} || mv {stage} {final}; }}")
             self._check_shell(self.run(body, stdin=data), "copying the runner")
             transfer.runner_copied, transfer.bytes_sent = True, transfer.bytes_sent + len(data)

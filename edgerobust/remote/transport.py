@@ -89,16 +89,3 @@ def _abandon(proc: subprocess.Popen) -> None:
     for stream in (proc.stdin, proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()
-
-
-def make_transport(spec: HostSpec, root: str | None = None, ssh_config: str | None = None,
-                   connect_timeout: float = 10.0, insecure_host_key: bool = False) -> Transport:
-    """The transport for a host spec: a subprocess for `local`, OpenSSH for anything else."""
-    if spec.is_local:
-        from .local import LocalTransport
-
-        return LocalTransport(spec, root)
-    from .ssh import SSHTransport
-
-    return SSHTransport(spec, root, ssh_config=ssh_config, connect_timeout=connect_timeout,
-                        insecure_host_key=insecure_host_key)

@@ -6,6 +6,8 @@ import numpy as np
 
 from . import machine
 from .errors import RunnerError
+from .parity import agreement, compare, within_tolerance
+from .precisions import PRECISIONS
 from .runtimes import open_session
 from .sealed import check_hashes
 from .sets import bundle_sets, choose_set, clean_set, load_npz
@@ -26,15 +28,6 @@ def margins(logits):
         return np.zeros(len(logits))
     top = np.sort(logits.astype(np.float64), axis=1)
     return top[:, -1] - top[:, -2]
-
-
-def compare(reference, candidate):
-    """The host's parity figures (export/parity.py): absolute, relative to max |reference|, top-1 agreement."""
-    diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
-    scale = float(np.abs(reference).max()) or 1.0
-    return {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
-            "max_rel_diff": float(diff.max() / scale),
-            "top1_agreement": float((reference.argmax(1) == candidate.argmax(1)).mean()), "count": len(reference)}
 
 
 def golden_array(bundle, key):
@@ -81,6 +74,8 @@ def verify(bundle, options, precisions=None, golden=True):
             session.close()
         if "golden_tolerance" in entry:
             figures.update(_check_derived(bundle, precision, entry, golden_outputs, outputs, options.runtime))
+        elif PRECISIONS[precision].parity == "agreement" and "min_top1_agreement" in (entry.get("parity") or {}):
+            figures.update(_check_agreement(bundle, precision, entry, reference, outputs, options.runtime))
         else:
             figures.update(_check_parity(precision, entry, figures, options.runtime))
         figures["checked"] = True
@@ -130,12 +125,28 @@ def _check_parity(precision, entry, figures, runtime):
     if "tolerance" not in parity:
         return {"tolerance": None, "ok": None}
     kind = parity.get("tolerance_kind", "absolute")
-    measured = figures["max_rel_diff"] if kind == "relative" else figures["max_abs_diff"]
-    if not measured <= parity["tolerance"]:
+    measured, passed = within_tolerance(figures, parity["tolerance"], kind)
+    if not passed:
         raise RunnerError("parity_failed", "{} ({}) no longer reproduces the golden outputs on {}: {} difference "
                                            "{:.3g} > {:g}; re-export or check the device".format(
                                                entry["file"], precision, runtime, kind, measured, parity["tolerance"]))
     return {"tolerance": parity["tolerance"], "tolerance_kind": kind, "ok": True}
+
+
+def _check_agreement(bundle, precision, entry, reference, outputs, runtime):
+    """The "agreement" rule (parity.py): top-1 agreement and accuracy drop within the entry's `parity` limits."""
+    limits = entry["parity"]
+    got = agreement(outputs, reference, golden_array(bundle, "labels"), limits["min_top1_agreement"],
+                    limits.get("max_accuracy_drop", 1.0))
+    if not got["passed"]:
+        raise RunnerError("parity_failed", "{} ({}) no longer agrees with the golden outputs on {}: top-1 agreement "
+                                           "{:.3f} (at least {:g}), accuracy drop {:.3f} (at most {:g}); re-export or "
+                                           "check the device".format(entry["file"], precision, runtime,
+                                                                     got["top1_agreement"],
+                                                                     got["min_top1_agreement"],
+                                                                     got["accuracy_drop"], got["max_accuracy_drop"]))
+    got.update(tolerance_kind="agreement", ok=True)
+    return got
 
 
 def bench(bundle, options, precision, batch, warmup, repeats, root, hashes=True):

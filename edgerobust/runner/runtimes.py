@@ -1,4 +1,8 @@
-"""Runtimes on the device, chosen by name (data, like precision): onnxruntime with an execution provider, or TensorRT.
+"""Runtimes on the device, chosen by name: onnxruntime with an execution provider, or TensorRT.
+
+What a runtime is (device, precisions, install hint) is its record in runtime_specs.py, the table the host reads too;
+this file holds one session class per kind of runtime, registered for the record names it runs with `runs(...)`, and
+the runner's `--runtime` choices are exactly those names.
 
 A session has `prepare(batch)` (put a numpy batch where the runtime reads it, outside the timed region), `run(prepared)`
 (the runtime call alone; returns when the device has finished) and `infer(batch)` (numpy in, fresh numpy float32
@@ -7,18 +11,37 @@ logits out, every copy included) - the two timings of `bench`. The same names as
 import ctypes
 import ctypes.util
 import time
+from collections import OrderedDict
 
 import numpy as np
 
 from .engines import EngineCache, cache_dir, device_facts, make_key
 from .errors import RunnerError
+from .precisions import PRECISIONS
+from .runtime_specs import RUNTIME_SPECS
 
 ORT_INSTALL = ("pip install onnxruntime (onnxruntime-gpu for CUDA/TensorRT; on a Jetson, NVIDIA's onnxruntime-gpu "
                "wheel for its JetPack)")
 TRT_INSTALL = "on a Jetson install JetPack's python3-libnvinfer; elsewhere pip install tensorrt"
 ORT_PROVIDERS = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvider",
                  "ort-tensorrt": "TensorrtExecutionProvider"}
-RUNTIME_NAMES = ("ort-cpu", "ort-cuda", "ort-tensorrt", "tensorrt")
+SESSIONS = OrderedDict()  # runtime record name -> the session class that runs it here
+
+
+def runs(*names):
+    """Register a session class as the runner's implementation of the runtime records `names`."""
+    def decorator(cls):
+        for name in names:
+            if name not in RUNTIME_SPECS or name in SESSIONS:
+                raise ValueError("runtime {} has no record in runtime_specs.py or is run twice".format(name))
+            SESSIONS[name] = cls
+        return cls
+    return decorator
+
+
+def runtime_names():
+    """The runtimes this runner runs (its `--runtime` choices), in the record table's order."""
+    return tuple(name for name in RUNTIME_SPECS if name in SESSIONS)
 
 
 def import_onnxruntime():
@@ -42,19 +65,9 @@ def import_tensorrt():
 def availability():
     """{runtime: {"available", "reason"}} for `info`."""
     table = {}
-    try:
-        providers = import_onnxruntime().get_available_providers()
-        ort_reason = ""
-    except RunnerError as exc:
-        providers, ort_reason = [], exc.message
-    for name, provider in sorted(ORT_PROVIDERS.items()):
-        reason = ort_reason or ("" if provider in providers else "onnxruntime has no " + provider)
+    for name in sorted(runtime_names()):
+        reason = SESSIONS[name].unavailable(name)
         table[name] = {"available": not reason, "reason": reason}
-    try:
-        import_tensorrt()
-        table["tensorrt"] = {"available": True, "reason": ""}
-    except RunnerError as exc:
-        table["tensorrt"] = {"available": False, "reason": exc.message}
     return table
 
 
@@ -62,9 +75,9 @@ class Options:
     """How to open a model: runtime name, threads, max batch, engine cache directory, build permission, key source."""
 
     def __init__(self, runtime="ort-cpu", threads=0, max_batch=1, cache=None, build_engine=False, key_source=None):
-        if runtime not in RUNTIME_NAMES:
+        if runtime not in SESSIONS:
             raise RunnerError("usage", "unknown runtime {!r}; choose one of {}".format(
-                runtime, ", ".join(RUNTIME_NAMES)))
+                runtime, ", ".join(runtime_names())))
         self.runtime, self.threads, self.max_batch = runtime, int(threads), int(max_batch)
         self.cache, self.build_engine = cache_dir(cache), build_engine
         self.key_source = key_source or device_facts
@@ -78,24 +91,39 @@ def open_session(bundle, precision, options):
         raise RunnerError("precision_unavailable", "the bundle's {} model runs on {} only, not {}; choose "
                                                    "--runtime {}".format(precision, ", ".join(allowed),
                                                                          options.runtime, allowed[0]))
-    path = bundle.path(entry["file"], "models." + precision)
-    onnx_sha256 = bundle.artifact(precision)["sha256"]
-    if options.runtime == "tensorrt":
-        calib = entry.get("calibration_file") or (bundle.manifest.get("calibration") or {}).get("file")
-        calib_path = bundle.path(calib, "calibration") if precision == "int8" and calib else None
-        return TensorRTSession(path, onnx_sha256, precision, bundle.manifest.get("input_shape"), options, calib_path)
-    if precision == "int8":
-        raise RunnerError("precision_unavailable", "int8 needs a TensorRT runtime here; choose --runtime tensorrt")
-    return OrtSession(path, onnx_sha256, precision, options)
+    session_class = SESSIONS[options.runtime]
+    if PRECISIONS[precision].calibrated and not session_class.calibrates:
+        calibrating = [name for name in runtime_names() if SESSIONS[name].calibrates]
+        raise RunnerError("precision_unavailable", "{} is calibrated on the device, which {} does not do; choose "
+                                                   "--runtime {}".format(precision, options.runtime,
+                                                                         " or ".join(calibrating)))
+    return session_class.open(bundle, precision, entry, options)
 
 
+@runs("ort-cpu", "ort-cuda", "ort-tensorrt")
 class OrtSession:
     """onnxruntime; GPU providers keep the input on the device through IO binding for the compute timing."""
+
+    calibrates = False  # runs the entry's ONNX graph as it is
+    PROVIDERS = ORT_PROVIDERS  # runtime name -> execution provider (a subclass for another provider gives its own)
+
+    @classmethod
+    def unavailable(cls, name):
+        try:
+            providers = import_onnxruntime().get_available_providers()
+        except RunnerError as exc:
+            return exc.message
+        return "" if cls.PROVIDERS[name] in providers else "onnxruntime has no " + cls.PROVIDERS[name]
+
+    @classmethod
+    def open(cls, bundle, precision, entry, options):
+        return cls(bundle.path(entry["file"], "models." + precision), bundle.artifact(precision)["sha256"],
+                   precision, options)
 
     def __init__(self, path, onnx_sha256, precision, options):
         ort = import_onnxruntime()
         self.runtime_name = options.runtime
-        self.provider = ORT_PROVIDERS[options.runtime]
+        self.provider = self.PROVIDERS[options.runtime]
         if self.provider not in ort.get_available_providers():
             raise RunnerError("provider_unavailable", "onnxruntime {} here has no {} (it has {}); {}".format(
                 ort.__version__, self.provider, ", ".join(ort.get_available_providers()), ORT_INSTALL))
@@ -152,7 +180,7 @@ class OrtSession:
                 json.dump({"key": key}, handle, sort_keys=True)
         self.engine = {"key": key, "key_sha256": key_sha256(key), "cached": cached, "build_s": None}
         return {"trt_engine_cache_enable": True, "trt_engine_cache_path": directory,
-                "trt_fp16_enable": precision == "fp16"}
+                "trt_fp16_enable": PRECISIONS[precision].tensorrt_flag == "FP16"}
 
     def prepare(self, batch):
         batch = np.ascontiguousarray(batch, dtype=np.float32)
@@ -267,19 +295,24 @@ def build_engine(path, precision, input_shape, max_batch, calibration_path):
     shape = tuple(input_shape)
     profile.set_shape(name, (1,) + shape, (max_batch,) + shape, (max_batch,) + shape)
     config.add_optimization_profile(profile)
-    if precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
-    elif precision == "int8":
+    record = PRECISIONS[precision]
+    if record.calibrated:
         if calibration_path is None:
-            raise RunnerError("engine_build_failed", "int8 needs the bundle's calibration set; export with "
-                                                     "--calibration")
+            raise RunnerError("engine_build_failed", "{} needs the bundle's calibration set; export with "
+                                                     "--calibration".format(precision))
         with np.load(calibration_path, allow_pickle=False) as data:
             images = np.asarray(data["input"], dtype=np.float32)
         if len(images) < max_batch:
-            raise RunnerError("engine_build_failed", "int8 needs at least {} calibration inputs".format(max_batch))
-        config.set_flag(trt.BuilderFlag.INT8)
+            raise RunnerError("engine_build_failed", "{} needs at least {} calibration inputs".format(
+                precision, max_batch))
         config.int8_calibrator = _calibrator(trt, CudaRuntime(), images, max_batch)
         config.set_calibration_profile(profile)
+    if record.tensorrt_flag:
+        flag = getattr(trt.BuilderFlag, record.tensorrt_flag, None)
+        if flag is None:
+            raise RunnerError("engine_build_failed", "TensorRT {} has no {} builder flag".format(
+                trt.__version__, record.tensorrt_flag))
+        config.set_flag(flag)
     started = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -287,12 +320,30 @@ def build_engine(path, precision, input_shape, max_batch, calibration_path):
     return bytes(serialized), time.perf_counter() - started
 
 
+@runs("tensorrt")
 class TensorRTSession:
     """A TensorRT engine from the cache (built here with --build-engine), run with device buffers through ctypes.
 
     TensorRT 8.5+ uses named tensors (set_tensor_address / execute_async_v3); older releases (JetPack 4.6 ships
     8.2) use bindings (set_binding_shape / execute_async_v2); both are handled.
     """
+
+    calibrates = True  # builds the engine from the fp32 graph with the precision's builder flag and calibration
+
+    @staticmethod
+    def unavailable(name):
+        try:
+            import_tensorrt()
+        except RunnerError as exc:
+            return exc.message
+        return ""
+
+    @classmethod
+    def open(cls, bundle, precision, entry, options):
+        calib = entry.get("calibration_file") or (bundle.manifest.get("calibration") or {}).get("file")
+        calib_path = bundle.path(calib, "calibration") if PRECISIONS[precision].calibrated and calib else None
+        return cls(bundle.path(entry["file"], "models." + precision), bundle.artifact(precision)["sha256"], precision,
+                   bundle.manifest.get("input_shape"), options, calib_path)
 
     def __init__(self, path, onnx_sha256, precision, input_shape, options, calibration_path):
         trt = import_tensorrt()

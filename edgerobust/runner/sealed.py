@@ -1,7 +1,12 @@
 """A bundle is sealed: every path it names is a plain relative name inside it, and nothing in it is a link.
 
-The runner checks this itself, before reading anything but manifest.json, and does not trust the host's check
-(issue "A bundle is sealed"). Walks use lstat, so no link is ever followed.
+This is the one seal rule: the runner checks bundles with it on the device, before reading anything but
+manifest.json, and the host's checker (edgerobust/export/seal.py) is this same code, so both refuse the same bundles
+with the same words. The rule: the bundle directory itself is not a symbolic link; its tree holds only directories
+and regular files with one name each (no symbolic link, hard link, FIFO, socket or device file, anywhere); manifest.json
+is one of those files; and every manifest field declared a path (by key, at any depth: `PATH_KEYS`, `PATH_SUFFIXES`,
+`PATH_TABLES`) is a plain relative name of a file of that tree, or of a directory for a directory key
+(`is_directory_key`). Walks use lstat, so no link is ever followed and no FIFO opened.
 """
 import hashlib
 import json
@@ -12,30 +17,108 @@ from .errors import RunnerError
 
 MANIFEST_NAME = "manifest.json"
 BUNDLE_FORMAT = "edgerobust-bundle-1"
-# A string (or list of strings) under one of these keys, at any depth, names a file (or, for DIRECTORY_KEYS, a
-# directory) in the bundle. The same declaration as the host's checker, so both refuse the same manifests.
+# A string (or list of strings) under one of these keys, at any depth, names a file (or, for a directory key, a
+# directory) in the bundle, so a section added later (replay sets, the runner) is checked without a new rule.
 PATH_KEYS = frozenset(["file", "files", "path", "paths", "dir", "directory", "runner", "entry", "script", "inputs",
                        "outputs", "labels", "masks", "engine", "calibration"])
 PATH_SUFFIXES = ("_file", "_files", "_path", "_paths", "_dir")
 DIRECTORY_KEYS = frozenset(["dir", "directory", "runner"])
+DIRECTORY_SUFFIXES = ("_dir",)
 PATH_TABLES = frozenset(["files"])  # a mapping under this key has paths as its keys (the file table)
 CHUNK = 1 << 20
 
 
+def is_path_key(key):
+    return key in PATH_KEYS or str(key).endswith(PATH_SUFFIXES)
+
+
+def is_directory_key(key):
+    """A path under this key may name a directory; under every other path key it must name a regular file."""
+    return key in DIRECTORY_KEYS or str(key).endswith(DIRECTORY_SUFFIXES)
+
+
 def check_name(name, what):
     """`name` must be a plain relative '/'-separated name: not absolute, no '', '.', '..', backslash or NUL."""
-    if not isinstance(name, str) or not name:
-        raise RunnerError("unsafe_path", "{}: {!r} is not a file name; re-export the bundle".format(what, name))
-    bad = None
-    if name.startswith(("/", "~")) or (len(name) > 1 and name[1] == ":"):
-        bad = "is an absolute path"
-    elif "\\" in name or "\x00" in name:
-        bad = "contains a backslash or NUL"
-    elif any(part in ("", ".", "..") for part in name.split("/")):
-        bad = "has an empty, '.' or '..' component"
-    if bad:
-        raise RunnerError("unsafe_path", "{}: {!r} {}; a bundle names only files inside itself".format(what, name, bad))
+    if not isinstance(name, str):
+        raise RunnerError("unsafe_path", "{} must be a file name, not {} ({!r})".format(what, type(name).__name__,
+                                                                                         name))
+    problem = None
+    if not name:
+        problem = "is empty"
+    elif "\x00" in name:
+        problem = "contains a NUL byte"
+    elif name.startswith(("/", "~")) or (len(name) > 1 and name[1] == ":"):
+        problem = "is an absolute path; a bundle names its files relative to itself"
+    elif "\\" in name:
+        problem = "contains a backslash; use '/' between directories"
+    else:
+        parts = name.split("/")
+        if ".." in parts:
+            problem = "climbs out of the bundle ('..')"
+        elif "" in parts or "." in parts:
+            problem = "is not a plain relative name (empty or '.' component)"
+    if problem:
+        raise RunnerError("unsafe_path", "{} {!r} {}".format(what, name, problem))
     return name
+
+
+def kind_of(mode):
+    """What a non-regular, non-directory file is, in words."""
+    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file or directory"
+
+
+def _refuse_file(path, info, name, what):
+    """A link or special file, or a regular file with more than one name (a hard link), is refused."""
+    if stat.S_ISREG(info.st_mode):
+        if info.st_nlink > 1:
+            raise RunnerError("unsafe_path", "{}: {} is a hard link ({} names); a bundle holds files with one name "
+                                             "each (copy it without links)".format(what, name, info.st_nlink))
+        return
+    target = " (to a directory)" if stat.S_ISLNK(info.st_mode) and os.path.isdir(path) else ""
+    raise RunnerError("unsafe_path", "{}: {} is {}{}; a bundle holds only regular files and directories "
+                                     "(re-export it)".format(what, name, kind_of(info.st_mode), target))
+
+
+def check_root(bundle, what=None):
+    """The bundle directory exists, is a directory and is not itself a symbolic link."""
+    what = what or "bundle {}".format(bundle)
+    try:
+        info = os.lstat(bundle)
+    except (OSError, ValueError):
+        raise RunnerError("bundle_missing", "{} does not exist; export it (`edgerobust export`) or copy it "
+                                            "again".format(what)) from None
+    if stat.S_ISLNK(info.st_mode):
+        raise RunnerError("unsafe_path", "{} is a symbolic link; pass the directory itself".format(what))
+    if not stat.S_ISDIR(info.st_mode):
+        raise RunnerError("bundle_missing", "{} is not a directory".format(what))
+
+
+def walk_tree(bundle, what=None):
+    """Every regular file under `bundle` as a sorted relative name; any link, hard link or special file is refused."""
+    what = what or "bundle {}".format(bundle)
+    names = []
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        directory = os.path.join(bundle, rel) if rel else bundle
+        try:
+            entries = sorted(os.listdir(directory))
+        except OSError as exc:
+            raise RunnerError("io_error", "cannot list {}: {}".format(directory, exc.strerror)) from None
+        for entry in entries:
+            child = rel + "/" + entry if rel else entry
+            path = os.path.join(directory, entry)
+            info = os.lstat(path)
+            if stat.S_ISDIR(info.st_mode):
+                stack.append(child)
+            else:
+                _refuse_file(path, info, child, what)
+                names.append(child)
+    return sorted(names)
 
 
 def resolve(bundle, name, what, directory=False):
@@ -48,66 +131,30 @@ def resolve(bundle, name, what, directory=False):
         try:
             info = os.lstat(path)
         except OSError:
-            raise RunnerError("bundle_modified", "{}: {} is missing from the bundle; copy the bundle again".format(
-                what, name)) from None
+            raise RunnerError("bundle_modified", "{}: {} is missing from the bundle; re-export the bundle or copy it "
+                                                 "again".format(what, name)) from None
         last = i == len(parts) - 1
-        if stat.S_ISLNK(info.st_mode):
-            raise RunnerError("unsafe_path", "{}: {} is a symbolic link ({}); a bundle holds regular files only".format(
-                what, name, "/".join(parts[:i + 1])))
         if not last and not stat.S_ISDIR(info.st_mode):
-            raise RunnerError("unsafe_path", "{}: {} passes through {}, which is not a directory".format(
-                what, name, "/".join(parts[:i + 1])))
-        if last and not (directory and stat.S_ISDIR(info.st_mode)):
-            _check_regular(info, name, what)
+            kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a directory"
+            raise RunnerError("unsafe_path", "{}: {} passes through {}, which is {}".format(
+                what, name, "/".join(parts[:i + 1]), kind))
+        if last and stat.S_ISDIR(info.st_mode) and not directory:
+            raise RunnerError("unsafe_path", "{} {!r} is a directory, not a file; re-export the bundle".format(
+                what, name))
+        if last and not stat.S_ISDIR(info.st_mode):
+            _refuse_file(path, info, name, what)
     real_bundle = os.path.realpath(bundle)
-    if os.path.commonpath([real_bundle, os.path.realpath(path)]) != real_bundle:
+    if os.path.commonpath([real_bundle, os.path.realpath(path)]) != real_bundle:  # a second lock after the walk
         raise RunnerError("unsafe_path", "{}: {} resolves outside the bundle".format(what, name))
     return path
 
 
-def _check_regular(info, name, what):
-    if not stat.S_ISREG(info.st_mode):
-        raise RunnerError("unsafe_path", "{}: {} is not a regular file (a directory, device, FIFO or socket)".format(
-            what, name))
-    if info.st_nlink > 1:
-        raise RunnerError("unsafe_path", "{}: {} is a hard link ({} names); copy the bundle without links".format(
-            what, name, info.st_nlink))
+def declared_paths(manifest):
+    """(where, key, value) for every manifest field declared a path; `where` is a location like models.fp32.file.
 
-
-def walk_tree(bundle):
-    """Every regular file under `bundle` as a relative name; any link or special file is refused."""
-    names = []
-    stack = [""]
-    while stack:
-        rel = stack.pop()
-        directory = os.path.join(bundle, rel) if rel else bundle
-        try:
-            entries = sorted(os.listdir(directory))
-        except OSError as exc:
-            raise RunnerError("io_error", "cannot list {}: {}".format(directory, exc.strerror)) from None
-        for entry in entries:
-            child = rel + "/" + entry if rel else entry
-            info = os.lstat(os.path.join(directory, entry))
-            if stat.S_ISDIR(info.st_mode):
-                stack.append(child)
-            elif stat.S_ISLNK(info.st_mode):
-                raise RunnerError("unsafe_path", "bundle tree: {} is a symbolic link; a bundle holds regular files "
-                                                 "only (copy it without links)".format(child))
-            else:
-                _check_regular(info, child, "bundle tree")
-                names.append(child)
-    return sorted(names)
-
-
-def is_path_key(key):
-    return key in PATH_KEYS or str(key).endswith(PATH_SUFFIXES)
-
-
-def manifest_names(manifest):
-    """(name, where, may_be_directory) for every manifest field declared a path (PATH_KEYS, at any depth).
-
-    Strings (or lists of strings) under a path key are paths; numbers, booleans and null there are skipped; a mapping
-    is walked by its own keys, except a file table (`files`), whose keys are the paths.
+    Strings (or lists of strings) under a path key are paths; numbers, booleans and null there are counts or absent
+    entries and are skipped; a mapping is walked by its own keys, except a file table (`files`), whose keys are the
+    paths.
     """
     found = []
 
@@ -116,16 +163,56 @@ def manifest_names(manifest):
             for child, value in node.items():
                 here = "{}.{}".format(where, child) if where else str(child)
                 if key in PATH_TABLES:
-                    found.append((child, "{}[{!r}]".format(where, child), False))
+                    found.append(("{}[{!r}]".format(where, child), key, child))
                 walk(value, str(child), here)
         elif isinstance(node, list):
             for i, value in enumerate(node):
                 walk(value, key, "{}[{}]".format(where, i))
         elif is_path_key(key) and node is not None and not isinstance(node, (bool, int, float)):
-            found.append((node, where, key in DIRECTORY_KEYS))
+            found.append((where, key, node))
 
     walk(manifest, "", "")
     return found
+
+
+def read_manifest(bundle, what):
+    """manifest.json's bytes and parsed JSON (called only once the tree is known to be clean)."""
+    path = os.path.join(bundle, MANIFEST_NAME)
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+        return raw, json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunnerError("bundle_invalid", "{}: {} is not valid JSON ({}); re-export the bundle".format(
+            what, MANIFEST_NAME, type(exc).__name__)) from None
+    except RecursionError:
+        raise RunnerError("bundle_invalid", "{}: {} is nested too deeply to be a bundle manifest; re-export the "
+                                            "bundle".format(what, MANIFEST_NAME)) from None
+
+
+def seal(bundle, shown=None):
+    """The one seal check, host and device: (manifest, manifest bytes, regular files) or a RunnerError.
+
+    `shown` is how messages name the bundle (default: its path). Nothing but manifest.json is read, and that only
+    once the tree is clean.
+    """
+    what = "bundle {}".format(bundle if shown is None else shown)
+    check_root(bundle, what)
+    files = walk_tree(bundle, what)
+    if MANIFEST_NAME not in files:
+        raise RunnerError("bundle_missing", "{} is not a bundle (no {}); create it with `edgerobust export`".format(
+            what, MANIFEST_NAME))
+    raw, manifest = read_manifest(bundle, what)
+    if not isinstance(manifest, dict):
+        raise RunnerError("bundle_invalid", "{}: {} is not an edgerobust bundle manifest".format(what, MANIFEST_NAME))
+    try:
+        for where, key, value in declared_paths(manifest):
+            resolve(bundle, check_name(value, "{}: {}".format(what, where)), "{}: {}".format(what, where),
+                    is_directory_key(key))
+    except RecursionError:
+        raise RunnerError("bundle_invalid", "{}: {} is nested too deeply to be a bundle manifest; re-export the "
+                                            "bundle".format(what, MANIFEST_NAME)) from None
+    return manifest, raw, files
 
 
 def sha256_file(path):
@@ -164,33 +251,14 @@ class Bundle:
 
 
 def open_bundle(directory):
-    """Read manifest.json and seal the bundle (tree + every named path), before anything else is read."""
-    if directory is None or not os.path.isdir(directory):
-        raise RunnerError("bundle_missing", "bundle directory {} does not exist; copy the bundle to the device "
-                                            "first".format(directory))
+    """Seal the bundle (`seal`: root, tree, manifest, every named path) before anything else is read, and open it."""
+    if directory is None:
+        raise RunnerError("bundle_missing", "no bundle directory given; copy the bundle to the device first")
     directory = os.path.abspath(directory)
-    manifest_path = os.path.join(directory, MANIFEST_NAME)
-    try:
-        info = os.lstat(manifest_path)
-    except OSError:
-        raise RunnerError("bundle_missing", "{} is not a bundle (no {})".format(directory, MANIFEST_NAME)) from None
-    if stat.S_ISLNK(info.st_mode):
-        raise RunnerError("unsafe_path", "{} is a symbolic link; a bundle holds regular files only".format(
-            MANIFEST_NAME))
-    _check_regular(info, MANIFEST_NAME, "bundle")
-    try:
-        with open(manifest_path, "rb") as handle:
-            raw = handle.read()
-        manifest = json.loads(raw.decode("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RunnerError("bundle_invalid", "{} cannot be read as JSON ({})".format(manifest_path, exc)) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT or \
-            not isinstance(manifest.get("files"), dict):
+    manifest, raw, _ = seal(directory)
+    if manifest.get("format") != BUNDLE_FORMAT or not isinstance(manifest.get("files"), dict):
         raise RunnerError("bundle_invalid", "{} is not an edgerobust bundle manifest (format {})".format(
-            manifest_path, BUNDLE_FORMAT))
-    walk_tree(directory)
-    for name, where, may_be_directory in manifest_names(manifest):
-        resolve(directory, name, "manifest " + where, may_be_directory)
+            os.path.join(directory, MANIFEST_NAME), BUNDLE_FORMAT))
     return Bundle(directory, manifest, hashlib.sha256(raw).hexdigest())
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ MANIFEST_NAME = "model.json"
 WEIGHTS_NAME = "model.pt"
 CHECKPOINT_NAME = "checkpoint.pt"
 MANIFEST_FORMAT = "edgerobust-run-1"
+BUNDLE_MANIFEST = "manifest.json"  # export/bundle.py's; named here so that runs find their bundles importing nothing
 
 
 def now() -> str:
@@ -154,6 +156,80 @@ class RunDir:
     def is_onnx(self) -> bool:
         """The run's model is an imported ONNX file (no PyTorch weights to train or prune)."""
         return self.manifest.get("model", {}).get("format") == "onnx"
+
+    # -- what the run used and made: its dataset, its bundles ---------------------------------------------------
+    @property
+    def dataset_name(self) -> str | None:
+        """The dataset the run was trained on (None when the manifest does not record one)."""
+        data = self.manifest.get("dataset", {})
+        for split in ("train", "test"):
+            record = data.get(split)
+            if isinstance(record, dict) and isinstance(record.get("name"), str) and record["name"]:
+                return record["name"]
+        return None
+
+    @property
+    def data_root(self) -> str | None:
+        """The directory the run's on-disk dataset was read from (None: the dataset's default)."""
+        return self.manifest.get("dataset", {}).get("root") or None
+
+    @property
+    def data_options(self) -> dict[str, Any]:
+        """The options the run's dataset was read with ([data] options: an image folder's size, an array file's
+        keys; {} when none)."""
+        options = self.manifest.get("dataset", {}).get("options")
+        return dict(options) if isinstance(options, dict) else {}
+
+    def relative(self, path: str | Path) -> str:
+        """`path` as recorded in the manifest: relative to the run directory, so the record holds from any working
+        directory and when run and bundles move together."""
+        return os.path.relpath(Path(path).resolve(), self.path.resolve())
+
+    def locate(self, recorded: str | Path) -> Path | None:
+        """A directory the manifest records, wherever this command runs: relative to the run directory (how exports
+        record bundles), else as written (older records, relative to where they were made), else the same name in or
+        beside the run directory (the run moved). None when none of them is there."""
+        recorded = Path(recorded)
+        for candidate in (self.path / recorded, recorded, self.path / recorded.name, self.path.parent / recorded.name):
+            if candidate.is_dir():
+                return candidate
+        return None
+
+    def exports(self) -> dict[str, dict[str, Any]]:
+        """The export records by target (those naming a bundle)."""
+        exports = self.manifest.get("export")
+        if not isinstance(exports, dict):
+            return {}
+        return {t: e for t, e in exports.items() if isinstance(e, dict) and isinstance(e.get("bundle"), str)}
+
+    def bundle(self, target: str) -> Path | None:
+        """The bundle exported for `target`, found by `locate`; None when there is none (or it is gone)."""
+        entry = self.exports().get(target)
+        return None if entry is None else self.locate(entry["bundle"])
+
+    def latest_bundle(self) -> Path:
+        """The most recently exported bundle; exports in the same second (the manifest keeps seconds) are ordered by
+        their bundle manifest's mtime. An error saying what to do when there is none."""
+        entries = self.exports()
+        if not entries:
+            raise EdgeRobustError(f"run {self.path} has no export bundle; make one with `edgerobust export` "
+                                  "or pass BUNDLE")
+        found = [(str(e.get("created", "")), path) for e in entries.values()
+                 if (path := self.locate(e["bundle"])) is not None]
+        if not found:
+            latest = max(entries.values(), key=lambda e: str(e.get("created", "")))["bundle"]
+            raise EdgeRobustError(f"the bundle {latest} recorded by run {self.path} no longer exists; re-export it "
+                                  "or pass BUNDLE")
+
+        def key(item: tuple[str, Path]) -> tuple[str, int]:
+            manifest = item[1] / BUNDLE_MANIFEST
+            return item[0], manifest.stat().st_mtime_ns if manifest.is_file() else 0
+
+        return max(found, key=key)[1]
+
+    def precisions(self, target: str) -> list[str]:
+        """The precisions exported for `target` ([] when it was not exported)."""
+        return list(self.exports().get(target, {}).get("precisions", []))
 
     @property
     def input_shape(self) -> tuple[int, ...]:

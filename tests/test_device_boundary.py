@@ -115,6 +115,22 @@ def test_output_over_the_cap_stops_the_device_and_keeps_host_memory_flat(tmp_pat
     assert transport.run("printf ok").stdout == b"ok"  # under the cap: as before
 
 
+def test_the_cap_is_a_device_setting_from_recipe_fleet_and_cli(tmp_path):
+    from edgerobust.config import DeviceConfig
+    from edgerobust.remote.boundary import MAX_OUTPUT_BYTES
+    from edgerobust.remote.fleet import load_fleet
+    from edgerobust.remote.options import device_session
+
+    assert device_session(DeviceConfig(host="local", root=str(tmp_path))).transport.max_output == MAX_OUTPUT_BYTES
+    session = device_session(DeviceConfig(host="local", root=str(tmp_path), max_output_mib=0.5))
+    assert session.transport.max_output == 2**19
+    with pytest.raises(DeviceOutputError, match="more than 0.5 MiB on stdout.*--max-output"):
+        session.transport.run("yes edgerobust | head -c 1000000")
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text('[[device]]\nname = "a"\nhost = "local"\nmax_output_mib = 2\n')
+    assert load_fleet(fleet).devices[0].max_output_mib == 2
+
+
 def test_a_device_that_exits_255_silently_is_a_dropped_link_not_a_recursion(tmp_path, monkeypatch):
     bindir = tmp_path / "bin"
     bindir.mkdir()
@@ -212,12 +228,12 @@ def test_device_names_are_confined_by_one_rule(tmp_path, bad):
 
 
 def test_a_device_named_dotdot_cannot_escape_the_run(edge_copy, tmp_path):
+    from edgerobust.config import DeviceConfig
     from edgerobust.remote.api import device_bench
-    from edgerobust.remote.options import RemoteOptions
 
     before = sorted(p.relative_to(edge_copy.path) for p in edge_copy.path.rglob("*"))
-    with pytest.raises(EdgeRobustError, match="device name '..' is not a usable name"):
-        device_bench(edge_copy, "x86-edge", RemoteOptions("local", root=str(tmp_path / "device")), name="..")
+    with pytest.raises(EdgeRobustError, match="name '..' is not a usable name"):
+        device_bench(edge_copy, DeviceConfig(host="local", root=str(tmp_path / "device"), target="x86-edge", name=".."))
     assert sorted(p.relative_to(edge_copy.path) for p in edge_copy.path.rglob("*")) == before
 
 

@@ -18,7 +18,7 @@ from torch import nn
 from user_data import image_folder
 
 from edgerobust.data import load_dataset
-from edgerobust.imports import OnnxImportError, import_onnx
+from edgerobust.imports import ImportSetup, OnnxImportError, import_onnx
 from edgerobust.models.onnx_model import OnnxClassifier, has_gradients
 from edgerobust.run import RunDir
 
@@ -52,7 +52,7 @@ def folder(tmp_path_factory):
 def onnx_run(folder, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("onnx")
     path = torch_onnx(foreign_net(), tmp / "foreign.onnx")
-    return import_onnx(tmp / "run", path, data="imagefolder", data_root=folder)
+    return import_onnx(tmp / "run", path, ImportSetup(data="imagefolder", data_root=folder))
 
 
 def test_the_run_is_the_file_with_bundle_names_and_a_dynamic_batch(onnx_run, folder):
@@ -109,15 +109,15 @@ def test_query_only_evaluation_export_verify_and_bench(onnx_run, tmp_path):
 def test_device_replay_of_an_onnx_run_on_the_loopback_test_bed(onnx_run, device_python, ssh_bed, tmp_path):
     import shutil
 
+    from edgerobust.config import DeviceConfig
     from edgerobust.remote.api import device_replay
-    from edgerobust.remote.options import RemoteOptions
 
     shutil.copytree(onnx_run.path, tmp_path / "run")
     code, _, err = run_cli("export", tmp_path / "run", "--target", "x86-cpu", "-q")
     assert code == 0, err
-    options = RemoteOptions(ssh_bed.alias, python=str(device_python), root=str(tmp_path / "ssh-device"),
-                            ssh_config=str(ssh_bed.config))
-    doc = device_replay(RunDir.open(tmp_path / "run"), "x86-cpu", options, name="edge-a")
+    options = DeviceConfig(host=ssh_bed.alias, python=str(device_python), root=str(tmp_path / "ssh-device"),
+                           ssh_config=str(ssh_bed.config), target="x86-cpu", name="edge-a")
+    doc = device_replay(RunDir.open(tmp_path / "run"), options)
     assert doc["device"]["transport"] == "ssh"
     clean = doc["rows"][0]["sets"]["clean"]
     assert doc["rows"][0]["precision"] == "fp32" and clean["gap"] == 0.0 and clean["count"] == 6
@@ -126,7 +126,8 @@ def test_device_replay_of_an_onnx_run_on_the_loopback_test_bed(onnx_run, device_
 def test_normalised_inputs_are_prepended_as_mean_and_std(folder, tmp_path):
     path = torch_onnx(foreign_net(), tmp_path / "f.onnx")
     mean, std = [0.5, 0.4, 0.3], [0.25, 0.5, 0.125]
-    run = import_onnx(tmp_path / "r", path, data="imagefolder", data_root=folder, mean=mean, std=std)
+    run = import_onnx(tmp_path / "r", path, ImportSetup(data="imagefolder", data_root=folder,
+                                                   model_options={"mean": mean, "std": std}))
     x = np.random.default_rng(0).random((1, 3, 10, 10), dtype=np.float32)
     normalised = (x - np.array(mean, np.float32).reshape(1, 3, 1, 1)) / np.array(std, np.float32).reshape(1, 3, 1, 1)
     assert np.array_equal(run.load_model()(torch.from_numpy(x)).numpy(), original(path, normalised))

@@ -11,7 +11,7 @@ from user_data import image_folder
 from user_package import install, uninstall, write_package
 
 from edgerobust.errors import CheckpointError
-from edgerobust.imports import import_weights
+from edgerobust.imports import ImportSetup, import_weights
 from edgerobust.run import RunDir
 from edgerobust.training.metrics import evaluate_clean
 
@@ -47,7 +47,7 @@ def saved(tmp_path, kind: str, module: torch.nn.Module):
 def test_imported_weights_give_the_original_logits_and_accuracy(trained_elsewhere, tmp_path, kind):
     folder = image_folder(tmp_path / "f", per_class=10, size=(10, 10))
     run = import_weights(tmp_path / "r", "dronenets.nets:drone", saved(tmp_path, kind, trained_elsewhere),
-                         data="imagefolder", data_root=folder, model_options={"kwargs": {"width": 5}})
+                         ImportSetup(data="imagefolder", data_root=folder, model_options={"kwargs": {"width": 5}}))
     model = RunDir.open(run.path).load_model()
     x = torch.rand(4, 3, 10, 10)
     assert torch.equal(model(x), trained_elsewhere(x))  # identity normalisation, the same weights
@@ -90,8 +90,8 @@ def test_weights_that_do_not_fit_are_named(trained_elsewhere, tmp_path):
     state["head.2.weight"] = torch.zeros(3, 7)
     torch.save(state, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError) as info:
-        import_weights(tmp_path / "r", "dronenets.nets:drone", tmp_path / "bad.pt", input_shape=(3, 8, 8),
-                       num_classes=3, model_options={"kwargs": {"width": 5}})
+        import_weights(tmp_path / "r", "dronenets.nets:drone", tmp_path / "bad.pt",
+                       ImportSetup(input_shape=(3, 8, 8), num_classes=3, model_options={"kwargs": {"width": 5}}))
     assert str(info.value).endswith("missing: stem.0.bias; unexpected: extra.weight; shape mismatch: head.2.weight "
                                     "(3, 7) in the file vs (3, 10) in the model")
     assert not (tmp_path / "r").exists()

@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"runner"},
     {"errors", "registry", "io", "versions", "progress", "tomlfile", "recipe", "config", "compute_device", "claim",
      "names"},
-    {"data", "models"},
+    {"data", "models", "bounds"},
     {"run", "run_select"},
     {"__init__"},
     {"attacks", "training", "compress", "evaluation"},

@@ -12,7 +12,7 @@ from user_package import install, uninstall, write_package
 from edgerobust.models import ModelImportError, build_model, entry_points
 from edgerobust.run import RunDir
 from edgerobust.training import TrainConfig
-from edgerobust.training.api import train_model
+from edgerobust.training.api import TrainSetup, train_model
 
 FAST = TrainConfig(epochs=2, batch_size=16, lr=0.05, augment=False)
 
@@ -31,8 +31,8 @@ def folder(tmp_path_factory):
 
 
 def test_an_import_path_model_is_recorded_and_rebuilt(package, folder, tmp_path):
-    run = train_model(tmp_path / "r", "dronenets.nets:drone", "imagefolder", FAST, data_root=folder,
-                      model_options={"kwargs": {"width": 5}}, progress=False)
+    run = train_model(tmp_path / "r", "dronenets.nets:drone", "imagefolder", FAST,
+                      TrainSetup(data_root=folder, model_options={"kwargs": {"width": 5}}), progress=False)
     info = run.manifest["model"]
     assert info["spec"] == "dronenets.nets:drone" and info["mean"] == [0.0] * 3 and info["std"] == [1.0] * 3
     assert info["source"] == {"kind": "import", "import": "dronenets.nets:drone", "package": "dronenets",
@@ -66,7 +66,8 @@ def test_mean_and_std_normalise_inside_the_model(package, tmp_path):
 
 
 def test_a_model_that_no_longer_imports_says_what_was_recorded(package, folder, tmp_path):
-    run = train_model(tmp_path / "r", "dronenets.nets:drone", "imagefolder", FAST, data_root=folder, progress=False)
+    run = train_model(tmp_path / "r", "dronenets.nets:drone", "imagefolder", FAST, TrainSetup(data_root=folder),
+                      progress=False)
     uninstall(package)
     with pytest.raises(ModelImportError) as info:
         RunDir.open(run.path).load_model()
@@ -120,7 +121,7 @@ def test_a_layer_torch_pruning_does_not_know_is_reported_and_the_slim_net_reload
     from edgerobust.compress.api import compress_model
     from edgerobust.config import CompressConfig
 
-    run = train_model(tmp_path / "r", "dronenets.nets:scaled", "imagefolder", FAST, data_root=folder,
+    run = train_model(tmp_path / "r", "dronenets.nets:scaled", "imagefolder", FAST, TrainSetup(data_root=folder),
                       progress=False)
     slim = compress_model(run, tmp_path / "c", CompressConfig(method="l1", keep=0.5, retrain_epochs=0), FAST,
                           progress=False)
@@ -171,14 +172,15 @@ batch_size = 16
 
 @pytest.mark.ssh
 def test_device_replay_of_a_user_model_on_the_loopback_test_bed(package, folder, device_python, ssh_bed, tmp_path):
+    from edgerobust.config import DeviceConfig, ExportConfig
     from edgerobust.export.api import export_run
     from edgerobust.remote.api import device_replay
-    from edgerobust.remote.options import RemoteOptions
 
-    run = train_model(tmp_path / "r", "dronenets.nets:drone", "imagefolder", FAST, data_root=folder, progress=False)
-    export_run(run, "x86-cpu", progress=False, calibration=0, golden=6)
-    options = RemoteOptions(ssh_bed.alias, python=str(device_python), root=str(tmp_path / "ssh-device"),
-                            ssh_config=str(ssh_bed.config))
-    doc = device_replay(RunDir.open(run.path), "x86-cpu", options, name="edge-a")
+    run = train_model(tmp_path / "r", "dronenets.nets:drone", "imagefolder", FAST, TrainSetup(data_root=folder),
+                      progress=False)
+    export_run(run, ExportConfig(target="x86-cpu", calibration=0, golden=6), progress=False)
+    options = DeviceConfig(host=ssh_bed.alias, python=str(device_python), root=str(tmp_path / "ssh-device"),
+                           ssh_config=str(ssh_bed.config), target="x86-cpu", name="edge-a")
+    doc = device_replay(RunDir.open(run.path), options)
     clean = doc["rows"][0]["sets"]["clean"]
     assert doc["device"]["transport"] == "ssh" and clean["count"] == 6 and clean["gap"] == 0.0

@@ -6,6 +6,7 @@ import os
 import typer
 
 from . import bench as bench_cmd
+from . import certify as certify_cmd
 from . import compress as compress_cmd
 from . import devices as devices_cmd
 from . import evaluate as evaluate_cmd
@@ -44,9 +45,11 @@ app.command()(report_cmd.report)
 app.command()(bench_cmd.bench)
 app.command()(models_cmd.models)
 app.command()(models_cmd.datasets)
+app.command()(models_cmd.losses)
 app.command()(export_cmd.export)
 app.command()(export_cmd.verify)
 app.command(name="import")(imports_cmd.import_)
+app.command()(certify_cmd.certify)
 app.add_typer(devices_cmd.devices_app)
 
 

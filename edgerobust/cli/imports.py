@@ -8,7 +8,7 @@ import typer
 
 from ..config import section
 from ..errors import EdgeRobustError
-from ..imports import import_onnx, import_weights
+from ..imports import ImportSetup, import_onnx, import_weights
 from ..recipe import load_recipe
 from .common import command, console, device_option, parse_kwargs, parse_shape, split_list
 from .render import print_run_summary
@@ -46,12 +46,14 @@ def import_(
     name = data or (data_section.name if "data" in spec else None)
     data_root = data_root or (data_section.root if name == data_section.name else None)
     data_options = data_section.options if name == data_section.name else None
+    setup = ImportSetup(data=name, data_root=data_root, data_options=data_options,
+                        input_shape=parse_shape(shape) if shape else None, num_classes=classes, device=device,
+                        recipe=spec)
     if onnx_file is not None:
         if model or weights or kwargs or classes:
             raise EdgeRobustError("an ONNX file is the whole model: drop --model, --weights, --kwargs and --classes")
-        run = import_onnx(out, onnx_file, data=name, data_root=data_root, data_options=data_options,
-                          input_shape=parse_shape(shape) if shape else None, mean=model_section.mean,
-                          std=model_section.std, recipe=spec)
+        setup.model_options = {"mean": model_section.mean, "std": model_section.std}
+        run = import_onnx(out, onnx_file, setup)
         print_run_summary(run)
         conversion = run.manifest["model"]["source"]["torch_conversion"]
         if not conversion["available"]:
@@ -64,11 +66,8 @@ def import_(
         raise EdgeRobustError("pass --weights FILE (a state dict) with --model, or an ONNX file")
     if model is None and "model" not in spec:
         raise EdgeRobustError("pass --model: the spec or import path of the network the weights are for")
-    options = model_section.options() if model in (None, model_section.spec) or kwargs is not None else \
-        {"mean": model_section.mean, "std": model_section.std}
-    run = import_weights(out, model or model_section.spec, weights, data=name, data_root=data_root,
-                         data_options=data_options,
-                         model_options=options, input_shape=parse_shape(shape) if shape else None,
-                         num_classes=classes, device=device, recipe=spec)
+    setup.model_options = model_section.options() if model in (None, model_section.spec) or kwargs is not None \
+        else {"mean": model_section.mean, "std": model_section.std}
+    run = import_weights(out, model or model_section.spec, weights, setup)
     print_run_summary(run)
     console.print(f"run directory: [bold]{run.path}[/]")

@@ -24,13 +24,13 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..claim import check_output, locked
-from ..data import load_dataset
 from ..errors import EdgeRobustError
 from ..io import sha256_file
 from ..models.onnx_model import OnnxClassifier, conversion_status
 from ..run import RunDir
 from ..training.api import check_fresh_output, model_info
 from ..training.metrics import evaluate_clean
+from .setup import ImportSetup
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"  # the bundle's names (export/onnx_export.py)
 ONNX_FILE = "model.onnx"
@@ -176,16 +176,16 @@ def check_runs(file: Path, source: Path, shape: tuple[int, int, int], classes: i
     return found
 
 
-def import_onnx(out: str | Path, path: str | Path, *, data: str | None = None,
-                data_root: str | Path | None = None, data_options: dict | None = None,
-                input_shape: tuple[int, int, int] | None = None, mean: list[float] | None = None,
-                std: list[float] | None = None, recipe: dict | None = None) -> RunDir:
-    """A run directory at `out` whose model is the ONNX classifier at `path` (see the module docstring)."""
+def import_onnx(out: str | Path, path: str | Path, setup: ImportSetup | None = None) -> RunDir:
+    """A run directory at `out` whose model is the ONNX classifier at `path` (see the module docstring); `setup` says
+    the dataset, or the input shape without one, and the mean/std to prepend."""
+    setup = setup or ImportSetup()
     path = Path(path)
+    data, input_shape, mean, std = setup.data, setup.input_shape, setup.mean, setup.std
     check_output(out)
     check_fresh_output(Path(out), resume=False)
     proto = read_onnx(path)
-    test = load_dataset(data, "test", data_root, **(data_options or {})) if data else None
+    test = setup.load("test") if data else None
     if test is not None and input_shape is not None and tuple(input_shape) != test.input_shape:
         raise OnnxImportError(f"--shape {tuple(input_shape)} differs from dataset {data}'s {test.input_shape}")
     fitted, shape = fitted_graph(proto, path, test.input_shape if test is not None else input_shape, mean, std)
@@ -212,13 +212,11 @@ def import_onnx(out: str | Path, path: str | Path, *, data: str | None = None,
         info.update(format="onnx", file=ONNX_FILE)  # the graph takes [0,1] pixels (mean/std are inside it)
         parameters = sum(int(np.prod(init.dims)) for init in fitted.graph.initializer)
         metrics: dict[str, Any] = {"parameters": parameters}
-        sections: dict[str, Any] = {"metrics": metrics, "recipe": recipe or {},
+        sections: dict[str, Any] = {"metrics": metrics, "recipe": setup.recipe or {},
                                     "imported": {"onnx": str(path.resolve()), "format": "onnx"}}
         if test is not None:
             metrics["test_accuracy"] = evaluate_clean(module, test)["accuracy"]
-            train = load_dataset(data, "train", data_root, **(data_options or {}))
-            sections["dataset"] = {"train": train.describe(), "test": test.describe(),
-                                   "root": str(data_root or ""), "options": dict(data_options or {})}
+            sections["dataset"] = setup.dataset_record(test)
         run.manifest["model"] = info
         run.manifest.update(sections)
         run.manifest["weights_sha256"] = sha256_file(file)

@@ -11,7 +11,7 @@ Everything is checked before `out` is created, so a failed import writes nothing
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,13 +21,13 @@ from torch import nn
 
 from ..claim import check_output, locked
 from ..compute_device import describe_device, resolve_device
-from ..data import load_dataset
 from ..errors import CheckpointError, EdgeRobustError
 from ..io import load_torch, sha256_file
 from ..models import build_model, count_flops, count_parameters
 from ..run import RunDir
 from ..training.api import check_fresh_output, model_info, normalization
 from ..training.metrics import evaluate_clean
+from .setup import ImportSetup
 
 FORMATS = {".pt": "pt", ".pth": "pt", ".bin": "pt", ".safetensors": "safetensors"}
 NESTED_KEYS = ("state_dict", "model_state_dict", "model")
@@ -99,16 +99,16 @@ def fit_problems(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[st
     return problems
 
 
-def import_weights(out: str | Path, spec: str, weights: str | Path, *, data: str | None = None,
-                   data_root: str | Path | None = None, data_options: dict | None = None,
-                   model_options: dict | None = None, input_shape: Sequence[int] | None = None,
-                   num_classes: int | None = None, device: str | torch.device | None = None,
-                   recipe: dict | None = None) -> RunDir:
-    """A run directory at `out` holding `spec` with the weights of `weights` (see the module docstring)."""
+def import_weights(out: str | Path, spec: str, weights: str | Path, setup: ImportSetup | None = None) -> RunDir:
+    """A run directory at `out` holding `spec` with the weights of `weights` (see the module docstring); `setup` says
+    the dataset, or the input shape and classes without one, and the factory's kwargs and mean/std."""
+    setup = setup or ImportSetup()
     check_output(out)
     check_fresh_output(Path(out), resume=False)
-    device = resolve_device(device)
-    test = load_dataset(data, "test", data_root, **(data_options or {})) if data else None
+    device = resolve_device(setup.device)
+    data, input_shape, num_classes, model_options = setup.data, setup.input_shape, setup.num_classes, \
+        setup.model_options
+    test = setup.load("test") if data else None
     if test is not None:
         if input_shape is not None and tuple(input_shape) != test.input_shape:
             raise EdgeRobustError(f"--shape {tuple(input_shape)} differs from dataset {data}'s {test.input_shape}; "
@@ -138,11 +138,9 @@ def import_weights(out: str | Path, spec: str, weights: str | Path, *, data: str
         metrics["test_accuracy"] = evaluate_clean(model.to(device), test)["accuracy"]
     imported = {"weights": str(Path(weights).resolve()), "sha256": sha256_file(weights), "keys": how, **found,
                 "device": describe_device(device)}
-    sections: dict[str, Any] = {"imported": imported, "metrics": metrics, "recipe": recipe or {}}
+    sections: dict[str, Any] = {"imported": imported, "metrics": metrics, "recipe": setup.recipe or {}}
     if test is not None:
-        train = load_dataset(data, "train", data_root, **(data_options or {}))
-        sections["dataset"] = {"train": train.describe(), "test": test.describe(), "root": str(data_root or ""),
-                               "options": dict(data_options or {})}
+        sections["dataset"] = setup.dataset_record(test)
     with locked(out):
         check_fresh_output(Path(out), resume=False)
         run = RunDir.create(out)

@@ -17,6 +17,7 @@ from ..compute_device import placement
 from ..errors import EdgeRobustError, ShapeError
 from ..registry import Registry
 from .external import build_external, is_external
+from .mode import eval_mode
 from .normalize import NormalizedClassifier
 
 ModelBuilder = Callable[..., nn.Module]
@@ -101,10 +102,8 @@ def build_model(spec: str | ModelSpec, input_shape: Sequence[int], num_classes: 
 
 def check_input_shape(model: nn.Module, input_shape: Sequence[int], num_classes: int, name: str = "model") -> None:
     """Run one dummy forward pass so an impossible input shape fails with one clear line."""
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(model):
             where = placement(model)
             out = model(torch.zeros(1, *input_shape, device=where.device, dtype=where.dtype))
     except MemoryError:
@@ -113,8 +112,6 @@ def check_input_shape(model: nn.Module, input_shape: Sequence[int], num_classes:
         reason = str(exc).strip().splitlines()[0][:160]
         raise ShapeError(f"{name} cannot take inputs of shape {tuple(input_shape)} ({reason}); "
                          "choose a model built for this input size") from None
-    finally:
-        model.train(was_training)
     if out.shape != (1, num_classes):
         raise ShapeError(f"{name} outputs shape {tuple(out.shape)} for one input; expected (1, {num_classes}) logits")
 
@@ -127,15 +124,10 @@ def flop_counter(model: nn.Module, input_shape: Sequence[int]):
     """torch's own FlopCounterMode after one eval-mode forward of a zero input (the model's mode is restored)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    was_training = model.training
-    model.eval()
     counter = FlopCounterMode(display=False)
     where = placement(model)
-    try:
-        with counter, torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=where.device, dtype=where.dtype))
-    finally:
-        model.train(was_training)
+    with counter, torch.no_grad(), eval_mode(model):
+        model(torch.zeros(1, *input_shape, device=where.device, dtype=where.dtype))
     return counter
 
 

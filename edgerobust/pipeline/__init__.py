@@ -1,6 +1,7 @@
 """`edgerobust pipeline`: the whole chain on the built-in default."""
 from . import basic_steps  # noqa: F401, I001  (each import registers its steps)
 from . import bench_steps  # noqa: F401
+from . import certify_steps  # noqa: F401
 from . import compress_steps  # noqa: F401
 from . import device_steps  # noqa: F401
 from . import evaluate_steps  # noqa: F401

@@ -15,7 +15,7 @@ def check_bench(ctx: PipelineContext) -> None:
 
 @PIPELINE_STEPS.register("bench", "latency per runtime and batch size on this machine (RUN/bench.json)")
 def bench_step(ctx: PipelineContext) -> None:
-    record = bench_run(ctx.run, config=section(ctx.recipe, "bench"), progress=ctx.progress, device=ctx.device)
+    record = bench_run(ctx.run, section(ctx.recipe, "bench"), progress=ctx.progress, device=ctx.device)
     for row in record["results"]:
         ctx.add("bench", f"{row['runtime']} batch {row['batch']} p50 ms", round(row["p50_ms"], 4))
 

@@ -21,9 +21,11 @@ import subprocess
 import time
 from typing import Any
 
+from ..config import DeviceConfig
 from .errors import RemoteError
 
-MAX_OUTPUT_BYTES = 64 * 2**20  # per stream; the runner's largest answers (replay of big sets) are a few MB
+# per stream; the runner's largest answers (replay of big sets) are a few MB; [device] max_output_mib / --max-output
+MAX_OUTPUT_BYTES = int(DeviceConfig.max_output_mib * 2**20)
 MAX_DEPTH = 32  # the protocol's documents nest at most 6 levels
 MAX_STRING = 4096  # characters kept of one device string
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")

@@ -5,6 +5,7 @@ from . import export  # noqa: F401,E402  (ONNX export per target)
 from . import bench  # noqa: F401,E402  (latency per runtime and batch size)
 from . import compression  # noqa: F401,E402  (per-layer compression, histograms, trade-off)
 from . import devices  # noqa: F401,E402  (on-device latency and robustness gap)
+from . import certify  # noqa: F401,E402  (certificates for the artifacts)
 from .render import render_report
 from .sections import REPORT_SECTIONS, md_table, register_section
 

@@ -149,7 +149,9 @@ def _check_agreement(bundle, precision, entry, reference, outputs, runtime):
     return got
 
 
-def bench(bundle, options, precision, batch, warmup, repeats, root, hashes=True):
+def bench(bundle, options, args, root):
+    """`args`: the parsed command line (precision, batch, warmup, repeats, no_hash), passed whole."""
+    precision, batch, warmup, repeats, hashes = args.precision, args.batch, args.warmup, args.repeats, not args.no_hash
     if batch < 1 or warmup < 0 or repeats < 1:
         raise RunnerError("usage", "--batch and --repeats must be at least 1 and --warmup at least 0")
     if hashes:
@@ -191,7 +193,11 @@ def _set_result(evalset, logits, points):
     return out
 
 
-def replay(bundle, options, precision, batch, set_paths=(), clean=True, points=True, hashes=True):
+def replay(bundle, options, args):
+    """`args`: the parsed command line (precision, batch, sets, no_clean, no_points, no_hash), passed whole."""
+    precision, batch, set_paths, clean, points = args.precision, args.batch, args.sets, not args.no_clean, \
+        not args.no_points
+    hashes = not args.no_hash
     if batch < 1:
         raise RunnerError("usage", "--batch must be at least 1")
     if hashes:
@@ -224,8 +230,12 @@ def noise_batches(x, sigma, n, batch, seed, row):
         done += size
 
 
-def smooth(bundle, options, precision, sigma, n, batch, seed, set_spec=None, start=0, count=None,
-           margin_below=None, hashes=True):
+def smooth(bundle, options, args):
+    """`args`: the parsed command line (precision, sigma, n, batch, seed, set_spec, start, count, margin_below,
+    no_hash), passed whole."""
+    precision, sigma, n, batch, seed = args.precision, args.sigma, args.n, args.batch, args.seed
+    set_spec, start, count, margin_below, hashes = args.set_spec, args.start, args.count, args.margin_below, \
+        not args.no_hash
     if sigma <= 0 or n < 1 or batch < 1 or start < 0 or (count is not None and count < 0):
         raise RunnerError("usage", "--sigma must be > 0, --n and --batch at least 1, --start and --count at least 0")
     if hashes:

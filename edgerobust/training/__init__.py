@@ -1,7 +1,7 @@
 """One training loop with pluggable losses and callbacks; LR schedules; clean metrics; adversarial training."""
 from .adversarial import FGSMRSLoss, PGDAdversarialLoss, TradesLoss, build_training_loss
 from .eps_schedule import EPS_SCHEDULES, EpsSchedule
-from .loop import Callback, TrainConfig, Trainer, TrainResult, make_optimizer
+from .loop import Callback, LoopSetup, TrainConfig, Trainer, TrainResult, make_optimizer
 from .losses import LOSSES, LossOutput, NaturalLoss, StepState, TrainingLoss
 from .metrics import evaluate_clean, predict
 from .overfit_guard import CatastrophicOverfittingGuard
@@ -9,5 +9,5 @@ from .schedules import LR_SCHEDULES, learning_rate
 
 __all__ = ["EPS_SCHEDULES", "CatastrophicOverfittingGuard", "EpsSchedule", "FGSMRSLoss", "PGDAdversarialLoss",
            "TradesLoss", "build_training_loss",
-           "Callback", "LOSSES", "LR_SCHEDULES", "LossOutput", "NaturalLoss", "StepState", "TrainConfig",
+           "Callback", "LoopSetup", "LOSSES", "LR_SCHEDULES", "LossOutput", "NaturalLoss", "StepState", "TrainConfig",
            "TrainResult", "Trainer", "TrainingLoss", "evaluate_clean", "learning_rate", "make_optimizer", "predict"]

@@ -109,11 +109,12 @@ class Linear(Rule):
         """Lᵀ·flat for each computed input (flat: [N, *out]; None where the output does not depend on it): by
         autograd here (one forward of zeros and its backward); dot-product rules override it with the transposed
         operator itself, half the work."""
+        differentiable = torch.is_grad_enabled()  # certified training differentiates through the bound
         with torch.enable_grad():
             zs = [torch.zeros((flat.shape[0], *shape), dtype=flat.dtype, device=flat.device, requires_grad=True)
                   for shape in shapes]
             out = self.forward(node, *zs)
-            return list(torch.autograd.grad(out, zs, flat, create_graph=torch.is_grad_enabled(), allow_unused=True))
+            return list(torch.autograd.grad(out, zs, flat, create_graph=differentiable, allow_unused=True))
 
     def backward(self, node, A, *bounds, alpha=None):
         S, B = A.shape[:2]

@@ -86,8 +86,8 @@ class _Builder:
             pass  # inference: the input itself
         else:
             raise BoundError(f"cannot bound layer '{name or type(m).__name__}' ({type(m).__name__}): the PyTorch "
-                             "source takes chains of Conv2d, Linear, ReLU, ReLU6, BatchNorm, pooling and Flatten; "
-                             "export the model and certify its ONNX artifact instead")
+                             "source takes chains of Conv2d, Linear, ReLU, ReLU6, BatchNorm, pooling and Flatten "
+                             "(e.g. scnn2, cifar-teacher, mlp)")
 
 
 def from_module(model: nn.Module) -> Graph:

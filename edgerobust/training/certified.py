@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..bounds import Ball, Engine
+from ..bounds import Ball, BoundError, Engine
 from ..bounds.torch_graph import from_module
 from ..errors import EdgeRobustError
 from .distributed import unwrap
@@ -61,7 +61,10 @@ class _Certified:
     def engine(self, model) -> Engine:
         model = unwrap(model)
         if id(model) not in self._engines:  # the graph holds the live parameters: built once per model
-            self._engines[id(model)] = Engine(from_module(model), "certified-training")
+            try:
+                self._engines[id(model)] = Engine(from_module(model), "certified-training")
+            except BoundError as exc:
+                raise BoundError(f"--loss {self.name}: {exc}") from None
         return self._engines[id(model)]
 
     def margins(self, engine: Engine, ball: Ball, y: torch.Tensor, r: float) -> torch.Tensor:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar, Union
 
 from .errors import EdgeRobustError
 from .registry import REGISTRIES
+from .runner.precisions import CALIBRATION_METHODS
 from .runner.precisions import NAMES as PRECISION_NAMES
 
 C = TypeVar("C")
@@ -383,7 +384,16 @@ class ExportConfig:
     target: str = setting("x86-cpu", help="device profile name, alias or .toml path")
     opset: int | None = setting(None, ge=7, help="ONNX opset (default: the target's maximum)")
     fp16: bool | None = setting(None, help="fp16 model (default: if the target has it)")
-    int8: bool | None = setting(None, help="INT8 (default: if the target has it)")
+    int8: bool | None = setting(None, help="int8 in the target's own way, as its profile's [int8] runtime says: "
+                                "onnxruntime QDQ quantized here (CPU targets) or a TensorRT engine calibrated on the "
+                                "device (GPU targets) (default: if the target has it)")
+    int8_method: str | None = setting(None, choices=CALIBRATION_METHODS,
+                                      help="onnxruntime int8 calibration method (default: the target's)")
+    int8_max_drop: float = setting(0.01, ge=0, le=1, help="largest clean accuracy drop of the int8 artifact against "
+                                                         "fp32 (a fraction: 0.01 = 1 point)")
+    int8_min_agreement: float = setting(0.9, ge=0, le=1, help="smallest top-1 agreement of int8 with fp32")
+    force_int8: bool = setting(False, help="keep an int8 artifact over the tolerance in the bundle")
+    parity_points: int = setting(1000, ge=1, help="test points the int8 agreement rule is measured on")
     batch: int = setting(1, ge=1, help="batch size of the memory estimate and TensorRT engines")
     golden: int = setting(64, ge=1, help="golden test inputs")
     calibration: int = setting(256, ge=0, help="INT8 calibration inputs saved")

@@ -156,16 +156,21 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
     hosts = {p: host_precision(p) for p in precisions}
     graphs = onnx_precisions(profile, precisions)  # ONNX files besides fp32
     calibrated = [p for p in graphs if PRECISIONS[p].calibrated]
+    left_out: dict[str, dict[str, Any]] = {}
     if calibrated and not calibration:
-        raise EdgeRobustError(f"{', '.join(calibrated)} needs a calibration set and --calibration is 0; export with "
-                              f"--calibration N (N > 0) or --no-{calibrated[0]}")
+        if int8:  # asked for by name
+            raise EdgeRobustError(f"{', '.join(calibrated)} needs a calibration set and --calibration is 0; export "
+                                  f"with --calibration N (N > 0) or --no-{calibrated[0]}")
+        left_out = {p: {"reason": f"{p} needs a calibration set and --calibration is 0"} for p in calibrated}
+        graphs = [p for p in graphs if p not in left_out]
+        precisions = [p for p in precisions if p not in left_out]
+        calibrated = []
     if calibrated and opset < 13:
         raise EdgeRobustError(f"onnxruntime int8 with per-channel weight scales needs ONNX opset 13 or later, not "
                               f"{opset}; pass --opset 13 or --no-int8")
     steps = ["export", "parity", *graphs, "memory", "data", *(["engine"] if engine else []), "bundle"]
     tolerances = {REFERENCE: (tolerance, "absolute"), "fp16": (fp16_tolerance, "relative"),
                   **{p: (hosts[p].tolerance, hosts[p].tolerance_kind) for p in graphs if p != "fp16"}}
-    left_out: dict[str, dict[str, Any]] = {}
     with progress_bar(progress) as bar, staging(bundle_path) as stage:
         task = bar.add_task(f"export for {profile.name}", total=len(steps), status="")
 

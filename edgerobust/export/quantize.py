@@ -11,6 +11,8 @@ lever for the CPU targets.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import re
 import tempfile
@@ -81,9 +83,9 @@ def _named_failure(exc: Exception, proto: onnx.ModelProto) -> str:
     """The operator a quantizer failure names (by node name or op type), for one line."""
     text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
     nodes = {node.name: node.op_type for node in proto.graph.node if node.name}
-    for name, op in nodes.items():
-        if re.search(rf"\b{re.escape(name)}\b", text):
-            return f"operator {op} (node {name}): {text}"
+    named = sorted((name for name in nodes if name in text), key=len)  # the longest name a message quotes
+    if named:
+        return f"operator {nodes[named[-1]]} (node {named[-1]}): {text}"
     ops = sorted({node.op_type for node in proto.graph.node if re.search(rf"\b{node.op_type}\b", text)})
     return f"operator {ops[0]}: {text}" if ops else text
 
@@ -100,7 +102,8 @@ def quantize_int8(proto: onnx.ModelProto, calibration: np.ndarray, input_shape: 
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[settings.method]
     quiet = logging.getLogger().level
-    with tempfile.TemporaryDirectory(prefix="edgerobust-int8-") as tmp, warnings.catch_warnings():
+    with tempfile.TemporaryDirectory(prefix="edgerobust-int8-") as tmp, warnings.catch_warnings(), \
+            contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
         warnings.simplefilter("ignore")  # the quantizer warns about its own defaults; the bundle records them
         logging.getLogger().setLevel(logging.ERROR)
         source, prepared, output = (Path(tmp) / name for name in ("fp32.onnx", "prepared.onnx", "int8.onnx"))

@@ -1,0 +1,217 @@
+"""onnxruntime int8 for CPU targets: the quantizer's graph, the profile's [int8] table, the agreement rule on host and
+runner, left-out artifacts and the bad inputs."""
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from edgerobust.errors import EdgeRobustError, ShapeError
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(digits_run, tmp_path_factory):
+    from edgerobust.export.api import export_run
+    from edgerobust.run import RunDir
+
+    root = tmp_path_factory.mktemp("int8")
+    run = RunDir.open(shutil.copytree(digits_run.path, root / "run"))
+    return export_run(run, "x86-cpu", progress=False, calibration=64, golden=32, parity_points=200)
+
+
+def initializers(proto):
+    return {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer}
+
+
+def weight_dequantizers(proto):
+    """(quantized weight, scale, zero point, axis) of every DequantizeLinear fed by an int8 initializer."""
+    inits = initializers(proto)
+    for node in proto.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits and inits[node.input[0]].dtype == np.int8:
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            yield inits[node.input[0]], inits[node.input[1]], inits[node.input[2]], axis
+
+
+def test_x86_export_holds_a_qdq_int8_graph_judged_by_agreement(int8_bundle):
+    manifest = int8_bundle.manifest
+    assert manifest["precisions"] == ["fp32", "int8"]
+    entry = manifest["models"]["int8"]
+    assert entry["file"] == "model.int8.onnx" and entry["runtimes"] == ["ort-cpu"]
+    assert "golden_tolerance" not in entry  # the agreement rule, never a derived elementwise bound
+    parity = entry["parity"]
+    assert parity["passed"] and parity["tolerance_kind"] == "agreement" and parity["max_accuracy_drop"] == 0.01
+    assert parity["points"] == 200 and parity["golden"]["points"] == 32
+    assert parity["accuracy_drop"] == pytest.approx(parity["reference_accuracy"] - parity["accuracy"])
+    assert entry["quantization"]["method"] == "minmax" and entry["quantization"]["reduce_range"] is False
+    proto = onnx.load(str(int8_bundle.bundle / entry["file"]))
+    ops = {node.op_type for node in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    weights = list(weight_dequantizers(proto))
+    assert weights
+    for q, scale, zero, axis in weights:
+        if q.ndim == 4:  # convolution weights: one scale per output channel, symmetric (zero point 0)
+            assert scale.shape == (q.shape[axis],) and not zero.any()
+    activations = [initializers(proto)[n.input[2]] for n in proto.graph.node if n.op_type == "QuantizeLinear"]
+    assert activations and all(z.dtype == np.uint8 for z in activations)
+
+
+def test_host_and_runner_verify_apply_the_agreement_rule(int8_bundle, tmp_path):
+    from runner_helpers import copy_bundle, reseal, run_runner
+
+    from edgerobust.export.bundle import BundleError, verify_bundle
+
+    checked = verify_bundle(int8_bundle.bundle, run_golden=True)["golden"]
+    assert checked["int8"]["passed"] and checked["int8"]["top1_agreement"] >= 0.9
+    code, doc = run_runner("verify", "--bundle", int8_bundle.bundle, "--runtime", "ort-cpu")
+    assert code == 0, doc
+    figures = doc["result"]["golden"]["int8"]
+    assert figures["tolerance_kind"] == "agreement" and figures["ok"]
+    assert figures["accuracy"] == checked["int8"]["accuracy"]  # one rule, the same figures on both sides
+
+    strict = copy_bundle(int8_bundle.bundle, tmp_path)  # a limit no int8 graph meets: both sides refuse it
+    reseal(strict, lambda m: m["models"]["int8"]["parity"].update(min_top1_agreement=1.01))
+    with pytest.raises(BundleError, match="no longer agrees"):
+        verify_bundle(strict, run_golden=True)
+    code, doc = run_runner("verify", "--bundle", strict, "--runtime", "ort-cpu")
+    assert code == 2 and doc["error"]["kind"] == "parity_failed"
+
+
+def test_quantize_int8_is_a_bare_quantize_static_with_the_same_settings(int8_bundle, tmp_path):
+    """edgerobust adds nothing to onnxruntime's quantizer: a bare call gives the same graph's outputs, bit for bit."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from edgerobust.export.parity import ort_session, run_onnx
+    from edgerobust.export.quantize import Int8Settings, _reader, quantize_int8
+
+    source = int8_bundle.bundle / "model.onnx"
+    calibration = np.load(int8_bundle.bundle / "calibration.npz")["input"]
+    ours = quantize_int8(onnx.load(str(source)), calibration, calibration.shape[1:], Int8Settings())
+    quant_pre_process(str(source), str(tmp_path / "prepared.onnx"))
+    quantize_static(str(tmp_path / "prepared.onnx"), str(tmp_path / "bare.onnx"), _reader(calibration),
+                    quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                    extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+    onnx.save(ours, str(tmp_path / "ours.onnx"))
+    x = np.load(int8_bundle.bundle / "golden_inputs.npy")
+    a = run_onnx(ort_session(tmp_path / "ours.onnx"), x)
+    b = run_onnx(ort_session(tmp_path / "bare.onnx"), x)
+    assert np.array_equal(a, b)
+    assert np.array_equal(run_onnx(ort_session(int8_bundle.bundle / "model.int8.onnx"), x), a)
+
+
+def test_calibration_method_and_reduce_range_reach_the_quantizer(int8_bundle):
+    from edgerobust.export.quantize import Int8Settings, quantize_int8
+
+    proto = onnx.load(str(int8_bundle.bundle / "model.onnx"))
+    calibration = np.load(int8_bundle.bundle / "calibration.npz")["input"]
+    shape = calibration.shape[1:]
+
+    def activation_scales(settings):
+        graph = quantize_int8(proto, calibration, shape, settings)
+        inits = initializers(graph)
+        return [float(inits[n.input[1]]) for n in graph.graph.node if n.op_type == "QuantizeLinear"], graph
+
+    minmax, _ = activation_scales(Int8Settings("minmax"))
+    percentile, _ = activation_scales(Int8Settings("percentile"))
+    assert minmax != percentile  # the method changes the calibrated ranges
+    _, reduced = activation_scales(Int8Settings("minmax", reduce_range=True))
+    assert max(int(np.abs(q.astype(int)).max()) for q, *_ in weight_dequantizers(reduced)) == 64  # 7-bit weights
+    assert max(int(np.abs(q.astype(int)).max()) for q, *_ in weight_dequantizers(onnx.load(
+        str(int8_bundle.bundle / "model.int8.onnx")))) == 127  # full range without it
+
+
+def test_bad_calibration_sets_and_unquantizable_graphs_are_one_line():
+    from edgerobust.export.quantize import QuantizationError, quantize_int8
+
+    node = helper.make_node("Relu", ["input"], ["output"])
+    graph = helper.make_graph([node], "relu", [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT,
+                                                                             ["N", 1, 4, 4])],
+                              [helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, ["N", 1, 4, 4])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ShapeError, match="empty"):
+        quantize_int8(proto, np.zeros((0, 1, 4, 4), np.float32), (1, 4, 4))
+    with pytest.raises(ShapeError, match=r"shape \(3, 4, 4\) but the model takes \(1, 4, 4\)"):
+        quantize_int8(proto, np.zeros((2, 3, 4, 4), np.float32), (1, 4, 4))
+    with pytest.raises(QuantizationError, match="Relu"):
+        quantize_int8(proto, np.random.default_rng(0).random((4, 1, 4, 4), np.float32), (1, 4, 4))
+
+
+def test_a_quantizer_failure_names_the_operator(monkeypatch, int8_bundle):
+    """onnxruntime's quantizer raising inside a node: the error line names that node's operator."""
+    import onnxruntime.quantization as quantization
+
+    from edgerobust.export.quantize import QuantizationError, quantize_int8
+
+    proto = onnx.load(str(int8_bundle.bundle / "model.onnx"))
+    conv = next(n for n in proto.graph.node if n.op_type == "Conv")
+
+    def fail(*args, **kwargs):
+        raise ValueError(f"cannot quantize input of node {conv.name}")
+
+    monkeypatch.setattr(quantization, "quantize_static", fail)
+    calibration = np.load(int8_bundle.bundle / "calibration.npz")["input"]
+    with pytest.raises(QuantizationError, match=f"operator Conv \\(node {conv.name}\\)"):
+        quantize_int8(proto, calibration, calibration.shape[1:])
+
+
+def test_an_artifact_over_the_tolerance_is_left_out_or_forced(digits_run, tmp_path):
+    from edgerobust.export.api import export_run
+    from edgerobust.export.bundle import verify_bundle
+    from edgerobust.run import RunDir
+
+    run = RunDir.open(shutil.copytree(digits_run.path, tmp_path / "run"))
+    strict = dict(progress=False, calibration=1, golden=16, int8_max_drop=0.0, int8_min_agreement=1.0)
+    result = export_run(run, "x86-cpu", out=tmp_path / "a", **strict)
+    assert result.manifest["precisions"] == ["fp32"] and "int8" not in result.manifest["models"]
+    left = result.manifest["left_out"]["int8"]
+    assert "against fp32" in left["reason"] and not left["parity"]["passed"]
+    assert not (tmp_path / "a" / "model.int8.onnx").exists()
+    verify_bundle(tmp_path / "a", run_golden=True)  # the rest of the bundle is whole
+    with pytest.raises(EdgeRobustError, match="accuracy .* against fp32 .*not written"):
+        export_run(run, "x86-cpu", out=tmp_path / "b", int8=True, **strict)
+    assert not (tmp_path / "b").exists()
+    forced = export_run(run, "x86-cpu", out=tmp_path / "c", force_int8=True, **strict)
+    assert forced.manifest["models"]["int8"]["parity"]["forced"] is True
+
+
+def test_profile_int8_table_is_validated():
+    from edgerobust.devices import load_profile
+    from edgerobust.devices.profile import ProfileError, profile_from_dict
+
+    x86 = load_profile("x86-cpu")
+    assert x86.int8_runtime == "ort" and x86.int8 == {"runtime": "ort", "reduce_range": False, "method": "minmax"}
+    assert load_profile("jetson-nano-cpu").int8_runtime == "ort"
+    assert load_profile("jetson-orin-nano").int8_runtime == "tensorrt"
+    assert load_profile("jetson-nano").int8_runtime is None
+    base = {k: v for k, v in x86.to_dict().items() if v is not None and k not in ("source", "memory_budget_bytes",
+                                                                                "int8", "latency_budget_ms")}
+    base.update(memory_budget="4 GiB")
+    bad = [({"int8": {"runtime": "ort"}, "precisions": ["fp32"]}, "lists no int8"),
+           ({"int8": {"runtime": "openvino"}}, "unknown value 'openvino'"),
+           ({"int8": {"runtime": "tensorrt"}}, "builds GPU engines"),
+           ({"int8": {"method": "mse"}}, "unknown value 'mse'"),
+           ({"int8": {"reduce_range": "yes"}}, "must be bool"),
+           ({"int8": {"rounding": "even"}}, "not an int8 setting"),
+           ({"runtimes": ["torch-cpu"]}, "needs a runtime that runs int8")]
+    for change, message in bad:
+        with pytest.raises(ProfileError, match=message):
+            profile_from_dict({**base, **change}, "p.toml")
+    assert profile_from_dict({**base, "int8": {"reduce_range": True}}, "p.toml").int8["reduce_range"] is True
+
+
+def test_int8_refused_where_the_target_has_none_and_without_calibration(digits_run, tmp_path):
+    from edgerobust.export.api import export_run
+    from edgerobust.run import RunDir
+
+    run = RunDir.open(shutil.copytree(digits_run.path, tmp_path / "run"))
+    with pytest.raises(EdgeRobustError, match="does not support int8"):
+        export_run(run, "jetson-nano", int8=True, progress=False)
+    with pytest.raises(EdgeRobustError, match="needs a calibration set"):
+        export_run(run, "x86-cpu", int8=True, calibration=0, progress=False)
+    result = export_run(run, "x86-cpu", calibration=0, golden=8, progress=False)  # int8 by default: left out
+    assert result.manifest["precisions"] == ["fp32"] and "calibration" in result.manifest["left_out"]["int8"][
+        "reason"]
+    assert json.loads((result.bundle / "manifest.json").read_text())["left_out"]

@@ -98,6 +98,26 @@ check_testbed_dir() {  # before anything else: a cache directory holding somethi
   fi
 }
 
+failure_reason() {  # the first line of a log's last attempt that says what failed: the package or the step
+  local reason
+  reason=$(awk '/^=== attempt/{buf=""; next} {buf=buf $0 "\n"} END{printf "%s", buf}' "$1" \
+    | grep -E -m1 "Failed to fetch|Unable to (locate|fetch)|no installation candidate|dpkg: error|Hash Sum mismatch|\
+^E: |ERROR: |[Ee]rror" | tr -d '[:cntrl:]' | cut -c1-240)
+  [ -n "$reason" ] || reason=$(grep -v '^=== attempt' "$1" | tail -n 1 | tr -d '[:cntrl:]' | cut -c1-240)
+  echo "${reason:-it printed nothing}"
+}
+
+twice() {  # LOG STEP COMMAND...: run a download or install, appending to LOG; one more try when it fails
+  local log=$1 step=$2 attempt
+  shift 2
+  for attempt in 1 2; do
+    echo "=== attempt $attempt of $step: $(date -u +%FT%TZ)" >>"$log"
+    if "$@" >>"$log" 2>&1; then return 0; fi
+    [ "$attempt" = 2 ] || log "$step: failed ($(failure_reason "$log")); trying once more"
+  done
+  return 1
+}
+
 build_userland() {
   check_testbed_dir
   if [ -e "$ROOTFS" ]; then
@@ -111,13 +131,15 @@ build_userland() {
   local partial="$TESTBED/rootfs.partial" sources
   rm -rf --one-file-system "$partial"
   mapfile -t sources < <(host_sources)
-  log "userland: building Debian $SUITE arm64 in $ROOTFS (a few minutes under emulation)"
-  mmdebstrap --quiet --arch=arm64 --variant=apt --include=python3,python3-venv,openssh-server \
-      --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
-      --dpkgopt='path-exclude=/usr/share/locale/*' \
-      "$SUITE" "$partial" "${sources[@]}" >"$TESTBED/build.log" 2>&1 \
-    || { tail -5 "$TESTBED/build.log" >&2
-         die userland "mmdebstrap failed (log: $TESTBED/build.log); check the apt sources and that binfmt runs arm64"; }
+  log "userland: building Debian $SUITE arm64 in $ROOTFS (a few minutes under emulation; log: $TESTBED/build.log)"
+  : >"$TESTBED/build.log"
+  debootstrap_once() { rm -rf --one-file-system "$partial"; mmdebstrap --verbose --arch=arm64 --variant=apt \
+      --include=python3,python3-venv,openssh-server --dpkgopt='path-exclude=/usr/share/man/*' \
+      --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+      "$SUITE" "$partial" "${sources[@]}"; }
+  twice "$TESTBED/build.log" userland debootstrap_once \
+    || die userland "mmdebstrap failed twice: $(failure_reason "$TESTBED/build.log") (full log:" \
+      "$TESTBED/build.log); check the apt sources and that binfmt runs arm64"
   # No host keys baked in: each start generates its own.
   rm -f "$partial"/etc/ssh/ssh_host_*
   printf '{"suite": "%s", "arch": "arm64", "built": "%s"}\n' "$SUITE" "$(date -u +%FT%TZ)" >"$partial/$MARKER"
@@ -144,13 +166,15 @@ install_device() {
     || die device "python3 does not run in the userland; check binfmt (update-binfmts --display qemu-aarch64)"
   local wheels="$TESTBED/wheels"
   mkdir -p "$wheels"
-  log "device: downloading aarch64 wheels for Python $pyver: $want"
+  log "device: downloading aarch64 wheels for Python $pyver: $want (log: $TESTBED/device.log)"
+  : >"$TESTBED/device.log"
   # shellcheck disable=SC2086
-  "$HOST_PYTHON" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+  twice "$TESTBED/device.log" device "$HOST_PYTHON" -m pip download --disable-pip-version-check --only-binary=:all: \
       --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 --platform manylinux_2_17_aarch64 \
       --python-version "$pyver" --implementation cp -d "$wheels" $want \
-    || die device "pip download of $want for aarch64/Python $pyver failed; check the package index is reachable" \
-      "or set EDGEROBUST_ARM64_NUMPY/EDGEROBUST_ARM64_ONNXRUNTIME to versions with aarch64 wheels"
+    || die device "pip download of $want for aarch64/Python $pyver failed twice: $(failure_reason \
+      "$TESTBED/device.log"); check the package index is reachable or set" \
+      "EDGEROBUST_ARM64_NUMPY/EDGEROBUST_ARM64_ONNXRUNTIME to versions with aarch64 wheels"
   log "device: installing into the userland's venv $DEVICE_VENV"
   rm -rf "$ROOTFS/tmp/wheels" "$ROOTFS$DEVICE_VENV"
   cp -r "$wheels" "$ROOTFS/tmp/wheels"

@@ -87,3 +87,66 @@ def test_device_is_aarch64_over_ssh_and_a_wrong_host_key_is_refused(arm64_host, 
     assert proc.returncode == 255 and "logged-in" not in proc.stdout
     assert "host key" in proc.stderr.lower() or "identification has changed" in proc.stderr.lower()
     assert os.path.exists(f"/proc/{arm64_host.pid}")  # the refusal left the server running
+
+
+FAKE_MMDEBSTRAP = r"""#!/bin/sh
+# A stand-in for mmdebstrap: fails FAILS times (as a mirror's hiccup does), then lays out a minimal "userland".
+count_file="$FAKE_STATE/calls"
+calls=$(( $(cat "$count_file" 2>/dev/null || echo 0) + 1 ))
+echo "$calls" >"$count_file"
+echo "I: running apt-get update..."
+if [ "$calls" -le "$FAILS" ]; then
+  deb=http://deb.example/debian/pool/main/p/python3.11/python3.11_3.11.2-6_arm64.deb
+  echo "E: Failed to fetch $deb  Connection reset by peer"
+  echo "E: apt-get --yes -oApt::Get::Download-Only=true install failed"
+  exit 1
+fi
+for arg; do case "$arg" in *rootfs.partial) target=$arg ;; esac; done
+mkdir -p "$target/bin" "$target/usr/bin" "$target/usr/sbin" "$target/etc"
+for f in bin/sh usr/bin/python3 usr/sbin/sshd; do printf '#!/bin/sh\n' >"$target/$f"; chmod 755 "$target/$f"; done
+echo 'ID=debian' >"$target/etc/os-release"
+# An ELF header whose e_machine (offset 18) is 183, EM_AARCH64: what the script reads to know the architecture.
+printf '\177ELF\002\001\001\000\000\000\000\000\000\000\000\000\002\000\267\000' >"$target/bin/dash"
+echo "I: success"
+"""
+
+
+def _fake_build(tmp_path, fails: int) -> subprocess.CompletedProcess:
+    """`build-userland`, mmdebstrap replaced by a stand-in that fails `fails` times; qemu and binfmt faked enabled."""
+    bindir, state, binfmt = tmp_path / "bin", tmp_path / "state", tmp_path / "binfmt"
+    for d in (bindir, state, binfmt):
+        d.mkdir()
+    (bindir / "mmdebstrap").write_text(FAKE_MMDEBSTRAP)
+    (bindir / "mmdebstrap").chmod(0o755)
+    (binfmt / "status").write_text("enabled\n")
+    (binfmt / "qemu-aarch64").write_text("enabled\n")
+    (tmp_path / "sources.list").write_text("deb http://deb.example/debian bookworm main\n")
+    env = {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "FAKE_STATE": str(state), "FAILS": str(fails),
+           "EDGEROBUST_ARM64_TESTBED": str(tmp_path / "cache"), "EDGEROBUST_ARM64_QEMU": "sh",
+           "EDGEROBUST_ARM64_BINFMT": str(binfmt), "EDGEROBUST_ARM64_SOURCES": str(tmp_path / "sources.list")}
+    return run_testbed("build-userland", env=env, timeout=120)
+
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="the test bed's build runs as root (chroot, mount)")
+
+
+@root_only
+def test_userland_build_that_fails_once_is_retried_and_the_full_log_kept(tmp_path):
+    proc = _fake_build(tmp_path, fails=1)
+    assert proc.returncode == 0, proc.stderr
+    assert "arm64-testbed: userland: failed (E: Failed to fetch http://deb.example/debian/pool/main/p/python3.11/" \
+           "python3.11_3.11.2-6_arm64.deb  Connection reset by peer); trying once more" in proc.stderr
+    assert (tmp_path / "cache" / "rootfs" / ".edgerobust-testbed").is_file()
+    log = (tmp_path / "cache" / "build.log").read_text()
+    assert log.count("=== attempt") == 2 and "E: apt-get --yes" in log and "I: success" in log
+
+
+@root_only
+def test_userland_build_that_fails_twice_names_the_package_in_one_line(tmp_path):
+    proc = _fake_build(tmp_path, fails=2)
+    assert proc.returncode == 2
+    line = last_line(proc)
+    assert line.startswith("arm64-testbed: userland: mmdebstrap failed twice: E: Failed to fetch ")
+    assert "python3.11_3.11.2-6_arm64.deb" in line and str(tmp_path / "cache" / "build.log") in line
+    assert (tmp_path / "state" / "calls").read_text().strip() == "2"
+    assert not (tmp_path / "cache" / "rootfs").exists()  # nothing half-built under the final name

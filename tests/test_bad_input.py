@@ -121,6 +121,14 @@ def resign(bundle: Path, name: str, data: bytes) -> None:
     (bundle / "manifest.json").write_text(json.dumps(manifest))
 
 
+def damaged_checkpoint(out: Path) -> None:
+    """A run directory whose checkpoint.pt is torch's format and ours, but lacks every field but the format."""
+    import torch
+
+    out.mkdir()
+    torch.save({"format": "edgerobust-train-checkpoint-1"}, out / "checkpoint.pt")
+
+
 def copy_bundle(tmp: Path, source: Path) -> Path:
     shutil.copytree(source, tmp / "bundle")
     return tmp / "bundle"
@@ -138,7 +146,10 @@ CASES = [
                                                "0", "--out", readonly(t / "ro") / "c", "-q"], "cannot"),
     ("pipeline-readonly-parent", lambda t, b: ["pipeline", "--steps", "train", "--out", readonly(t / "ro") / "p",
                                                "-q"], "cannot"),
-    ("report-readonly-run", lambda t, b: ["report", readonly(t / RUN)], "cannot write"),
+    ("report-readonly-run", lambda t, b: ["report", readonly(t / RUN)], "is not writable; make it writable"),
+    ("train-resume-checkpoint-without-keys", lambda t, b: (damaged_checkpoint(t / "r"),
+                                                           ["train", *TRAIN, "--out", t / "r", "--resume"])[1],
+     "lacks epoch, global_step"),
     ("train-name-too-long", lambda t, b: ["train", *TRAIN, "--out", t / ("a" * 300)], "longer than the file system"),
     ("pipeline-name-too-long", lambda t, b: ["pipeline", "--steps", "train", "--out", t / ("p" * 300), "-q"],
      "longer than the file system"),
@@ -193,6 +204,14 @@ CASES = [
                                                ["verify", t / "bundle"])[1], "manifest"),
     ("bundle-models-is-a-list", lambda t, b: (edit_bundle(copy_bundle(t, b), lambda m: m.update(models=[1])),
                                               ["verify", t / "bundle"])[1], "manifest"),
+    ("bundle-golden-inputs-is-a-dict", lambda t, b: (edit_bundle(copy_bundle(t, b),
+                                                                 lambda m: m["golden"].update(inputs={"a": 1})),
+                                                     ["verify", t / "bundle", "--golden"])[1], "golden"),
+    ("bundle-golden-inputs-is-a-list", lambda t, b: (edit_bundle(copy_bundle(t, b),
+                                                                 lambda m: m["golden"].update(inputs=["x.npy"])),
+                                                     ["verify", t / "bundle", "--golden"])[1], "golden"),
+    ("bundle-golden-is-a-list", lambda t, b: (edit_bundle(copy_bundle(t, b), lambda m: m.update(golden=[1])),
+                                              ["verify", t / "bundle", "--golden"])[1], "golden"),
     ("bundle-garbage-npy-resigned", lambda t, b: (resign(copy_bundle(t, b), "golden_inputs.npy", b"garbage" * 9),
                                                   ["verify", t / "bundle"])[1], "golden_inputs.npy"),
     # data files
@@ -390,3 +409,11 @@ def test_fuzz_data_files(tmp_path_factory, kind, data):
         (root / "test_32x32.mat").write_bytes(data)
         name = "svhn"
     typed_or_ok(lambda: load_dataset(name, "test", root))
+
+
+def test_a_directory_named_like_a_profile_is_named_not_skipped(tmp_path, monkeypatch):
+    (tmp_path / "devices" / "board.toml").mkdir(parents=True)
+    monkeypatch.setenv("EDGEROBUST_DEVICES", str(tmp_path / "devices"))
+    code, out, err = run_cli("devices", "list")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "board.toml is not a file" in err and "rename or remove it" in err

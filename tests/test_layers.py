@@ -18,7 +18,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "edgerobust"
 # edgerobust, and it holds what host and device share (precision and runtime records, protocol, seal rule, parity).
 LAYERS: list[set[str]] = [
     {"runner"},
-    {"errors", "registry", "io", "versions", "progress", "tomlfile", "recipe", "config", "compute_device", "claim"},
+    {"errors", "registry", "io", "versions", "progress", "tomlfile", "recipe", "config", "compute_device", "claim",
+     "names"},
     {"data", "models"},
     {"run", "run_select"},
     {"__init__"},

@@ -372,3 +372,19 @@ def test_an_emulated_device_is_recorded_and_never_reported_as_a_latency(edge_cop
     assert "| native | scnn2:8-16 | fp32 | 1 |" in report and "| emulated | scnn2:8-16" not in report
     assert "### Emulated devices (not latencies)" in report
     assert f"| emulated | {platform.machine()} | fp32 | 1 | ort-cpu |" in report
+
+
+def test_a_set_saved_after_the_export_is_matched_by_content(edge_copy, device_python, tmp_path):
+    """A set the bundle does not carry goes to the device as a file; the device names it by its path there, and
+    the host matches it by the file's sha256, so its host accuracy and gap appear (they were missing before)."""
+    source = edge_copy.path / "adversarial" / "pgd-0.1.npz"
+    with np.load(source) as data:
+        arrays = {k: data[k] for k in data.files}
+        host_late = float(data["robust"][:20].mean())
+    np.savez(edge_copy.path / "adversarial" / "late-set.npz", **{k: v[:20] for k, v in arrays.items()})
+    doc = device_replay(edge_copy, "x86-edge", local(device_python, tmp_path / "device"), precisions=["fp32"],
+                        name="here")
+    late = doc["rows"][0]["sets"]["late-set"]
+    assert late["count"] == 20 and late["host_accuracy"] == host_late
+    assert late["gap"] == host_late - late["accuracy"]
+    assert late["sha256"] == sha256_file(edge_copy.path / "adversarial" / "late-set.npz")

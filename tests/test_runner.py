@@ -506,3 +506,14 @@ def test_module_invocation_from_any_directory(runner_bundle, tmp_path):
     doc = json.loads(done.stdout)
     assert done.returncode == 0 and doc["result"]["sha256"] == "ok", done.stderr
     assert not (runner_bundle / "edgerobust_runner" / "__pycache__").exists()
+
+
+@pytest.mark.parametrize("golden", [{"inputs": {"a": 1}, "outputs": "golden_outputs.npy"}, [1],
+                                    {"inputs": ["golden_inputs.npy"], "outputs": "golden_outputs.npy"}])
+def test_verify_with_a_golden_table_of_the_wrong_shape_is_bundle_invalid(runner_bundle, tmp_path, golden):
+    bundle = copy_bundle(runner_bundle, tmp_path)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["golden"] = golden
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    message = error_kind(["verify", "--bundle", bundle], "bundle_invalid")
+    assert "golden.inputs must be a file name" in message

@@ -153,3 +153,18 @@ def test_stdin_through_the_program(runner_bundle, tmp_path):
     code, doc = run_program(sys.executable, runner_bundle, "unpack", "--archive", "-", "--dest", tmp_path / "d",
                             stdin=data.getvalue())
     assert code == 0 and doc["result"]["files"] == 1 and (tmp_path / "d" / "manifest.json").read_bytes() == b"{}"
+
+
+@pytest.mark.parametrize("stdin", [False, True])
+def test_an_over_deep_member_is_refused_and_leaves_nothing(runner_bundle, tmp_path, stdin):
+    """A member 3,000 directories deep once gave an `internal` RecursionError and left a staging tree 2,000 deep."""
+    path = archive(tmp_path, lambda tar: (add_file(tar, "manifest.json"), add_file(tar, "a/" * 3000 + "f")),
+                   mode="w:gz")
+    if stdin:
+        code, doc = run_program(sys.executable, runner_bundle, "unpack", "--archive", "-", "--dest", tmp_path / "d",
+                                stdin=path.read_bytes())
+    else:
+        code, doc = run_runner("unpack", "--archive", path, "--dest", tmp_path / "d")
+    assert code == 2 and doc["error"]["kind"] == "unsafe_path", doc
+    assert "nested 3000 directories deep" in doc["error"]["message"]
+    assert left_behind(tmp_path) == []

@@ -3,6 +3,7 @@
 the runner's arguments and commands, help texts and the report; the tables are the one source of their names."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -151,3 +152,26 @@ def test_the_agreement_rule_judges_a_precision_by_top1_and_accuracy(runner_bundl
     reseal(bundle, lambda m: m["models"].update(int8={**entry, "precision": "int8"}))
     code, doc = run_runner("verify", "--bundle", bundle, "--precision", "int8")
     assert code == 2 and doc["error"]["kind"] == "precision_unavailable" and "tensorrt" in doc["error"]["message"]
+
+
+def test_a_runner_command_added_as_one_registration(runner_bundle, monkeypatch):
+    """A command registered from outside (as architecture.md's recipe says) parses its options, gets the sealed
+    bundle and the runtime options, and answers in the protocol's envelope; help and the no-command message name it."""
+    from edgerobust.runner import main as runner_main
+    from edgerobust.runner.sealed import check_hashes
+
+    def count(args, context):
+        return {"files": check_hashes(context.bundle), "precision": args.precision, "runtime": context.options.runtime,
+                "twice": 2 * args.times}
+
+    monkeypatch.setitem(runner_main.COMMANDS, "count", runner_main.Command(
+        "count", count, lambda sub: sub.add_argument("--times", type=int, default=1), model=True))
+    code, doc = run_runner("count", "--bundle", runner_bundle, "--precision", "fp16", "--times", "3")
+    assert code == 0 and doc["command"] == "count", doc
+    result = doc["result"]
+    assert result["precision"] == "fp16" and result["runtime"] == "ort-cpu" and result["twice"] == 6
+    assert doc["result"]["files"] == len(json.loads((runner_bundle / "manifest.json").read_text())["files"])
+    code, doc = run_runner()
+    assert code == 2 and "count" in doc["error"]["message"]
+    code, doc = run_runner("count", "--bundle", runner_bundle, "--times", "x")
+    assert code == 2 and doc["error"]["kind"] == "usage"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
+from rich.text import Text
 
 from ..errors import EdgeRobustError
 from ..remote.api import device_bench, device_replay
@@ -24,7 +24,8 @@ HOST = typer.Option(None, "--host", help="Measure on a device: user@host[:port],
 HOSTS = typer.Option(None, "--hosts", help="A fleet file (TOML): measure on every device in it, concurrently.")
 PYTHON = typer.Option(None, "--python", help="The Python on the device (default python3).")
 SSH_CONFIG = typer.Option(None, "--ssh-config", help="An ssh_config file for ssh -F (default: your own).")
-DEVICE_DIR = typer.Option(None, "--device-dir", help="Work directory on the device (default ~/.edgerobust).")
+DEVICE_DIR = typer.Option(None, "--device-dir", help="Work directory on the device (default: .cache/edgerobust-device "
+                          "under the login directory over SSH; ~/.cache/edgerobust/local-device for local).")
 INSECURE = typer.Option(False, "--insecure-accept-any-host-key",
                         help="DANGEROUS: do not check the device's SSH host key (anyone in between can pose as it).")
 TIMEOUT = typer.Option(600.0, "--timeout", help="Seconds one runner command may take on the device.")
@@ -82,8 +83,8 @@ def print_replay(doc: dict[str, Any]) -> None:
 
 
 def print_fleet(rows: list[dict[str, Any]]) -> None:
-    lines = [(r["device"], r["host"], r["target"], "[green]ok[/]" if r["status"] == "ok" else "[red]error[/]",
-              r.get("file", "") if r["status"] == "ok" else f"{r['error']['kind']}: {escape(r['error']['message'])}")
+    lines = [(r["device"], r["host"], r["target"], Text("ok", "green") if r["status"] == "ok" else Text("error", "red"),
+              r.get("file", "") if r["status"] == "ok" else f"{r['error']['kind']}: {r['error']['message']}")
              for r in rows]
     console.print(table("fleet", ("device", "host", "target", "status", "result"), lines))
 

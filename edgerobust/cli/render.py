@@ -5,6 +5,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from ..run import RunDir
 from .common import console
@@ -19,11 +20,13 @@ def fmt(value: Any) -> str:
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
-    out = Table(title=title, title_justify="left")
+    """A table whose title and cells are plain text: a `[` in a device's or a user's string is never markup
+    (pass a `rich.text.Text` for a styled cell)."""
+    out = Table(title=Text(title), title_justify="left")
     for i, col in enumerate(columns):
         out.add_column(col, justify="left" if i == 0 else "right")
     for row in rows:
-        out.add_row(*(fmt(v) for v in row))
+        out.add_row(*(v if isinstance(v, Text) else Text(fmt(v)) for v in row))
     return out
 
 

@@ -66,8 +66,10 @@ def _named_files() -> dict[str, tuple[Any, str]]:
     for directory in user_directories():
         if directory.is_dir():
             for path in sorted(directory.glob("*.toml")):
-                if not path.is_dir():  # a directory called x.toml is not a profile
-                    found.setdefault(path.stem, (path, str(path)))
+                if not path.is_file():
+                    raise ProfileError(f"device profile {path} is not a file (a directory or a special file); "
+                                       "rename or remove it")
+                found.setdefault(path.stem, (path, str(path)))
     for name, resource in sorted(_builtin_files().items()):
         found.setdefault(name, (resource, f"{BUILTIN}:{name}"))
     return found

@@ -169,8 +169,7 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
         raise EdgeRobustError(f"onnxruntime int8 with per-channel weight scales needs ONNX opset 13 or later, not "
                               f"{opset}; pass --opset 13 or --no-int8")
     steps = ["export", "parity", *graphs, "memory", "data", *(["engine"] if engine else []), "bundle"]
-    tolerances = {REFERENCE: (tolerance, "absolute"), "fp16": (fp16_tolerance, "relative"),
-                  **{p: (hosts[p].tolerance, hosts[p].tolerance_kind) for p in graphs if p != "fp16"}}
+    limits = {REFERENCE: tolerance, "fp16": fp16_tolerance}  # ExportConfig.tolerance, export_run's fp16_tolerance
     with progress_bar(progress) as bar, staging(bundle_path) as stage:
         task = bar.add_task(f"export for {profile.name}", total=len(steps), status="")
 
@@ -233,9 +232,9 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
                 models[precision] = entry
                 advance(f"{precision} top-1 {figures['top1_agreement']:.3f}")
                 continue
-            limit, kind = tolerances[precision]
+            limit = limits.get(precision, hosts[precision].tolerance)
             figures = check_parity(reference, stage / name, inputs, math.inf if limit is None else limit, precision,
-                                   relative=kind == "relative")
+                                   relative=hosts[precision].tolerance_kind == "relative")
             models[precision] = {"file": name, "parity": figures}
             advance(f"{precision} top-1 {figures['top1_agreement']:.3f}")
         precisions = [p for p in precisions if p not in left_out]

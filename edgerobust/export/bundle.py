@@ -201,6 +201,12 @@ def check_golden(bundle: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     from .tolerance import compare_with_tolerance
 
     names = manifest.get("golden") or {}
+    if not isinstance(names, dict):
+        raise BundleError(f"bundle {bundle}: manifest field 'golden' must be a table; re-export the bundle")
+    for key in ("inputs", "outputs"):
+        if not isinstance(names.get(key, ""), str):
+            raise BundleError(f"bundle {bundle}: manifest field golden.{key} must be a file name, not "
+                              f"{type(names[key]).__name__}; re-export the bundle")
     inputs = _load_array(bundle, names.get("inputs", "golden_inputs.npy"))
     golden = _load_array(bundle, names.get("outputs", "golden_outputs.npy"))
     if inputs.ndim < 2 or golden.ndim != 2 or len(inputs) != len(golden):

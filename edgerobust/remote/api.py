@@ -6,7 +6,6 @@ clocks, temperatures, runtime, precision, threads, batch, warm-up, repeats and s
 """
 from __future__ import annotations
 
-import re
 import threading
 import time
 from pathlib import Path
@@ -17,7 +16,8 @@ import numpy as np
 from ..devices import DeviceProfile, load_profile
 from ..errors import EdgeRobustError
 from ..export.bundle import read_manifest, verify_bundle
-from ..io import write_json
+from ..io import sha256_file, write_json
+from ..names import check_name, slug
 from ..progress import progress_bar
 from ..run import RunDir, now
 from ..runner.precisions import PRECISIONS
@@ -30,8 +30,9 @@ DEVICE_FORMAT = "edgerobust-device-1"
 _MANIFEST_LOCK = threading.Lock()  # a fleet finishes several devices' records in threads
 
 
-def device_slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "device"
+def device_slug(name: str | None, label: str) -> str:
+    """RUN/device/<this>: a given name must follow the one naming rule (names.py); a host label is made into one."""
+    return check_name(name, "device name") if name is not None else slug(label)
 
 
 def as_profile(target: str | Path | DeviceProfile) -> DeviceProfile:
@@ -78,7 +79,9 @@ def device_facts(session: DeviceSession, transfer: dict | None = None) -> dict[s
     """What the device said about itself, plus how it was reached (no secrets: host label and transport only)."""
     info = session.info()
     return {"host": session.label, **session.transport.describe(), "info": info, "transfer": transfer,
-            "python_version": session.python_version, "runner_sha256": session.runner_sha}
+            "python_version": session.python_version, "runner_sha256": session.runner_sha,
+            "runner": {"sha256": session.runner_sha, "verified": "before every call",
+                       "replaced": session.runner_replaced}}
 
 
 def is_emulated(info: dict[str, Any]) -> bool:
@@ -140,7 +143,7 @@ def _open(run: RunDir | str | Path, target, options: RemoteOptions | DeviceSessi
     profile = as_profile(target)
     bundle_path = resolve_bundle(run, profile, bundle)  # bad input fails before any connection
     session = options if isinstance(options, DeviceSession) else options.session()
-    return run, profile, bundle_path, session, device_slug(name or session.label)
+    return run, profile, bundle_path, session, device_slug(name, session.label)
 
 
 def measure_row(session: DeviceSession, args: list[str], stability: Stability,
@@ -233,6 +236,7 @@ def device_replay(run: RunDir | str | Path, target: str | Path | DeviceProfile,
     bundle_sets = {k: bundle_path / e["file"] for k, e in (manifest.get("replay") or {}).items() if k != "clean"}
     extra = {k: p for k, p in adversarial_sets(run).items() if k not in bundle_sets}  # saved after the export
     host = {"clean": host_accuracy(bundle_path)}
+    by_hash = {sha256_file(path): key for key, path in extra.items()}  # the device names a sent set by its path
     for key, path in {**bundle_sets, **extra}.items():
         with np.load(path, allow_pickle=False) as data:
             host[key] = float(np.asarray(data["robust"], dtype=bool).mean()) if "robust" in data.files else None
@@ -257,7 +261,7 @@ def device_replay(run: RunDir | str | Path, target: str | Path | DeviceProfile,
                 result = session.call("replay", *args)
                 rows = {}
                 for key, figures in result.get("sets", {}).items():
-                    key = key[:-len(".npz")] if key.endswith(".npz") else key  # a --set file is named by its file
+                    key = by_hash.get(figures.get("sha256"), key)  # a sent file is matched by its content
                     device_accuracy = figures["accuracy"]
                     rows[key] = {**figures, "host_accuracy": host.get(key),
                                  "gap": None if host.get(key) is None else host[key] - device_accuracy}

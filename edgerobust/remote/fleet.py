@@ -8,7 +8,7 @@
     name = "nano-1"            # required, unique: the row of the table and RUN/device/<name>/
     host = "ubuntu@nano1"      # required: user@host[:port], an ~/.ssh/config alias or local[:PYTHON]
     python = "python3"         # the interpreter on the device
-    root = ".edgerobust"       # work directory there
+    root = "edgerobust-work"   # work directory there (default .cache/edgerobust-device)
     ssh_config = "~/.ssh/config"
     timeout = 600              # seconds for one runner command
 
@@ -27,8 +27,9 @@ from typing import Any
 from .. import tomlfile
 from ..errors import EdgeRobustError
 from ..io import write_json
+from ..names import check_name
 from ..run import RunDir, now
-from .api import as_profile, device_bench, device_health, device_replay, device_slug, resolve_bundle
+from .api import as_profile, device_bench, device_health, device_replay, resolve_bundle
 from .errors import RemoteError, error_record
 from .hosts import parse_host
 from .options import RemoteOptions
@@ -101,9 +102,10 @@ def load_fleet(path: str | Path, ssh_config: str | None = None, insecure_host_ke
         for required in ("name", "host"):
             if required not in entry:
                 raise FleetError(f"{where}: field '{required}' is missing")
-        name = entry["name"]
-        if device_slug(name) != name:
-            raise FleetError(f"{where}: field 'name' '{name}' may hold only letters, digits, '.', '_' and '-'")
+        try:
+            name = check_name(entry["name"], f"{where}: field 'name'")
+        except EdgeRobustError as exc:
+            raise FleetError(str(exc)) from None
         if name in seen:
             raise FleetError(f"{where}: field 'name' '{name}' is used twice")
         seen.add(name)

@@ -11,7 +11,7 @@ from ..errors import EdgeRobustError
 
 LOCAL = "local"
 DEFAULT_PYTHON = "python3"
-_NAME = re.compile(r"^[A-Za-z0-9_.%+\-]+$")  # a user, host name, alias or IPv4 address as ssh(1) takes it
+_NAME = re.compile(r"[A-Za-z0-9_.%+\-]+")  # a user, host name, alias or IPv4 address as ssh(1) takes it
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def parse_host(text: str, python: str | None = None) -> HostSpec:
     rest = text
     if "@" in rest:
         user, rest = rest.rsplit("@", 1)
-        if not _NAME.match(user) or user.startswith("-"):
+        if not _NAME.fullmatch(user) or user.startswith("-"):
             raise EdgeRobustError(f"--host '{text}': '{user}' is not a user name")
     port = None
     if rest.startswith("["):
@@ -62,6 +62,6 @@ def parse_host(text: str, python: str | None = None) -> HostSpec:
         if not rest_port.isdigit() or not 0 < int(rest_port) < 65536:
             raise EdgeRobustError(f"--host '{text}': port '{rest_port}' must be a number from 1 to 65535")
         port = int(rest_port)
-    if not host or not (_NAME.match(host) or ":" in host) or host.startswith("-"):
+    if not host or not (_NAME.fullmatch(host) or ":" in host) or host.startswith("-"):
         raise EdgeRobustError(f"--host '{text}': '{host}' is not a host name, address or ~/.ssh/config alias")
     return HostSpec(host, user, port, python or DEFAULT_PYTHON)

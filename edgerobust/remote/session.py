@@ -8,7 +8,6 @@ On the device, under the transport's work directory:
 """
 from __future__ import annotations
 
-import json
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 
 from .. import runner as runner_package
 from ..runner import PACKAGE_DIR_IN_BUNDLE, PROTOCOL
+from .boundary import parse_document
 from .errors import (
     BundleRejectedError,
     PythonMissingError,
@@ -31,6 +31,7 @@ from .transport import Completed, Transport
 
 MIN_PYTHON = (3, 6)
 PROBE = "edgerobust-probe"
+RUNNER_MODIFIED = 97  # the exit status of a call refused because the device's runner copy is not ours
 RUNNER_DIR = Path(runner_package.__file__).resolve().parent
 BUNDLE_KINDS = {"bundle_missing", "bundle_invalid", "unsafe_path", "bundle_modified", "parity_failed",
                 "archive_invalid", "set_invalid"}
@@ -80,6 +81,8 @@ class DeviceSession:
         self.python_version: str | None = None
         self._info: dict | None = None
         self._ready: set[str] = set()  # bundle hashes this session has already put in place and checked
+        self.runner_replaced = 0  # copies on the device found modified and replaced by this session
+        self._runner_check = runner_check(self.runner.rsplit("/", 1)[0], names)
 
     @property
     def label(self) -> str:
@@ -99,7 +102,8 @@ class DeviceSession:
         body = (f"command -v {py} >/dev/null 2>&1 || {{ echo {PROBE} python-missing; exit 0; }}\n"
                 f"{py} -c 'import sys; print(\"{PROBE} python %d.%d.%d\" % tuple(sys.version_info[:3]))' "
                 f"|| echo {PROBE} python-broken\n"
-                f"[ -f {q(self.runner)} ] && echo {PROBE} runner\n")
+                f"if {self._runner_check}; then echo {PROBE} runner; "
+                f"elif [ -e {q(self.runner.rsplit('/', 2)[0])} ]; then echo {PROBE} runner-modified; fi\n")
         if self.bundle:
             body += f"[ -f {q(self.bundle + '/manifest.json')} ] && echo {PROBE} bundle\n"
         done = self.run(body + "exit 0")
@@ -137,7 +141,8 @@ class DeviceSession:
             data = pack(RUNNER_DIR, runner_files())
             final = f"runners/{self.runner_sha[:16]}"
             stage = f"{final}.partial-$$"
-            body = (f"mkdir -p {stage}/{PACKAGE_DIR_IN_BUNDLE} && tar -xf - -C {stage}/{PACKAGE_DIR_IN_BUNDLE} && "
+            body = (f"{'rm -rf ' + final + ' && ' if 'runner-modified' in have else ''}"  # a modified copy goes
+                    f"mkdir -p {stage}/{PACKAGE_DIR_IN_BUNDLE} && tar -xf - -C {stage}/{PACKAGE_DIR_IN_BUNDLE} && "
                     f"{{ [ -d {final} ] && rm -rf {stage} || mv {stage} {final}; }}")
             self._check_shell(self.run(body, stdin=data), "copying the runner")
             transfer.runner_copied, transfer.bytes_sent = True, transfer.bytes_sent + len(data)
@@ -186,8 +191,20 @@ class DeviceSession:
             words += ["--bundle", self.bundle]
         limit = (timeout or self.timeout) + 5  # the device ends a runner we stopped waiting for, a little later
         guard = f'T=; command -v timeout >/dev/null 2>&1 && T="timeout -s KILL {limit:g}"\n'
-        done = self.run(guard + prelude + "exec $T " + q(*words, *args), stdin=stdin, timeout=timeout)
-        doc = parse_document(done.stdout)
+        # The runner copy is checked right before it runs (its files' sha256 and nothing else beside them), and run
+        # without writing bytecode, so what runs is what the host sent.
+        check = f"{self._runner_check} || {{ echo {PROBE} runner-modified; exit {RUNNER_MODIFIED}; }}\n"
+        script = check + guard + prelude + "PYTHONDONTWRITEBYTECODE=1 exec $T " + q(*words, *args)
+        done = self.run(script, stdin=stdin, timeout=timeout)
+        if done.returncode == RUNNER_MODIFIED and f"{PROBE} runner-modified" in done.stdout.decode(errors="replace"):
+            if self.runner_replaced:
+                raise RemoteError(f"{self.label}: the runner copy on the device differs from ours again right after "
+                                  "it was replaced (something on the device rewrites it, or sha256sum is missing); "
+                                  "check the device")
+            self.runner_replaced += 1
+            self.connect(None, verify=False)  # the probe sees the modified copy, so the runner is sent again
+            done = self.run(script, stdin=stdin, timeout=timeout)
+        doc = parse_document(done.stdout, command, self.label)
         if doc is None:
             self._diagnose(command, done)
         if doc.get("protocol") != PROTOCOL:
@@ -212,16 +229,15 @@ class DeviceSession:
         return self._info
 
 
-def parse_document(stdout: bytes) -> dict | None:
-    for line in reversed(stdout.decode(errors="replace").splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError:
-                return None
-            return doc if isinstance(doc, dict) else None
-    return None
+def runner_check(directory: str, names: list[str]) -> str:
+    """A POSIX `sh` test that the device's runner directory holds exactly our files, byte for byte (sha256sum)."""
+    from ..io import sha256_file
+
+    sums = "".join(f"{sha256_file(RUNNER_DIR / name)}  {name}\n" for name in names)
+    listing = "".join(f"{name}\n" for name in sorted(names))
+    return (f"( cd {q(directory)} 2>/dev/null && "
+            f"[ \"$(LC_ALL=C ls -A)\" = {q(listing.rstrip())} ] && "
+            f"printf %s {q(sums)} | sha256sum -c --strict --quiet - >/dev/null 2>&1 )")
 
 
 def runner_error(label: str, command: str, error: dict) -> RemoteError:

@@ -38,6 +38,7 @@ class SSHTransport(Transport):
         self.connect_timeout = connect_timeout
         self.insecure_host_key = insecure_host_key
         self._control: str | None = None  # one multiplexed connection for all of this transport's commands
+        self._probing = False  # classify is checking whether the device still answers
 
     def control_dir(self) -> str:
         if self._control is None:
@@ -108,12 +109,19 @@ class SSHTransport(Transport):
         error = ssh_error(done.stderr.decode(errors="replace"), self.label)
         if error is not None:
             raise error
-        if not done.stderr.strip():  # a shared connection that died says nothing: does the device still answer?
+        if not done.stderr.strip() and not self._probing:  # a dead shared connection says nothing: still there?
+            self._probing = True  # the probe's own silent 255 is not probed again (it once recursed for 83 s)
             try:
-                self.run("exit 0", timeout=self.connect_timeout + 5)
+                probe = self.run("exit 0", timeout=self.connect_timeout + 5)
             except RemoteError as exc:
                 raise ConnectionDroppedError(f"{self.label}: the connection dropped mid-command and the device no "
                                              f"longer answers ({exc.kind}); results gathered so far are kept") from None
+            finally:
+                self._probing = False
+            if probe.returncode == SSH_FAILED:
+                raise ConnectionDroppedError(f"{self.label}: ssh exited 255 without a message, and so did a plain "
+                                             "`exit 0` after it: the link or the device's login shell is broken; "
+                                             "try `ssh HOST true` by hand")
 
 
 def ssh_error(stderr: str, label: str) -> Exception | None:

@@ -45,17 +45,50 @@ def regular_files(directory: str | os.PathLike, suffixes: tuple[str, ...] | None
 
 
 def pack(directory: str | os.PathLike, names: list[str]) -> bytes:
-    """An uncompressed tar of `names` (regular files under `directory`), with no owners, times or modes of ours."""
+    """An uncompressed tar of `names` (regular files under `directory`), with no owners, times or modes of ours.
+
+    Each file is opened once, component by component without following links (`O_NOFOLLOW` under the directory's
+    descriptor), checked to be a regular file on that descriptor, and read from it: a file swapped for a link (or a
+    directory on its path swapped for one) after `regular_files` looked is refused, never followed.
+    """
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name in names:
-            path = Path(directory, name)
-            info = tarfile.TarInfo(name)
-            info.size = path.stat().st_size
-            info.mode = 0o644
-            with open(path, "rb") as handle:
-                tar.addfile(info, handle)
+    root = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for name in names:
+                fd = _open_beneath(root, name, directory)
+                with os.fdopen(fd, "rb") as handle:
+                    info = tarfile.TarInfo(name)
+                    info.size = os.fstat(fd).st_size
+                    info.mode = 0o644
+                    tar.addfile(info, handle)
+    finally:
+        os.close(root)
     return buffer.getvalue()
+
+
+def _open_beneath(root: int, name: str, directory: str | os.PathLike) -> int:
+    """A read descriptor of the regular file `name` under the directory descriptor `root`, following no link."""
+    parts = name.split("/")
+    here = root
+    try:
+        for part in parts[:-1]:
+            step = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=here)
+            if here != root:
+                os.close(here)
+            here = step
+        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=here)
+    except OSError as exc:
+        raise TransferError(f"{directory}: '{name}' changed while it was being sent (it is now a link or gone: "
+                            f"{exc.strerror}); re-export the bundle") from None
+    finally:
+        if here != root:
+            os.close(here)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise TransferError(f"{directory}: '{name}' changed while it was being sent (no longer a regular file); "
+                            "re-export the bundle")
+    return fd
 
 
 def tree_sha256(directory: str | os.PathLike, names: list[str]) -> str:

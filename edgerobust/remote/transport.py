@@ -12,6 +12,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+from .boundary import MAX_OUTPUT_BYTES, DeviceOutputError, collect, text
 from .errors import RemoteTimeoutError
 from .hosts import HostSpec
 
@@ -26,7 +27,7 @@ class Completed:
     @property
     def stderr_line(self) -> str:
         lines = [line.strip() for line in self.stderr.decode(errors="replace").splitlines() if line.strip()]
-        return lines[-1][:300] if lines else ""
+        return text(lines[-1], 300) if lines else ""
 
 
 class Transport:
@@ -34,6 +35,7 @@ class Transport:
 
     spec: HostSpec
     root: str  # the device's work directory (relative to the login directory over SSH)
+    max_output: int = MAX_OUTPUT_BYTES  # bytes of stdout (and of stderr) one command may send back
 
     @property
     def label(self) -> str:
@@ -57,7 +59,7 @@ class Transport:
         proc = subprocess.Popen(self.argv(script), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True, **self.popen_options())
         try:
-            out, err = proc.communicate(stdin if stdin is not None else b"", timeout=timeout)
+            out, err, overflow = collect(proc, stdin if stdin is not None else b"", timeout, self.max_output)
         except subprocess.TimeoutExpired:
             _abandon(proc)
             raise RemoteTimeoutError(f"{self.label}: no answer within {timeout:g} s; the device is busy or hung "
@@ -65,6 +67,10 @@ class Transport:
         except BaseException:
             _abandon(proc)
             raise
+        if overflow:
+            _abandon(proc)
+            raise DeviceOutputError(f"{self.label}: the device sent more than {self.max_output / 2**20:g} MiB on "
+                                    f"{overflow}; it was stopped (a broken or hostile device, or raise --max-output)")
         done = Completed(proc.returncode, out, err, time.perf_counter() - started)
         self.classify(done)
         return done

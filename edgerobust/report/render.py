@@ -5,6 +5,7 @@ were (new plots removed, replaced ones restored), so a failed report leaves noth
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..errors import EdgeRobustError
@@ -16,6 +17,10 @@ from .sections import REPORT_SECTIONS, SECTION_ORDER
 def render_report(run: RunDir | str | Path) -> Path:
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     figures = run.file("figures")
+    for place in (run.path, figures):  # the report is written into the run: say so before any work
+        if place.exists() and not os.access(place, os.W_OK | os.X_OK):
+            raise EdgeRobustError(f"cannot write the report: {place} is not writable; make it writable, or copy "
+                                  "the run to a writable directory and report the copy")
     existed = figures.is_dir()
     before = {p: p.read_bytes() for p in figures.rglob("*") if p.is_file()} if existed else {}
     figures.mkdir(exist_ok=True)

@@ -32,9 +32,11 @@ def margins(logits):
 
 def golden_array(bundle, key):
     """One of the bundle's golden arrays (inputs, outputs, labels), loaded as data."""
-    name = (bundle.manifest.get("golden") or {}).get(key)
-    if not name:
-        raise RunnerError("bundle_invalid", "the manifest names no golden {}; re-export the bundle".format(key))
+    golden = bundle.manifest.get("golden") or {}
+    name = golden.get(key) if isinstance(golden, dict) else None
+    if not name or not isinstance(name, str):
+        raise RunnerError("bundle_invalid", "the manifest names no golden {} file (golden.{} must be a file name); "
+                                            "re-export the bundle".format(key, key))
     path = bundle.path(name, "golden." + key)
     try:
         return np.load(path, allow_pickle=False)
@@ -176,7 +178,8 @@ def bench(bundle, options, precision, batch, warmup, repeats, root, hashes=True)
 def _set_result(evalset, logits, points):
     predictions = logits.argmax(1) if len(logits) else np.zeros(0, dtype=np.int64)
     correct = predictions == evalset.labels
-    out = {"source": evalset.source, "count": int(len(evalset.labels)), "correct": int(correct.sum()),
+    out = {"source": evalset.source, "sha256": evalset.sha256, "count": int(len(evalset.labels)),
+           "correct": int(correct.sum()),
            "accuracy": float(correct.mean()) if len(correct) else None, "host_robust": None, "agree_with_host": None}
     if evalset.robust is not None:
         out["host_robust"] = int(np.asarray(evalset.robust, dtype=bool).sum())

@@ -6,6 +6,7 @@ import math
 import os
 import sys
 import traceback
+from collections import OrderedDict
 
 from . import PACKAGE_DIR_IN_BUNDLE, PROTOCOL, RUNNER_VERSION
 from .errors import RunnerError
@@ -19,50 +20,50 @@ class Parser(argparse.ArgumentParser):
         raise RunnerError("usage", "{}; run with --help for the commands and options".format(message))
 
 
+class Command(object):
+    """One runner command: `run(args, context)` returns its result dict; `arguments(subparser)` adds its own options.
+
+    A `model` command also takes the bundle and the model options (--bundle, --precision from the precision table,
+    --runtime, --threads, --batch, --build-engine, --cache, --no-hash); its `context` holds the sealed bundle, the
+    runtime `Options` and whether to check hashes. Adding a command is one `register(...)` (docs/architecture.md).
+    """
+
+    __slots__ = ("name", "run", "arguments", "model", "batch")
+
+    def __init__(self, name, run, arguments=None, model=False, batch=64):
+        self.name, self.run, self.arguments, self.model, self.batch = name, run, arguments, model, batch
+
+
+class Context(object):
+    """What a model command runs on: the sealed bundle, the runtime options, whether to check the files' hashes."""
+
+    def __init__(self, bundle, options, hashes):
+        self.bundle, self.options, self.hashes = bundle, options, hashes
+
+
+COMMANDS = OrderedDict()
+
+
+def register(name, run, arguments=None, model=False, batch=64):
+    COMMANDS[name] = Command(name, run, arguments, model, batch)
+
+
 def build_parser():
     parser = Parser(prog="edgerobust_runner", description="edgerobust device runner (protocol {})".format(PROTOCOL))
-    commands = parser.add_subparsers(dest="command", parser_class=Parser)
-    precisions = tuple(PRECISIONS)  # the precision and runtime tables, read when the parser is built
-
-    def model_command(name, batch):
-        sub = commands.add_parser(name)
-        sub.add_argument("--bundle")
-        sub.add_argument("--precision", default="fp32", choices=precisions)
-        sub.add_argument("--runtime", default="ort-cpu")  # checked against runtimes.SESSIONS (numpy is loaded late)
-        sub.add_argument("--threads", type=int, default=0)
-        sub.add_argument("--batch", type=int, default=batch)
-        sub.add_argument("--build-engine", action="store_true")
-        sub.add_argument("--cache")
-        sub.add_argument("--no-hash", action="store_true")
-        return sub
-
-    commands.add_parser("ping")
-    info = commands.add_parser("info")
-    info.add_argument("--root")
-    verify = model_command("verify", 64)
-    verify.add_argument("--no-golden", action="store_true")
-    verify.set_defaults(precision="all")
-    verify._option_string_actions["--precision"].choices = precisions + ("all",)
-    bench = model_command("bench", 1)
-    bench.add_argument("--warmup", type=int, default=10)
-    bench.add_argument("--repeats", type=int, default=50)
-    bench.add_argument("--root")
-    replay = model_command("replay", 64)
-    replay.add_argument("--set", action="append", default=[], dest="sets")
-    replay.add_argument("--no-clean", action="store_true")
-    replay.add_argument("--no-points", action="store_true")
-    smooth = model_command("smooth", 64)
-    smooth.add_argument("--sigma", type=float, required=True)
-    smooth.add_argument("--n", type=int, required=True)
-    smooth.add_argument("--seed", type=int, default=0)
-    smooth.add_argument("--set", dest="set_spec")
-    smooth.add_argument("--start", type=int, default=0)
-    smooth.add_argument("--count", type=int)
-    smooth.add_argument("--margin-below", type=float)
-    unpack = commands.add_parser("unpack")
-    unpack.add_argument("--archive", required=True)
-    unpack.add_argument("--dest", required=True)
-    unpack.add_argument("--max-bytes", type=int, default=4 << 30)
+    subparsers = parser.add_subparsers(dest="command", parser_class=Parser)
+    for command in COMMANDS.values():  # the command, precision and runtime tables, read when the parser is built
+        sub = subparsers.add_parser(command.name)
+        if command.model:
+            sub.add_argument("--bundle")
+            sub.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS))
+            sub.add_argument("--runtime", default="ort-cpu")  # checked against runtimes.SESSIONS (numpy loads late)
+            sub.add_argument("--threads", type=int, default=0)
+            sub.add_argument("--batch", type=int, default=command.batch)
+            sub.add_argument("--build-engine", action="store_true")
+            sub.add_argument("--cache")
+            sub.add_argument("--no-hash", action="store_true")
+        if command.arguments is not None:
+            command.arguments(sub)
     return parser
 
 
@@ -77,21 +78,9 @@ def default_bundle():
 
 def execute(args, key_source=None):
     """Run the parsed command and return its result dict (RunnerError on failure)."""
-    if args.command == "ping":  # a no-op: what starting the runner costs, and which runner answers
-        import platform
-
-        return {"protocol": PROTOCOL, "runner_version": RUNNER_VERSION, "python": platform.python_version()}
-    from . import machine
-
-    if args.command == "info":
-        from .runtimes import availability
-
-        return machine.info(machine.Root(args.root or os.environ.get("EDGEROBUST_RUNNER_ROOT")), availability())
-    if args.command == "unpack":
-        from .unpack import unpack
-
-        return unpack(args.archive, args.dest, args.max_bytes)
-    from . import commands
+    command = COMMANDS[args.command]
+    if not command.model:
+        return command.run(args, None)
     from .runtimes import Options
     from .sealed import open_bundle
 
@@ -100,18 +89,104 @@ def execute(args, key_source=None):
         raise RunnerError("usage", "--bundle is required (this runner is not inside a bundle)")
     bundle = open_bundle(directory)
     options = Options(args.runtime, args.threads, max(args.batch, 1), args.cache, args.build_engine, key_source)
-    hashes = not args.no_hash
-    if args.command == "verify":
-        precisions = None if args.precision == "all" else [args.precision]
-        return commands.verify(bundle, options, precisions, golden=not args.no_golden)
-    if args.command == "bench":
-        root = machine.Root(args.root or os.environ.get("EDGEROBUST_RUNNER_ROOT"))
-        return commands.bench(bundle, options, args.precision, args.batch, args.warmup, args.repeats, root, hashes)
-    if args.command == "replay":
-        return commands.replay(bundle, options, args.precision, args.batch, args.sets, not args.no_clean,
-                               not args.no_points, hashes)
-    return commands.smooth(bundle, options, args.precision, args.sigma, args.n, args.batch, args.seed,
-                           args.set_spec, args.start, args.count, args.margin_below, hashes)
+    return command.run(args, Context(bundle, options, not args.no_hash))
+
+
+def machine_root(args):
+    from . import machine
+
+    return machine.Root(args.root or os.environ.get("EDGEROBUST_RUNNER_ROOT"))
+
+
+def ping(args, context):
+    """A no-op: what starting the runner costs, and which runner answers (loads no numpy and no runtime)."""
+    import platform
+
+    return {"protocol": PROTOCOL, "runner_version": RUNNER_VERSION, "python": platform.python_version()}
+
+
+def info(args, context):
+    from . import machine
+    from .runtimes import availability
+
+    return machine.info(machine_root(args), availability())
+
+
+def unpack(args, context):
+    from .unpack import unpack as unpack_archive
+
+    return unpack_archive(args.archive, args.dest, args.max_bytes)
+
+
+def verify(args, context):
+    from . import commands
+
+    precisions = None if args.precision == "all" else [args.precision]
+    return commands.verify(context.bundle, context.options, precisions, golden=not args.no_golden)
+
+
+def verify_arguments(sub):
+    sub.add_argument("--no-golden", action="store_true")
+    sub.set_defaults(precision="all")
+    sub._option_string_actions["--precision"].choices = tuple(PRECISIONS) + ("all",)
+
+
+def bench(args, context):
+    from . import commands
+
+    return commands.bench(context.bundle, context.options, args.precision, args.batch, args.warmup, args.repeats,
+                          machine_root(args), context.hashes)
+
+
+def bench_arguments(sub):
+    sub.add_argument("--warmup", type=int, default=10)
+    sub.add_argument("--repeats", type=int, default=50)
+    sub.add_argument("--root")
+
+
+def replay(args, context):
+    from . import commands
+
+    return commands.replay(context.bundle, context.options, args.precision, args.batch, args.sets, not args.no_clean,
+                           not args.no_points, context.hashes)
+
+
+def replay_arguments(sub):
+    sub.add_argument("--set", action="append", default=[], dest="sets")
+    sub.add_argument("--no-clean", action="store_true")
+    sub.add_argument("--no-points", action="store_true")
+
+
+def smooth(args, context):
+    from . import commands
+
+    return commands.smooth(context.bundle, context.options, args.precision, args.sigma, args.n, args.batch,
+                           args.seed, args.set_spec, args.start, args.count, args.margin_below, context.hashes)
+
+
+def smooth_arguments(sub):
+    sub.add_argument("--sigma", type=float, required=True)
+    sub.add_argument("--n", type=int, required=True)
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--set", dest="set_spec")
+    sub.add_argument("--start", type=int, default=0)
+    sub.add_argument("--count", type=int)
+    sub.add_argument("--margin-below", type=float)
+
+
+def unpack_arguments(sub):
+    sub.add_argument("--archive", required=True)
+    sub.add_argument("--dest", required=True)
+    sub.add_argument("--max-bytes", type=int, default=4 << 30)
+
+
+register("ping", ping)
+register("info", info, lambda sub: sub.add_argument("--root"))
+register("verify", verify, verify_arguments, model=True, batch=64)
+register("bench", bench, bench_arguments, model=True, batch=1)
+register("replay", replay, replay_arguments, model=True, batch=64)
+register("smooth", smooth, smooth_arguments, model=True, batch=64)
+register("unpack", unpack, unpack_arguments)
 
 
 @contextlib.contextmanager
@@ -155,7 +230,7 @@ def main(argv=None, stdout=None, key_source=None):
         args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
         command = args.command
         if command is None:
-            raise RunnerError("usage", "no command given; choose ping, info, verify, bench, replay, smooth or unpack")
+            raise RunnerError("usage", "no command given; choose one of {}".format(", ".join(COMMANDS)))
         with stdout_to_stderr():
             result = execute(args, key_source)
         doc, code = envelope(command, result), 0

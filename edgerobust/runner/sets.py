@@ -3,6 +3,8 @@
 Format (shared with `evaluate`): x_adv float32 N×C×H×W pixels in [0,1], labels int64, optional indices int64 and
 robust bool (the host model's verdict per point). Loaded with allow_pickle=False: data only, never code.
 """
+import hashlib
+import io
 import os
 
 import numpy as np
@@ -11,14 +13,16 @@ from .errors import RunnerError
 
 
 class EvalSet:
-    def __init__(self, name, source, x, labels, indices=None, robust=None):
+    def __init__(self, name, source, x, labels, indices=None, robust=None, sha256=None):
         self.name, self.source, self.x, self.labels = name, source, x, labels
-        self.indices, self.robust = indices, robust
+        self.indices, self.robust, self.sha256 = indices, robust, sha256  # sha256: of the .npz file's bytes
 
 
 def load_npz(path, name, input_shape):
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with open(path, "rb") as handle:  # read once: the bytes hashed are the bytes loaded
+            raw = handle.read()
+        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
             arrays = {key: np.asarray(data[key]) for key in data.files}
     except (OSError, ValueError) as exc:
         raise RunnerError("set_invalid", "{} cannot be read as a .npz of arrays ({})".format(path, exc)) from None
@@ -37,7 +41,7 @@ def load_npz(path, name, input_shape):
     for key, value in (("indices", indices), ("robust", robust)):
         if value is not None and value.shape != (len(x),):
             raise RunnerError("set_invalid", "{}: {} must have {} entries".format(path, key, len(x)))
-    return EvalSet(name, path, x, labels.astype(np.int64), indices, robust)
+    return EvalSet(name, path, x, labels.astype(np.int64), indices, robust, hashlib.sha256(raw).hexdigest())
 
 
 def clean_set(bundle):

@@ -15,6 +15,7 @@ from .sealed import MANIFEST_NAME, check_name
 
 DEFAULT_MAX_BYTES = 4 << 30
 CHUNK = 1 << 20
+MAX_PARTS = 16  # directory levels of one member: a bundle nests 3; deeper ones (3,000 once) exhaust paths and rmtree
 
 
 def member_name(member):
@@ -25,6 +26,9 @@ def member_name(member):
     name = name.rstrip("/") if member.isdir() else name
     if member.isdir() and name in ("", "."):
         return None  # the archive's root directory itself ("tar -C DIR .")
+    if name.count("/") >= MAX_PARTS:
+        raise RunnerError("unsafe_path", "archive member {}... is nested {} directories deep, more than a bundle's "
+                                         "{}".format(name[:60], name.count("/"), MAX_PARTS))
     try:
         return check_name(name, "archive member")
     except RunnerError as exc:

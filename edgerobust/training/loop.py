@@ -58,6 +58,10 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
                            nesterov=config.nesterov and config.momentum > 0)
 
 
+CHECKPOINT_KEYS = ("epoch", "global_step", "model", "optimizer", "generator", "torch_rng", "history", "config",
+                   "callbacks")
+
+
 class Trainer:
     def __init__(self, model: nn.Module, train_data: ArrayDataset, config: TrainConfig, *,
                  loss: TrainingLoss | None = None, eval_data: ArrayDataset | None = None,
@@ -117,23 +121,32 @@ class Trainer:
         state = load_torch(path)
         if not isinstance(state, dict) or state.get("format") != "edgerobust-train-checkpoint-1":
             raise CheckpointError(f"{path} is not an edgerobust training checkpoint")
-        if state["config"] != asdict(self.config):
-            changed = sorted(k for k in state["config"] if state["config"][k] != asdict(self.config).get(k))
+        missing = [k for k in CHECKPOINT_KEYS if k not in state]
+        if missing:
+            raise CheckpointError(f"checkpoint {path} is damaged: it lacks {', '.join(missing)}; start the run "
+                                  "again without --resume (or restore the file)")
+        if not isinstance(state["config"], dict) or state["config"] != asdict(self.config):
+            saved = state["config"] if isinstance(state["config"], dict) else {}
+            changed = sorted(k for k in {*saved, *asdict(self.config)} if saved.get(k) != asdict(self.config).get(k))
             raise CheckpointError(f"cannot resume from {path}: training settings differ ({', '.join(changed)}); "
                                   "resume with the same settings or start a new run")
         try:
             self.model.load_state_dict(state["model"])
-        except RuntimeError:
+        except (RuntimeError, TypeError, AttributeError):
             raise CheckpointError(f"checkpoint {path} was written for another architecture") from None
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        self.epoch = int(state["epoch"])
-        self.global_step = int(state["global_step"])
-        self.result.history = list(state["history"])
-        self.stop_reason = state.get("stop_reason")
-        for cb, cb_state in zip(self.callbacks, state["callbacks"], strict=False):
-            cb.load_state_dict(cb_state)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            self.epoch = int(state["epoch"])
+            self.global_step = int(state["global_step"])
+            self.result.history = list(state["history"])
+            self.stop_reason = state.get("stop_reason")
+            for cb, cb_state in zip(self.callbacks, state["callbacks"], strict=False):
+                cb.load_state_dict(cb_state)
+        except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as exc:
+            raise CheckpointError(f"checkpoint {path} is damaged ({type(exc).__name__}: {exc}); start the run "
+                                  "again without --resume (or restore the file)") from None
 
     # -- the loop -------------------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:

@@ -215,3 +215,55 @@ def test_int8_refused_where_the_target_has_none_and_without_calibration(digits_r
     assert result.manifest["precisions"] == ["fp32"] and "calibration" in result.manifest["left_out"]["int8"][
         "reason"]
     assert json.loads((result.bundle / "manifest.json").read_text())["left_out"]
+
+
+@pytest.fixture(scope="module")
+def int8_replay_run(digits_run, tmp_path_factory):
+    """The digits run with one PGD set, exported for x86-cpu (fp32 + int8): what the device replays."""
+    from runner_helpers import run_with_replay_set
+
+    from edgerobust.export.api import export_run
+
+    run = run_with_replay_set(digits_run, tmp_path_factory.mktemp("int8-replay"), 40)
+    export_run(run, "x86-cpu", progress=False, calibration=64, golden=32, parity_points=200)
+    return run
+
+
+def test_bench_shows_int8_rows_beside_fp32_in_one_call(int8_replay_run):
+    from edgerobust.bench.api import bench_precisions
+    from edgerobust.io import read_json
+
+    record = bench_precisions(int8_replay_run, ["fp32", "int8"], "x86-cpu", runtimes=["ort-cpu"], batches=[1, 4],
+                              repeats=3, warmup=1, threads=1, memory=False, progress=False)
+    assert record["precisions"] == ["fp32", "int8"]
+    assert [(r["precision"], r["batch"]) for r in record["results"]] == [("fp32", 1), ("fp32", 4), ("int8", 1),
+                                                                          ("int8", 4)]
+    assert record["parity_by_precision"]["int8"]["ort-cpu"]["top1_agreement"] >= 0.9
+    on_disk = read_json(int8_replay_run.path / "bench.json")
+    assert on_disk["precisions"] == ["fp32", "int8"]
+    assert set(int8_replay_run.manifest["bench"]["p50_ms"]) == {"ort-cpu:fp32@1", "ort-cpu:fp32@4",
+                                                               "ort-cpu:int8@1", "ort-cpu:int8@4"}
+    with pytest.raises(EdgeRobustError, match="cannot run int8"):
+        bench_precisions(int8_replay_run, ["int8"], "x86-cpu", runtimes=["torch-cpu"], batches=[1], repeats=1,
+                         warmup=0, memory=False, progress=False, write=False)
+
+
+def test_device_bench_and_replay_cover_int8_with_per_point_divergence(int8_replay_run, tmp_path):
+    import sys
+
+    from edgerobust.remote.api import device_bench, device_replay
+    from edgerobust.remote.options import RemoteOptions
+
+    options = RemoteOptions(f"local:{sys.executable}", root=str(tmp_path / "device"))
+    bench = device_bench(int8_replay_run, "x86-cpu", options, precisions=["int8"], batches=[1], threads=1,
+                         warmup=1, repeats=3, stability={"max_cv": 1e9}, name="here")
+    assert [r["record"]["precision"] for r in bench["rows"]] == ["int8"] and bench["rows"][0]["compute"]["n"] == 3
+    replay = device_replay(int8_replay_run, "x86-cpu", options, threads=1, name="here")
+    rows = {r["precision"]: r for r in replay["rows"]}
+    assert list(rows) == ["fp32", "int8"]  # every precision the bundle holds
+    for key, figures in rows["int8"]["sets"].items():
+        predictions = np.asarray(figures["predictions"])
+        reference = np.asarray(rows["fp32"]["sets"][key]["predictions"])
+        assert len(predictions) == figures["count"]
+        assert figures["diverge_from_reference"] == int((predictions != reference).sum())
+    assert set(rows["int8"]["sets"]) == {"clean", "pgd-0.1"}

@@ -260,9 +260,39 @@ def _first(data: ArrayDataset, batch: int) -> np.ndarray:
     return tile_images(data.images.numpy(), batch)
 
 
+def _row_key(row: dict[str, Any], record: dict[str, Any]) -> str:
+    """runtime@batch, with the precision when the record holds several (runtime:precision@batch)."""
+    several = len(record.get("precisions") or [record["precision"]]) > 1
+    return f"{row['runtime']}{':' + row['precision'] if several else ''}@{row['batch']}"
+
+
 def summary(record: dict[str, Any]) -> dict[str, Any]:
     """The short form kept in the run manifest: p50 per runtime and batch."""
     return {"target": record["target"]["name"], "mode": record["mode"], "precision": record["precision"],
             "threads": record["threads"], "created": record["created"],
-            "p50_ms": {f"{r['runtime']}@{r['batch']}": r["p50_ms"] for r in record["results"]},
+            "p50_ms": {_row_key(r, record): r["p50_ms"] for r in record["results"]},
             "file": BENCH_NAME}
+
+
+def bench_precisions(run: RunDir | str | Path, precisions: Sequence[str], target: Any = None, *,
+                     write: bool = True, **settings: Any) -> dict[str, Any]:
+    """`bench_run` once per precision (fp32, fp16, int8, ...) on the same runtimes and batches, as one record whose
+    rows carry their precision side by side (RUN/bench.json); `precision` names the first, `precisions` all."""
+    precisions = list(dict.fromkeys(precisions)) or [None]
+    records = [bench_run(run, target, precision=p, write=False, **settings) for p in precisions]
+    precisions = [r["precision"] for r in records]  # None: the config's precision
+    record = records[0]
+    record["precisions"] = precisions
+    record["parity_by_precision"] = {p: r["parity"] for p, r in zip(precisions, records, strict=True)}
+    for p, other in zip(precisions[1:], records[1:], strict=True):
+        record["results"].extend(other["results"])
+        for name, reason in other["skipped_runtimes"].items():
+            record["skipped_runtimes"].setdefault(f"{name} ({p})", reason)
+        record["runtimes"].update(other["runtimes"])
+    record["load_average_after"] = records[-1]["load_average_after"]
+    run = run if isinstance(run, RunDir) else RunDir.open(run)
+    if write:
+        path = write_json(run.file(BENCH_NAME), record)
+        run.record_artifact("bench", path, kind="bench")
+        run.update("bench", summary(record))
+    return record

@@ -9,7 +9,8 @@ import typer
 from rich import box
 from rich.markup import escape
 
-from ..bench import MODES, bench_run, runtime_table
+from ..bench import MODES, runtime_table
+from ..bench.api import bench_precisions
 from ..config import BenchConfig, option_help
 from ..errors import EdgeRobustError
 from ..runner.precisions import PRECISIONS
@@ -51,17 +52,20 @@ def fmt_rate(value: float) -> str:
 
 def results_table(records: list[dict]):
     several = len({r["model"]["spec"] for r in records}) > 1
+    precisions = list(dict.fromkeys(p for record in records for p in record.get("precisions") or [record["precision"]]))
     rows = []
     for record in records:
         for r in record["results"]:
             fraction = r["ceiling_fraction"]
-            row = (r["runtime"], r["batch"], fmt_ms(r["p50_ms"]), fmt_ms(r["p90_ms"]), fmt_ms(r["p99_ms"]),
+            name = f"{r['runtime']} {r['precision']}" if len(precisions) > 1 else r["runtime"]
+            row = (name, r["batch"], fmt_ms(r["p50_ms"]), fmt_ms(r["p90_ms"]), fmt_ms(r["p99_ms"]),
                    fmt_ms(r["mean_ms"]), fmt_rate(r["throughput_ips"]),
                    f"{r['achieved_gflops']:.3g}", f"{100 * fraction:.3g}%" if fraction else "")
             rows.append((record["model"]["spec"], *row) if several else row)
     first = records[0]
     title = (f"{first['mode']} on this {first['host']['machine']} machine for target {first['target']['name']}"
-             f"{'' if several else ': ' + first['model']['spec']} ({first['precision']}, {first['threads']} threads, "
+             f"{'' if several else ': ' + first['model']['spec']} ({', '.join(precisions)}, {first['threads']} "
+             "threads, "
              f"{first['warmup']} warm-up, {first['repeats']} repeats; std, memory and more in bench.json)")
     columns = ("runtime", "batch", "p50", "p90", "p99", "mean", "img/s", "GFLOP/s", "of peak")
     out = table(title, ("model", *columns) if several else columns, rows)
@@ -106,16 +110,18 @@ def bench(
     runs = runs_argument(runs, target)
     names = [n.strip() for item in (runtime or []) for n in item.split(",") if n.strip()] or None
     batches = parse_int_list(batch, "--batch") if batch is not None else None
+    chosen = [p.strip() for p in precision.split(",") if p.strip()] if precision else None
     if host or hosts:  # on a device, through the runner (edgerobust.remote)
-        settings = {"precisions": [precision] if precision else None, "batches": batches, "threads": threads,
+        settings = {"precisions": chosen, "batches": batches, "threads": threads,
                     "runtime": names[0] if names else None, "warmup": warmup, "repeats": repeats,
                     "stability": {"max_cv": max_cv, "max_temperature_rise_c": max_temp_rise, "remeasure": remeasure}}
         settings = {k: v for k, v in settings.items() if v is not None}  # the rest: device_bench's defaults
         options = {"python": python, "ssh_config": ssh_config, "device_dir": device_dir, "insecure": insecure,
                    "timeout": timeout}
         return remote_cmd.run_remote("bench", runs, target, host, hosts, options, settings, quiet)
-    records = [bench_run(run, target, names, batches, mode, repeats, warmup, precision, threads, memory,
-                         progress=False if quiet else None, device=device) for run in runs]
+    records = [bench_precisions(run, chosen or [None], target, runtimes=names, batches=batches, mode=mode,
+                                repeats=repeats, warmup=warmup, threads=threads, memory=memory,
+                                progress=False if quiet else None, device=device) for run in runs]
     console.print(results_table(records))
     first = records[0]
     for device, ceiling in first["ceilings"].items():

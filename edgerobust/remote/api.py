@@ -20,7 +20,7 @@ from ..io import sha256_file, write_json
 from ..names import check_name, slug
 from ..progress import progress_bar
 from ..run import RunDir, now
-from ..runner.precisions import PRECISIONS
+from ..runner.precisions import PRECISIONS, REFERENCE
 from ..runner.runtimes import runtime_names
 from .errors import RemoteError, RuntimeMissingError, error_record
 from .options import RemoteOptions, Stability
@@ -226,9 +226,11 @@ def device_replay(run: RunDir | str | Path, target: str | Path | DeviceProfile,
                   options: RemoteOptions | DeviceSession, *, precisions: list[str] | None = None,
                   runtime: str | None = None, threads: int | None = None, batch: int = 64,
                   bundle: str | Path | None = None, name: str | None = None, progress: bool | None = None,
-                  ) -> dict[str, Any]:
+                  points: bool = True) -> dict[str, Any]:
     """Accuracy of the deployed artifact on the clean set and on the adversarial sets the host found, per
-    precision, beside the host's accuracy on the same points and the gap (host − device)."""
+    precision, beside the host's accuracy on the same points and the gap (host − device). With `points` every
+    set keeps its per-point predictions and margins, and each precision after the reference says on how many points
+    its prediction differs from the reference's (`diverge_from_reference`: fp32 against int8, clean and attacked)."""
     run, profile, bundle_path, session, slug = _open(run, target, options, bundle, name)
     manifest = read_manifest(bundle_path)
     have = list(manifest.get("models", {}))
@@ -252,10 +254,11 @@ def device_replay(run: RunDir | str | Path, target: str | Path | DeviceProfile,
     try:
         with progress_bar(progress) as bar:
             task = bar.add_task(f"replay on {session.label}", total=len(precisions), status="")
+            reference_rows: dict[str, Any] = {}
             for precision in precisions:
                 bar.update(task, status=precision)
                 args = ["--precision", precision, "--runtime", runtime, "--threads", str(threads), "--batch",
-                        str(batch), "--no-points"]
+                        str(batch), *([] if points else ["--no-points"])]
                 for key in extra:
                     args += ["--set", f"{remote_dir}/{key}.npz"]
                 result = session.call("replay", *args)
@@ -265,6 +268,12 @@ def device_replay(run: RunDir | str | Path, target: str | Path | DeviceProfile,
                     device_accuracy = figures["accuracy"]
                     rows[key] = {**figures, "host_accuracy": host.get(key),
                                  "gap": None if host.get(key) is None else host[key] - device_accuracy}
+                    first = reference_rows.get(key, {}).get("predictions")
+                    if first is not None and figures.get("predictions") is not None and precision != REFERENCE:
+                        rows[key]["diverge_from_reference"] = int(np.sum(np.asarray(first) !=
+                                                                         np.asarray(figures["predictions"])))
+                if precision == REFERENCE:
+                    reference_rows = rows
                 record.add({"precision": precision, "artifact": result.get("artifact"),
                             "runtime": result.get("runtime"), "machine": result.get("machine"), "sets": rows,
                             "record": row_record(session.label, session.info(), result)})

@@ -7,8 +7,9 @@ from typing import Any, Optional
 
 import typer
 
-from ..config import EvaluateConfig, given, option_help
+from ..config import EvaluateConfig, given, option_help, parse_number
 from ..evaluation.api import ROBUSTNESS_FILE, evaluate_run
+from ..evaluation.artifact import evaluate_artifacts
 from ..report.robustness import curve_plot, transfer_heatmap
 from ..run import RunDir
 from ..runner.precisions import PRECISIONS
@@ -18,6 +19,18 @@ from .defaults import RUN_HELP, run_argument
 from .render import table
 
 H = functools.partial(option_help, EvaluateConfig)
+
+
+def _artifact_table(result: dict) -> None:
+    sources = result["sources"]
+    rows = [(p, f"{r['clean_accuracy']:.3f}", *[f"{r['robust_by_source'][s]:.3f}" for s in sources],
+             f"{r['robust_accuracy']:.3f}", str((r.get("divergence") or {}).get("clean", "—")),
+             str(sum(v for k, v in (r.get("divergence") or {}).items() if k != "clean")) if r.get("divergence")
+             else "—") for p, r in result["precisions"].items()]
+    console.print(table(f"robustness per precision: {result['n']} points, ε = {result['eps']:.4g} (robust = minimum "
+                        "over sources)", ("precision", "clean", *sources, "robust", "≠fp32 clean", "≠fp32 attacked"),
+                        rows))
+    console.print("written: precision_robustness.json")
 
 
 @command
@@ -51,6 +64,10 @@ def evaluate(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help=H("batch_size")),
     device: str = device_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    artifact: Optional[Path] = typer.Option(None, "--artifact", help="An export bundle of RUN: clean and robust "
+                                            "accuracy of each of its artifacts (fp32, fp16, int8) by its own "
+                                            "onnxruntime outputs: the saved adversarial sets replayed and Square "
+                                            "(--queries) → RUN/precision_robustness.json."),
     host: Optional[str] = remote_cmd.HOST, hosts: Optional[Path] = remote_cmd.HOSTS,
     target_name: Optional[str] = typer.Option(None, "--target", help="With --host: the export to replay (default: "
                                               "the run's only one)."),
@@ -66,6 +83,9 @@ def evaluate(
     With --host/--hosts: replay the adversarial sets saved here on the deployed artifact instead (host vs device
     accuracy per precision, into RUN/device/)."""
     run = run_argument(run)
+    if artifact is not None:
+        return _artifact_table(evaluate_artifacts(RunDir.open(run), artifact, queries=queries, seed=seed or 0,
+                                                  eps=None if eps is None else parse_number(eps, "--eps")))
     if host or hosts:
         options = {"python": python, "ssh_config": ssh_config, "device_dir": device_dir, "insecure": insecure,
                    "timeout": timeout}

@@ -267,3 +267,45 @@ def test_device_bench_and_replay_cover_int8_with_per_point_divergence(int8_repla
         assert len(predictions) == figures["count"]
         assert figures["diverge_from_reference"] == int((predictions != reference).sum())
     assert set(rows["int8"]["sets"]) == {"clean", "pgd-0.1"}
+
+
+def test_evaluate_artifact_per_precision_transfer_square_and_divergence(int8_replay_run, tmp_path):
+    import torch
+    from runner_helpers import copy_bundle
+
+    from edgerobust.evaluation.artifact import OrtClassifier, evaluate_artifacts
+    from edgerobust.io import read_json
+    from edgerobust.report import render_report
+
+    run = run_copy(int8_replay_run, tmp_path)
+    bundle = run.path / "export-x86-cpu"
+    result = evaluate_artifacts(run, bundle, queries=20, seed=0, eps=0.1)  # the set was saved with ε = 0.1
+    assert set(result["precisions"]) == {"fp32", "int8"} and result["sources"] == ["transfer:pgd-0.1", "square"]
+    with np.load(run.path / "adversarial" / "pgd-0.1.npz") as data:
+        x_adv, labels = data["x_adv"], data["labels"]
+    for row in result["precisions"].values():
+        model = OrtClassifier(bundle / row["file"])
+
+        transfer = model(torch.from_numpy(x_adv)).argmax(1).numpy()  # the artifact's own outputs, replayed
+        assert row["points"]["transfer:pgd-0.1"] == transfer.tolist()
+        points = {k: np.asarray(v) for k, v in row["points"].items()}
+        robust = (points["clean"] == labels) & (transfer == labels) & (points["square"] == labels)
+        assert row["points"]["robust"] == robust.astype(int).tolist()  # the minimum over sources
+        assert row["robust_accuracy"] == robust.mean() <= min(row["robust_by_source"].values())
+    divergence = result["precisions"]["int8"]["divergence"]
+    assert divergence["clean"] == int(np.sum(np.asarray(result["precisions"]["fp32"]["points"]["clean"]) !=
+                                             np.asarray(result["precisions"]["int8"]["points"]["clean"])))
+    assert read_json(run.path / "precision_robustness.json")["precisions"]["int8"]["robust_accuracy"] == \
+        result["precisions"]["int8"]["robust_accuracy"]
+    text = render_report(run).read_text()
+    assert "## Robustness per precision" in text and "| int8 |" in text
+    tampered = copy_bundle(bundle, tmp_path / "tampered")
+    (tampered / "model.int8.onnx").write_bytes(b"not a model")
+    with pytest.raises(EdgeRobustError, match="modified"):
+        evaluate_artifacts(run, tampered, queries=1, eps=0.1)
+
+
+def run_copy(run, tmp_path):
+    from edgerobust.run import RunDir
+
+    return RunDir.open(shutil.copytree(run.path, tmp_path / "run"))

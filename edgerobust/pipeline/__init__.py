@@ -5,6 +5,7 @@ from . import compress_steps  # noqa: F401
 from . import device_steps  # noqa: F401
 from . import evaluate_steps  # noqa: F401
 from . import export_steps  # noqa: F401
+from . import precision_steps  # noqa: F401
 from .context import PIPELINE_STEPS, PipelineContext, run_steps
 
 __all__ = ["PIPELINE_STEPS", "PipelineContext", "run_steps"]

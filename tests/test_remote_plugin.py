@@ -27,7 +27,8 @@ def run_plugin(tmp_path, *args, devices=None):
 
 def test_device_checks_pass_on_the_loopback_bed_and_fail_over_budget(edge_run, device_python, ssh_bed, tmp_path):
     bundle = resolve_bundle(edge_run, load_profile("x86-edge"))
-    common = ["--edge-host", ssh_bed.alias, "--edge-ssh-config", ssh_bed.config, "--edge-python", device_python,
+    common = ["--edge-host", ssh_bed.alias, "--edge-ssh-config", ssh_bed.config, "--edge-trust-ssh-config",
+              "--edge-python", device_python,
               "--edge-target", "x86-edge", "--edge-bundle", bundle, "--edge-device-dir", tmp_path / "device"]
     done = run_plugin(tmp_path, *common, "--edge-latency-ms", "1000")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
@@ -41,7 +42,8 @@ def test_the_profile_latency_budget_per_batch_and_the_option_that_replaces_it(ed
     from remote_testbed import EDGE_PROFILE
 
     bundle = resolve_bundle(edge_run, load_profile("x86-edge"))
-    common = ["--edge-host", ssh_bed.alias, "--edge-ssh-config", ssh_bed.config, "--edge-python", device_python,
+    common = ["--edge-host", ssh_bed.alias, "--edge-ssh-config", ssh_bed.config, "--edge-trust-ssh-config",
+              "--edge-python", device_python,
               "--edge-target", "x86-edge", "--edge-bundle", bundle, "--edge-device-dir", tmp_path / "device",
               "-k", "latency"]
     devices = tmp_path / "devices"
@@ -62,3 +64,14 @@ def test_the_profile_latency_budget_per_batch_and_the_option_that_replaces_it(ed
 def test_plugin_needs_target_and_bundle(tmp_path):
     done = run_plugin(tmp_path, "--edge-host", "local")
     assert done.returncode != 0 and "--edge-host needs --edge-target" in done.stderr
+
+
+def test_an_ssh_config_that_runs_commands_is_refused_unless_trusted(edge_run, tmp_path):
+    config = tmp_path / "ssh_config"
+    config.write_text("Host nano\n  ProxyCommand sh -c 'touch pwned; nc %h %p'\n")
+    bundle = resolve_bundle(edge_run, load_profile("x86-edge"))
+    done = run_plugin(tmp_path, "--edge-host", "nano", "--edge-ssh-config", config, "--edge-target", "x86-edge",
+                      "--edge-bundle", bundle)
+    assert done.returncode == 4, done.stdout[-2000:] + done.stderr[-2000:]  # pytest's usage error
+    assert "line 2: ProxyCommand sh -c 'touch pwned; nc %h %p' (runs a local command)" in done.stderr
+    assert "--edge-trust-ssh-config" in done.stderr and not (tmp_path / "pwned").exists()

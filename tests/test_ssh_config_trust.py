@@ -40,3 +40,20 @@ def test_a_plain_config_passes(tmp_path):
 def test_a_missing_config_is_one_line(tmp_path):
     with pytest.raises(EdgeRobustError, match="does not exist"):
         risky_options(tmp_path / "nope")
+
+
+def test_a_fleet_file_naming_such_a_config_is_refused_unless_trusted(tmp_path):
+    from edgerobust.remote.fleet import FleetError, load_fleet
+
+    config = tmp_path / "fleet_ssh_config"
+    config.write_text("Host *\n  UserKnownHostsFile /tmp/theirs\n  StrictHostKeyChecking no\n")
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(f'[defaults]\nssh_config = "{config}"\n[[device]]\nname = "a"\nhost = "pi@a"\n'
+                     '[[device]]\nname = "b"\nhost = "pi@b"\n')
+    with pytest.raises(FleetError) as caught:
+        load_fleet(fleet)
+    message = str(caught.value)
+    assert "device 1: field 'ssh_config' names ssh_config" in message
+    assert "replaces your known_hosts" in message and "accepts unknown or changed host keys" in message
+    loaded = load_fleet(fleet, trust_ssh_config=True)
+    assert len(loaded.devices) == 2 and len(loaded.trusted_ssh_settings) == 2  # shown once each, not per device

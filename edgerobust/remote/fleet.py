@@ -33,6 +33,7 @@ from .api import as_profile, device_bench, device_health, device_replay, resolve
 from .errors import RemoteError, error_record
 from .hosts import parse_host
 from .options import RemoteOptions
+from .ssh_config import check_ssh_config
 
 DEVICE_FIELDS = {"name": str, "host": str, "target": str, "python": str, "root": str, "ssh_config": str,
                  "timeout": (int, float), "connect_timeout": (int, float), "runtime": str, "threads": int}
@@ -58,6 +59,7 @@ class Fleet:
     concurrency: int = 4
     source: str = ""
     results: list[dict[str, Any]] = field(default_factory=list)
+    trusted_ssh_settings: list[str] = field(default_factory=list)  # what a trusted ssh_config of the file sets
 
 
 def _check(table: dict, allowed: dict, where: str) -> None:
@@ -70,8 +72,12 @@ def _check(table: dict, allowed: dict, where: str) -> None:
             raise FleetError(f"{where}: field '{key}' must be {names}, not {type(value).__name__} ({value!r})")
 
 
-def load_fleet(path: str | Path, ssh_config: str | None = None, insecure_host_key: bool = False) -> Fleet:
-    """Read and validate a fleet file; every error names the file and the field."""
+def load_fleet(path: str | Path, ssh_config: str | None = None, insecure_host_key: bool = False,
+               trust_ssh_config: bool = False) -> Fleet:
+    """Read and validate a fleet file; every error names the file and the field.
+
+    `ssh_config` is the user's own (the CLI's --ssh-config); an ssh_config the file itself names is refused when it
+    runs local commands or changes host-key checks, unless `trust_ssh_config` (remote/ssh_config.py)."""
     path = Path(path)
     try:
         data = tomlfile.loads(path.read_text())
@@ -94,7 +100,7 @@ def load_fleet(path: str | Path, ssh_config: str | None = None, insecure_host_ke
     concurrency = fleet_table.get("concurrency", 4)
     if concurrency < 1:
         raise FleetError(f"fleet file {path}: [fleet] field 'concurrency' must be at least 1")
-    out, seen = [], set()
+    out, seen, trusted = [], set(), []
     for i, raw in enumerate(devices):
         where = f"fleet file {path}: device {i + 1}"
         _check(raw, DEVICE_FIELDS, where)
@@ -117,12 +123,18 @@ def load_fleet(path: str | Path, ssh_config: str | None = None, insecure_host_ke
             if key in entry and entry[key] <= 0:
                 raise FleetError(f"{where}: field '{key}' must be positive")
         config = entry.get("ssh_config") or ssh_config
+        if entry.get("ssh_config"):
+            try:
+                risks = check_ssh_config(entry["ssh_config"], f"{where}: field 'ssh_config'", trust_ssh_config)
+            except EdgeRobustError as exc:
+                raise FleetError(str(exc)) from None
+            trusted += [f"{entry['ssh_config']}: {risk}" for risk in risks]
         options = RemoteOptions(entry["host"], python=entry.get("python"), root=entry.get("root"),
                                 ssh_config=str(Path(config).expanduser()) if config else None,
                                 insecure_host_key=insecure_host_key, timeout=float(entry.get("timeout", 600)),
                                 connect_timeout=float(entry.get("connect_timeout", 10)))
         out.append(FleetDevice(name, options, entry.get("target"), entry.get("runtime"), entry.get("threads")))
-    return Fleet(out, concurrency, str(path))
+    return Fleet(out, concurrency, str(path), trusted_ssh_settings=list(dict.fromkeys(trusted)))
 
 
 def run_fleet(run: RunDir | str | Path, fleet: Fleet, kind: str = "bench", target: str | None = None,

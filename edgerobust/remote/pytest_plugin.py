@@ -20,7 +20,10 @@ def pytest_addoption(parser) -> None:
     group.addoption("--edge-target", help="its device profile (name or .toml)")
     group.addoption("--edge-bundle", help="the bundle exported for that target")
     group.addoption("--edge-python", help="the Python on the device (default python3)")
-    group.addoption("--edge-ssh-config", help="an ssh_config file for ssh -F")
+    group.addoption("--edge-ssh-config", help="an ssh_config file for ssh -F (refused when it runs local commands or "
+                                              "changes host-key checks, unless --edge-trust-ssh-config)")
+    group.addoption("--edge-trust-ssh-config", action="store_true", default=False,
+                    help="use --edge-ssh-config even though it runs local commands or changes host-key checks")
     group.addoption("--edge-device-dir", help="work directory on the device")
     group.addoption("--edge-latency-ms", type=float,
                     help="p50 latency budget at batch 1, replacing the profile's latency_budget_ms "
@@ -37,4 +40,16 @@ def pytest_configure(config) -> None:
     for name in ("--edge-target", "--edge-bundle"):
         if not config.getoption(name):
             raise pytest.UsageError(f"--edge-host needs {name}")
+    if config.getoption("--edge-ssh-config"):
+        from ..errors import EdgeRobustError
+        from .ssh_config import check_ssh_config
+
+        try:
+            risks = check_ssh_config(config.getoption("--edge-ssh-config"), "--edge-ssh-config",
+                                     config.getoption("--edge-trust-ssh-config"))
+        except EdgeRobustError as exc:
+            raise pytest.UsageError(str(exc).replace("--trust-ssh-config", "--edge-trust-ssh-config")) from None
+        if risks:
+            config.issue_config_time_warning(pytest.PytestConfigWarning(
+                f"--edge-ssh-config is trusted and sets: {'; '.join(risks)}"), stacklevel=2)
     config.args.append(str(CHECKS))

@@ -69,7 +69,7 @@ def check_ssh_config(path: str | Path, named_by: str, trusted: bool) -> list[str
     unless `trusted`; return the risky settings (to show when trusted)."""
     risks = risky_options(path)
     if risks and not trusted:
-        raise EdgeRobustError(f"{named_by} names ssh_config {path}, which {len(risks)} setting(s) make run local "
-                              f"commands or change host-key checks: {'; '.join(risks)}; read it, and pass "
-                              "--trust-ssh-config if you trust it")
+        raise EdgeRobustError(f"{named_by} names ssh_config {path}, whose settings run local commands or change "
+                              f"host-key checks ({'; '.join(risks)}); read it, and pass --trust-ssh-config if you "
+                              "trust it")
     return risks

@@ -19,6 +19,7 @@ from benchmarks.common import save_result
 from edgerobust.data import load_dataset
 from edgerobust.models import build_model
 from edgerobust.training import TrainConfig, Trainer, build_training_loss
+from edgerobust.training.loop import LoopSetup
 
 REPEATS = 7
 MODES = {  # name -> (loss factory, attack passes k; the budget is (k+1) natural epochs, FGSM-RS 2.3)
@@ -39,8 +40,8 @@ def workloads():
 def one_epoch(spec: str, data, mode: str) -> float:
     torch.manual_seed(0)
     model = build_model(spec, data.input_shape, data.num_classes, data.mean, data.std)
-    trainer = Trainer(model, data, TrainConfig(epochs=1, batch_size=64, augment=False), loss=MODES[mode][0](),
-                      progress=False)
+    trainer = Trainer(model, data, TrainConfig(epochs=1, batch_size=64, augment=False),
+                      LoopSetup(loss=MODES[mode][0]()), progress=False)
     return trainer.fit().history[-1]["seconds"]
 
 

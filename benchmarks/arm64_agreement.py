@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 
 from benchmarks.common import save_result
+from edgerobust.config import ExportConfig
 from edgerobust.export.api import export_run
 from edgerobust.export.bundle import read_manifest
 from edgerobust.export.parity import ort_session, run_onnx
@@ -87,7 +88,7 @@ def main() -> None:
         scratch = Path(scratch)
         run = train_model(scratch / "run", "scnn2:8-16", "digits", TrainConfig(epochs=4, batch_size=64, lr=0.05,
                                                                                 augment=False), progress=False)
-        bundle = export_run(run, "jetson-nano", calibration=0, golden=64, progress=False).bundle
+        bundle = export_run(run, ExportConfig(target="jetson-nano", calibration=0, golden=64), progress=False).bundle
         manifest = read_manifest(bundle)
         tolerance = {p: np.load(bundle / e["golden_tolerance"]["file"]) for p, e in manifest["models"].items()}
         golden = np.load(bundle / "golden_outputs.npy")

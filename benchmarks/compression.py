@@ -27,7 +27,8 @@ from edgerobust.compress import ADMMCallback, apply_masks, build_plan, remove_de
 from edgerobust.data import load_dataset
 from edgerobust.models import build_model, count_flops, count_parameters
 from edgerobust.training import TrainConfig, Trainer
-from edgerobust.training.api import adversarial_training
+from edgerobust.training.api import TrainSetup, adversarial_training
+from edgerobust.training.loop import LoopSetup
 
 
 def admm_overhead(repeats: int) -> dict:
@@ -41,8 +42,9 @@ def admm_overhead(repeats: int) -> dict:
             callbacks = [ADMMCallback(build_plan(model, train.input_shape, "filter", 0.25), rho=0.01)] \
                 if variant == "admm" else []
             loss, _ = adversarial_training(adv, 1)
-            trainer = Trainer(model, train, TrainConfig(epochs=1, augment=False), loss=loss, callbacks=callbacks,
-                              progress=False)
+            trainer = Trainer(model, train, TrainConfig(epochs=1, augment=False), LoopSetup(loss=loss,
+                                                                                            callbacks=callbacks),
+                                                                                            progress=False)
             started = time.perf_counter()
             trainer.fit()
             times[variant].append(time.perf_counter() - started)
@@ -109,7 +111,7 @@ DUAL_MODES = {"rescaled": True, "unscaled": False}  # CompressConfig.dual_rescal
 
 
 def tradeoff(keep: float = 0.25, modes: tuple[str, ...] = ("rescaled", "unscaled")) -> dict:
-    from edgerobust.compress.api import CompressConfig, compress_model
+    from edgerobust.compress.api import CompressConfig, CompressSetup, compress_model
     from edgerobust.config import section
     from edgerobust.recipe import load_recipe
     from edgerobust.training.api import adversarial_from_recipe, config_from_recipe, train_model
@@ -119,8 +121,8 @@ def tradeoff(keep: float = 0.25, modes: tuple[str, ...] = ("rescaled", "unscaled
     started = time.perf_counter()
     variants = {}
     with tempfile.TemporaryDirectory() as tmp:
-        dense = train_model(Path(tmp) / "dense", section(recipe, "model").spec, "digits",
-                            config_from_recipe(recipe), adversarial=adv, progress=False)
+        dense = train_model(Path(tmp) / "dense", section(recipe, "model").spec, "digits", config_from_recipe(recipe),
+                            TrainSetup(adversarial=adv), progress=False)
         pretrain_seconds = time.perf_counter() - started
         # ADMM and masked retraining keep the dense model's PGD-AT loss at the full ε (no ramp); ρ = 0.1 × 1.2 per
         # epoch (without the dual rescale it brought the relative residual ‖θ − z‖/‖θ‖ to ~1% before hard pruning)
@@ -129,8 +131,9 @@ def tradeoff(keep: float = 0.25, modes: tuple[str, ...] = ("rescaled", "unscaled
             config = CompressConfig(method="admm", scheme="filter", keep=keep, admm_epochs=20, admm_lr=0.02, rho=0.1,
                                     rho_growth=1.2, dual_rescale=DUAL_MODES[mode], retrain_epochs=15,
                                     retrain_lr=0.02)
-            run = compress_model(dense, Path(tmp) / f"pruned-{mode}", config, config_from_recipe(recipe),
-                                 adv=stage_adv, evaluate={"eps": 0.1, "pgd_steps": 20}, progress=False)
+            setup = CompressSetup(adversarial=stage_adv, evaluate={"eps": 0.1, "pgd_steps": 20})
+            run = compress_model(dense, Path(tmp) / f"pruned-{mode}", config, config_from_recipe(recipe), setup,
+                                 progress=False)
             comp = run.manifest["compression"]
             d, p = rows = comp["evaluation"]["rows"]
             residuals = [h["admm_residual"] for h in run.manifest["training"]["history"]

@@ -19,9 +19,12 @@ import torch
 from benchmarks.common import save_result
 from edgerobust.attacks import get_attack
 from edgerobust.compute_device import describe_device, resolve_device
+from edgerobust.config import ExportConfig
 from edgerobust.data import load_dataset
 from edgerobust.models import build_model
 from edgerobust.training import TrainConfig, Trainer, build_training_loss
+from edgerobust.training.api import TrainSetup
+from edgerobust.training.loop import LoopSetup
 
 EPOCH_CONFIGS = [  # (label, model, dataset, options, loss)
     ("scnn2:16-32 digits, natural", "scnn2:16-32", "digits", {}, None),
@@ -46,7 +49,7 @@ def epoch_seconds(spec, data, loss_name, device, repeats) -> float:
         torch.manual_seed(0)
         model = build_model(spec, data.input_shape, data.num_classes, data.mean, data.std)
         loss = build_training_loss(loss_name, eps=8 / 255, steps=10) if loss_name else None
-        trainer = Trainer(model, data, TrainConfig(epochs=2, batch_size=128, augment=False), loss=loss,
+        trainer = Trainer(model, data, TrainConfig(epochs=2, batch_size=128, augment=False), LoopSetup(loss=loss),
                           progress=False, device=device)
         history = trainer.fit().history
         sync(device)
@@ -78,8 +81,9 @@ def fp16_parity() -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         run = train_model(Path(tmp) / "run", "scnn2:16-32", "digits", TrainConfig(epochs=5, batch_size=64),
-                          device="cuda", progress=False)
-        exported = export_run(run, "h200", fp16=True, int8=False, calibration=0, device="cuda", progress=False)
+                          TrainSetup(device="cuda"), progress=False)
+        exported = export_run(run, ExportConfig(target="h200", fp16=True, int8=False, calibration=0), device="cuda",
+                              progress=False)
         model = run.load_model().cuda().eval()
         x = load_dataset("digits", "test").images.cuda()
         with torch.no_grad():

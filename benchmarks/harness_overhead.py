@@ -20,9 +20,10 @@ from pathlib import Path
 
 from benchmarks.common import save_result
 from edgerobust.bench import bench_run
+from edgerobust.config import BenchConfig, DeviceConfig, ExportConfig
 from edgerobust.export.api import export_run
 from edgerobust.remote.api import device_bench
-from edgerobust.remote.options import RemoteOptions
+from edgerobust.remote.options import device_session
 from edgerobust.remote.testbed import LoopbackSSHD
 from edgerobust.training import TrainConfig
 from edgerobust.training.api import train_model
@@ -34,9 +35,9 @@ def timed(fn):
     return time.perf_counter() - started, value
 
 
-def one_device_run(options: RemoteOptions, bundle: Path) -> dict:
+def one_device_run(options: DeviceConfig, bundle: Path) -> dict:
     """Phases of one device run with a new session (as a new `edgerobust bench --host` process would have)."""
-    session = options.session()
+    session = device_session(options)
     seconds, transfer = timed(lambda: session.connect(bundle, verify=False))
     start, _ = timed(lambda: session.call("ping"))
     round_trip, _ = timed(lambda: session.run("exit 0"))
@@ -67,12 +68,12 @@ def transport_figures(make_options, bundle: Path, rounds: int) -> dict:
 
 
 def agreement(run, repeats: int, python: str) -> dict:
-    local = bench_run(run, "x86-cpu", ["ort-cpu"], [1], repeats=repeats, warmup=20, threads=1, memory=False,
-                      progress=False, write=False)["results"][0]
+    local = bench_run(run, BenchConfig(target="x86-cpu", runtimes=["ort-cpu"], batches=[1], repeats=repeats,
+                      warmup=20, threads=1, memory=False), progress=False, write=False)["results"][0]
     with tempfile.TemporaryDirectory() as root:
-        doc = device_bench(run, "x86-cpu", RemoteOptions(f"local:{python}", root=root), precisions=["fp32"],
-                           batches=[1], threads=1, warmup=20, repeats=repeats, stability={"max_cv": 1e9},
-                           progress=False, name="agreement")
+        doc = device_bench(run, DeviceConfig(host=f"local:{python}", root=root, target="x86-cpu", precisions=["fp32"],
+                                             batches=[1], threads=1, warmup=20, repeats=repeats, max_cv=1e9,
+                                             name="agreement"), progress=False)
     remote = doc["rows"][0]["compute"]
     spread = (local["p90_ms"] - local["p50_ms"]) + (remote["p90_ms"] - remote["p50_ms"])
     delta = remote["p50_ms"] - local["p50_ms"]
@@ -92,15 +93,15 @@ def main(argv: list[str] | None = None) -> dict:
         work = Path(work)
         run = train_model(work / "run", "scnn2:8-16", "digits", TrainConfig(epochs=1, batch_size=64, augment=False),
                           progress=False)
-        bundle = export_run(run, "x86-cpu", calibration=0, golden=32, progress=False).bundle
+        bundle = export_run(run, ExportConfig(target="x86-cpu", calibration=0, golden=32), progress=False).bundle
         settings = {**vars(args), "python": Path(args.python).name}  # no machine path in the results
         result = {"settings": settings, "model": "scnn2:8-16 (digits)", "bundle_bytes":
                   sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())}
-        result["local"] = transport_figures(lambda root: RemoteOptions(f"local:{args.python}", root=root), bundle,
+        result["local"] = transport_figures(lambda root: DeviceConfig(host=f"local:{args.python}", root=root), bundle,
                                             args.rounds)
         with LoopbackSSHD(work / "sshd") as bed:
             result["ssh"] = transport_figures(
-                lambda root: RemoteOptions(bed.alias, python=args.python, root=root, ssh_config=str(bed.config)),
+                lambda root: DeviceConfig(host=bed.alias, python=args.python, root=root, ssh_config=str(bed.config)),
                 bundle, args.rounds)
         result["agreement"] = agreement(run, args.repeats, args.python)
     for name in ("local", "ssh"):

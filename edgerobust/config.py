@@ -20,6 +20,7 @@ from fractions import Fraction
 from typing import Any, TypeVar, Union
 
 from .errors import EdgeRobustError
+from .names import check_name as check_file_name
 from .registry import REGISTRIES
 from .runner.precisions import CALIBRATION_METHODS
 from .runner.precisions import NAMES as PRECISION_NAMES
@@ -185,7 +186,7 @@ def build(cls: type[C], values: Mapping[str, Any] | None = None, where: str = ""
                 tp = list[tp]  # type: ignore[valid-type]
             kwargs[f.name] = coerce(value, tp, label)
             _check_bounds(kwargs[f.name], f.metadata, label)
-            if f.metadata.get("registry"):
+            if f.metadata.get("registry") and kwargs[f.name] is not None:  # None: not chosen (a default applies)
                 check_name(f.metadata["registry"], kwargs[f.name], label)
         elif f.name in current:
             kwargs[f.name] = current[f.name]
@@ -196,6 +197,14 @@ def build(cls: type[C], values: Mapping[str, Any] | None = None, where: str = ""
     return instance
 
 
+def validated(config: C) -> C:
+    """A section made in Python (`ExportConfig(golden=8)`, `dataclasses.replace`) re-read through `build`, so the
+    library checks its bounds and cross-field rules as it checks a recipe's; a built one passes unchanged."""
+    cls = type(config)
+    name = next((n for n, c in SECTIONS.items() if c is cls), cls.__name__)
+    return build(cls, asdict(config), f"[{name}]")
+
+
 def option_help(cls: type, name: str, text: str | None = None) -> str:
     """A command-line option's help from the field's help text and its default, so help never goes stale."""
     f = next(f for f in fields(cls) if f.name == name)
@@ -203,7 +212,9 @@ def option_help(cls: type, name: str, text: str | None = None) -> str:
     shown = "none" if default is None or default == [] else (f"{default:.4g}" if isinstance(default, float)
                                                              else str(default).lower() if isinstance(default, bool)
                                                              else str(default))
-    return f"{text or f.metadata.get('help', '').capitalize()} (default: {shown})"
+    text = text or f.metadata.get("help", "")
+    text = text[:1].upper() + text[1:]
+    return text if "(default:" in text else f"{text} (default: {shown})"  # a None default says what it means
 
 
 def check_name(kind: str, name: str, where: str) -> None:
@@ -252,6 +263,11 @@ class TrainConfig:
     augment: bool = setting(True, help="standard augmentation for the dataset")
     grad_clip: float = setting(0.0, ge=0, help="gradient-norm clip (0 = off)")
     eval_batch_size: int = setting(512, ge=1, help="batch size of clean evaluation")
+    lipschitz_penalty: float = setting(0.0, ge=0, help="weight of Σ log σ_i over conv/linear operator norms (0 = off)")
+    spectral_norm: float = setting(0.0, ge=0, help="cap every conv/linear operator norm at this value (0 = off)")
+    loss: str | None = setting(None, registry="loss", help="training loss by name (default: [adversarial]'s "
+                               "method, else natural); it takes the [adversarial] settings it declares")
+    loss_options: dict[str, Any] = setting({}, help="the loss's own settings, e.g. a distillation temperature")
 
     def validate(self) -> TrainConfig:
         """Re-check a config made in Python (not through `build`): bounds, choices and the schedule's name."""
@@ -368,6 +384,8 @@ class EvaluateConfig:
     masking_steps: int = setting(10, ge=1, help="PGD steps of the masking checks")
     batch_size: int = setting(256, ge=1, help="attack batch size")
     fab: bool = setting(False, help="add FAB-T to the standard suite")
+    artifact: str | None = setting(None, help="an export bundle of the run: each of its artifacts (fp32, fp16, int8) "
+                                              "judged by its own onnxruntime outputs instead of the PyTorch model")
 
     def check(self, label: Callable[[str], str] = "[evaluate] {}".format) -> None:
         if self.minimal in ("none", ""):
@@ -398,6 +416,8 @@ class ExportConfig:
     golden: int = setting(64, ge=1, help="golden test inputs")
     calibration: int = setting(256, ge=0, help="INT8 calibration inputs saved")
     tolerance: float = setting(1e-4, gt=0, help="max |logit difference| for fp32 parity")
+    fp16_tolerance: float | None = setting(None, gt=0, help="max |logit difference| for fp16 parity, relative to "
+                                                            "the largest |logit| (default: the precision table's)")
     engine: bool = setting(False, help="also build TensorRT engines (only on the target device)")
 
 
@@ -411,34 +431,78 @@ class BenchConfig:
     repeats: int = setting(50, ge=1, help="timed calls per measurement")
     warmup: int = setting(10, ge=0, help="untimed calls before timing")
     precision: str = setting("fp32", choices=PRECISION_NAMES, help="precision")  # follows the table
+    precisions: list[str] | None = setting(None, help="several precisions timed side by side in one record "
+                                                      "(default: [precision])")
     threads: int | None = setting(None, ge=1, help="CPU threads (default: the target's)")
     memory: bool = setting(True, help="measure peak memory in a separate pass")
 
+    @property
+    def chosen_precisions(self) -> list[str]:
+        """The precisions timed, in order, each once: `precisions`, else `precision`."""
+        return list(dict.fromkeys(self.precisions or [self.precision]))
+
     def check(self, label: Callable[[str], str] = "[bench] {}".format) -> None:
+        for i, p in enumerate(self.precisions or []):
+            _check_bounds(p, {"choices": PRECISION_NAMES}, f"{label('precisions')}[{i}]")
         for i, b in enumerate(self.batches):
             _check_bounds(b, {"ge": 1}, f"{label('batches')}[{i}]")
         if not self.batches:
             raise ConfigError(f"{label('batches')} is empty; give at least one batch size")
 
 
+# When a device timing row counts as settled, unless the target profile's [stability] table or an option says
+# otherwise (remote/options.py `Stability` reads them; devices/profile.py validates the profile's table).
+STABILITY_LIMITS: dict[str, float | int] = {"max_cv": 0.10, "max_temperature_rise_c": 5.0, "remeasure": 1}
+
+
 @dataclass
 class DeviceConfig:
-    """[device]: the pipeline's device step (edgerobust.remote): bench and replay through the device runner."""
+    """[device]: measuring on a device through the runner (edgerobust.remote) — how to reach it (`--host`, a fleet
+    file's [[device]] fields) and what to time (bench) or replay, as Marshall measured boards."""
     host: str = setting("local", help="user@host[:port], an ~/.ssh/config alias, or local[:PYTHON]")
-    python: str | None = setting(None, help="the device's Python (default: this interpreter for local, else python3)")
-    target: str | None = setting(None, help="device profile (default: the [export] target)")
-    name: str = setting("local", help="the device's name in RUN/device/<name>/")
-    batches: list[int] = setting([1], help="batch sizes")
+    python: str | None = setting(None, help="the device's Python (default: python3)")
+    root: str | None = setting(None, help="work directory on the device (default: .cache/edgerobust-device under the "
+                                           "login directory; local: ~/.cache/edgerobust/local-device)")
+    ssh_config: str | None = setting(None, help="an ssh_config file for ssh -F (default: your own)")
+    insecure_host_key: bool = setting(False, help="do not check the device's SSH host key (DANGEROUS)")
+    timeout: float = setting(600.0, gt=0, help="seconds one runner command may take on the device")
+    connect_timeout: float = setting(10.0, gt=0, help="seconds to wait for an SSH connection")
+    max_output_mib: float = setting(64.0, gt=0, help="MiB of stdout (and of stderr) one runner command may send "
+                                                     "back before it is stopped as a broken or hostile device")
+    target: str | None = setting(None, help="device profile (default: the run's only export; pipeline: [export])")
+    name: str | None = setting(None, help="the device's name in RUN/device/<name>/ (default: made from the host; "
+                                         "the pipeline: the host as written)")
+    runtime: str | None = setting(None, help="the runner's runtime (default: the target's first the device has)")
+    threads: int | None = setting(None, ge=0, help="threads on the device (default: the target's; 0 = all cores)")
+    precisions: list[str] | None = setting(None, help="precisions (default: the target's that the bundle has; "
+                                                      "replay: every one the bundle has)")
+    batches: list[int] = setting([1], help="batch sizes timed")
     repeats: int = setting(30, ge=1, help="timed calls per measurement")
     warmup: int = setting(5, ge=0, help="untimed calls before timing")
-    max_cv: float | None = setting(None, gt=0, help="re-measure a row above this coefficient of variation")
-    remeasure: int = setting(1, ge=0, help="extra attempts for a noisy row before it is flagged")
+    max_cv: float | None = setting(None, gt=0, help="re-measure a row above this coefficient of variation "
+                                                    f"(default: the profile's, else {STABILITY_LIMITS['max_cv']:g})")
+    max_temperature_rise_c: float | None = setting(
+        None, gt=0, help="re-measure a row whose temperature rises more, °C (default: the profile's, else "
+                         f"{STABILITY_LIMITS['max_temperature_rise_c']:g})")
+    remeasure: int | None = setting(None, ge=0, help="extra attempts for a noisy row before it is flagged "
+                                                     f"(default: the profile's, else {STABILITY_LIMITS['remeasure']})")
+    replay_batch: int = setting(64, ge=1, help="batch size of replay on the device")
 
     def check(self, label: Callable[[str], str] = "[device] {}".format) -> None:
         if not self.batches:
             raise ConfigError(f"{label('batches')} is empty; give at least one batch size")
         for i, b in enumerate(self.batches):
             _check_bounds(b, {"ge": 1}, f"{label('batches')}[{i}]")
+        if self.name is not None:  # it becomes RUN/device/<name>/: the one naming rule (names.py)
+            try:
+                check_file_name(self.name, label("name"))
+            except EdgeRobustError as exc:
+                raise ConfigError(str(exc)) from None
+
+    @property
+    def stability(self) -> dict[str, float | int | None]:
+        """The stability limits given here (None: the profile's, else STABILITY_LIMITS)."""
+        return {k: getattr(self, k) for k in STABILITY_LIMITS}
 
 
 @dataclass
@@ -512,3 +576,41 @@ def is_adversarial(settings: AdversarialConfig | Mapping[str, Any] | None) -> bo
         return settings.adversarial
     return bool(settings) and str(settings.get("method", "pgd")) not in NATURAL_METHODS
 
+
+
+# ------------------------------------------------------------------------------- sections of later features
+# [smooth] (edgerobust.smoothing, Cohen et al. 2019; Song's thesis): here, so every recipe reader knows the section
+# whatever it imported; the defaults are Cohen et al.'s (n0 = 100, n = 100,000, α = 0.001).
+SMOOTH_RADII = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0]
+
+
+@dataclass
+class SmoothConfig:
+    """[smooth]: PREDICT/CERTIFY of the Gaussian-smoothed classifier on the first points of the test split."""
+    sigma: float = setting(0.25, gt=0, grid=True, help="noise standard deviation σ in [0,1] pixels (a list: several)")
+    alpha: float = setting(0.001, gt=0, lt=1, help="failure probability α of each certificate")
+    n0: int = setting(100, ge=1, help="selection samples per point")
+    n: int = setting(100_000, ge=1, help="estimation samples per point")
+    batch: int = setting(1000, ge=1, help="noisy samples per forward pass")
+    seed: int = setting(0, ge=0, lt=2**63, help="noise seed (streams keyed by seed, point and phase)")
+    points: int = setting(100, ge=1, help="test points to certify")
+    start: int = setting(0, ge=0, help="first test point (shards: --start/--count)")
+    count: int | None = setting(None, ge=1, help="points of this shard (default: to the end of --points)")
+    runtime: str = setting("torch-cpu", help="torch-cpu, torch-cuda, ort-cpu, ort-cuda, ...")
+    precision: str = setting("fp32", choices=("fp32", "fp16", "int8"), help="the artifact's precision")
+    threads: int = setting(0, ge=0, help="CPU threads of the runtime (0 = its default)")
+    radii: list[float] = setting(list(SMOOTH_RADII), help="L2 radii of the certified-accuracy table")
+    predict: bool = setting(False, help="also run PREDICT (its own noise stream)")
+
+    def check(self, label: Callable[[str], str] = "[smooth] {}".format) -> None:
+        if not self.radii:
+            raise ConfigError(f"{label('radii')} is empty; give at least one radius")
+        for i, r in enumerate(self.radii):
+            if r < 0:
+                raise ConfigError(f"{label('radii')}[{i}] = {r!r} must be at least 0")
+        if self.start >= self.points:
+            raise ConfigError(f"{label('start')} = {self.start} must be below points = {self.points}")
+
+
+
+register_section("smooth", SmoothConfig)

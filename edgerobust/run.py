@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ MANIFEST_NAME = "model.json"
 WEIGHTS_NAME = "model.pt"
 CHECKPOINT_NAME = "checkpoint.pt"
 MANIFEST_FORMAT = "edgerobust-run-1"
+BUNDLE_MANIFEST = "manifest.json"  # export/bundle.py's; named here so that runs find their bundles importing nothing
 
 
 def now() -> str:
@@ -114,7 +116,7 @@ class RunDir:
         if not isinstance(state, dict):
             raise CheckpointError(f"{self.weights_path} does not hold a state dict")
         model = build_model(info["spec"], info["input_shape"], info["num_classes"], info.get("mean"),
-                            info.get("std"), check_shape=False)
+                            info.get("std"), check_shape=False, activation=info.get("activation"))
         if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
             raise CheckpointError(f"{self.weights_path} does not hold a state dict of named tensors")
         try:
@@ -127,6 +129,73 @@ class RunDir:
                                   f"(a checkpoint for another architecture? {detail})") from None
         model.eval()
         return model
+
+    # -- what the run used and made: its dataset, its bundles ---------------------------------------------------
+    @property
+    def dataset_name(self) -> str | None:
+        """The dataset the run was trained on (None when the manifest does not record one)."""
+        data = self.manifest.get("dataset", {})
+        for split in ("train", "test"):
+            record = data.get(split)
+            if isinstance(record, dict) and isinstance(record.get("name"), str) and record["name"]:
+                return record["name"]
+        return None
+
+    @property
+    def data_root(self) -> str | None:
+        """The directory the run's on-disk dataset was read from (None: the dataset's default)."""
+        return self.manifest.get("dataset", {}).get("root") or None
+
+    def relative(self, path: str | Path) -> str:
+        """`path` as recorded in the manifest: relative to the run directory, so the record holds from any working
+        directory and when run and bundles move together."""
+        return os.path.relpath(Path(path).resolve(), self.path.resolve())
+
+    def locate(self, recorded: str | Path) -> Path | None:
+        """A directory the manifest records, wherever this command runs: relative to the run directory (how exports
+        record bundles), else as written (older records, relative to where they were made), else the same name in or
+        beside the run directory (the run moved). None when none of them is there."""
+        recorded = Path(recorded)
+        for candidate in (self.path / recorded, recorded, self.path / recorded.name, self.path.parent / recorded.name):
+            if candidate.is_dir():
+                return candidate
+        return None
+
+    def exports(self) -> dict[str, dict[str, Any]]:
+        """The export records by target (those naming a bundle)."""
+        exports = self.manifest.get("export")
+        if not isinstance(exports, dict):
+            return {}
+        return {t: e for t, e in exports.items() if isinstance(e, dict) and isinstance(e.get("bundle"), str)}
+
+    def bundle(self, target: str) -> Path | None:
+        """The bundle exported for `target`, found by `locate`; None when there is none (or it is gone)."""
+        entry = self.exports().get(target)
+        return None if entry is None else self.locate(entry["bundle"])
+
+    def latest_bundle(self) -> Path:
+        """The most recently exported bundle; exports in the same second (the manifest keeps seconds) are ordered by
+        their bundle manifest's mtime. An error saying what to do when there is none."""
+        entries = self.exports()
+        if not entries:
+            raise EdgeRobustError(f"run {self.path} has no export bundle; make one with `edgerobust export` "
+                                  "or pass BUNDLE")
+        found = [(str(e.get("created", "")), path) for e in entries.values()
+                 if (path := self.locate(e["bundle"])) is not None]
+        if not found:
+            latest = max(entries.values(), key=lambda e: str(e.get("created", "")))["bundle"]
+            raise EdgeRobustError(f"the bundle {latest} recorded by run {self.path} no longer exists; re-export it "
+                                  "or pass BUNDLE")
+
+        def key(item: tuple[str, Path]) -> tuple[str, int]:
+            manifest = item[1] / BUNDLE_MANIFEST
+            return item[0], manifest.stat().st_mtime_ns if manifest.is_file() else 0
+
+        return max(found, key=key)[1]
+
+    def precisions(self, target: str) -> list[str]:
+        """The precisions exported for `target` ([] when it was not exported)."""
+        return list(self.exports().get(target, {}).get("precisions", []))
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -158,5 +227,9 @@ def check_model_info(info: Any, where: Path) -> None:
         if value is not None and not (isinstance(value, list) and len(value) == shape[0] and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
             raise bad(field, f"a list of {shape[0]} numbers (one per channel)")
+    activation = info.get("activation")
+    if activation is not None and not (isinstance(activation, dict) and isinstance(activation.get("name"), str)
+                                       and isinstance(activation.get("options", {}), dict)):
+        raise bad("activation", "a table with a name (e.g. kaf) and options")
     if "std" in info and info["std"] is not None and min(info["std"]) <= 0:
         raise bad("std", "positive")

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EdgeRobustError
-from .run import MANIFEST_NAME, RunDir
+from .run import BUNDLE_MANIFEST, MANIFEST_NAME, RunDir
 
 RUNS_DIR = "runs"
-BUNDLE_MANIFEST = "manifest.json"  # export/bundle.py's; named here so that run selection imports nothing above it
 NO_RUN = ("no run in the current directory or under ./runs; make one with `edgerobust pipeline` "
           "(or `edgerobust train`), or pass RUN")
 
@@ -99,40 +98,20 @@ def choose_runs(runs: list[Path] | None, cwd: str | Path | None = None) -> tuple
     return [chosen.path], chosen.note
 
 
-def _located(run: RunDir, recorded: Path) -> Path | None:
-    for candidate in (recorded, run.path / recorded.name, run.path.parent / recorded.name):
-        if candidate.is_dir():
-            return candidate
-    return None
-
-
 def bundle_of(run: RunDir) -> Path:
-    """The run's most recently exported bundle (found where the export recorded it, or beside the run); exports in
-    the same second (the manifest keeps seconds) are ordered by their bundle manifest's mtime."""
-    exports = run.manifest.get("export")
-    entries = [e for e in exports.values() if isinstance(e, dict) and e.get("bundle")] \
-        if isinstance(exports, dict) else []
-    if not entries:
-        raise EdgeRobustError(f"run {run.path} has no export bundle; make one with `edgerobust export` "
-                              "or pass BUNDLE")
-    found = [(str(e.get("created", "")), path) for e in entries
-             if (path := _located(run, Path(e["bundle"]))) is not None]
-    if not found:
-        latest = max(entries, key=lambda e: str(e.get("created", "")))["bundle"]
-        raise EdgeRobustError(f"the bundle {latest} recorded by run {run.path} no longer exists; re-export it "
-                              "or pass BUNDLE")
-
-    def key(item: tuple[str, Path]) -> tuple[str, int]:
-        manifest = item[1] / BUNDLE_MANIFEST
-        return item[0], manifest.stat().st_mtime_ns if manifest.is_file() else 0
-
-    return max(found, key=key)[1]
+    """The run's most recently exported bundle (`RunDir.latest_bundle`)."""
+    return run.latest_bundle()
 
 
 def choose_bundle(bundle: str | Path | None = None, cwd: str | Path | None = None) -> Chosen:
-    """`bundle` when given; else the current directory when it is a bundle; else the bundle of the run chosen."""
+    """`bundle` when given (a run given instead: its latest bundle); else the current directory when it is a bundle;
+    else the bundle of the run chosen."""
     if bundle is not None:
-        return Chosen(Path(bundle))
+        bundle = Path(bundle)
+        if (bundle / MANIFEST_NAME).is_file() and not (bundle / BUNDLE_MANIFEST).exists():
+            path = bundle_of(open_run(bundle))
+            return Chosen(path, f"using {path}, the latest bundle of run {bundle}; pass BUNDLE to choose another")
+        return Chosen(bundle)
     cwd = Path.cwd() if cwd is None else Path(cwd)
     if (cwd / BUNDLE_MANIFEST).exists() or (cwd / BUNDLE_MANIFEST).is_symlink():
         return Chosen(cwd, "using the bundle in the current directory; pass BUNDLE to choose another")

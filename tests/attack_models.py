@@ -1,6 +1,8 @@
 """Small models whose attacks have known answers, shared by the attack tests."""
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -19,17 +21,27 @@ def tiny_cnn(seed: int = 0) -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64, 10)).eval()
 
 
+CHEAP = {"steps": 5, "queries": 20, "search_steps": 2}  # for any attack that takes these settings
+CHEAPER = {"cw": {"steps": 10}, "fab": {"steps": 3, "search_steps": 3}, "fab-t": {"steps": 3, "search_steps": 3}}
+
+
+def settings_of(name: str) -> set[str]:
+    """The settings an attack's builder takes (its constructor's parameters)."""
+    from edgerobust.attacks import ATTACKS
+
+    return set(inspect.signature(ATTACKS.get(name)).parameters)
+
+
+def default_norm(name: str) -> str:
+    from edgerobust.attacks import ATTACKS
+
+    return ATTACKS.get(name).norms[0]
+
+
 def cheap_attack(name: str, eps: float | None, norm: str, **extra):
     """`get_attack(name)` with few steps and queries, so tests over every attack stay fast."""
     from edgerobust.attacks import get_attack
 
-    kwargs = {"eps": eps, "norm": norm}
-    if name in ("pgd", "bim", "mim", "apgd-ce", "apgd-dlr", "apgd-t"):
-        kwargs["steps"] = 5
-    if name == "square":
-        kwargs["queries"] = 20
-    if name == "cw":
-        kwargs.update(steps=10, search_steps=2)
-    if name in ("fab", "fab-t"):
-        kwargs.update(steps=3, search_steps=3)
+    kwargs = {"eps": eps, "norm": norm, **{k: v for k, v in CHEAP.items() if k in settings_of(name)},
+              **CHEAPER.get(name, {})}
     return get_attack(name, **{**kwargs, **extra})

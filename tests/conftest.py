@@ -5,6 +5,8 @@ import torch
 from arm64_testbed import arm64_host, arm64_testbed  # noqa: F401  (session fixtures: one test bed per session)
 from remote_testbed import device_python, edge_copy, edge_profiles, edge_run, fresh_bed, ssh_bed  # noqa: F401
 
+from edgerobust.config import ExportConfig
+
 os.environ.setdefault("EDGEROBUST_PROGRESS", "0")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -31,7 +33,8 @@ def runner_bundle(digits_run, tmp_path_factory):
     from edgerobust.export.api import export_run
 
     run = run_with_replay_set(digits_run, tmp_path_factory.mktemp("runner"), 48)
-    return export_run(run, "jetson-nano", fp16=True, calibration=0, golden=32, progress=False).bundle
+    return export_run(run, ExportConfig(target="jetson-nano", fp16=True, calibration=0, golden=32),
+                      progress=False).bundle
 
 
 @pytest.fixture(scope="session")

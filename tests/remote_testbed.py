@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy
 import pytest
 
+from edgerobust.config import ExportConfig
 from edgerobust.remote.testbed import LoopbackSSHD
 
 
@@ -89,17 +90,17 @@ def edge_run(digits_run, edge_profiles, tmp_path_factory):
 
     run = run_with_replay_set(digits_run, tmp_path_factory.mktemp("edge"), 40)
     path = run.path
-    export_run(run, "x86-edge", fp16=True, calibration=0, golden=32, progress=False)
-    export_run(run, "x86-cpu", calibration=0, golden=32, progress=False)
+    export_run(run, ExportConfig(target="x86-edge", fp16=True, calibration=0, golden=32), progress=False)
+    export_run(run, ExportConfig(target="x86-cpu", calibration=0, golden=32), progress=False)
     return RunDir.open(path)
 
 
 @pytest.fixture
 def edge_copy(edge_run, tmp_path):
-    """A private copy of edge_run (its bundles stay shared and read-only)."""
+    """A private copy of edge_run, its bundles too (a run records them relative to itself)."""
     import shutil
 
     from edgerobust.run import RunDir
 
-    shutil.copytree(edge_run.path, tmp_path / "run", ignore=shutil.ignore_patterns("export-*", "device"))
+    shutil.copytree(edge_run.path, tmp_path / "run", ignore=shutil.ignore_patterns("device"))
     return RunDir.open(tmp_path / "run")

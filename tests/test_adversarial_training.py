@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -25,7 +26,14 @@ from edgerobust.training import (
     Trainer,
     build_training_loss,
 )
-from edgerobust.training.api import adversarial_from_recipe, adversarial_training, config_from_recipe, train_model
+from edgerobust.training.api import (
+    TrainSetup,
+    adversarial_from_recipe,
+    adversarial_training,
+    config_from_recipe,
+    train_model,
+)
+from edgerobust.training.loop import LoopSetup
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +165,7 @@ def test_each_loss_trains_and_records_adversarial_history(digits, name):
     train, test = digits
     loss = build_training_loss(name, eps=0.1, steps=2, epochs=2)
     result = Trainer(tiny_model(train), train.subset(256), TrainConfig(epochs=2, batch_size=64, augment=False),
-                     loss=loss, eval_data=test, progress=False).fit()
+                     LoopSetup(loss=loss, eval_data=test), progress=False).fit()
     for row in result.history:
         assert {"train_adv_accuracy", "eps", "steps", "test_accuracy"} <= set(row)
     assert result.history[-1]["eps"] == pytest.approx(0.1)
@@ -170,7 +178,7 @@ def test_digits_adv_recipe_reaches_95_clean_and_80_pgd20(tmp_path, digits):
     _, test = digits
     recipe = load_recipe("digits-adv")
     run = train_model(tmp_path / "adv", recipe["model"]["spec"], "digits", config_from_recipe(recipe),
-                      adversarial=adversarial_from_recipe(recipe), recipe=recipe, progress=False)
+                      TrainSetup(adversarial=adversarial_from_recipe(recipe), recipe=recipe), progress=False)
     model = run.load_model()
     x_adv = get_attack("pgd", eps=0.1, steps=20)(model, test.images, test.labels)
     with torch.no_grad():
@@ -209,8 +217,8 @@ def _guarded_run(train, callbacks, epochs=4):
     guard = CatastrophicOverfittingGuard(eps=0.05, steps=5, batch_size=128, max_drop=0.2)
     snapshots = Snapshots()
     config = TrainConfig(epochs=epochs, batch_size=32, schedule="constant", augment=False)
-    trainer = Trainer(tiny_model(train, "scnn2:16-32"), train, config, loss=build_training_loss("fgsm-rs", eps=0.05),
-                      callbacks=[snapshots, *callbacks, guard], progress=False)
+    setup = LoopSetup(loss=build_training_loss("fgsm-rs", eps=0.05), callbacks=[snapshots, *callbacks, guard])
+    trainer = Trainer(tiny_model(train, "scnn2:16-32"), train, config, setup, progress=False)
     return trainer, trainer.fit(), guard, snapshots
 
 
@@ -248,11 +256,13 @@ class Interrupt(Callback):
 def test_resumed_adversarial_run_reaches_the_same_weights(tmp_path, method):
     config = TrainConfig(epochs=4, batch_size=64, augment=True, seed=3)
     adversarial = {"method": method, "eps": 0.1, "steps": 3, "min_steps": 1, "schedule": "staged", "stages": 2}
-    kwargs = dict(data_options=None, adversarial=adversarial, progress=False)
-    full = train_model(tmp_path / "full", "scnn2:8-16", "digits", config, **kwargs)
+    setup = TrainSetup(data_options=None, adversarial=adversarial)
+    full = train_model(tmp_path / "full", "scnn2:8-16", "digits", config, setup, progress=False)
     with pytest.raises(KeyboardInterrupt):
-        train_model(tmp_path / "part", "scnn2:8-16", "digits", config, callbacks=[Interrupt()], **kwargs)
-    resumed = train_model(tmp_path / "part", "scnn2:8-16", "digits", config, resume=True, **kwargs)
+        train_model(tmp_path / "part", "scnn2:8-16", "digits", config, replace(setup, callbacks=[Interrupt()]),
+                    progress=False)
+    resumed = train_model(tmp_path / "part", "scnn2:8-16", "digits", config, replace(setup, resume=True),
+                          progress=False)
     a, b = full.load_model().state_dict(), resumed.load_model().state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     timing = {"seconds", "images_per_second"}

@@ -12,6 +12,7 @@ import subprocess
 import tarfile
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -20,18 +21,19 @@ import psutil
 import pytest
 from onnx import numpy_helper
 
+from edgerobust.config import DeviceConfig, ExportConfig
 from edgerobust.export.api import export_run
 from edgerobust.export.bundle import read_manifest
 from edgerobust.export.tolerance import compare_with_tolerance, forward_error_bound, smoothing_agreement
 from edgerobust.io import read_json
 from edgerobust.remote.api import device_bench, device_health, device_replay
 from edgerobust.remote.fleet import load_fleet, run_fleet
-from edgerobust.remote.options import RemoteOptions
+from edgerobust.remote.options import device_session
 from edgerobust.report import render_report
 from edgerobust.run import RunDir
 
 pytestmark = [pytest.mark.arm64, pytest.mark.timeout(3600)]
-QUICK = {"warmup": 1, "repeats": 3, "stability": {"max_cv": 1e9}}  # plumbing only: emulated timings mean nothing
+QUICK = {"warmup": 1, "repeats": 3, "max_cv": 1e9}  # plumbing only: emulated timings mean nothing
 ARM64_PROFILE = """name = "arm64-testbed"
 description = "the aarch64 test bed: Debian arm64 under qemu-user, onnxruntime CPU (emulated: timings mean nothing)"
 arch = "aarch64"
@@ -52,19 +54,19 @@ def arm64_run(edge_run, edge_profiles, tmp_path_factory):
     path = tmp_path_factory.mktemp("arm64") / "run"
     shutil.copytree(edge_run.path, path, ignore=shutil.ignore_patterns("export-*", "device"))
     run = RunDir.open(path)
-    export_run(run, "arm64-testbed", calibration=0, golden=32, progress=False)
-    export_run(run, "x86-edge", fp16=True, calibration=0, golden=32, progress=False)
+    export_run(run, ExportConfig(target="arm64-testbed", calibration=0, golden=32), progress=False)
+    export_run(run, ExportConfig(target="x86-edge", fp16=True, calibration=0, golden=32), progress=False)
     return RunDir.open(path)
 
 
-def arm64_options(host, root=".edgerobust-test", **kw) -> RemoteOptions:
-    return RemoteOptions(host.alias, python="python3", root=root, ssh_config=str(host.ssh_config), timeout=1800,
-                         connect_timeout=120, **kw)
+def arm64_options(host, root=".edgerobust-test", **kw) -> DeviceConfig:
+    return DeviceConfig(host=host.alias, python="python3", root=root, ssh_config=str(host.ssh_config), timeout=1800,
+                        connect_timeout=120, **kw)
 
 
 def test_runner_on_aarch64_info_verify_bench_replay(arm64_run, arm64_host):
     options = arm64_options(arm64_host)
-    bench = device_bench(arm64_run, "arm64-testbed", options, batches=[1], name="arm64", **QUICK)
+    bench = device_bench(arm64_run, replace(options, target="arm64-testbed", batches=[1], name="arm64", **QUICK))
     info = bench["device"]["info"]
     assert info["machine"]["architecture"] == "aarch64"  # as the device itself reports it
     assert info["emulation"]["emulated"] is True and bench["emulated"] is True  # qemu-user: not latencies
@@ -76,7 +78,7 @@ def test_runner_on_aarch64_info_verify_bench_replay(arm64_run, arm64_host):
         stats = row["compute"]
         assert stats["n"] == 3 and stats["min_ms"] <= stats["p50_ms"] <= stats["max_ms"]  # shape only: emulated
 
-    session = options.session()
+    session = device_session(options)
     health = device_health(session, arm64_run.path / "export-arm64-testbed")
     assert not health["transfer"]["bundle_copied"] and not health["transfer"]["runner_copied"]  # kept from bench
     golden = health["verify"]["golden"]
@@ -94,7 +96,7 @@ def test_runner_on_aarch64_info_verify_bench_replay(arm64_run, arm64_host):
         assert agreement["passed"], agreement
         assert agreement["disagreeing"] <= agreement["near_boundary"]
 
-    replay = device_replay(arm64_run, "arm64-testbed", options, name="arm64")
+    replay = device_replay(arm64_run, replace(options, target="arm64-testbed", name="arm64"))
     bundle = arm64_run.path / "export-arm64-testbed"
     outputs = np.load(bundle / "golden_outputs.npy")
     for row in replay["rows"]:
@@ -213,9 +215,9 @@ root = ".edgerobust-fleet"
                                args=(lambda: run_testbed("stop", str(state), timeout=120), stop))
     stopper.start()
     try:
-        fleet = load_fleet(fleet_file, ssh_config=str(config))
-        rows = run_fleet(arm64_run, fleet, "bench", batches=[1], precisions=["fp32"], warmup=1, repeats=200,
-                         stability={"max_cv": 1e9})
+        fleet = load_fleet(fleet_file, DeviceConfig(ssh_config=str(config), batches=[1], precisions=["fp32"], warmup=1,
+                                                    repeats=200, max_cv=1e9))
+        rows = run_fleet(arm64_run, fleet, "bench")
     finally:
         stop.set()
         stopper.join()
@@ -228,3 +230,24 @@ root = ".edgerobust-fleet"
     assert read_json(arm64_run.path / "device" / "x86" / "bench.json")["complete"]
     report = render_report(arm64_run).read_text()
     assert "| x86 | scnn2:8-16 | fp32 |" in report and "| aarch64 |" in report
+
+
+def test_smoothing_on_aarch64_agrees_with_the_host(arm64_run, arm64_host, tmp_path):
+    """`smooth_run` through the test bed: the device draws the protocol's noise and counts fp16 votes; the host
+    counts the same samples on the same artifact; they agree under the rules of smoothing/agreement.py."""
+    from edgerobust.smoothing import SMOOTHING_FILE, smooth_run
+
+    run = tmp_path / "run"
+    shutil.copytree(arm64_run.path, run)
+    bundle = run / "export-arm64-testbed"
+    settings = {"sigma": 0.25, "n0": 8, "n": 64, "points": 2, "batch": 32, "precision": "fp16"}
+    (host,) = smooth_run(run, progress=False, runtime="ort-cpu", artifact=bundle, **settings)
+    (device,) = smooth_run(run, progress=False, device=arm64_options(arm64_host, target="arm64-testbed"),
+                           **settings)
+    assert device["record"]["architecture"] == "aarch64"
+    assert device["record"]["artifact_sha256"] == host["record"]["artifact_sha256"]
+    assert all(p["same_stream_as_host"] for p in device["points"])  # the bed's numpy drew the host's numbers
+    (agreement,) = read_json(run / SMOOTHING_FILE)["agreement"][device["key"]]
+    assert agreement["same_seed"] and agreement["passed"], agreement
+    for row in agreement["rows"]:  # differing votes reported, within the samples near the boundary
+        assert row["exact"]["passed"] and row["exact"]["disagreeing"] <= row["exact"]["near_boundary"]

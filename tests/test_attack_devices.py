@@ -9,23 +9,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-from attack_models import cheap_attack, tiny_cnn
+from attack_models import cheap_attack, settings_of, tiny_cnn
 from device_tracking import SimulatedDevice
 
 from edgerobust.attacks import ATTACKS
 from edgerobust.attacks.base import random_start, unit_direction
 
 SHAPE = (1, 6, 6)
-RESTARTS = {"pgd", "mim", "apgd-ce", "apgd-dlr", "apgd-t", "square", "fab", "fab-t"}
-L2 = {"pgd", "fgsm", "fgsm-rs", "bim", "mim", "apgd-ce", "apgd-dlr", "apgd-t", "cw", "deepfool", "fab", "fab-t"}
-LINF = set(ATTACKS.names()) - {"cw"}
+RESTARTS = {name for name in ATTACKS if "restarts" in settings_of(name)}
 
 
 def cases():
     for name in ATTACKS.names():
-        for norm in ("linf", "l2"):
-            if name in (LINF if norm == "linf" else L2):
-                yield pytest.param(name, norm, id=f"{name}-{norm}")
+        for norm in ATTACKS.get(name).norms:
+            yield pytest.param(name, norm, id=f"{name}-{norm}")
 
 
 def inputs(n: int = 12):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from attack_models import cheap_attack, linear_model, tiny_cnn
+from attack_models import cheap_attack, default_norm, linear_model, tiny_cnn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -13,8 +13,8 @@ from edgerobust.attacks import ATTACKS, get_attack, perturbation_norm
 from edgerobust.errors import EdgeRobustError
 from edgerobust.evaluation import robust_accuracy
 
-BUDGETED = ["fgsm", "fgsm-rs", "pgd", "bim", "mim", "apgd-ce", "apgd-dlr", "apgd-t", "square"]
-MINIMAL = ["deepfool", "cw", "fgs-search", "fab", "fab-t"]
+BUDGETED = [name for name in ATTACKS if not ATTACKS.get(name).minimal]  # every registered attack, none by hand
+MINIMAL = [name for name in ATTACKS if ATTACKS.get(name).minimal]
 SHAPE = (1, 6, 6)
 
 
@@ -26,7 +26,7 @@ def build(name: str, eps: float, norm: str):
 @given(name=st.sampled_from(BUDGETED), eps=st.floats(0.0, 0.5), norm=st.sampled_from(["linf", "l2"]),
        seed=st.integers(0, 3))
 def test_adversarial_points_stay_in_the_ball_and_in_pixel_range(name, eps, norm, seed):
-    if name == "square" and norm == "l2":
+    if norm not in ATTACKS.get(name).norms:
         return
     model = tiny_cnn(seed)
     x = torch.rand((8, *SHAPE), generator=torch.Generator().manual_seed(seed))
@@ -40,7 +40,7 @@ def test_adversarial_points_stay_in_the_ball_and_in_pixel_range(name, eps, norm,
 @settings(max_examples=15, deadline=None)
 @given(name=st.sampled_from(MINIMAL), eps=st.floats(0.0, 0.5), seed=st.integers(0, 3))
 def test_minimal_attacks_keep_only_examples_within_the_budget(name, eps, seed):
-    norm = "l2" if name == "cw" else "linf"
+    norm = default_norm(name)
     model = tiny_cnn(seed)
     x = torch.rand((8, *SHAPE), generator=torch.Generator().manual_seed(seed))
     y = model(x).argmax(1)
@@ -51,7 +51,7 @@ def test_minimal_attacks_keep_only_examples_within_the_budget(name, eps, seed):
 
 @pytest.mark.parametrize("name", BUDGETED + MINIMAL)
 def test_zero_eps_returns_the_input(name):
-    norm = "l2" if name == "cw" else "linf"
+    norm = default_norm(name)
     x = torch.rand((4, *SHAPE))
     y = torch.arange(4)
     assert torch.equal(build(name, 0.0, norm)(tiny_cnn(), x, y), x)
@@ -187,9 +187,30 @@ def test_restarts_keep_each_examples_worst_point(seed, early_exit):
     assert (loss_many[~fooled_many] >= loss_one[~fooled_many] - 1e-5).all()
 
 
+def test_the_attack_lists_of_these_tests_are_the_registry():
+    assert sorted(BUDGETED + MINIMAL) == ATTACKS.names() and len(ATTACKS) >= 14
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_an_attack_takes_the_norms_it_declares_and_refuses_the_others(name):
+    attack = ATTACKS.get(name)
+    for norm in ("linf", "l2"):
+        if norm in attack.norms:
+            assert get_attack(name, eps=0.1, norm=norm).norm == norm
+        else:
+            with pytest.raises(EdgeRobustError, match="norm"):
+                get_attack(name, eps=0.1, norm=norm)
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_an_attack_is_built_under_its_registry_name_and_never_renamed(name):
+    attack = get_attack(name, eps=0.1, norm=default_norm(name))
+    assert type(attack).name == attack.name == name and "name" not in vars(attack)
+
+
 def test_every_attack_records_its_settings():
     for name in ATTACKS.names():
-        norm = "l2" if name == "cw" else "linf"
+        norm = default_norm(name)
         described = get_attack(name, eps=0.1, norm=norm).describe()
         assert described["attack"] == name and described["eps"] == 0.1 and described["norm"] == norm
         assert len(described) > 3
@@ -218,7 +239,7 @@ class NotLogits(nn.Module):
 
 @pytest.mark.parametrize("name", BUDGETED + MINIMAL)
 def test_a_model_without_batch_logits_or_labels_out_of_range_fail_clearly(name):
-    norm = "l2" if name == "cw" else "linf"
+    norm = default_norm(name)
     x = torch.rand((4, *SHAPE))
     with pytest.raises(EdgeRobustError, match="batch of logits"):
         build(name, 0.1, norm)(NotLogits(), x, torch.zeros(4, dtype=torch.long))

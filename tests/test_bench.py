@@ -25,6 +25,7 @@ from edgerobust.bench import (
     summarize,
     time_calls,
 )
+from edgerobust.config import BenchConfig, ExportConfig
 from edgerobust.data import load_dataset
 from edgerobust.errors import EdgeRobustError, UnknownNameError
 from edgerobust.run import RunDir
@@ -194,7 +195,8 @@ def bench_copy(digits_run, tmp_path):
 
 
 def test_bench_run_writes_every_recording_field(bench_copy):
-    record = bench_run(bench_copy, "x86-cpu", batches=[1, 4], repeats=5, warmup=2, threads=1, progress=False)
+    record = bench_run(bench_copy, BenchConfig(target="x86-cpu", batches=[1, 4], repeats=5, warmup=2, threads=1),
+                       progress=False)
     written = json.loads((bench_copy / "bench.json").read_text())
     assert written["results"] == json.loads(json.dumps(record["results"]))
     for key in ("target", "host", "versions", "threads", "precision", "warmup", "repeats", "mode", "ceilings", "model",
@@ -219,8 +221,8 @@ def test_bench_run_writes_every_recording_field(bench_copy):
 
 def test_bench_run_figures_follow_the_injected_clock(bench_copy):
     ticks = iter(range(0, 10**15, MS // 2))  # every clock read advances 0.5 ms: each timed call lasts 0.5 ms
-    record = bench_run(bench_copy, "x86-cpu", ["ort-cpu"], batches=[2], repeats=4, warmup=1, threads=1,
-                       memory=False, clock=lambda: next(ticks), progress=False, write=False)
+    record = bench_run(bench_copy, BenchConfig(target="x86-cpu", runtimes=["ort-cpu"], batches=[2], repeats=4,
+                       warmup=1, threads=1, memory=False), clock=lambda: next(ticks), progress=False, write=False)
     row = record["results"][0]
     assert row["p50_ms"] == pytest.approx(0.5) and row["p99_ms"] == pytest.approx(0.5) and row["std_ms"] == 0
     assert row["throughput_ips"] == pytest.approx(4000)
@@ -230,12 +232,12 @@ def test_bench_run_figures_follow_the_injected_clock(bench_copy):
 
 def test_bench_refuses_what_it_cannot_measure_honestly(bench_copy):
     with pytest.raises(EdgeRobustError, match="jetson-nano is aarch64 but this machine is"):
-        bench_run(bench_copy, "jetson-nano", progress=False)
+        bench_run(bench_copy, BenchConfig(target="jetson-nano"), progress=False)
     if not torch.cuda.is_available():
         with pytest.raises(EdgeRobustError, match="none of target h100's runtimes can run here"):
-            bench_run(bench_copy, "h100", progress=False)
+            bench_run(bench_copy, BenchConfig(target="h100"), progress=False)
     with pytest.raises(EdgeRobustError, match="does not support fp16"):
-        bench_run(bench_copy, "x86-cpu", precision="fp16", progress=False)
+        bench_run(bench_copy, BenchConfig(target="x86-cpu", precision="fp16"), progress=False)
     assert not (bench_copy / "bench.json").exists()
 
 
@@ -277,14 +279,15 @@ def test_bench_missing_gpu_runtime_is_one_line(bench_copy, tmp_path):
 def test_bench_times_the_exported_bundle_and_refuses_a_tampered_one(bench_copy):
     from edgerobust.export.api import export_run
 
-    result = export_run(bench_copy, "x86-cpu", golden=8, calibration=0, progress=False)
-    record = bench_run(bench_copy, "x86-cpu", ["ort-cpu"], batches=[1], repeats=3, warmup=1, threads=1,
-                       memory=False, progress=False, write=False)
+    result = export_run(bench_copy, ExportConfig(target="x86-cpu", golden=8, calibration=0), progress=False)
+    record = bench_run(bench_copy, BenchConfig(target="x86-cpu", runtimes=["ort-cpu"], batches=[1], repeats=3,
+                       warmup=1, threads=1, memory=False), progress=False, write=False)
     assert "sha256 verified" in record["onnx_source"] and str(result.bundle) in record["onnx_source"]
     onnx = result.bundle / "model.onnx"
     onnx.write_bytes(onnx.read_bytes() + b"\0")
     with pytest.raises(EdgeRobustError, match="model.onnx has been modified"):
-        bench_run(bench_copy, "x86-cpu", ["ort-cpu"], batches=[1], repeats=3, progress=False)
+        bench_run(bench_copy, BenchConfig(target="x86-cpu", runtimes=["ort-cpu"], batches=[1], repeats=3),
+                  progress=False)
 
 
 def test_pipeline_step_and_report_section(bench_copy):

@@ -7,7 +7,7 @@ from cli_helpers import run_cli
 from rounding import summation_order_bound
 
 from edgerobust.compress import apply_masks, build_plan, remove_dead_channels
-from edgerobust.compress.api import CompressConfig, compress_model, configs_from_recipe
+from edgerobust.compress.api import CompressConfig, CompressSetup, compress_model, configs_from_recipe
 from edgerobust.compress.l1_filter import l1_filter_masks
 from edgerobust.config import grid_values
 from edgerobust.io import load_torch
@@ -70,9 +70,8 @@ def test_l1_filter_pruning_by_ratio_and_threshold():
 def compressed(digits_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("compressed") / "run"
     config = CompressConfig(keep=0.5, admm_epochs=2, retrain_epochs=1, rho=0.05)
-    run = compress_model(digits_run, out, config, TrainConfig(epochs=1, lr=0.02, augment=False),
-                         adv={"method": "fgsm-rs", "eps": 0.1}, evaluate={"eps": 0.1, "n": 64, "pgd_steps": 5},
-                         progress=False)
+    setup = CompressSetup(adversarial={"method": "fgsm-rs", "eps": 0.1}, evaluate={"eps": 0.1, "n": 64, "pgd_steps": 5})
+    run = compress_model(digits_run, out, config, TrainConfig(epochs=1, lr=0.02, augment=False), setup, progress=False)
     return digits_run, run
 
 
@@ -126,7 +125,7 @@ def test_killed_compression_resumes_to_the_same_model(digits_run, tmp_path, monk
     assert not (tmp_path / "part" / "model.pt").exists()
     with pytest.raises(Exception, match="--resume"):
         compress_model(digits_run, tmp_path / "part", config, train, progress=False)
-    resumed = compress_model(digits_run, tmp_path / "part", config, train, progress=False, resume=True)
+    resumed = compress_model(digits_run, tmp_path / "part", config, train, CompressSetup(resume=True), progress=False)
     a, b = load_torch(full.weights_path), load_torch(resumed.weights_path)
     assert a.keys() == b.keys()
     for key in a:

@@ -15,7 +15,7 @@ from edgerobust.compress.schemes import PruningPlan, funnel_ratios, keep_k
 from edgerobust.errors import EdgeRobustError
 from edgerobust.models import build_model
 from edgerobust.training import TrainConfig, Trainer
-from edgerobust.training.loop import Callback
+from edgerobust.training.loop import Callback, LoopSetup
 
 
 @functools.cache
@@ -206,9 +206,11 @@ def test_admm_pulls_weights_towards_the_sparse_set(digits_run):
     plan = build_plan(model, digits_run.input_shape, "filter", 0.25)
     admm = ADMMCallback(plan, rho=0.5, rho_growth=1.5)
     train = load_dataset("digits", "train")
-    Trainer(model, train, TrainConfig(epochs=1, augment=False, lr=0.02), callbacks=[admm], progress=False).fit()
+    Trainer(model, train, TrainConfig(epochs=1, augment=False, lr=0.02), LoopSetup(callbacks=[admm]),
+            progress=False).fit()
     start = admm.residual()
-    Trainer(model, train, TrainConfig(epochs=3, augment=False, lr=0.02), callbacks=[admm], progress=False).fit()
+    Trainer(model, train, TrainConfig(epochs=3, augment=False, lr=0.02), LoopSetup(callbacks=[admm]),
+            progress=False).fit()
     assert admm.residual() < start
 
 
@@ -220,9 +222,10 @@ def test_masks_survive_optimiser_steps(optimizer, digits_run):
     plan = build_plan(model, digits_run.input_shape, "filter", 0.5)
     masks = plan.masks({n: p.detach() for n, p in model.named_parameters()})
     callback = MaskCallback(masks)
-    trainer = Trainer(model, load_dataset("digits", "train"),
-                      TrainConfig(epochs=1, optimizer=optimizer, lr=0.01, augment=False, weight_decay=5e-4),
-                      callbacks=[callback], progress=False)
+    trainer = Trainer(model, load_dataset("digits", "train"), TrainConfig(epochs=1, optimizer=optimizer, lr=0.01,
+                                                                          augment=False, weight_decay=5e-4),
+                                                                          LoopSetup(callbacks=[callback]),
+                                                                          progress=False)
     trainer.fit()
     params = dict(model.named_parameters())
     for name, mask in masks.items():
@@ -267,8 +270,9 @@ def test_admm_keep_schedule_tightens_the_constraint_to_the_target(kind, digits_r
             z = admm.z
             densities.append(sum(int(v.ne(0).sum()) for v in z.values()) / sum(v.numel() for v in z.values()))
 
-    history = Trainer(model, train, TrainConfig(epochs=4, augment=False, lr=0.02), callbacks=[admm, Watch()],
-                      progress=False).fit().history
+    history = Trainer(model, train, TrainConfig(epochs=4, augment=False, lr=0.02), LoopSetup(callbacks=[admm,
+                                                                                                        Watch()]),
+                                                                                                        progress=False).fit().history
     keeps = [h["admm_keep"] for h in history]
     assert keeps == sorted(keeps, reverse=True) and keeps[0] > 0.2 and keeps[-1] == pytest.approx(0.2)
     assert densities == sorted(densities, reverse=True) and densities[-1] == pytest.approx(0.2, abs=0.01)

@@ -15,6 +15,7 @@ from edgerobust.data import load_dataset
 from edgerobust.errors import EdgeRobustError
 from edgerobust.models import build_model, count_flops
 from edgerobust.training import TrainConfig, Trainer, build_training_loss, evaluate_clean
+from edgerobust.training.loop import LoopSetup
 from edgerobust.training.overfit_guard import CatastrophicOverfittingGuard
 
 
@@ -111,8 +112,11 @@ def test_training_on_another_device_is_the_cpu_run(method):
     def run(device):
         loss = None if method == "natural" else build_training_loss(method, eps=0.1, steps=2)
         guard = CatastrophicOverfittingGuard(0.1, steps=2, batch_size=32)
-        trainer = Trainer(_model(), DATA, TrainConfig(epochs=2, batch_size=32, seed=3), loss=loss, eval_data=TEST,
-                          callbacks=[guard], progress=False, device=device)
+        trainer = Trainer(_model(), DATA, TrainConfig(epochs=2, batch_size=32, seed=3), LoopSetup(loss=loss,
+                                                                                                  eval_data=TEST,
+                                                                                                  callbacks=[guard]),
+                                                                                                  progress=False,
+                                                                                                  device=device)
         history = trainer.fit().history
         return trainer, [{k: v for k, v in h.items() if k not in ("seconds", "images_per_second")} for h in history]
 

@@ -13,6 +13,7 @@ import torch
 from cli_helpers import run_cli
 
 from edgerobust.claim import LOCK_NAME, locked
+from edgerobust.config import ExportConfig
 from edgerobust.errors import EdgeRobustError
 from edgerobust.pipeline.directory import MARKER_NAME
 
@@ -180,7 +181,7 @@ def test_export_cleans_staging_directories_of_dead_owners_only(private_run, tmp_
     for path in (stale, legacy, old, live, unrelated):
         path.mkdir()
         (path / "model.onnx").write_bytes(b"half")
-    export_run(private_run, "x86-cpu", out=out, progress=False, calibration=0, golden=4)
+    export_run(private_run, ExportConfig(target="x86-cpu", calibration=0, golden=4), out=out, progress=False)
     assert not stale.exists() and not legacy.exists() and not old.exists()
     assert live.is_dir() and unrelated.is_dir() and (out / "manifest.json").is_file()
 
@@ -194,9 +195,9 @@ def test_a_killed_export_leaves_nothing_forever(private_run, tmp_path):
             "real = bundle.save_array\n"
             "def slow(path, array):\n    real(path, array); print('staging', flush=True); time.sleep(120)\n"
             "bundle.save_array = slow\nimport edgerobust.export.api as api\napi.save_array = slow\n"
-            "from edgerobust.run import RunDir\n"
-            "api.export_run(RunDir.open(sys.argv[1]), 'x86-cpu', out=sys.argv[2], progress=False, calibration=0,"
-            " golden=4)\n")
+            "from edgerobust.run import RunDir\nfrom edgerobust.config import ExportConfig\n"
+            "api.export_run(RunDir.open(sys.argv[1]), ExportConfig(target='x86-cpu', calibration=0, golden=4),"
+            " out=sys.argv[2], progress=False)\n")
     child = subprocess.Popen([sys.executable, "-c", code, str(private_run.path), str(out)], stdout=subprocess.PIPE,
                              env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True)
     try:
@@ -207,5 +208,5 @@ def test_a_killed_export_leaves_nothing_forever(private_run, tmp_path):
         child.kill()
         child.wait()
     assert left[0].is_dir()  # what a killed export leaves
-    export_run(private_run, "x86-cpu", out=out, progress=False, calibration=0, golden=4)
+    export_run(private_run, ExportConfig(target="x86-cpu", calibration=0, golden=4), out=out, progress=False)
     assert not left[0].exists() and not list(tmp_path.glob(".bundle.*"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import stat
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ ESC = "\x1b]0;pwned\x07\x1b[31m"
 
 def fake_python(tmp_path: Path, answers: dict[str, str]) -> str:
     """An interpreter that answers runner command NAME with the text `answers[NAME]` and runs Python otherwise."""
-    script = ["#!/bin/sh", 'cmd=""', 'case "$2" in ping|info|bench|replay|verify|unpack) cmd=$2 ;; esac']
+    script = ["#!/bin/sh", 'cmd=""', 'case "$2" in ping|info|bench|replay|smooth|verify|unpack) cmd=$2 ;; esac']
     for name, answer in answers.items():
         payload = tmp_path / f"answer-{name}"
         payload.write_text(answer)
@@ -103,6 +104,17 @@ def test_replay_set_figures_are_checked(tmp_path):
         session_for(tmp_path, {"replay": answer}).call("replay", bundle=False)
 
 
+@pytest.mark.parametrize("points, what", [
+    ({"rows": 1}, "no valid 'points' (a dict)"),
+    ([{"row": 0}], "point 0 has no valid 'counts' (missing)"),
+    ([{"row": 0, "counts": [3, -1]}], "counts that are not non-negative integers"),
+    ([{"row": 0, "counts": [3, True]}], "counts that are not non-negative integers"),
+])
+def test_smoothing_counts_are_checked(tmp_path, points, what):
+    with pytest.raises(DeviceOutputError, match=re.escape(what)):
+        session_for(tmp_path, {"smooth": doc({"points": points})}).call("smooth", bundle=False)
+
+
 def test_output_over_the_cap_stops_the_device_and_keeps_host_memory_flat(tmp_path):
     transport = make_transport(parse_host("local"), root=str(tmp_path / "device"))
     transport.max_output = 2**20
@@ -113,6 +125,22 @@ def test_output_over_the_cap_stops_the_device_and_keeps_host_memory_flat(tmp_pat
     with pytest.raises(DeviceOutputError, match="on stderr"):
         transport.run("yes edgerobust | head -c 4000000 >&2")
     assert transport.run("printf ok").stdout == b"ok"  # under the cap: as before
+
+
+def test_the_cap_is_a_device_setting_from_recipe_fleet_and_cli(tmp_path):
+    from edgerobust.config import DeviceConfig
+    from edgerobust.remote.boundary import MAX_OUTPUT_BYTES
+    from edgerobust.remote.fleet import load_fleet
+    from edgerobust.remote.options import device_session
+
+    assert device_session(DeviceConfig(host="local", root=str(tmp_path))).transport.max_output == MAX_OUTPUT_BYTES
+    session = device_session(DeviceConfig(host="local", root=str(tmp_path), max_output_mib=0.5))
+    assert session.transport.max_output == 2**19
+    with pytest.raises(DeviceOutputError, match="more than 0.5 MiB on stdout.*--max-output"):
+        session.transport.run("yes edgerobust | head -c 1000000")
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text('[[device]]\nname = "a"\nhost = "local"\nmax_output_mib = 2\n')
+    assert load_fleet(fleet).devices[0].max_output_mib == 2
 
 
 def test_a_device_that_exits_255_silently_is_a_dropped_link_not_a_recursion(tmp_path, monkeypatch):
@@ -212,12 +240,12 @@ def test_device_names_are_confined_by_one_rule(tmp_path, bad):
 
 
 def test_a_device_named_dotdot_cannot_escape_the_run(edge_copy, tmp_path):
+    from edgerobust.config import DeviceConfig
     from edgerobust.remote.api import device_bench
-    from edgerobust.remote.options import RemoteOptions
 
     before = sorted(p.relative_to(edge_copy.path) for p in edge_copy.path.rglob("*"))
-    with pytest.raises(EdgeRobustError, match="device name '..' is not a usable name"):
-        device_bench(edge_copy, "x86-edge", RemoteOptions("local", root=str(tmp_path / "device")), name="..")
+    with pytest.raises(EdgeRobustError, match="name '..' is not a usable name"):
+        device_bench(edge_copy, DeviceConfig(host="local", root=str(tmp_path / "device"), target="x86-edge", name=".."))
     assert sorted(p.relative_to(edge_copy.path) for p in edge_copy.path.rglob("*")) == before
 
 

@@ -20,6 +20,7 @@ from edgerobust.io import load_torch
 from edgerobust.models import build_model
 from edgerobust.training import TrainConfig, Trainer, build_training_loss
 from edgerobust.training import distributed as D
+from edgerobust.training.loop import LoopSetup
 
 # 205 examples in batches of 30: the last batch (25) splits 13/12, so uneven shards are exercised too
 CONFIG = dict(epochs=2, batch_size=30, augment=True, lr=0.05, seed=5)
@@ -48,8 +49,8 @@ def _trainer(loss_name: str) -> Trainer:
     model = build_model("scnn2:8-16", data.input_shape, data.num_classes, data.mean, data.std)
     # random starts are drawn for the global batch and sliced, so each example's attack is the one-process one
     loss = None if loss_name == "natural" else build_training_loss(loss_name, eps=0.1, steps=2)
-    return Trainer(model, data, TrainConfig(**CONFIG), loss=loss, eval_data=load_dataset("digits", "test"),
-                   progress=False, dtype=torch.float64)
+    return Trainer(model, data, TrainConfig(**CONFIG), LoopSetup(loss=loss, eval_data=load_dataset("digits", "test"),
+                                                                 dtype=torch.float64), progress=False)
 
 
 def _worker(rank: int, world: int, port: int, loss_name: str, out: str) -> None:

@@ -7,6 +7,7 @@ import torch
 
 from edgerobust.data import load_dataset
 from edgerobust.evaluation import standard_suite
+from edgerobust.training.api import TrainSetup
 
 art = pytest.importorskip("art", reason="dev extra: pip install -e .[dev] installs adversarial-robustness-toolbox")
 
@@ -22,9 +23,10 @@ def test_standard_suite_is_no_weaker_than_art_autoattack(tmp_path):
     from edgerobust.training.api import train_model
 
     eps = 0.1
-    run = train_model(tmp_path / "at", "scnn2:16-32", "digits",
-                      TrainConfig(epochs=10, batch_size=64, lr=0.05, augment=False),
-                      loss=build_training_loss("pgd", eps=eps, steps=5), progress=False)
+    run = train_model(tmp_path / "at", "scnn2:16-32", "digits", TrainConfig(epochs=10, batch_size=64, lr=0.05,
+                                                                            augment=False),
+                                                                            TrainSetup(loss=build_training_loss("pgd",
+                                                                            eps=eps, steps=5)), progress=False)
     model = run.load_model()
     test = load_dataset("digits", "test").subset(200)
     ours = standard_suite(model, test.images, test.labels, eps, progress=False).robust_accuracy

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from rounding import U32, summation_order_bound
 from torch import nn
 
+from edgerobust.config import ExportConfig
 from edgerobust.data.base import ArrayDataset
 from edgerobust.devices import load_profile
 from edgerobust.errors import EdgeRobustError, ShapeError
@@ -110,7 +111,7 @@ def run(digits_run, tmp_path):
 
 
 def test_jetson_nano_bundle_opset_fp16_parity_and_manifest(run):
-    result = export_run(run, "jetson-nano", progress=False, calibration=32)
+    result = export_run(run, ExportConfig(target="jetson-nano", calibration=32), progress=False)
     bundle = result.bundle
     assert bundle == run.path / "export-jetson-nano"
     for name in ("model.onnx", "model.fp16.onnx"):
@@ -143,7 +144,7 @@ def test_jetson_nano_bundle_opset_fp16_parity_and_manifest(run):
 
 
 def test_tampered_bundle_fails_verification(run):
-    bundle = export_run(run, "x86-cpu", progress=False, calibration=0).bundle
+    bundle = export_run(run, ExportConfig(target="x86-cpu", calibration=0), progress=False).bundle
     assert verify_bundle(bundle)["sha256"] == "ok"
     outputs = bundle / "golden_outputs.npy"
     original = outputs.read_bytes()
@@ -165,9 +166,9 @@ def test_tampered_bundle_fails_verification(run):
 
 
 def test_reexport_replaces_the_bundle(run):
-    first = export_run(run, "x86-cpu", progress=False, calibration=0, golden=8)
+    first = export_run(run, ExportConfig(target="x86-cpu", calibration=0, golden=8), progress=False)
     (first.bundle / "stale.txt").write_text("old")
-    second = export_run(run, "x86-cpu", progress=False, calibration=0, golden=16)
+    second = export_run(run, ExportConfig(target="x86-cpu", calibration=0, golden=16), progress=False)
     assert not (second.bundle / "stale.txt").exists()
     assert read_manifest(second.bundle)["golden"]["count"] == 16
     assert [p.name for p in run.path.iterdir() if p.name.startswith(".")] == []
@@ -180,7 +181,7 @@ def assert_no_bundle(parent):
 
 def test_parity_failure_writes_nothing(run):
     with pytest.raises(EdgeRobustError, match="fp16 export does not match PyTorch"):
-        export_run(run, "a100", progress=False, fp16_tolerance=1e-12)
+        export_run(run, ExportConfig(target="a100", fp16_tolerance=1e-12), progress=False)
     assert_no_bundle(run.path)
     assert "export" not in RunDir.open(run.path).manifest
 
@@ -192,7 +193,7 @@ def test_memory_over_budget_is_refused(run, tmp_path):
     tiny.write_text(profile_text(load_profile("x86-cpu")).replace('name = "x86-cpu"', 'name = "tiny-cpu"')
                     .replace('memory_budget = "4 GiB"', 'memory_budget = "16 KiB"'))
     with pytest.raises(EdgeRobustError, match=r"needs about .* at batch 8 .* allows 0.0 MiB"):
-        export_run(run, tiny, progress=False, batch=8)
+        export_run(run, ExportConfig(target=str(tiny), batch=8), progress=False)
     assert_no_bundle(run.path)
 
 
@@ -214,7 +215,7 @@ def test_bad_export_input_is_one_line_and_writes_nothing(run, monkeypatch, args,
 def test_tensorrt_error_names_the_extra(run, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(EdgeRobustError, match="`tensorrt` extra"):
-        export_run(run, "jetson-nano", engine=True, progress=False)
+        export_run(run, ExportConfig(target="jetson-nano", engine=True), progress=False)
 
 
 def test_unwritable_output_path(run, tmp_path):

@@ -18,6 +18,7 @@ from edgerobust.models import build_model
 from edgerobust.run import RunDir
 from edgerobust.training import TrainConfig, Trainer
 from edgerobust.training.api import train_model
+from edgerobust.training.loop import LoopSetup
 
 
 def test_unknown_names_list_valid_ones():
@@ -110,7 +111,7 @@ def _train_digits(tmp_path: Path, name: str, epochs: int = 3, **kw) -> Trainer:
     torch.manual_seed(0)
     model = build_model("scnn2:8-16", data.input_shape, 10, data.mean, data.std)
     return Trainer(model, data, TrainConfig(epochs=epochs, batch_size=128, lr=0.05, schedule="cyclic", **kw),
-                   checkpoint_path=tmp_path / name / "checkpoint.pt", progress=False)
+                   LoopSetup(checkpoint_path=tmp_path / name / "checkpoint.pt"), progress=False)
 
 
 def test_training_is_deterministic_under_a_seed(tmp_path):

@@ -19,9 +19,12 @@ import torch
 from rounding import U32, summation_order_bound
 
 from edgerobust.attacks import ATTACKS, get_attack
+from edgerobust.config import BenchConfig, EvaluateConfig, ExportConfig
 from edgerobust.data import load_dataset
 from edgerobust.models import build_model
 from edgerobust.training import TrainConfig, Trainer, build_training_loss
+from edgerobust.training.api import TrainSetup
+from edgerobust.training.loop import LoopSetup
 from edgerobust.training.overfit_guard import CatastrophicOverfittingGuard
 
 NO_GPU = ("needs a CUDA GPU (torch.cuda.is_available() is False here); the device plumbing is checked on a "
@@ -61,8 +64,9 @@ def test_training_on_cuda_matches_the_cpu(method):
     def run(device):
         loss = None if method == "natural" else build_training_loss(method, eps=0.1, steps=3)
         guard = CatastrophicOverfittingGuard(0.1, steps=3, batch_size=64)
-        trainer = Trainer(_model(), DATA, TrainConfig(epochs=2, batch_size=32, seed=1), loss=loss, eval_data=TEST,
-                          callbacks=[guard], progress=False, device=device, dtype=torch.float64)
+        setup = LoopSetup(loss=loss, eval_data=TEST, callbacks=[guard], dtype=torch.float64)
+        trainer = Trainer(_model(), DATA, TrainConfig(epochs=2, batch_size=32, seed=1), setup, progress=False,
+                          device=device)
         return trainer, trainer.fit().history
 
     cpu, cpu_history = run("cpu")
@@ -78,7 +82,7 @@ def test_training_on_cuda_matches_the_cpu(method):
 def test_every_attack_on_cuda_matches_the_cpu(name):
     model = _model().double().eval()
     x, y = TEST.images[:32].double(), TEST.labels[:32]
-    minimal = name in ("cw", "deepfool", "fgs-search", "fab", "fab-t")
+    minimal = ATTACKS.get(name).minimal
     attack = get_attack(name, **({} if minimal else {"eps": 0.1}))
     cpu = attack(model, x, y)
     gpu_model = copy.deepcopy(model).to(CUDA)
@@ -103,12 +107,12 @@ def test_evaluate_run_on_cuda_matches_the_cpu(tmp_path, float64_default):
     from edgerobust.evaluation.api import evaluate_run
     from edgerobust.training.api import train_model
 
-    run = train_model(tmp_path / "run", "scnn2:8-16", "digits", TrainConfig(epochs=1, batch_size=64), device="cpu",
-                      progress=False)
+    run = train_model(tmp_path / "run", "scnn2:8-16", "digits", TrainConfig(epochs=1, batch_size=64),
+                      TrainSetup(device="cpu"), progress=False)
     settings = dict(n=48, steps=10, square_queries=100, curve=True, curve_grid=[0, 0.1, 0.3], curve_steps=5,
-                    masking_steps=3, progress=False)
-    cpu = evaluate_run(run, device="cpu", **settings)
-    gpu = evaluate_run(run, device="cuda", **settings)
+                    masking_steps=3)
+    cpu = evaluate_run(run, EvaluateConfig(**settings), device="cpu", progress=False)
+    gpu = evaluate_run(run, EvaluateConfig(**settings), device="cuda", progress=False)
     assert gpu["device"]["type"] == "cuda"
     for key in ("clean_accuracy", "robust_accuracy", "curve", "masking"):
         assert gpu[key] == cpu[key], key
@@ -117,13 +121,13 @@ def test_evaluate_run_on_cuda_matches_the_cpu(tmp_path, float64_default):
 
 def test_compression_on_cuda_matches_the_cpu(tmp_path, float64_default):
     """ADMM, masked retraining and physical removal (torch-pruning tracing on the GPU), in float64."""
-    from edgerobust.compress.api import CompressConfig, compress_model
+    from edgerobust.compress.api import CompressConfig, CompressSetup, compress_model
     from edgerobust.io import load_torch
 
     def run(out, device):
+        setup = CompressSetup(device=device, evaluate={"eps": 0.1, "pgd_steps": 5, "n": 64})
         return compress_model("scnn2:8-16", out, CompressConfig(keep=0.5, admm_epochs=2, retrain_epochs=1),
-                              TrainConfig(epochs=2, batch_size=64, seed=2), device=device, progress=False,
-                              evaluate={"eps": 0.1, "pgd_steps": 5, "n": 64})
+                              TrainConfig(epochs=2, batch_size=64, seed=2), setup, progress=False)
 
     cpu, gpu = run(tmp_path / "cpu", "cpu"), run(tmp_path / "gpu", "cuda")
     assert gpu.manifest["compression"]["device"]["type"] == "cuda"
@@ -141,9 +145,10 @@ def test_export_on_cuda_keeps_fp16_parity(tmp_path):
     from edgerobust.export.parity import run_torch
     from edgerobust.training.api import train_model
 
-    run = train_model(tmp_path / "run", "scnn2:8-16", "digits", TrainConfig(epochs=1, batch_size=64), device="cpu",
-                      progress=False)
-    result = export_run(run, "h200", fp16=True, int8=False, calibration=0, device="cuda", progress=False)
+    run = train_model(tmp_path / "run", "scnn2:8-16", "digits", TrainConfig(epochs=1, batch_size=64),
+                      TrainSetup(device="cpu"), progress=False)
+    result = export_run(run, ExportConfig(target="h200", fp16=True, int8=False, calibration=0), device="cuda",
+                        progress=False)
     assert result.summary["device"]["type"] == "cuda"
     assert set(result.summary["parity"]) == {"fp32", "fp16"} and all(
         p["passed"] for p in result.summary["parity"].values())
@@ -157,10 +162,10 @@ def test_bench_torch_cuda(tmp_path):
     from edgerobust.bench import bench_run
     from edgerobust.training.api import train_model
 
-    run = train_model(tmp_path / "run", "scnn2:8-16", "digits", TrainConfig(epochs=1, batch_size=64), device="cpu",
-                      progress=False)
-    record = bench_run(run, "h200", ["torch-cuda"], batches=(1, 8), repeats=5, warmup=2, memory=False,
-                       device="cuda", progress=False)
+    run = train_model(tmp_path / "run", "scnn2:8-16", "digits", TrainConfig(epochs=1, batch_size=64),
+                      TrainSetup(device="cpu"), progress=False)
+    record = bench_run(run, BenchConfig(target="h200", runtimes=["torch-cuda"], batches=(1, 8), repeats=5, warmup=2,
+                       memory=False), device="cuda", progress=False)
     assert record["device"]["type"] == "cuda"
     assert {r["batch"] for r in record["results"] if r["runtime"] == "torch-cuda"} == {1, 8}
     assert all(r["p50_ms"] > 0 for r in record["results"])

@@ -2,12 +2,14 @@
 runner, left-out artifacts and the bad inputs."""
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import onnx
 import pytest
 from onnx import helper, numpy_helper
 
+from edgerobust.config import BenchConfig, DeviceConfig, EvaluateConfig, ExportConfig
 from edgerobust.errors import EdgeRobustError, ShapeError
 
 
@@ -18,7 +20,8 @@ def int8_bundle(digits_run, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("int8")
     run = RunDir.open(shutil.copytree(digits_run.path, root / "run"))
-    return export_run(run, "x86-cpu", progress=False, calibration=64, golden=32, parity_points=200)
+    return export_run(run, ExportConfig(target="x86-cpu", calibration=64, golden=32, parity_points=200),
+                      progress=False)
 
 
 def initializers(proto):
@@ -163,17 +166,17 @@ def test_an_artifact_over_the_tolerance_is_left_out_or_forced(digits_run, tmp_pa
     from edgerobust.run import RunDir
 
     run = RunDir.open(shutil.copytree(digits_run.path, tmp_path / "run"))
-    strict = dict(progress=False, calibration=1, golden=16, int8_max_drop=0.0, int8_min_agreement=1.0)
-    result = export_run(run, "x86-cpu", out=tmp_path / "a", **strict)
+    strict = ExportConfig(target="x86-cpu", calibration=1, golden=16, int8_max_drop=0.0, int8_min_agreement=1.0)
+    result = export_run(run, strict, out=tmp_path / "a", progress=False)
     assert result.manifest["precisions"] == ["fp32"] and "int8" not in result.manifest["models"]
     left = result.manifest["left_out"]["int8"]
     assert "against fp32" in left["reason"] and not left["parity"]["passed"]
     assert not (tmp_path / "a" / "model.int8.onnx").exists()
     verify_bundle(tmp_path / "a", run_golden=True)  # the rest of the bundle is whole
     with pytest.raises(EdgeRobustError, match="accuracy .* against fp32 .*not written"):
-        export_run(run, "x86-cpu", out=tmp_path / "b", int8=True, **strict)
+        export_run(run, replace(strict, int8=True), out=tmp_path / "b", progress=False)
     assert not (tmp_path / "b").exists()
-    forced = export_run(run, "x86-cpu", out=tmp_path / "c", force_int8=True, **strict)
+    forced = export_run(run, replace(strict, force_int8=True), out=tmp_path / "c", progress=False)
     assert forced.manifest["models"]["int8"]["parity"]["forced"] is True
 
 
@@ -208,10 +211,11 @@ def test_int8_refused_where_the_target_has_none_and_without_calibration(digits_r
 
     run = RunDir.open(shutil.copytree(digits_run.path, tmp_path / "run"))
     with pytest.raises(EdgeRobustError, match="does not support int8"):
-        export_run(run, "jetson-nano", int8=True, progress=False)
+        export_run(run, ExportConfig(target="jetson-nano", int8=True), progress=False)
     with pytest.raises(EdgeRobustError, match="needs a calibration set"):
-        export_run(run, "x86-cpu", int8=True, calibration=0, progress=False)
-    result = export_run(run, "x86-cpu", calibration=0, golden=8, progress=False)  # int8 by default: left out
+        export_run(run, ExportConfig(target="x86-cpu", int8=True, calibration=0), progress=False)
+    result = export_run(run, ExportConfig(target="x86-cpu", calibration=0, golden=8),  # int8 by default: left out
+                        progress=False)
     assert result.manifest["precisions"] == ["fp32"] and "calibration" in result.manifest["left_out"]["int8"][
         "reason"]
     assert json.loads((result.bundle / "manifest.json").read_text())["left_out"]
@@ -225,16 +229,17 @@ def int8_replay_run(digits_run, tmp_path_factory):
     from edgerobust.export.api import export_run
 
     run = run_with_replay_set(digits_run, tmp_path_factory.mktemp("int8-replay"), 40)
-    export_run(run, "x86-cpu", progress=False, calibration=64, golden=32, parity_points=200)
+    export_run(run, ExportConfig(target="x86-cpu", calibration=64, golden=32, parity_points=200), progress=False)
     return run
 
 
 def test_bench_shows_int8_rows_beside_fp32_in_one_call(int8_replay_run):
-    from edgerobust.bench.api import bench_precisions
+    from edgerobust.bench.api import bench_precisions, bench_run
     from edgerobust.io import read_json
 
-    record = bench_precisions(int8_replay_run, ["fp32", "int8"], "x86-cpu", runtimes=["ort-cpu"], batches=[1, 4],
-                              repeats=3, warmup=1, threads=1, memory=False, progress=False)
+    quick = BenchConfig(target="x86-cpu", runtimes=["ort-cpu"], batches=[1, 4], repeats=3, warmup=1, threads=1,
+                        memory=False)
+    record = bench_run(int8_replay_run, replace(quick, precisions=["fp32", "int8"]), progress=False)
     assert record["precisions"] == ["fp32", "int8"]
     assert [(r["precision"], r["batch"]) for r in record["results"]] == [("fp32", 1), ("fp32", 4), ("int8", 1),
                                                                           ("int8", 4)]
@@ -244,21 +249,21 @@ def test_bench_shows_int8_rows_beside_fp32_in_one_call(int8_replay_run):
     assert set(int8_replay_run.manifest["bench"]["p50_ms"]) == {"ort-cpu:fp32@1", "ort-cpu:fp32@4",
                                                                "ort-cpu:int8@1", "ort-cpu:int8@4"}
     with pytest.raises(EdgeRobustError, match="cannot run int8"):
-        bench_precisions(int8_replay_run, ["int8"], "x86-cpu", runtimes=["torch-cpu"], batches=[1], repeats=1,
-                         warmup=0, memory=False, progress=False, write=False)
+        bench_precisions(int8_replay_run, replace(quick, runtimes=["torch-cpu"], precision="int8"), progress=False,
+                         write=False)
 
 
 def test_device_bench_and_replay_cover_int8_with_per_point_divergence(int8_replay_run, tmp_path):
     import sys
 
     from edgerobust.remote.api import device_bench, device_replay
-    from edgerobust.remote.options import RemoteOptions
 
-    options = RemoteOptions(f"local:{sys.executable}", root=str(tmp_path / "device"))
-    bench = device_bench(int8_replay_run, "x86-cpu", options, precisions=["int8"], batches=[1], threads=1,
-                         warmup=1, repeats=3, stability={"max_cv": 1e9}, name="here")
+    options = DeviceConfig(host=f"local:{sys.executable}", root=str(tmp_path / "device"), target="x86-cpu",
+                           threads=1, name="here")
+    bench = device_bench(int8_replay_run, replace(options, precisions=["int8"], batches=[1], warmup=1, repeats=3,
+                                                  max_cv=1e9))
     assert [r["record"]["precision"] for r in bench["rows"]] == ["int8"] and bench["rows"][0]["compute"]["n"] == 3
-    replay = device_replay(int8_replay_run, "x86-cpu", options, threads=1, name="here")
+    replay = device_replay(int8_replay_run, options)
     rows = {r["precision"]: r for r in replay["rows"]}
     assert list(rows) == ["fp32", "int8"]  # every precision the bundle holds
     for key, figures in rows["int8"]["sets"].items():
@@ -279,7 +284,7 @@ def test_evaluate_artifact_per_precision_transfer_square_and_divergence(int8_rep
 
     run = run_copy(int8_replay_run, tmp_path)
     bundle = run.path / "export-x86-cpu"
-    result = evaluate_artifacts(run, bundle, queries=20, seed=0, eps=0.1)  # the set was saved with ε = 0.1
+    result = evaluate_artifacts(run, EvaluateConfig(square_queries=20, seed=0), bundle=bundle)  # sets' ε: 0.1
     assert set(result["precisions"]) == {"fp32", "int8"} and result["sources"] == ["transfer:pgd-0.1", "square"]
     with np.load(run.path / "adversarial" / "pgd-0.1.npz") as data:
         x_adv, labels = data["x_adv"], data["labels"]
@@ -302,7 +307,7 @@ def test_evaluate_artifact_per_precision_transfer_square_and_divergence(int8_rep
     tampered = copy_bundle(bundle, tmp_path / "tampered")
     (tampered / "model.int8.onnx").write_bytes(b"not a model")
     with pytest.raises(EdgeRobustError, match="modified"):
-        evaluate_artifacts(run, tampered, queries=1, eps=0.1)
+        evaluate_artifacts(run, EvaluateConfig(square_queries=1, artifact=str(tampered)))
 
 
 def run_copy(run, tmp_path):

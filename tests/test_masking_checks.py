@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgerobust.attacks import get_attack, perturbation_norm
+from edgerobust.config import EvaluateConfig
 from edgerobust.data import load_dataset
 from edgerobust.evaluation import masking
 from edgerobust.evaluation.api import evaluate_run
@@ -86,10 +87,9 @@ def test_results_are_keyed_by_settings_with_per_point_masks_and_examples(digits_
 
     shutil.copytree(digits_run.path, tmp_path / "run")
     run = RunDir.open(tmp_path / "run")
-    common = dict(n=40, steps=5, square_queries=20, n_target_classes=2, minimal=None, masking_checks=False,
-                  progress=False)
-    first = evaluate_run(run, eps=0.05, **common)
-    second = evaluate_run(run, eps=0.1, **common)
+    common = dict(n=40, steps=5, square_queries=20, n_target_classes=2, minimal=None, masking_checks=False)
+    first = evaluate_run(run, EvaluateConfig(eps=0.05, **common), progress=False)
+    second = evaluate_run(run, EvaluateConfig(eps=0.1, **common), progress=False)
     assert first["key"] != second["key"] and first["key"] == settings_key(first["settings"])
     stored = read_json(run.file("robustness.json"))
     assert set(stored["results"]) == {first["key"], second["key"]} and stored["key"] == second["key"]

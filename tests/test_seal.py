@@ -25,6 +25,7 @@ from cli_helpers import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edgerobust.config import BenchConfig, ExportConfig
 from edgerobust.errors import EdgeRobustError
 from edgerobust.export.bundle import BundleError, read_manifest, verify_bundle, write_manifest
 from edgerobust.export.seal import SealError, _kind, check_bundle, check_name, declared_paths
@@ -269,7 +270,7 @@ def test_export_never_publishes_a_link(digits_run, tmp_path, monkeypatch):
 
     monkeypatch.setattr(api, "write_profile", linking_profile)
     with pytest.raises(SealError, match=r"not published: bundle \S*export-x86-cpu: profile.json is a symbolic link"):
-        api.export_run(run, "x86-cpu", progress=False, calibration=0, golden=4)
+        api.export_run(run, ExportConfig(target="x86-cpu", calibration=0, golden=4), progress=False)
     assert [p.name for p in run.path.iterdir() if "export" in p.name] == []
     assert "export" not in RunDir.open(run.path).manifest
     (tmp_path / "elsewhere").mkdir()
@@ -285,10 +286,11 @@ def test_bench_refuses_an_unsealed_bundle_before_any_work(digits_run, tmp_path):
     from edgerobust.run import RunDir
 
     run = RunDir.open(shutil.copytree(digits_run.path, tmp_path / "run"))
-    bundle = export_run(run, "x86-cpu", progress=False, calibration=0, golden=4).bundle
+    bundle = export_run(run, ExportConfig(target="x86-cpu", calibration=0, golden=4), progress=False).bundle
     (bundle / "etc").symlink_to(tmp_path, target_is_directory=True)
     with watching() as log, pytest.raises(SealError, match="etc is a symbolic link"):
-        bench_run(run, "x86-cpu", ["ort-cpu"], [1], repeats=5, warmup=1, memory=False, progress=False)
+        bench_run(run, BenchConfig(target="x86-cpu", runtimes=["ort-cpu"], batches=[1], repeats=5, warmup=1,
+                  memory=False), progress=False)
     assert not any(kind == "onnxruntime" for kind, _ in log)
     assert not (run.path / "bench.json").exists()
 

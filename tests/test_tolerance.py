@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from onnx import numpy_helper
 from torch import nn
 
+from edgerobust.config import ExportConfig
 from edgerobust.errors import EdgeRobustError
 from edgerobust.export.api import export_run
 from edgerobust.export.bundle import BundleError, read_manifest, verify_bundle, write_manifest
@@ -122,7 +123,7 @@ def test_decision_rule_allows_flips_only_near_the_boundary():
 def bundle(digits_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(digits_run.path, run)
-    return export_run(run, "jetson-nano", progress=False, calibration=0, golden=16).bundle
+    return export_run(run, ExportConfig(target="jetson-nano", calibration=0, golden=16), progress=False).bundle
 
 
 def perturb_beyond_bound(bundle, file_name: str, precision: str) -> float:

@@ -88,7 +88,7 @@ class StepSizeSchedule:
 
 
 class APGD(Attack):
-    name = "apgd-ce"
+    """Auto-PGD with one of `LOSSES`; registered as the three variants below."""
 
     def __init__(self, eps: float, norm: str = "linf", steps: int = 100, restarts: int = 1, loss: str = "ce",
                  n_target_classes: int = 9, rho: float = 0.75, random_init: bool = True, early_exit: bool = True,
@@ -220,32 +220,38 @@ def _no_alpha(alpha):
         raise EdgeRobustError("APGD sets its own step size (2ε, halved at checkpoints); drop alpha")
 
 
-@ATTACKS.register("apgd-ce", "Auto-PGD on cross-entropy (Croce & Hein 2020)")
-def build_apgd_ce(eps: float, norm: str = "linf", steps: int = 100, restarts: int = 1, random_init: bool = True,
-                  early_exit: bool = True, seed: int | None = 0, alpha: float | None = None, rho: float = 0.75) -> APGD:
-    _no_alpha(alpha)
-    return APGD(eps, norm, steps, restarts, "ce", rho=rho, random_init=random_init, early_exit=early_exit, seed=seed)
+@ATTACKS.register(help="Auto-PGD on cross-entropy (Croce & Hein 2020)")
+class APGDCE(APGD):
+    name = "apgd-ce"
+
+    def __init__(self, eps: float, norm: str = "linf", steps: int = 100, restarts: int = 1, random_init: bool = True,
+                 early_exit: bool = True, seed: int | None = 0, alpha: float | None = None, rho: float = 0.75):
+        _no_alpha(alpha)
+        super().__init__(eps, norm, steps, restarts, "ce", rho=rho, random_init=random_init, early_exit=early_exit,
+                         seed=seed)
 
 
-@ATTACKS.register("apgd-dlr", "Auto-PGD on the difference-of-logits ratio")
-def build_apgd_dlr(eps: float, norm: str = "linf", steps: int = 100, restarts: int = 1, random_init: bool = True,
-                   early_exit: bool = True, seed: int | None = 0, alpha: float | None = None,
-                   rho: float = 0.75) -> APGD:
-    _no_alpha(alpha)
-    attack = APGD(eps, norm, steps, restarts, "dlr", rho=rho, random_init=random_init, early_exit=early_exit,
-                  seed=seed)
-    attack.name = "apgd-dlr"
-    return attack
+@ATTACKS.register(help="Auto-PGD on the difference-of-logits ratio")
+class APGDDLR(APGD):
+    name = "apgd-dlr"
+
+    def __init__(self, eps: float, norm: str = "linf", steps: int = 100, restarts: int = 1, random_init: bool = True,
+                 early_exit: bool = True, seed: int | None = 0, alpha: float | None = None, rho: float = 0.75):
+        _no_alpha(alpha)
+        super().__init__(eps, norm, steps, restarts, "dlr", rho=rho, random_init=random_init, early_exit=early_exit,
+                         seed=seed)
 
 
-@ATTACKS.register("apgd-t", "targeted Auto-PGD on the DLR loss, once per top-ranked other class")
-def build_apgd_t(eps: float, norm: str = "linf", steps: int = 100, restarts: int = 1, n_target_classes: int = 9,
+@ATTACKS.register(help="targeted Auto-PGD on the DLR loss, once per top-ranked other class")
+class APGDT(APGD):
+    name = "apgd-t"
+
+    def __init__(self, eps: float, norm: str = "linf", steps: int = 100, restarts: int = 1, n_target_classes: int = 9,
                  random_init: bool = True, early_exit: bool = True, seed: int | None = 0, alpha: float | None = None,
-                 rho: float = 0.75) -> APGD:
-    _no_alpha(alpha)
-    attack = APGD(eps, norm, steps, restarts, "dlr-targeted", n_target_classes, rho, random_init, early_exit, seed)
-    attack.name = "apgd-t"
-    return attack
+                 rho: float = 0.75):
+        _no_alpha(alpha)
+        super().__init__(eps, norm, steps, restarts, "dlr-targeted", n_target_classes, rho, random_init, early_exit,
+                         seed)
 
 
 __all__ = ["APGD", "checkpoint_iterations", "checkpoint_schedule", "dlr_loss", "targeted_dlr_loss"]

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import EdgeRobustError
+from ..models.mode import eval_mode
 from ..registry import Registry
 
 NORMS = ("linf", "l2")
@@ -26,8 +27,9 @@ class Attack:
     search) looks for the smallest perturbation and, when given ε, keeps only the examples it found within ε.
     """
 
-    name = "attack"
+    name = "attack"  # set by the registry from the class (see registry.own_name)
     minimal = False
+    norms: tuple[str, ...] = NORMS  # the norms it accepts; tests and help read it
 
     def __init__(self, eps: float, norm: str = "linf", **settings: Any):
         check_eps(eps, norm)
@@ -43,14 +45,10 @@ class Attack:
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         check_batch(model, x, y)
-        was_training = model.training
-        model.eval()
-        try:
-            if self.eps == 0:
-                return x.detach().clone()
+        if self.eps == 0:
+            return x.detach().clone()
+        with eval_mode(model):
             x_adv = self.perturb(model, x.detach(), y)
-        finally:
-            model.train(was_training)
         return project(x_adv.detach(), x.detach(), self.eps, self.norm)
 
 
@@ -185,12 +183,8 @@ class MinimalAttack(Attack):
         x = x.detach()
         if self.eps == 0:
             return x.clone()
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             x_adv = self.perturb(model, x, y).detach().clamp(0.0, 1.0)
-        finally:
-            model.train(was_training)
         if self.eps is not None:
             # outside the budget the attack failed: keep the clean input rather than a projected (weaker) point
             too_far = perturbation_norm(x_adv, x, self.norm) > self.eps * (1 + 1e-6)

@@ -8,8 +8,10 @@ from ..errors import EdgeRobustError
 from .base import ATTACKS, MinimalAttack, checked_logits
 
 
+@ATTACKS.register(help="Carlini-Wagner L2: Adam in tanh space, binary search on c (minimal perturbation)")
 class CarliniWagnerL2(MinimalAttack):
     name = "cw"
+    norms = ("l2",)
 
     def __init__(self, eps: float | None = None, norm: str = "l2", steps: int = 100, search_steps: int = 5,
                  c_init: float = 1.0, lr: float = 0.01, confidence: float = 0.0):
@@ -53,9 +55,3 @@ class CarliniWagnerL2(MinimalAttack):
             lower = torch.where(succeeded, lower, torch.maximum(lower, c))
             c = torch.where(torch.isfinite(upper), (lower + upper) / 2, c * 10)
         return best
-
-
-@ATTACKS.register("cw", "Carlini-Wagner L2: Adam in tanh space, binary search on c (minimal perturbation)")
-def build_cw(eps: float | None = None, norm: str = "l2", steps: int = 100, search_steps: int = 5,
-             c_init: float = 1.0, lr: float = 0.01, confidence: float = 0.0) -> CarliniWagnerL2:
-    return CarliniWagnerL2(eps, norm, steps, search_steps, c_init, lr, confidence)

@@ -8,9 +8,8 @@ from ..errors import EdgeRobustError
 from .base import ATTACKS, MinimalAttack, checked_logits
 
 
+@ATTACKS.register(help="DeepFool: iterate to the nearest linearised boundary (minimal perturbation)")
 class DeepFool(MinimalAttack):
-    name = "deepfool"
-
     def __init__(self, eps: float | None = None, norm: str = "l2", steps: int = 50, overshoot: float = 0.02,
                  candidates: int = 10):
         if steps < 1 or candidates < 2 or overshoot < 0:
@@ -51,9 +50,3 @@ class DeepFool(MinimalAttack):
             r_total[active] += best_step
             x_adv[active] = (x[active] + (1 + self.overshoot) * r_total[active]).clamp(0, 1)
         return x_adv
-
-
-@ATTACKS.register("deepfool", "DeepFool: iterate to the nearest linearised boundary (minimal perturbation)")
-def build_deepfool(eps: float | None = None, norm: str = "l2", steps: int = 50, overshoot: float = 0.02,
-                   candidates: int = 10) -> DeepFool:
-    return DeepFool(eps, norm, steps, overshoot, candidates)

@@ -67,12 +67,15 @@ def hyperplane_box_step(p: torch.Tensor, w: torch.Tensor, h: torch.Tensor, norm:
 TARGET_BATCH_ELEMENTS = 2**21  # input elements per batch up to which FAB-T attacks several targets at once
 
 
+@ATTACKS.register(help="FAB: fast adaptive boundary attack, nearest linearised boundary (minimal perturbation)")
 class FAB(MinimalAttack):
-    name = "fab"
+    """FAB (Croce & Hein 2020), untargeted; `FABT` attacks each of the top-ranked other classes."""
+
+    targeted = False
 
     def __init__(self, eps: float | None = None, norm: str = "linf", steps: int = 10, restarts: int = 1,
-                 alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, targeted: bool = False,
-                 n_target_classes: int = 9, search_steps: int = 10, seed: int | None = 0):
+                 alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, search_steps: int = 10,
+                 seed: int | None = 0, *, n_target_classes: int = 9):
         if steps < 1 or restarts < 1 or search_steps < 0 or n_target_classes < 1:
             raise EdgeRobustError("fab needs steps ≥ 1, restarts ≥ 1, search_steps ≥ 0 and n_target_classes ≥ 1")
         if not 0 <= alpha_max <= 1 or not eta >= 1 or not 0 < beta <= 1:
@@ -80,12 +83,12 @@ class FAB(MinimalAttack):
                                   f"eta={eta}, beta={beta}")
         settings = dict(steps=int(steps), restarts=int(restarts), alpha_max=float(alpha_max), eta=float(eta),
                         beta=float(beta), search_steps=int(search_steps), seed=seed)
-        if targeted:
+        if self.targeted:
             settings["n_target_classes"] = int(n_target_classes)
         super().__init__(eps, norm, **settings)
         self.steps, self.restarts, self.search_steps = int(steps), int(restarts), int(search_steps)
         self.alpha_max, self.eta, self.beta = float(alpha_max), float(eta), float(beta)
-        self.targeted, self.n_target_classes, self.seed = bool(targeted), int(n_target_classes), seed
+        self.n_target_classes, self.seed = int(n_target_classes), seed
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
@@ -217,17 +220,15 @@ class FAB(MinimalAttack):
         return best, best_norm
 
 
-@ATTACKS.register("fab", "FAB: fast adaptive boundary attack, nearest linearised boundary (minimal perturbation)")
-def build_fab(eps: float | None = None, norm: str = "linf", steps: int = 10, restarts: int = 1,
-              alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, search_steps: int = 10,
-              seed: int | None = 0) -> FAB:
-    return FAB(eps, norm, steps, restarts, alpha_max, eta, beta, False, search_steps=search_steps, seed=seed)
 
 
-@ATTACKS.register("fab-t", "targeted FAB, once per top-ranked other class (AutoAttack's FAB-T; minimal perturbation)")
-def build_fab_t(eps: float | None = None, norm: str = "linf", steps: int = 10, restarts: int = 1,
-                n_target_classes: int = 9, alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9,
-                search_steps: int = 10, seed: int | None = 0) -> FAB:
-    attack = FAB(eps, norm, steps, restarts, alpha_max, eta, beta, True, n_target_classes, search_steps, seed)
-    attack.name = "fab-t"
-    return attack
+@ATTACKS.register(help="targeted FAB, once per top-ranked other class (AutoAttack's FAB-T; minimal perturbation)")
+class FABT(FAB):
+    name = "fab-t"
+    targeted = True
+
+    def __init__(self, eps: float | None = None, norm: str = "linf", steps: int = 10, restarts: int = 1,
+                 n_target_classes: int = 9, alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9,
+                 search_steps: int = 10, seed: int | None = 0):
+        super().__init__(eps, norm, steps, restarts, alpha_max, eta, beta, search_steps, seed,
+                         n_target_classes=n_target_classes)

@@ -12,6 +12,7 @@ from .base import ATTACKS, MinimalAttack
 from .pgd import loss_gradient
 
 
+@ATTACKS.register(help="Peck's FGS binary search for the smallest ε along the gradient sign")
 class FGSSearch(MinimalAttack):
     name = "fgs-search"
 
@@ -45,9 +46,3 @@ class FGSSearch(MinimalAttack):
         x_adv = (x + hi.view(-1, 1, 1, 1) * sign).clamp(0, 1)
         x_adv[~found] = x[~found]
         return x_adv
-
-
-@ATTACKS.register("fgs-search", "Peck's FGS binary search for the smallest ε along the gradient sign")
-def build_fgs_search(eps: float | None = None, norm: str = "linf", max_eps: float = 100 / 255,
-                     tolerance: float = 1e-4) -> FGSSearch:
-    return FGSSearch(eps, norm, max_eps, tolerance)

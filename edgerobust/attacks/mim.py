@@ -8,9 +8,8 @@ from .base import ATTACKS, project, random_start, steepest_step
 from .pgd import PGD, loss_gradient
 
 
+@ATTACKS.register(help="momentum iterative method (Dong et al. 2018), α = ε/steps, μ = 1")
 class MIM(PGD):
-    name = "mim"
-
     def __init__(self, eps: float, norm: str = "linf", steps: int = 10, alpha: float | None = None,
                  decay: float = 1.0, restarts: int = 1, random_init: bool = False, early_exit: bool = True,
                  seed: int | None = 0):
@@ -35,9 +34,3 @@ class MIM(PGD):
             x_adv[active] = project(x_adv[active] + steepest_step(momentum[active], self.alpha, self.norm),
                                     x[active], self.eps, self.norm)
         return x_adv
-
-
-@ATTACKS.register("mim", "momentum iterative method (Dong et al. 2018), α = ε/steps, μ = 1")
-def build_mim(eps: float, norm: str = "linf", steps: int = 10, alpha: float | None = None, decay: float = 1.0,
-              restarts: int = 1, random_init: bool = False, early_exit: bool = True, seed: int | None = 0) -> MIM:
-    return MIM(eps, norm, steps, alpha, decay, restarts, random_init, early_exit, seed)

@@ -18,10 +18,9 @@ def loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[t
     return grad, logits.detach()
 
 
+@ATTACKS.register(help="projected gradient descent (random start, restarts, early exit)")
 class PGD(Attack):
     """Projected gradient descent on cross-entropy (Madry et al. 2018); `steps=1, alpha=eps, no start` is FGSM."""
-
-    name = "pgd"
 
     def __init__(self, eps: float, norm: str = "linf", steps: int = 20, alpha: float | None = None,
                  restarts: int = 1, random_init: bool = True, early_exit: bool = True, seed: int | None = 0,
@@ -80,35 +79,33 @@ class PGD(Attack):
         return done_adv
 
 
-@ATTACKS.register("pgd", "projected gradient descent (random start, restarts, early exit)")
-def build_pgd(eps: float, norm: str = "linf", steps: int = 20, alpha: float | None = None, restarts: int = 1,
-              random_init: bool = True, early_exit: bool = True, seed: int | None = 0,
-              rows: tuple[int, int] | None = None) -> PGD:
-    return PGD(eps, norm, steps, alpha, restarts, random_init, early_exit, seed, rows)
+@ATTACKS.register(help="fast gradient sign method (one step of size ε)")
+class FGSM(PGD):
+    """PGD's one step of size ε from x itself (Goodfellow et al. 2015); other settings are ignored."""
+
+    def __init__(self, eps: float, norm: str = "linf", **_):
+        super().__init__(eps, norm, steps=1, alpha=eps, restarts=1, random_init=False, early_exit=False)
+        self.settings = {"steps": 1, "alpha": eps}
 
 
-@ATTACKS.register("fgsm", "fast gradient sign method (one step of size ε)")
-def build_fgsm(eps: float, norm: str = "linf", **_) -> PGD:
-    attack = PGD(eps, norm, steps=1, alpha=eps, restarts=1, random_init=False, early_exit=False)
-    attack.name = "fgsm"
-    attack.settings = {"steps": 1, "alpha": eps}
-    return attack
+@ATTACKS.register(help="FGSM from a random start with step 1.25ε (Wong et al. 2020)")
+class FGSMRS(PGD):
+    """One step of size α (default 1.25ε) from a uniformly random point of the ε-ball."""
+
+    name = "fgsm-rs"
+
+    def __init__(self, eps: float, norm: str = "linf", alpha: float | None = None, seed: int | None = 0,
+                 rows: tuple[int, int] | None = None, **_):
+        alpha = 1.25 * eps if alpha is None else alpha
+        super().__init__(eps, norm, steps=1, alpha=alpha, restarts=1, random_init=True, early_exit=False, seed=seed,
+                         rows=rows)
+        self.settings = {"steps": 1, "alpha": alpha, "random_init": True, "seed": seed}
 
 
-@ATTACKS.register("fgsm-rs", "FGSM from a random start with step 1.25ε (Wong et al. 2020)")
-def build_fgsm_rs(eps: float, norm: str = "linf", alpha: float | None = None, seed: int | None = 0,
-                  rows: tuple[int, int] | None = None, **_) -> PGD:
-    alpha = 1.25 * eps if alpha is None else alpha
-    attack = PGD(eps, norm, steps=1, alpha=alpha, restarts=1, random_init=True, early_exit=False, seed=seed,
-                 rows=rows)
-    attack.name = "fgsm-rs"
-    attack.settings = {"steps": 1, "alpha": alpha, "random_init": True, "seed": seed}
-    return attack
+@ATTACKS.register(help="basic iterative method: PGD without random start, α = ε/steps·2.5")
+class BIM(PGD):
+    """PGD from x itself (Kurakin et al. 2017), one run."""
 
-
-@ATTACKS.register("bim", "basic iterative method: PGD without random start, α = ε/steps·2.5")
-def build_bim(eps: float, norm: str = "linf", steps: int = 20, alpha: float | None = None, early_exit: bool = True,
-              **_) -> PGD:
-    attack = PGD(eps, norm, steps, alpha, restarts=1, random_init=False, early_exit=early_exit)
-    attack.name = "bim"
-    return attack
+    def __init__(self, eps: float, norm: str = "linf", steps: int = 20, alpha: float | None = None,
+                 early_exit: bool = True, **_):
+        super().__init__(eps, norm, steps, alpha, restarts=1, random_init=False, early_exit=early_exit)

@@ -37,8 +37,9 @@ def square_fraction(p_init: float, query: int, budget: int) -> float:
     return p_init / 512
 
 
+@ATTACKS.register(help="Square attack: score-based black-box random search with a query budget (L∞)")
 class Square(Attack):
-    name = "square"
+    norms = ("linf",)
 
     def __init__(self, eps: float, norm: str = "linf", queries: int = 1000, p_init: float = 0.8, restarts: int = 1,
                  seed: int | None = 0):
@@ -166,9 +167,3 @@ def first_changing_signs(lo: torch.Tensor, hi: torch.Tensor, best: torch.Tensor,
     # argmax returns the first maximum; where no draw changes anything it returns the first draw (the loop would
     # keep its last: both are one uniform draw)
     return plus.gather(1, changed.view(torch.uint8).argmax(1).view(m, 1, 1).expand(m, 1, c))
-
-
-@ATTACKS.register("square", "Square attack: score-based black-box random search with a query budget (L∞)")
-def build_square(eps: float, norm: str = "linf", queries: int = 1000, p_init: float = 0.8, restarts: int = 1,
-                 seed: int | None = 0) -> Square:
-    return Square(eps, norm, queries, p_init, restarts, seed)

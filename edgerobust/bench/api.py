@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from ..compute_device import describe_device, resolve_device
-from ..config import BenchConfig, build
+from ..config import BenchConfig, validated
 from ..data import ArrayDataset, load_dataset
 from ..errors import EdgeRobustError
 from ..io import write_json
@@ -90,11 +91,10 @@ def check_target_matches_host(profile) -> None:
 
 def bench_inputs(run: RunDir, count: int = 256) -> tuple[ArrayDataset, str]:
     """Real test images when the run's dataset loads here; otherwise seeded uniform pixels (said so)."""
-    test = run.manifest.get("dataset", {}).get("test", {})
-    name = test.get("name")
+    name = run.dataset_name
     if name:
         with contextlib.suppress(EdgeRobustError, OSError):
-            data = load_dataset(name, "test", run.manifest.get("dataset", {}).get("root") or None)
+            data = load_dataset(name, "test", run.data_root)
             if data.input_shape == run.input_shape:
                 return data.subset(count), f"{name} test split ({min(count, len(data))} images)"
     generator = torch.Generator().manual_seed(0)
@@ -105,13 +105,8 @@ def bench_inputs(run: RunDir, count: int = 256) -> tuple[ArrayDataset, str]:
 
 def exported_onnx(run: RunDir, target: str) -> tuple[dict[str, Path], str | None]:
     """The ONNX models of the run's export bundle for `target` (verified against its sha256 manifest)."""
-    entry = run.manifest.get("export", {}).get(target)
-    if not entry or not entry.get("bundle"):
-        return {}, None
-    bundle = Path(entry["bundle"])
-    if not bundle.is_dir() and (run.path / bundle.name).is_dir():
-        bundle = run.path / bundle.name  # the run directory was moved since the export
-    if not bundle.is_dir():
+    bundle = run.bundle(target)
+    if bundle is None:
         return {}, None
     from ..export.bundle import read_manifest, verify_bundle
 
@@ -131,40 +126,30 @@ def model_bytes(module: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
 
 
-def bench_run(run: RunDir | str | Path, target: Any = None, runtimes: Sequence[str] | None = None,
-              batches: Sequence[int] | None = None, mode: str | None = None, repeats: int | None = None,
-              warmup: int | None = None, precision: str | None = None, threads: int | None = None,
-              memory: bool | None = None, *, config: BenchConfig | None = None, clock: Clock = time.perf_counter_ns,
+def bench_run(run: RunDir | str | Path, config: BenchConfig | None = None, *, clock: Clock = time.perf_counter_ns,
               progress: bool | None = None, write: bool = True, device: str | torch.device | None = None
               ) -> dict[str, Any]:
     """Time the run's model on each runtime and batch size; return the bench record (and write RUN/bench.json).
 
-    Settings are BenchConfig's fields ([bench] in a recipe), given as `config` and/or arguments (None: not given).
+    `config` is the [bench] section (default: BenchConfig's defaults; one made in Python is checked here); with
+    `config.precisions` each is timed in turn and the rows are merged into one record (`bench_precisions`).
     `device` (auto when None) is the GPU the CUDA runtimes (torch-cuda, ...) use; `cpu` refuses them.
     """
-    profile_object = target if target is not None and not isinstance(target, (str, Path)) else None
-    config = build(BenchConfig, overrides=dict(
-        target=None if target is None or profile_object is not None else str(target), runtimes=runtimes,
-        batches=None if batches is None else list(batches), mode=mode, repeats=repeats, warmup=warmup,
-        precision=precision, threads=threads, memory=memory), base=config, where="[bench]")
-    target = profile_object or config.target
-    runtimes, batches, mode = config.runtimes, config.batches, config.mode
-    repeats, warmup = config.repeats, config.warmup
-    precision, threads, memory = config.precision, config.threads, config.memory
+    config = validated(config or BenchConfig())
+    if config.precisions:  # several side by side: one pass per precision, merged into one record
+        return bench_precisions(run, config, clock=clock, write=write, progress=progress, device=device)
     device = resolve_device(device)
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     if write and not os.access(run.path, os.W_OK):
         raise EdgeRobustError(f"run directory {run.path} is not writable, so bench.json cannot be written there; "
                               "copy the run somewhere writable")
-    MODES.get(mode)
-    plan = TimingPlan(warmup, repeats).validate()
-    batches = sorted({int(b) for b in batches})
-    if not batches or batches[0] < 1:
-        raise EdgeRobustError(f"batch sizes must be positive integers, got {list(batches)}")
-    profile, names, skipped = bench_plan(target, precision, runtimes)
+    MODES.get(config.mode)
+    plan = TimingPlan(config.warmup, config.repeats).validate()
+    batches = sorted(set(config.batches))
+    profile, names, skipped = bench_plan(config.target, config.precision, config.runtimes)
     on_gpu = [n for n in names if get_runtime(n).device == "cuda"]
     if on_gpu and device.type != "cuda":
-        if runtimes:
+        if config.runtimes:
             raise EdgeRobustError(f"runtime(s) {', '.join(on_gpu)} run on CUDA but --device is {device}; "
                                   "pass --device cuda (or auto) or choose a CPU runtime")
         skipped.update({n: f"--device {device}" for n in on_gpu})
@@ -173,9 +158,9 @@ def bench_run(run: RunDir | str | Path, target: Any = None, runtimes: Sequence[s
             raise EdgeRobustError(f"target {profile.name}'s runtimes all run on CUDA but --device is {device}")
     if device.type == "cuda":
         torch.cuda.set_device(device)  # the CUDA runtimes use the current device
-    threads = threads or profile.resolved_threads()
+    threads = config.threads or profile.resolved_threads()
     if threads < 1:
-        raise EdgeRobustError(f"--threads must be at least 1, got {threads}")
+        raise EdgeRobustError(f"the target's threads must be at least 1, got {threads}")
 
     onnx, bundle = exported_onnx(run, profile.name)  # a bundle that is not sealed is refused before any work
     module = run.load_model()
@@ -191,7 +176,7 @@ def bench_run(run: RunDir | str | Path, target: Any = None, runtimes: Sequence[s
         "target": profile.to_dict(), "host": machine_info(), "versions": package_versions(),
         "load_average_before": list(os.getloadavg()),
         "device": describe_device(device),
-        "mode": mode, "mode_help": MODES.help(mode), "precision": precision, "threads": threads,
+        "mode": config.mode, "mode_help": MODES.help(config.mode), "precision": config.precision, "threads": threads,
         "warmup": plan.warmup, "repeats": plan.repeats, "batches": batches, "input": input_note,
         "clock": getattr(clock, "__qualname__", repr(clock)),
         "runtimes": {n: get_runtime(n).describe() for n in names},
@@ -206,12 +191,12 @@ def bench_run(run: RunDir | str | Path, target: Any = None, runtimes: Sequence[s
         model = BenchModel(spec, module, shape, onnx)
         record["model"]["onnx_bytes"] = {p: path.stat().st_size for p, path in onnx.items()}
         with progress_bar(progress) as bar:
-            task = bar.add_task(f"bench {spec}", total=len(names) * (1 if mode == "per-image" else len(batches)),
+            task = bar.add_task(f"bench {spec}", total=len(names) * (1 if config.mode == "per-image" else len(batches)),
                                 status="")
             for name in names:
                 bar.update(task, status=name)
-                _bench_one(record, get_runtime(name), model, data, reference, plan, mode, batches, precision,
-                           threads, flops, memory, clock, lambda: bar.advance(task))
+                _bench_one(record, get_runtime(name), model, data, reference, plan, config, batches, threads, flops,
+                           clock, lambda: bar.advance(task))
     for device, first in record["ceilings"].items():  # re-measured after timing; the better one stands
         again = gemm_ceiling(device, first["threads"])
         record["ceilings"][device] = {**max(first, again, key=lambda c: c["gflops"]),
@@ -232,8 +217,9 @@ def _reference_logits(module: torch.nn.Module, data: ArrayDataset) -> np.ndarray
         return module(data.images[:PARITY_IMAGES]).numpy()
 
 
-def _bench_one(record, runtime, model, data, reference, plan, mode, batches, precision, threads, flops, memory,
-               clock, advance) -> None:
+def _bench_one(record, runtime, model, data, reference, plan, config, batches, threads, flops, clock,
+               advance) -> None:
+    precision = config.precision
     device = runtime.device
     if device not in record["ceilings"]:
         record["ceilings"][device] = gemm_ceiling(device, threads if device == "cpu" else None)
@@ -242,14 +228,14 @@ def _bench_one(record, runtime, model, data, reference, plan, mode, batches, pre
         record["parity"][runtime.name] = {
             "max_abs_diff_vs_torch_cpu": float(np.abs(logits - reference).max()),
             "top1_agreement": float((logits.argmax(1) == reference.argmax(1)).mean()), "images": len(reference)}
-        for row in run_mode(mode, session, data, batches, plan, clock=clock):
+        for row in run_mode(config.mode, session, data, batches, plan, clock=clock):
             latency_s = row["mean_ms"] / 1e3
             row.update(runtime=runtime.name, runtime_version=runtime.version(), device=device, precision=precision,
                        threads=threads if device == "cpu" else None,
                        compile_seconds=session.compile_seconds or None,
                        achieved_gflops=achieved_gflops(flops, row["batch"], latency_s),
                        ceiling_fraction=None)  # set once the ceiling is re-measured after timing
-            if memory:
+            if config.memory:
                 prepared = session.prepare(_first(data, row["batch"]))
                 row["memory"] = measure_memory(lambda p=prepared: session.run(p), device=device)
             record["results"].append(row)
@@ -274,13 +260,16 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
             "file": BENCH_NAME}
 
 
-def bench_precisions(run: RunDir | str | Path, precisions: Sequence[str], target: Any = None, *,
-                     write: bool = True, **settings: Any) -> dict[str, Any]:
-    """`bench_run` once per precision (fp32, fp16, int8, ...) on the same runtimes and batches, as one record whose
-    rows carry their precision side by side (RUN/bench.json); `precision` names the first, `precisions` all."""
-    precisions = list(dict.fromkeys(precisions)) or [None]
-    records = [bench_run(run, target, precision=p, write=False, **settings) for p in precisions]
-    precisions = [r["precision"] for r in records]  # None: the config's precision
+def bench_precisions(run: RunDir | str | Path, config: BenchConfig | None = None, *,
+                     clock: Clock = time.perf_counter_ns, write: bool = True, progress: bool | None = None,
+                     device: str | torch.device | None = None) -> dict[str, Any]:
+    """`bench_run` once per precision of `config.precisions` (fp32, fp16, int8, ...; default [config.precision]) on
+    the same runtimes and batches, as one record whose rows carry their precision side by side (RUN/bench.json);
+    `precision` names the first, `precisions` all."""
+    config = validated(config or BenchConfig())
+    records = [bench_run(run, replace(config, precision=p, precisions=None), clock=clock, write=False,
+                         progress=progress, device=device) for p in config.chosen_precisions]
+    precisions = [r["precision"] for r in records]
     record = records[0]
     record["precisions"] = precisions
     record["parity_by_precision"] = {p: r["parity"] for p, r in zip(precisions, records, strict=True)}

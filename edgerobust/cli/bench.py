@@ -11,11 +11,11 @@ from rich.markup import escape
 
 from ..bench import MODES, runtime_table
 from ..bench.api import bench_precisions
-from ..config import BenchConfig, option_help
+from ..config import BenchConfig, given, option_help
 from ..errors import EdgeRobustError
 from ..runner.precisions import PRECISIONS
 from . import remote as remote_cmd
-from .common import command, console, device_option, err_console
+from .common import RECIPE_HELP, command, console, device_option, err_console, recipe_section
 from .defaults import RUN_HELP, TARGET_HELP, runs_argument
 from .render import table
 
@@ -94,34 +94,42 @@ def bench(
                                                                                   "of the bundle)")),
     threads: Optional[int] = typer.Option(None, "--threads", help=H("threads")),
     memory: Optional[bool] = typer.Option(None, "--memory/--no-memory", help=H("memory")),
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help=RECIPE_HELP.format(
+        section="[bench] (with --host/--hosts: [device])")),
     list_runtimes: bool = typer.Option(False, "--list-runtimes", help="List runtimes and why any cannot run here."),
     device: str = device_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     host: Optional[str] = remote_cmd.HOST, hosts: Optional[Path] = remote_cmd.HOSTS,
     python: Optional[str] = remote_cmd.PYTHON, ssh_config: Optional[Path] = remote_cmd.SSH_CONFIG,
     device_dir: Optional[str] = remote_cmd.DEVICE_DIR, insecure: bool = remote_cmd.INSECURE,
-    timeout: float = remote_cmd.TIMEOUT, max_cv: Optional[float] = remote_cmd.MAX_CV,
+    timeout: Optional[float] = remote_cmd.TIMEOUT, max_cv: Optional[float] = remote_cmd.MAX_CV,
     max_temp_rise: Optional[float] = remote_cmd.MAX_RISE, remeasure: Optional[int] = remote_cmd.REMEASURE,
+    trust_ssh_config: bool = remote_cmd.TRUST_SSH_CONFIG,
+    max_output: Optional[float] = remote_cmd.MAX_OUTPUT,
 ) -> None:
     """Time a run's model per runtime and batch size (p50/p90/p99, throughput, GFLOP/s, memory) into RUN/bench.json."""
     if list_runtimes:
         print_runtimes()
         return
-    runs = runs_argument(runs, target)
     names = [n.strip() for item in (runtime or []) for n in item.split(",") if n.strip()] or None
-    batches = parse_int_list(batch, "--batch") if batch is not None else None
+    batches = given(parse_int_list(batch, "--batch") if batch is not None else None, "--batch")
     chosen = [p.strip() for p in precision.split(",") if p.strip()] if precision else None
-    if host or hosts:  # on a device, through the runner (edgerobust.remote)
-        settings = {"precisions": chosen, "batches": batches, "threads": threads,
-                    "runtime": names[0] if names else None, "warmup": warmup, "repeats": repeats,
-                    "stability": {"max_cv": max_cv, "max_temperature_rise_c": max_temp_rise, "remeasure": remeasure}}
-        settings = {k: v for k, v in settings.items() if v is not None}  # the rest: device_bench's defaults
-        options = {"python": python, "ssh_config": ssh_config, "device_dir": device_dir, "insecure": insecure,
-                   "timeout": timeout}
-        return remote_cmd.run_remote("bench", runs, target, host, hosts, options, settings, quiet)
-    records = [bench_precisions(run, chosen or [None], target, runtimes=names, batches=batches, mode=mode,
-                                repeats=repeats, warmup=warmup, threads=threads, memory=memory,
-                                progress=False if quiet else None, device=device) for run in runs]
+    if remote_cmd.on_device(host, hosts):  # on a device, through the runner (edgerobust.remote)
+        config = recipe_section(recipe, "device", dict(
+            **remote_cmd.reach_overrides(host, python, ssh_config, device_dir, insecure, timeout, max_output),
+            target=target,
+            precisions=given(chosen, "--precision"), batches=batches, threads=threads,
+            runtime=given(names[0] if names else None, "--runtime"), warmup=warmup, repeats=repeats, max_cv=max_cv,
+            max_temperature_rise_c=given(max_temp_rise, "--max-temp-rise"), remeasure=remeasure))
+        return remote_cmd.run_remote("bench", runs_argument(runs, config.target), config, hosts, quiet,
+                                     trust_ssh_config)
+    config = recipe_section(recipe, "bench", dict(
+        target=target, runtimes=given(names, "--runtime"), batches=batches, mode=mode, repeats=repeats,
+        warmup=warmup, precision=given(chosen[0] if chosen else None, "--precision"),
+        precisions=given(chosen if chosen and len(chosen) > 1 else None, "--precision"), threads=threads,
+        memory=memory))
+    runs = runs_argument(runs, config.target)
+    records = [bench_precisions(run, config, progress=False if quiet else None, device=device) for run in runs]
     console.print(results_table(records))
     first = records[0]
     for device, ceiling in first["ceilings"].items():

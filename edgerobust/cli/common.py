@@ -6,13 +6,15 @@ import functools
 import os
 import warnings
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ..config import section
 from ..errors import EdgeRobustError
+from ..recipe import load_recipe
 
 console = Console()
 err_console = Console(stderr=True)
@@ -62,6 +64,15 @@ def _fail(exc: BaseException, message: str) -> None:
     line = " ".join(message.split())  # one line, whatever the message held
     err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2) from None
+RECIPE_HELP = "Built-in recipe name or .toml path: its {section} section; options given here override it."
+
+
+def recipe_section(recipe: str | None, name: str, overrides: dict[str, Any]) -> Any:
+    """Section `name` of the recipe named by --recipe (none: the section's defaults) with the command-line values
+    that were given (None: not given) on top, through the one config layer."""
+    return section(load_recipe(recipe) if recipe else {}, name, overrides=overrides)
+
+
 def device_option():
     """The `--device` option of every command that computes (resolved by compute_device.resolve_device)."""
     return typer.Option("auto", "--device", help="Where to compute: auto (CUDA when present), cpu, cuda or cuda:N.")

@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
-from ..compress.api import compress_grid, configs_from_recipe
-from ..config import CompressEvaluateConfig, given, grid_values, section
+from ..compress.api import CompressSetup, compress_grid, configs_from_recipe
+from ..config import CompressEvaluateConfig, given, section
 from ..errors import EdgeRobustError
 from ..recipe import load_recipe
 from ..report.tradeoff import tradeoff_columns, tradeoff_table_rows
@@ -68,8 +68,6 @@ def compress(
         physical=given(physical, "--physical/--masked-only"), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
         adv_method=given(adv, "--adv"), adv_eps=split_list(eps), adv_steps=steps,
         adv_weight=given(adv_weight, "--adv-weight"), adv_schedule=given(eps_schedule, "--eps-schedule")))
-    keeps = grid_values(config.keep)
-    eps_values = grid_values(adv_settings.eps) if adv_settings is not None else [None]
     if evaluate:
         eval_settings = eval_settings or CompressEvaluateConfig()
         if suite is not None:
@@ -78,11 +76,10 @@ def compress(
         raise EdgeRobustError("pass --model (a run directory or a model spec) or use a recipe with a [model] spec")
     source = model or section(spec, "model").spec
     data_section = section(spec, "data")
-    runs, rows = compress_grid(source, out, keeps, eps_values, replace(config, keep=keeps[0]), train_config,
-                               adv=adv_settings, evaluate=eval_settings if evaluate else None,
-                               data=data or (data_section.name if "data" in spec else None),
-                               data_root=data_root or data_section.root, resume=resume,
-                               progress=False if quiet else None, recipe=spec, device=device)
+    setup = CompressSetup(adversarial=adv_settings, evaluate=eval_settings if evaluate else None,
+                          data=data or (data_section.name if "data" in spec else None),
+                          data_root=data_root or data_section.root, resume=resume, recipe=spec, device=device)
+    runs, rows = compress_grid(source, out, config, train_config, setup, progress=False if quiet else None)
     if not is_main_process():
         return
     for run in runs:

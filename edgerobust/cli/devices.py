@@ -7,13 +7,14 @@ from importlib import resources
 from pathlib import Path
 
 import typer
+from rich.text import Text
 
 from ..devices import DeviceProfile, list_profiles, load_profile, read_profile_file
-from ..devices.catalog import check_in_catalogue
+from ..devices.catalog import check_in_catalogue, skipped_entries
 from .common import command, console
 from .render import table
 
-devices_app = typer.Typer(name="devices", no_args_is_help=True,
+devices_app = typer.Typer(name="devices", no_args_is_help=True, rich_markup_mode=None,
                           help="Device profiles: list them, show one, validate your own.")
 
 
@@ -41,6 +42,9 @@ def list_devices() -> None:
     user = [p for p in profiles if not p.source.startswith("builtin:")]
     for p in user:
         console.print(f"{p.name}: from {p.source}")
+    for path in skipped_entries():
+        console.print(Text(f"skipped {path}: not a file (a directory or a special file); rename or remove it",
+                           style="yellow"))
 
 
 def profile_text(profile: DeviceProfile) -> str:

@@ -7,18 +7,20 @@ from typing import Any, Optional
 
 import typer
 
-from ..config import EvaluateConfig, given, option_help, parse_number
+from ..attacks import ATTACKS
+from ..config import EvaluateConfig, given, option_help
 from ..evaluation.api import ROBUSTNESS_FILE, evaluate_run
 from ..evaluation.artifact import evaluate_artifacts
 from ..report.robustness import curve_plot, transfer_heatmap
 from ..run import RunDir
 from ..runner.precisions import PRECISIONS
 from . import remote as remote_cmd
-from .common import command, console, device_option, split_list
+from .common import RECIPE_HELP, command, console, device_option, recipe_section, split_list
 from .defaults import RUN_HELP, run_argument
 from .render import table
 
 H = functools.partial(option_help, EvaluateConfig)
+MINIMAL_ATTACKS = [name for name in ATTACKS if ATTACKS.get(name).minimal]
 
 
 def _artifact_table(result: dict) -> None:
@@ -43,8 +45,8 @@ def evaluate(
     eps: Optional[str] = typer.Option(None, "--eps", help=H("eps", "Perturbation budget in [0,1] pixels: 0.03, 8/255 "
                                                                   "or 3%")),
     norm: Optional[str] = typer.Option(None, "--norm", help=H("norm", "linf or l2")),
-    attack: list[str] = typer.Option([], "--attack", "-a", help="Extra single attack (repeatable): pgd, fgsm, mim, "
-                                                               "apgd-ce, square, deepfool, cw, fab, ..."),
+    attack: list[str] = typer.Option([], "--attack", "-a", help="Extra single attack (repeatable): "
+                                                               f"{', '.join(ATTACKS)}."),
     curve: Optional[bool] = typer.Option(None, "--curve/--no-curve", help=H(
         "curve", "Robustness curve (accuracy against ε, PGD)")),
     curve_eps: Optional[str] = typer.Option(None, "--curve-eps", help="ε grid for --curve, e.g. 0,0.05,0.1,0.2."),
@@ -57,11 +59,13 @@ def evaluate(
     queries: Optional[int] = typer.Option(None, "--queries", help=H("square_queries")),
     targets: Optional[int] = typer.Option(None, "--targets", help=H("n_target_classes")),
     minimal: Optional[str] = typer.Option(None, "--minimal", help=H("minimal", "Minimal-perturbation attack "
-                                                                              "(fgs-search, deepfool, cw, fab, fab-t) "
+                                                                              f"({', '.join(MINIMAL_ATTACKS)}) "
                                                                               "or 'none'")),
     masking: Optional[bool] = typer.Option(None, "--masking/--no-masking", help=H("masking_checks")),
     seed: Optional[int] = typer.Option(None, "--seed", help=H("seed")),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help=H("batch_size")),
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help=RECIPE_HELP.format(
+        section="[evaluate] (with --host/--hosts: [device])")),
     device: str = device_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     artifact: Optional[Path] = typer.Option(None, "--artifact", help="An export bundle of RUN: clean and robust "
@@ -76,31 +80,33 @@ def evaluate(
                                                   "has)."),
     python: Optional[str] = remote_cmd.PYTHON, ssh_config: Optional[Path] = remote_cmd.SSH_CONFIG,
     device_dir: Optional[str] = remote_cmd.DEVICE_DIR, insecure: bool = remote_cmd.INSECURE,
-    timeout: float = remote_cmd.TIMEOUT,
+    timeout: Optional[float] = remote_cmd.TIMEOUT,
+    trust_ssh_config: bool = remote_cmd.TRUST_SSH_CONFIG,
+    max_output: Optional[float] = remote_cmd.MAX_OUTPUT,
 ) -> None:
     """Attack a run's model and write RUN/robustness.json, plots in RUN/figures and the manifest's robustness.
 
     With --host/--hosts: replay the adversarial sets saved here on the deployed artifact instead (host vs device
     accuracy per precision, into RUN/device/)."""
-    run = run_argument(run)
-    if artifact is not None:
-        return _artifact_table(evaluate_artifacts(RunDir.open(run), artifact, queries=queries, seed=seed or 0,
-                                                  eps=None if eps is None else parse_number(eps, "--eps")))
-    if host or hosts:
-        options = {"python": python, "ssh_config": ssh_config, "device_dir": device_dir, "insecure": insecure,
-                   "timeout": timeout}
-        return remote_cmd.run_remote("replay", [run], target_name, host, hosts, options,
-                                     {"precisions": precision or None, **({"batch": batch_size} if batch_size else {})},
-                                     quiet)
-    target = RunDir.open(run)
-    result = evaluate_run(
-        target, transfer=[RunDir.open(p) for p in transfer], ensemble=[RunDir.open(p) for p in ensemble],
-        progress=False if quiet else None, device=device, suite=suite, eps=eps, norm=norm, attacks=attack or None,
-        curve=curve, curve_grid=given(split_list(curve_eps), "--curve-eps"), curve_steps=curve_steps, n=n, seed=seed,
-        steps=steps,
+    if remote_cmd.on_device(host, hosts):
+        config = recipe_section(recipe, "device", dict(
+            **remote_cmd.reach_overrides(host, python, ssh_config, device_dir, insecure, timeout, max_output),
+            target=target_name,
+            precisions=given(precision or None, "--precision"), replay_batch=given(batch_size, "--batch-size")))
+        return remote_cmd.run_remote("replay", [run_argument(run)], config, hosts, quiet, trust_ssh_config)
+    config = recipe_section(recipe, "evaluate", dict(
+        suite=suite, eps=eps, norm=norm, attacks=given(attack or None, "--attack"), curve=curve,
+        curve_grid=given(split_list(curve_eps), "--curve-eps"), curve_steps=curve_steps, n=n, seed=seed, steps=steps,
         n_restarts=given(restarts, "--restarts"), square_queries=given(queries, "--queries"),
         n_target_classes=given(targets, "--targets"), fab=fab, minimal=minimal,
-        masking_checks=given(masking, "--masking/--no-masking"), batch_size=batch_size)
+        masking_checks=given(masking, "--masking/--no-masking"), batch_size=batch_size,
+        artifact=given(None if artifact is None else str(artifact), "--artifact")))
+    target = RunDir.open(run_argument(run))
+    if config.artifact is not None:
+        return _artifact_table(evaluate_artifacts(target, config))
+    result = evaluate_run(target, config, transfer=[RunDir.open(p) for p in transfer],
+                          ensemble=[RunDir.open(p) for p in ensemble], progress=False if quiet else None,
+                          device=device)
     print_robustness(result)
     figures = target.file("figures")
     if result.get("curve"):

@@ -11,7 +11,7 @@ from ..config import ExportConfig, option_help
 from ..export.api import export_run
 from ..export.bundle import verify_bundle
 from ..runner.precisions import PRECISIONS
-from .common import command, console, device_option
+from .common import RECIPE_HELP, command, console, device_option, recipe_section
 from .defaults import RUN_HELP, TARGET_HELP, bundle_argument, run_argument
 from .render import table
 
@@ -36,17 +36,19 @@ def export(
     calibration: Optional[int] = typer.Option(None, "--calibration", help=H("calibration")),
     tolerance: Optional[float] = typer.Option(None, "--tolerance", help=H("tolerance")),
     engine: Optional[bool] = typer.Option(None, "--engine/--no-engine", help=H("engine")),
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help=RECIPE_HELP.format(section="[export]")),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Directory holding on-disk datasets."),
     device: str = device_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Export a run's model for a target device: ONNX (+ fp16), parity checks, memory check, deployment bundle."""
-    run = run_argument(run, target)
-    result = export_run(run, target, out=out, opset=opset, fp16=fp16, int8=int8, batch=batch, golden=golden,
-                        calibration=calibration, tolerance=tolerance, engine=engine, data_root=data_root,
-                        int8_method=int8_method, int8_max_drop=int8_max_drop, int8_min_agreement=int8_min_agreement,
-                        force_int8=force_int8, parity_points=parity_points,
-                        progress=False if quiet else None, device=device)
+    config = recipe_section(recipe, "export", dict(target=target, opset=opset, fp16=fp16, int8=int8, batch=batch,
+                                                   golden=golden, calibration=calibration, tolerance=tolerance,
+                                                   engine=engine, int8_method=int8_method, int8_max_drop=int8_max_drop,
+                                                   int8_min_agreement=int8_min_agreement, force_int8=force_int8,
+                                                   parity_points=parity_points))
+    run = run_argument(run, config.target)
+    result = export_run(run, config, out=out, data_root=data_root, progress=False if quiet else None, device=device)
     m = result.manifest
     rows = [(precision, entry["file"], m["files"][entry["file"]]["bytes"], entry["parity"]["max_abs_diff"],
              entry["parity"]["top1_agreement"], _tolerance(entry["parity"]))

@@ -1,4 +1,4 @@
-"""`edgerobust models` and `edgerobust datasets`."""
+"""`edgerobust models`, `edgerobust datasets` and `edgerobust losses`."""
 from __future__ import annotations
 
 import torch
@@ -7,6 +7,7 @@ import typer
 from ..data import DATASETS
 from ..errors import EdgeRobustError
 from ..models import MODELS, build_model, count_flops, count_parameters
+from ..training.losses import LOSSES, declared_settings, needs_labels
 from .common import command, console, parse_shape
 from .render import table
 
@@ -40,3 +41,14 @@ def models(
 def datasets() -> None:
     """List the datasets."""
     console.print(table("datasets", ("name", "about"), ((n, DATASETS.help(n)) for n in DATASETS)))
+
+
+@command
+def losses() -> None:
+    """List the training losses ([train] loss / --loss) with the settings each declares."""
+    rows = []
+    for name in LOSSES:
+        named, takes_any = declared_settings(LOSSES.get(name))
+        settings = ", ".join(named) + (", …" if takes_any else "")
+        rows.append((name, settings, "yes" if needs_labels(LOSSES.get(name)) else "no", LOSSES.help(name)))
+    console.print(table("training losses", ("name", "settings", "labels", "about"), rows))

@@ -33,7 +33,7 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> 
 def print_run_summary(run: RunDir) -> None:
     m = run.manifest
     metrics = m.get("metrics", {})
-    rows = [("model", m["model"]["spec"]), ("dataset", m.get("dataset", {}).get("train", {}).get("name")),
+    rows = [("model", m["model"]["spec"]), ("dataset", run.dataset_name),
             ("parameters", metrics.get("parameters")), ("FLOPs / image", metrics.get("flops")),
             ("train accuracy", metrics.get("train_accuracy")), ("test accuracy", metrics.get("test_accuracy"))]
     console.print(table("training", ("", "value"), rows))

@@ -8,7 +8,7 @@ import typer
 
 from ..config import given, section
 from ..recipe import load_recipe
-from ..training.api import adversarial_from_recipe, config_from_recipe, train_model
+from ..training.api import TrainSetup, adversarial_from_recipe, config_from_recipe, train_model
 from .common import command, console, device_option
 from .render import print_run_summary
 
@@ -38,8 +38,12 @@ def train(
                                                "w·CE(x_adv)+(1−w)·CE(x) (default 0.9); TRADES: β (default 6)."),
     eps_schedule: Optional[str] = typer.Option(None, "--eps-schedule", help="constant, staged (three stages, "
                                                "Marshall) or linear (ramp over the first half)."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="Training loss by name ([train] loss; see `edgerobust "
+                                       "losses`); it takes the [adversarial] settings it declares."),
     guard: Optional[bool] = typer.Option(None, "--guard/--no-guard", help="Stop and restore the previous epoch "
                                          "when PGD accuracy on a training batch collapses (default on for fgsm-rs)."),
+    activation: Optional[str] = typer.Option(None, "--activation", help="Replace the model's ReLUs: kaf, elu, "
+                                             "swish, gelu, softplus, kwta (recorded with the run)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
     device: str = device_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -53,15 +57,18 @@ def train(
     data_section = section(spec, "data")
     data = data or data_section.name
     config = config_from_recipe(spec, dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                                           schedule=schedule, weight_decay=weight_decay, seed=seed, augment=augment))
+                                           schedule=schedule, weight_decay=weight_decay, seed=seed, augment=augment,
+                                           loss=loss))
     if adv is None and (eps is not None or adv_steps is not None or eps_schedule is not None) \
             and "adversarial" not in spec:
         adv = "pgd"  # asking for an ε means adversarial training
     adversarial = adversarial_from_recipe(spec, dict(
         method=given(adv, "--adv"), eps=eps, steps=given(adv_steps, "--adv-steps"),
         weight=given(adv_weight, "--adv-weight"), schedule=given(eps_schedule, "--eps-schedule"), guard=guard))
-    run = train_model(out, model, data, config, data_root=data_root or data_section.root, resume=resume,
-                      recipe=spec, progress=False if quiet else None, adversarial=adversarial, device=device)
+    run = train_model(out, model, data, config, TrainSetup(data_root=data_root or data_section.root, resume=resume,
+                                                           recipe=spec, adversarial=adversarial, device=device,
+                                                           activation=activation),
+                      progress=False if quiet else None)
     from ..training.distributed import is_main_process
 
     if not is_main_process():

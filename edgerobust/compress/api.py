@@ -8,7 +8,7 @@ Stages, each a run directory under `out` with its own checkpoint so a killed com
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from ..config import (
     CompressEvaluateConfig,
     TrainConfig,
     build,
+    grid_values,
     is_adversarial,
     keys,
     section,
@@ -33,6 +34,7 @@ from ..models import MODELS, count_flops, count_parameters
 from ..run import RunDir
 from ..training import distributed, evaluate_clean
 from ..training.api import (
+    TrainSetup,
     adversarial_config,
     adversarial_from_recipe,
     adversarial_training,
@@ -47,6 +49,18 @@ from .schemes import SCHEMES, STRUCTURED, build_plan
 from .stats import compression_stats
 
 OUTPUT_TOLERANCE = 1e-4  # slim vs masked logits: float reordering only
+
+
+@dataclass
+class CompressSetup:
+    """How a compression runs beyond its [compress] and [train] configs, passed whole to `compress_model`."""
+    adversarial: AdversarialConfig | dict | None = None  # [compress.adversarial]: the stages' loss (eps may be a grid)
+    evaluate: CompressEvaluateConfig | dict | None = None  # [compress.evaluate]: dense vs pruned (None: not measured)
+    data: str | None = None  # default: the source run's dataset (a spec source: digits)
+    data_root: str | Path | None = None  # directory holding on-disk datasets
+    resume: bool = False  # continue a killed compression, reusing finished stages
+    recipe: dict | None = None  # recorded in the manifests
+    device: str | torch.device | None = None  # auto (None), cpu, cuda or cuda:N
 
 
 def build_loss(adv: AdversarialConfig | None, epochs: int):
@@ -64,59 +78,62 @@ def _stage(out: Path, source: RunDir, config: TrainConfig, data: dict[str, Any],
     """One training stage as its own run directory; a finished stage is reused on --resume."""
     if resume and (out / "model.json").is_file() and (out / "model.pt").is_file():
         return RunDir.open(out)
-    return train_model(out, source.manifest["model"]["spec"], data["name"], config, data_root=data.get("root"),
-                       data_options=data.get("options"), resume=resume and (out / "checkpoint.pt").is_file(),
-                       adversarial=adv or None, callbacks=callbacks, recipe=recipe, progress=progress, init_from=source,
-                       description=description, device=device)
+    return train_model(out, source.manifest["model"]["spec"], data["name"], config,
+                       TrainSetup(data_root=data.get("root"), data_options=data.get("options"),
+                                  resume=resume and (out / "checkpoint.pt").is_file(), adversarial=adv or None,
+                                  callbacks=callbacks, recipe=recipe, init_from=source, description=description,
+                                  device=device), progress=progress)
 
 
-def pretrain(spec: str, out: Path, config: TrainConfig, data: str, data_root: str | Path | None, *,
-             adv: dict[str, Any] | None, resume: bool, progress, recipe, device: str | torch.device | None = None
+def pretrain(spec: str, out: Path, config: TrainConfig, setup: CompressSetup, *, progress: bool | None = None
              ) -> RunDir:
-    """Train `spec` from scratch (adversarially when `adv` says so) as the dense source; reused on --resume."""
-    if resume and (out / "model.json").is_file() and (out / "model.pt").is_file():
+    """Train `spec` from scratch (adversarially when `setup.adversarial` says so) as the dense source; reused on
+    --resume."""
+    if setup.resume and (out / "model.json").is_file() and (out / "model.pt").is_file():
         return RunDir.open(out)
-    return train_model(out, spec, data, config, data_root=data_root, adversarial=adv or None,
-                       resume=resume and (out / "checkpoint.pt").is_file(), recipe=recipe, progress=progress,
-                       description="pretrain", device=device)
+    return train_model(out, spec, setup.data or "digits", config,
+                       TrainSetup(data_root=setup.data_root, adversarial=setup.adversarial or None,
+                                  resume=setup.resume and (out / "checkpoint.pt").is_file(), recipe=setup.recipe,
+                                  description="pretrain", device=setup.device), progress=progress)
 
 
 def _source_data(source: RunDir, data: str | None, data_root: str | Path | None) -> dict[str, Any]:
-    train = source.manifest.get("dataset", {}).get("train", {})
-    name = data or train.get("name")
+    name = data or source.dataset_name
     if not name:
         raise EdgeRobustError(f"{source.path} does not record its dataset; pass --data")
-    root = data_root if data_root is not None else (source.manifest.get("dataset", {}).get("root") or None)
+    root = data_root if data_root is not None else source.data_root
     return {"name": name, "root": root}
 
 
 def compress_model(source: str | Path | RunDir, out: str | Path, config: CompressConfig | None = None,
-                   train_config: TrainConfig | None = None, *, adv: AdversarialConfig | dict | None = None,
-                   evaluate: CompressEvaluateConfig | dict | None = None, data: str | None = None,
-                   data_root: str | Path | None = None, resume: bool = False, progress: bool | None = None,
-                   recipe: dict | None = None, device: str | torch.device | None = None) -> RunDir:
+                   train_config: TrainConfig | None = None, setup: CompressSetup | None = None, *,
+                   progress: bool | None = None) -> RunDir:
     """Compress the model of run `source` into run directory `out` (see the module docstring for the stages).
 
-    `device` (auto when None; under torchrun each rank's own) runs the training stages, the projections, the
+    `setup.device` (auto when None; under torchrun each rank's own) runs the training stages, the projections, the
     physical removal and the evaluation; the runs' weights are written as CPU tensors."""
     config = check_config(config or CompressConfig())
     base = (train_config or TrainConfig()).validate()
-    adv = adversarial_config(adv)
+    setup = setup or CompressSetup()
+    adv = adversarial_config(setup.adversarial)
+    evaluate = setup.evaluate
     if isinstance(evaluate, dict):
         evaluate = build(CompressEvaluateConfig, evaluate, "[compress.evaluate]")
     out = Path(out)
     ctx = distributed.init_from_env()
-    device = ctx.device if ctx is not None else resolve_device(device)
+    device = ctx.device if ctx is not None else resolve_device(setup.device)
     with locked(out):  # one command writes a run directory at a time (rank 0 alone under torchrun)
-        return _compress(source, out, config, base, adv=adv, evaluate=evaluate, data=data, data_root=data_root,
-                         resume=resume, progress=progress, recipe=recipe, device=device, ctx=ctx)
+        return _compress(source, out, config, base, adv=adv, evaluate=evaluate, data=setup.data,
+                         data_root=setup.data_root, resume=setup.resume, progress=progress, recipe=setup.recipe,
+                         device=device, ctx=ctx)
 
 
 def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, adv, evaluate, data, data_root,
               resume, progress, recipe, device, ctx) -> RunDir:
     if not isinstance(source, RunDir) and not Path(source).is_dir() and str(source).partition(":")[0] in MODELS:
-        source = pretrain(str(source), out / "pretrain", base, data or "digits", data_root, adv=adv,
-                          resume=resume, progress=progress, recipe=recipe, device=device)
+        setup = CompressSetup(adversarial=adv, data=data, data_root=data_root, resume=resume, recipe=recipe,
+                              device=device)
+        source = pretrain(str(source), out / "pretrain", base, setup, progress=progress)
     source = source if isinstance(source, RunDir) else RunDir.open(source)
     if not resume and any((out / p).exists() for p in ("admm/checkpoint.pt", "retrain/checkpoint.pt", "model.pt")):
         raise EdgeRobustError(f"{out} already holds a compression; pass --resume to continue it or choose another "
@@ -239,19 +256,21 @@ def configs_from_recipe(recipe: dict[str, Any], overrides: dict[str, Any] | None
     return config, train, adv, evaluate
 
 
-def compress_grid(source: str | Path | RunDir, out: str | Path, keeps: list[float], eps_values: list[float | None],
-                  config: CompressConfig, train_config: TrainConfig, *, adv: AdversarialConfig | None = None,
-                  evaluate: CompressEvaluateConfig | None = None, data: str | None = None,
-                  data_root: str | Path | None = None, resume: bool = False, progress: bool | None = None,
-                  recipe: dict | None = None, device: str | torch.device | None = None
+def compress_grid(source: str | Path | RunDir, out: str | Path, config: CompressConfig, train_config: TrainConfig,
+                  setup: CompressSetup | None = None, *, progress: bool | None = None
                   ) -> tuple[list[RunDir], list[dict[str, Any]]]:
     """Every (training ε, keep ratio) pair, as Marshall's grid: one dense source per ε, one run per keep ratio.
 
-    Returns the runs and the trade-off rows (dense then each keep ratio, per ε), also written to tradeoff.json.
+    The grid is `config.keep` and `setup.adversarial.eps`, each one value or a list. Returns the runs and the
+    trade-off rows (dense then each keep ratio, per ε), also written to tradeoff.json.
     """
     from ..io import write_json
 
     out = Path(out)
+    setup = setup or CompressSetup()
+    adv = adversarial_config(setup.adversarial)
+    keeps = grid_values(config.keep)
+    eps_values = grid_values(adv.eps) if adv is not None else [None]
     for keep in keeps:
         check_config(replace(config, keep=keep))
     runs, rows = [], []
@@ -260,13 +279,12 @@ def compress_grid(source: str | Path | RunDir, out: str | Path, keeps: list[floa
         eps_dir = out / f"eps-{eps:g}" if len(eps_values) > 1 and eps is not None else out
         dense = source
         if not isinstance(source, RunDir) and not Path(source).is_dir() and str(source).partition(":")[0] in MODELS:
-            dense = pretrain(str(source), eps_dir / "pretrain", train_config.validate(), data or "digits", data_root,
-                             adv=adv_eps, resume=resume, progress=progress, recipe=recipe, device=device)
+            dense = pretrain(str(source), eps_dir / "pretrain", train_config.validate(),
+                             replace(setup, adversarial=adv_eps), progress=progress)
         for i, keep in enumerate(keeps):
             keep_dir = eps_dir / f"keep-{round(100 * keep)}" if len(keeps) > 1 else eps_dir
-            run = compress_model(dense, keep_dir, replace(config, keep=keep),
-                                 train_config, adv=adv_eps, evaluate=evaluate, data=data, data_root=data_root,
-                                 resume=resume, progress=progress, recipe=recipe, device=device)
+            run = compress_model(dense, keep_dir, replace(config, keep=keep), train_config,
+                                 replace(setup, adversarial=adv_eps), progress=progress)
             runs.append(run)
             evaluation = run.manifest["compression"].get("evaluation")
             if evaluation:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..compute_device import placement
 from ..errors import EdgeRobustError
+from ..models.mode import eval_mode
 from ..registry import Registry
 
 PRUNABLE = (nn.Conv2d, nn.Linear)
@@ -317,13 +318,9 @@ def build_plan(model: nn.Module, input_shape: Sequence[int], scheme: str = "filt
     output_layer(model)  # a model without Conv2d / Linear layers fails here with one line
     if global_keep and funnel:
         raise EdgeRobustError("choose either a global keep ratio or the funnel, not both")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         where = placement(model)  # torch-pruning traces the model: its example input on the model's device
         targets = builder(model, torch.zeros(1, *input_shape, device=where.device, dtype=where.dtype))
-    finally:
-        model.train(was_training)
     if layers:
         _check_named_layers(model, scheme, targets, layers)
         targets = [t for t in targets if any(fnmatch.fnmatchcase(n, p) for n in t.layers for p in layers)]

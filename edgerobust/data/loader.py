@@ -23,7 +23,7 @@ def iterate_batches(dataset: ArrayDataset, batch_size: int, *, shuffle: bool = F
         x = dataset.images[idx]
         if augment.active:
             x = augment(x, generator if generator is not None else torch.Generator().manual_seed(start))
-        yield x, dataset.labels[idx]
+        yield x, (None if dataset.labels is None else dataset.labels[idx])
 
 
 def num_batches(dataset: ArrayDataset, batch_size: int, drop_last: bool = False) -> int:

@@ -66,10 +66,8 @@ def _named_files() -> dict[str, tuple[Any, str]]:
     for directory in user_directories():
         if directory.is_dir():
             for path in sorted(directory.glob("*.toml")):
-                if not path.is_file():
-                    raise ProfileError(f"device profile {path} is not a file (a directory or a special file); "
-                                       "rename or remove it")
-                found.setdefault(path.stem, (path, str(path)))
+                if path.is_file():  # a directory called x.toml is not a profile: `devices list` names it
+                    found.setdefault(path.stem, (path, str(path)))
     for name, resource in sorted(_builtin_files().items()):
         found.setdefault(name, (resource, f"{BUILTIN}:{name}"))
     return found
@@ -109,6 +107,12 @@ def check_in_catalogue(profile: DeviceProfile) -> None:
     """`profile` (e.g. a file being validated) next to every reachable profile of another name: no alias clash."""
     others = [p for p in list_profiles() if p.name != profile.name]
     alias_table([*others, profile])
+
+
+def skipped_entries() -> list[Path]:
+    """Entries named *.toml in the user's profile directories that are not files, so no profile (named, not read)."""
+    return [path for directory in user_directories() if directory.is_dir()
+            for path in sorted(directory.glob("*.toml")) if not path.is_file()]
 
 
 def profile_names() -> list[str]:

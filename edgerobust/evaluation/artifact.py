@@ -21,7 +21,7 @@ from torch import nn
 
 from ..attacks import get_attack
 from ..claim import locked
-from ..config import EvaluateConfig
+from ..config import EvaluateConfig, validated
 from ..data import load_dataset
 from ..errors import EdgeRobustError
 from ..io import read_json, write_json
@@ -90,16 +90,19 @@ def open_artifacts(bundle: str | Path) -> tuple[Any, dict[str, Path]]:
                     if str(e.get("file", "")).endswith(".onnx")}
 
 
-def evaluate_artifacts(run: RunDir | str | Path, bundle: str | Path, *, queries: int | None = None,
-                       eps: float | None = None, seed: int = 0, threads: int = 1, square: bool = True,
-                       write: bool = True) -> dict[str, Any]:
-    """Clean and robust accuracy of every ONNX artifact in `bundle` on the points of the run's saved adversarial
-    sets: transfer (each set replayed) and Square (`queries`, default the suite's budget; ε of the sets, or `eps`)
-    on the artifact's own outputs; robust per point = the minimum over sources; divergence from fp32."""
+def evaluate_artifacts(run: RunDir | str | Path, config: EvaluateConfig | None = None, *,
+                       bundle: str | Path | None = None, threads: int = 1, square: bool = True, write: bool = True
+                       ) -> dict[str, Any]:
+    """Clean and robust accuracy of every ONNX artifact in the bundle (`bundle`, else `config.artifact`) on the
+    points of the run's saved adversarial sets: transfer (each set replayed) and Square (`config.square_queries`,
+    `config.seed`) on the artifact's own outputs, at the ε the sets were found at (`config.eps` when they record
+    none: transfer and Square share one ball); robust per point = the minimum over sources; divergence from fp32."""
+    config = validated(config or EvaluateConfig())
     run = run if isinstance(run, RunDir) else RunDir.open(run)
-    queries = EvaluateConfig().square_queries if queries is None else int(queries)
-    if queries < 1:
-        raise EdgeRobustError(f"--queries must be at least 1, got {queries}")
+    bundle = bundle if bundle is not None else config.artifact
+    if bundle is None:
+        raise EdgeRobustError("evaluate_artifacts needs a bundle: pass --artifact BUNDLE (an export of the run)")
+    queries, seed = config.square_queries, config.seed
     opened, artifacts = open_artifacts(bundle)
     sets = saved_sets(run)
     if not sets:
@@ -114,14 +117,11 @@ def evaluate_artifacts(run: RunDir | str | Path, bundle: str | Path, *, queries:
         if not np.array_equal(s["indices"], indices):
             raise EdgeRobustError(f"saved set {key} attacks other test points than {next(iter(sets))}; evaluate "
                                   "both on the same --n")
-    name = run.manifest.get("dataset", {}).get("test", {}).get("name")
-    test = load_dataset(name, "test", run.manifest.get("dataset", {}).get("root") or None)
+    test = load_dataset(run.dataset_name, "test", run.data_root)
     x = test.images[torch.from_numpy(indices)]
     y = torch.from_numpy(labels)
     eps_values = {s["eps"] for s in sets.values() if s["eps"] is not None}
-    attack_eps = eps if eps is not None else (max(eps_values) if eps_values else None)
-    if square and attack_eps is None:
-        raise EdgeRobustError("the saved sets record no ε; pass --eps for the Square attack")
+    attack_eps = max(eps_values) if eps_values else config.eps
     started = time.perf_counter()
     rows: dict[str, dict[str, Any]] = {}
     for precision, path in artifacts.items():
@@ -162,6 +162,6 @@ def evaluate_artifacts(run: RunDir | str | Path, bundle: str | Path, *, queries:
             path = write_json(run.file(FILE), result)
             run.record_artifact("precision_robustness", path)
             run.update("precision_robustness", {
-                "file": FILE, "bundle": str(bundle), "eps": attack_eps, "n": len(labels),
+                "file": FILE, "bundle": run.relative(bundle), "eps": attack_eps, "n": len(labels),
                 **{p: {"clean": r["clean_accuracy"], "robust": r["robust_accuracy"]} for p, r in rows.items()}})
     return result

@@ -15,6 +15,7 @@ from torch import nn
 from ..attacks import Attack, checked_logits, perturbation_norm
 from ..compute_device import to_model
 from ..errors import EdgeRobustError
+from ..models.mode import eval_mode
 
 
 def check_inputs(images: torch.Tensor, labels: torch.Tensor) -> None:
@@ -32,13 +33,9 @@ def check_inputs(images: torch.Tensor, labels: torch.Tensor) -> None:
 @torch.no_grad()
 def predict_labels(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Predicted labels, checking that the model returns a batch of logits and the labels fit it."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         preds = [checked_logits(model, *to_model(model, images[i:i + batch_size], labels[i:i + batch_size]))
                  .argmax(1).cpu() for i in range(0, len(images), batch_size)]
-    finally:
-        model.train(was_training)
     return torch.cat(preds)
 
 

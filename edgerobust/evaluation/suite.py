@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..attacks import Attack, get_attack
+from ..models.mode import eval_mode
 from ..progress import progress_bar
 from .core import attack_points, check_inputs, predict_labels
 
@@ -120,12 +121,8 @@ def robust_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
 
 @torch.no_grad()
 def _num_classes(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> int:
-    was_training = model.training
-    model.eval()
-    try:
-        from ..attacks import checked_logits
-        from ..compute_device import to_model
+    from ..attacks import checked_logits
+    from ..compute_device import to_model
 
+    with eval_mode(model):
         return checked_logits(model, *to_model(model, images[:1], labels[:1])).shape[1]
-    finally:
-        model.train(was_training)

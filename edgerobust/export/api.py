@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..compute_device import describe_device, resolve_device
-from ..config import ExportConfig, build
+from ..config import ExportConfig, validated
 from ..data import load_dataset
 from ..devices import DeviceProfile, load_profile
 from ..errors import DataError, EdgeRobustError
@@ -107,11 +107,10 @@ def ort_version() -> str:
 
 
 def load_inputs(run: RunDir, split: str, data_root: str | Path | None) -> Any:
-    data = run.manifest.get("dataset", {})
-    name = data.get("test" if split == "test" else "train", {}).get("name")
+    name = run.dataset_name
     if not name:
         raise EdgeRobustError(f"run {run.path} does not record its dataset; parity needs real inputs from it")
-    root = data_root or data.get("root") or None
+    root = data_root or run.data_root
     try:
         dataset = load_dataset(name, split, root)
     except DataError as exc:
@@ -122,29 +121,20 @@ def load_inputs(run: RunDir, split: str, data_root: str | Path | None) -> Any:
     return dataset
 
 
-def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | None = None, *,
-               config: ExportConfig | None = None, out: str | Path | None = None,
-               fp16_tolerance: float = FP16_TOLERANCE, data_root: str | Path | None = None,
-               progress: bool | None = None, device: str | Any | None = None, **settings: Any) -> ExportResult:
-    """Export the run's model for `target` into a deployment bundle; every check passes or nothing is written.
+def export_run(run: RunDir | str | Path, config: ExportConfig | None = None, *, out: str | Path | None = None,
+               data_root: str | Path | None = None, progress: bool | None = None, device: str | Any | None = None
+               ) -> ExportResult:
+    """Export the run's model for `config.target` into a deployment bundle; every check passes or nothing is written.
 
-    Settings are ExportConfig's fields ([export] in a recipe: opset, fp16, int8, batch, golden, calibration,
-    tolerance, engine), given as `config` and/or keyword overrides. The graph is traced on the CPU; `device` (auto
-    when None) computes the PyTorch reference outputs, in full float32, that the golden outputs and the fp32 / fp16
-    parity checks compare against.
+    `config` is the [export] section (default: ExportConfig's defaults; one made in Python is checked here). The
+    graph is traced on the CPU; `device` (auto when None) computes the PyTorch reference outputs, in full float32,
+    that the golden outputs and the fp32 / fp16 parity checks compare against.
     """
-    profile_object = target if target is not None and not isinstance(target, (str, Path)) else None
-    config = build(ExportConfig, overrides={**settings, "target": None if target is None or profile_object is not None
-                                            else str(target)}, base=config, where="[export]")
-    target = profile_object or config.target
-    opset, fp16, int8, batch, golden = config.opset, config.fp16, config.int8, config.batch, config.golden
-    calibration, tolerance, engine = config.calibration, config.tolerance, config.engine
+    config = validated(config or ExportConfig())
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     device = resolve_device(device)
-    profile, opset, precisions = export_plan(target, opset, fp16, int8)
-    if batch < 1 or golden < 1 or calibration < 0:
-        raise EdgeRobustError("--batch and --golden must be at least 1 and --calibration at least 0")
-    if engine:
+    profile, opset, precisions = export_plan(config.target, config.opset, config.fp16, config.int8)
+    if config.engine:
         from .tensorrt_build import check_local_device, import_tensorrt
 
         import_tensorrt()
@@ -157,8 +147,8 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
     graphs = onnx_precisions(profile, precisions)  # ONNX files besides fp32
     calibrated = [p for p in graphs if PRECISIONS[p].calibrated]
     left_out: dict[str, dict[str, Any]] = {}
-    if calibrated and not calibration:
-        if int8:  # asked for by name
+    if calibrated and not config.calibration:
+        if config.int8:  # asked for by name
             raise EdgeRobustError(f"{', '.join(calibrated)} needs a calibration set and --calibration is 0; export "
                                   f"with --calibration N (N > 0) or --no-{calibrated[0]}")
         left_out = {p: {"reason": f"{p} needs a calibration set and --calibration is 0"} for p in calibrated}
@@ -168,8 +158,8 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
     if calibrated and opset < 13:
         raise EdgeRobustError(f"onnxruntime int8 with per-channel weight scales needs ONNX opset 13 or later, not "
                               f"{opset}; pass --opset 13 or --no-int8")
-    steps = ["export", "parity", *graphs, "memory", "data", *(["engine"] if engine else []), "bundle"]
-    limits = {REFERENCE: tolerance, "fp16": fp16_tolerance}  # ExportConfig.tolerance, export_run's fp16_tolerance
+    steps = ["export", "parity", *graphs, "memory", "data", *(["engine"] if config.engine else []), "bundle"]
+    limits = {REFERENCE: config.tolerance, "fp16": config.fp16_tolerance}  # None: the precision table's
     with progress_bar(progress) as bar, staging(bundle_path) as stage:
         task = bar.add_task(f"export for {profile.name}", total=len(steps), status="")
 
@@ -189,17 +179,17 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
         advance(f"opset {opset_of(proto)}")
 
         test = load_inputs(run, "test", data_root)
-        inputs = test.images[:golden].numpy().astype(np.float32)
-        labels = test.labels[:golden].numpy().astype(np.int64)
+        inputs = test.images[:config.golden].numpy().astype(np.float32)
+        labels = test.labels[:config.golden].numpy().astype(np.int64)
         reference = run_torch(model, inputs)
         models: dict[str, dict[str, Any]] = {}
-        parity = check_parity(reference, stage / reference_file, inputs, tolerance, REFERENCE)
+        parity = check_parity(reference, stage / reference_file, inputs, config.tolerance, REFERENCE)
         models[REFERENCE] = {"file": reference_file, "parity": parity}
         advance(f"{REFERENCE} max |Δ| {parity['max_abs_diff']:.2g}")
 
         images = calib_labels = None
-        if calibration:
-            images, calib_labels = calibration_sample(load_inputs(run, "train", data_root), calibration)
+        if config.calibration:
+            images, calib_labels = calibration_sample(load_inputs(run, "train", data_root), config.calibration)
         for precision in graphs:  # each precision's ONNX graph, made by its converter from the fp32 one
             context = {}
             if PRECISIONS[precision].calibrated:
@@ -222,7 +212,7 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
                     figures["forced"] = True
                 elif not figures["passed"]:
                     line = agreement_line(figures, precision)
-                    if int8 and precision == "int8":  # asked for by name: refuse, nothing written
+                    if config.int8 and precision == "int8":  # asked for by name: refuse, nothing written
                         raise EdgeRobustError(f"{line}; the export was not written (--force-int8 keeps it, "
                                               "--int8-max-drop raises the tolerance)")
                     (stage / name).unlink()
@@ -232,14 +222,14 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
                 models[precision] = entry
                 advance(f"{precision} top-1 {figures['top1_agreement']:.3f}")
                 continue
-            limit = limits.get(precision, hosts[precision].tolerance)
+            limit = limits.get(precision) or hosts[precision].tolerance
             figures = check_parity(reference, stage / name, inputs, math.inf if limit is None else limit, precision,
                                    relative=hosts[precision].tolerance_kind == "relative")
             models[precision] = {"file": name, "parity": figures}
             advance(f"{precision} top-1 {figures['top1_agreement']:.3f}")
         precisions = [p for p in precisions if p not in left_out]
 
-        memory = estimate_memory(proto, batch)
+        memory = estimate_memory(proto, config.batch)
         memory["budget_bytes"] = profile.memory_budget_bytes
         check_budget(memory, profile.memory_budget_bytes, profile.name)
         advance(f"{memory['estimate_bytes'] / 2**20:.1f} MiB")
@@ -252,7 +242,7 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
         for precision, entry in save_golden_tolerances(stage, proto, inputs, derived, exact).items():
             models[precision]["golden_tolerance"] = entry
         calib_info = None
-        if calibration:
+        if config.calibration:
             save_calibration(stage / CALIBRATION_NAME, images, calib_labels)
             calib_info = {"file": CALIBRATION_NAME, "count": len(images), "split": "train",
                           "sampling": "class-balanced, seed 0"}
@@ -264,13 +254,13 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
         advance("golden + calibration + runner")
 
         engines = []
-        if engine:
-            calib = images if calibration else None
+        if config.engine:
+            calib = images if config.calibration else None
             for precision in (p for p in precisions if ENGINE in hosts[p].converters):
                 name = PRECISIONS[precision].file_name("engine")
                 engines.append(hosts[precision].converters[ENGINE](
-                    stage / reference_file, stage / name, profile, precision, input_shape, max_batch=max(batch, 1),
-                    calibration=calib))
+                    stage / reference_file, stage / name, profile, precision, input_shape,
+                    max_batch=max(config.batch, 1), calibration=calib))
                 engines[-1]["path"] = name
             advance(f"{len(engines)} engine(s)")
 
@@ -292,7 +282,7 @@ def export_run(run: RunDir | str | Path, target: str | Path | DeviceProfile | No
         })
         advance(str(bundle_path))
 
-    summary = {"bundle": str(bundle_path), "created": manifest["created"], "target": profile.name,
+    summary = {"bundle": run.relative(bundle_path), "created": manifest["created"], "target": profile.name,
                "runtime": runtime, "opset": manifest["opset"], "precisions": precisions,
                "parity": {p: m["parity"] for p, m in models.items()}, "memory": memory,
                "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},

@@ -37,8 +37,7 @@ def to_onnx(model: nn.Module, input_shape: Sequence[int], opset: int, dynamic_ba
     caller's model stays where it was."""
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise EdgeRobustError(f"opset {opset} is outside the exporter's range {MIN_OPSET}..{MAX_OPSET}")
-    was_training = model.training
-    model = copy.deepcopy(model).eval().cpu().float()
+    model = copy.deepcopy(model).eval().cpu().float()  # a copy: the caller's model keeps its mode and device
     example = torch.rand(example_batch, *input_shape)
     buffer = io.BytesIO()
     axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
@@ -52,8 +51,6 @@ def to_onnx(model: nn.Module, input_shape: Sequence[int], opset: int, dynamic_ba
                               "try a higher --opset (if the target takes one) or replace that layer") from None
     except RuntimeError as exc:
         raise EdgeRobustError(f"ONNX export failed at opset {opset}: {_first_line(exc)}") from None
-    finally:
-        model.train(was_training)
     return onnx.load_from_string(buffer.getvalue())
 
 

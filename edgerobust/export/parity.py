@@ -10,6 +10,7 @@ from torch import nn
 
 from ..compute_device import exact_fp32, to_model
 from ..errors import EdgeRobustError
+from ..models.mode import eval_mode
 from ..runner.parity import compare, within_tolerance
 from .onnx_export import INPUT_NAME
 
@@ -38,12 +39,9 @@ def run_onnx(session: ort.InferenceSession, inputs: np.ndarray, batch: int = 64)
 
 def run_torch(model: nn.Module, inputs: np.ndarray, batch: int = 64) -> np.ndarray:
     """The model's float32 outputs on its own device (full float32 there: no TF32), as a CPU array."""
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), exact_fp32():
+    with torch.no_grad(), exact_fp32(), eval_mode(model):
         outs = [model(to_model(model, torch.from_numpy(inputs[i:i + batch]))).float().cpu().numpy()
                 for i in range(0, len(inputs), batch)]
-    model.train(was_training)
     return np.concatenate(outs).astype(np.float32)
 
 

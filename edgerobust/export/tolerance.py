@@ -27,20 +27,18 @@ where the golden top-2 margin is below twice the largest bound of that input (`d
 The bound is a worst case: for fp16 it is loose (γ_576 ≈ 0.39 for a 64·3·3 convolution) and where n·u >= 1 or a
 value could overflow, no finite bound exists; the precision is then recorded as unbounded and its golden outputs are
 checked only for finiteness and the sha256 of the artifact. Hand-written: no maintained library propagates rounding
-error bounds through an ONNX graph.
+error bounds through an ONNX graph. The walk and the per-operator rules are the bound engine's (edgerobust/bounds/):
+this tolerance is its ε = 0 case, the certificates of `edgerobust certify` its ε > 0 case.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import onnx
 import torch
-import torch.nn.functional as F
-from onnx import numpy_helper
 
-from ..errors import EdgeRobustError
+from ..bounds import BoundError, Engine, Unbounded, from_onnx
 
 # The check of outputs against the bound is the runner's pure-numpy one, so host and device `verify` decide alike.
 from ..runner.tolerance import compare_with_tolerance, decision_may_differ  # noqa: F401  (re-exported)
@@ -53,236 +51,17 @@ REFERENCE = "Higham, Accuracy and Stability of Numerical Algorithms (2002), ch. 
 DECISION_RULE = "argmax may differ only where the golden top-2 margin < 2 * max bound of that input"
 
 
-class Unbounded(Exception):
-    """No finite bound: n·u >= 1 at some layer or a value may overflow the precision."""
-
-
-def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return onnx.helper.get_attribute_value(attribute)
-    return default
-
-
-class _Analysis:
-    """Walks the graph once for one batch: `values` maps a tensor name to (x, e) or to a constant array."""
-
-    def __init__(self, proto: onnx.ModelProto, arithmetic: Arithmetic):
-        self.proto, self.ar = proto, arithmetic
-        self.consts: dict[str, torch.Tensor] = {
-            init.name: torch.from_numpy(numpy_helper.to_array(init).astype(np.float64)
-                                        if numpy_helper.to_array(init).dtype.kind == "f"
-                                        else numpy_helper.to_array(init).copy())
-            for init in proto.graph.initializer}
-        self.values: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def run(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = torch.from_numpy(np.asarray(inputs, dtype=np.float64))
-        # The float32 input itself is exact; a graph that casts it to fp16 rounds it once.
-        self.values[self.proto.graph.input[0].name] = (x, self.ar.input_roundoff * x.abs())
-        for node in self.proto.graph.node:
-            handler = getattr(self, f"op_{node.op_type}", None)
-            if handler is None:
-                raise EdgeRobustError(f"the golden tolerance cannot be derived: operator {node.op_type} has no error "
-                                      "rule in export/tolerance.py; add one or export without it")
-            out = handler(node)
-            if out is not None:
-                self.values[node.output[0]] = out
-                x_out, e_out = out
-                if bool(((x_out.abs() + e_out) > self.ar.largest).any()) or not bool(torch.isfinite(e_out).all()):
-                    raise Unbounded(f"{node.op_type} {node.name or node.output[0]}")
-        x, e = self.values[self.proto.graph.output[0].name]
-        return x.numpy(), (e * SAFETY).numpy()
-
-    # --- helpers --------------------------------------------------------------------------------------------------
-    def dyn(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if name not in self.values:
-            raise EdgeRobustError(f"the golden tolerance cannot be derived: {name} is neither an input nor computed")
-        return self.values[name]
-
-    def is_const(self, name: str) -> bool:
-        return name in self.consts
-
-    def affine(self, x, e, apply, apply_abs, bias, n):
-        """y = W x + b via `apply` (W·) and `apply_abs` (|W|·): the dot-product rule."""
-        ar = self.ar
-        factor = ar.weight_roundoff + ar.gamma(n) * (1.0 + ar.weight_roundoff)
-        if math.isinf(factor):
-            raise Unbounded(f"fan-in {n}: n·u >= 1")
-        wa, we = apply_abs(torch.cat([x.abs() + e, e])).chunk(2)  # one pass of |W| over a and e
-        s = wa + (bias.abs() if bias is not None else 0.0)
-        y = apply(x) + (bias if bias is not None else 0.0)
-        return y, we + factor * s + n * ar.underflow
-
-    def elementwise_const(self, x, e, c, op):
-        """x op c for a constant c (stored rounded by u_w), one rounding of the result."""
-        ar, cabs = self.ar, c.abs()
-        a = x.abs() + e
-        if op in ("Add", "Sub"):
-            y = x + c if op == "Add" else x - c
-            err = e + ar.weight_roundoff * cabs
-            return y, err + ar.unit_roundoff * (a + cabs * (1 + ar.weight_roundoff))
-        if op == "Mul":
-            y = x * c
-            err = cabs * e + ar.weight_roundoff * cabs * a
-            return y, err + ar.unit_roundoff * cabs * (1 + ar.weight_roundoff) * a + ar.underflow
-        # Div: |x̂/ĉ - x/c| <= e/|ĉ| + |x| |1/ĉ - 1/c|, with |ĉ| >= |c|(1 - u_w)
-        low = cabs * (1 - ar.weight_roundoff)
-        y = x / c
-        err = e / low + x.abs() * ar.weight_roundoff / low
-        return y, err + ar.unit_roundoff * a / low + ar.underflow
-
-    # --- operators ------------------------------------------------------------------------------------------------
-    def op_Conv(self, node):
-        x, e = self.dyn(node.input[0])
-        w = self.consts[node.input[1]]
-        b = self.consts[node.input[2]] if len(node.input) > 2 and node.input[2] else None
-        if _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-            raise EdgeRobustError("the golden tolerance cannot be derived: Conv with auto_pad; export with pads")
-        dims = w.dim() - 2
-        strides = _attr(node, "strides", [1] * dims)
-        dilations = _attr(node, "dilations", [1] * dims)
-        pads = _attr(node, "pads", [0] * (2 * dims))
-        group = _attr(node, "group", 1)
-        conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[dims]
-        pad = [p for i in reversed(range(dims)) for p in (pads[i], pads[i + dims])]  # F.pad: last axis first
-
-        def apply(t, weight=w):
-            return conv(F.pad(t, pad), weight, None, strides, 0, dilations, group)
-
-        n = int(np.prod(w.shape[1:])) + (1 if b is not None else 0)
-        bias = b.reshape(1, -1, *([1] * dims)) if b is not None else None
-        return self.affine(x, e, apply, lambda t: apply(t, w.abs()), bias, n)
-
-    def op_Gemm(self, node):
-        x, e = self.dyn(node.input[0])
-        w = self.consts.get(node.input[1])
-        if w is None or _attr(node, "alpha", 1.0) != 1.0 or _attr(node, "beta", 1.0) != 1.0 or _attr(node, "transA", 0):
-            raise EdgeRobustError("the golden tolerance cannot be derived: Gemm other than x·W (+ b) with constant W")
-        w = w.T if _attr(node, "transB", 0) else w
-        b = self.consts[node.input[2]] if len(node.input) > 2 and node.input[2] else None
-        return self.affine(x, e, lambda t: t @ w, lambda t: t @ w.abs(), b, w.shape[0] + (1 if b is not None else 0))
-
-    def op_MatMul(self, node):
-        x, e = self.dyn(node.input[0])
-        w = self.consts.get(node.input[1])
-        if w is None:
-            raise EdgeRobustError("the golden tolerance cannot be derived: MatMul of two computed tensors")
-        return self.affine(x, e, lambda t: t @ w, lambda t: t @ w.abs(), None, w.shape[-2])
-
-    def op_BatchNormalization(self, node):
-        x, e = self.dyn(node.input[0])
-        gamma, beta, mean, var = (self.consts[n] for n in node.input[1:5])
-        scale = gamma / torch.sqrt(var + _attr(node, "epsilon", 1e-5))
-        shift = beta - mean * scale
-        shape = (1, -1, *([1] * (x.dim() - 2)))
-        scale, shift = scale.reshape(shape), shift.reshape(shape)
-        ar = self.ar
-        coeff = ar.weight_roundoff + ar.gamma(5)  # scale and shift each come from <= 5 rounded operations
-        a = x.abs() + e
-        s = scale.abs() * a + shift.abs()
-        return x * scale + shift, scale.abs() * e + (coeff + ar.gamma(2) * (1 + coeff)) * s + ar.underflow
-
-    def op_Relu(self, node):
-        x, e = self.dyn(node.input[0])
-        return x.clamp_min(0), e
-
-    def op_Clip(self, node):
-        x, e = self.dyn(node.input[0])
-        low = self.consts[node.input[1]] if len(node.input) > 1 and node.input[1] else _attr(node, "min")
-        high = self.consts[node.input[2]] if len(node.input) > 2 and node.input[2] else _attr(node, "max")
-        low = None if low is None else float(low)
-        high = None if high is None else float(high)
-        return x.clamp(low, high), e
-
-    def _pool_args(self, node, dims):
-        return (_attr(node, "kernel_shape"), _attr(node, "strides", [1] * dims), _attr(node, "pads", [0] * 2 * dims),
-                _attr(node, "ceil_mode", 0))
-
-    def op_MaxPool(self, node):
-        x, e = self.dyn(node.input[0])
-        dims = x.dim() - 2
-        kernel, strides, pads, ceil = self._pool_args(node, dims)
-        if pads[:dims] != pads[dims:] or _attr(node, "dilations", [1] * dims) != [1] * dims:
-            raise EdgeRobustError("the golden tolerance cannot be derived: MaxPool with asymmetric pads or dilation")
-        pool = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[dims]
-        return (pool(x, kernel, strides, pads[:dims], ceil_mode=bool(ceil)),
-                pool(e, kernel, strides, pads[:dims], ceil_mode=bool(ceil)))
-
-    def _average(self, x, e, mean, k):
-        a = x.abs() + e
-        return mean(x), mean(e) + self.ar.gamma(k + 1) * mean(a) + self.ar.underflow
-
-    def op_AveragePool(self, node):
-        x, e = self.dyn(node.input[0])
-        dims = x.dim() - 2
-        kernel, strides, pads, ceil = self._pool_args(node, dims)
-        if pads[:dims] != pads[dims:]:
-            raise EdgeRobustError("the golden tolerance cannot be derived: AveragePool with asymmetric pads")
-        pool = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[dims]
-        include = bool(_attr(node, "count_include_pad", 0))
-
-        def mean(t):
-            return pool(t, kernel, strides, pads[:dims], ceil_mode=bool(ceil), count_include_pad=include)
-
-        return self._average(x, e, mean, int(np.prod(kernel)))
-
-    def op_GlobalAveragePool(self, node):
-        x, e = self.dyn(node.input[0])
-        axes = tuple(range(2, x.dim()))
-        return self._average(x, e, lambda t: t.mean(dim=axes, keepdim=True), int(np.prod(x.shape[2:])))
-
-    def _binary(self, node):
-        first, second = node.input[0], node.input[1]
-        if self.is_const(first) and self.is_const(second):
-            raise EdgeRobustError(f"the golden tolerance cannot be derived: {node.op_type} of two constants "
-                                  "(the graph should be constant-folded)")
-        if self.is_const(second) or self.is_const(first):
-            dyn_name, const_name = (first, second) if self.is_const(second) else (second, first)
-            x, e = self.dyn(dyn_name)
-            c = self.consts[const_name]
-            if node.op_type in ("Sub", "Div") and self.is_const(first):
-                raise EdgeRobustError(f"the golden tolerance cannot be derived: constant {node.op_type} tensor")
-            return self.elementwise_const(x, e, c, node.op_type)
-        (x1, e1), (x2, e2) = self.dyn(first), self.dyn(second)
-        if node.op_type not in ("Add", "Sub"):
-            raise EdgeRobustError(f"the golden tolerance cannot be derived: {node.op_type} of two computed tensors")
-        y = x1 + x2 if node.op_type == "Add" else x1 - x2
-        return y, e1 + e2 + self.ar.unit_roundoff * (x1.abs() + e1 + x2.abs() + e2)
-
-    op_Add = op_Sub = op_Mul = op_Div = _binary
-
-    def _structural(self, node, fn):
-        x, e = self.dyn(node.input[0])
-        return fn(x), fn(e)
-
-    def op_Flatten(self, node):
-        axis = _attr(node, "axis", 1)
-        return self._structural(node, lambda t: t.reshape(int(np.prod(t.shape[:axis])), -1))
-
-    def op_Reshape(self, node):
-        shape = [int(s) for s in self.consts[node.input[1]].tolist()]
-        return self._structural(node, lambda t: t.reshape([t.shape[i] if s == 0 else s for i, s in enumerate(shape)]))
-
-    def op_Identity(self, node):
-        return self._structural(node, lambda t: t)
-
-    op_Dropout = op_Identity
-
-    def op_Transpose(self, node):
-        perm = _attr(node, "perm")
-        return self._structural(node, lambda t: t.permute(*perm))
-
-    def op_Cast(self, node):
-        x, e = self.dyn(node.input[0])
-        if _attr(node, "to") == onnx.TensorProto.FLOAT16:
-            return x, e + 2.0 ** -11 * (x.abs() + e)
-        return x, e
-
-    def op_Concat(self, node):
-        pairs = [self.dyn(n) for n in node.input]
-        axis = _attr(node, "axis")
-        return torch.cat([p[0] for p in pairs], axis), torch.cat([p[1] for p in pairs], axis)
+def _analyse(proto: onnx.ModelProto, inputs: np.ndarray, arithmetic: Arithmetic) -> tuple[np.ndarray, np.ndarray]:
+    """The bound engine at ε = 0: exact outputs in float64 and their forward error bound (raises Unbounded)."""
+    try:
+        engine = Engine(from_onnx(proto), what="error")
+        with torch.no_grad():
+            values = engine.forward(torch.from_numpy(np.asarray(inputs, dtype=np.float64)))
+            errors = engine.errors({name: v.abs() for name, v in values.items()}, arithmetic)
+    except BoundError as error:
+        raise BoundError(f"the golden tolerance cannot be derived: {error}") from None
+    out = engine.graph.output
+    return values[out].numpy(), (errors[out] * SAFETY).numpy()
 
 
 def forward_error_bound(proto: onnx.ModelProto, inputs: np.ndarray, precision: str) -> np.ndarray | None:
@@ -295,7 +74,7 @@ def forward_error_bound(proto: onnx.ModelProto, inputs: np.ndarray, precision: s
         return None
     try:
         with torch.no_grad():
-            return _Analysis(proto, arithmetic).run(inputs)[1]
+            return _analyse(proto, inputs, arithmetic)[1]
     except Unbounded:
         return None
 
@@ -303,7 +82,7 @@ def forward_error_bound(proto: onnx.ModelProto, inputs: np.ndarray, precision: s
 def exact_outputs(proto: onnx.ModelProto, inputs: np.ndarray) -> np.ndarray:
     """The graph's outputs in float64 (the reference the bounds are about)."""
     with torch.no_grad():
-        return _Analysis(proto, require_arithmetic("fp32")).run(inputs)[0]
+        return _analyse(proto, inputs, require_arithmetic("fp32"))[0]
 
 
 def float64_outputs(model: torch.nn.Module, inputs: np.ndarray) -> np.ndarray:
@@ -336,7 +115,8 @@ def golden_tolerance(proto: onnx.ModelProto, inputs: np.ndarray, precision: str)
 
 
 def smoothing_agreement(proto: onnx.ModelProto, x: np.ndarray, row: int, sigma: float, n: int, seed: int,
-                        device_counts: list[int] | np.ndarray, precision: str = "fp32") -> dict[str, Any]:
+                        device_counts: list[int] | np.ndarray, precision: str = "fp32",
+                        phase: str = "estimate") -> dict[str, Any]:
     """Check a device's smoothing votes for one point against the host, sample by sample where it matters.
 
     The host regenerates the runner's noise samples (the runner's own `noise_batches`, docs/runner-protocol.md) and
@@ -346,15 +126,15 @@ def smoothing_agreement(proto: onnx.ModelProto, x: np.ndarray, row: int, sigma: 
     votes and the certain votes plus the uncertain samples. `disagreeing` is the least number of samples whose vote
     differs from the exact one (half the L1 distance of the count vectors).
     """
-    from ..runner.commands import noise_batches
+    from ..runner.noise import PHASES, noise_batches
 
-    samples = np.concatenate(list(noise_batches(np.asarray(x, np.float32), sigma, n, n, seed, row)))
+    samples = np.concatenate(list(noise_batches(np.asarray(x, np.float32), sigma, n, n, seed, row, PHASES[phase])))
     with torch.no_grad():
         arithmetic = arithmetic_of(precision)
         try:
             if arithmetic is None:
                 raise Unbounded
-            exact, bound = _Analysis(proto, arithmetic).run(samples)
+            exact, bound = _analyse(proto, samples, arithmetic)
         except Unbounded:
             exact, bound = exact_outputs(proto, samples), None
     votes = exact.argmax(1)

@@ -1,8 +1,9 @@
 """Model zoo: a registry of classifiers that take [0,1] pixels (normalisation is their first layer)."""
 # Each import registers its models.
 from . import barmpas, barmpas_mp, lenet, mobilenetv2, preact_resnet, resnet_cifar, vgg  # noqa: F401
+from .mode import eval_mode
 from .normalize import Normalize, NormalizedClassifier
 from .registry import MODELS, ModelSpec, build_model, check_input_shape, count_flops, count_parameters
 
 __all__ = ["MODELS", "ModelSpec", "Normalize", "NormalizedClassifier", "build_model", "check_input_shape",
-           "count_flops", "count_parameters"]
+           "count_flops", "count_parameters", "eval_mode"]

@@ -13,6 +13,7 @@ from torch import nn
 from ..compute_device import placement
 from ..errors import EdgeRobustError, ShapeError
 from ..registry import Registry
+from .mode import eval_mode
 from .normalize import NormalizedClassifier
 
 ModelBuilder = Callable[..., nn.Module]
@@ -45,7 +46,8 @@ class ModelSpec:
 
 def build_model(spec: str | ModelSpec, input_shape: Sequence[int], num_classes: int,
                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                check_shape: bool = True) -> NormalizedClassifier:
+                check_shape: bool = True, activation: str | dict | None = None) -> NormalizedClassifier:
+    """`activation` (a name such as kaf, or the manifest's {"name", "options"}) replaces every ReLU."""
     spec = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec)
     input_shape = tuple(int(s) for s in input_shape)
     channels = input_shape[0]
@@ -66,6 +68,10 @@ def build_model(spec: str | ModelSpec, input_shape: Sequence[int], num_classes: 
         raise ShapeError(f"model '{spec}' for inputs {input_shape} is too large to allocate; choose smaller "
                          "widths") from None
     model = NormalizedClassifier(body, mean, std)
+    if activation is not None:
+        from .activations import swap_activations  # late: activations need this module's zoo built first
+
+        swap_activations(model, activation, input_shape)
     if check_shape:
         check_input_shape(model, input_shape, num_classes, str(spec))
     return model
@@ -73,10 +79,8 @@ def build_model(spec: str | ModelSpec, input_shape: Sequence[int], num_classes: 
 
 def check_input_shape(model: nn.Module, input_shape: Sequence[int], num_classes: int, name: str = "model") -> None:
     """Run one dummy forward pass so an impossible input shape fails with one clear line."""
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(model):
             where = placement(model)
             out = model(torch.zeros(1, *input_shape, device=where.device, dtype=where.dtype))
     except MemoryError:
@@ -85,8 +89,6 @@ def check_input_shape(model: nn.Module, input_shape: Sequence[int], num_classes:
         reason = str(exc).strip().splitlines()[0][:160]
         raise ShapeError(f"{name} cannot take inputs of shape {tuple(input_shape)} ({reason}); "
                          "choose a model built for this input size") from None
-    finally:
-        model.train(was_training)
     if out.shape != (1, num_classes):
         raise ShapeError(f"{name} outputs shape {tuple(out.shape)} for one input; expected (1, {num_classes}) logits")
 
@@ -99,15 +101,10 @@ def flop_counter(model: nn.Module, input_shape: Sequence[int]):
     """torch's own FlopCounterMode after one eval-mode forward of a zero input (the model's mode is restored)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    was_training = model.training
-    model.eval()
     counter = FlopCounterMode(display=False)
     where = placement(model)
-    try:
-        with counter, torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=where.device, dtype=where.dtype))
-    finally:
-        model.train(was_training)
+    with counter, torch.no_grad(), eval_mode(model):
+        model(torch.zeros(1, *input_shape, device=where.device, dtype=where.dtype))
     return counter
 
 

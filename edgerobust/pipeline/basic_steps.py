@@ -6,7 +6,7 @@ from ..config import section
 from ..data import load_dataset
 from ..report import render_report
 from ..training import evaluate_clean
-from ..training.api import adversarial_from_recipe, config_from_recipe, train_model
+from ..training.api import TrainSetup, adversarial_from_recipe, config_from_recipe, train_model
 from .context import PIPELINE_STEPS, PipelineContext
 
 
@@ -15,9 +15,9 @@ def train_step(ctx: PipelineContext) -> None:
     model = section(ctx.recipe, "model").spec
     data = section(ctx.recipe, "data")
     adversarial = adversarial_from_recipe(ctx.recipe)
-    run = train_model(ctx.out / "model", model, data.name, config_from_recipe(ctx.recipe), data_root=data.root,
-                      data_options=data.options, recipe=ctx.recipe, progress=ctx.progress, adversarial=adversarial,
-                      device=ctx.device)
+    run = train_model(ctx.out / "model", model, data.name, config_from_recipe(ctx.recipe),
+                      TrainSetup(data_root=data.root, data_options=data.options, recipe=ctx.recipe,
+                                 adversarial=adversarial, device=ctx.device), progress=ctx.progress)
     ctx.run = ctx.runs["train"] = run
     ctx.add("train", "model", model)
     loss = run.manifest["training"]["loss"]

@@ -1,6 +1,8 @@
 """The pipeline's bench step: latency of the current model on the [bench] target's runtimes."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..bench.api import bench_plan, bench_precisions
 from ..config import section
 from .context import PIPELINE_STEPS, PipelineContext
@@ -25,9 +27,9 @@ def exported_precisions(ctx: PipelineContext, target: str, first: str) -> list[s
 @PIPELINE_STEPS.register("bench", "latency per runtime, precision and batch size on this machine (RUN/bench.json)")
 def bench_step(ctx: PipelineContext) -> None:
     config = section(ctx.recipe, "bench")
-    precisions = exported_precisions(ctx, config.target, config.precision)
-    record = bench_precisions(ctx.run, precisions, config=config, progress=ctx.progress, device=ctx.device)
-    several = len(precisions) > 1
+    config = replace(config, precisions=config.precisions or exported_precisions(ctx, config.target, config.precision))
+    record = bench_precisions(ctx.run, config, progress=ctx.progress, device=ctx.device)
+    several = len(config.chosen_precisions) > 1
     for row in record["results"]:
         label = f"{row['runtime']} {row['precision']}" if several else row["runtime"]
         ctx.add("bench", f"{label} batch {row['batch']} p50 ms", round(row["p50_ms"], 4))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import shutil
 
-from ..compress.api import compress_model, configs_from_recipe
+from ..compress.api import CompressSetup, compress_model, configs_from_recipe
 from ..errors import EdgeRobustError
 from .context import PIPELINE_STEPS, PipelineContext
 from .directory import made_by_pipeline
@@ -25,8 +25,8 @@ def compress_step(ctx: PipelineContext) -> None:
     out = ctx.out / "compressed"
     if (out / "model.json").is_file() and made_by_pipeline(ctx.out, out.name):  # its own earlier result
         shutil.rmtree(out)
-    run = compress_model(source, out, config, train_config, adv=adv, evaluate=evaluate or None,
-                         progress=ctx.progress, recipe=ctx.recipe, device=ctx.device)
+    setup = CompressSetup(adversarial=adv, evaluate=evaluate or None, recipe=ctx.recipe, device=ctx.device)
+    run = compress_model(source, out, config, train_config, setup, progress=ctx.progress)
     ctx.run = ctx.runs["compress"] = run
     totals = run.manifest["compression"]["stats"]["totals"]
     ctx.add("compress", "method", f"{config.method} {config.scheme} keep {config.keep:g}")

@@ -18,8 +18,8 @@ def check_export(ctx: PipelineContext) -> None:
 def export_step(ctx: PipelineContext) -> None:
     config = section(ctx.recipe, "export")
     profile = load_profile(config.target)
-    result = export_run(ctx.run, profile, config=config, out=ctx.out / f"export-{profile.name}",
-                        progress=ctx.progress, device=ctx.device)
+    result = export_run(ctx.run, config, out=ctx.out / f"export-{profile.name}", progress=ctx.progress,
+                        device=ctx.device)
     verify_bundle(result.bundle, run_golden=True)
     ctx.add("export", "target", profile.name)
     ctx.add("export", "bundle", str(result.bundle))

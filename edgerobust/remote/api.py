@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import DeviceConfig, validated
 from ..devices import DeviceProfile, load_profile
 from ..errors import EdgeRobustError
 from ..export.bundle import read_manifest, verify_bundle
@@ -23,7 +24,7 @@ from ..run import RunDir, now
 from ..runner.precisions import PRECISIONS, REFERENCE
 from ..runner.runtimes import runtime_names
 from .errors import RemoteError, RuntimeMissingError, error_record
-from .options import RemoteOptions, Stability
+from .options import Stability, device_session
 from .session import DeviceSession
 
 DEVICE_FORMAT = "edgerobust-device-1"
@@ -46,8 +47,7 @@ def resolve_bundle(run: RunDir, profile: DeviceProfile, bundle: str | Path | Non
         if not export:
             raise EdgeRobustError(f"run {run.path} has no export for target '{profile.name}'; run "
                                   f"`edgerobust export {run.path} --target {profile.name}` before using --host")
-        candidates = [Path(export["bundle"]), run.path / f"export-{profile.name}"]
-        bundle = next((c for c in candidates if (c / "manifest.json").is_file()), candidates[-1])
+        bundle = run.bundle(profile.name) or run.path / export["bundle"]  # not found: the error names the record
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
     if manifest.get("target") != profile.name:
@@ -138,12 +138,18 @@ class DeviceRecord:
         return self.doc
 
 
-def _open(run: RunDir | str | Path, target, options: RemoteOptions | DeviceSession, bundle, name):
+def _open(run: RunDir | str | Path, config: DeviceConfig, session: DeviceSession | None, bundle):
+    config = validated(config)
+    if config.name is not None:  # RUN/device/<name>: refused before anything is read or written
+        check_name(config.name, "device name")
+    if config.target is None:
+        raise EdgeRobustError("no target for the device run; name the device's profile with --target (or [device] "
+                              "target)")
     run = run if isinstance(run, RunDir) else RunDir.open(run)
-    profile = as_profile(target)
+    profile = as_profile(config.target)
     bundle_path = resolve_bundle(run, profile, bundle)  # bad input fails before any connection
-    session = options if isinstance(options, DeviceSession) else options.session()
-    return run, profile, bundle_path, session, device_slug(name, session.label)
+    session = session if session is not None else device_session(config)
+    return config, run, profile, bundle_path, session, device_slug(config.name, session.label)
 
 
 def measure_row(session: DeviceSession, args: list[str], stability: Stability,
@@ -166,39 +172,38 @@ def measure_row(session: DeviceSession, args: list[str], stability: Stability,
                                                           f"({attempts[-1]['why']})"}
 
 
-def device_bench(run: RunDir | str | Path, target: str | Path | DeviceProfile, options: RemoteOptions | DeviceSession,
-                 *, precisions: list[str] | None = None, batches: list[int] = (1,), runtime: str | None = None,
-                 threads: int | None = None, warmup: int = 10, repeats: int = 50,
-                 stability: Stability | dict | None = None, bundle: str | Path | None = None, name: str | None = None,
-                 progress: bool | None = None,
-                 ) -> dict[str, Any]:
-    """Time the run's bundle on the device per precision and batch (compute and end-to-end) into the run."""
-    run, profile, bundle_path, session, slug = _open(run, target, options, bundle, name)
+def device_bench(run: RunDir | str | Path, config: DeviceConfig, session: DeviceSession | None = None, *,
+                 bundle: str | Path | None = None, progress: bool | None = None) -> dict[str, Any]:
+    """Time the run's bundle on the device per precision and batch (compute and end-to-end) into the run.
+
+    `config` is the [device] section (target, name, runtime, threads, precisions, batches, warmup, repeats, the
+    stability limits, and how to reach the device unless `session` is given); `bundle` replaces the run's export.
+    """
+    config, run, profile, bundle_path, session, slug = _open(run, config, session, bundle)
     manifest = read_manifest(bundle_path)
-    precisions = list(precisions or [p for p in profile.precisions if p in manifest.get("models", {})])
+    precisions = list(config.precisions or [p for p in profile.precisions if p in manifest.get("models", {})])
     missing = [p for p in precisions if p not in manifest.get("models", {})]
     if missing:
         raise EdgeRobustError(f"bundle {bundle_path} has no {missing[0]} model (it has "
                               f"{', '.join(manifest.get('models', {}))}); re-export or choose --precision")
-    if not isinstance(stability, Stability):  # None or overrides of the profile's limits
-        stability = Stability.from_profile(profile.stability, **(stability or {}))
-    threads = profile.threads if threads is None else threads
+    stability = Stability.from_profile(profile.stability, **config.stability)  # options over the profile's
+    threads = profile.threads if config.threads is None else config.threads
     transfer = session.connect(bundle_path)
-    runtime = choose_runtime(session, profile, runtime)
+    runtime = choose_runtime(session, profile, config.runtime)
     record = DeviceRecord(run, slug, "bench", {
         "host": session.label, "target": profile.name, "bundle": str(bundle_path), "bundle_sha256": session.bundle_sha,
         "device": device_facts(session, transfer.to_dict()), "stability": vars(stability),
         "emulated": is_emulated(session.info()),
-        "settings": {"runtime": runtime, "threads": threads, "warmup": warmup, "repeats": repeats,
-                     "precisions": precisions, "batches": list(batches)}})
-    jobs = [(p, b) for p in precisions for b in batches]
+        "settings": {"runtime": runtime, "threads": threads, "warmup": config.warmup, "repeats": config.repeats,
+                     "precisions": precisions, "batches": list(config.batches)}})
+    jobs = [(p, b) for p in precisions for b in config.batches]
     try:
         with progress_bar(progress) as bar:
             task = bar.add_task(f"bench on {session.label}", total=len(jobs), status="")
             for precision, batch in jobs:
                 bar.update(task, status=f"{precision} batch {batch}")
                 args = ["--precision", precision, "--runtime", runtime, "--threads", str(threads), "--batch",
-                        str(batch), "--warmup", str(warmup), "--repeats", str(repeats)]
+                        str(batch), "--warmup", str(config.warmup), "--repeats", str(config.repeats)]
                 result = measure_row(session, args, stability, is_emulated(session.info()))
                 result["record"] = row_record(session.label, session.info(), result)
                 record.add(result)
@@ -222,19 +227,20 @@ def adversarial_sets(run: RunDir) -> dict[str, Path]:
     return {p.stem: p for p in sorted(directory.glob("*.npz"))} if directory.is_dir() else {}
 
 
-def device_replay(run: RunDir | str | Path, target: str | Path | DeviceProfile,
-                  options: RemoteOptions | DeviceSession, *, precisions: list[str] | None = None,
-                  runtime: str | None = None, threads: int | None = None, batch: int = 64,
-                  bundle: str | Path | None = None, name: str | None = None, progress: bool | None = None,
-                  points: bool = True) -> dict[str, Any]:
+def device_replay(run: RunDir | str | Path, config: DeviceConfig, session: DeviceSession | None = None, *,
+                  bundle: str | Path | None = None, progress: bool | None = None) -> dict[str, Any]:
     """Accuracy of the deployed artifact on the clean set and on the adversarial sets the host found, per
-    precision, beside the host's accuracy on the same points and the gap (host − device). With `points` every
-    set keeps its per-point predictions and margins, and each precision after the reference says on how many points
-    its prediction differs from the reference's (`diverge_from_reference`: fp32 against int8, clean and attacked)."""
-    run, profile, bundle_path, session, slug = _open(run, target, options, bundle, name)
+    precision, beside the host's accuracy on the same points and the gap (host − device). Every set keeps its
+    per-point predictions and margins, and each precision after the reference says on how many points its prediction
+    differs from the reference's (`diverge_from_reference`: fp32 against int8, clean and attacked).
+
+    `config` is the [device] section (target, name, runtime, threads, precisions, replay_batch, and how to reach the
+    device unless `session` is given); `bundle` replaces the run's export.
+    """
+    config, run, profile, bundle_path, session, slug = _open(run, config, session, bundle)
     manifest = read_manifest(bundle_path)
     have = list(manifest.get("models", {}))
-    precisions = [p for p in (precisions or PRECISIONS) if p in have]  # default: every precision the bundle has
+    precisions = [p for p in (config.precisions or PRECISIONS) if p in have]  # default: every precision it has
     bundle_sets = {k: bundle_path / e["file"] for k, e in (manifest.get("replay") or {}).items() if k != "clean"}
     extra = {k: p for k, p in adversarial_sets(run).items() if k not in bundle_sets}  # saved after the export
     host = {"clean": host_accuracy(bundle_path)}
@@ -242,14 +248,14 @@ def device_replay(run: RunDir | str | Path, target: str | Path | DeviceProfile,
     for key, path in {**bundle_sets, **extra}.items():
         with np.load(path, allow_pickle=False) as data:
             host[key] = float(np.asarray(data["robust"], dtype=bool).mean()) if "robust" in data.files else None
-    threads = profile.threads if threads is None else threads
+    threads = profile.threads if config.threads is None else config.threads
     transfer = session.connect(bundle_path)
-    runtime = choose_runtime(session, profile, runtime)
+    runtime = choose_runtime(session, profile, config.runtime)
     remote_dir = session.send_sets(run.path / "adversarial", [f"{k}.npz" for k in extra]) if extra else None
     record = DeviceRecord(run, slug, "replay", {
         "host": session.label, "target": profile.name, "bundle": str(bundle_path),
         "bundle_sha256": session.bundle_sha, "device": device_facts(session, transfer.to_dict()),
-        "settings": {"runtime": runtime, "threads": threads, "batch": batch, "precisions": precisions,
+        "settings": {"runtime": runtime, "threads": threads, "batch": config.replay_batch, "precisions": precisions,
                      "sets": ["clean", *bundle_sets, *extra]}})
     try:
         with progress_bar(progress) as bar:
@@ -258,7 +264,7 @@ def device_replay(run: RunDir | str | Path, target: str | Path | DeviceProfile,
             for precision in precisions:
                 bar.update(task, status=precision)
                 args = ["--precision", precision, "--runtime", runtime, "--threads", str(threads), "--batch",
-                        str(batch), *([] if points else ["--no-points"])]
+                        str(config.replay_batch)]
                 for key in extra:
                     args += ["--set", f"{remote_dir}/{key}.npz"]
                 result = session.call("replay", *args)

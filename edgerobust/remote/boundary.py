@@ -21,9 +21,11 @@ import subprocess
 import time
 from typing import Any
 
+from ..config import DeviceConfig
 from .errors import RemoteError
 
-MAX_OUTPUT_BYTES = 64 * 2**20  # per stream; the runner's largest answers (replay of big sets) are a few MB
+# per stream; the runner's largest answers (replay of big sets) are a few MB; [device] max_output_mib / --max-output
+MAX_OUTPUT_BYTES = int(DeviceConfig.max_output_mib * 2**20)
 MAX_DEPTH = 32  # the protocol's documents nest at most 6 levels
 MAX_STRING = 4096  # characters kept of one device string
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -128,6 +130,7 @@ RESULT_FIELDS: dict[str, dict[str, Any]] = {
     "info": {"machine": dict, "runtimes": dict},
     "bench": {"compute": dict, "end_to_end": dict},
     "replay": {"sets": dict},
+    "smooth": {"points": list},
     "verify": {},
     "unpack": {},
     "ping": {},
@@ -165,7 +168,28 @@ def check_document(doc: Any, command: str, label: str) -> dict[str, Any]:
     if command == "replay":
         for key, figures in result["sets"].items():
             _check_fields(figures, SET_FIELDS, f"{where} set '{key}'", label)
+            _check_points(figures, f"{where} set '{key}'", label)
+    if command == "smooth":
+        for i, point in enumerate(result["points"]):
+            _check_fields(point, {"row": int, "counts": list}, f"{where} point {i}", label)
+            if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in point["counts"]):
+                raise DeviceOutputError(f"{label}: the device's {where} point {i} has counts that are not "
+                                        "non-negative integers; a broken or foreign runner answered (check the device)")
     return doc
+
+
+def _check_points(figures: dict[str, Any], where: str, label: str) -> None:
+    """A replay set's optional per-point lists: one entry per point (`count`), predictions non-negative integers and
+    margins numbers, so the host's divergence counts compare like with like."""
+    for key, ok in (("predictions", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+                    ("margins", lambda v: isinstance(v, NUMBER) and not isinstance(v, bool))):
+        if key not in figures:
+            continue
+        values = figures[key]
+        if not isinstance(values, list) or len(values) != figures["count"] or not all(ok(v) for v in values):
+            raise DeviceOutputError(f"{label}: the device's {where} {key} are not {figures['count']} "
+                                    f"{'non-negative integers' if key == 'predictions' else 'numbers'}; a broken or "
+                                    "foreign runner answered (check the device)")
 
 
 def parse_document(stdout: bytes, command: str, label: str) -> dict[str, Any] | None:

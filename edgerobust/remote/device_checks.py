@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgerobust.config import DeviceConfig
 from edgerobust.devices import load_profile
 from edgerobust.export.bundle import read_manifest, verify_bundle
 from edgerobust.remote.api import choose_runtime, host_accuracy, is_emulated
-from edgerobust.remote.options import RemoteOptions
+from edgerobust.remote.options import device_session
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +24,8 @@ def edge(request):
     manifest = read_manifest(bundle)
     assert manifest.get("target") == profile.name, f"bundle {bundle} is for {manifest.get('target')}"
     verify_bundle(bundle)
-    session = RemoteOptions(option("--edge-host"), python=option("--edge-python"), root=option("--edge-device-dir"),
-                            ssh_config=option("--edge-ssh-config")).session()
+    session = device_session(DeviceConfig(host=option("--edge-host"), python=option("--edge-python"),
+                                          root=option("--edge-device-dir"), ssh_config=option("--edge-ssh-config")))
     session.connect(bundle)
     runtime = choose_runtime(session, profile, None)
     precisions = [p for p in profile.precisions if p in manifest.get("models", {})]
@@ -54,10 +55,11 @@ def test_latency_within_budget(edge):
         pytest.skip("the device runs under emulation (qemu-user): its timings are not latencies")
     budgets = latency_budgets(edge["option"]("--edge-latency-ms"), edge["profile"])
     assert budgets, "no latency budget: pass --edge-latency-ms or set latency_budget_ms in the device profile"
+    timing = DeviceConfig()  # the device defaults of every device bench
     for precision in edge["precisions"]:
         for batch, budget in budgets.items():
             row = edge["session"].call("bench", "--precision", precision, "--runtime", edge["runtime"], "--batch",
-                                       str(batch), "--warmup", "10", "--repeats", "50")
+                                       str(batch), "--warmup", str(timing.warmup), "--repeats", str(timing.repeats))
             assert row["compute"]["p50_ms"] <= budget, \
                 f"{precision} batch {batch}: p50 {row['compute']['p50_ms']:.3g} ms > {budget:g} ms"
 

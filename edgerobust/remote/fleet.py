@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import tomlfile
+from ..config import DeviceConfig, build
 from ..errors import EdgeRobustError
 from ..io import write_json
 from ..names import check_name
@@ -32,11 +33,14 @@ from ..run import RunDir, now
 from .api import as_profile, device_bench, device_health, device_replay, resolve_bundle
 from .errors import RemoteError, error_record
 from .hosts import parse_host
-from .options import RemoteOptions
+from .options import device_session
 from .ssh_config import check_ssh_config
 
+# The [device] fields a fleet file may set per device (the rest of DeviceConfig, what to measure, comes from the
+# command line or the recipe, for every device alike).
 DEVICE_FIELDS = {"name": str, "host": str, "target": str, "python": str, "root": str, "ssh_config": str,
-                 "timeout": (int, float), "connect_timeout": (int, float), "runtime": str, "threads": int}
+                 "timeout": (int, float), "connect_timeout": (int, float), "max_output_mib": (int, float),
+                 "runtime": str, "threads": int}
 FLEET_FIELDS = {"concurrency": int}
 
 
@@ -45,17 +49,8 @@ class FleetError(EdgeRobustError):
 
 
 @dataclass
-class FleetDevice:
-    name: str
-    options: RemoteOptions
-    target: str | None = None
-    runtime: str | None = None
-    threads: int | None = None
-
-
-@dataclass
 class Fleet:
-    devices: list[FleetDevice]
+    devices: list[DeviceConfig]  # each complete: its file's fields over the settings given for all
     concurrency: int = 4
     source: str = ""
     results: list[dict[str, Any]] = field(default_factory=list)
@@ -72,12 +67,11 @@ def _check(table: dict, allowed: dict, where: str) -> None:
             raise FleetError(f"{where}: field '{key}' must be {names}, not {type(value).__name__} ({value!r})")
 
 
-def load_fleet(path: str | Path, ssh_config: str | None = None, insecure_host_key: bool = False,
-               trust_ssh_config: bool = False) -> Fleet:
-    """Read and validate a fleet file; every error names the file and the field.
-
-    `ssh_config` is the user's own (the CLI's --ssh-config); an ssh_config the file itself names is refused when it
-    runs local commands or changes host-key checks, unless `trust_ssh_config` (remote/ssh_config.py)."""
+def load_fleet(path: str | Path, base: DeviceConfig | None = None, trust_ssh_config: bool = False) -> Fleet:
+    """Read and validate a fleet file; every error names the file and the field. Each device's fields go over
+    `base` (the command line's or recipe's [device] settings: what to measure, the user's own ssh_config, host-key
+    policy); an ssh_config the file itself names is refused when it runs local commands or changes host-key checks,
+    unless `trust_ssh_config` (remote/ssh_config.py)."""
     path = Path(path)
     try:
         data = tomlfile.loads(path.read_text())
@@ -122,23 +116,19 @@ def load_fleet(path: str | Path, ssh_config: str | None = None, insecure_host_ke
         for key in ("timeout", "connect_timeout"):
             if key in entry and entry[key] <= 0:
                 raise FleetError(f"{where}: field '{key}' must be positive")
-        config = entry.get("ssh_config") or ssh_config
         if entry.get("ssh_config"):
             try:
                 risks = check_ssh_config(entry["ssh_config"], f"{where}: field 'ssh_config'", trust_ssh_config)
             except EdgeRobustError as exc:
                 raise FleetError(str(exc)) from None
             trusted += [f"{entry['ssh_config']}: {risk}" for risk in risks]
-        options = RemoteOptions(entry["host"], python=entry.get("python"), root=entry.get("root"),
-                                ssh_config=str(Path(config).expanduser()) if config else None,
-                                insecure_host_key=insecure_host_key, timeout=float(entry.get("timeout", 600)),
-                                connect_timeout=float(entry.get("connect_timeout", 10)))
-        out.append(FleetDevice(name, options, entry.get("target"), entry.get("runtime"), entry.get("threads")))
+            entry["ssh_config"] = str(Path(entry["ssh_config"]).expanduser())
+        out.append(build(DeviceConfig, entry, where, base=base))
     return Fleet(out, concurrency, str(path), trusted_ssh_settings=list(dict.fromkeys(trusted)))
 
 
-def run_fleet(run: RunDir | str | Path, fleet: Fleet, kind: str = "bench", target: str | None = None,
-              progress: bool | None = False, retry_delay: float = 2.0, **settings: Any) -> list[dict[str, Any]]:
+def run_fleet(run: RunDir | str | Path, fleet: Fleet, kind: str = "bench", *, progress: bool | None = False,
+              retry_delay: float = 2.0) -> list[dict[str, Any]]:
     """Health-check then measure (`bench` or `replay`) every device, `fleet.concurrency` at a time.
 
     Returns one row per device: `status` "ok" with the measurement's file, or "error" with the typed error.
@@ -148,23 +138,22 @@ def run_fleet(run: RunDir | str | Path, fleet: Fleet, kind: str = "bench", targe
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     plans = []
     for device in fleet.devices:
-        name = device.target or target
-        if not name:
+        if not device.target:
             raise FleetError(f"fleet file {fleet.source}: device '{device.name}' has no field 'target' and no "
                              "--target was given")
-        profile = as_profile(name)
+        profile = as_profile(device.target)
         plans.append((device, profile, resolve_bundle(run, profile)))
     measure = device_bench if kind == "bench" else device_replay
 
     def one(plan) -> dict[str, Any]:
         device, profile, bundle = plan
-        row = {"device": device.name, "host": device.options.host, "target": profile.name, "kind": kind}
+        row = {"device": device.name, "host": device.host, "target": profile.name, "kind": kind}
         state: dict[str, Any] = {"session": None}  # the measurement reuses the health check's connection
 
         def attempt(fn):
             for tries in (1, 2):
                 if state["session"] is None:
-                    state["session"] = device.options.session()
+                    state["session"] = device_session(device)
                 try:
                     return fn(state["session"]), tries
                 except RemoteError as exc:
@@ -177,9 +166,7 @@ def run_fleet(run: RunDir | str | Path, fleet: Fleet, kind: str = "bench", targe
             health, tries = attempt(lambda session: device_health(session, bundle))
             row["health"] = {"verify": health["verify"].get("sha256"), "seconds": health["seconds"],
                              "transfer": health["transfer"], "tries": tries}
-            extra = {k: v for k, v in (("runtime", device.runtime), ("threads", device.threads)) if v is not None}
-            doc, tries = attempt(lambda session: measure(run, profile, session, name=device.name, progress=progress,
-                                                         **{**settings, **extra}))
+            doc, tries = attempt(lambda session: measure(run, device, session, progress=progress))
             row.update(status="ok", tries=tries, file=f"device/{device.name}/{kind}.json", rows=len(doc["rows"]))
         except RemoteError as exc:
             row.update(status="error", error=error_record(exc))

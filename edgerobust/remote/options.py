@@ -1,44 +1,37 @@
-"""Settings of a device run, as plain dataclasses the CLI, the pipeline, fleets and the pytest plugin share."""
+"""How a device run reaches its device and when its rows count as settled, both read from `config.DeviceConfig`
+(the [device] section, the `--host` options, a fleet file's [[device]] fields) — no second set of defaults."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import STABILITY_LIMITS, DeviceConfig
 from ..errors import EdgeRobustError
 from .connect import make_transport
 from .hosts import parse_host
 from .session import DeviceSession
 
 
-@dataclass
-class RemoteOptions:
-    """How to reach one device. `insecure_host_key` is the CLI's --insecure-accept-any-host-key."""
-
-    host: str
-    python: str | None = None  # the device's interpreter (default python3; `local:PYTHON` also sets it)
-    root: str | None = None  # work directory on the device
-    ssh_config: str | None = None  # an ssh_config file for `ssh -F` (default: the user's own)
-    insecure_host_key: bool = False
-    timeout: float = 600.0  # seconds for one runner command
-    connect_timeout: float = 10.0
-
-    def session(self) -> DeviceSession:
-        spec = parse_host(self.host, self.python)
-        transport = make_transport(spec, self.root, self.ssh_config, self.connect_timeout, self.insecure_host_key)
-        return DeviceSession(transport, self.timeout)
+def device_session(config: DeviceConfig) -> DeviceSession:
+    """A session with the device `config` names (host, python, root, ssh_config, host-key policy, timeouts);
+    nothing is contacted until it is used."""
+    spec = parse_host(config.host, config.python)
+    transport = make_transport(spec, config.root, config.ssh_config, config.connect_timeout, config.insecure_host_key)
+    transport.max_output = int(config.max_output_mib * 2**20)
+    return DeviceSession(transport, config.timeout)
 
 
 @dataclass
 class Stability:
     """When a timing row is noisy or the device heats up, measure it again; flag it if it never settles.
 
-    Defaults come from the profile's `[stability]` table (`max_cv`, `max_temperature_rise_c`, `remeasure`,
-    validated by devices/profile.py) where it has them; an option overrides both.
+    Defaults are `config.STABILITY_LIMITS`; the profile's `[stability]` table (`max_cv`, `max_temperature_rise_c`,
+    `remeasure`, validated by devices/profile.py) replaces them where it has them; an option overrides both.
     """
 
-    max_cv: float = 0.10
-    max_temperature_rise_c: float = 5.0
-    remeasure: int = 2  # extra attempts after the first
+    max_cv: float = float(STABILITY_LIMITS["max_cv"])
+    max_temperature_rise_c: float = float(STABILITY_LIMITS["max_temperature_rise_c"])
+    remeasure: int = int(STABILITY_LIMITS["remeasure"])  # extra attempts after the first
 
     @classmethod
     def from_profile(cls, limits: dict[str, Any], **override: Any) -> Stability:

@@ -70,7 +70,8 @@ class Transport:
         if overflow:
             _abandon(proc)
             raise DeviceOutputError(f"{self.label}: the device sent more than {self.max_output / 2**20:g} MiB on "
-                                    f"{overflow}; it was stopped (a broken or hostile device, or raise --max-output)")
+                                    f"{overflow}; it was stopped (a broken or hostile device, or raise --max-output / "
+                                    "[device] max_output_mib)")
         done = Completed(proc.returncode, out, err, time.perf_counter() - started)
         self.classify(done)
         return done

@@ -71,12 +71,28 @@ def latency_plot(rows: list[dict], path: Path, spec: str) -> Path:
     return save_figure(fig, path)
 
 
+def set_labels(run: RunDir) -> dict[str, str]:
+    """Each saved adversarial set's key (a hash of the evaluation's settings) with what made it, for people:
+    `9a69b03e8974 (standard linf ε=0.1)`, from RUN/robustness.json."""
+    path = run.path / "robustness.json"
+    results = read_json(path).get("results", {}) if path.is_file() else {}
+    labels = {}
+    for key, entry in results.items():
+        settings = entry.get("settings") or {}
+        attacks = settings.get("attacks") or []
+        made_by = "+".join(attacks) if attacks else settings.get("suite") or "attacks"
+        labels[key] = f"{key} ({made_by} {entry.get('norm', '?')} ε={entry.get('eps', float('nan')):g})"
+    return labels
+
+
 def gap_rows(run: RunDir) -> list[dict]:
     rows = []
+    labels = set_labels(run)
     for name, doc in _records(run, "replay").items():
         for r in doc["rows"]:
             for key, s in r["sets"].items():
-                rows.append({"device": name, "precision": r["precision"], "set": key, "count": s["count"],
+                rows.append({"device": name, "precision": r["precision"], "set": labels.get(key, key),
+                             "count": s["count"],
                              "host": s.get("host_accuracy"), "device_accuracy": s["accuracy"], "gap": s.get("gap")})
     return rows
 

@@ -17,7 +17,7 @@ def training_section(run: RunDir, figures: Path) -> str | None:
     rows = [("model", model["spec"]), ("input shape", "x".join(map(str, model["input_shape"]))),
             ("classes", model["num_classes"]), ("parameters", metrics.get("parameters")),
             ("FLOPs / image", metrics.get("flops")),
-            ("dataset", f"{data.get('train', {}).get('name', '?')} ({data.get('train', {}).get('size', '?')} train / "
+            ("dataset", f"{run.dataset_name or '?'} ({data.get('train', {}).get('size', '?')} train / "
                         f"{data.get('test', {}).get('size', '?')} test)"),
             ("seed", m.get("seed")), ("clean test accuracy", metrics.get("test_accuracy"))]
     lines += [md_table(("", "value"), rows), ""]

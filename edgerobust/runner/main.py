@@ -134,8 +134,7 @@ def verify_arguments(sub):
 def bench(args, context):
     from . import commands
 
-    return commands.bench(context.bundle, context.options, args.precision, args.batch, args.warmup, args.repeats,
-                          machine_root(args), context.hashes)
+    return commands.bench(context.bundle, context.options, args, machine_root(args))
 
 
 def bench_arguments(sub):
@@ -147,8 +146,7 @@ def bench_arguments(sub):
 def replay(args, context):
     from . import commands
 
-    return commands.replay(context.bundle, context.options, args.precision, args.batch, args.sets, not args.no_clean,
-                           not args.no_points, context.hashes)
+    return commands.replay(context.bundle, context.options, args)
 
 
 def replay_arguments(sub):
@@ -160,8 +158,7 @@ def replay_arguments(sub):
 def smooth(args, context):
     from . import commands
 
-    return commands.smooth(context.bundle, context.options, args.precision, args.sigma, args.n, args.batch,
-                           args.seed, args.set_spec, args.start, args.count, args.margin_below, context.hashes)
+    return commands.smooth(context.bundle, context.options, args)
 
 
 def smooth_arguments(sub):
@@ -172,6 +169,7 @@ def smooth_arguments(sub):
     sub.add_argument("--start", type=int, default=0)
     sub.add_argument("--count", type=int)
     sub.add_argument("--margin-below", type=float)
+    sub.add_argument("--phase", default="estimate", choices=("select", "estimate", "predict"))
 
 
 def unpack_arguments(sub):

@@ -16,9 +16,10 @@ from torch import nn
 from ..attacks import get_attack, project, steepest_step
 from ..attacks.base import batch_rows
 from ..errors import EdgeRobustError
+from ..models.mode import eval_mode
 from .distributed import unwrap
 from .eps_schedule import EpsSchedule
-from .losses import LOSSES, LossOutput, StepState
+from .losses import LOSSES, LossOutput, StepState, build_training_loss  # noqa: F401  (re-exported)
 
 _SEED_STRIDE = 1_000_003  # keeps seeds of different runs' steps apart
 
@@ -34,8 +35,8 @@ def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 class AdversarialLoss:
     """Shared settings: the ε/steps schedule, step size, loss weight and the seed of the random starts."""
 
-    name = "adversarial"
     default_weight = 1.0
+    guard_by_default = False  # the catastrophic-overfitting guard's default ([adversarial] guard)
 
     def __init__(self, eps: float | EpsSchedule = 8 / 255, steps: int = 10, alpha: float | None = None,
                  weight: float | None = None, schedule: str | EpsSchedule = "constant", *, epochs: int = 1,
@@ -88,7 +89,7 @@ class AdversarialLoss:
                                          "train_adv_loss": adv_loss.item(), "eps": eps, "steps": float(steps)})
 
 
-@LOSSES.register("pgd-at", "PGD adversarial training (Madry), w·CE(x_adv) + (1−w)·CE(x), default w = 0.9")
+@LOSSES.register(help="PGD adversarial training (Madry), w·CE(x_adv) + (1−w)·CE(x), default w = 0.9")
 class PGDAdversarialLoss(AdversarialLoss):
     name = "pgd-at"
     default_weight = 0.9  # Marshall's "generalised best"
@@ -101,10 +102,11 @@ class PGDAdversarialLoss(AdversarialLoss):
         return self.mixed(model, x, attack(unwrap(model), x, y), y, eps, steps)
 
 
-@LOSSES.register("fgsm-rs", "fast adversarial training: FGSM from a random start, α = 1.25ε (Wong et al. 2020)")
+@LOSSES.register(help="fast adversarial training: FGSM from a random start, α = 1.25ε (Wong et al. 2020)")
 class FGSMRSLoss(AdversarialLoss):
     name = "fgsm-rs"
     default_weight = 1.0  # Wong et al. train on the adversarial loss alone
+    guard_by_default = True  # the fast method is the one that overfits catastrophically (Wong et al.)
 
     def __init__(self, eps=8 / 255, steps: int = 1, alpha=None, weight=None, schedule="constant", **options):
         super().__init__(eps, 1, alpha, weight, schedule, **options)
@@ -124,7 +126,7 @@ class FGSMRSLoss(AdversarialLoss):
         return {**super().describe(), "alpha": self.alpha if self.alpha is not None else default}
 
 
-@LOSSES.register("trades", "TRADES (Zhang et al. 2019): CE(x) + β·KL(f(x) ‖ f(x_adv)), default β = 6")
+@LOSSES.register(help="TRADES (Zhang et al. 2019): CE(x) + β·KL(f(x) ‖ f(x_adv)), default β = 6")
 class TradesLoss(AdversarialLoss):
     """`weight` is TRADES's β; the inner maximisation is PGD on the KL term from x + 0.001·N(0, 1)."""
 
@@ -152,9 +154,7 @@ class TradesLoss(AdversarialLoss):
         """PGD maximising KL(f(x) ‖ f(x')) in the L∞ ε-ball, with the model in eval mode."""
         if eps == 0:
             return x.detach()
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             x = x.detach()
             with torch.no_grad():
                 target = F.softmax(model(x), 1)
@@ -166,19 +166,4 @@ class TradesLoss(AdversarialLoss):
                 kl = F.kl_div(F.log_softmax(model(x_adv), 1), target, reduction="sum")
                 (grad,) = torch.autograd.grad(kl, x_adv)
                 x_adv = project(x_adv.detach() + steepest_step(grad, alpha, "linf"), x, eps, "linf")
-        finally:
-            model.train(was_training)
         return x_adv.detach()
-
-
-ADVERSARIAL_LOSSES = ("pgd-at", "fgsm-rs", "trades")
-CLI_NAMES = {"pgd": "pgd-at", "pgd-at": "pgd-at", "fgsm-rs": "fgsm-rs", "fgsm": "fgsm-rs", "trades": "trades"}
-
-
-def build_training_loss(name: str, eps: float = 8 / 255, steps: int = 10, alpha: float | None = None,
-                        weight: float | None = None, schedule: str | EpsSchedule = "constant", **options: Any):
-    """An adversarial (or the natural) training loss by name; `pgd` and `fgsm` are accepted as short names."""
-    name = CLI_NAMES.get(name, name)
-    if name not in ADVERSARIAL_LOSSES:
-        return LOSSES.get(name)(**options)
-    return LOSSES.get(name)(eps, steps, alpha, weight, schedule, **options)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +16,8 @@ from ..errors import EdgeRobustError
 from ..models import ModelSpec, build_model, count_flops, count_parameters
 from ..run import CHECKPOINT_NAME, MANIFEST_NAME, WEIGHTS_NAME, RunDir
 from . import distributed
-from .adversarial import CLI_NAMES, build_training_loss
-from .loop import Callback, Trainer
-from .losses import TrainingLoss
+from .loop import Callback, LoopSetup, Trainer
+from .losses import ADVERSARIAL_SETTINGS, TrainingLoss, build_training_loss
 from .overfit_guard import CatastrophicOverfittingGuard
 
 
@@ -27,33 +26,54 @@ def model_info(spec: str, dataset) -> dict[str, Any]:
             "num_classes": dataset.num_classes, "mean": list(dataset.mean), "std": list(dataset.std)}
 
 
-def train_model(out: str | Path, model_spec: str, data: str = "digits", config: TrainConfig | None = None, *,
-                data_root: str | Path | None = None, data_options: dict | None = None, resume: bool = False,
-                loss: TrainingLoss | None = None, callbacks: Sequence[Callback] = (), recipe: dict | None = None,
-                progress: bool | None = None, init_from: RunDir | None = None, description: str = "train",
-                adversarial: AdversarialConfig | dict[str, Any] | None = None,
-                device: str | torch.device | None = None) -> RunDir:
-    """Train `model_spec` on `data` into run directory `out` (checkpointed every epoch; `resume` continues).
+@dataclass
+class TrainSetup:
+    """How a run is trained beyond its [train] config, passed whole to `train_model`."""
+    data_root: str | Path | None = None  # directory holding on-disk datasets
+    data_options: dict | None = None  # the dataset's options ([data] options)
+    adversarial: AdversarialConfig | dict[str, Any] | None = None  # [adversarial] settings (`adversarial_training`)
+    loss: TrainingLoss | None = None  # wins over `adversarial`
+    callbacks: Sequence[Callback] = ()
+    init_from: RunDir | None = None  # start from this run's weights
+    resume: bool = False  # continue from the run's checkpoint
+    recipe: dict | None = None  # recorded in the manifest
+    description: str = "train"  # the progress bar's label
+    device: str | torch.device | None = None  # auto (None: CUDA when present), cpu, cuda or cuda:N
+    activation: str | dict | None = None  # kaf, elu, swish, gelu, softplus, kwta: replaces the model's ReLUs
 
-    `adversarial` holds [adversarial] recipe settings (see `adversarial_training`); an explicit `loss` wins.
-    `device`: auto (None: CUDA when present), cpu, cuda or cuda:N; the model and every batch live there.
-    Under torchrun the ranks train together (DDP; NCCL ranks on their own GPU) and rank 0 alone writes the run.
+
+def train_model(out: str | Path, model_spec: str, data: str = "digits", config: TrainConfig | None = None,
+                setup: TrainSetup | None = None, *, progress: bool | None = None) -> RunDir:
+    """Train `model_spec` on `data` into run directory `out` (checkpointed every epoch; `setup.resume` continues).
+
+    The loss is `config.loss` ([train] loss) by name, else [adversarial]'s method (`setup.adversarial`), else
+    natural; an explicit `setup.loss` object wins. `setup.activation` (models/activations.py) replaces the model's
+    ReLUs and is recorded in the manifest. `setup.device`: the model and every batch live there. Under
+    torchrun the ranks train together (DDP; NCCL ranks on their own GPU) and rank 0 alone writes the run.
     """
     config = (config or TrainConfig()).validate()
+    setup = setup or TrainSetup()
     dist = distributed.init_from_env()
-    device = dist.device if dist is not None else resolve_device(device)
-    if adversarial and loss is None:
-        loss, guard = adversarial_training(adversarial, config.epochs)
-        callbacks = [*callbacks, *([guard] if guard else [])]
+    device = dist.device if dist is not None else resolve_device(setup.device)
+    loss, callbacks = setup.loss, list(setup.callbacks)
+    if loss is None:
+        loss, guard = training_loss(config, setup.adversarial)
+        callbacks += [guard] if guard else []
+    activation = setup.activation
+    if activation is not None:
+        from ..models.activations import parse_activation
+
+        activation = parse_activation(activation)  # an unknown name fails before any work
     check_output(out)
-    check_fresh_output(Path(out), resume)
-    train_set = load_dataset(data, "train", data_root, **(data_options or {}))
-    test_set = load_dataset(data, "test", data_root, **(data_options or {}))
+    check_fresh_output(Path(out), setup.resume)
+    train_set = load_dataset(data, "train", setup.data_root, **(setup.data_options or {}))
+    test_set = load_dataset(data, "test", setup.data_root, **(setup.data_options or {}))
     with locked(out):  # one command writes a run directory at a time (rank 0 alone under torchrun)
-        check_fresh_output(Path(out), resume)  # again under the lock: another command may have finished meanwhile
-        return _train_into(out, model_spec, data, config, dist, train_set, test_set, data_root=data_root,
-                           resume=resume, loss=loss, callbacks=callbacks, recipe=recipe, progress=progress,
-                           init_from=init_from, description=description, device=device)
+        check_fresh_output(Path(out), setup.resume)  # again under the lock: another command may have finished
+        return _train_into(out, model_spec, data, config, dist, train_set, test_set, data_root=setup.data_root,
+                           resume=setup.resume, loss=loss, callbacks=callbacks, recipe=setup.recipe,
+                           progress=progress, init_from=setup.init_from, description=setup.description, device=device,
+                           activation=activation)
 
 
 def check_fresh_output(out: Path, resume: bool) -> None:
@@ -69,7 +89,7 @@ def check_fresh_output(out: Path, resume: bool) -> None:
 
 
 def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, data_root, resume, loss, callbacks,
-                recipe, progress, init_from, description, device) -> RunDir:
+                recipe, progress, init_from, description, device, activation=None) -> RunDir:
     run = RunDir.create(out)
     if init_from is not None:
         model = init_from.load_model()
@@ -77,14 +97,18 @@ def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, dat
         run.add_parent(init_from, "initialised from")
     else:
         torch.manual_seed(config.seed)  # seeded initial weights: the same command gives the same model
-        model = build_model(model_spec, train_set.input_shape, train_set.num_classes, train_set.mean, train_set.std)
-    trainer = Trainer(model, train_set, config, loss=loss, eval_data=test_set, callbacks=callbacks,
-                      checkpoint_path=run.checkpoint_path, augment=default_augment(data), progress=progress,
-                      description=description, device=device)
+        model = build_model(model_spec, train_set.input_shape, train_set.num_classes, train_set.mean, train_set.std,
+                            activation=activation)
+    trainer = Trainer(model, train_set, config, LoopSetup(loss=loss, eval_data=test_set, callbacks=callbacks,
+                                                          checkpoint_path=run.checkpoint_path,
+                                                          augment=default_augment(data), description=description),
+                      progress=progress, device=device)
     result = trainer.fit(resume=resume)
     if dist is not None and not dist.is_main:
         return distributed.finished_run(out, dist)
     info = model_info(model_spec, train_set) if init_from is None else dict(init_from.manifest["model"])
+    if activation is not None and init_from is None:
+        info["activation"] = activation
     final = result.final
     run.save_model(
         model, info,
@@ -124,18 +148,35 @@ def adversarial_training(settings: AdversarialConfig | dict[str, Any] | None, ep
     adv = adversarial_config(settings)
     if not is_adversarial(adv):
         return None, None
-    if isinstance(adv.eps, list):
-        raise EdgeRobustError(f"[adversarial] eps = {adv.eps}: training takes one ε; a list is a grid, which "
-                              "`edgerobust compress` runs (one dense source per ε)")
-    options = {k: getattr(adv, k) for k in ("stages", "start", "ramp", "min_steps") if getattr(adv, k) is not None}
-    if adv.values is not None:
-        options["values"] = tuple(adv.values)
-    loss = build_training_loss(adv.method, eps=adv.eps, steps=adv.steps, alpha=adv.alpha, weight=adv.weight,
-                               schedule=adv.schedule, epochs=epochs, random_init=adv.random_init, seed=adv.seed,
-                               **options)
+    return _build_loss(adv.method, adv, epochs, {})
+
+
+def training_loss(config: TrainConfig, settings: AdversarialConfig | dict[str, Any] | None
+                  ) -> tuple[TrainingLoss | None, CatastrophicOverfittingGuard | None]:
+    """The loss (and guard) a training run uses: [train] loss by name with [train] loss_options, receiving the
+    [adversarial] settings it declares; without [train] loss, [adversarial]'s method (`adversarial_training`)."""
+    if config.loss is None:
+        return adversarial_training(settings, config.epochs)
+    return _build_loss(config.loss, adversarial_config(settings), config.epochs, config.loss_options)
+
+
+def _build_loss(name: str, adv: AdversarialConfig | None, epochs: int, options: dict[str, Any]
+                ) -> tuple[TrainingLoss, CatastrophicOverfittingGuard | None]:
+    offered: dict[str, Any] = {"epochs": epochs}
+    if adv is not None:
+        if isinstance(adv.eps, list):
+            raise EdgeRobustError(f"[adversarial] eps = {adv.eps}: training takes one ε; a list is a grid, which "
+                                  "`edgerobust compress` runs (one dense source per ε)")
+        offered |= {k: getattr(adv, k) for k in ADVERSARIAL_SETTINGS if k != "epochs"}
+        offered = {k: v for k, v in offered.items() if v is not None or k in ("alpha", "weight")}
+        if adv.values is not None:
+            offered["values"] = tuple(adv.values)
+    loss = build_training_loss(name, **offered, **options)
+    adv = adv or AdversarialConfig()
+    schedule = getattr(loss, "schedule", None)
     guard = None
-    if adv.guard if adv.guard is not None else CLI_NAMES[adv.method] == "fgsm-rs":  # on for the fast method
-        guard = CatastrophicOverfittingGuard(loss.schedule.max_eps, steps=adv.guard_steps,
+    if schedule is not None and (adv.guard if adv.guard is not None else getattr(loss, "guard_by_default", False)):
+        guard = CatastrophicOverfittingGuard(schedule.max_eps, steps=adv.guard_steps,
                                              batch_size=adv.guard_batch_size, max_drop=adv.guard_max_drop,
                                              floor=adv.guard_floor)
     return loss, guard

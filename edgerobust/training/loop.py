@@ -18,7 +18,7 @@ from ..errors import CheckpointError, EdgeRobustError
 from ..io import load_torch, save_torch
 from ..progress import progress_bar
 from . import distributed as dist_util
-from .losses import LossOutput, NaturalLoss, StepState, TrainingLoss
+from .losses import LossOutput, NaturalLoss, StepState, TrainingLoss, needs_labels
 from .metrics import evaluate_clean
 from .schedules import ScheduleSettings, learning_rate
 
@@ -62,34 +62,54 @@ CHECKPOINT_KEYS = ("epoch", "global_step", "model", "optimizer", "generator", "t
                    "callbacks")
 
 
+@dataclass
+class LoopSetup:
+    """What the loop runs besides the model, its data and its config, passed whole to `Trainer`."""
+    loss: TrainingLoss | None = None  # default: natural cross-entropy
+    eval_data: ArrayDataset | None = None  # clean test metrics after every epoch
+    callbacks: Sequence[Callback] = ()
+    checkpoint_path: str | Path | None = None  # written after every epoch; `fit(resume=True)` reads it
+    augment: Augment | None = None  # applied when config.augment
+    description: str = "train"  # the progress bar's label
+    distributed: dist_util.DistributedContext | None | bool = None  # None: join torchrun's group if any; False: never
+    dtype: torch.dtype | None = None  # e.g. float64 for the exactness tests
+
+
 class Trainer:
-    def __init__(self, model: nn.Module, train_data: ArrayDataset, config: TrainConfig, *,
-                 loss: TrainingLoss | None = None, eval_data: ArrayDataset | None = None,
-                 callbacks: Sequence[Callback] = (), checkpoint_path: str | Path | None = None,
-                 augment: Augment | None = None, progress: bool | None = None, description: str = "train",
-                 distributed: dist_util.DistributedContext | None | bool = None,
-                 device: str | torch.device | None = None, dtype: torch.dtype | None = None):
-        # distributed: None joins the process group if one is initialised (torchrun), False never does
+    def __init__(self, model: nn.Module, train_data: ArrayDataset, config: TrainConfig,
+                 setup: LoopSetup | None = None, *, progress: bool | None = None,
+                 device: str | torch.device | None = None):
+        setup = setup or LoopSetup()
+        distributed, loss, augment = setup.distributed, setup.loss, setup.augment
         self.dist = dist_util.current() if distributed is None else (distributed or None)
         # one device for the model and every batch: the rank's under DDP, else `device` (None: where the model is)
         if self.dist is not None:
             self.device = self.dist.device
         else:
             self.device = resolve_device(device) if device is not None else placement(model).device
-        model.to(device=self.device, dtype=dtype)
+        model.to(device=self.device, dtype=setup.dtype)
         self.placement: Placement = placement(model)
         self.model = model
         # what the loss calls: the DDP wrapper under torchrun (gradients averaged across ranks), else the model
         self.train_model: nn.Module = dist_util.wrap(model, self.dist) if self.dist is not None else model
         self.train_data = train_data
-        self.eval_data = eval_data
+        self.eval_data = setup.eval_data
         self.config = config.validate()
         self.loss = loss or NaturalLoss()
-        self.callbacks = list(callbacks)
-        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        if hasattr(self.loss, "to"):  # a loss holding modules (a teacher) computes where the model does
+            self.loss.to(self.device)
+        if train_data.labels is None and needs_labels(self.loss):
+            raise EdgeRobustError(f"the '{getattr(self.loss, 'name', 'training')}' loss needs labels and "
+                                  f"{train_data.name} has none; choose a labelled dataset or a loss that makes "
+                                  "its own targets")
+        from .lipschitz_control import lipschitz_callbacks  # late: its callbacks subclass this module's Callback
+
+        self.callbacks = list(setup.callbacks) + lipschitz_callbacks(self.config.lipschitz_penalty,
+                                                                     self.config.spectral_norm)
+        self.checkpoint_path = Path(setup.checkpoint_path) if setup.checkpoint_path else None
         self.augment = augment if (augment is not None and config.augment) else NO_AUGMENT
         self.progress = progress if self.dist is None or self.dist.is_main else False
-        self.description = description
+        self.description = setup.description
         self.optimizer = make_optimizer(model, config)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.result = TrainResult()
@@ -201,11 +221,11 @@ class Trainer:
             if self.dist is not None:
                 # every rank drew the same global batch; each trains on its shard, weighted so that DDP's
                 # average of the ranks' gradients is the gradient of the global batch's mean loss
-                shard = self.dist.shard(len(y))
-                share = (shard.stop - shard.start) * self.dist.world_size / len(y)
-                state = replace(state, rows=(shard.start, len(y)))  # random starts as the whole batch's
-                x, y = x[shard], y[shard]
-            x, y = self.placement.put(x), self.placement.put(y)
+                shard = self.dist.shard(len(x))
+                share = (shard.stop - shard.start) * self.dist.world_size / len(x)
+                state = replace(state, rows=(shard.start, len(x)))  # random starts as the whole batch's
+                x, y = x[shard], (None if y is None else y[shard])
+            x, y = self.placement.put(x), (None if y is None else self.placement.put(y))
             out: LossOutput = self.loss(self.train_model, x, y, state)
             loss = out.loss * share if share != 1.0 else out.loss
             for cb in self.callbacks:
@@ -223,11 +243,13 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_after_step(self)
             self.global_step += 1
-            seen += len(y)
-            loss_sum += out.loss.item() * len(y)
-            correct += (out.logits.argmax(1) == y).sum().item()
+            seen += len(x)
+            loss_sum += out.loss.item() * len(x)
+            targets = y if out.targets is None else out.targets  # a loss may supply its own (a teacher's)
+            if targets is not None:  # without labels or targets there is no training accuracy to count
+                correct += (out.logits.argmax(1) == targets).sum().item()
             for key, value in (out.metrics or {}).items():
-                extra[key] = extra.get(key, 0.0) + value * len(y)
+                extra[key] = extra.get(key, 0.0) + value * len(x)
             bars.advance(task)
         if self.dist is not None:
             totals = dist_util.all_reduce_sums({"seen": seen, "loss_sum": loss_sum, "correct": correct,
@@ -237,8 +259,10 @@ class Trainer:
         elapsed = time.perf_counter() - started
         metrics = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                    "seconds": elapsed, "images_per_second": seen / elapsed if elapsed > 0 else math.inf}
+        if self.train_data.labels is None:
+            del metrics["train_accuracy"]
         metrics.update({key: value / seen for key, value in extra.items()})
-        if self.eval_data is not None:
+        if self.eval_data is not None and self.eval_data.labels is not None:
             clean = None
             if self.dist is None or self.dist.is_main:
                 clean = evaluate_clean(self.model, self.eval_data, cfg.eval_batch_size)
@@ -249,7 +273,9 @@ class Trainer:
 
 
 def _status(metrics: dict[str, float]) -> str:
-    parts = [f"loss {metrics['train_loss']:.3f}", f"acc {metrics['train_accuracy']:.3f}"]
+    parts = [f"loss {metrics['train_loss']:.3f}"]
+    if "train_accuracy" in metrics:
+        parts.append(f"acc {metrics['train_accuracy']:.3f}")
     if "test_accuracy" in metrics:
         parts.append(f"test {metrics['test_accuracy']:.3f}")
     return " ".join(parts)

@@ -15,6 +15,7 @@ import torch
 from ..attacks import get_attack
 from ..compute_device import to_model
 from ..errors import EdgeRobustError
+from ..models.mode import eval_mode
 from .loop import Callback, Trainer
 
 
@@ -44,11 +45,8 @@ class CatastrophicOverfittingGuard(Callback):
     def robust_accuracy(self, trainer: Trainer) -> float:
         x, y = to_model(trainer.model, *self.batch(trainer))  # the fixed batch, on the model's device
         x_adv = self.attack(trainer.model, x, y)
-        with torch.no_grad():
-            was_training = trainer.model.training
-            trainer.model.eval()
+        with torch.no_grad(), eval_mode(trainer.model):
             correct = (trainer.model(x_adv).argmax(1) == y).float().mean().item()
-            trainer.model.train(was_training)
         return correct
 
     def on_train_start(self, trainer: Trainer) -> None:

@@ -1,0 +1,73 @@
+"""CROWN's cost on a conv model at ε = 2/255: seconds, peak memory and the ratio to a forward pass of the same
+artifact in the engine, with where the time goes (intermediate bounds vs the final margins vs IBP).
+
+Issue 22's target: 100 inputs of Barmpas's `cifar-teacher` in <= 30 s under 4 GB on 2 cores, bounds equal to standard
+CROWN's. Run: `python -m benchmarks.certify_speed [--n N] [--model SPEC] [--device cpu|cuda]`. The model has random
+weights (seed 0): the cost depends on how many ReLU inputs are unstable, so a trained, robust model is cheaper.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import torch
+
+from benchmarks.common import environment, save_result
+from edgerobust.bounds import Ball, Engine, from_onnx
+from edgerobust.export.onnx_export import simplify, to_onnx
+from edgerobust.models.registry import build_model
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--model", default="cifar-teacher")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--budget-mb", type=int, default=1024)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    shape = (3, 32, 32)
+    model = build_model(args.model, shape, 10, mean=[0.49, 0.48, 0.45], std=[0.25, 0.24, 0.26]).eval()
+    engine = Engine(from_onnx(simplify(to_onnx(model, shape, 13))))
+    for name, t in engine.graph.consts.items():
+        engine.graph.consts[name] = t.to(args.device)
+    x = torch.rand((args.n, *shape), dtype=torch.float64, generator=torch.Generator().manual_seed(0)).to(args.device)
+    labels = engine.output(x).argmax(1)
+    ball = Ball(x, 2 / 255)
+    rss0 = peak_rss_mb()
+    with torch.no_grad():
+        sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+        timings = {}
+        for name, fn in (("forward", lambda: engine.output(x)), ("ibp", lambda: engine.bounds(ball, "ibp")),
+                         ("crown_intermediate", lambda: engine.bounds(ball, "crown", args.budget_mb << 20))):
+            sync()
+            start = time.perf_counter()
+            out = fn()
+            sync()
+            timings[name] = time.perf_counter() - start
+            if name == "crown_intermediate":
+                table = out
+        sync()
+        start = time.perf_counter()
+        margins, _ = engine.margins(ball, labels, "crown", args.budget_mb << 20, table=table)
+        sync()
+        timings["crown_margins"] = time.perf_counter() - start
+    crown = timings["crown_intermediate"] + timings["crown_margins"]
+    result = {"model": args.model, "weights": "random (seed 0)", "n": args.n, "eps": 2 / 255, "device": args.device,
+              "seconds": timings, "crown_seconds": crown, "crown_over_forward": crown / timings["forward"],
+              "ibp_over_forward": timings["ibp"] / timings["forward"], "peak_rss_mb": peak_rss_mb(),
+              "peak_rss_before_mb": rss0, "certified": int((margins.min(1).values > 0).sum()),
+              "target": "100 inputs <= 30 s under 4 GB (issue 22)", "environment": environment()}
+    if args.device.startswith("cuda"):
+        result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    print({k: v for k, v in result.items() if k != "environment"})
+    save_result("certify_speed", result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""The bound engine: one walk of the graph for the exact forward pass, IBP, CROWN, α-CROWN and the
+floating-point error terms of an arithmetic model.
+
+* `forward(x)`: every tensor in float64 (the artifact's exact real-valued function, at float64 precision);
+* `bounds(ball, method)`: (lo, hi) of every tensor over the ball: IBP (Gowal et al. 2018) or CROWN (Zhang et al.
+  2018, the backward linear bounds of the rules; intermediate bounds of every nonlinear operator's input by the
+  same backward pass from that tensor, intersected with IBP's, so never looser than it);
+* `margins(ball, labels, method)`: lower bounds of y_label - y_j for every j (the spec matrix C = e_y - e_j), the
+  larger of CROWN's and IBP's (both sound); α-CROWN (Xu et al. 2021) optimises the free lower slopes of unstable
+  ReLUs by projected gradient ascent from CROWN's choice and keeps the best bound per spec, so never looser;
+* `errors(mags, arithmetic)`: a bound on |computed - exact| of every tensor (the golden tolerance is its ε = 0
+  case, export/tolerance.py), with |x̂| bounded by `mags` over the whole ball; raises `Unbounded` where no finite
+  bound exists (γ_n infinite or a possible overflow).
+
+Barmpas (ch. 7) certifies with Wong & Kolter's dual network, the same family with a fixed lower slope u/(u - l).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .arithmetic import Arithmetic
+from .ball import Ball
+from .graph import BoundError, Graph
+from .rules import RULES, Unbounded
+
+METHODS = ("ibp", "crown", "alpha-crown")
+DEFAULT_BUDGET = 1 << 30  # bytes of working memory for one backward pass
+
+
+class Engine:
+    def __init__(self, graph: Graph, what: str = "bound"):
+        missing = sorted({n.op for n in graph.nodes if n.op not in RULES})
+        if missing:
+            raise BoundError(f"operator{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                             f"{'have' if len(missing) > 1 else 'has'} no {what} rule in edgerobust/bounds/rules; "
+                             "add one or export without it")
+        self.graph = graph
+        self.rules = [RULES.get(n.op) for n in graph.nodes]
+        self.producer = {n.outputs[0]: i for i, n in enumerate(graph.nodes)}
+
+    # --- forward and IBP ------------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        values = {self.graph.input: x}
+        for node, rule in zip(self.graph.nodes, self.rules, strict=True):
+            values[node.outputs[0]] = rule.forward(node, *[self._get(values, node, n) for n in node.dynamic])
+        return values
+
+    def output(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)[self.graph.output]
+
+    def _get(self, table, node, name):
+        if name not in table:
+            raise node.refuse(f"its input {name} is neither the graph's input nor computed before it")
+        return table[name]
+
+    def bounds(self, ball: Ball, method: str = "crown", budget: int = DEFAULT_BUDGET):
+        if method not in METHODS:
+            raise BoundError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
+        table = {self.graph.input: ball.box()}
+        refined = {self.graph.input}
+        for node, rule in zip(self.graph.nodes, self.rules, strict=True):
+            ins = node.dynamic
+            if method != "ibp" and rule.nonlinear:
+                for name in ins:
+                    if name not in refined:
+                        wanted = rule.needs(node, *table[name])
+                        table[name] = _intersect(table[name], self._tensor_bounds(name, ball, table, budget, wanted))
+                        refined.add(name)
+            table[node.outputs[0]] = rule.interval(node, *[self._get(table, node, n) for n in ins])
+        return table
+
+    # --- CROWN ----------------------------------------------------------------------------------------------------
+    def backward(self, start: str, A: torch.Tensor, table, alphas=None):
+        """Coefficients on the graph input and the constant of a lower bound of A·start: (A_in, bias, magnitude)."""
+        S, B = A.shape[:2]
+        pending = {start: A}
+        bias = torch.zeros((S, B), dtype=A.dtype, device=A.device)
+        magnitude = torch.zeros_like(bias)
+        for i in range(self.producer[start], -1, -1):
+            node, rule = self.graph.nodes[i], self.rules[i]
+            a_out = pending.pop(node.outputs[0], None)
+            if a_out is None:
+                continue
+            ins = node.dynamic
+            alpha = None if alphas is None else alphas.get(node.outputs[0])
+            a_ins, b, m = rule.backward(node, a_out, *[table[n] for n in ins], alpha=alpha)
+            bias, magnitude = bias + b, magnitude + m
+            for name, a in zip(ins, a_ins, strict=True):
+                pending[name] = pending[name] + a if name in pending else a
+        lo = table[self.graph.input][0]
+        a_in = pending.get(self.graph.input, torch.zeros((S, *lo.shape), dtype=A.dtype, device=A.device))
+        return a_in, bias, magnitude
+
+    def _tensor_bounds(self, name, ball, table, budget, wanted):
+        """CROWN bounds of the `wanted` elements of one tensor (any point of the batch wants it), in chunks of
+        identity specs that fit the budget; the others keep their interval (-inf, inf) here, i.e. IBP's after the
+        intersection. A relaxation depends only on wanted elements, so the final bounds are CROWN's all the same."""
+        lo = table[name][0]
+        B, n = lo.shape[0], lo[0].numel()
+        index = wanted.reshape(B, n).any(0).nonzero().flatten()
+        widest = max(t[0][0].numel() for t in table.values())
+        chunk = max(1, budget // max(1, 2 * B * widest * 8 * 4))
+        lows = torch.full((B, n), -math.inf, dtype=lo.dtype, device=lo.device)
+        highs = torch.full((B, n), math.inf, dtype=lo.dtype, device=lo.device)
+        for start in range(0, len(index), chunk):
+            rows = index[start:start + chunk]
+            k = len(rows)
+            eye = torch.zeros((k, B, n), dtype=lo.dtype, device=lo.device)
+            eye[torch.arange(k), :, rows] = 1.0
+            A = torch.cat([eye, -eye]).reshape(2 * k, *lo.shape)
+            bound = ball.lower(*self.backward(name, A, table))
+            lows[:, rows], highs[:, rows] = bound[:k].T, -bound[k:].T
+        return lows.reshape(lo.shape), highs.reshape(lo.shape)
+
+    def margins(self, ball: Ball, labels: torch.Tensor, method: str = "crown", budget: int = DEFAULT_BUDGET,
+                steps: int = 20, table=None):
+        """Lower bounds [B, K] of y_label - y_j over the ball (+inf at j = label), and the bounds table."""
+        table = self.bounds(ball, method, budget) if table is None else table
+        lo, hi = table[self.graph.output]
+        B, K = lo.shape
+        rows = torch.arange(B, device=lo.device)
+        ibp = lo[rows, labels].unsqueeze(1) - hi
+        result = ibp
+        if method != "ibp":
+            C = torch.zeros((K, B, K), dtype=lo.dtype, device=lo.device)
+            C[:, rows, labels] = 1.0
+            C[torch.arange(K), :, torch.arange(K)] -= 1.0
+            crown = ball.lower(*self.backward(self.graph.output, C, table)).T
+            result = torch.maximum(result, crown)
+            if method == "alpha-crown":
+                result = torch.maximum(result, self._alpha(ball, C, table, steps).T)
+        result[rows, labels] = math.inf
+        return result, table
+
+    def _alpha(self, ball, C, table, steps):
+        """α-CROWN: projected gradient ascent on the lower slopes of unstable ReLUs, best bound per spec kept."""
+        from .rules.activation import unstable
+
+        table = {name: (lo.detach(), hi.detach()) for name, (lo, hi) in table.items()}
+        alphas = {}
+        for node in self.graph.nodes:
+            if node.op == "Relu":
+                lo, hi = table[node.dynamic[0]]
+                start = (hi > -lo).to(lo.dtype) * unstable(lo, hi)
+                alphas[node.outputs[0]] = start.unsqueeze(0).expand(C.shape[0], *lo.shape).clone().requires_grad_()
+        best = ball.lower(*self.backward(self.graph.output, C, table))
+        if not alphas:
+            return best
+        optimiser = torch.optim.Adam(list(alphas.values()), lr=0.1)
+        for _ in range(steps):
+            with torch.enable_grad():
+                bound = ball.lower(*self.backward(self.graph.output, C, table, alphas))
+                optimiser.zero_grad()
+                (-bound.sum()).backward()
+            best = torch.maximum(best, bound.detach())
+            optimiser.step()
+            with torch.no_grad():
+                for a in alphas.values():
+                    a.clamp_(0, 1)
+        with torch.no_grad():
+            best = torch.maximum(best, ball.lower(*self.backward(self.graph.output, C, table, alphas)))
+        return best
+
+    # --- floating-point error terms -------------------------------------------------------------------------------
+    def errors(self, mags: dict[str, torch.Tensor], ar: Arithmetic) -> dict[str, torch.Tensor]:
+        """|computed - exact| bound of every tensor; `mags` bounds the exact |x| of every tensor over the inputs."""
+        errs = {self.graph.input: ar.input_roundoff * mags[self.graph.input]}
+        for node, rule in zip(self.graph.nodes, self.rules, strict=True):
+            ins = node.dynamic
+            e = rule.error(node, ar, [mags[n] + errs[n] for n in ins], [errs[n] for n in ins])
+            out = node.outputs[0]
+            if not bool(torch.isfinite(e).all()) or bool(((mags[out] + e) > ar.largest).any()):
+                raise Unbounded(f"{node.label()}")
+            errs[out] = e
+        return errs
+
+
+def _intersect(a, b):
+    return torch.maximum(a[0], b[0]), torch.minimum(a[1], b[1])
+
+
+def magnitudes(table) -> dict[str, torch.Tensor]:
+    """max(|lo|, |hi|) of every tensor of a bounds table."""
+    return {name: torch.maximum(lo.abs(), hi.abs()) for name, (lo, hi) in table.items()}

@@ -1,0 +1,103 @@
+"""Piecewise-linear activations: Relu and Clip (ReLU6, hard bounds).
+
+IBP: both are monotone, so the bounds map through. CROWN: on [l, u] across one kink the upper (or, for the concave
+kink of Clip's maximum, the lower) bound is the chord; the other bound is a line through the kink with slope
+α ∈ [0, 1], chosen adaptively (α = 1 where u > -l, CROWN's choice; Zhang et al. 2018) or optimised (α-CROWN,
+Xu et al. 2021). Across both kinks of a Clip the bounds are the constants clip(l), clip(u). Error term: both are
+1-Lipschitz and computed exactly, so e' = e.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .base import Rule, register
+
+
+def _relaxation(lo, u, low, high, alpha=None):
+    """(lower slope, lower intercept, upper slope, upper intercept) of clip(·, low, high) on [l, u]."""
+    l = lo  # noqa: E741  (the papers' name)
+    one, zero = torch.ones_like(l), torch.zeros_like(l)
+    below, above = u <= low, l >= high
+    inside = (l >= low) & (u <= high)
+    convex = (l < low) & (u > low) & (u <= high)  # one kink at `low`: a shifted ReLU
+    concave = (l >= low) & (l < high) & (u > high)  # one kink at `high`
+    width = torch.where(convex | concave, u - l, one)
+    # convex: upper chord through (l, low), (u, u); lower: slope α through (low, low)
+    chord_up = (u - low) / width
+    adaptive = (u - low > low - l).to(l.dtype)
+    a = adaptive if alpha is None else alpha
+    # concave: lower chord through (l, l), (u, high); upper: slope 1 (y <= x) or 0 (y <= high)
+    chord_low = (high - l) / width if math.isfinite(high) else zero
+    up_adaptive = (high - l > u - high).to(l.dtype) if math.isfinite(high) else zero
+    clip_l = l.clamp(low, high)
+    clip_u = u.clamp(low, high)
+    ls = torch.where(inside, one, torch.where(convex, a, torch.where(concave, chord_low, zero)))
+    lb = torch.where(inside, zero, torch.where(convex, low * (1 - a),
+                     torch.where(concave, l - chord_low * l, clip_l)))
+    us = torch.where(inside, one, torch.where(convex, chord_up, torch.where(concave, up_adaptive, zero)))
+    ub = torch.where(inside, zero, torch.where(convex, low - chord_up * l,
+                     torch.where(concave, (1 - up_adaptive) * (high if math.isfinite(high) else 0.0), clip_u)))
+    ls = torch.where(below | above, zero, ls)
+    us = torch.where(below | above, zero, us)
+    lb = torch.where(below, torch.full_like(l, low), torch.where(above, clip_l, lb))
+    ub = torch.where(below, torch.full_like(l, low), torch.where(above, clip_u, ub))
+    return ls, lb, us, ub
+
+
+def unstable(lo, u, low=0.0, high=math.inf):
+    """Where the relaxation has a free lower slope (α-CROWN's variables)."""
+    return (lo < low) & (u > low) & (u <= high)
+
+
+class _Clip(Rule):
+    nonlinear = True
+
+    def limits(self, node) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def forward(self, node, x):
+        low, high = self.limits(node)
+        return x.clamp(low, None if math.isinf(high) else high)
+
+    def interval(self, node, bounds):
+        return self.forward(node, bounds[0]), self.forward(node, bounds[1])
+
+    def needs(self, node, lo, hi):
+        """Only elements across a kink: elsewhere the relaxation is exact whatever tighter bounds say."""
+        low, high = self.limits(node)
+        return ((lo < low) & (hi > low)) | ((lo < high) & (hi > high))
+
+    def backward(self, node, A, bounds, alpha=None):
+        low, high = self.limits(node)
+        ls, lb, us, ub = _relaxation(bounds[0], bounds[1], low, high, alpha)
+        pos, neg = A.clamp_min(0), A.clamp_max(0)
+        a_in = pos * ls + neg * us
+        const = pos * lb + neg * ub
+        S, B = A.shape[:2]
+        return [a_in], const.reshape(S, B, -1).sum(-1), const.abs().reshape(S, B, -1).sum(-1)
+
+    def error(self, node, ar, mags, errs):
+        return errs[0]
+
+
+@register("Relu")
+class Relu(_Clip):
+    """max(x, 0)."""
+
+    def limits(self, node):
+        return 0.0, math.inf
+
+
+@register("Clip")
+class Clip(_Clip):
+    """min(max(x, low), high) with constant limits (ReLU6)."""
+
+    def limits(self, node):
+        low, high = node.const(1), node.const(2)
+        low = node.attr("min", -math.inf) if low is None else float(low)
+        high = node.attr("max", math.inf) if high is None else float(high)
+        if math.isinf(low):
+            raise node.refuse("Clip without a lower limit has no CROWN rule here")
+        return float(low), float(high)

@@ -1,0 +1,127 @@
+"""What a bound rule is: one operator's interval rule (IBP), backward linear rule (CROWN) and error term.
+
+After auto_LiRPA's operator classes (Xu et al., NeurIPS 2020), kept small: a rule has
+
+* `forward(node, *xs)`: the exact value in the engine's float64;
+* `interval(node, *bounds)`: (lo, hi) of the output from (lo, hi) of each computed input (IBP, Gowal et al. 2018);
+* `backward(node, A, *bounds, alpha=None)`: given a linear function A·y of the output (A: [S, B, *out]; S specs per
+  point), the coefficients on each computed input and the constant, such that A·y >= Σ A_in·x_in + bias over the
+  input bounds (CROWN, Zhang et al. 2018: a lower bound; upper bounds are lower bounds of -A). Returns
+  (A_ins, bias, bias_magnitude) with bias, bias_magnitude of shape [S, B] (the magnitude bounds the engine's own
+  float64 rounding of the constant);
+* `error(node, arithmetic, mags, errs)`: the forward error bound e' of the output from e of each input and `mags`,
+  bounds on the computed |x̂| of each input (Higham ch. 3, see export/tolerance.py).
+
+`Linear` derives interval and backward of every affine operator from `forward` and `abs_linear` (|W|·t), the
+backward by one vector-Jacobian product (differentiable: certified training may use it).
+"""
+from __future__ import annotations
+
+import torch
+
+from ...registry import Registry
+from ..arithmetic import Arithmetic
+from ..graph import Node
+
+# The engine's float64 evaluation is rounded too (relative ~n·2^-53 per operation); every interval and every
+# concretised bound is widened by this fraction of the magnitudes it summed. Assumes the cancellation inside the
+# graph amplifies float64 rounding by less than 2^23 (depth × fan-in × condition).
+SLACK = 2.0 ** -30
+
+
+
+def float64_gamma(n: int) -> float:
+    """γ_n of the engine's own float64 (Higham (3.5)): an output summing at most n terms is within γ_n·Σ|terms|."""
+    return n * 2.0 ** -53 / (1 - n * 2.0 ** -53)
+
+
+Bounds = tuple[torch.Tensor, torch.Tensor]
+
+
+class Unbounded(Exception):
+    """No finite error bound: n·u >= 1 somewhere, or a value may overflow the arithmetic's largest number."""
+
+
+class Rule:
+    """One operator family. `nonlinear` rules need their input bounds tightened before they relax."""
+
+    nonlinear = False
+
+    def needs(self, node: Node, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """Which input elements [B, *shape] the relaxation depends on (CROWN refines only those)."""
+        return torch.ones_like(lo, dtype=torch.bool)
+
+    def forward(self, node: Node, *xs: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def interval(self, node: Node, *bounds: Bounds) -> Bounds:
+        raise NotImplementedError
+
+    def backward(self, node: Node, A: torch.Tensor, *bounds: Bounds, alpha=None):
+        raise NotImplementedError
+
+    def error(self, node: Node, ar: Arithmetic, mags: list[torch.Tensor], errs: list[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+
+RULES: Registry[Rule] = Registry("bound rule")
+
+
+def register(*ops: str):
+    """Register one rule instance under every ONNX operator type it handles."""
+    def decorator(cls):
+        instance = cls()
+        for op in ops:
+            RULES.register(op, (cls.__doc__ or "").strip().split("\n")[0])(instance)
+        return cls
+    return decorator
+
+
+def _fold(t: torch.Tensor, S: int, B: int) -> torch.Tensor:
+    return t.reshape(S, B, -1)
+
+
+class Linear(Rule):
+    """An affine operator y = L(x) + c of its computed inputs: interval and backward follow from `forward`."""
+
+    def abs_linear(self, node: Node, *ts: torch.Tensor) -> torch.Tensor:
+        """|L|·t (no constant): for a structural operator L itself."""
+        return self.forward(node, *ts)
+
+    def constant(self, node: Node, *like: torch.Tensor) -> torch.Tensor:
+        """c, the output at zero inputs (batch 1)."""
+        return self.forward(node, *[torch.zeros((1, *t.shape[1:]), dtype=t.dtype, device=t.device) for t in like])
+
+    def interval(self, node, *bounds):
+        mids = [(lo + hi) / 2 for lo, hi in bounds]
+        rads = [(hi - lo) / 2 for lo, hi in bounds]
+        centre, radius = self.forward(node, *mids), self.abs_linear(node, *rads)
+        sizes = [m.abs() + r for m, r in zip(mids, rads, strict=True)]
+        magnitude = self.abs_linear(node, *sizes) + self.constant(node, *mids).abs()
+        radius = radius + float64_gamma(2 * sum(m[0].numel() for m in mids) + 2) * magnitude
+        return centre - radius, centre + radius
+
+    def backward(self, node, A, *bounds, alpha=None):
+        S, B = A.shape[:2]
+        differentiable = torch.is_grad_enabled()
+        with torch.enable_grad():
+            zs = [torch.zeros((S * B, *lo.shape[1:]), dtype=A.dtype, device=A.device, requires_grad=True)
+                  for lo, _ in bounds]
+            out = self.forward(node, *zs)
+            flat = A.reshape(S * B, *out.shape[1:])
+            grads = torch.autograd.grad(out, zs, flat, create_graph=differentiable, allow_unused=True)
+        out_flat, a_flat = out.reshape(S, B, -1), _fold(A, S, B)
+        bias = (a_flat * out_flat).sum(-1)
+        magnitude = (a_flat.abs() * out_flat.abs()).sum(-1)
+        if not differentiable:
+            bias, magnitude = bias.detach(), magnitude.detach()
+        ins = [torch.zeros((S, B, *lo.shape[1:]), dtype=A.dtype, device=A.device) if g is None
+               else g.reshape(S, B, *lo.shape[1:]) for g, (lo, _) in zip(grads, bounds, strict=True)]
+        return ins, bias, magnitude
+
+
+class Structural(Linear):
+    """Moves values without arithmetic (reshape, transpose, cast, concat): exact, no rounding of its own."""
+
+    def error(self, node, ar, mags, errs):
+        return self.forward(node, *errs)

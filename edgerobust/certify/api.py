@@ -1,0 +1,147 @@
+"""`certify_bundle`: certificates for every model file of an export bundle, into RUN/certificates.json.
+
+Points: the bundle's golden inputs and labels (real test images the export saved; the first `n`). Per precision
+(artifact file, its sha256 checked against the bundle manifest) and per arithmetic model declared for that
+precision: certified accuracy (certified and correctly classified), robust error bound (1 - that), per point the
+largest certified ε by bisection and its mean, beside the attacks' robust accuracy from robustness.json when the
+run has one at the same ε and norm (Barmpas Tables 8.12/8.13: the lower bound beside the attacks' upper bound).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from ..bounds import ARITHMETIC_MODELS, Engine, from_onnx
+from ..bounds.engine import DEFAULT_BUDGET, METHODS
+from ..errors import EdgeRobustError
+from ..io import sha256_file, write_json
+from ..run import RunDir
+from .core import certified_radius, certify_points
+from .vnnlib import check_out, export_vnnlib
+
+CERTIFICATES_FILE = "certificates.json"
+FORMAT = "edgerobust-certificates-1"
+
+# Which arithmetic models may be claimed for an artifact of each storage precision. Until the precision table
+# records this per runtime, the fp16 entry names both kernels the runtimes declare: fp32 accumulation (x86
+# onnxruntime, tensor cores) and fp16 accumulation (native aarch64 kernels).
+DECLARED: dict[str, tuple[str, ...]] = {"fp32": ("real", "fp32"), "fp16": ("real", "fp16-fp32acc", "fp16")}
+
+
+class CertifyError(EdgeRobustError):
+    """Bad certification input: ε, a label, a bundle whose artifact does not match its manifest, a model."""
+
+
+def check_eps(eps: list[float]) -> list[float]:
+    for e in eps:
+        if not 0.0 <= e <= 1.0:
+            raise CertifyError(f"--eps {e:g} is outside [0, 1] (pixel scale; e.g. 2/255)")
+    return eps
+
+
+def models_for(precision: str, wanted: list[str] | None) -> list:
+    declared = DECLARED.get(precision)
+    if declared is None:
+        raise CertifyError(f"no arithmetic model is declared for {precision} artifacts; certify fp32 or fp16")
+    for name in wanted or []:
+        ARITHMETIC_MODELS.get(name)  # unknown names: one line listing the known ones
+        if name not in declared:
+            raise CertifyError(f"arithmetic model {name} is not declared for {precision} artifacts "
+                               f"(declared: {', '.join(declared)})")
+    return [ARITHMETIC_MODELS.get(n) for n in (wanted and [n for n in wanted if n in declared]) or declared]
+
+
+def _attacks(run: RunDir, eps: float, norm: str) -> float | None:
+    path = run.path / "robustness.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return None
+    same_norm = str(data.get("norm", "linf")).lstrip("l") == norm
+    if isinstance(data.get("eps"), (int, float)) and abs(data["eps"] - eps) < 1e-12 and same_norm:
+        value = data.get("robust_accuracy")
+        return float(value) if isinstance(value, (int, float)) else None
+    return None
+
+
+def certify_bundle(bundle: str | Path, eps: list[float], method: str = "crown", norm: str = "inf", n: int = 16,
+                   arithmetic: list[str] | None = None, precisions: list[str] | None = None, radius: bool = True,
+                   budget: int = DEFAULT_BUDGET, run: RunDir | None = None,
+                   vnnlib: str | Path | None = None) -> dict[str, Any]:
+    """Certify the bundle's artifacts; write RUN/certificates.json (RUN: `run`, else the bundle's parent run).
+
+    `vnnlib`: also write the fp32 artifact's VNN-LIB benchmark there (vnnlib.py) at the first ε."""
+    bundle = Path(bundle)
+    check_eps(eps)
+    if method not in METHODS:
+        raise CertifyError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
+    if norm not in ("inf", "2"):
+        raise CertifyError(f"unknown norm '{norm}'; choose inf or 2")
+    from ..export.bundle import read_manifest
+
+    if vnnlib is not None:
+        if norm != "inf":
+            raise CertifyError("--export-vnnlib writes L-inf properties (VNN-LIB boxes); use --norm inf")
+        check_out(Path(vnnlib))
+
+    manifest = read_manifest(bundle)
+    inputs = np.load(bundle / "golden_inputs.npy")[:n].astype(np.float64)
+    labels = np.load(bundle / "golden_labels.npy")[:n].astype(np.int64)
+    chosen = precisions or [p for p in ("fp32", "fp16") if p in manifest["models"]]
+    plans = []
+    for precision in chosen:  # every check before any work
+        if precision not in manifest["models"]:
+            raise CertifyError(f"the bundle has no {precision} model (it has {', '.join(manifest['models'])})")
+        name = manifest["models"][precision]["file"]
+        digest = sha256_file(bundle / name)
+        if manifest["files"].get(name, {}).get("sha256") != digest:
+            raise CertifyError(f"{bundle / name} does not match its bundle (sha256 differs from the manifest); "
+                               "re-export or restore the file")
+        plans.append((precision, name, digest, models_for(precision, arithmetic)))
+    if run is None:
+        if not (bundle.parent / "model.json").is_file():
+            raise CertifyError(f"{bundle} is not inside a run, so certificates.json has nowhere to go; pass the run "
+                               "it was exported from (edgerobust certify RUN)")
+        run = RunDir.open(bundle.parent)
+    started = time.perf_counter()
+    artifacts = []
+    for precision, name, digest, models in plans:
+        engine = Engine(from_onnx(onnx.load(bundle / name)))
+        rows = []
+        predicted = engine.output(torch.from_numpy(inputs)).argmax(1).numpy()
+        correct = predicted == labels
+        for e in eps:
+            certs = certify_points(engine, inputs, labels, e, norm, method, models, budget)
+            for model in models:
+                ok = certs.certified[model.name] & correct
+                rows.append({"eps": e, "arithmetic": model.name, "certified_accuracy": float(ok.mean()),
+                             "robust_error_bound": float(1 - ok.mean()), "vacuous": certs.vacuous.get(model.name),
+                             "attack_robust_accuracy": _attacks(run, e, norm)})
+        radii = {}
+        if radius:
+            for model in models:
+                if model.name == "fp16":
+                    continue  # worst-case fp16 accumulation: vacuous at real fan-ins, no radius worth a bisection
+                r = certified_radius(engine, inputs, predicted, norm, method, model, budget=budget)
+                radii[model.name] = {"per_point": r.tolist(), "mean": float(r.mean())}
+        artifacts.append({"precision": precision, "file": name, "sha256": digest,
+                          "clean_accuracy": float(correct.mean()),
+                          "arithmetic_models": [m.describe() for m in models], "rows": rows, "radius": radii})
+    result = {"format": FORMAT, "bundle": str(bundle), "method": method, "norm": norm, "n": int(len(inputs)),
+              "points": "the bundle's golden inputs and labels", "clean_accuracy": artifacts[0]["clean_accuracy"],
+              "radius_of": "the predicted class", "artifacts": artifacts,
+              "seconds": round(time.perf_counter() - started, 3)}
+    if vnnlib is not None:
+        first = next(p for p in plans if p[0] == "fp32") if any(p[0] == "fp32" for p in plans) else plans[0]
+        classes = int(np.load(bundle / "golden_outputs.npy").shape[1])
+        result["vnnlib"] = str(export_vnnlib(vnnlib, bundle / first[1], inputs, labels, classes, eps[0]).parent)
+    write_json(run.path / CERTIFICATES_FILE, result)
+    run.update("certify", {"file": CERTIFICATES_FILE, "method": method, "norm": norm, "eps": eps,
+                           "bundle": str(bundle)})
+    return result

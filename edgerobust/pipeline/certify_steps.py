@@ -1,0 +1,27 @@
+"""The pipeline's certify step: certificates for every artifact of the current model's bundle (after `export`).
+
+Small by design (the default pipeline stays about a minute on 2 cores): the bundle's first 4 golden inputs, CROWN at
+the [evaluate] ε (L∞), no radius bisection; `edgerobust certify` does the full job.
+"""
+from __future__ import annotations
+
+from ..certify.api import certify_bundle
+from ..config import section
+from ..devices import load_profile
+from .context import PIPELINE_STEPS, PipelineContext
+
+POINTS = 4
+
+
+@PIPELINE_STEPS.register("certify", "certify the exported artifacts (CROWN, per arithmetic model) on a few points")
+def certify_step(ctx: PipelineContext) -> None:
+    profile = load_profile(section(ctx.recipe, "export").target)
+    bundle = ctx.out / f"export-{profile.name}"
+    evaluate = section(ctx.recipe, "evaluate")
+    norm = "2" if str(evaluate.norm).lower() in ("l2", "2") else "inf"
+    result = certify_bundle(bundle, [float(evaluate.eps)], method="crown", norm=norm, n=POINTS, radius=False,
+                            run=ctx.run)
+    for artifact in result["artifacts"]:
+        for row in artifact["rows"]:
+            value = "vacuous" if row["vacuous"] else row["certified_accuracy"]
+            ctx.add("certify", f"{artifact['precision']} {row['arithmetic']} certified acc. @ε={row['eps']:g}", value)

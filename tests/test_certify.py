@@ -1,0 +1,97 @@
+"""`edgerobust certify` end to end: certificates.json for a run's bundle, the table and the report section."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from cli_helpers import run_cli
+
+from edgerobust.bounds import ARITHMETIC_MODELS, Engine, from_onnx
+from edgerobust.certify.core import certify_points
+from edgerobust.config import ExportConfig
+from edgerobust.export.api import export_run
+from edgerobust.export.bundle import read_manifest
+from edgerobust.report import render_report
+
+
+@pytest.fixture(scope="module")
+def exported(digits_run, tmp_path_factory):
+    run = tmp_path_factory.mktemp("certify") / "run"
+    shutil.copytree(digits_run.path, run)
+    config = ExportConfig(target="jetson-nano", fp16=True, calibration=0, golden=8)
+    bundle = export_run(run, config, progress=False).bundle
+    return run, bundle
+
+
+def test_certify_writes_certificates_per_precision_and_arithmetic(exported):
+    run, bundle = exported
+    code, out, err = run_cli("certify", run, "--eps", "0.01,0.05", "--method", "ibp", "--n", "4")
+    assert code == 0, err
+    record = json.loads((run / "certificates.json").read_text())
+    manifest = read_manifest(bundle)
+    assert [a["precision"] for a in record["artifacts"]] == ["fp32", "fp16"]
+    for artifact in record["artifacts"]:
+        assert artifact["sha256"] == manifest["files"][artifact["file"]]["sha256"]
+        names = [m["name"] for m in artifact["arithmetic_models"]]
+        assert names == (["real", "fp32"] if artifact["precision"] == "fp32" else ["real", "fp16-fp32acc", "fp16"])
+        for row in artifact["rows"]:
+            assert 0 <= row["certified_accuracy"] <= artifact["clean_accuracy"]
+            assert row["robust_error_bound"] == pytest.approx(1 - row["certified_accuracy"], abs=0)
+        by_model = {}
+        for row in artifact["rows"]:
+            by_model.setdefault(row["arithmetic"], []).append(row["certified_accuracy"])
+        for accuracies in by_model.values():  # a larger ball certifies no more points
+            assert accuracies[1] <= accuracies[0]
+        # the certified radius is certified: re-check each point at its radius
+        engine = Engine(from_onnx(onnx.load(bundle / artifact["file"])))
+        x = np.load(bundle / "golden_inputs.npy")[:4].astype(np.float64)
+        predicted = engine.output(torch.from_numpy(x)).argmax(1).numpy()
+        for model, radius in artifact["radius"].items():
+            for i, r in enumerate(radius["per_point"]):
+                if r > 0:
+                    certs = certify_points(engine, x[i:i + 1], predicted[i:i + 1], r, "inf", "ibp",
+                                           [ARITHMETIC_MODELS.get(model)])
+                    assert certs.certified[model].all()
+    assert "certificates (ibp, Linf, n=4" in out
+    report = render_report(run).read_text()
+    assert "## Certification" in report and (run / "figures" / "certified_radius.png").is_file()
+
+
+def test_pipeline_certify_step_certifies_the_bundle_of_the_current_model(exported):
+    from edgerobust.pipeline.certify_steps import certify_step
+    from edgerobust.pipeline.context import PipelineContext
+    from edgerobust.run import RunDir
+
+    run, bundle = exported
+    ctx = PipelineContext(out=bundle.parent, recipe={"export": {"target": "jetson-nano"}, "evaluate": {"eps": 0.01}},
+                          run=RunDir.open(run))
+    certify_step(ctx)
+    record = json.loads((run / "certificates.json").read_text())
+    assert record["method"] == "crown" and record["n"] == 4 and record["bundle"] == str(bundle)
+    rows = [r for r in ctx.summary if r[0] == "certify"]
+    assert len(rows) == 5 and all(r[1].endswith("@ε=0.01") for r in rows)  # fp32: real, fp32; fp16: three models
+
+
+def test_export_vnnlib_writes_the_vnn_comp_layout_with_the_ball_of_each_point(exported, tmp_path):
+    from edgerobust.bounds import Ball
+
+    run, bundle = exported
+    code, out, err = run_cli("certify", run, "--eps", "0.02", "--method", "ibp", "--n", "2", "--no-radius",
+                             "--precision", "fp32", "--export-vnnlib", tmp_path / "bench")
+    assert code == 0, err
+    rows = (tmp_path / "bench" / "instances.csv").read_text().splitlines()
+    assert rows == ["onnx/model.onnx,vnnlib/point_0.vnnlib,60", "onnx/model.onnx,vnnlib/point_1.vnnlib,60"]
+    assert (tmp_path / "bench" / "onnx" / "model.onnx").read_bytes() == (bundle / "model.onnx").read_bytes()
+    x = np.load(bundle / "golden_inputs.npy")[:1].astype(np.float64)
+    label = int(np.load(bundle / "golden_labels.npy")[0])
+    text = (tmp_path / "bench" / "vnnlib" / "point_0.vnnlib").read_text()
+    lo, hi = (t.reshape(-1).numpy() for t in Ball(torch.from_numpy(x), 0.02).box())
+    for i in (0, x.size // 2, x.size - 1):
+        assert f"(assert (<= X_{i} {hi[i]!r}))" in text and f"(assert (>= X_{i} {lo[i]!r}))" in text
+    assert text.count(">= Y_") == 9 and f"(>= Y_{label} Y_{label})" not in text
+    code, out, err = run_cli("certify", run, "--eps", "0.02", "--export-vnnlib", tmp_path / "bench")
+    assert code == 2 and "not an empty directory" in err

@@ -267,13 +267,22 @@ CASES = [
         ["pipeline", "--recipe", t / "r.toml", "--out", t / "p", "-q"])[1], expected)
       for step, table, expected in (
           ("export-target", '[export]\ntarget = "bogus"', "unknown target 'bogus'"),
-          ("export-precision", '[export]\nint8 = true', "does not support int8"),
+          ("export-precision", '[export]\ntarget = "jetson-nano"\nint8 = true', "does not support int8"),
           ("bench-target", f'[bench]\ntarget = "{OTHER_ARCH_TARGET}"', "but this machine is"),
           ("device-host", '[device]\nhost = "u@h:0"', "port '0' must be"),
           ("device-name", '[device]\nname = "../elsewhere"', "[device] name '../elsewhere' is not a usable name"))],
     ("pipeline-failing-first-step", lambda t, b: ((t / "r.toml").write_text(
         '[pipeline]\nsteps = ["train"]\n[model]\nspec = "mlp:0"\n'),
         ["pipeline", "--recipe", t / "r.toml", "--out", t / "p", "-q"])[1], "at least 1"),
+    # int8 (onnxruntime on CPU targets)
+    ("export-int8-target-without-it", lambda t, b: ["export", t / RUN, "-t", "jetson-nano", "--int8", "-q"],
+     "does not support int8"),
+    ("export-int8-no-calibration", lambda t, b: ["export", t / RUN, "-t", "x86-cpu", "--int8", "--calibration", "0",
+                                                 "-q"], "needs a calibration set"),
+    ("export-int8-over-tolerance", lambda t, b: ["export", t / RUN, "-t", "x86-cpu", "--int8", "--calibration", "1",
+                                                 "--int8-max-drop", "0", "--int8-min-agreement", "1", "-q"],
+     "against fp32"),
+    ("export-int8-bad-method", lambda t, b: ["export", t / RUN, "--int8-method", "mse", "-q"], "mse"),
     # --recipe on export, evaluate and bench: a bad section is one line naming the recipe, section and key
     *[(f"{command}-recipe-{what}", lambda t, b, command=command, table=table: (
         (t / "r.toml").write_text(table), [command, t / RUN, "--recipe", t / "r.toml", "-q"])[1], expected)

@@ -1,0 +1,167 @@
+"""Robustness per precision: the exported artifacts (fp32, fp16, int8) attacked and replayed as they run.
+
+A model can be robust in float and not in int8 or the other way round, and attacks exist that exploit exactly the
+divergence between a float model and its quantized deployment, so each ONNX artifact of an export bundle is judged
+by its own onnxruntime outputs: (1) transfer: the run's saved adversarial sets (RUN/adversarial/<key>.npz, found by
+`evaluate` against the PyTorch model) replayed on it; (2) query-only: Square with the suite's budget driven by the
+artifact's outputs (`OrtClassifier`: an onnxruntime session as a torch callable). A point is robust for an artifact
+when it is classified correctly clean and under every source (the minimum over sources, an upper bound like the
+suite's). The divergence counts the points whose prediction differs from the fp32 artifact's, clean and on each
+attacked set. Written to RUN/precision_robustness.json; the report's precision table reads it.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..attacks import get_attack
+from ..claim import locked
+from ..config import EvaluateConfig, validated
+from ..data import load_dataset
+from ..errors import EdgeRobustError
+from ..io import read_json, write_json
+from ..run import RunDir, now
+from ..runner.errors import RunnerError
+from ..runner.precisions import REFERENCE
+from ..runner.sealed import check_hashes, open_bundle
+
+FILE = "precision_robustness.json"
+
+
+class OrtClassifier(nn.Module):
+    """An onnxruntime CPU session as a torch callable (forward only): float32 pixels in, float32 logits out on the
+    input's device. Query attacks (Square) see exactly the artifact's outputs; there is no gradient."""
+
+    def __init__(self, path: str | Path, threads: int = 1):
+        super().__init__()
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = threads, 1, 3
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own types)
+            raise EdgeRobustError(f"onnxruntime cannot load {Path(path).name}: {str(exc).strip()[:200]}") from None
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {self.input_name: x.detach().cpu().numpy().astype(np.float32, copy=False)})[0]
+        return torch.from_numpy(np.asarray(out, dtype=np.float32)).to(x.device)
+
+
+def predict(model: nn.Module, x: torch.Tensor, batch: int = 256) -> np.ndarray:
+    with torch.inference_mode():
+        return np.concatenate([model(x[i:i + batch]).argmax(1).cpu().numpy() for i in range(0, len(x), batch)]) \
+            if len(x) else np.zeros(0, dtype=np.int64)
+
+
+def saved_sets(run: RunDir) -> dict[str, dict[str, Any]]:
+    """The adversarial sets `evaluate` saved, by key, with the ε and norm of their robustness.json entry."""
+    directory = run.path / "adversarial"
+    entries = {}
+    if run.file("robustness.json").is_file():
+        entries = (read_json(run.file("robustness.json")).get("results") or {})
+    sets = {}
+    for path in sorted(directory.glob("*.npz")) if directory.is_dir() else []:
+        with np.load(path, allow_pickle=False) as data:
+            if not {"x_adv", "labels", "indices"} <= set(data.files):
+                raise EdgeRobustError(f"{path} lacks x_adv, labels or indices; re-run `edgerobust evaluate`")
+            entry = entries.get(path.stem) or {}
+            sets[path.stem] = {"x_adv": data["x_adv"].astype(np.float32), "labels": data["labels"].astype(np.int64),
+                               "indices": data["indices"].astype(np.int64), "eps": entry.get("eps"),
+                               "norm": entry.get("norm", "linf")}
+    return sets
+
+
+def open_artifacts(bundle: str | Path) -> tuple[Any, dict[str, Path]]:
+    """The sealed, hash-checked bundle (the runner's rule) and its ONNX artifact per precision."""
+    try:
+        opened = open_bundle(str(bundle))
+        check_hashes(opened)
+    except RunnerError as exc:
+        raise EdgeRobustError(f"bundle {bundle}: {exc.message}") from None
+    models = opened.manifest.get("models") or {}
+    return opened, {p: Path(opened.path(e["file"], f"models.{p}")) for p, e in models.items()
+                    if str(e.get("file", "")).endswith(".onnx")}
+
+
+def evaluate_artifacts(run: RunDir | str | Path, config: EvaluateConfig | None = None, *,
+                       bundle: str | Path | None = None, threads: int = 1, square: bool = True, write: bool = True
+                       ) -> dict[str, Any]:
+    """Clean and robust accuracy of every ONNX artifact in the bundle (`bundle`, else `config.artifact`) on the
+    points of the run's saved adversarial sets: transfer (each set replayed) and Square (`config.square_queries`,
+    `config.seed`) on the artifact's own outputs, at the ε the sets were found at (`config.eps` when they record
+    none: transfer and Square share one ball); robust per point = the minimum over sources; divergence from fp32."""
+    config = validated(config or EvaluateConfig())
+    run = run if isinstance(run, RunDir) else RunDir.open(run)
+    bundle = bundle if bundle is not None else config.artifact
+    if bundle is None:
+        raise EdgeRobustError("evaluate_artifacts needs a bundle: pass --artifact BUNDLE (an export of the run)")
+    queries, seed = config.square_queries, config.seed
+    opened, artifacts = open_artifacts(bundle)
+    sets = saved_sets(run)
+    if not sets:
+        raise EdgeRobustError(f"run {run.path} has no saved adversarial sets (RUN/adversarial/*.npz); run "
+                              "`edgerobust evaluate` on it first")
+    if list(opened.manifest.get("input_shape") or []) != list(run.input_shape):
+        raise EdgeRobustError(f"bundle {bundle} takes inputs {opened.manifest.get('input_shape')} but run "
+                              f"{run.path} has {list(run.input_shape)}; pass the run's own bundle")
+    first = next(iter(sets.values()))
+    indices, labels = first["indices"], first["labels"]
+    for key, s in sets.items():
+        if not np.array_equal(s["indices"], indices):
+            raise EdgeRobustError(f"saved set {key} attacks other test points than {next(iter(sets))}; evaluate "
+                                  "both on the same --n")
+    test = load_dataset(run.dataset_name, "test", run.data_root)
+    x = test.images[torch.from_numpy(indices)]
+    y = torch.from_numpy(labels)
+    eps_values = {s["eps"] for s in sets.values() if s["eps"] is not None}
+    attack_eps = max(eps_values) if eps_values else config.eps
+    started = time.perf_counter()
+    rows: dict[str, dict[str, Any]] = {}
+    for precision, path in artifacts.items():
+        model = OrtClassifier(path, threads)
+        clean = predict(model, x)
+        correct = clean == labels
+        sources = {f"transfer:{key}": predict(model, torch.from_numpy(s["x_adv"])) for key, s in sets.items()}
+        if square:
+            adv = x.clone()
+            attack = get_attack("square", eps=attack_eps, norm="linf", queries=queries, seed=seed)
+            if correct.any():
+                chosen = torch.from_numpy(np.nonzero(correct)[0])
+                adv[chosen] = attack(model, x[chosen], y[chosen])
+            sources["square"] = predict(model, adv)
+        robust_by = {k: (p == labels) & correct for k, p in sources.items()}
+        robust = np.logical_and.reduce([correct, *robust_by.values()])
+        rows[precision] = {"file": path.name, "clean_accuracy": float(correct.mean()),
+                           "robust_accuracy": float(robust.mean()),
+                           "robust_by_source": {k: float(v.mean()) for k, v in robust_by.items()},
+                           "points": {"clean": clean.tolist(), "robust": robust.astype(int).tolist(),
+                                      **{k: p.tolist() for k, p in sources.items()}}}
+    if REFERENCE in rows:
+        ref = rows[REFERENCE]["points"]
+        for precision, row in rows.items():
+            if precision != REFERENCE:
+                row["divergence"] = {k: int(np.sum(np.asarray(ref[k]) != np.asarray(row["points"][k])))
+                                     for k in ref if k != "robust"}
+    result = {"created": now(), "bundle": str(bundle), "bundle_sha256": opened.sha256,
+              "target": opened.manifest.get("target"), "n": len(labels), "indices": indices.tolist(),
+              "labels": labels.tolist(), "eps": attack_eps, "norm": "linf",
+              "sources": [*(f"transfer:{k}" for k in sets), *(["square"] if square else [])],
+              "square": {"queries": queries, "seed": seed, "driven_by": "each artifact's onnxruntime outputs"}
+              if square else None,
+              "robust_rule": "robust = correct clean and under every source (minimum over sources; an upper bound)",
+              "precisions": rows, "seconds": time.perf_counter() - started}
+    if write:
+        with locked(run.path, "run directory"):
+            path = write_json(run.file(FILE), result)
+            run.record_artifact("precision_robustness", path)
+            run.update("precision_robustness", {
+                "file": FILE, "bundle": run.relative(bundle), "eps": attack_eps, "n": len(labels),
+                **{p: {"clean": r["clean_accuracy"], "robust": r["robust_accuracy"]} for p, r in rows.items()}})
+    return result

@@ -1,0 +1,39 @@
+"""The report's precision table: clean and robust accuracy of each exported artifact (fp32, fp16, int8) per source
+and combined, and how far each one's decisions diverge from fp32's (RUN/precision_robustness.json)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import EdgeRobustError
+from ..io import read_json
+from ..run import RunDir
+from .sections import md_table, register_section
+
+FILE = "precision_robustness.json"  # written by evaluation/artifact.py (`evaluate --artifact`)
+
+
+@register_section("precisions", "clean and robust accuracy per exported precision, and divergence from fp32")
+def precisions_section(run: RunDir, figures: Path) -> str | None:
+    path = run.file(FILE)
+    if not path.is_file():
+        return None
+    try:
+        record = read_json(path)
+        rows_in = record["precisions"]
+        sources = list(record["sources"])
+    except (EdgeRobustError, KeyError, TypeError) as exc:
+        return f"## Robustness per precision\n\n**{path.name} cannot be read: {exc}**\n"
+    lines = ["## Robustness per precision", "",
+             f"Bundle `{record.get('bundle')}` (target {record.get('target')}), the first {record.get('n')} test "
+             f"points of the saved adversarial sets, L∞ ε = {record.get('eps')}. Each artifact is judged by its own "
+             "onnxruntime outputs: transfer = the saved sets replayed; square = Square driven by the artifact's "
+             f"outputs ({(record.get('square') or {}).get('queries')} queries). {record.get('robust_rule')}.", ""]
+    rows = []
+    for precision, row in rows_in.items():
+        divergence = row.get("divergence") or {}
+        rows.append((precision, row["clean_accuracy"], *[row["robust_by_source"].get(s) for s in sources],
+                     row["robust_accuracy"], divergence.get("clean", "") if divergence else "—",
+                     ", ".join(f"{k} {v}" for k, v in divergence.items() if k != "clean") or "—"))
+    lines += [md_table(("precision", "clean", *[f"robust ({s})" for s in sources], "robust (combined)",
+                        "differs from fp32 (clean)", "differs from fp32 (under attack)"), rows), ""]
+    return "\n".join(lines)

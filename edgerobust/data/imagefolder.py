@@ -6,7 +6,7 @@ ROOT/train/<class>/ and ROOT/test/<class>/ are taken as given. Class names are t
 `shape` = [C, H, W] (C = 1 greyscale or 3 RGB) by resizing (`fit = "resize"`) or by scaling its shorter side and
 cutting out the centre (`fit = "crop"`); without a declared shape all images must share one size. A folder larger
 than `max_memory` bytes of decoded pixels (or `stream = true`) stays on disk and is decoded batch by batch by
-`workers` loader processes (files.py).
+`workers` loader threads (files.py).
 """
 from __future__ import annotations
 

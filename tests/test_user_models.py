@@ -134,6 +134,29 @@ def test_a_layer_torch_pruning_does_not_know_is_reported_and_the_slim_net_reload
     assert model(x).shape == (4, 3)
 
 
+def test_compress_pretrains_a_user_model_named_by_import_path_with_the_recipe_options(package, folder, tmp_path):
+    recipe = tmp_path / "own.toml"
+    recipe.write_text(f'''[model]
+spec = "dronenets.nets:drone"
+kwargs = {{ width = 4 }}
+[data]
+name = "imagefolder"
+root = "{folder}"
+options = {{ shape = [3, 8, 8], fit = "crop" }}
+[train]
+epochs = 1
+batch_size = 16
+''')
+    code, _, err = run_cli("compress", "--recipe", recipe, "--method", "l1", "--keep", "0.5", "--retrain-epochs", "0",
+                           "--no-evaluate", "--out", tmp_path / "c", "-q")
+    assert code == 0, err
+    dense = RunDir.open(tmp_path / "c" / "pretrain").manifest
+    assert dense["model"]["source"]["kwargs"] == {"width": 4} and dense["model"]["input_shape"] == [3, 8, 8]
+    assert dense["dataset"]["options"] == {"shape": [3, 8, 8], "fit": "crop"}
+    slim = RunDir.open(tmp_path / "c")
+    assert slim.input_shape == (3, 8, 8) and slim.manifest["compression"]["removed_channels"]
+
+
 def test_physical_removal_of_a_graph_it_cannot_follow_keeps_the_masked_net(monkeypatch):
     from edgerobust.compress import physical
 

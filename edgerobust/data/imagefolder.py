@@ -143,7 +143,7 @@ def fitted_images(files: list[tuple[Path, int]], decoder: Decoder, workers: int,
 
 
 @DATASETS.register("imagefolder", "your images: ROOT/<class>/*.png|jpg|bmp (or ROOT/train, ROOT/test); options: "
-                                  "shape, fit, test_fraction, split_seed, workers, stream")
+                                  "shape, fit, test_fraction, split_seed, workers, stream, max_memory")
 def load_imagefolder(split: str = "train", root=None, shape=None, fit: str = "resize", test_fraction: float = 0.2,
                      split_seed: int = 0, workers: int = 2, stream: bool | str = "auto",
                      max_memory: int = MAX_MEMORY, **unknown) -> ArrayDataset:

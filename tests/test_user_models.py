@@ -190,7 +190,16 @@ batch_size = 16
     manifest = RunDir.open(tmp_path / "p" / "model").manifest
     assert manifest["model"]["source"]["kwargs"] == {"width": 4} and manifest["model"]["input_shape"] == [3, 8, 8]
     assert manifest["dataset"]["options"] == {"shape": [3, 8, 8], "fit": "crop"}
-    assert (tmp_path / "p" / "export-x86-cpu" / "manifest.json").is_file()
+    assert (tmp_path / "p" / "export-x86-cpu" / "manifest.json").is_file()  # parity read the 8x8 crops
+    code, _, err = run_cli("evaluate", tmp_path / "p" / "model", "--n", "4", "--suite", "none", "--attack", "fgsm",
+                           "--minimal", "none", "--no-masking")  # the 10x10 files read with the run's options
+    assert code == 0, err
+    assert RunDir.open(tmp_path / "p" / "model").manifest["robustness"]
+    manifest["dataset"]["options"] = {}  # without them the same files are 10x10: refused, not evaluated
+    (tmp_path / "p" / "model" / "model.json").write_text(json.dumps(manifest))
+    code, _, err = run_cli("evaluate", tmp_path / "p" / "model", "--n", "4", "--suite", "none", "--attack", "fgsm",
+                           "--minimal", "none", "--no-masking")
+    assert code == 2 and "shape (3, 10, 10)" in err and "takes (3, 8, 8)" in err, err
 
 
 @pytest.mark.ssh

@@ -270,6 +270,8 @@ class TrainConfig:
     augment: bool = setting(True, help="standard augmentation for the dataset")
     grad_clip: float = setting(0.0, ge=0, help="gradient-norm clip (0 = off)")
     eval_batch_size: int = setting(512, ge=1, help="batch size of clean evaluation")
+    lipschitz_penalty: float = setting(0.0, ge=0, help="weight of Σ log σ_i over conv/linear operator norms (0 = off)")
+    spectral_norm: float = setting(0.0, ge=0, help="cap every conv/linear operator norm at this value (0 = off)")
     loss: str | None = setting(None, registry="loss", help="training loss by name (default: [adversarial]'s "
                                "method, else natural); it takes the [adversarial] settings it declares")
     loss_options: dict[str, Any] = setting({}, help="the loss's own settings, e.g. a distillation temperature")
@@ -561,3 +563,41 @@ def is_adversarial(settings: AdversarialConfig | Mapping[str, Any] | None) -> bo
         return settings.adversarial
     return bool(settings) and str(settings.get("method", "pgd")) not in NATURAL_METHODS
 
+
+
+# ------------------------------------------------------------------------------- sections of later features
+# [smooth] (edgerobust.smoothing, Cohen et al. 2019; Song's thesis): here, so every recipe reader knows the section
+# whatever it imported; the defaults are Cohen et al.'s (n0 = 100, n = 100,000, α = 0.001).
+SMOOTH_RADII = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0]
+
+
+@dataclass
+class SmoothConfig:
+    """[smooth]: PREDICT/CERTIFY of the Gaussian-smoothed classifier on the first points of the test split."""
+    sigma: float = setting(0.25, gt=0, grid=True, help="noise standard deviation σ in [0,1] pixels (a list: several)")
+    alpha: float = setting(0.001, gt=0, lt=1, help="failure probability α of each certificate")
+    n0: int = setting(100, ge=1, help="selection samples per point")
+    n: int = setting(100_000, ge=1, help="estimation samples per point")
+    batch: int = setting(1000, ge=1, help="noisy samples per forward pass")
+    seed: int = setting(0, ge=0, lt=2**63, help="noise seed (streams keyed by seed, point and phase)")
+    points: int = setting(100, ge=1, help="test points to certify")
+    start: int = setting(0, ge=0, help="first test point (shards: --start/--count)")
+    count: int | None = setting(None, ge=1, help="points of this shard (default: to the end of --points)")
+    runtime: str = setting("torch-cpu", help="torch-cpu, torch-cuda, ort-cpu, ort-cuda, ...")
+    precision: str = setting("fp32", choices=("fp32", "fp16", "int8"), help="the artifact's precision")
+    threads: int = setting(0, ge=0, help="CPU threads of the runtime (0 = its default)")
+    radii: list[float] = setting(list(SMOOTH_RADII), help="L2 radii of the certified-accuracy table")
+    predict: bool = setting(False, help="also run PREDICT (its own noise stream)")
+
+    def check(self, label: Callable[[str], str] = "[smooth] {}".format) -> None:
+        if not self.radii:
+            raise ConfigError(f"{label('radii')} is empty; give at least one radius")
+        for i, r in enumerate(self.radii):
+            if r < 0:
+                raise ConfigError(f"{label('radii')}[{i}] = {r!r} must be at least 0")
+        if self.start >= self.points:
+            raise ConfigError(f"{label('start')} = {self.start} must be below points = {self.points}")
+
+
+
+register_section("smooth", SmoothConfig)

@@ -121,7 +121,8 @@ class RunDir:
         source = info.get("source") or {}
         try:
             model = build_model(info["spec"], info["input_shape"], info["num_classes"], info.get("mean"),
-                                info.get("std"), check_shape=False, kwargs=source.get("kwargs"))
+                                info.get("std"), check_shape=False, kwargs=source.get("kwargs"),
+                                activation=info.get("activation"))
         except ModelImportError as exc:  # the user's model no longer imports or builds here
             raise ModelImportError(f"{self.path}: cannot rebuild its model: {exc}; {recorded(source)}") from None
         if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
@@ -261,6 +262,10 @@ def check_model_info(info: Any, where: Path) -> None:
         if value is not None and not (isinstance(value, list) and len(value) == shape[0] and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
             raise bad(field, f"a list of {shape[0]} numbers (one per channel)")
+    activation = info.get("activation")
+    if activation is not None and not (isinstance(activation, dict) and isinstance(activation.get("name"), str)
+                                       and isinstance(activation.get("options", {}), dict)):
+        raise bad("activation", "a table with a name (e.g. kaf) and options")
     if "std" in info and info["std"] is not None and min(info["std"]) <= 0:
         raise bad("std", "positive")
     source = info.get("source")

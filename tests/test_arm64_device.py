@@ -230,3 +230,24 @@ root = ".edgerobust-fleet"
     assert read_json(arm64_run.path / "device" / "x86" / "bench.json")["complete"]
     report = render_report(arm64_run).read_text()
     assert "| x86 | scnn2:8-16 | fp32 |" in report and "| aarch64 |" in report
+
+
+def test_smoothing_on_aarch64_agrees_with_the_host(arm64_run, arm64_host, tmp_path):
+    """`smooth_run` through the test bed: the device draws the protocol's noise and counts fp16 votes; the host
+    counts the same samples on the same artifact; they agree under the rules of smoothing/agreement.py."""
+    from edgerobust.smoothing import SMOOTHING_FILE, smooth_run
+
+    run = tmp_path / "run"
+    shutil.copytree(arm64_run.path, run)
+    bundle = run / "export-arm64-testbed"
+    settings = {"sigma": 0.25, "n0": 8, "n": 64, "points": 2, "batch": 32, "precision": "fp16"}
+    (host,) = smooth_run(run, progress=False, runtime="ort-cpu", artifact=bundle, **settings)
+    (device,) = smooth_run(run, progress=False, device=arm64_options(arm64_host, target="arm64-testbed"),
+                           **settings)
+    assert device["record"]["architecture"] == "aarch64"
+    assert device["record"]["artifact_sha256"] == host["record"]["artifact_sha256"]
+    assert all(p["same_stream_as_host"] for p in device["points"])  # the bed's numpy drew the host's numbers
+    (agreement,) = read_json(run / SMOOTHING_FILE)["agreement"][device["key"]]
+    assert agreement["same_seed"] and agreement["passed"], agreement
+    for row in agreement["rows"]:  # differing votes reported, within the samples near the boundary
+        assert row["exact"]["passed"] and row["exact"]["disagreeing"] <= row["exact"]["near_boundary"]

@@ -140,6 +140,8 @@ def copy_bundle(tmp: Path, source: Path) -> Path:
 
 EVAL = ["--n", "5", "--steps", "2", "--queries", "5", "--minimal", "none", "--no-masking", "-q"]
 TRAIN = ["--model", "mlp:8", "--data", "digits", "--epochs", "1", "-q"]
+SMOOTH = ["--n0", "2", "--n", "4", "--points", "3", "-q"]
+DISTILL = ["--epochs", "1", "-q", "--out"]
 
 
 # (id, setup(tmp, bundle_source) -> CLI args, expected words in the one line)
@@ -300,8 +302,45 @@ CASES = [
                                                      (t / "bundle" / "model.onnx").open("ab").write(b"\0"),
                                                      ["certify", t / "bundle"])[2], "does not match its bundle"),
     ("certify-bundle-outside-a-run", lambda t, b: ["certify", b, "--n", "1"], "is not inside a run"),
+    ("distill-missing-teacher", lambda t, b: ["distill", "--teacher", t / "nope", *DISTILL, t / "d"],
+     "run directory"),
+    ("distill-corrupt-teacher", lambda t, b: ((t / RUN / "model.pt").write_bytes(b"not a checkpoint"),
+                                              ["distill", "--teacher", t / RUN, *DISTILL, t / "d"])[1], "model.pt"),
+    ("distill-teacher-other-shape", lambda t, b: ["distill", "--teacher", other_shape_run(t), *DISTILL, t / "d"],
+     "must share input shape and classes"),
+    ("distill-zero-temperature", lambda t, b: ["distill", "--teacher", t / RUN, "-T", "0", *DISTILL, t / "d"],
+     "--temperature = 0.0 must be greater than 0"),
+    ("distill-negative-sweep", lambda t, b: ["distill", "--teacher", t / RUN, "--sweep", "1,-2", *DISTILL, t / "d"],
+     "-2.0 is not positive"),
+    ("distill-unknown-method", lambda t, b: ["distill", "--teacher", t / RUN, "--method", "bogus", *DISTILL,
+                                             t / "d"], "--method = 'bogus' is not one of"),
+    ("distill-unknown-student", lambda t, b: ["distill", "--teacher", t / RUN, "--student", "bogus", *DISTILL,
+                                              t / "d"], "unknown model 'bogus'"),
+    ("distill-labels-from-unlabelled-pool", lambda t, b: ["distill", "--teacher", t / RUN, "--method", "hinton",
+                                                          "--pool", "synthetic", *DISTILL, t / "d"], "needs labels"),
     ("markup-in-user-text", lambda t, b: ["train", "--model", "[train]bogus", "--data", "digits", "--out", t / "r",
                                           "-q"], "[train]bogus"),
+    # randomized smoothing
+    *[(f"smooth-{name}", lambda t, b, args=args: ["smooth", t / RUN, *SMOOTH, *(b if a is None else a for a in args)],
+       expected)
+      for name, args, expected in (
+          ("sigma-zero", ["--sigma", "0"], "--sigma = 0.0 must be greater than 0"),
+          ("sigma-negative-in-list", ["--sigma", "0.25,-1"], "--sigma = -1.0 must be greater than 0"),
+          ("alpha-one", ["--alpha", "1"], "--alpha = 1.0 must be less than 1"),
+          ("alpha-zero", ["--alpha", "0"], "--alpha = 0.0 must be greater than 0"),
+          ("n0-zero", ["--n0", "0"], "--n0 = 0 must be at least 1"),
+          ("n-zero", ["--n", "0"], "--n = 0 must be at least 1"),
+          ("batch-zero", ["--batch", "0"], "--batch = 0 must be at least 1"),
+          ("unknown-runtime", ["--runtime", "bogus"], "--runtime bogus is not a host runtime"),
+          ("runtime-missing", ["--runtime", "ort-openvino"], "runtime ort-openvino is not available here"),
+          ("start-beyond-points", ["--start", "5"], "--start = 5 must be below points = 3"),
+          ("host-and-hosts", ["--host", "local", "--hosts", "fleet.toml"], "give --host or --hosts, not both"),
+          ("artifact-lacks-precision", ["--runtime", "ort-cpu", "--precision", "fp16", "--artifact", None],
+           "has no fp16 ONNX model"))],
+    ("smooth-recipe-bad-key", lambda t, b: ((t / "r.toml").write_text('[pipeline]\nsteps = ["train", "smooth"]\n'
+                                                                      '[smooth]\nalpha = 2\n'),
+                                            ["pipeline", "--recipe", t / "r.toml", "--out", t / "p", "-q"])[1],
+     "[smooth] alpha = 2.0 must be less than 1"),
     # your model, your weights, your data (issue 26)
     ("train-import-path-no-module", lambda t, b: ["train", "--model", "nosuchpackage.nets:net", "--data", "digits",
                                                   "--out", t / "r", "-q"], "No module named 'nosuchpackage'"),

@@ -13,6 +13,15 @@ def test_help_and_version():
     assert code == 0 and out.strip()
 
 
+def test_help_shows_recipe_sections_as_written():
+    """Help text is text: `[bench]` and `[device]` name recipe sections and are never eaten as console markup."""
+    for command, sections in (("bench", ("[bench]", "[device]")), ("smooth", ("[smooth]", "[device]")),
+                              ("evaluate", ("[evaluate]",))):
+        code, out, _ = run_cli(command, "--help")
+        flat = " ".join(out.split())
+        assert code == 0 and all(s in flat for s in sections), (command, out)
+
+
 def test_models_lists_params_and_flops():
     code, out, _ = run_cli("models", "--shape", "1,8,8")
     assert code == 0 and "scnn2" in out and "resnet20" in out

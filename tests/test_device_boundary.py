@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import stat
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ ESC = "\x1b]0;pwned\x07\x1b[31m"
 
 def fake_python(tmp_path: Path, answers: dict[str, str]) -> str:
     """An interpreter that answers runner command NAME with the text `answers[NAME]` and runs Python otherwise."""
-    script = ["#!/bin/sh", 'cmd=""', 'case "$2" in ping|info|bench|replay|verify|unpack) cmd=$2 ;; esac']
+    script = ["#!/bin/sh", 'cmd=""', 'case "$2" in ping|info|bench|replay|smooth|verify|unpack) cmd=$2 ;; esac']
     for name, answer in answers.items():
         payload = tmp_path / f"answer-{name}"
         payload.write_text(answer)
@@ -101,6 +102,17 @@ def test_replay_set_figures_are_checked(tmp_path):
     answer = doc({"sets": {"clean": {"accuracy": "all", "count": 3}}})
     with pytest.raises(DeviceOutputError, match="set 'clean' has no valid 'accuracy'"):
         session_for(tmp_path, {"replay": answer}).call("replay", bundle=False)
+
+
+@pytest.mark.parametrize("points, what", [
+    ({"rows": 1}, "no valid 'points' (a dict)"),
+    ([{"row": 0}], "point 0 has no valid 'counts' (missing)"),
+    ([{"row": 0, "counts": [3, -1]}], "counts that are not non-negative integers"),
+    ([{"row": 0, "counts": [3, True]}], "counts that are not non-negative integers"),
+])
+def test_smoothing_counts_are_checked(tmp_path, points, what):
+    with pytest.raises(DeviceOutputError, match=re.escape(what)):
+        session_for(tmp_path, {"smooth": doc({"points": points})}).call("smooth", bundle=False)
 
 
 def test_output_over_the_cap_stops_the_device_and_keeps_host_memory_flat(tmp_path):

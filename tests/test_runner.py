@@ -277,8 +277,8 @@ def test_smoothing_votes_follow_the_documented_protocol(runner_bundle):
     assert [p["row"] for p in result["points"]] == [3, 4]
     for point in result["points"]:
         row = point["row"]
-        rng = np.random.RandomState([7, row])  # the protocol, recounted on the host with one draw of n
-        noisy = (x[row].astype(np.float64)[None] + 0.25 * rng.standard_normal((40, *x.shape[1:]))).astype(np.float32)
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([7, row, 1])))  # the protocol, one draw
+        noisy = x[row][None] + np.float32(0.25) * rng.standard_normal((40, *x.shape[1:]), dtype=np.float32)
         logits = host_logits(runner_bundle, "fp32", noisy)
         assert point["counts"] == np.bincount(logits.argmax(1), minlength=10).tolist()
         top = np.sort(logits.astype(np.float64), 1)
@@ -292,6 +292,24 @@ def test_noise_stream_does_not_depend_on_the_batch():
     chunks = [np.concatenate(list(commands.noise_batches(x, 0.5, 23, b, 1, 9))) for b in (1, 5, 23, 64)]
     for other in chunks[1:]:
         np.testing.assert_array_equal(chunks[0], other)
+    threaded = np.concatenate(list(commands.prefetched(commands.noise_batches(x, 0.5, 23, 5, 1, 9))))
+    np.testing.assert_array_equal(chunks[0], threaded)
+
+
+def test_selection_and_estimation_streams_differ():
+    x = np.zeros((1, 3, 4), dtype=np.float32)
+    select = np.concatenate(list(commands.noise_batches(x, 1.0, 50, 50, 3, 0, commands.PHASES["select"])))
+    estimate = np.concatenate(list(commands.noise_batches(x, 1.0, 50, 50, 3, 0, commands.PHASES["estimate"])))
+    other_row = np.concatenate(list(commands.noise_batches(x, 1.0, 50, 50, 3, 1, commands.PHASES["select"])))
+    assert select.dtype == np.float32
+    assert not np.any(select == estimate) and not np.any(select == other_row)
+
+
+def test_smooth_phases_give_independent_votes(runner_bundle):
+    args = ("smooth", "--bundle", runner_bundle, "--sigma", 2.0, "--n", 30, "--count", 1)
+    select, estimate = ok(*args, "--phase", "select"), ok(*args)
+    assert select["phase"] == "select" and estimate["phase"] == "estimate"
+    assert select["points"][0]["fingerprint"] != estimate["points"][0]["fingerprint"]
 
 
 # ---- sealing: the runner's own checks, before anything is read ------------------------------------------------

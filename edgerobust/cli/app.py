@@ -9,15 +9,19 @@ from . import bench as bench_cmd
 from . import certify as certify_cmd
 from . import compress as compress_cmd
 from . import devices as devices_cmd
+from . import distill as distill_cmd
 from . import evaluate as evaluate_cmd
 from . import export as export_cmd
 from . import imports as imports_cmd
 from . import models as models_cmd
 from . import pipeline as pipeline_cmd
 from . import report as report_cmd
+from . import smooth as smooth_cmd
 from . import train as train_cmd
 
 app = typer.Typer(name="edgerobust", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,  # help names recipe sections like [bench]: text, never markup
+                  context_settings={"max_content_width": 120},
                   help="Make image classifiers robust and small, export them for a device, and measure them there.")
 
 
@@ -40,9 +44,11 @@ def main_options(debug: bool = typer.Option(False, "--debug", help="Show traceba
 app.command()(pipeline_cmd.pipeline)
 app.command()(train_cmd.train)
 app.command()(compress_cmd.compress)
+app.command()(distill_cmd.distill)
 app.command()(evaluate_cmd.evaluate)
 app.command()(report_cmd.report)
 app.command()(bench_cmd.bench)
+app.command()(smooth_cmd.smooth)
 app.command()(models_cmd.models)
 app.command()(models_cmd.datasets)
 app.command()(models_cmd.losses)

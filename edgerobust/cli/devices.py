@@ -14,7 +14,7 @@ from ..devices.catalog import check_in_catalogue, skipped_entries
 from .common import command, console
 from .render import table
 
-devices_app = typer.Typer(name="devices", no_args_is_help=True,
+devices_app = typer.Typer(name="devices", no_args_is_help=True, rich_markup_mode=None,
                           help="Device profiles: list them, show one, validate your own.")
 
 

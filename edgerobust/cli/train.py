@@ -48,6 +48,8 @@ def train(
                                        "losses`); it takes the [adversarial] settings it declares."),
     guard: Optional[bool] = typer.Option(None, "--guard/--no-guard", help="Stop and restore the previous epoch "
                                          "when PGD accuracy on a training batch collapses (default on for fgsm-rs)."),
+    activation: Optional[str] = typer.Option(None, "--activation", help="Replace the model's ReLUs: kaf, elu, "
+                                             "swish, gelu, softplus, kwta (recorded with the run)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
     device: str = device_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -76,7 +78,8 @@ def train(
     run = train_model(out, model, data, config,
                       TrainSetup(data_root=data_root or data_section.root, resume=resume,
                                  data_options=data_section.options if data == data_section.name else None,
-                                 model_options=model_options, recipe=spec, adversarial=adversarial, device=device),
+                                 model_options=model_options, recipe=spec, adversarial=adversarial, device=device,
+                                 activation=activation),
                       progress=False if quiet else None)
     from ..training.distributed import is_main_process
 

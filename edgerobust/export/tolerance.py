@@ -115,7 +115,8 @@ def golden_tolerance(proto: onnx.ModelProto, inputs: np.ndarray, precision: str)
 
 
 def smoothing_agreement(proto: onnx.ModelProto, x: np.ndarray, row: int, sigma: float, n: int, seed: int,
-                        device_counts: list[int] | np.ndarray, precision: str = "fp32") -> dict[str, Any]:
+                        device_counts: list[int] | np.ndarray, precision: str = "fp32",
+                        phase: str = "estimate") -> dict[str, Any]:
     """Check a device's smoothing votes for one point against the host, sample by sample where it matters.
 
     The host regenerates the runner's noise samples (the runner's own `noise_batches`, docs/runner-protocol.md) and
@@ -125,9 +126,9 @@ def smoothing_agreement(proto: onnx.ModelProto, x: np.ndarray, row: int, sigma: 
     votes and the certain votes plus the uncertain samples. `disagreeing` is the least number of samples whose vote
     differs from the exact one (half the L1 distance of the count vectors).
     """
-    from ..runner.commands import noise_batches
+    from ..runner.noise import PHASES, noise_batches
 
-    samples = np.concatenate(list(noise_batches(np.asarray(x, np.float32), sigma, n, n, seed, row)))
+    samples = np.concatenate(list(noise_batches(np.asarray(x, np.float32), sigma, n, n, seed, row, PHASES[phase])))
     with torch.no_grad():
         arithmetic = arithmetic_of(precision)
         try:

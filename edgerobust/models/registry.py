@@ -62,9 +62,10 @@ def spec_text(spec: str) -> str:
 def build_model(spec: str | ModelSpec, input_shape: Sequence[int], num_classes: int,
                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                 check_shape: bool = True, kwargs: Mapping[str, Any] | None = None,
-                source: dict[str, Any] | None = None) -> NormalizedClassifier:
+                source: dict[str, Any] | None = None, activation: str | dict | None = None) -> NormalizedClassifier:
     """`spec` wrapped in its normalisation (mean/std; none = identity). `kwargs` go to a user model's factory
-    (external.py), whose origin record is written into `source` when given."""
+    (external.py), whose origin record is written into `source` when given. `activation` (a name such as kaf, or
+    the manifest's {"name", "options"}) replaces every ReLU."""
     external = isinstance(spec, str) and is_user_model(spec)
     if not external:
         spec = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec)
@@ -95,6 +96,10 @@ def build_model(spec: str | ModelSpec, input_shape: Sequence[int], num_classes: 
         raise ShapeError(f"model '{spec}' for inputs {input_shape} is too large to allocate; choose smaller "
                          "widths") from None
     model = NormalizedClassifier(body, mean, std)
+    if activation is not None:
+        from .activations import swap_activations  # late: activations need this module's zoo built first
+
+        swap_activations(model, activation, input_shape)
     if check_shape:
         check_input_shape(model, input_shape, num_classes, str(spec))
     return model

@@ -4,8 +4,10 @@ from . import bench_steps  # noqa: F401
 from . import certify_steps  # noqa: F401
 from . import compress_steps  # noqa: F401
 from . import device_steps  # noqa: F401
+from . import distill_steps  # noqa: F401
 from . import evaluate_steps  # noqa: F401
 from . import export_steps  # noqa: F401
+from . import smooth_steps  # noqa: F401
 from .context import PIPELINE_STEPS, PipelineContext, run_steps
 
 __all__ = ["PIPELINE_STEPS", "PipelineContext", "run_steps"]

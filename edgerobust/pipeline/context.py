@@ -20,6 +20,7 @@ class PipelineContext:
     run: RunDir | None = None  # the run later steps work on (the trained, then compressed model)
     runs: dict[str, RunDir] = field(default_factory=dict)  # every run made, by step name
     summary: list[tuple[str, str, Any]] = field(default_factory=list)  # (step, what, value)
+    steps: list[str] = field(default_factory=list)  # the steps this pipeline runs (set by run_steps)
 
     def add(self, step: str, what: str, value: Any) -> None:
         self.summary.append((step, what, value))
@@ -41,6 +42,7 @@ def check_steps(ctx: PipelineContext, steps: list[str]) -> None:
 
 def run_steps(ctx: PipelineContext, steps: list[str], on_step: Callable[[str], None] | None = None) -> PipelineContext:
     check_steps(ctx, steps)
+    ctx.steps = list(steps)
     for name in steps:
         if on_step:
             on_step(name)

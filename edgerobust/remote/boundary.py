@@ -130,6 +130,7 @@ RESULT_FIELDS: dict[str, dict[str, Any]] = {
     "info": {"machine": dict, "runtimes": dict},
     "bench": {"compute": dict, "end_to_end": dict},
     "replay": {"sets": dict},
+    "smooth": {"points": list},
     "verify": {},
     "unpack": {},
     "ping": {},
@@ -167,6 +168,12 @@ def check_document(doc: Any, command: str, label: str) -> dict[str, Any]:
     if command == "replay":
         for key, figures in result["sets"].items():
             _check_fields(figures, SET_FIELDS, f"{where} set '{key}'", label)
+    if command == "smooth":
+        for i, point in enumerate(result["points"]):
+            _check_fields(point, {"row": int, "counts": list}, f"{where} point {i}", label)
+            if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in point["counts"]):
+                raise DeviceOutputError(f"{label}: the device's {where} point {i} has counts that are not "
+                                        "non-negative integers; a broken or foreign runner answered (check the device)")
     return doc
 
 

@@ -6,6 +6,8 @@ from . import bench  # noqa: F401,E402  (latency per runtime and batch size)
 from . import compression  # noqa: F401,E402  (per-layer compression, histograms, trade-off)
 from . import devices  # noqa: F401,E402  (on-device latency and robustness gap)
 from . import certify  # noqa: F401,E402  (certificates for the artifacts)
+from . import smoothing  # noqa: F401,E402  (randomized smoothing certificates)
+from . import distillation  # noqa: F401,E402  (teacher against student)
 from .render import render_report
 from .sections import REPORT_SECTIONS, md_table, register_section
 

@@ -6,6 +6,7 @@ import numpy as np
 
 from . import machine
 from .errors import RunnerError
+from .noise import PHASES, RULE, fingerprint, noise_batches, prefetched
 from .parity import agreement, compare, within_tolerance
 from .precisions import PRECISIONS
 from .runtimes import open_session
@@ -214,30 +215,17 @@ def replay(bundle, options, args):
     return figure
 
 
-def noise_batches(x, sigma, n, batch, seed, row):
-    """The smoothing samples of one point, in order, `batch` at a time (the protocol the host reproduces).
-
-    numpy's legacy RandomState: its streams are frozen across numpy versions (Generator's are not promised to be),
-    so a Jetson's numpy 1.19 and the host's numpy 2 draw the same noise.
-    """
-    rng = np.random.RandomState([seed, row])
-    base = x.astype(np.float64)[None]
-    done = 0
-    while done < n:
-        size = min(batch, n - done)
-        noise = rng.standard_normal((size,) + x.shape)
-        yield (base + sigma * noise).astype(np.float32)
-        done += size
-
-
 def smooth(bundle, options, args):
     """`args`: the parsed command line (precision, sigma, n, batch, seed, set_spec, start, count, margin_below,
-    no_hash), passed whole."""
+    phase, no_hash), passed whole."""
     precision, sigma, n, batch, seed = args.precision, args.sigma, args.n, args.batch, args.seed
     set_spec, start, count, margin_below, hashes = args.set_spec, args.start, args.count, args.margin_below, \
         not args.no_hash
-    if sigma <= 0 or n < 1 or batch < 1 or start < 0 or (count is not None and count < 0):
+    phase = args.phase
+    if not sigma > 0 or n < 1 or batch < 1 or start < 0 or (count is not None and count < 0):
         raise RunnerError("usage", "--sigma must be > 0, --n and --batch at least 1, --start and --count at least 0")
+    if phase not in PHASES:
+        raise RunnerError("usage", "--phase must be one of {}".format(", ".join(sorted(PHASES))))
     if hashes:
         check_hashes(bundle)
     evalset = choose_set(bundle, set_spec)
@@ -249,7 +237,7 @@ def smooth(bundle, options, args):
         for row in range(start, stop):
             votes = np.zeros(classes, dtype=np.int64)
             low, offset = [], 0
-            for noisy in noise_batches(evalset.x[row], sigma, n, batch, seed, row):
+            for noisy in prefetched(noise_batches(evalset.x[row], sigma, n, batch, seed, row, PHASES[phase])):
                 logits = session.infer(noisy)
                 votes = _add_votes(votes, logits.argmax(1))
                 if margin_below is not None:
@@ -259,16 +247,16 @@ def smooth(bundle, options, args):
                         low.append([offset + int(i), int(order[i, 0]), int(order[i, 1]), float(gap[i])])
                 offset += len(noisy)
             point = {"row": row, "index": None if evalset.indices is None else int(evalset.indices[row]),
-                     "label": int(evalset.labels[row]), "counts": [int(c) for c in votes]}
+                     "label": int(evalset.labels[row]), "counts": [int(c) for c in votes],
+                     "fingerprint": fingerprint(evalset.x[row], sigma, seed, row, PHASES[phase])}
             if margin_below is not None:
                 point["low_margin"] = low
             results.append(point)
         figure = _figure(bundle, precision, session, batch)
     finally:
         session.close()
-    figure.update({"sigma": sigma, "n": n, "seed": seed, "set": evalset.name, "start": start, "points": results,
-                   "noise": "numpy.random.RandomState([seed, row]).standard_normal, float64, added to x, cast to "
-                            "float32, no clipping"})
+    figure.update({"sigma": sigma, "n": n, "seed": seed, "phase": phase, "set": evalset.name, "start": start,
+                   "points": results, "noise": RULE, "numpy": np.__version__})
     return figure
 
 

@@ -169,6 +169,7 @@ def smooth_arguments(sub):
     sub.add_argument("--start", type=int, default=0)
     sub.add_argument("--count", type=int)
     sub.add_argument("--margin-below", type=float)
+    sub.add_argument("--phase", default="estimate", choices=("select", "estimate", "predict"))
 
 
 def unpack_arguments(sub):

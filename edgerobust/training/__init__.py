@@ -1,4 +1,5 @@
 """One training loop with pluggable losses and callbacks; LR schedules; clean metrics; adversarial training."""
+from . import distill_losses  # noqa: F401 - registers the distillation losses
 from .adversarial import FGSMRSLoss, PGDAdversarialLoss, TradesLoss, build_training_loss
 from .eps_schedule import EPS_SCHEDULES, EpsSchedule
 from .loop import Callback, LoopSetup, TrainConfig, Trainer, TrainResult, make_optimizer
@@ -6,8 +7,10 @@ from .losses import LOSSES, LossOutput, NaturalLoss, StepState, TrainingLoss
 from .metrics import evaluate_clean, predict
 from .overfit_guard import CatastrophicOverfittingGuard
 from .schedules import LR_SCHEDULES, learning_rate
+from .smoothing_losses import MACER, Consistency, GaussianAugmentation, GeneralizedConsistency
 
 __all__ = ["EPS_SCHEDULES", "CatastrophicOverfittingGuard", "EpsSchedule", "FGSMRSLoss", "PGDAdversarialLoss",
            "TradesLoss", "build_training_loss",
            "Callback", "LoopSetup", "LOSSES", "LR_SCHEDULES", "LossOutput", "NaturalLoss", "StepState", "TrainConfig",
-           "TrainResult", "Trainer", "TrainingLoss", "evaluate_clean", "learning_rate", "make_optimizer", "predict"]
+           "TrainResult", "Trainer", "TrainingLoss", "evaluate_clean", "learning_rate", "make_optimizer", "predict",
+           "MACER", "Consistency", "GaussianAugmentation", "GeneralizedConsistency"]

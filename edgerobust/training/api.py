@@ -59,6 +59,7 @@ class TrainSetup:
     recipe: dict | None = None  # recorded in the manifest
     description: str = "train"  # the progress bar's label
     device: str | torch.device | None = None  # auto (None: CUDA when present), cpu, cuda or cuda:N
+    activation: str | dict | None = None  # kaf, elu, swish, gelu, softplus, kwta: replaces the model's ReLUs
     model_options: dict[str, Any] | None = None  # a user model's factory `kwargs` and `mean`/`std` ([model])
 
 
@@ -67,7 +68,8 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
     """Train `model_spec` on `data` into run directory `out` (checkpointed every epoch; `setup.resume` continues).
 
     The loss is `config.loss` ([train] loss) by name, else [adversarial]'s method (`setup.adversarial`), else
-    natural; an explicit `setup.loss` object wins. `setup.device`: the model and every batch live there. Under
+    natural; an explicit `setup.loss` object wins. `setup.activation` (models/activations.py) replaces the model's
+    ReLUs and is recorded in the manifest. `setup.device`: the model and every batch live there. Under
     torchrun the ranks train together (DDP; NCCL ranks on their own GPU) and rank 0 alone writes the run.
     """
     config = (config or TrainConfig()).validate()
@@ -78,6 +80,11 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
     if loss is None:
         loss, guard = training_loss(config, setup.adversarial)
         callbacks += [guard] if guard else []
+    activation = setup.activation
+    if activation is not None:
+        from ..models.activations import parse_activation
+
+        activation = parse_activation(activation)  # an unknown name fails before any work
     check_output(out)
     check_fresh_output(Path(out), setup.resume)
     train_set = load_dataset(data, "train", setup.data_root, **(setup.data_options or {}))
@@ -87,7 +94,8 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
         return _train_into(out, model_spec, data, config, dist, train_set, test_set, data_root=setup.data_root,
                            data_options=setup.data_options, model_options=setup.model_options,
                            resume=setup.resume, loss=loss, callbacks=callbacks, recipe=setup.recipe,
-                           progress=progress, init_from=setup.init_from, description=setup.description, device=device)
+                           progress=progress, init_from=setup.init_from, description=setup.description, device=device,
+                           activation=activation)
 
 
 def check_fresh_output(out: Path, resume: bool) -> None:
@@ -103,7 +111,7 @@ def check_fresh_output(out: Path, resume: bool) -> None:
 
 
 def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, data_root, data_options, model_options,
-                resume, loss, callbacks, recipe, progress, init_from, description, device) -> RunDir:
+                resume, loss, callbacks, recipe, progress, init_from, description, device, activation=None) -> RunDir:
     run = RunDir.create(out)
     if init_from is not None:
         model = init_from.load_model()
@@ -114,7 +122,7 @@ def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, dat
         mean, std = normalization(model_spec, train_set, model_options)
         source: dict[str, Any] = {}
         model = build_model(model_spec, train_set.input_shape, train_set.num_classes, mean, std,
-                            kwargs=(model_options or {}).get("kwargs"), source=source)
+                            kwargs=(model_options or {}).get("kwargs"), source=source, activation=activation)
     trainer = Trainer(model, train_set, config, LoopSetup(loss=loss, eval_data=test_set, callbacks=callbacks,
                                                           checkpoint_path=run.checkpoint_path,
                                                           augment=default_augment(data), description=description),
@@ -124,6 +132,8 @@ def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, dat
         return distributed.finished_run(out, dist)
     info = model_info(model_spec, train_set, (mean, std), source) if init_from is None \
         else dict(init_from.manifest["model"])
+    if activation is not None and init_from is None:
+        info["activation"] = activation
     final = result.final
     run.save_model(
         model, info,

@@ -102,7 +102,10 @@ class Trainer:
             raise EdgeRobustError(f"the '{getattr(self.loss, 'name', 'training')}' loss needs labels and "
                                   f"{train_data.name} has none; choose a labelled dataset or a loss that makes "
                                   "its own targets")
-        self.callbacks = list(setup.callbacks)
+        from .lipschitz_control import lipschitz_callbacks  # late: its callbacks subclass this module's Callback
+
+        self.callbacks = list(setup.callbacks) + lipschitz_callbacks(self.config.lipschitz_penalty,
+                                                                     self.config.spectral_norm)
         self.checkpoint_path = Path(setup.checkpoint_path) if setup.checkpoint_path else None
         self.augment = augment if (augment is not None and config.augment) else NO_AUGMENT
         self.progress = progress if self.dist is None or self.dist.is_main else False
@@ -242,8 +245,9 @@ class Trainer:
             self.global_step += 1
             seen += len(x)
             loss_sum += out.loss.item() * len(x)
-            if y is not None:  # without labels there is no training accuracy to count
-                correct += (out.logits.argmax(1) == y).sum().item()
+            targets = y if out.targets is None else out.targets  # a loss may supply its own (a teacher's)
+            if targets is not None:  # without labels or targets there is no training accuracy to count
+                correct += (out.logits.argmax(1) == targets).sum().item()
             for key, value in (out.metrics or {}).items():
                 extra[key] = extra.get(key, 0.0) + value * len(x)
             bars.advance(task)

@@ -35,6 +35,7 @@ class LossOutput:
     loss: torch.Tensor
     logits: torch.Tensor  # for accuracy of the inputs the loss saw (clean unless the loss says otherwise)
     metrics: dict[str, float] | None = None
+    targets: torch.Tensor | None = None  # a loss that supplies its own targets (e.g. a teacher's): accuracy is on them
 
 
 class TrainingLoss(Protocol):

@@ -1,0 +1,138 @@
+"""CERTIFY throughput against raw batched inference on the same runtime, model and batch (target ratio ≥ 0.95).
+
+For each runtime — PyTorch eager CPU, onnxruntime CPU (host), and the device runner's onnxruntime session (in this
+process, as `edgerobust_runner` runs on a device) — and the same digits model (scnn2:16-32) and CIFAR-shaped
+ResNet-20 (synthetic 3×32×32 weights, untrained: only throughput is measured), in alternating rounds:
+- raw: `infer` on one fixed pre-drawn batch, n/batch calls per point (what inference alone costs);
+- certify: the estimation phase of CERTIFY, n noisy samples per point drawn by the protocol's generator (PCG64
+  float32 on a helper thread), inferred and counted (`SessionCounter.counts` on the host; the runner's own
+  `smooth` loop for the runner).
+Throughput is noisy samples per second; the ratio is certify / raw, medians over rounds.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.common import save_result
+from edgerobust.bench.runtimes import BenchModel, get_runtime
+from edgerobust.export.api import export_run
+from edgerobust.run import RunDir
+from edgerobust.runner import commands as runner_commands
+from edgerobust.runner.noise import PHASES, noise_batches
+from edgerobust.runner.runtimes import Options
+from edgerobust.runner.runtimes import open_session as runner_session
+from edgerobust.runner.sealed import open_bundle
+from edgerobust.smoothing.counters import SessionCounter
+from edgerobust.training import TrainConfig
+from edgerobust.training.api import train_model
+
+SIGMA = 0.25
+
+
+def make_run(work: Path, spec: str, data: str) -> RunDir:
+    return train_model(work / spec.replace(":", "-"), spec, data,
+                       TrainConfig(epochs=1, batch_size=64, lr=0.05, augment=False), progress=False,
+                       data_options={"size": 256} if data == "synthetic" else None)
+
+
+def raw_seconds(infer, x: np.ndarray, points: int, n: int, batch: int) -> float:
+    fixed = next(noise_batches(x[0], SIGMA, batch, batch, 0, 0, PHASES["estimate"]))
+    calls = -(-n // batch)
+    started = time.perf_counter()
+    for _ in range(points):
+        for _ in range(calls):
+            infer(fixed)
+    return time.perf_counter() - started
+
+
+def host_pair(runtime: str, model: BenchModel, classes: int, x: np.ndarray, points: int, n: int, batch: int,
+              threads: int):
+    session = get_runtime(runtime).load(model, "fp32", threads, batch)
+    counter = SessionCounter(session, classes, SIGMA, 0, batch, {})
+
+    def certify() -> float:
+        started = time.perf_counter()
+        counter.counts(x[:points], list(range(points)), "estimate", n)
+        return time.perf_counter() - started
+
+    return (lambda: raw_seconds(session.infer, x, points, n, batch)), certify, session.close
+
+
+def runner_pair(bundle: Path, points: int, n: int, batch: int, threads: int):
+    opened = open_bundle(str(bundle))
+    options = Options("ort-cpu", threads, batch)
+    session = runner_session(opened, "fp32", options)
+    x = np.load(bundle / "golden_inputs.npy")
+
+    def certify() -> float:
+        started = time.perf_counter()
+        runner_commands.smooth(opened, options, "fp32", SIGMA, n, batch, 0, None, 0, points, hashes=False)
+        return time.perf_counter() - started
+
+    return (lambda: raw_seconds(session.infer, x, points, n, batch)), certify, session.close
+
+
+def measure(pair, rounds: int, samples: int) -> dict:
+    raw_fn, certify_fn, close = pair
+    raw_fn(), certify_fn()  # warm-up: allocator, thread pools, the generator's first call
+    raw, cert = [], []
+    for _ in range(rounds):  # alternating, so load on the machine falls on both alike
+        raw.append(samples / raw_fn())
+        cert.append(samples / certify_fn())
+    close()
+    r, c = statistics.median(raw), statistics.median(cert)
+    return {"raw_samples_per_s": r, "certify_samples_per_s": c, "ratio": c / r, "raw_rounds": raw,
+            "certify_rounds": cert}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--points", type=int, default=2)
+    parser.add_argument("--n", type=int, default=65536, help="samples per point, digits model")
+    parser.add_argument("--n-resnet", type=int, default=2048, help="samples per point, ResNet-20")
+    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads() - 1),
+                        help="runtime threads, raw and certify alike (default: one core left for drawing noise)")
+    args = parser.parse_args(argv)
+    result = {"settings": {**vars(args), "sigma": SIGMA}, "models": {}, "load_before": os.getloadavg()}
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        for spec, data, n in (("scnn2:16-32", "digits", args.n), ("resnet20", "synthetic", args.n_resnet)):
+            samples = args.points * n
+            run = make_run(work, spec, data)
+            bundle = export_run(run, "x86-cpu", calibration=0, golden=max(4, args.points), fp16=False,
+                                progress=False).bundle
+            from edgerobust.evaluation.api import test_data
+
+            x = test_data(run, args.points).images.numpy()
+            model = BenchModel(spec, run.load_model(), run.input_shape, {"fp32": bundle / "model.onnx"})
+            rows = {}
+            for name in ("torch-cpu", "ort-cpu"):
+                rows[name] = measure(host_pair(name, model, run.num_classes, x, args.points, n, args.batch,
+                                               args.threads), args.rounds, samples)
+            rows["runner-ort-cpu"] = measure(runner_pair(bundle, args.points, n, args.batch, args.threads),
+                                             args.rounds, samples)
+            result["models"][f"{spec} ({data})"] = {"n": n, **rows}
+            for name, r in rows.items():
+                print(f"{spec:12s} {name:15s} raw {r['raw_samples_per_s']:10.0f}/s  certify "
+                      f"{r['certify_samples_per_s']:10.0f}/s  ratio {r['ratio']:.3f}")
+    result["load_after"] = os.getloadavg()
+    ratios = [r["ratio"] for rows in result["models"].values() for r in rows.values() if isinstance(r, dict)]
+    result["lowest_ratio"] = min(ratios)
+    result["target"] = 0.95
+    result["met"] = min(ratios) >= 0.95
+    save_result("smooth_throughput", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

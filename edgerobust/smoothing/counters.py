@@ -1,0 +1,96 @@
+"""Vote counters: the one thing CERTIFY needs from a runtime, `counts(x, rows, phase, n)`, per point and class.
+
+Every counter draws the noise of the runner's protocol (`edgerobust.runner.noise`: a float32 PCG64 stream per
+(seed, row, phase)), so at one seed PyTorch, onnxruntime and the device runner see the same noisy samples and their
+votes can be compared sample for sample. On the host the noise is drawn on the CPU, on a helper thread while the
+runtime computes, and the session's `prepare` moves each batch to the runtime's device (CUDA for torch-cuda and
+ort-cuda); only the logits' argmax comes back. On a device the runner draws the noise and counts the votes there
+(`DeviceCounter`); only the counts travel.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..runner.noise import PHASES, RULE, fingerprint, noise_batches, prefetched
+
+
+class VoteCounter(Protocol):
+    num_classes: int
+
+    def counts(self, x: np.ndarray, rows: Sequence[int], phase: str, n: int) -> np.ndarray:
+        """(len(rows), num_classes) int64 votes: x[i] is the point whose noise stream is keyed by rows[i]."""
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+def add_votes(votes: np.ndarray, logits: np.ndarray) -> None:
+    votes += np.bincount(np.asarray(logits).argmax(1), minlength=len(votes))[:len(votes)]
+
+
+class SessionCounter:
+    """Votes of a host runtime session (bench/runtimes.py: torch-cpu, torch-cuda, ort-cpu, ort-cuda, tensorrt)."""
+
+    def __init__(self, session: Any, num_classes: int, sigma: float, seed: int, batch: int,
+                 record: dict[str, Any]):
+        self.session, self.num_classes, self.sigma, self.seed, self.batch = session, num_classes, sigma, seed, batch
+        self.record = record
+
+    def counts(self, x: np.ndarray, rows: Sequence[int], phase: str, n: int) -> np.ndarray:
+        out = np.zeros((len(rows), self.num_classes), dtype=np.int64)
+        for i, row in enumerate(rows):
+            for noisy in prefetched(noise_batches(x[i], self.sigma, n, self.batch, self.seed, row, PHASES[phase])):
+                add_votes(out[i], self.session.infer(noisy))
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.record, "noise": RULE, "numpy": np.__version__}
+
+
+class DeviceCounter:
+    """Votes counted on a device by the runner's `smooth` command over one set file sent there (rows = its rows)."""
+
+    def __init__(self, session: Any, set_path: str, num_classes: int, sigma: float, seed: int, batch: int,
+                 runtime: str, precision: str, threads: int):
+        self.session, self.set_path, self.num_classes = session, set_path, num_classes
+        self.sigma, self.seed, self.batch = sigma, seed, batch
+        self.runtime, self.precision, self.threads = runtime, precision, threads
+        self.last: dict[str, Any] = {}
+        self.same_stream: dict[tuple[int, str], bool] = {}
+        self.bundle: str | None = None
+
+    def counts(self, x: np.ndarray, rows: Sequence[int], phase: str, n: int) -> np.ndarray:
+        rows = list(rows)
+        if rows != list(range(rows[0], rows[0] + len(rows))):
+            raise ValueError("a device counts a contiguous range of rows")
+        result = self.session.call(
+            "smooth", "--sigma", repr(float(self.sigma)), "--n", str(n), "--seed", str(self.seed), "--phase", phase,
+            "--precision", self.precision, "--runtime", self.runtime, "--threads", str(self.threads),
+            "--batch", str(self.batch), "--set", self.set_path, "--start", str(rows[0]), "--count", str(len(rows)))
+        self.last = result
+        out = np.zeros((len(rows), self.num_classes), dtype=np.int64)
+        for i, point in enumerate(result["points"]):
+            got = np.asarray(point["counts"], dtype=np.int64)[:self.num_classes]
+            out[i, :len(got)] = got
+            mine = fingerprint(x[i], self.sigma, self.seed, rows[i], PHASES[phase])
+            self.same_stream[(rows[i], phase)] = point.get("fingerprint") == mine
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        last = self.last
+        return {"runtime": (last.get("runtime") or {}).get("name", self.runtime), "runtime_detail": last.get("runtime"),
+                "precision": self.precision, "artifact": last.get("artifact"), "machine": last.get("machine"),
+                "architecture": (last.get("machine") or {}).get("architecture"),
+                "artifact_sha256": (last.get("artifact") or {}).get("sha256"), "noise": last.get("noise", RULE),
+                "numpy": last.get("numpy"), "where": "device", "bundle": self.bundle}
+
+
+def write_points(path: Path, x: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> Path:
+    """The points as the runner's set format (x_adv float32, labels, indices), for the device to read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x_adv=np.ascontiguousarray(x, np.float32), labels=np.asarray(labels, np.int64),
+             indices=np.asarray(indices, np.int64))
+    return path

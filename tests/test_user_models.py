@@ -157,6 +157,20 @@ batch_size = 16
     assert slim.input_shape == (3, 8, 8) and slim.manifest["compression"]["removed_channels"]
 
 
+def test_distillation_reads_the_teachers_image_folder_as_it_was_read(package, folder, tmp_path):
+    from edgerobust.distill.api import distill_model
+    from edgerobust.distill.settings import DistillConfig
+
+    options = {"shape": [3, 8, 8], "fit": "crop"}
+    teacher = train_model(tmp_path / "t", "dronenets.nets:drone", "imagefolder", FAST,
+                          TrainSetup(data_root=folder, data_options=options), progress=False)
+    student = distill_model(tmp_path / "s", teacher, DistillConfig(student="dronenets.nets:drone", eval_n=4,
+                                                                   pgd_steps=1, validation=0.2),
+                            TrainConfig(epochs=1, batch_size=16), progress=False)
+    assert student.input_shape == (3, 8, 8)  # the folder's 10x10 files, cropped as the teacher's were
+    assert student.manifest["dataset"]["root"] == str(folder) and student.manifest["dataset"]["options"] == options
+
+
 def test_physical_removal_of_a_graph_it_cannot_follow_keeps_the_masked_net(monkeypatch):
     from edgerobust.compress import physical
 

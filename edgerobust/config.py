@@ -241,7 +241,7 @@ class ModelSection:
     std: list[float] | None = setting(None, help="per-channel std your model's inputs are normalised with")
 
     def options(self) -> dict[str, Any]:
-        """What `train_model(model_options=)` takes."""
+        """What `TrainSetup.model_options` (and CompressSetup's, ImportSetup's) takes."""
         return {"kwargs": dict(self.kwargs), "mean": self.mean, "std": self.std}
 
 

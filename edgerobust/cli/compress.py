@@ -74,12 +74,14 @@ def compress(
             eval_settings = replace(eval_settings, suite=suite)
     if model is None and "model" not in spec:
         raise EdgeRobustError("pass --model (a run directory or a model spec) or use a recipe with a [model] spec")
-    source = model or section(spec, "model").spec
-    data_section = section(spec, "data")
+    model_section, data_section = section(spec, "model"), section(spec, "data")
+    source = model or model_section.spec
     from_run = Path(source).is_dir()  # a trained run keeps the dataset it recorded unless --data says otherwise
-    setup = CompressSetup(adversarial=adv_settings, evaluate=eval_settings if evaluate else None,
-                          data=data or (data_section.name if "data" in spec and not from_run else None),
+    name = data or (data_section.name if "data" in spec and not from_run else None)
+    setup = CompressSetup(adversarial=adv_settings, evaluate=eval_settings if evaluate else None, data=name,
                           data_root=data_root or (None if from_run and not data else data_section.root),
+                          data_options=data_section.options if name == data_section.name else None,
+                          model_options=model_section.options() if source == model_section.spec else None,
                           resume=resume, recipe=spec, device=device)
     runs, rows = compress_grid(source, out, config, train_config, setup, progress=False if quiet else None)
     if not is_main_process():

@@ -31,6 +31,9 @@ def test_data(run: RunDir, n: int | None = None):
     if not name:
         raise EdgeRobustError(f"{run.path} does not record its dataset; it was not made by `edgerobust train`")
     test = load_dataset(name, "test", run.data_root, **run.data_options)
+    if tuple(test.input_shape) != tuple(run.input_shape):  # a size-agnostic net would run on it without a word
+        raise EdgeRobustError(f"dataset {name} now gives inputs of shape {tuple(test.input_shape)} but {run.path}'s "
+                              f"model takes {tuple(run.input_shape)}; restore the data it was trained on")
     if n is not None:
         if n < 1:
             raise EdgeRobustError(f"--n must be at least 1, got {n}")

@@ -341,6 +341,10 @@ CASES = [
                                                                       '[smooth]\nalpha = 2\n'),
                                             ["pipeline", "--recipe", t / "r.toml", "--out", t / "p", "-q"])[1],
      "[smooth] alpha = 2.0 must be less than 1"),
+    ("train-smoothing-loss-bad-sigma", lambda t, b: ["train", *TRAIN, "--loss", "gaussian", "--loss-options",
+                                                     '{"sigma": 0}', "--out", t / "r"], "σ must be greater than 0"),
+    ("train-loss-options-not-json", lambda t, b: ["train", *TRAIN, "--loss", "macer", "--loss-options", "m=4",
+                                                  "--out", t / "r"], "--loss-options 'm=4' is not JSON"),
     # your model, your weights, your data (issue 26)
     ("train-import-path-no-module", lambda t, b: ["train", "--model", "nosuchpackage.nets:net", "--data", "digits",
                                                   "--out", t / "r", "-q"], "No module named 'nosuchpackage'"),

@@ -152,3 +152,23 @@ def test_smooth_run_records_sound_noise_and_refuses_it_on_a_device(digits_run, t
     with pytest.raises(SmoothingError, match="--noise sound is drawn on the host only"):
         smooth_run(run, sigma=0.25, n0=10, n=50, points=2, noise="sound", device=DeviceConfig(host="local",
                                                                                               target="x86-cpu"))
+
+
+def test_a_device_counter_has_the_bundle_hashed_once_per_certification():
+    """The first runner call checks every file's sha256; the later calls of the same counter pass --no-hash (the
+    select and estimate calls of every chunk would otherwise hash the whole bundle again on the device)."""
+    from edgerobust.smoothing.counters import DeviceCounter
+
+    class Session:
+        calls: list = []
+
+        def call(self, *args):
+            self.calls.append(args)
+            rows = int(args[args.index("--count") + 1])
+            return {"points": [{"counts": [3, 1]} for _ in range(rows)]}
+
+    counter = DeviceCounter(Session(), "set.npz", 2, 0.25, 0, 4, "ort-cpu", "fp32", 1)
+    x = np.zeros((2, 1, 2, 2), np.float32)
+    counter.counts(x, [0, 1], "select", 4)
+    counter.counts(x, [0, 1], "estimate", 4)
+    assert ["--no-hash" in c for c in Session.calls] == [False, True]

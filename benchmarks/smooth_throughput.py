@@ -115,10 +115,11 @@ def measure(pair, rounds: int, samples: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--points", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--points", type=int, default=2, help="points per call (the runner opens its session once "
+                        "per call, as on a device: more samples per call amortise it)")
     parser.add_argument("--n", type=int, default=32768, help="samples per point, digits model")
-    parser.add_argument("--n-resnet", type=int, default=1024, help="samples per point, ResNet-20")
+    parser.add_argument("--n-resnet", type=int, default=2048, help="samples per point, ResNet-20")
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads() - 1),
                         help="runtime threads, raw and certify alike (default: one core left for drawing noise)")

@@ -37,9 +37,9 @@ from ..training.api import (
     TrainSetup,
     adversarial_config,
     adversarial_from_recipe,
-    adversarial_training,
     config_from_recipe,
     train_model,
+    training_loss,
 )
 from .admm import ADMMCallback, keep_schedule
 from .l1_filter import l1_filter_masks
@@ -65,9 +65,13 @@ class CompressSetup:
     device: str | torch.device | None = None  # auto (None), cpu, cuda or cuda:N
 
 
-def build_loss(adv: AdversarialConfig | None, epochs: int):
-    """The stage's adversarial loss from [adversarial]-style settings (None: natural training)."""
-    return adversarial_training(adv, epochs)[0] if adv else None
+def describe_loss(config: TrainConfig, adv: AdversarialConfig | None, stages: list[RunDir]) -> dict[str, Any]:
+    """The stages' loss as the last training stage recorded it; without one, as [train] loss (a smoothing loss,
+    say) or [adversarial] would build it."""
+    if stages:
+        return stages[-1].manifest["training"]["loss"]
+    loss = training_loss(replace(config, epochs=1), adv)[0]
+    return loss.describe() if loss is not None else {"name": "natural"}
 
 
 def check_config(config: CompressConfig) -> CompressConfig:
@@ -167,6 +171,7 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
     history: list[dict[str, Any]] = []
     admm_info: dict[str, Any] = {}
     pruned_from = source
+    stages: list[RunDir] = []  # the training stages run, in order
     if config.method == "admm":
         admm_config = replace(base, epochs=config.admm_epochs, lr=config.admm_lr or base.lr)
         admm = ADMMCallback(plan, config.rho, config.rho_growth, config.admm_interval,
@@ -179,6 +184,7 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
                      "interval": config.admm_interval,
                      "epochs": config.admm_epochs, "keep_schedule": config.keep_schedule}
         history += [{**h, "stage": "admm"} for h in pruned_from.manifest["training"]["history"]]
+        stages.append(pruned_from)
     model = pruned_from.load_model().to(device)
     if config.method == "l1":
         plan, masks = l1_filter_masks(model, shape, None if config.threshold is not None else config.keep,
@@ -195,6 +201,7 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
                          device=device)
         masked = retrain.load_model().to(device)
         history += [{**h, "stage": "retrain"} for h in retrain.manifest["training"]["history"]]
+        stages.append(retrain)
     else:
         masked = apply_masks(model, masks)
     masked.eval()
@@ -220,7 +227,6 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
                       else kept, "params": stats["totals"]["params_after"],
                       **evaluate_point(slim, test, progress=progress, **settings)}
         evaluation = {"settings": settings, "rows": [dense_row, pruned_row]}
-    loss = build_loss(adv, 1)
     run = RunDir.create(out)
     run.add_parent(source, "compressed from")
     info["physically_pruned"] = bool(removed) or bool(info.get("physically_pruned"))
@@ -230,7 +236,7 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
         slim, info,
         dataset=source.manifest.get("dataset", {}),
         training={"config": asdict(base), "history": history, "stopped_early": None,
-                  "loss": loss.describe() if loss is not None else {"name": "natural"}},
+                  "loss": describe_loss(base, adv, stages)},
         recipe=recipe or {},
         seed=base.seed,
         compression={"config": asdict(config), "plan": plan.describe(), "admm": admm_info,

@@ -9,7 +9,8 @@ sessions with the runner's settings and are timed call by call in turn (fp32, fp
 p50 of all rounds, and beside it the ratio of the fastest calls (`*_speedup_min`: the least-disturbed call of each
 graph, what the arithmetic costs when the shared cores happen to be free). The int8 graph's operators after
 onnxruntime's own optimisation are recorded (`int8_optimized_ops`): every convolution fused into QLinearConv, so no
-layer falls back to float between the input's QuantizeLinear and the output's DequantizeLinear. Accuracy: the models are untrained, so each artifact's top-1 agreement with fp32 on 256 inputs.
+layer falls back to float between the input's QuantizeLinear and the output's DequantizeLinear. Accuracy: the models
+are untrained, so each artifact's top-1 agreement with fp32 on 256 inputs.
 Targets: int8 >= 2x fp32 at batch 32 for all three; edgerobust's int8 within 5% of the bare quantize_static.
 Run: python -m benchmarks.int8_speedup [--rounds 3] [--budget 0.1] [--models resnet20]
 """

@@ -284,8 +284,9 @@ def test_evaluate_artifact_per_precision_transfer_square_and_divergence(int8_rep
 
     run = run_copy(int8_replay_run, tmp_path)
     bundle = run.path / "export-x86-cpu"
-    result = evaluate_artifacts(run, EvaluateConfig(square_queries=20, seed=0), bundle=bundle)  # sets' ε: 0.1
-    assert set(result["precisions"]) == {"fp32", "int8"} and result["sources"] == ["transfer:pgd-0.1", "square"]
+    result = evaluate_artifacts(run, EvaluateConfig(square_queries=20, seed=0, steps=5), bundle=bundle)  # ε 0.1
+    assert set(result["precisions"]) == {"fp32", "int8"}
+    assert result["sources"] == ["transfer:pgd-0.1", "square", "gradient:apgd-ce"]
     with np.load(run.path / "adversarial" / "pgd-0.1.npz") as data:
         x_adv, labels = data["x_adv"], data["labels"]
     for row in result["precisions"].values():
@@ -294,7 +295,8 @@ def test_evaluate_artifact_per_precision_transfer_square_and_divergence(int8_rep
         transfer = model(torch.from_numpy(x_adv)).argmax(1).numpy()  # the artifact's own outputs, replayed
         assert row["points"]["transfer:pgd-0.1"] == transfer.tolist()
         points = {k: np.asarray(v) for k, v in row["points"].items()}
-        robust = (points["clean"] == labels) & (transfer == labels) & (points["square"] == labels)
+        robust = (points["clean"] == labels) & (transfer == labels) & (points["square"] == labels) & \
+            (points["gradient:apgd-ce"] == labels)
         assert row["points"]["robust"] == robust.astype(int).tolist()  # the minimum over sources
         assert row["robust_accuracy"] == robust.mean() <= min(row["robust_by_source"].values())
     divergence = result["precisions"]["int8"]["divergence"]
@@ -331,3 +333,49 @@ def test_certify_refuses_int8_in_one_line_and_says_why_in_the_record(int8_bundle
     record = certify_bundle(bundle, [0.01], method="ibp", n=2, radius=False)  # default: what can be certified
     assert [a["precision"] for a in record["artifacts"]] == ["fp32"] and "int8" in record["not_certified"]
     assert "The int8 artifact is not certified" in render_report(run).read_text()
+
+
+def test_surrogate_fake_quantization_rounds_half_to_even_saturates_and_passes_gradients_straight_through(tmp_path):
+    """QuantizeLinear -> DequantizeLinear with a power-of-two scale: onnxruntime and the surrogate agree exactly on
+    ties and saturation; inside the range the gradient is 1 (straight through), outside it 0."""
+    import onnxruntime as ort
+    import torch
+
+    from edgerobust.evaluation.surrogate import ArtifactSurrogate
+
+    scale, zero = numpy_helper.from_array(np.array(0.25, np.float32), "s"), \
+        numpy_helper.from_array(np.array(128, np.uint8), "z")
+    nodes = [helper.make_node("QuantizeLinear", ["input", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["output"])]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", 8])],
+                              [helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, ["N", 8])],
+                              [scale, zero])
+    path = tmp_path / "qdq.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = (np.arange(-300, 300, dtype=np.float32) * 0.125).reshape(-1, 8)  # every tie k·s/2, beyond both ends
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    surrogate = ArtifactSurrogate(path)
+    inputs = torch.from_numpy(x).requires_grad_()
+    out = surrogate(inputs)
+    assert np.array_equal(out.detach().numpy(), expected)
+    assert np.array_equal(expected[x == 0.125], np.zeros(1, np.float32))  # 0.5 steps -> 0 (half to even)
+    out.sum().backward()
+    rounded = np.round(x / 0.25) + 128  # numpy rounds half to even too: inside = the rounded value not saturated
+    inside = (rounded >= 0) & (rounded <= 255)
+    assert 0 < inside.sum() < inside.size
+    assert np.array_equal(inputs.grad.numpy(), inside.astype(np.float32))
+
+
+def test_int8_surrogate_follows_the_artifact_and_has_gradients(int8_bundle):
+    import torch
+
+    from edgerobust.evaluation.artifact import OrtClassifier
+    from edgerobust.evaluation.surrogate import ArtifactSurrogate
+
+    path = int8_bundle.bundle / "model.int8.onnx"
+    x = torch.from_numpy(np.load(int8_bundle.bundle / "golden_inputs.npy")).requires_grad_()
+    logits = ArtifactSurrogate(path)(x)
+    agree = (logits.argmax(1) == OrtClassifier(path)(x).argmax(1)).float().mean()
+    assert agree >= int8_bundle.manifest["models"]["int8"]["parity"]["min_top1_agreement"]
+    logits[:, 0].sum().backward()
+    assert x.grad.abs().sum() > 0  # rounding alone has a zero gradient: the straight-through estimator is in place

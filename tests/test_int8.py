@@ -379,3 +379,21 @@ def test_int8_surrogate_follows_the_artifact_and_has_gradients(int8_bundle):
     assert agree >= int8_bundle.manifest["models"]["int8"]["parity"]["min_top1_agreement"]
     logits[:, 0].sum().backward()
     assert x.grad.abs().sum() > 0  # rounding alone has a zero gradient: the straight-through estimator is in place
+
+
+def test_pipeline_precisions_step_judges_the_exported_artifacts_side_by_side(int8_replay_run, tmp_path):
+    from edgerobust.pipeline.context import PipelineContext
+    from edgerobust.pipeline.precision_steps import precisions_step
+
+    run = run_copy(int8_replay_run, tmp_path)
+    ctx = PipelineContext(out=tmp_path, recipe={"export": {"target": "x86"}, "evaluate": {"steps": 2,
+                                                                                         "square_queries": 5}}, run=run)
+    precisions_step(ctx)
+    rows = {what: value for step, what, value in ctx.summary if step == "precisions"}
+    recorded = run.manifest["precision_robustness"]
+    assert rows["int8 clean accuracy"] == recorded["int8"]["clean"]
+    assert rows["fp32 robust accuracy (min over 3 sources)"] == recorded["fp32"]["robust"]
+    assert "int8 points differing from fp32 (clean / attacked)" in rows
+    empty = PipelineContext(out=tmp_path, recipe={"export": {"target": "jetson-nano-cpu"}}, run=run)
+    with pytest.raises(EdgeRobustError, match="needs the export step's bundle for jetson-nano-cpu"):
+        precisions_step(empty)

@@ -284,7 +284,8 @@ def test_evaluate_artifact_per_precision_transfer_square_and_divergence(int8_rep
 
     run = run_copy(int8_replay_run, tmp_path)
     bundle = run.path / "export-x86-cpu"
-    result = evaluate_artifacts(run, EvaluateConfig(square_queries=20, seed=0, steps=5), bundle=bundle)  # ε 0.1
+    config = EvaluateConfig(square_queries=20, seed=0, steps=5, masking_steps=1)
+    result = evaluate_artifacts(run, config, bundle=bundle)  # at the saved set's ε, 0.1
     assert set(result["precisions"]) == {"fp32", "int8"}
     assert result["sources"] == ["transfer:pgd-0.1", "square", "gradient:apgd-ce"]
     with np.load(run.path / "adversarial" / "pgd-0.1.npz") as data:
@@ -299,13 +300,24 @@ def test_evaluate_artifact_per_precision_transfer_square_and_divergence(int8_rep
             (points["gradient:apgd-ce"] == labels)
         assert row["points"]["robust"] == robust.astype(int).tolist()  # the minimum over sources
         assert row["robust_accuracy"] == robust.mean() <= min(row["robust_by_source"].values())
+        gradient_left = (points["clean"] == labels) & (points["gradient:apgd-ce"] == labels)
+        square_only = np.mean(gradient_left & (points["square"] != labels))  # broken by the query attack alone
+        checks = {c["check"].split(" ")[1]: c for c in row["masking"]}
+        assert set(checks) == {"very", "attack", "query"}
+        assert (checks["query"]["status"] == "FAIL") == (square_only > 0.002)
+        assert row["masking_failed"] == any(c["status"] == "FAIL" for c in row["masking"])
     divergence = result["precisions"]["int8"]["divergence"]
     assert divergence["clean"] == int(np.sum(np.asarray(result["precisions"]["fp32"]["points"]["clean"]) !=
                                              np.asarray(result["precisions"]["int8"]["points"]["clean"])))
     assert read_json(run.path / "precision_robustness.json")["precisions"]["int8"]["robust_accuracy"] == \
         result["precisions"]["int8"]["robust_accuracy"]
     text = render_report(run).read_text()
-    assert "## Robustness per precision" in text and "| int8 |" in text
+    assert "## Robustness per precision" in text and "| int8 |" in text and "certified (" not in text
+    from edgerobust.certify.api import certify_bundle
+
+    certify_bundle(bundle, [0.01], method="ibp", n=2, radius=False, run=run)  # fp32 certified, int8 refused
+    table = render_report(run).read_text().split("## Robustness per precision")[1]
+    assert "certified (ibp fp32 ε=0.01)" in table and "not certified" in table.split("| int8 |")[1].splitlines()[0]
     tampered = copy_bundle(bundle, tmp_path / "tampered")
     (tampered / "model.int8.onnx").write_bytes(b"not a model")
     with pytest.raises(EdgeRobustError, match="modified"):

@@ -32,6 +32,7 @@ from ..run import RunDir, now
 from ..runner.errors import RunnerError
 from ..runner.precisions import REFERENCE
 from ..runner.sealed import check_hashes, open_bundle
+from . import masking
 from .surrogate import ArtifactSurrogate
 
 FILE = "precision_robustness.json"
@@ -93,6 +94,24 @@ def open_artifacts(bundle: str | Path) -> tuple[Any, dict[str, Path]]:
     models = opened.manifest.get("models") or {}
     return opened, {p: Path(opened.path(e["file"], f"models.{p}")) for p, e in models.items()
                     if str(e.get("file", "")).endswith(".onnx")}
+
+
+def surrogate_masking(surrogate: nn.Module, x: torch.Tensor, y: torch.Tensor, robust_by: dict[str, np.ndarray],
+                      eps: float, config: EvaluateConfig) -> list[dict[str, str]]:
+    """The gradient-masking checks that apply to the surrogate's gradients: a very large ε reaches about 0%, more
+    steps or restarts change little (both on the surrogate), and the query attack on the artifact breaks at most
+    AutoAttack's 0.2% of the points beyond what the gradient attack broke (else the surrogate's gradients mislead)."""
+    checks = [masking.large_eps(surrogate, x, y, "linf", steps=2 * config.masking_steps, seed=config.seed,
+                                batch_size=config.batch_size),
+              masking.more_effort(surrogate, x, y, eps, "linf", steps=config.masking_steps, seed=config.seed,
+                                  batch_size=config.batch_size)]
+    name = "the query attack is not stronger than the gradient attack through the surrogate"
+    if "square" not in robust_by:
+        return [*checks, masking.check(name, masking.NOT_RUN, "no Square source")]
+    extra = float(np.mean(robust_by[GRADIENT] & ~robust_by["square"]))  # broken by Square only, of all points
+    status = masking.FAIL if extra > masking.BLACK_BOX_TOLERANCE else masking.PASS
+    return [*checks, masking.check(name, status, f"Square broke {extra:.2%} of all points that APGD-CE through the "
+                                                 f"surrogate left (rule: at most {masking.BLACK_BOX_TOLERANCE:.1%})")]
 
 
 def evaluate_artifacts(run: RunDir | str | Path, config: EvaluateConfig | None = None, *,
@@ -163,6 +182,9 @@ def evaluate_artifacts(run: RunDir | str | Path, config: EvaluateConfig | None =
                            "sources_skipped": skipped,
                            "points": {"clean": clean.tolist(), "robust": robust.astype(int).tolist(),
                                       **{k: p.tolist() for k, p in sources.items()}}}
+        if surrogate is not None and config.masking_checks:
+            rows[precision]["masking"] = surrogate_masking(surrogate, x, y, robust_by, attack_eps, config)
+            rows[precision]["masking_failed"] = masking.any_failed(rows[precision]["masking"])
     if REFERENCE in rows:
         ref = rows[REFERENCE]["points"]
         for precision, row in rows.items():

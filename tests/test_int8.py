@@ -272,6 +272,13 @@ def test_device_bench_and_replay_cover_int8_with_per_point_divergence(int8_repla
         assert len(predictions) == figures["count"]
         assert figures["diverge_from_reference"] == int((predictions != reference).sum())
     assert set(rows["int8"]["sets"]) == {"clean", "pgd-0.1"}
+    from edgerobust.report import render_report
+
+    text = render_report(int8_replay_run).read_text()
+    shown = [line for line in text.splitlines() if line.startswith("| here | int8 |")]
+    assert "≠ fp32" in text and len(shown) == 2
+    assert sorted(int(line.rstrip(" |").rsplit("|", 1)[1]) for line in shown) == \
+        sorted(f["diverge_from_reference"] for f in rows["int8"]["sets"].values())
 
 
 def test_evaluate_artifact_per_precision_transfer_square_and_divergence(int8_replay_run, tmp_path):

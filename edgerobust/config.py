@@ -233,8 +233,16 @@ def grid_values(value: Any) -> list[Any]:
 
 @dataclass
 class ModelSection:
-    """[model]: the network to build (see `edgerobust models`)."""
-    spec: str = setting("scnn2:16-32", help="model spec, e.g. scnn2:16-32 or resnet20")
+    """[model]: the network to build (see `edgerobust models`): a zoo spec, an installed entry point's name, or your
+    own `package.module:factory` called with `kwargs`, taking [0,1] pixels (or inputs normalised by mean/std)."""
+    spec: str = setting("scnn2:16-32", help="model spec, e.g. scnn2:16-32, resnet20 or package.module:factory")
+    kwargs: dict[str, Any] = setting({}, help="keyword arguments of your model's factory")
+    mean: list[float] | None = setting(None, help="per-channel mean your model's inputs are normalised with")
+    std: list[float] | None = setting(None, help="per-channel std your model's inputs are normalised with")
+
+    def options(self) -> dict[str, Any]:
+        """What `train_model(model_options=)` takes."""
+        return {"kwargs": dict(self.kwargs), "mean": self.mean, "std": self.std}
 
 
 @dataclass

@@ -23,6 +23,7 @@ from ..compute_device import describe_device, resolve_device
 from ..config import BenchConfig, validated
 from ..data import ArrayDataset, load_dataset
 from ..errors import EdgeRobustError
+from ..export.given_graph import write_graph_for_bench
 from ..io import write_json
 from ..models import count_flops, count_parameters
 from ..progress import progress_bar
@@ -94,7 +95,7 @@ def bench_inputs(run: RunDir, count: int = 256) -> tuple[ArrayDataset, str]:
     name = run.dataset_name
     if name:
         with contextlib.suppress(EdgeRobustError, OSError):
-            data = load_dataset(name, "test", run.data_root)
+            data = load_dataset(name, "test", run.data_root, **run.data_options)
             if data.input_shape == run.input_shape:
                 return data.subset(count), f"{name} test split ({min(count, len(data))} images)"
     generator = torch.Generator().manual_seed(0)
@@ -147,6 +148,13 @@ def bench_run(run: RunDir | str | Path, config: BenchConfig | None = None, *, cl
     plan = TimingPlan(config.warmup, config.repeats).validate()
     batches = sorted(set(config.batches))
     profile, names, skipped = bench_plan(config.target, config.precision, config.runtimes)
+    if run.is_onnx:  # the model is an ONNX file: torch runtimes would time onnxruntime behind a wrapper
+        torch_runtimes = [n for n in names if RUNTIMES.get(n).spec.input != "onnx"]
+        if config.runtimes and torch_runtimes:
+            raise EdgeRobustError(f"runtime(s) {', '.join(torch_runtimes)} time a PyTorch module, but this run's "
+                                  "model is an ONNX file; choose an onnxruntime or TensorRT runtime")
+        skipped.update({n: "the run's model is an ONNX file" for n in torch_runtimes})
+        names = [n for n in names if n not in torch_runtimes]
     on_gpu = [n for n in names if get_runtime(n).device == "cuda"]
     if on_gpu and device.type != "cuda":
         if config.runtimes:
@@ -186,7 +194,7 @@ def bench_run(run: RunDir | str | Path, config: BenchConfig | None = None, *, cl
     with tempfile.TemporaryDirectory(prefix="edgerobust-bench-") as tmp:
         if "fp32" not in onnx and any(RUNTIMES.get(n).spec.input == "onnx" for n in names):
             opset = min(DEFAULT_OPSET, profile.max_opset)
-            onnx["fp32"] = export_for_bench(module, shape, Path(tmp) / "model.onnx", opset)
+            onnx["fp32"] = write_graph_for_bench(run, module, shape, Path(tmp) / "model.onnx", opset)
             record["onnx_opset"] = opset
         model = BenchModel(spec, module, shape, onnx)
         record["model"]["onnx_bytes"] = {p: path.stat().st_size for p, path in onnx.items()}

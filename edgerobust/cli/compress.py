@@ -76,9 +76,11 @@ def compress(
         raise EdgeRobustError("pass --model (a run directory or a model spec) or use a recipe with a [model] spec")
     source = model or section(spec, "model").spec
     data_section = section(spec, "data")
+    from_run = Path(source).is_dir()  # a trained run keeps the dataset it recorded unless --data says otherwise
     setup = CompressSetup(adversarial=adv_settings, evaluate=eval_settings if evaluate else None,
-                          data=data or (data_section.name if "data" in spec else None),
-                          data_root=data_root or data_section.root, resume=resume, recipe=spec, device=device)
+                          data=data or (data_section.name if "data" in spec and not from_run else None),
+                          data_root=data_root or (None if from_run and not data else data_section.root),
+                          resume=resume, recipe=spec, device=device)
     runs, rows = compress_grid(source, out, config, train_config, setup, progress=False if quiet else None)
     if not is_main_process():
         return

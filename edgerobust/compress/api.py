@@ -44,7 +44,7 @@ from ..training.api import (
 from .admm import ADMMCallback, keep_schedule
 from .l1_filter import l1_filter_masks
 from .masks import MaskCallback, apply_masks, density
-from .physical import remove_dead_channels
+from .physical import remove_and_check
 from .schemes import SCHEMES, STRUCTURED, build_plan
 from .stats import compression_stats
 
@@ -102,7 +102,8 @@ def _source_data(source: RunDir, data: str | None, data_root: str | Path | None)
     if not name:
         raise EdgeRobustError(f"{source.path} does not record its dataset; pass --data")
     root = data_root if data_root is not None else source.data_root
-    return {"name": name, "root": root}
+    options = source.data_options if name == source.dataset_name else {}  # another dataset: its own defaults
+    return {"name": name, "root": root, "options": options}
 
 
 def compress_model(source: str | Path | RunDir, out: str | Path, config: CompressConfig | None = None,
@@ -135,6 +136,9 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
                               device=device)
         source = pretrain(str(source), out / "pretrain", base, setup, progress=progress)
     source = source if isinstance(source, RunDir) else RunDir.open(source)
+    if source.is_onnx:
+        raise EdgeRobustError(f"{source.path}'s model is an imported ONNX file: pruning retrains PyTorch weights, "
+                              "which it has none of; export, bench and query-only evaluation take it")
     if not resume and any((out / p).exists() for p in ("admm/checkpoint.pt", "retrain/checkpoint.pt", "model.pt")):
         raise EdgeRobustError(f"{out} already holds a compression; pass --resume to continue it or choose another "
                               "--out")
@@ -142,7 +146,7 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
         raise EdgeRobustError("--out must differ from the source run directory")
     data_info = _source_data(source, data, data_root)
     shape = source.input_shape
-    data_shape = load_dataset(data_info["name"], "test", data_info.get("root")).input_shape
+    data_shape = load_dataset(data_info["name"], "test", data_info.get("root"), **data_info["options"]).input_shape
     if tuple(data_shape) != tuple(shape):
         raise EdgeRobustError(f"dataset {data_info['name']} has inputs of shape {tuple(data_shape)} but the model of "
                               f"{source.path} takes {tuple(shape)}; compress with the dataset it was trained on")
@@ -188,16 +192,13 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
     masked.eval()
     if ctx is not None and not ctx.is_main:  # rank 0 alone removes, evaluates and writes the slim run
         return distributed.finished_run(out, ctx)
-    test = load_dataset(data_info["name"], "test", data_info.get("root"))
+    test = load_dataset(data_info["name"], "test", data_info.get("root"), **data_info["options"])
+    info = dict(source.manifest["model"])
     removed: dict[str, int] = {}
-    slim, max_diff = masked, 0.0
-    if config.physical:
-        slim, removed = remove_dead_channels(masked, shape)
-        with torch.no_grad():
-            probe = to_model(masked, test.images[:256])
-            max_diff = float((slim(probe) - masked(probe)).abs().max()) if removed else 0.0
-        if max_diff > OUTPUT_TOLERANCE:
-            raise RuntimeError(f"physical removal changed the outputs by {max_diff:.3g}; this is a bug")
+    slim, max_diff, physical = masked, 0.0, None
+    if config.physical:  # a user's model (source recorded): what torch-pruning cannot remove is reported
+        slim, removed, max_diff, physical = remove_and_check(masked, shape, to_model(masked, test.images[:256]),
+                                                             OUTPUT_TOLERANCE, strict="source" not in info)
     stats = compression_stats(dense, masked, slim, shape)
     evaluation = None
     if evaluate:
@@ -214,7 +215,6 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
     loss = build_loss(adv, 1)
     run = RunDir.create(out)
     run.add_parent(source, "compressed from")
-    info = dict(source.manifest["model"])
     info["physically_pruned"] = bool(removed) or bool(info.get("physically_pruned"))
     clean = evaluate_clean(slim, test)
     source_metrics = source.manifest.get("metrics", {})
@@ -227,7 +227,7 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
         seed=base.seed,
         compression={"config": asdict(config), "plan": plan.describe(), "admm": admm_info,
                      "adversarial": asdict(adv) if adv else {},
-                     "mask_density": density(masks), "removed_channels": removed,
+                     "mask_density": density(masks), "removed_channels": removed, "physical": physical,
                      "max_output_difference": max_diff, "stats": stats, "evaluation": evaluation,
                      "source_test_accuracy": source_metrics.get("test_accuracy"),
                      "seconds": round(time.perf_counter() - started, 2),

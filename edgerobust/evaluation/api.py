@@ -30,7 +30,7 @@ def test_data(run: RunDir, n: int | None = None):
     name = run.dataset_name
     if not name:
         raise EdgeRobustError(f"{run.path} does not record its dataset; it was not made by `edgerobust train`")
-    test = load_dataset(name, "test", run.data_root)
+    test = load_dataset(name, "test", run.data_root, **run.data_options)
     if n is not None:
         if n < 1:
             raise EdgeRobustError(f"--n must be at least 1, got {n}")

@@ -142,7 +142,7 @@ def evaluate_artifacts(run: RunDir | str | Path, config: EvaluateConfig | None =
         if not np.array_equal(s["indices"], indices):
             raise EdgeRobustError(f"saved set {key} attacks other test points than {next(iter(sets))}; evaluate "
                                   "both on the same --n")
-    test = load_dataset(run.dataset_name, "test", run.data_root)
+    test = load_dataset(run.dataset_name, "test", run.data_root, **run.data_options)
     x = test.images[torch.from_numpy(indices)]
     y = torch.from_numpy(labels)
     eps_values = {s["eps"] for s in sets.values() if s["eps"] is not None}

@@ -20,10 +20,11 @@ from ..run import RunDir, now
 from ..runner.precisions import PRECISIONS, REFERENCE
 from ..runner.runtime_specs import RUNTIME_SPECS
 from ..versions import package_versions
-from .bundle import save_array, save_golden_tolerances, staging, write_manifest
+from .bundle import save_array, staging, write_manifest
 from .calibration import CALIBRATION_NAME, calibration_sample, save_calibration
+from .given_graph import golden_tolerance_entries, graph_for_export
 from .memory import check_budget, estimate_memory
-from .onnx_export import INPUT_NAME, OUTPUT_NAME, opset_of, save_onnx, simplify, to_onnx
+from .onnx_export import INPUT_NAME, OUTPUT_NAME, opset_of, save_onnx
 from .operators import check_operators, graph_operators
 from .parity import agreement_line, check_agreement, check_parity, run_torch
 from .precisions import ENGINE, exportable, host_precision
@@ -112,7 +113,7 @@ def load_inputs(run: RunDir, split: str, data_root: str | Path | None) -> Any:
         raise EdgeRobustError(f"run {run.path} does not record its dataset; parity needs real inputs from it")
     root = data_root or run.data_root
     try:
-        dataset = load_dataset(name, split, root)
+        dataset = load_dataset(name, split, root, **run.data_options)
     except DataError as exc:
         raise EdgeRobustError(f"parity needs real inputs but {name} ({split}) cannot be loaded: {exc}; "
                               "pass --data-root") from None
@@ -167,7 +168,7 @@ def export_run(run: RunDir | str | Path, config: ExportConfig | None = None, *, 
             bar.update(task, advance=1, status=status)
 
         model = run.load_model().to(device)
-        proto = simplify(to_onnx(model, input_shape, opset))
+        proto = graph_for_export(run, model, input_shape, opset)  # an imported ONNX run: its own graph
         check_operators(proto, profile.operator_set, profile.name, runtime)
         proto.producer_name = "edgerobust"
         info = run.manifest["model"]
@@ -239,7 +240,7 @@ def export_run(run: RunDir | str | Path, config: ExportConfig | None = None, *, 
         save_array(stage / "golden_labels.npy", labels)
         exact = float64_outputs(model, inputs)
         derived = [p for p in models if PRECISIONS[p].parity == "derived"]  # the agreement rule needs no bound
-        for precision, entry in save_golden_tolerances(stage, proto, inputs, derived, exact).items():
+        for precision, entry in golden_tolerance_entries(run, stage, proto, inputs, derived, exact).items():
             models[precision]["golden_tolerance"] = entry
         calib_info = None
         if config.calibration:

@@ -272,6 +272,13 @@ def test_device_bench_and_replay_cover_int8_with_per_point_divergence(int8_repla
         assert len(predictions) == figures["count"]
         assert figures["diverge_from_reference"] == int((predictions != reference).sum())
     assert set(rows["int8"]["sets"]) == {"clean", "pgd-0.1"}
+    from edgerobust.report import render_report
+
+    text = render_report(int8_replay_run).read_text()
+    shown = [line for line in text.splitlines() if line.startswith("| here | int8 |")]
+    assert "≠ fp32" in text and len(shown) == 2
+    assert sorted(int(line.rstrip(" |").rsplit("|", 1)[1]) for line in shown) == \
+        sorted(f["diverge_from_reference"] for f in rows["int8"]["sets"].values())
 
 
 def test_evaluate_artifact_per_precision_transfer_square_and_divergence(int8_replay_run, tmp_path):
@@ -284,8 +291,10 @@ def test_evaluate_artifact_per_precision_transfer_square_and_divergence(int8_rep
 
     run = run_copy(int8_replay_run, tmp_path)
     bundle = run.path / "export-x86-cpu"
-    result = evaluate_artifacts(run, EvaluateConfig(square_queries=20, seed=0), bundle=bundle)  # sets' ε: 0.1
-    assert set(result["precisions"]) == {"fp32", "int8"} and result["sources"] == ["transfer:pgd-0.1", "square"]
+    config = EvaluateConfig(square_queries=20, seed=0, steps=5, masking_steps=1)
+    result = evaluate_artifacts(run, config, bundle=bundle)  # at the saved set's ε, 0.1
+    assert set(result["precisions"]) == {"fp32", "int8"}
+    assert result["sources"] == ["transfer:pgd-0.1", "square", "gradient:apgd-ce"]
     with np.load(run.path / "adversarial" / "pgd-0.1.npz") as data:
         x_adv, labels = data["x_adv"], data["labels"]
     for row in result["precisions"].values():
@@ -294,16 +303,28 @@ def test_evaluate_artifact_per_precision_transfer_square_and_divergence(int8_rep
         transfer = model(torch.from_numpy(x_adv)).argmax(1).numpy()  # the artifact's own outputs, replayed
         assert row["points"]["transfer:pgd-0.1"] == transfer.tolist()
         points = {k: np.asarray(v) for k, v in row["points"].items()}
-        robust = (points["clean"] == labels) & (transfer == labels) & (points["square"] == labels)
+        robust = (points["clean"] == labels) & (transfer == labels) & (points["square"] == labels) & \
+            (points["gradient:apgd-ce"] == labels)
         assert row["points"]["robust"] == robust.astype(int).tolist()  # the minimum over sources
         assert row["robust_accuracy"] == robust.mean() <= min(row["robust_by_source"].values())
+        gradient_left = (points["clean"] == labels) & (points["gradient:apgd-ce"] == labels)
+        square_only = np.mean(gradient_left & (points["square"] != labels))  # broken by the query attack alone
+        checks = {c["check"].split(" ")[1]: c for c in row["masking"]}
+        assert set(checks) == {"very", "attack", "query"}
+        assert (checks["query"]["status"] == "FAIL") == (square_only > 0.002)
+        assert row["masking_failed"] == any(c["status"] == "FAIL" for c in row["masking"])
     divergence = result["precisions"]["int8"]["divergence"]
     assert divergence["clean"] == int(np.sum(np.asarray(result["precisions"]["fp32"]["points"]["clean"]) !=
                                              np.asarray(result["precisions"]["int8"]["points"]["clean"])))
     assert read_json(run.path / "precision_robustness.json")["precisions"]["int8"]["robust_accuracy"] == \
         result["precisions"]["int8"]["robust_accuracy"]
     text = render_report(run).read_text()
-    assert "## Robustness per precision" in text and "| int8 |" in text
+    assert "## Robustness per precision" in text and "| int8 |" in text and "certified (" not in text
+    from edgerobust.certify.api import certify_bundle
+
+    certify_bundle(bundle, [0.01], method="ibp", n=2, radius=False, run=run)  # fp32 certified, int8 refused
+    table = render_report(run).read_text().split("## Robustness per precision")[1]
+    assert "certified (ibp fp32 ε=0.01)" in table and "not certified" in table.split("| int8 |")[1].splitlines()[0]
     tampered = copy_bundle(bundle, tmp_path / "tampered")
     (tampered / "model.int8.onnx").write_bytes(b"not a model")
     with pytest.raises(EdgeRobustError, match="modified"):
@@ -314,3 +335,84 @@ def run_copy(run, tmp_path):
     from edgerobust.run import RunDir
 
     return RunDir.open(shutil.copytree(run.path, tmp_path / "run"))
+
+
+def test_certify_refuses_int8_in_one_line_and_says_why_in_the_record(int8_bundle, tmp_path):
+    from cli_helpers import run_cli
+
+    from edgerobust.certify.api import certify_bundle
+    from edgerobust.report import render_report
+    from edgerobust.run import RunDir
+
+    run = RunDir.open(shutil.copytree(int8_bundle.bundle.parent, tmp_path / "run"))
+    bundle = run.path / int8_bundle.bundle.name
+    code, out, err = run_cli("certify", bundle, "--precision", "int8", "--eps", "0.01", "--n", "2")
+    assert code == 2 and "int8 artifacts cannot be certified" in err and "QuantizeLinear" in err
+    assert len(err.strip().splitlines()) == 1 and not (run.path / "certificates.json").exists()
+    record = certify_bundle(bundle, [0.01], method="ibp", n=2, radius=False)  # default: what can be certified
+    assert [a["precision"] for a in record["artifacts"]] == ["fp32"] and "int8" in record["not_certified"]
+    assert "The int8 artifact is not certified" in render_report(run).read_text()
+
+
+def test_surrogate_fake_quantization_rounds_half_to_even_saturates_and_passes_gradients_straight_through(tmp_path):
+    """QuantizeLinear -> DequantizeLinear with a power-of-two scale: onnxruntime and the surrogate agree exactly on
+    ties and saturation; inside the range the gradient is 1 (straight through), outside it 0."""
+    import onnxruntime as ort
+    import torch
+
+    from edgerobust.evaluation.surrogate import ArtifactSurrogate
+
+    scale, zero = numpy_helper.from_array(np.array(0.25, np.float32), "s"), \
+        numpy_helper.from_array(np.array(128, np.uint8), "z")
+    nodes = [helper.make_node("QuantizeLinear", ["input", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["output"])]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", 8])],
+                              [helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, ["N", 8])],
+                              [scale, zero])
+    path = tmp_path / "qdq.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = (np.arange(-300, 300, dtype=np.float32) * 0.125).reshape(-1, 8)  # every tie k·s/2, beyond both ends
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    surrogate = ArtifactSurrogate(path)
+    inputs = torch.from_numpy(x).requires_grad_()
+    out = surrogate(inputs)
+    assert np.array_equal(out.detach().numpy(), expected)
+    assert np.array_equal(expected[x == 0.125], np.zeros(1, np.float32))  # 0.5 steps -> 0 (half to even)
+    out.sum().backward()
+    rounded = np.round(x / 0.25) + 128  # numpy rounds half to even too: inside = the rounded value not saturated
+    inside = (rounded >= 0) & (rounded <= 255)
+    assert 0 < inside.sum() < inside.size
+    assert np.array_equal(inputs.grad.numpy(), inside.astype(np.float32))
+
+
+def test_int8_surrogate_follows_the_artifact_and_has_gradients(int8_bundle):
+    import torch
+
+    from edgerobust.evaluation.artifact import OrtClassifier
+    from edgerobust.evaluation.surrogate import ArtifactSurrogate
+
+    path = int8_bundle.bundle / "model.int8.onnx"
+    x = torch.from_numpy(np.load(int8_bundle.bundle / "golden_inputs.npy")).requires_grad_()
+    logits = ArtifactSurrogate(path)(x)
+    agree = (logits.argmax(1) == OrtClassifier(path)(x).argmax(1)).float().mean()
+    assert agree >= int8_bundle.manifest["models"]["int8"]["parity"]["min_top1_agreement"]
+    logits[:, 0].sum().backward()
+    assert x.grad.abs().sum() > 0  # rounding alone has a zero gradient: the straight-through estimator is in place
+
+
+def test_pipeline_precisions_step_judges_the_exported_artifacts_side_by_side(int8_replay_run, tmp_path):
+    from edgerobust.pipeline.context import PipelineContext
+    from edgerobust.pipeline.precision_steps import precisions_step
+
+    run = run_copy(int8_replay_run, tmp_path)
+    ctx = PipelineContext(out=tmp_path, recipe={"export": {"target": "x86"}, "evaluate": {"steps": 2,
+                                                                                         "square_queries": 5}}, run=run)
+    precisions_step(ctx)
+    rows = {what: value for step, what, value in ctx.summary if step == "precisions"}
+    recorded = run.manifest["precision_robustness"]
+    assert rows["int8 clean accuracy"] == recorded["int8"]["clean"]
+    assert rows["fp32 robust accuracy (min over 3 sources)"] == recorded["fp32"]["robust"]
+    assert "int8 points differing from fp32 (clean / attacked)" in rows
+    empty = PipelineContext(out=tmp_path, recipe={"export": {"target": "jetson-nano-cpu"}}, run=run)
+    with pytest.raises(EdgeRobustError, match="needs the export step's bundle for jetson-nano-cpu"):
+        precisions_step(empty)

@@ -4,7 +4,9 @@ A model can be robust in float and not in int8 or the other way round, and attac
 divergence between a float model and its quantized deployment, so each ONNX artifact of an export bundle is judged
 by its own onnxruntime outputs: (1) transfer: the run's saved adversarial sets (RUN/adversarial/<key>.npz, found by
 `evaluate` against the PyTorch model) replayed on it; (2) query-only: Square with the suite's budget driven by the
-artifact's outputs (`OrtClassifier`: an onnxruntime session as a torch callable). A point is robust for an artifact
+artifact's outputs (`OrtClassifier`: an onnxruntime session as a torch callable); (3) gradient-based: APGD-CE
+through the artifact's differentiable surrogate (evaluation/surrogate.py: its own graph with QuantizeLinear as
+straight-through fake quantization), the points found judged on the artifact. A point is robust for an artifact
 when it is classified correctly clean and under every source (the minimum over sources, an upper bound like the
 suite's). The divergence counts the points whose prediction differs from the fp32 artifact's, clean and on each
 attacked set. Written to RUN/precision_robustness.json; the report's precision table reads it.
@@ -20,6 +22,7 @@ import torch
 from torch import nn
 
 from ..attacks import get_attack
+from ..bounds.graph import BoundError
 from ..claim import locked
 from ..config import EvaluateConfig, validated
 from ..data import load_dataset
@@ -29,8 +32,11 @@ from ..run import RunDir, now
 from ..runner.errors import RunnerError
 from ..runner.precisions import REFERENCE
 from ..runner.sealed import check_hashes, open_bundle
+from . import masking
+from .surrogate import ArtifactSurrogate
 
 FILE = "precision_robustness.json"
+GRADIENT = "gradient:apgd-ce"  # the source name of (3)
 
 
 class OrtClassifier(nn.Module):
@@ -90,13 +96,32 @@ def open_artifacts(bundle: str | Path) -> tuple[Any, dict[str, Path]]:
                     if str(e.get("file", "")).endswith(".onnx")}
 
 
+def surrogate_masking(surrogate: nn.Module, x: torch.Tensor, y: torch.Tensor, robust_by: dict[str, np.ndarray],
+                      eps: float, config: EvaluateConfig) -> list[dict[str, str]]:
+    """The gradient-masking checks that apply to the surrogate's gradients: a very large ε reaches about 0%, more
+    steps or restarts change little (both on the surrogate), and the query attack on the artifact breaks at most
+    AutoAttack's 0.2% of the points beyond what the gradient attack broke (else the surrogate's gradients mislead)."""
+    checks = [masking.large_eps(surrogate, x, y, "linf", steps=2 * config.masking_steps, seed=config.seed,
+                                batch_size=config.batch_size),
+              masking.more_effort(surrogate, x, y, eps, "linf", steps=config.masking_steps, seed=config.seed,
+                                  batch_size=config.batch_size)]
+    name = "the query attack is not stronger than the gradient attack through the surrogate"
+    if "square" not in robust_by:
+        return [*checks, masking.check(name, masking.NOT_RUN, "no Square source")]
+    extra = float(np.mean(robust_by[GRADIENT] & ~robust_by["square"]))  # broken by Square only, of all points
+    status = masking.FAIL if extra > masking.BLACK_BOX_TOLERANCE else masking.PASS
+    return [*checks, masking.check(name, status, f"Square broke {extra:.2%} of all points that APGD-CE through the "
+                                                 f"surrogate left (rule: at most {masking.BLACK_BOX_TOLERANCE:.1%})")]
+
+
 def evaluate_artifacts(run: RunDir | str | Path, config: EvaluateConfig | None = None, *,
-                       bundle: str | Path | None = None, threads: int = 1, square: bool = True, write: bool = True
-                       ) -> dict[str, Any]:
+                       bundle: str | Path | None = None, square: bool = True, gradient: bool = True,
+                       write: bool = True) -> dict[str, Any]:
     """Clean and robust accuracy of every ONNX artifact in the bundle (`bundle`, else `config.artifact`) on the
-    points of the run's saved adversarial sets: transfer (each set replayed) and Square (`config.square_queries`,
-    `config.seed`) on the artifact's own outputs, at the ε the sets were found at (`config.eps` when they record
-    none: transfer and Square share one ball); robust per point = the minimum over sources; divergence from fp32."""
+    points of the run's saved adversarial sets: transfer (each set replayed), Square (`config.square_queries`,
+    `config.seed`) on the artifact's own outputs and APGD-CE (`config.steps`, `config.n_restarts`) through its
+    differentiable surrogate, at the ε the sets were found at (`config.eps` when they record none: every source shares
+    one ball); robust per point = the minimum over sources; divergence from fp32."""
     config = validated(config or EvaluateConfig())
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     bundle = bundle if bundle is not None else config.artifact
@@ -117,7 +142,7 @@ def evaluate_artifacts(run: RunDir | str | Path, config: EvaluateConfig | None =
         if not np.array_equal(s["indices"], indices):
             raise EdgeRobustError(f"saved set {key} attacks other test points than {next(iter(sets))}; evaluate "
                                   "both on the same --n")
-    test = load_dataset(run.dataset_name, "test", run.data_root)
+    test = load_dataset(run.dataset_name, "test", run.data_root, **run.data_options)
     x = test.images[torch.from_numpy(indices)]
     y = torch.from_numpy(labels)
     eps_values = {s["eps"] for s in sets.values() if s["eps"] is not None}
@@ -125,7 +150,7 @@ def evaluate_artifacts(run: RunDir | str | Path, config: EvaluateConfig | None =
     started = time.perf_counter()
     rows: dict[str, dict[str, Any]] = {}
     for precision, path in artifacts.items():
-        model = OrtClassifier(path, threads)
+        model = OrtClassifier(path)
         clean = predict(model, x)
         correct = clean == labels
         sources = {f"transfer:{key}": predict(model, torch.from_numpy(s["x_adv"])) for key, s in sets.items()}
@@ -136,13 +161,30 @@ def evaluate_artifacts(run: RunDir | str | Path, config: EvaluateConfig | None =
                 chosen = torch.from_numpy(np.nonzero(correct)[0])
                 adv[chosen] = attack(model, x[chosen], y[chosen])
             sources["square"] = predict(model, adv)
+        skipped = {}
+        try:
+            surrogate = ArtifactSurrogate(path) if gradient else None
+        except BoundError as exc:  # an operator without a rule: this artifact is judged by the other sources
+            surrogate, skipped[GRADIENT] = None, str(exc)
+        if surrogate is not None:  # (3) APGD-CE through the artifact's differentiable surrogate, judged on it
+            adv = x.clone()
+            attack = get_attack("apgd-ce", eps=attack_eps, norm="linf", steps=config.steps,
+                                restarts=config.n_restarts, seed=seed)
+            if correct.any():
+                chosen = torch.from_numpy(np.nonzero(correct)[0])
+                adv[chosen] = attack(surrogate, x[chosen], y[chosen])
+            sources[GRADIENT] = predict(model, adv)
         robust_by = {k: (p == labels) & correct for k, p in sources.items()}
         robust = np.logical_and.reduce([correct, *robust_by.values()])
         rows[precision] = {"file": path.name, "clean_accuracy": float(correct.mean()),
                            "robust_accuracy": float(robust.mean()),
                            "robust_by_source": {k: float(v.mean()) for k, v in robust_by.items()},
+                           "sources_skipped": skipped,
                            "points": {"clean": clean.tolist(), "robust": robust.astype(int).tolist(),
                                       **{k: p.tolist() for k, p in sources.items()}}}
+        if surrogate is not None and config.masking_checks:
+            rows[precision]["masking"] = surrogate_masking(surrogate, x, y, robust_by, attack_eps, config)
+            rows[precision]["masking_failed"] = masking.any_failed(rows[precision]["masking"])
     if REFERENCE in rows:
         ref = rows[REFERENCE]["points"]
         for precision, row in rows.items():
@@ -152,7 +194,12 @@ def evaluate_artifacts(run: RunDir | str | Path, config: EvaluateConfig | None =
     result = {"created": now(), "bundle": str(bundle), "bundle_sha256": opened.sha256,
               "target": opened.manifest.get("target"), "n": len(labels), "indices": indices.tolist(),
               "labels": labels.tolist(), "eps": attack_eps, "norm": "linf",
-              "sources": [*(f"transfer:{k}" for k in sets), *(["square"] if square else [])],
+              "sources": [*(f"transfer:{k}" for k in sets), *(["square"] if square else []),
+                          *([GRADIENT] if gradient else [])],
+              "gradient": {"attack": "apgd-ce", "steps": config.steps, "restarts": config.n_restarts, "seed": seed,
+                           "through": "the artifact's own graph in float64, QuantizeLinear as round half to even with "
+                                      "saturation and a straight-through gradient (evaluation/surrogate.py); the "
+                                      "points found are judged on the artifact"} if gradient else None,
               "square": {"queries": queries, "seed": seed, "driven_by": "each artifact's onnxruntime outputs"}
               if square else None,
               "robust_rule": "robust = correct clean and under every source (minimum over sources; an upper bound)",

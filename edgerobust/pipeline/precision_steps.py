@@ -8,17 +8,17 @@ from .context import PIPELINE_STEPS, PipelineContext
 
 
 @PIPELINE_STEPS.register("precisions", "robustness of each exported artifact (fp32, int8) by its own onnxruntime "
-                                       "outputs: saved sets replayed + Square (RUN/precision_robustness.json)")
+                                       "outputs: saved sets replayed, Square, APGD-CE through its surrogate "
+                                       "(RUN/precision_robustness.json)")
 def precisions_step(ctx: PipelineContext) -> None:
     from ..devices import load_profile
     from ..evaluation.artifact import evaluate_artifacts
 
     target = load_profile(section(ctx.recipe, "export").target).name
-    entry = (ctx.run.manifest.get("export") or {}).get(target)
-    if not entry:
+    bundle = ctx.run.bundle(target)
+    if bundle is None:
         raise EdgeRobustError(f"the precisions step needs the export step's bundle for {target}; put export before it")
-    queries = section(ctx.recipe, "evaluate").square_queries
-    result = evaluate_artifacts(ctx.run, entry["bundle"], queries=queries)
+    result = evaluate_artifacts(ctx.run, section(ctx.recipe, "evaluate"), bundle=bundle)
     bench = {(r["precision"], r["batch"]): r["p50_ms"] for r in _bench_rows(ctx)}
     batch = max((b for _, b in bench), default=None)
     for precision, row in result["precisions"].items():  # speed, accuracy and robustness of each precision

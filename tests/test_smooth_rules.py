@@ -194,7 +194,7 @@ def swapped_runs(digits_run, tmp_path_factory):
     """The shared digits run with its ReLUs swapped (other weights kept), one run per activation."""
     runs = {}
     # ridge 1e-2: ‖α‖₁ ≈ 17 instead of ≈ 220 at the default 1e-4, whose cancellations cost fp16 over 1 % (parity)
-    swaps = {**{a: a for a in ACTIVATIONS}, "kaf-ridge": {"name": "kaf", "options": {"ridge": 1e-2}}}
+    swaps = {**{a: a for a in ACTIVATIONS}, "kaf-ridge": {"name": "kaf", "options": {"ridge": 1e-2}}, "kwta": "kwta"}
     for key, activation in swaps.items():
         path = tmp_path_factory.mktemp("swapped") / key
         shutil.copytree(digits_run.path, path)
@@ -245,3 +245,13 @@ def test_a_square_is_known_non_negative_and_relaxed_soundly():
     (a1, a2), bias, _ = rule.backward(node, A, (lo, hi), (lo, hi))
     for p in x:
         assert bool((A * p * p).sum(-1).ge((a1 * p).sum(-1) + (a2 * p).sum(-1) + bias - 1e-9 * (p * p).sum(-1)).all())
+
+
+def test_kwta_export_is_refused_naming_the_operators(swapped_runs, tmp_path):
+    """k-winners-take-all traces (TopK) but has no error rule: one clear line, no bundle."""
+    from edgerobust.errors import EdgeRobustError
+
+    with pytest.raises(EdgeRobustError, match="TopK have no error rule"):
+        export_run(swapped_runs["kwta"], ExportConfig(target="x86-cpu", calibration=0, golden=4), out=tmp_path / "b",
+                   progress=False)
+    assert not (tmp_path / "b").exists()

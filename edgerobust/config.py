@@ -161,6 +161,9 @@ def build(cls: type[C], values: Mapping[str, Any] | None = None, where: str = ""
     None means "not given"), on top of `base` or the defaults. `where` names the section in errors ("[train]")."""
     values = dict(values or {})
     unknown = sorted(set(values) - keys(cls))
+    renamed = [f"{old} is now {new}" for old, new in getattr(cls, "RENAMED", {}).items() if old in unknown]
+    if renamed:  # an old spelling: say what it became
+        raise ConfigError(f"{where or cls.__name__}: {'; '.join(renamed)} (rename the key)")
     if unknown:
         raise ConfigError(f"{where or cls.__name__}: unknown key(s) {', '.join(unknown)}; valid keys: "
                           f"{', '.join(sorted(keys(cls)))}")

@@ -327,6 +327,17 @@ CASES = [
                                               t / "d"], "unknown model 'bogus'"),
     ("distill-labels-from-unlabelled-pool", lambda t, b: ["distill", "--teacher", t / RUN, "--method", "hinton",
                                                           "--pool", "synthetic", *DISTILL, t / "d"], "needs labels"),
+    ("distill-old-alpha-flag", lambda t, b: ["distill", "--teacher", t / RUN, "--alpha", "0.5", *DISTILL, t / "d"],
+     "distill --alpha is now --soft-weight"),
+    ("distill-old-alpha-key", lambda t, b: ((t / "r.toml").write_text("[distill]\nalpha = 0.5\n"),
+                                            ["distill", "--teacher", t / RUN, "--recipe", t / "r.toml", *DISTILL,
+                                             t / "d"])[1], "[distill]: alpha is now soft_weight"),
+    ("distill-soft-weight-above-one", lambda t, b: ["distill", "--teacher", t / RUN, "--soft-weight", "2", *DISTILL,
+                                                    t / "d"], "--soft-weight = 2.0 must be at most 1"),
+    ("train-loss-option-alpha-for-hinton", lambda t, b: (
+        (t / "r.toml").write_text(f'[train]\nloss = "hinton"\nloss_options = {{teacher = "{t / RUN}", alpha = 0.5}}\n'),
+        ["train", "--model", "scnn2:4-8", "--data", "digits", "--recipe", t / "r.toml", "--out", t / "r2", "-q"])[1],
+     "loss 'hinton' has no setting alpha (the soft term's weight is soft_weight)"),
     ("markup-in-user-text", lambda t, b: ["train", "--model", "[train]bogus", "--data", "digits", "--out", t / "r",
                                           "-q"], "[train]bogus"),
     # randomized smoothing

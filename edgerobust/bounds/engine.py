@@ -62,7 +62,7 @@ class Engine:
         refined = {self.graph.input}
         for node, rule in zip(self.graph.nodes, self.rules, strict=True):
             ins = node.dynamic
-            if method != "ibp" and rule.nonlinear:
+            if method != "ibp" and rule.nonlinear_at(node):
                 for name in ins:
                     if name not in refined:
                         wanted = rule.needs(node, *table[name])
@@ -164,12 +164,16 @@ class Engine:
         return best
 
     # --- floating-point error terms -------------------------------------------------------------------------------
-    def errors(self, mags: dict[str, torch.Tensor], ar: Arithmetic) -> dict[str, torch.Tensor]:
-        """|computed - exact| bound of every tensor; `mags` bounds the exact |x| of every tensor over the inputs."""
+    def errors(self, mags: dict[str, torch.Tensor], ar: Arithmetic,
+               ranges: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
+        """|computed - exact| bound of every tensor; `mags` bounds the exact |x| of every tensor over the inputs,
+        `ranges` (optional, e.g. a bounds table) its signed (lo, hi): rules such as Exp need the sign."""
         errs = {self.graph.input: ar.input_roundoff * mags[self.graph.input]}
         for node, rule in zip(self.graph.nodes, self.rules, strict=True):
             ins = node.dynamic
-            e = rule.error(node, ar, [mags[n] + errs[n] for n in ins], [errs[n] for n in ins])
+            spans = [(-mags[n], mags[n]) if ranges is None or n not in ranges else ranges[n] for n in ins]
+            e = rule.error_in(node, ar, [(lo - errs[n], hi + errs[n]) for (lo, hi), n in zip(spans, ins, strict=True)],
+                              [mags[n] + errs[n] for n in ins], [errs[n] for n in ins])
             out = node.outputs[0]
             if not bool(torch.isfinite(e).all()) or bool(((mags[out] + e) > ar.largest).any()):
                 raise Unbounded(f"{node.label()}")

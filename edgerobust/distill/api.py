@@ -101,7 +101,7 @@ def build_pool(config: DistillConfig, train: ArrayDataset, needs_labels: bool, d
         if needs_labels:
             raise EdgeRobustError(f"method '{config.method}' needs labels; an unlabelled pool "
                                   f"({', '.join(config.pool)}) has none: use pool = ['train'] or a label-free method "
-                                  "(logit-matching, temperature, ard with alpha 1, rslad)")
+                                  "(logit-matching, temperature, ard with soft_weight 1, rslad)")
         images = unlabelled_pool(config.pool, train.input_shape, config.pool_size, config.seed, root=data_root)
         # the labels are placeholders: a label-free loss supplies its own targets (the teacher's predictions)
         return ArrayDataset(images, torch.zeros(len(images), dtype=torch.int64), train.num_classes,
@@ -152,7 +152,7 @@ def distill_model(out: str | Path, teacher: str | Path | RunDir, config: Distill
         info = {"spec": config.student, "input_shape": list(train.input_shape), "num_classes": train.num_classes,
                 "mean": list(train.mean), "std": list(train.std), **({"activation": activation} if activation else {})}
     loss = build_distillation_loss(config.method, teacher_model.to(device), temperature=config.temperature,
-                                   alpha=config.alpha, eps=config.eps, steps=config.steps,
+                                   soft_weight=config.soft_weight, eps=config.eps, steps=config.steps,
                                    step_size=config.step_size, seed=config.seed)
     pool = build_pool(config, train, loss.needs_labels, data_root)
     pool, held_out = split_validation(pool, config.validation, config.seed)

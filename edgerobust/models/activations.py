@@ -30,7 +30,7 @@ class KWinners(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.flatten(1)
-        k = max(1, int(round(self.ratio * flat.shape[1])))
+        k = max(1, int(round(self.ratio * int(flat.shape[1]))))  # a Python int while tracing too (export)
         threshold = flat.topk(k, dim=1).values[:, -1:]
         return (flat * (flat >= threshold).to(flat.dtype)).view_as(x)
 

@@ -423,7 +423,7 @@ def test_pipeline_precisions_step_judges_the_exported_artifacts_side_by_side(int
     (64, 2, 0.01, False),
     (1000, 10, 0.01, True), (1000, 11, 0.01, False),
     (100, 29, 0.29, True), (100, 30, 0.29, False),  # 0.29 · 100 is 28.999… in binary: still 29 points
-    (50, 1, 0.0, True), (50, 0, 0.0, True),
+    (50, 1, 0.0, False), (50, 0, 0.0, True),  # a tolerance of 0 allows no drop at all
 ])
 def test_the_agreement_rule_judges_the_drop_in_points_of_the_sample(n, flips, max_drop, passed):
     from edgerobust.runner.parity import agreement
@@ -434,4 +434,5 @@ def test_the_agreement_rule_judges_the_drop_in_points_of_the_sample(n, flips, ma
     outputs[:flips] = np.eye(10)[(labels[:flips] + 1) % 10]  # `flips` correct points turned wrong
     got = agreement(outputs, reference, labels, 0.0, max_drop)
     assert got["dropped_points"] == flips and got["passed"] is passed
-    assert got["accuracy"] == (n - flips) / n and got["allowed_points"] == max(1, round(max_drop * n))
+    assert got["accuracy"] == (n - flips) / n and got["allowed_points"] == (max(1, round(max_drop * n)) if max_drop
+                                                                            else 0)

@@ -31,7 +31,8 @@ def agreement(outputs, reference, labels, min_top1_agreement, max_accuracy_drop)
 
     The drop is judged in points of the sample, at its resolution: at most max(1, ⌊max_accuracy_drop · n⌋) more
     misclassified points than the reference (one point of n is the smallest drop n points can show, so 64 golden
-    inputs allow one flip where 1000 test points allow ten at a 1-point tolerance)."""
+    inputs allow one flip where 1000 test points allow ten at a 1-point tolerance); a tolerance of 0 allows none.
+    (⌊0.29 · 100⌋ is 28 in binary floating point: + 1e-9 before the floor.)"""
     predicted, expected = np.argmax(outputs, 1), np.argmax(reference, 1)
     labels = np.asarray(labels)
     n = len(labels)
@@ -39,7 +40,7 @@ def agreement(outputs, reference, labels, min_top1_agreement, max_accuracy_drop)
     correct, reference_correct = int((predicted == labels).sum()), int((expected == labels).sum())
     accuracy = correct / n if n else 1.0
     reference_accuracy = reference_correct / n if n else 1.0
-    allowed = max(1, int(np.floor(max_accuracy_drop * n + 1e-9))) if n else 0  # + 1e-9: 0.29 · 100 is 28.999…
+    allowed = max(1, int(np.floor(max_accuracy_drop * n + 1e-9))) if n and max_accuracy_drop > 0 else 0  # 28.999…
     return {"top1_agreement": top1, "accuracy": accuracy, "reference_accuracy": reference_accuracy,
             "accuracy_drop": reference_accuracy - accuracy, "min_top1_agreement": min_top1_agreement,
             "max_accuracy_drop": max_accuracy_drop, "allowed_drop": allowed / n if n else 0.0,

@@ -416,3 +416,23 @@ def test_pipeline_precisions_step_judges_the_exported_artifacts_side_by_side(int
     empty = PipelineContext(out=tmp_path, recipe={"export": {"target": "jetson-nano-cpu"}}, run=run)
     with pytest.raises(EdgeRobustError, match="needs the export step's bundle for jetson-nano-cpu"):
         precisions_step(empty)
+
+
+@pytest.mark.parametrize("n, flips, max_drop, passed", [
+    (64, 1, 0.01, True),  # one point of 64 is the smallest drop 64 points can show
+    (64, 2, 0.01, False),
+    (1000, 10, 0.01, True), (1000, 11, 0.01, False),
+    (100, 29, 0.29, True), (100, 30, 0.29, False),  # 0.29 · 100 is 28.999… in binary: still 29 points
+    (50, 1, 0.0, False), (50, 0, 0.0, True),  # a tolerance of 0 allows no drop at all
+])
+def test_the_agreement_rule_judges_the_drop_in_points_of_the_sample(n, flips, max_drop, passed):
+    from edgerobust.runner.parity import agreement
+
+    labels = np.arange(n) % 10
+    reference = np.eye(10)[labels]  # every reference prediction correct
+    outputs = reference.copy()
+    outputs[:flips] = np.eye(10)[(labels[:flips] + 1) % 10]  # `flips` correct points turned wrong
+    got = agreement(outputs, reference, labels, 0.0, max_drop)
+    assert got["dropped_points"] == flips and got["passed"] is passed
+    assert got["accuracy"] == (n - flips) / n and got["allowed_points"] == (max(1, round(max_drop * n)) if max_drop
+                                                                            else 0)

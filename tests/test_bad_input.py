@@ -267,13 +267,22 @@ CASES = [
         ["pipeline", "--recipe", t / "r.toml", "--out", t / "p", "-q"])[1], expected)
       for step, table, expected in (
           ("export-target", '[export]\ntarget = "bogus"', "unknown target 'bogus'"),
-          ("export-precision", '[export]\nint8 = true', "does not support int8"),
+          ("export-precision", '[export]\ntarget = "jetson-nano"\nint8 = true', "does not support int8"),
           ("bench-target", f'[bench]\ntarget = "{OTHER_ARCH_TARGET}"', "but this machine is"),
           ("device-host", '[device]\nhost = "u@h:0"', "port '0' must be"),
           ("device-name", '[device]\nname = "../elsewhere"', "[device] name '../elsewhere' is not a usable name"))],
     ("pipeline-failing-first-step", lambda t, b: ((t / "r.toml").write_text(
         '[pipeline]\nsteps = ["train"]\n[model]\nspec = "mlp:0"\n'),
         ["pipeline", "--recipe", t / "r.toml", "--out", t / "p", "-q"])[1], "at least 1"),
+    # int8 (onnxruntime on CPU targets)
+    ("export-int8-target-without-it", lambda t, b: ["export", t / RUN, "-t", "jetson-nano", "--int8", "-q"],
+     "does not support int8"),
+    ("export-int8-no-calibration", lambda t, b: ["export", t / RUN, "-t", "x86-cpu", "--int8", "--calibration", "0",
+                                                 "-q"], "needs a calibration set"),
+    ("export-int8-over-tolerance", lambda t, b: ["export", t / RUN, "-t", "x86-cpu", "--int8", "--calibration", "1",
+                                                 "--int8-max-drop", "0", "--int8-min-agreement", "1", "-q"],
+     "against fp32"),
+    ("export-int8-bad-method", lambda t, b: ["export", t / RUN, "--int8-method", "mse", "-q"], "mse"),
     # --recipe on export, evaluate and bench: a bad section is one line naming the recipe, section and key
     *[(f"{command}-recipe-{what}", lambda t, b, command=command, table=table: (
         (t / "r.toml").write_text(table), [command, t / RUN, "--recipe", t / "r.toml", "-q"])[1], expected)
@@ -323,6 +332,17 @@ CASES = [
                                               t / "d"], "unknown model 'bogus'"),
     ("distill-labels-from-unlabelled-pool", lambda t, b: ["distill", "--teacher", t / RUN, "--method", "hinton",
                                                           "--pool", "synthetic", *DISTILL, t / "d"], "needs labels"),
+    ("distill-old-alpha-flag", lambda t, b: ["distill", "--teacher", t / RUN, "--alpha", "0.5", *DISTILL, t / "d"],
+     "distill --alpha is now --soft-weight"),
+    ("distill-old-alpha-key", lambda t, b: ((t / "r.toml").write_text("[distill]\nalpha = 0.5\n"),
+                                            ["distill", "--teacher", t / RUN, "--recipe", t / "r.toml", *DISTILL,
+                                             t / "d"])[1], "[distill]: alpha is now soft_weight"),
+    ("distill-soft-weight-above-one", lambda t, b: ["distill", "--teacher", t / RUN, "--soft-weight", "2", *DISTILL,
+                                                    t / "d"], "--soft-weight = 2.0 must be at most 1"),
+    ("train-loss-option-alpha-for-hinton", lambda t, b: (
+        (t / "r.toml").write_text(f'[train]\nloss = "hinton"\nloss_options = {{teacher = "{t / RUN}", alpha = 0.5}}\n'),
+        ["train", "--model", "scnn2:4-8", "--data", "digits", "--recipe", t / "r.toml", "--out", t / "r2", "-q"])[1],
+     "loss 'hinton' has no setting alpha (the soft term's weight is soft_weight)"),
     ("markup-in-user-text", lambda t, b: ["train", "--model", "[train]bogus", "--data", "digits", "--out", t / "r",
                                           "-q"], "[train]bogus"),
     # randomized smoothing
@@ -340,12 +360,19 @@ CASES = [
           ("runtime-missing", ["--runtime", "ort-openvino"], "runtime ort-openvino is not available here"),
           ("start-beyond-points", ["--start", "5"], "--start = 5 must be below points = 3"),
           ("host-and-hosts", ["--host", "local", "--hosts", "fleet.toml"], "give --host or --hosts, not both"),
+          ("unknown-noise", ["--noise", "uniform"], "--noise = 'uniform' is not one of: gaussian, sound"),
+          ("sound-noise-on-a-device", ["--noise", "sound", "--host", "local", "--target", "x86-cpu"],
+           "--noise sound is drawn on the host only"),
           ("artifact-lacks-precision", ["--runtime", "ort-cpu", "--precision", "fp16", "--artifact", None],
            "has no fp16 ONNX model"))],
     ("smooth-recipe-bad-key", lambda t, b: ((t / "r.toml").write_text('[pipeline]\nsteps = ["train", "smooth"]\n'
                                                                       '[smooth]\nalpha = 2\n'),
                                             ["pipeline", "--recipe", t / "r.toml", "--out", t / "p", "-q"])[1],
      "[smooth] alpha = 2.0 must be less than 1"),
+    ("train-smoothing-loss-bad-sigma", lambda t, b: ["train", *TRAIN, "--loss", "gaussian", "--loss-options",
+                                                     '{"sigma": 0}', "--out", t / "r"], "σ must be greater than 0"),
+    ("train-loss-options-not-json", lambda t, b: ["train", *TRAIN, "--loss", "macer", "--loss-options", "m=4",
+                                                  "--out", t / "r"], "--loss-options 'm=4' is not JSON"),
     # your model, your weights, your data (issue 26)
     ("train-import-path-no-module", lambda t, b: ["train", "--model", "nosuchpackage.nets:net", "--data", "digits",
                                                   "--out", t / "r", "-q"], "No module named 'nosuchpackage'"),

@@ -36,6 +36,19 @@ def test_pixels_are_the_files_bytes_over_255(tmp_path):
     assert any(torch.equal(data.images[0], d.float()) for d in decoded)
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_byte_value_becomes_its_float32_quotient_by_255(tmp_path, workers):
+    for name in ("a", "b"):  # two classes, each image holding all 256 grey levels once
+        (tmp_path / "f" / name).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16)).save(tmp_path / "f" / name / f"{i}.png")
+    data = load_dataset("imagefolder", "train", tmp_path / "f", shape=[1, 16, 16], test_fraction=0.5, stream=True,
+                        workers=workers)
+    batches = [x for x, _ in iterate_batches(data, 1)]  # two batches: with workers, both decoded by the pool
+    expected = torch.arange(256, dtype=torch.uint8).reshape(1, 16, 16).float() / 255  # correctly rounded quotients
+    assert len(batches) == 2 and all(x.dtype == torch.float32 and torch.equal(x[0], expected) for x in batches)
+
+
 def test_given_train_and_test_folders_are_kept(tmp_path):
     image_folder(tmp_path / "f" / "train", per_class=4)
     image_folder(tmp_path / "f" / "test", per_class=2, classes=CLASSES[:2], seed=1)

@@ -78,7 +78,7 @@ def test_temperature_loss_is_kl_to_softened_teacher_at_student_t1(t):
 def test_hinton_loss_hand_computation():
     x, y, teacher, student = pair(2)
     t, alpha = 4.0, 0.7
-    loss = build_distillation_loss("hinton", teacher, temperature=t, alpha=alpha)(student, x, y, STATE).loss
+    loss = build_distillation_loss("hinton", teacher, temperature=t, soft_weight=alpha)(student, x, y, STATE).loss
     zt, zs = rows(teacher, x), rows(student, x)
     soft = sum(kl_row(softmax_row(a, t), softmax_row(b, t)) for a, b in zip(zt, zs, strict=True)) / 5 * t * t
     ce = -sum(math.log(softmax_row(b)[int(label)]) for b, label in zip(zs, y, strict=True)) / 5
@@ -101,7 +101,7 @@ def test_ard_at_zero_eps_is_temperature_kl_times_t_squared():
 
 
 @pytest.mark.parametrize("method,settings", [("logit-matching", {}), ("temperature", {}),
-                                             ("hinton", {"alpha": 1.0}), ("ard", {"eps": 0.0}),
+                                             ("hinton", {"soft_weight": 1.0}), ("ard", {"eps": 0.0}),
                                              ("rslad", {"eps": 0.0})])
 def test_student_identical_to_teacher_has_zero_loss(method, settings):
     x, y, teacher, _ = pair(5)
@@ -137,3 +137,18 @@ def test_bad_temperature_is_one_clear_error(t):
     _, _, teacher, _ = pair()
     with pytest.raises(EdgeRobustError, match="temperature"):
         build_distillation_loss("temperature", teacher, temperature=t)
+
+
+@pytest.mark.parametrize("method,default", [("hinton", 0.9), ("ard", 1.0), ("rslad", 5 / 6)])
+def test_adversarial_alpha_never_becomes_the_soft_weight(method, default):
+    """[adversarial] alpha (an attack step) is offered to every loss; the soft term's weight has its own name."""
+    from edgerobust.config import AdversarialConfig, TrainConfig
+    from edgerobust.training.api import training_loss
+
+    teacher = pair()[2]
+    config = TrainConfig(loss=method, loss_options={"teacher": teacher})
+    loss, _ = training_loss(config, AdversarialConfig(alpha=0.01))
+    assert loss.soft_weight == pytest.approx(default) and loss.settings()["soft_weight"] == pytest.approx(default)
+    loss, _ = training_loss(TrainConfig(loss=method, loss_options={"teacher": teacher, "soft_weight": 0.5}),
+                            AdversarialConfig(alpha=0.01))
+    assert loss.soft_weight == 0.5

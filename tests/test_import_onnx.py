@@ -1,5 +1,5 @@
 """Your ONNX (issue 26): a foreign ONNX classifier, exported by plain torch.onnx outside edgerobust, becomes a run that
-evaluation (query-only), export for every target, verify, bench and device replay take."""
+evaluation (query-only), export for every target, verify, bench, certify and device replay take."""
 from __future__ import annotations
 
 import json
@@ -103,6 +103,22 @@ def test_query_only_evaluation_export_verify_and_bench(onnx_run, tmp_path):
     assert bench["skipped_runtimes"]["torch-cpu"] == "the run's model is an ONNX file"
     code, _, err = run_cli("compress", "--model", run, "--out", tmp_path / "c", "-q")
     assert code == 2 and "imported ONNX file" in err and not (tmp_path / "c").exists()
+
+
+def test_the_certification_engine_reads_an_imported_onnx_run(onnx_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(onnx_run.path, run)
+    code, _, err = run_cli("export", run, "--target", "x86-cpu", "-q")
+    assert code == 0, err
+    code, _, err = run_cli("certify", run, "--n", "6", "--eps", "0,0.5", "--no-radius")
+    assert code == 0, err
+    doc = json.loads((run / "certificates.json").read_text())
+    real = {row["eps"]: row["certified_accuracy"] for row in doc["artifacts"][0]["rows"] if row["arithmetic"] == "real"}
+    assert doc["artifacts"][0]["precision"] == "fp32" and doc["n"] == 6
+    assert real[0.0] == doc["clean_accuracy"]  # at ε = 0 the bounds are the graph's own outputs
+    assert real[0.5] <= real[0.0]
 
 
 @pytest.mark.ssh

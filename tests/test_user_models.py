@@ -134,6 +134,43 @@ def test_a_layer_torch_pruning_does_not_know_is_reported_and_the_slim_net_reload
     assert model(x).shape == (4, 3)
 
 
+def test_compress_pretrains_a_user_model_named_by_import_path_with_the_recipe_options(package, folder, tmp_path):
+    recipe = tmp_path / "own.toml"
+    recipe.write_text(f'''[model]
+spec = "dronenets.nets:drone"
+kwargs = {{ width = 4 }}
+[data]
+name = "imagefolder"
+root = "{folder}"
+options = {{ shape = [3, 8, 8], fit = "crop" }}
+[train]
+epochs = 1
+batch_size = 16
+''')
+    code, _, err = run_cli("compress", "--recipe", recipe, "--method", "l1", "--keep", "0.5", "--retrain-epochs", "0",
+                           "--no-evaluate", "--out", tmp_path / "c", "-q")
+    assert code == 0, err
+    dense = RunDir.open(tmp_path / "c" / "pretrain").manifest
+    assert dense["model"]["source"]["kwargs"] == {"width": 4} and dense["model"]["input_shape"] == [3, 8, 8]
+    assert dense["dataset"]["options"] == {"shape": [3, 8, 8], "fit": "crop"}
+    slim = RunDir.open(tmp_path / "c")
+    assert slim.input_shape == (3, 8, 8) and slim.manifest["compression"]["removed_channels"]
+
+
+def test_distillation_reads_the_teachers_image_folder_as_it_was_read(package, folder, tmp_path):
+    from edgerobust.distill.api import distill_model
+    from edgerobust.distill.settings import DistillConfig
+
+    options = {"shape": [3, 8, 8], "fit": "crop"}
+    teacher = train_model(tmp_path / "t", "dronenets.nets:drone", "imagefolder", FAST,
+                          TrainSetup(data_root=folder, data_options=options), progress=False)
+    student = distill_model(tmp_path / "s", teacher, DistillConfig(student="dronenets.nets:drone", eval_n=4,
+                                                                   pgd_steps=1, validation=0.2),
+                            TrainConfig(epochs=1, batch_size=16), progress=False)
+    assert student.input_shape == (3, 8, 8)  # the folder's 10x10 files, cropped as the teacher's were
+    assert student.manifest["dataset"]["root"] == str(folder) and student.manifest["dataset"]["options"] == options
+
+
 def test_physical_removal_of_a_graph_it_cannot_follow_keeps_the_masked_net(monkeypatch):
     from edgerobust.compress import physical
 
@@ -167,7 +204,16 @@ batch_size = 16
     manifest = RunDir.open(tmp_path / "p" / "model").manifest
     assert manifest["model"]["source"]["kwargs"] == {"width": 4} and manifest["model"]["input_shape"] == [3, 8, 8]
     assert manifest["dataset"]["options"] == {"shape": [3, 8, 8], "fit": "crop"}
-    assert (tmp_path / "p" / "export-x86-cpu" / "manifest.json").is_file()
+    assert (tmp_path / "p" / "export-x86-cpu" / "manifest.json").is_file()  # parity read the 8x8 crops
+    code, _, err = run_cli("evaluate", tmp_path / "p" / "model", "--n", "4", "--suite", "none", "--attack", "fgsm",
+                           "--minimal", "none", "--no-masking")  # the 10x10 files read with the run's options
+    assert code == 0, err
+    assert RunDir.open(tmp_path / "p" / "model").manifest["robustness"]
+    manifest["dataset"]["options"] = {}  # without them the same files are 10x10: refused, not evaluated
+    (tmp_path / "p" / "model" / "model.json").write_text(json.dumps(manifest))
+    code, _, err = run_cli("evaluate", tmp_path / "p" / "model", "--n", "4", "--suite", "none", "--attack", "fgsm",
+                           "--minimal", "none", "--no-masking")
+    assert code == 2 and "shape (3, 10, 10)" in err and "takes (3, 8, 8)" in err, err
 
 
 @pytest.mark.ssh

@@ -44,7 +44,7 @@ class Engine:
         self.mixing = {graph.input: 0}
         for node, rule in zip(graph.nodes, self.rules, strict=True):
             worst = max((self.mixing.get(n, math.inf) for n in node.dynamic), default=0)
-            self.mixing[node.outputs[0]] = worst + (math.inf if rule.nonlinear else int(rule.mixes(node)))
+            self.mixing[node.outputs[0]] = worst + (math.inf if rule.nonlinear_at(node) else int(rule.mixes(node)))
 
     # --- forward and IBP ------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -65,16 +65,21 @@ class Engine:
         if method not in METHODS:
             raise BoundError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
         table = {self.graph.input: ball.box()}
-        refined = {self.graph.input}
+        ibp = dict(table)  # plain IBP beside it: every bound is intersected with IBP's, so never looser even by a
+        refined = {self.graph.input}  # rounding (interval rules are not monotone to the last bit in their inputs)
         for node, rule in zip(self.graph.nodes, self.rules, strict=True):
             ins = node.dynamic
-            if method != "ibp" and rule.nonlinear:
+            if method != "ibp" and rule.nonlinear_at(node):
                 for name in ins:
                     if name not in refined:
                         wanted = rule.needs(node, *table[name])
                         table[name] = _intersect(table[name], self._tensor_bounds(name, ball, table, budget, wanted))
                         refined.add(name)
-            table[node.outputs[0]] = rule.interval(node, *[self._get(table, node, n) for n in ins])
+            out = node.outputs[0]
+            table[out] = rule.interval(node, *[self._get(table, node, n) for n in ins])
+            if method != "ibp":
+                ibp[out] = rule.interval(node, *[self._get(ibp, node, n) for n in ins])
+                table[out] = _intersect(table[out], ibp[out])
         return table
 
     # --- CROWN ----------------------------------------------------------------------------------------------------
@@ -186,12 +191,16 @@ class Engine:
         return best
 
     # --- floating-point error terms -------------------------------------------------------------------------------
-    def errors(self, mags: dict[str, torch.Tensor], ar: Arithmetic) -> dict[str, torch.Tensor]:
-        """|computed - exact| bound of every tensor; `mags` bounds the exact |x| of every tensor over the inputs."""
+    def errors(self, mags: dict[str, torch.Tensor], ar: Arithmetic,
+               ranges: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
+        """|computed - exact| bound of every tensor; `mags` bounds the exact |x| of every tensor over the inputs,
+        `ranges` (optional, e.g. a bounds table) its signed (lo, hi): rules such as Exp need the sign."""
         errs = {self.graph.input: ar.input_roundoff * mags[self.graph.input]}
         for node, rule in zip(self.graph.nodes, self.rules, strict=True):
             ins = node.dynamic
-            e = rule.error(node, ar, [mags[n] + errs[n] for n in ins], [errs[n] for n in ins])
+            spans = [(-mags[n], mags[n]) if ranges is None or n not in ranges else ranges[n] for n in ins]
+            e = rule.error_in(node, ar, [(lo - errs[n], hi + errs[n]) for (lo, hi), n in zip(spans, ins, strict=True)],
+                              [mags[n] + errs[n] for n in ins], [errs[n] for n in ins])
             out = node.outputs[0]
             if not bool(torch.isfinite(e).all()) or bool(((mags[out] + e) > ar.largest).any()):
                 raise Unbounded(f"{node.label()}")

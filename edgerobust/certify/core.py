@@ -59,7 +59,7 @@ def certify_batch(engine: Engine, x: torch.Tensor, labels: torch.Tensor, eps, no
                 certified[ar.name] = (margins.min(1).values > 0).numpy()
                 continue
             try:
-                e = engine.errors(magnitudes(table), ar)[engine.graph.output]
+                e = engine.errors(magnitudes(table), ar, table)[engine.graph.output]
             except Unbounded as reason:
                 vacuous[ar.name] = (f"no finite error bound under {ar.name} at {reason} (γ_n infinite from fan-in "
                                     f"{ar.vacuous_fan_in()}, or a value may overflow)")

@@ -52,8 +52,8 @@ def operator_norm(engine: Engine, index: int, shape: tuple[int, ...]) -> float:
         kernel = node.attr("kernel_shape")
         strides = node.attr("strides", [1] * len(kernel))
         return math.sqrt(math.prod(math.ceil(k / s) for k, s in zip(kernel, strides, strict=True)))
-    if not isinstance(rule, Linear):
-        raise node.refuse("no Lipschitz rule for this operator")
+    if not isinstance(rule, Linear) or rule.nonlinear_at(node):
+        raise node.refuse("no Lipschitz rule for this operator (certify with ibp, crown or alpha-crown)")
     bound = _abs_norm(rule, node, shape)
     if node.op in ("Gemm", "MatMul"):
         bound = min(bound, float(torch.linalg.matrix_norm(rule._parts(node)[0], ord=2)))

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from ..config import given, section
+from ..config import ConfigError, given, section
 from ..distill import distill_model, temperature_sweep
 from ..distill.settings import METHODS, THESIS_TEMPERATURES
 from ..errors import EdgeRobustError
@@ -40,7 +40,9 @@ def distill(
     temperature: Optional[float] = typer.Option(None, "--temperature", "-T", help="Distillation temperature T."),
     sweep: Optional[str] = typer.Option(None, "--sweep", help="Temperature sweep: a comma list of T, or 'thesis'; "
                                         "one student per T and a table of accuracy per T."),
-    alpha: Optional[float] = typer.Option(None, "--alpha", help="Weight of the soft term (hinton, ard, rslad)."),
+    soft_weight: Optional[float] = typer.Option(None, "--soft-weight", help="Weight α of the soft term (hinton, "
+                                                "ard, rslad)."),
+    old_alpha: Optional[float] = typer.Option(None, "--alpha", hidden=True),
     eps: Optional[str] = typer.Option(None, "--eps", help="L∞ ε of ard / rslad and of the robustness check."),
     pool: Optional[str] = typer.Option(None, "--pool", help="'train' or dataset names (comma list): the images "
                                        "the student learns on."),
@@ -57,11 +59,14 @@ def distill(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Distil a teacher run into a small student run; the manifest records the teacher."""
+    if old_alpha is not None:  # an attack's step size elsewhere ([adversarial] alpha): the weight has its own name
+        raise ConfigError("distill --alpha is now --soft-weight (the weight of the soft term)")
     spec = load_recipe(recipe or "default")
     config = section(spec, "distill", overrides=dict(
         student=student, activation=activation, method=given(method, "--method"),
         temperature=given(temperature, "--temperature"),
-        alpha=given(alpha, "--alpha"), eps=eps, pool=split_list(pool), patience=given(patience, "--patience"),
+        soft_weight=given(soft_weight, "--soft-weight"), eps=eps, pool=split_list(pool),
+        patience=given(patience, "--patience"),
         temperatures=_temperatures(sweep))).check()
     train_config = config_from_recipe(spec, dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                                                  seed=seed))

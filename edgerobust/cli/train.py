@@ -46,6 +46,8 @@ def train(
                                                "Marshall) or linear (ramp over the first half)."),
     loss: Optional[str] = typer.Option(None, "--loss", help="Training loss by name ([train] loss; see `edgerobust "
                                        "losses`); it takes the [adversarial] settings it declares."),
+    loss_options: Optional[str] = typer.Option(None, "--loss-options", help="The loss's own settings as JSON, e.g. "
+                                               "'{\"sigma\": 0.5, \"m\": 4}' ([train] loss_options)."),
     guard: Optional[bool] = typer.Option(None, "--guard/--no-guard", help="Stop and restore the previous epoch "
                                          "when PGD accuracy on a training batch collapses (default on for fgsm-rs)."),
     activation: Optional[str] = typer.Option(None, "--activation", help="Replace the model's ReLUs: kaf, elu, "
@@ -68,7 +70,7 @@ def train(
     data = data or data_section.name
     config = config_from_recipe(spec, dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                                            schedule=schedule, weight_decay=weight_decay, seed=seed, augment=augment,
-                                           loss=loss))
+                                           loss=loss, loss_options=parse_kwargs(loss_options, "--loss-options")))
     if adv is None and (eps is not None or adv_steps is not None or eps_schedule is not None) \
             and "adversarial" not in spec:
         adv = "pgd"  # asking for an ε means adversarial training

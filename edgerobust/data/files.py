@@ -67,8 +67,8 @@ def _centre_crop(image, width: int, height: int):
 
 
 class _Batches:
-    """What a loader worker serves: a list of indices -> their decoded uint8 batch, or the error line (raised as one
-    DataError by the consumer)."""
+    """What a loader worker serves: a list of indices -> their decoded float32 batch in [0,1], or the error line
+    (raised as one DataError by the consumer)."""
 
     def __init__(self, paths: Sequence[str], decoder: Decoder):
         self.paths, self.decoder = paths, decoder
@@ -78,9 +78,12 @@ class _Batches:
 
     def __getitem__(self, indices: list[int]) -> torch.Tensor | str:
         try:
-            return torch.from_numpy(np.stack([self.decoder(self.paths[i]) for i in indices]))
+            pixels = np.stack([self.decoder(self.paths[i]) for i in indices])
         except DataError as exc:
             return str(exc)
+        # numpy, not torch, divides: the same correctly rounded float32 x / 255, in the worker, without torch's
+        # intra-op thread pool (on busy shared cores its uint8 -> float conversion took longer than the decoding)
+        return torch.from_numpy(np.divide(pixels, np.float32(255.0), dtype=np.float32))
 
 
 class FileImages:
@@ -141,4 +144,4 @@ class FileImages:
 def _finish(batch: torch.Tensor | str) -> torch.Tensor:
     if isinstance(batch, str):
         raise DataError(batch)
-    return batch.to(torch.float32).div_(255.0)
+    return batch

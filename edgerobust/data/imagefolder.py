@@ -6,7 +6,7 @@ ROOT/train/<class>/ and ROOT/test/<class>/ are taken as given. Class names are t
 `shape` = [C, H, W] (C = 1 greyscale or 3 RGB) by resizing (`fit = "resize"`) or by scaling its shorter side and
 cutting out the centre (`fit = "crop"`); without a declared shape all images must share one size. A folder larger
 than `max_memory` bytes of decoded pixels (or `stream = true`) stays on disk and is decoded batch by batch by
-`workers` loader processes (files.py).
+`workers` loader threads (files.py).
 """
 from __future__ import annotations
 
@@ -143,7 +143,7 @@ def fitted_images(files: list[tuple[Path, int]], decoder: Decoder, workers: int,
 
 
 @DATASETS.register("imagefolder", "your images: ROOT/<class>/*.png|jpg|bmp (or ROOT/train, ROOT/test); options: "
-                                  "shape, fit, test_fraction, split_seed, workers, stream")
+                                  "shape, fit, test_fraction, split_seed, workers, stream, max_memory")
 def load_imagefolder(split: str = "train", root=None, shape=None, fit: str = "resize", test_fraction: float = 0.2,
                      split_seed: int = 0, workers: int = 2, stream: bool | str = "auto",
                      max_memory: int = MAX_MEMORY, **unknown) -> ArrayDataset:

@@ -101,7 +101,7 @@ def build_pool(config: DistillConfig, train: ArrayDataset, needs_labels: bool, d
         if needs_labels:
             raise EdgeRobustError(f"method '{config.method}' needs labels; an unlabelled pool "
                                   f"({', '.join(config.pool)}) has none: use pool = ['train'] or a label-free method "
-                                  "(logit-matching, temperature, ard with alpha 1, rslad)")
+                                  "(logit-matching, temperature, ard with soft_weight 1, rslad)")
         images = unlabelled_pool(config.pool, train.input_shape, config.pool_size, config.seed, root=data_root)
         # the labels are placeholders: a label-free loss supplies its own targets (the teacher's predictions)
         return ArrayDataset(images, torch.zeros(len(images), dtype=torch.int64), train.num_classes,
@@ -131,9 +131,12 @@ def distill_model(out: str | Path, teacher: str | Path | RunDir, config: Distill
     check_output(out)
     check_fresh_output(Path(out), False)
     teacher_run = open_teacher(teacher)
+    recorded = data is None or data == teacher_run.dataset_name  # the teacher's data: where and how it was read
     data = data or teacher_dataset(teacher_run)
-    train = load_dataset(data, "train", data_root)
-    test = load_dataset(data, "test", data_root)
+    data_root = teacher_run.data_root if recorded and data_root is None else data_root
+    options = teacher_run.data_options if recorded else {}
+    train = load_dataset(data, "train", data_root, **options)
+    test = load_dataset(data, "test", data_root, **options)
     check_compatible(teacher_run, train.input_shape, train.num_classes, f"dataset '{data}'")
     teacher_model = teacher_run.load_model()
     if student_run is not None:
@@ -149,7 +152,7 @@ def distill_model(out: str | Path, teacher: str | Path | RunDir, config: Distill
         info = {"spec": config.student, "input_shape": list(train.input_shape), "num_classes": train.num_classes,
                 "mean": list(train.mean), "std": list(train.std), **({"activation": activation} if activation else {})}
     loss = build_distillation_loss(config.method, teacher_model.to(device), temperature=config.temperature,
-                                   alpha=config.alpha, eps=config.eps, steps=config.steps,
+                                   soft_weight=config.soft_weight, eps=config.eps, steps=config.steps,
                                    step_size=config.step_size, seed=config.seed)
     pool = build_pool(config, train, loss.needs_labels, data_root)
     pool, held_out = split_validation(pool, config.validation, config.seed)
@@ -173,7 +176,8 @@ def distill_model(out: str | Path, teacher: str | Path | RunDir, config: Distill
                           "parameters": count_parameters(teacher_model), **teacher_metrics}
         run.save_model(
             student, info,
-            dataset={"train": pool.describe(), "test": test.describe(), "root": str(data_root or "")},
+            dataset={"train": pool.describe(), "test": test.describe(), "root": str(data_root or ""),
+                     "options": options},
             training={"config": asdict(train_config), "loss": loss.describe(), "history": result.history,
                       "stopped_early": result.stopped_early, "best_epoch": stopper.best_epoch + 1,
                       "device": describe_device(trainer.device)},

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..config import SEED_LIMIT, ConfigError, register_section, setting
 
@@ -22,7 +23,8 @@ class DistillConfig:
                           help="logit-matching, temperature, hinton, ard or rslad")
     temperature: float = setting(1.0, gt=0, help="distillation temperature T (temperature, hinton, ard, rslad)")
     temperatures: list[float] | None = setting(None, help="a sweep: one student per temperature")
-    alpha: float | None = setting(None, ge=0, le=1, help="weight of the soft term (hinton 0.9, ard 1, rslad 5/6)")
+    soft_weight: float | None = setting(None, ge=0, le=1,
+                                        help="weight α of the soft term (hinton 0.9, ard 1, rslad 5/6)")
     eps: float = setting(8 / 255, ge=0, le=1, help="L∞ ε of ard / rslad's inner PGD and of the robustness check")
     steps: int = setting(10, ge=1, help="PGD steps of ard / rslad")
     step_size: float | None = setting(None, gt=0, help="PGD step of ard / rslad (default 2.5ε/steps)")
@@ -34,6 +36,7 @@ class DistillConfig:
     eval_n: int = setting(500, ge=1, help="test points attacked to measure robust accuracy")
     pgd_steps: int = setting(20, ge=1, help="PGD steps of the robustness check")
     seed: int = setting(0, ge=0, lt=SEED_LIMIT, help="seed of the pool split and the attacks' random starts")
+    RENAMED: ClassVar[dict[str, str]] = {"alpha": "soft_weight"}  # [adversarial] alpha is an attack's step size
 
     def check(self, label: Callable[[str], str] = "[distill] {}".format) -> DistillConfig:
         """Checks across a list: every temperature of a sweep positive (`label` names the key's origin)."""

@@ -57,7 +57,8 @@ def _analyse(proto: onnx.ModelProto, inputs: np.ndarray, arithmetic: Arithmetic)
         engine = Engine(from_onnx(proto), what="error")
         with torch.no_grad():
             values = engine.forward(torch.from_numpy(np.asarray(inputs, dtype=np.float64)))
-            errors = engine.errors({name: v.abs() for name, v in values.items()}, arithmetic)
+            errors = engine.errors({name: v.abs() for name, v in values.items()}, arithmetic,
+                                   {name: (v, v) for name, v in values.items()})
     except BoundError as error:
         raise BoundError(f"the golden tolerance cannot be derived: {error}") from None
     out = engine.graph.output

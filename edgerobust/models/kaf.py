@@ -37,10 +37,11 @@ def kaf_naive(x: torch.Tensor, alpha: torch.Tensor, dictionary: torch.Tensor, ga
 
 def kaf_loop(x: torch.Tensor, alpha: torch.Tensor, dictionary: torch.Tensor, gamma: float) -> torch.Tensor:
     """Σ_i α_i·exp(−γ(x − d_i)²) one dictionary element at a time: activation-sized tensors only."""
-    out = torch.zeros_like(x)
+    out = None  # the first term starts the sum: a zeros_like would export as Shape/ConstantOfShape, unbounded
     for i in range(dictionary.shape[0]):
         diff = x - dictionary[i]
-        out = out + _view(alpha[:, i], x.ndim) * torch.exp(-gamma * diff * diff)
+        term = _view(alpha[:, i], x.ndim) * torch.exp(-gamma * (diff * diff))  # a square: bounds know it >= 0
+        out = term if out is None else out + term
     return out
 
 

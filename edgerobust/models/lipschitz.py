@@ -9,8 +9,19 @@ BatchNorm is taken in eval mode (max |γ/√(var+ε)|), a residual block is boun
 activation by its largest slope (a KAF by its own `lipschitz_constant`). The global bound L ≤ ∏ L_i is an
 upper bound on ‖f(x) − f(y)‖₂ / ‖x − y‖₂, not the smallest such L.
 
-The same code serves training (the Σ log σ_i regulariser and spectral normalisation, training/lipschitz.py)
+The same code serves training (the Σ log σ_i regulariser and spectral normalisation, training/lipschitz_control.py)
 and certification (a margin m certifies an L2 radius m / (√2 · L)).
+
+Public API (stable: certify/ builds its Lipschitz certificate on it; change it only with its callers):
+* `lipschitz_bound(model, input_shape, *, iterations=200, tol=1e-6) -> LipschitzBound`: the model in eval mode on
+  per-example inputs of `input_shape` (C, H, W); raises EdgeRobustError naming a layer it has no rule for;
+* `LipschitzBound`: `bound` (product of estimates), `upper` (sound: product of per-layer upper bounds, residual
+  blocks as sums), `layers` (one `LayerNorm(name, kind, norm, upper)` per layer, in forward order),
+  `certified_radius(margin, sound=True)` = margin / (√2·L), `describe()` (a JSON-ready dict);
+* the operator pieces: `conv_operator(conv, weight=None) -> (A, Aᵀ)`, `power_iteration(forward, adjoint, in_shape,
+  ...) -> (σ, v)` (v: the converged right singular vector, reusable as the next start), `conv_norm`,
+  `conv_upper_bound`, `batchnorm_norm`, `input_shapes`, and `ACTIVATION_SLOPES` (module type -> max |f′|; a module
+  with its own `lipschitz_constant()`, like KAF or kwta's inf, is asked instead).
 """
 from __future__ import annotations
 
@@ -25,6 +36,10 @@ from torch import nn
 from ..compute_device import placement
 from ..errors import EdgeRobustError
 from .normalize import Normalize
+from .probe import input_shapes
+
+__all__ = ["ACTIVATION_SLOPES", "LayerNorm", "LipschitzBound", "batchnorm_norm", "conv_norm", "conv_operator",
+           "conv_upper_bound", "input_shapes", "lipschitz_bound", "power_iteration"]
 
 # activation slopes: the largest |f′| over the real line (GELU's max of Φ(x) + xφ(x) is at x = √2; SiLU's at the
 # root of 1 + e^{-x}(1 - x) ... ≈ 2.3994); each is a constant of the function, computed once here
@@ -132,25 +147,6 @@ def conv_upper_bound(conv: nn.Conv2d, in_shape: Sequence[int]) -> float:
 
 
 # -- the walk ----------------------------------------------------------------------------------------------------
-def input_shapes(model: nn.Module, input_shape: Sequence[int]) -> dict[nn.Module, tuple[int, ...]]:
-    """The per-example input shape each submodule sees in one eval-mode forward of a zero input."""
-    shapes: dict[nn.Module, tuple[int, ...]] = {}
-
-    def record(module, args):  # returns None: the inputs pass on unchanged
-        shapes.setdefault(module, tuple(args[0].shape[1:]))
-
-    hooks = [m.register_forward_pre_hook(record) for m in model.modules()]
-    was = model.training
-    model.eval()
-    where = placement(model)
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=where.device, dtype=where.dtype))
-    finally:
-        model.train(was)
-        for h in hooks:
-            h.remove()
-    return shapes
 
 
 class _Walk:

@@ -17,7 +17,7 @@ from ..models import build_model, count_flops, count_parameters, is_user_model, 
 from ..run import CHECKPOINT_NAME, MANIFEST_NAME, WEIGHTS_NAME, RunDir
 from . import distributed
 from .loop import Callback, LoopSetup, Trainer
-from .losses import ADVERSARIAL_SETTINGS, TrainingLoss, build_training_loss
+from .losses import ADVERSARIAL_SETTINGS, ALIASES, LOSSES, TrainingLoss, build_training_loss, declared_settings
 from .overfit_guard import CatastrophicOverfittingGuard
 
 
@@ -186,6 +186,17 @@ def training_loss(config: TrainConfig, settings: AdversarialConfig | dict[str, A
     return _build_loss(config.loss, adversarial_config(settings), config.epochs, config.loss_options)
 
 
+def check_loss_options(name: str, options: dict[str, Any]) -> None:
+    """[train] loss_options are the loss's own: each must be declared by it, even one an [adversarial] setting shares
+    a name with (offered, an undeclared one is dropped silently: a distillation loss's old `alpha` would be)."""
+    named, takes_any = declared_settings(LOSSES.get(ALIASES.get(name, name)))
+    stray = sorted(k for k in options if k not in named and not takes_any)
+    if stray:
+        hint = " (the soft term's weight is soft_weight)" if "alpha" in stray and "soft_weight" in named else ""
+        raise EdgeRobustError(f"[train] loss_options: loss '{name}' has no setting {', '.join(stray)}{hint}; its "
+                              f"settings: {', '.join(k for k in named if k != 'teacher') or 'none'}")
+
+
 def _build_loss(name: str, adv: AdversarialConfig | None, epochs: int, options: dict[str, Any]
                 ) -> tuple[TrainingLoss, CatastrophicOverfittingGuard | None]:
     offered: dict[str, Any] = {"epochs": epochs}
@@ -197,6 +208,7 @@ def _build_loss(name: str, adv: AdversarialConfig | None, epochs: int, options: 
         offered = {k: v for k, v in offered.items() if v is not None or k in ("alpha", "weight")}
         if adv.values is not None:
             offered["values"] = tuple(adv.values)
+    check_loss_options(name, options)
     loss = build_training_loss(name, **offered, **options)
     adv = adv or AdversarialConfig()
     schedule = getattr(loss, "schedule", None)

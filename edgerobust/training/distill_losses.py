@@ -15,7 +15,9 @@
 
 Every loss is label-free unless it says `needs_labels`, returns the teacher's predicted classes as its `targets`
 (train accuracy becomes agreement with the teacher), and keeps the teacher in eval mode without gradients: it is
-never trained. The temperature is called `temperature` everywhere (recipe key, CLI option, manifest).
+never trained. The temperature is called `temperature` everywhere (recipe key, CLI option, manifest); the papers' α
+is `soft_weight` everywhere ([distill] soft_weight, --soft-weight, the manifest), because a recipe's [adversarial]
+alpha (an attack's step size) is offered to every loss too.
 """
 from __future__ import annotations
 
@@ -121,49 +123,52 @@ class HintonLoss(DistillationLoss):
     name = "hinton"
     needs_labels = True
 
-    def __init__(self, teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.9):
+    def __init__(self, teacher: nn.Module, temperature: float = 4.0, soft_weight: float = 0.9):
         super().__init__(teacher, 4.0 if temperature is None else temperature)
-        self.alpha = check_weight(self.name, alpha, 0.9)
+        self.soft_weight = check_weight(self.name, soft_weight, 0.9)
 
     def __call__(self, model, x, y, state):
         teacher = self.teacher_logits(x)
         logits = model(x)
         t = self.temperature
         soft = kl_to(soft_targets(teacher, t), logits / t).mean() * t * t
-        loss = self.alpha * soft + (1 - self.alpha) * F.cross_entropy(logits, y) if self.alpha < 1 else soft
+        w = self.soft_weight
+        loss = w * soft + (1 - w) * F.cross_entropy(logits, y) if w < 1 else soft
         return self.output(loss, logits, teacher, {"train_soft_loss": soft.item()})
 
     def settings(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "alpha": self.alpha}
+        return {"temperature": self.temperature, "soft_weight": self.soft_weight}
 
 
-def check_weight(name: str, alpha: float | None, default: float = 1.0) -> float:
-    alpha = float(default if alpha is None else alpha)
-    if not 0 <= alpha <= 1:
-        raise EdgeRobustError(f"{name}: alpha must be in [0, 1], got {alpha}")
-    return alpha
+def check_weight(name: str, weight: float | None, default: float = 1.0) -> float:
+    """The soft term's weight α of the papers, named soft_weight: [adversarial] alpha is an attack's step size, and
+    both are offered to a loss from one recipe (training/losses.ADVERSARIAL_SETTINGS)."""
+    weight = float(default if weight is None else weight)
+    if not 0 <= weight <= 1:
+        raise EdgeRobustError(f"{name}: soft_weight must be in [0, 1], got {weight}")
+    return weight
 
 
 class RobustDistillationLoss(DistillationLoss):
     """Shared attack settings: L∞ ε, PGD steps, step size (default 2.5ε/steps) and the seed of the random starts."""
 
-    default_alpha = 1.0
+    default_soft_weight = 1.0
 
-    def __init__(self, teacher: nn.Module, temperature: float = 1.0, alpha: float = 1.0, eps: float = 8 / 255,
+    def __init__(self, teacher: nn.Module, temperature: float = 1.0, soft_weight: float = 1.0, eps: float = 8 / 255,
                  steps: int = 10, step_size: float | None = None, seed: int = 0):
         super().__init__(teacher, temperature)
-        self.alpha = check_weight(self.name, alpha, self.default_alpha)
+        self.soft_weight = check_weight(self.name, soft_weight, self.default_soft_weight)
         self.eps, self.steps, self.seed = float(eps), int(steps), int(seed)
         if not 0 <= self.eps <= 1 or self.steps < 1:
             raise EdgeRobustError(f"{self.name}: eps must be in [0, 1] and steps at least 1 (got {eps}, {steps})")
         self.step_size = 2.5 * self.eps / self.steps if step_size is None else float(step_size)
-        self.needs_labels = self.alpha < 1
+        self.needs_labels = self.soft_weight < 1
 
     def step_seed(self, state: StepState) -> int:
         return self.seed * _SEED_STRIDE + state.step
 
     def settings(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "alpha": self.alpha, "eps": self.eps, "steps": self.steps,
+        return {"temperature": self.temperature, "soft_weight": self.soft_weight, "eps": self.eps, "steps": self.steps,
                 "step_size": self.step_size, "seed": self.seed}
 
 
@@ -181,9 +186,9 @@ class ARDLoss(RobustDistillationLoss):
         t = self.temperature
         adv_logits = model(x_adv)
         soft = kl_to(soft_targets(teacher, t), adv_logits / t).mean() * t * t
-        if self.alpha < 1:
+        if self.soft_weight < 1:
             logits = model(x)
-            loss = self.alpha * soft + (1 - self.alpha) * F.cross_entropy(logits, y)
+            loss = self.soft_weight * soft + (1 - self.soft_weight) * F.cross_entropy(logits, y)
         else:
             logits, loss = adv_logits, soft
         agree = (adv_logits.argmax(1) == teacher.argmax(1)).float().mean().item()
@@ -194,11 +199,11 @@ class ARDLoss(RobustDistillationLoss):
                  "soft labels (Zi et al. 2021)")
 class RSLADLoss(RobustDistillationLoss):
     name = "rslad"
-    default_alpha = 5 / 6
+    default_soft_weight = 5 / 6
 
-    def __init__(self, teacher: nn.Module, temperature: float = 1.0, alpha: float = 5 / 6, eps: float = 8 / 255,
-                 steps: int = 10, step_size: float | None = None, seed: int = 0):
-        super().__init__(teacher, temperature, alpha, eps, steps, step_size, seed)
+    def __init__(self, teacher: nn.Module, temperature: float = 1.0, soft_weight: float = 5 / 6,
+                 eps: float = 8 / 255, steps: int = 10, step_size: float | None = None, seed: int = 0):
+        super().__init__(teacher, temperature, soft_weight, eps, steps, step_size, seed)
         self.needs_labels = False
 
     def perturb(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, state: StepState) -> torch.Tensor:
@@ -227,7 +232,7 @@ class RSLADLoss(RobustDistillationLoss):
         adv_logits, logits = model(x_adv), model(x)
         robust = kl_to(target, adv_logits).mean() / classes
         natural = kl_to(target, logits).mean() / classes
-        loss = self.alpha * robust + (1 - self.alpha) * natural
+        loss = self.soft_weight * robust + (1 - self.soft_weight) * natural
         agree = (adv_logits.argmax(1) == teacher.argmax(1)).float().mean().item()
         return self.output(loss, logits, teacher, {"train_adv_agreement": agree})
 

@@ -10,7 +10,9 @@ After auto_LiRPA's operator classes (Xu et al., NeurIPS 2020), kept small: a rul
   (A_ins, bias, bias_magnitude) with bias, bias_magnitude of shape [S, B] (the magnitude bounds the engine's own
   float64 rounding of the constant);
 * `error(node, arithmetic, mags, errs)`: the forward error bound e' of the output from e of each input and `mags`,
-  bounds on the computed |x̂| of each input (Higham ch. 3, see export/tolerance.py).
+  bounds on the computed |x̂| of each input (Higham ch. 3, see export/tolerance.py); a rule whose error depends on
+  where its input lies, not only how large it is (exp(x) for x <= 0), overrides `error_in`, which also receives
+  (lo, hi) enclosing each computed input x̂.
 
 `Linear` derives interval and backward of every affine operator from `forward` and `abs_linear` (|W|·t), the
 backward by one vector-Jacobian product (differentiable: certified training may use it).
@@ -51,6 +53,10 @@ class Rule:
         """Whether an output element combines several input elements (not elementwise, diagonal or a move)."""
         return True
 
+    def nonlinear_at(self, node: Node) -> bool:
+        """Whether this node's relaxation needs tightened input bounds (a Mul is linear unless both are computed)."""
+        return self.nonlinear
+
     def needs(self, node: Node, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
         """Which input elements [B, *shape] the relaxation depends on (CROWN refines only those)."""
         return torch.ones_like(lo, dtype=torch.bool)
@@ -66,6 +72,11 @@ class Rule:
 
     def error(self, node: Node, ar: Arithmetic, mags: list[torch.Tensor], errs: list[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
+
+    def error_in(self, node: Node, ar: Arithmetic, ranges: list[Bounds], mags: list[torch.Tensor],
+                 errs: list[torch.Tensor]) -> torch.Tensor:
+        """`error` given also (lo, hi) enclosing each computed input x̂; by default the magnitudes suffice."""
+        return self.error(node, ar, mags, errs)
 
 
 RULES: Registry[Rule] = Registry("bound rule")
@@ -103,7 +114,8 @@ class Linear(Rule):
         sizes = [m.abs() + r for m, r in zip(mids, rads, strict=True)]
         magnitude = self.abs_linear(node, *sizes) + self.constant(node, *mids).abs()
         radius = radius + float64_gamma(2 * sum(m[0].numel() for m in mids) + 2) * magnitude
-        return centre - radius, centre + radius
+        # an infinite input bound makes inf - inf somewhere: unknown, i.e. unbounded (never nan)
+        return (centre - radius).nan_to_num(nan=-torch.inf), (centre + radius).nan_to_num(nan=torch.inf)
 
     def adjoint(self, node: Node, flat: torch.Tensor, shapes: list[tuple[int, ...]]) -> list[torch.Tensor | None]:
         """Lᵀ·flat for each computed input (flat: [N, *out]; None where the output does not depend on it): by

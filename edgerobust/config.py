@@ -22,6 +22,7 @@ from typing import Any, TypeVar, Union
 from .errors import EdgeRobustError
 from .names import check_name as check_file_name
 from .registry import REGISTRIES
+from .runner.precisions import CALIBRATION_METHODS
 from .runner.precisions import NAMES as PRECISION_NAMES
 
 C = TypeVar("C")
@@ -235,8 +236,16 @@ def grid_values(value: Any) -> list[Any]:
 
 @dataclass
 class ModelSection:
-    """[model]: the network to build (see `edgerobust models`)."""
-    spec: str = setting("scnn2:16-32", help="model spec, e.g. scnn2:16-32 or resnet20")
+    """[model]: the network to build (see `edgerobust models`): a zoo spec, an installed entry point's name, or your
+    own `package.module:factory` called with `kwargs`, taking [0,1] pixels (or inputs normalised by mean/std)."""
+    spec: str = setting("scnn2:16-32", help="model spec, e.g. scnn2:16-32, resnet20 or package.module:factory")
+    kwargs: dict[str, Any] = setting({}, help="keyword arguments of your model's factory")
+    mean: list[float] | None = setting(None, help="per-channel mean your model's inputs are normalised with")
+    std: list[float] | None = setting(None, help="per-channel std your model's inputs are normalised with")
+
+    def options(self) -> dict[str, Any]:
+        """What `TrainSetup.model_options` (and CompressSetup's, ImportSetup's) takes."""
+        return {"kwargs": dict(self.kwargs), "mean": self.mean, "std": self.std}
 
 
 @dataclass
@@ -386,6 +395,8 @@ class EvaluateConfig:
     masking_steps: int = setting(10, ge=1, help="PGD steps of the masking checks")
     batch_size: int = setting(256, ge=1, help="attack batch size")
     fab: bool = setting(False, help="add FAB-T to the standard suite")
+    artifact: str | None = setting(None, help="an export bundle of the run: each of its artifacts (fp32, fp16, int8) "
+                                              "judged by its own onnxruntime outputs instead of the PyTorch model")
 
     def check(self, label: Callable[[str], str] = "[evaluate] {}".format) -> None:
         if self.minimal in ("none", ""):
@@ -402,7 +413,16 @@ class ExportConfig:
     target: str = setting("x86-cpu", help="device profile name, alias or .toml path")
     opset: int | None = setting(None, ge=7, help="ONNX opset (default: the target's maximum)")
     fp16: bool | None = setting(None, help="fp16 model (default: if the target has it)")
-    int8: bool | None = setting(None, help="INT8 (default: if the target has it)")
+    int8: bool | None = setting(None, help="int8 in the target's own way, as its profile's [int8] runtime says: "
+                                "onnxruntime QDQ quantized here (CPU targets) or a TensorRT engine calibrated on the "
+                                "device (GPU targets) (default: if the target has it)")
+    int8_method: str | None = setting(None, choices=CALIBRATION_METHODS,
+                                      help="onnxruntime int8 calibration method (default: the target's)")
+    int8_max_drop: float = setting(0.01, ge=0, le=1, help="largest clean accuracy drop of the int8 artifact against "
+                                                         "fp32 (a fraction: 0.01 = 1 point)")
+    int8_min_agreement: float = setting(0.9, ge=0, le=1, help="smallest top-1 agreement of int8 with fp32")
+    force_int8: bool = setting(False, help="keep an int8 artifact over the tolerance in the bundle")
+    parity_points: int = setting(1000, ge=1, help="test points the int8 agreement rule is measured on")
     batch: int = setting(1, ge=1, help="batch size of the memory estimate and TensorRT engines")
     golden: int = setting(64, ge=1, help="golden test inputs")
     calibration: int = setting(256, ge=0, help="INT8 calibration inputs saved")
@@ -422,10 +442,19 @@ class BenchConfig:
     repeats: int = setting(50, ge=1, help="timed calls per measurement")
     warmup: int = setting(10, ge=0, help="untimed calls before timing")
     precision: str = setting("fp32", choices=PRECISION_NAMES, help="precision")  # follows the table
+    precisions: list[str] | None = setting(None, help="several precisions timed side by side in one record "
+                                                      "(default: [precision])")
     threads: int | None = setting(None, ge=1, help="CPU threads (default: the target's)")
     memory: bool = setting(True, help="measure peak memory in a separate pass")
 
+    @property
+    def chosen_precisions(self) -> list[str]:
+        """The precisions timed, in order, each once: `precisions`, else `precision`."""
+        return list(dict.fromkeys(self.precisions or [self.precision]))
+
     def check(self, label: Callable[[str], str] = "[bench] {}".format) -> None:
+        for i, p in enumerate(self.precisions or []):
+            _check_bounds(p, {"choices": PRECISION_NAMES}, f"{label('precisions')}[{i}]")
         for i, b in enumerate(self.batches):
             _check_bounds(b, {"ge": 1}, f"{label('batches')}[{i}]")
         if not self.batches:
@@ -583,6 +612,8 @@ class SmoothConfig:
     threads: int = setting(0, ge=0, help="CPU threads of the runtime (0 = its default)")
     radii: list[float] = setting(list(SMOOTH_RADII), help="L2 radii of the certified-accuracy table")
     predict: bool = setting(False, help="also run PREDICT (its own noise stream)")
+    noise: str = setting("gaussian", choices=("gaussian", "sound"), help="gaussian (float32, assumes exact "
+                         "arithmetic) or sound (Voráček & Hein: rounded Gaussian on the 1/255 grid; host runtimes)")
 
     def check(self, label: Callable[[str], str] = "[smooth] {}".format) -> None:
         if not self.radii:

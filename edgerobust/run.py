@@ -108,15 +108,23 @@ class RunDir:
         self.save_manifest()
 
     def load_model(self) -> nn.Module:
-        from .models import build_model
+        from .models import ModelImportError, build_model
+        from .models.external import recorded
         from .models.resize import resize_to_state_dict
 
         info = self.manifest["model"]
+        if info.get("format") == "onnx":
+            return self._load_onnx(info)
         state = load_torch(self.weights_path)
         if not isinstance(state, dict):
             raise CheckpointError(f"{self.weights_path} does not hold a state dict")
-        model = build_model(info["spec"], info["input_shape"], info["num_classes"], info.get("mean"),
-                            info.get("std"), check_shape=False, activation=info.get("activation"))
+        source = info.get("source") or {}
+        try:
+            model = build_model(info["spec"], info["input_shape"], info["num_classes"], info.get("mean"),
+                                info.get("std"), check_shape=False, kwargs=source.get("kwargs"),
+                                activation=info.get("activation"))
+        except ModelImportError as exc:  # the user's model no longer imports or builds here
+            raise ModelImportError(f"{self.path}: cannot rebuild its model: {exc}; {recorded(source)}") from None
         if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
             raise CheckpointError(f"{self.weights_path} does not hold a state dict of named tensors")
         try:
@@ -129,6 +137,26 @@ class RunDir:
                                   f"(a checkpoint for another architecture? {detail})") from None
         model.eval()
         return model
+
+    def _load_onnx(self, info: dict[str, Any]) -> nn.Module:
+        """An imported ONNX graph: converted to PyTorch where the import found the conversion exact, else run by
+        onnxruntime behind an nn.Module (no gradients)."""
+        from .models.onnx_model import ConversionUnavailable, OnnxClassifier, convert_to_torch
+
+        path = self.file(str(info.get("file") or "model.onnx"))
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing: the run's model is that ONNX file; restore it or import again")
+        if (info.get("source") or {}).get("torch_conversion", {}).get("available"):
+            try:
+                return convert_to_torch(path)
+            except ConversionUnavailable:
+                pass  # the converter went away since the import: the graph still runs in onnxruntime
+        return OnnxClassifier(path, "input", "logits").eval()
+
+    @property
+    def is_onnx(self) -> bool:
+        """The run's model is an imported ONNX file (no PyTorch weights to train or prune)."""
+        return self.manifest.get("model", {}).get("format") == "onnx"
 
     # -- what the run used and made: its dataset, its bundles ---------------------------------------------------
     @property
@@ -145,6 +173,13 @@ class RunDir:
     def data_root(self) -> str | None:
         """The directory the run's on-disk dataset was read from (None: the dataset's default)."""
         return self.manifest.get("dataset", {}).get("root") or None
+
+    @property
+    def data_options(self) -> dict[str, Any]:
+        """The options the run's dataset was read with ([data] options: an image folder's size, an array file's
+        keys; {} when none)."""
+        options = self.manifest.get("dataset", {}).get("options")
+        return dict(options) if isinstance(options, dict) else {}
 
     def relative(self, path: str | Path) -> str:
         """`path` as recorded in the manifest: relative to the run directory, so the record holds from any working
@@ -233,3 +268,6 @@ def check_model_info(info: Any, where: Path) -> None:
         raise bad("activation", "a table with a name (e.g. kaf) and options")
     if "std" in info and info["std"] is not None and min(info["std"]) <= 0:
         raise bad("std", "positive")
+    source = info.get("source")
+    if source is not None and not (isinstance(source, dict) and isinstance(source.get("kwargs", {}), dict)):
+        raise bad("source", "a table (the user model's import path, kwargs and package)")

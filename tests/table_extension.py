@@ -49,5 +49,6 @@ def install(setitem=lambda table, key, value: table.__setitem__(key, value)):
 
 def profile_data(base: dict) -> dict:
     """A target profile listing the new runtime first and the new precision."""
+    base = {key: value for key, value in base.items() if key != "int8"}  # [int8] goes with int8 in precisions
     return {**base, "name": "x86-tables", "aliases": [], "runtimes": [RUNTIME, "ort-cpu"],
             "precisions": ["fp32", PRECISION]}

@@ -17,11 +17,13 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from cli_helpers import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from user_data import image_folder
 
 from edgerobust.config import ExportConfig
 from edgerobust.errors import EdgeRobustError
@@ -265,13 +267,22 @@ CASES = [
         ["pipeline", "--recipe", t / "r.toml", "--out", t / "p", "-q"])[1], expected)
       for step, table, expected in (
           ("export-target", '[export]\ntarget = "bogus"', "unknown target 'bogus'"),
-          ("export-precision", '[export]\nint8 = true', "does not support int8"),
+          ("export-precision", '[export]\ntarget = "jetson-nano"\nint8 = true', "does not support int8"),
           ("bench-target", f'[bench]\ntarget = "{OTHER_ARCH_TARGET}"', "but this machine is"),
           ("device-host", '[device]\nhost = "u@h:0"', "port '0' must be"),
           ("device-name", '[device]\nname = "../elsewhere"', "[device] name '../elsewhere' is not a usable name"))],
     ("pipeline-failing-first-step", lambda t, b: ((t / "r.toml").write_text(
         '[pipeline]\nsteps = ["train"]\n[model]\nspec = "mlp:0"\n'),
         ["pipeline", "--recipe", t / "r.toml", "--out", t / "p", "-q"])[1], "at least 1"),
+    # int8 (onnxruntime on CPU targets)
+    ("export-int8-target-without-it", lambda t, b: ["export", t / RUN, "-t", "jetson-nano", "--int8", "-q"],
+     "does not support int8"),
+    ("export-int8-no-calibration", lambda t, b: ["export", t / RUN, "-t", "x86-cpu", "--int8", "--calibration", "0",
+                                                 "-q"], "needs a calibration set"),
+    ("export-int8-over-tolerance", lambda t, b: ["export", t / RUN, "-t", "x86-cpu", "--int8", "--calibration", "1",
+                                                 "--int8-max-drop", "0", "--int8-min-agreement", "1", "-q"],
+     "against fp32"),
+    ("export-int8-bad-method", lambda t, b: ["export", t / RUN, "--int8-method", "mse", "-q"], "mse"),
     # --recipe on export, evaluate and bench: a bad section is one line naming the recipe, section and key
     *[(f"{command}-recipe-{what}", lambda t, b, command=command, table=table: (
         (t / "r.toml").write_text(table), [command, t / RUN, "--recipe", t / "r.toml", "-q"])[1], expected)
@@ -344,13 +355,84 @@ CASES = [
           ("runtime-missing", ["--runtime", "ort-openvino"], "runtime ort-openvino is not available here"),
           ("start-beyond-points", ["--start", "5"], "--start = 5 must be below points = 3"),
           ("host-and-hosts", ["--host", "local", "--hosts", "fleet.toml"], "give --host or --hosts, not both"),
+          ("unknown-noise", ["--noise", "uniform"], "--noise = 'uniform' is not one of: gaussian, sound"),
+          ("sound-noise-on-a-device", ["--noise", "sound", "--host", "local", "--target", "x86-cpu"],
+           "--noise sound is drawn on the host only"),
           ("artifact-lacks-precision", ["--runtime", "ort-cpu", "--precision", "fp16", "--artifact", None],
            "has no fp16 ONNX model"))],
     ("smooth-recipe-bad-key", lambda t, b: ((t / "r.toml").write_text('[pipeline]\nsteps = ["train", "smooth"]\n'
                                                                       '[smooth]\nalpha = 2\n'),
                                             ["pipeline", "--recipe", t / "r.toml", "--out", t / "p", "-q"])[1],
      "[smooth] alpha = 2.0 must be less than 1"),
+    ("train-smoothing-loss-bad-sigma", lambda t, b: ["train", *TRAIN, "--loss", "gaussian", "--loss-options",
+                                                     '{"sigma": 0}', "--out", t / "r"], "σ must be greater than 0"),
+    ("train-loss-options-not-json", lambda t, b: ["train", *TRAIN, "--loss", "macer", "--loss-options", "m=4",
+                                                  "--out", t / "r"], "--loss-options 'm=4' is not JSON"),
+    # your model, your weights, your data (issue 26)
+    ("train-import-path-no-module", lambda t, b: ["train", "--model", "nosuchpackage.nets:net", "--data", "digits",
+                                                  "--out", t / "r", "-q"], "No module named 'nosuchpackage'"),
+    ("train-import-path-no-attribute", lambda t, b: ["train", "--model", "edgerobust.models.lenet:nothing", "--data",
+                                                     "digits", "--out", t / "r", "-q"], "has no attribute 'nothing'"),
+    ("train-factory-returns-no-module", lambda t, b: ["train", "--model", "collections:OrderedDict", "--data",
+                                                      "digits", "--out", t / "r", "-q"], "not a torch.nn.Module"),
+    ("train-factory-raises", lambda t, b: ["train", "--model", "json:loads", "--data", "digits", "--out", t / "r",
+                                           "-q"], "raised TypeError"),
+    ("train-kwargs-for-a-zoo-model", lambda t, b: ["train", *TRAIN, "--kwargs", '{"width": 3}', "--out", t / "r"],
+     "takes no [model] kwargs"),
+    ("train-kwargs-not-json", lambda t, b: ["train", *TRAIN, "--kwargs", "width=3", "--out", t / "r"], "not JSON"),
+    ("train-mean-wrong-channels", lambda t, b: ["train", *TRAIN, "--mean", "0.1,0.2", "--out", t / "r"],
+     "one per channel"),
+    ("import-weights-do-not-fit", lambda t, b: ["import", "--model", "scnn2:4-4", "--weights", t / RUN / "model.pt",
+                                                "--data", "digits", "--out", t / "i"], "do not fit model"),
+    ("import-weights-not-a-state-dict", lambda t, b: (torch.save([1, 2], t / "w.pt"), [
+        "import", "--model", "scnn2:4-4", "--weights", t / "w.pt", "--data", "digits", "--out", t / "i"])[1],
+     "does not hold a state dict"),
+    ("import-weights-code-pickle", lambda t, b: (torch.save({"w": torch.nn.ReLU()}, t / "w.pt"), [
+        "import", "--model", "scnn2:4-4", "--weights", t / "w.pt", "--data", "digits", "--out", t / "i"])[1],
+     "w.pt is corrupt or truncated"),
+    ("import-weights-bad-safetensors", lambda t, b: ((t / "w.safetensors").write_bytes(b"\x08" + bytes(20)), [
+        "import", "--model", "scnn2:4-4", "--weights", t / "w.safetensors", "--data", "digits", "--out", t / "i"])[1],
+     "not a readable .safetensors"),
+    ("import-weights-unknown-suffix", lambda t, b: ((t / "w.txt").write_text("1"), [
+        "import", "--model", "scnn2:4-4", "--weights", t / "w.txt", "--data", "digits", "--out", t / "i"])[1],
+     "must be a .pt"),
+    ("import-without-data-or-shape", lambda t, b: ["import", "--model", "scnn2:8-16", "--weights",
+                                                   t / RUN / "model.pt", "--out", t / "i"], "--shape C,H,W"),
+    *[(f"train-imagefolder-{name}", lambda t, b, make=make: ["train", *TRAIN[:2], "--data", "imagefolder",
+                                                            "--data-root", make(t), "--out", t / "r", "-q"], expected)
+      for name, make, expected in (
+          ("corrupt-image", lambda t: (image_folder(t / "f", 4), (t / "f" / "cat" / "x.png").write_bytes(b"no"))[0],
+           "x.png: cannot read this image"),
+          ("empty-class", lambda t: (image_folder(t / "f", 4), (t / "f" / "zebra").mkdir())[0], "zebra holds no"),
+          ("mixed-sizes", lambda t: image_folder(t / "f", 4, size=lambda i: (8 + i, 8)), "declare the input shape"),
+          ("empty-directory", lambda t: (t / "f").mkdir() or t / "f", "has 0 class folder(s)"),
+          ("not-a-directory", lambda t: t / "missing", "is not a directory"))],
+    *[(f"import-onnx-{name}", lambda t, b, make=make: (onnx.save_model(make(), str(t / "m.onnx")),
+                                                       ["import", t / "m.onnx", "--out", t / "i"])[1], expected)
+      for name, make, expected in (
+          ("two-inputs", lambda: onnx_graph(["x", "z"], "Add", (1, 3, 4, 4)), "has 2 inputs"),
+          ("not-an-image", lambda: onnx_graph(["x"], "Relu", (1, 48), (1, 48)), "takes float N×C×H×W"),
+          ("dynamic-shape", lambda: onnx_graph(["x"], "Flatten", ("n", 3, "h", "w"), ("n", 48)), "dynamic axes"),
+          ("unsupported-operator", lambda: onnx_graph(["x"], "Frobnicate", (1, 3, 4, 4), (1, 48), "acme"),
+           "onnxruntime cannot open"))],
+    ("import-onnx-corrupt", lambda t, b: ((t / "m.onnx").write_bytes(b"\x08\x07garbage"),
+                                          ["import", t / "m.onnx", "--out", t / "i"])[1], "not a valid ONNX model"),
+    ("train-npz-label-out-of-range", lambda t, b: (np.savez(t / "d.npz", x=np.zeros((8, 1, 4, 4), np.uint8),
+                                                            y=[0, 1, 0, 1, 0, 1, 0, -4]),
+                                                   ["train", *TRAIN[:2], "--data", "npz", "--data-root", t / "d.npz",
+                                                    "--out", t / "r", "-q"])[1], "label -4 is out of range"),
 ]
+
+
+def onnx_graph(inputs, op, dims, out_dims=None, domain=""):
+    """A small ONNX graph for the import battery: `op` over `inputs`, float tensors of `dims`."""
+    from onnx import TensorProto, helper
+
+    values = [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(dims)) for n in inputs]
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, list(out_dims or dims))
+    node = helper.make_node(op, inputs, ["y"], domain=domain)
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    return helper.make_model(helper.make_graph([node], "g", values, [out]), opset_imports=opsets)
 
 
 def edit_bundle(bundle: Path, change) -> None:
@@ -457,7 +539,8 @@ def test_fuzz_bundle_files(fuzz_dir, bundle_source, name, data, resigned):
 
 
 @FUZZ
-@given(kind=st.sampled_from(["mnist", "mnist-header", "mnist-gz", "cifar10", "svhn"]), data=st.binary(max_size=2048))
+@given(kind=st.sampled_from(["mnist", "mnist-header", "mnist-gz", "cifar10", "svhn", "imagefolder", "npz"]),
+       data=st.binary(max_size=2048))
 def test_fuzz_data_files(tmp_path_factory, kind, data):
     from edgerobust.data import load_dataset
 
@@ -473,6 +556,16 @@ def test_fuzz_data_files(tmp_path_factory, kind, data):
             (root / "t10k-images-idx3-ubyte").write_bytes(data)
         del images
         name = "mnist"
+    elif kind == "imagefolder":  # random bytes as one image (decoded streamed and in memory), the others sound
+        image_folder(root / "f", 3, formats=("png",))
+        good = (root / "f" / "cat" / "000.png").read_bytes()  # half the time a valid header, then random pixels
+        (root / "f" / "cat" / "000.png").write_bytes(data if len(data) % 2 else good[:40] + data)
+        typed_or_ok(lambda: [load_dataset("imagefolder", s, root / "f", shape=[3, 4, 4], stream=stream).images[:]
+                             for s in ("train", "test") for stream in (True, False)])
+        return
+    elif kind == "npz":
+        (root / "d.npz").write_bytes(data)
+        name, root = "npz", root / "d.npz"
     elif kind == "cifar10":
         (root / "cifar-10-batches-py").mkdir()
         (root / "cifar-10-batches-py" / "test_batch").write_bytes(data)

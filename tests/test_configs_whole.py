@@ -31,7 +31,8 @@ from edgerobust.run import RunDir
 # trainer, the runner's commands. A dataclass is a config (its fields are settings), not an entry point.
 ENTRY_MODULES = ("edgerobust.bench.api", "edgerobust.evaluation.api", "edgerobust.export.api", "edgerobust.remote.api",
                  "edgerobust.remote.fleet", "edgerobust.remote.options", "edgerobust.training.api",
-                 "edgerobust.training.loop", "edgerobust.compress.api", "edgerobust.runner.commands")
+                 "edgerobust.training.loop", "edgerobust.compress.api", "edgerobust.runner.commands",
+                 "edgerobust.imports.weights", "edgerobust.imports.onnx_file")
 MAX_PARAMETERS = 6
 
 

@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"run", "run_select"},
     {"__init__"},
     {"attacks", "training", "compress", "evaluation", "distill"},
-    {"devices", "export", "bench", "certify", "remote", "smoothing"},
+    {"devices", "export", "bench", "certify", "remote", "smoothing", "imports"},
     {"report"},
     {"pipeline"},
     {"cli", "__main__", "recipes"},

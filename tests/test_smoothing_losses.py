@@ -105,3 +105,55 @@ def test_training_on_another_device_is_the_cpu_run(name):
     with OnOtherDevice():
         other = run(OTHER)
     assert other == cpu
+
+
+SMOOTHING = ["gaussian", "consistency", "gen-consistency", "macer"]
+RECIPE = ('[model]\nspec = "scnn2:8-16"\n[data]\nname = "synthetic"\noptions = { shape = [1, 8, 8], num_classes = 4, '
+          'size = 64 }\n[train]\nepochs = 1\nbatch_size = 32\n')
+
+
+@pytest.mark.parametrize("name", SMOOTHING)
+def test_each_loss_is_chosen_the_normal_way_from_the_cli_and_the_recipe(name, tmp_path):
+    """`--loss NAME --loss-options JSON` on train, and `[train] loss` / `loss_options` in a recipe, train a few steps
+    with the smoothing loss through the open registry; its own settings reach it and are recorded."""
+    import json
+
+    from cli_helpers import run_cli
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(RECIPE)
+    code, _, err = run_cli("train", "--recipe", recipe, "--loss", name, "--loss-options", '{"sigma": 0.5, "m": 2}',
+                           "-q", "--out", tmp_path / "cli")
+    assert code == 0, err
+    training = json.loads((tmp_path / "cli" / "model.json").read_text())["training"]
+    assert (training["loss"]["name"], training["loss"]["sigma"], training["loss"]["m"]) == (name, 0.5, 2)
+    assert training["config"]["loss"] == name and len(training["history"]) == 1
+    own_metric = {"macer": "macer_radius", "gen-consistency": "consistent_fraction"}.get(name)
+    assert own_metric is None or own_metric in training["history"][0]  # the loss itself ran
+    recipe.write_text(RECIPE + f'loss = "{name}"\nloss_options = {{ sigma = 0.12, m = 3 }}\n')
+    code, _, err = run_cli("train", "--recipe", recipe, "-q", "--out", tmp_path / "recipe")
+    assert code == 0, err
+    loss = json.loads((tmp_path / "recipe" / "model.json").read_text())["training"]["loss"]
+    assert (loss["name"], loss["sigma"], loss["m"]) == (name, 0.12, 3)
+    code, _, err = run_cli("train", "--recipe", recipe, "--loss-options", '{"temperature": 4}', "-q", "--out",
+                           tmp_path / "bad")
+    assert code == 2 and f"loss '{name}' has no setting temperature" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "bad" / "model.pt").exists()
+
+
+def test_compress_trains_its_stages_with_a_smoothing_loss(digits_run, tmp_path):
+    """`compress --loss macer --loss-options …`: the masked retraining runs MACER, and the slim run says so."""
+    from cli_helpers import run_cli
+
+    from edgerobust.run import RunDir
+
+    code, _, err = run_cli("compress", "--model", digits_run.path, "--out", tmp_path / "c", "--method", "l1",
+                           "--keep", "50%", "--retrain-epochs", "1", "--adv", "none", "--no-evaluate", "--loss",
+                           "macer", "--loss-options", '{"sigma": 0.5, "m": 2, "lam": 3.0}', "-q")
+    assert code == 0, err
+    retrain = RunDir.open(tmp_path / "c" / "retrain").manifest["training"]
+    slim = RunDir.open(tmp_path / "c").manifest["training"]
+    assert retrain["loss"] == slim["loss"]
+    assert (slim["loss"]["name"], slim["loss"]["sigma"], slim["loss"]["m"], slim["loss"]["lam"]) == \
+        ("macer", 0.5, 2, 3.0)
+    assert "macer_radius" in retrain["history"][0]  # MACER's own metric: the loss ran, not just its name

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from ..compute_device import describe_device, resolve_device
 from ..config import BenchConfig, validated
 from ..data import ArrayDataset, load_dataset
 from ..errors import EdgeRobustError
+from ..export.given_graph import write_graph_for_bench
 from ..io import write_json
 from ..models import count_flops, count_parameters
 from ..progress import progress_bar
@@ -93,7 +95,7 @@ def bench_inputs(run: RunDir, count: int = 256) -> tuple[ArrayDataset, str]:
     name = run.dataset_name
     if name:
         with contextlib.suppress(EdgeRobustError, OSError):
-            data = load_dataset(name, "test", run.data_root)
+            data = load_dataset(name, "test", run.data_root, **run.data_options)
             if data.input_shape == run.input_shape:
                 return data.subset(count), f"{name} test split ({min(count, len(data))} images)"
     generator = torch.Generator().manual_seed(0)
@@ -130,10 +132,13 @@ def bench_run(run: RunDir | str | Path, config: BenchConfig | None = None, *, cl
               ) -> dict[str, Any]:
     """Time the run's model on each runtime and batch size; return the bench record (and write RUN/bench.json).
 
-    `config` is the [bench] section (default: BenchConfig's defaults; one made in Python is checked here).
+    `config` is the [bench] section (default: BenchConfig's defaults; one made in Python is checked here); with
+    `config.precisions` each is timed in turn and the rows are merged into one record (`bench_precisions`).
     `device` (auto when None) is the GPU the CUDA runtimes (torch-cuda, ...) use; `cpu` refuses them.
     """
     config = validated(config or BenchConfig())
+    if config.precisions:  # several side by side: one pass per precision, merged into one record
+        return bench_precisions(run, config, clock=clock, write=write, progress=progress, device=device)
     device = resolve_device(device)
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     if write and not os.access(run.path, os.W_OK):
@@ -143,6 +148,13 @@ def bench_run(run: RunDir | str | Path, config: BenchConfig | None = None, *, cl
     plan = TimingPlan(config.warmup, config.repeats).validate()
     batches = sorted(set(config.batches))
     profile, names, skipped = bench_plan(config.target, config.precision, config.runtimes)
+    if run.is_onnx:  # the model is an ONNX file: torch runtimes would time onnxruntime behind a wrapper
+        torch_runtimes = [n for n in names if RUNTIMES.get(n).spec.input != "onnx"]
+        if config.runtimes and torch_runtimes:
+            raise EdgeRobustError(f"runtime(s) {', '.join(torch_runtimes)} time a PyTorch module, but this run's "
+                                  "model is an ONNX file; choose an onnxruntime or TensorRT runtime")
+        skipped.update({n: "the run's model is an ONNX file" for n in torch_runtimes})
+        names = [n for n in names if n not in torch_runtimes]
     on_gpu = [n for n in names if get_runtime(n).device == "cuda"]
     if on_gpu and device.type != "cuda":
         if config.runtimes:
@@ -182,7 +194,7 @@ def bench_run(run: RunDir | str | Path, config: BenchConfig | None = None, *, cl
     with tempfile.TemporaryDirectory(prefix="edgerobust-bench-") as tmp:
         if "fp32" not in onnx and any(RUNTIMES.get(n).spec.input == "onnx" for n in names):
             opset = min(DEFAULT_OPSET, profile.max_opset)
-            onnx["fp32"] = export_for_bench(module, shape, Path(tmp) / "model.onnx", opset)
+            onnx["fp32"] = write_graph_for_bench(run, module, shape, Path(tmp) / "model.onnx", opset)
             record["onnx_opset"] = opset
         model = BenchModel(spec, module, shape, onnx)
         record["model"]["onnx_bytes"] = {p: path.stat().st_size for p, path in onnx.items()}
@@ -242,9 +254,42 @@ def _first(data: ArrayDataset, batch: int) -> np.ndarray:
     return tile_images(data.images.numpy(), batch)
 
 
+def _row_key(row: dict[str, Any], record: dict[str, Any]) -> str:
+    """runtime@batch, with the precision when the record holds several (runtime:precision@batch)."""
+    several = len(record.get("precisions") or [record["precision"]]) > 1
+    return f"{row['runtime']}{':' + row['precision'] if several else ''}@{row['batch']}"
+
+
 def summary(record: dict[str, Any]) -> dict[str, Any]:
     """The short form kept in the run manifest: p50 per runtime and batch."""
     return {"target": record["target"]["name"], "mode": record["mode"], "precision": record["precision"],
             "threads": record["threads"], "created": record["created"],
-            "p50_ms": {f"{r['runtime']}@{r['batch']}": r["p50_ms"] for r in record["results"]},
+            "p50_ms": {_row_key(r, record): r["p50_ms"] for r in record["results"]},
             "file": BENCH_NAME}
+
+
+def bench_precisions(run: RunDir | str | Path, config: BenchConfig | None = None, *,
+                     clock: Clock = time.perf_counter_ns, write: bool = True, progress: bool | None = None,
+                     device: str | torch.device | None = None) -> dict[str, Any]:
+    """`bench_run` once per precision of `config.precisions` (fp32, fp16, int8, ...; default [config.precision]) on
+    the same runtimes and batches, as one record whose rows carry their precision side by side (RUN/bench.json);
+    `precision` names the first, `precisions` all."""
+    config = validated(config or BenchConfig())
+    records = [bench_run(run, replace(config, precision=p, precisions=None), clock=clock, write=False,
+                         progress=progress, device=device) for p in config.chosen_precisions]
+    precisions = [r["precision"] for r in records]
+    record = records[0]
+    record["precisions"] = precisions
+    record["parity_by_precision"] = {p: r["parity"] for p, r in zip(precisions, records, strict=True)}
+    for p, other in zip(precisions[1:], records[1:], strict=True):
+        record["results"].extend(other["results"])
+        for name, reason in other["skipped_runtimes"].items():
+            record["skipped_runtimes"].setdefault(f"{name} ({p})", reason)
+        record["runtimes"].update(other["runtimes"])
+    record["load_average_after"] = records[-1]["load_average_after"]
+    run = run if isinstance(run, RunDir) else RunDir.open(run)
+    if write:
+        path = write_json(run.file(BENCH_NAME), record)
+        run.record_artifact("bench", path, kind="bench")
+        run.update("bench", summary(record))
+    return record

@@ -32,6 +32,11 @@ FORMAT = "edgerobust-certificates-1"
 # records this per runtime, the fp16 entry names both kernels the runtimes declare: fp32 accumulation (x86
 # onnxruntime, tensor cores) and fp16 accumulation (native aarch64 kernels).
 DECLARED: dict[str, tuple[str, ...]] = {"fp32": ("real", "fp32"), "fp16": ("real", "fp16-fp32acc", "fp16")}
+# Precisions whose artifacts are refused, and why: a bound must hold for what the artifact computes.
+NOT_BOUNDED: dict[str, str] = {
+    "int8": "the bound engine does not yet read onnxruntime's QDQ integer arithmetic (QuantizeLinear/DequantizeLinear "
+            "rounding and saturation, int32 accumulation, requantization through a float scale), so no bound would "
+            "be sound for it, and a certificate of the fp32 artifact does not carry over to its rounding"}
 
 
 class CertifyError(EdgeRobustError):
@@ -47,6 +52,8 @@ def check_eps(eps: list[float]) -> list[float]:
 
 def models_for(precision: str, wanted: list[str] | None) -> list:
     declared = DECLARED.get(precision)
+    if precision in NOT_BOUNDED:
+        raise CertifyError(f"{precision} artifacts cannot be certified: {NOT_BOUNDED[precision]}; certify fp32 or fp16")
     if declared is None:
         raise CertifyError(f"no arithmetic model is declared for {precision} artifacts; certify fp32 or fp16")
     for name in wanted or []:
@@ -93,7 +100,8 @@ def certify_bundle(bundle: str | Path, eps: list[float], method: str = "crown", 
     manifest = read_manifest(bundle)
     inputs = np.load(bundle / "golden_inputs.npy")[:n].astype(np.float64)
     labels = np.load(bundle / "golden_labels.npy")[:n].astype(np.int64)
-    chosen = precisions or [p for p in ("fp32", "fp16") if p in manifest["models"]]
+    chosen = precisions or [p for p in DECLARED if p in manifest["models"]]
+    not_certified = {p: NOT_BOUNDED[p] for p in manifest["models"] if p in NOT_BOUNDED and not precisions}
     plans = []
     for precision in chosen:  # every check before any work
         if precision not in manifest["models"]:
@@ -135,7 +143,7 @@ def certify_bundle(bundle: str | Path, eps: list[float], method: str = "crown", 
                           "arithmetic_models": [m.describe() for m in models], "rows": rows, "radius": radii})
     result = {"format": FORMAT, "bundle": str(bundle), "method": method, "norm": norm, "n": int(len(inputs)),
               "points": "the bundle's golden inputs and labels", "clean_accuracy": artifacts[0]["clean_accuracy"],
-              "radius_of": "the predicted class", "artifacts": artifacts,
+              "radius_of": "the predicted class", "artifacts": artifacts, "not_certified": not_certified,
               "seconds": round(time.perf_counter() - started, 3)}
     if vnnlib is not None:
         first = next(p for p in plans if p[0] == "fp32") if any(p[0] == "fp32" for p in plans) else plans[0]

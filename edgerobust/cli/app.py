@@ -12,6 +12,7 @@ from . import devices as devices_cmd
 from . import distill as distill_cmd
 from . import evaluate as evaluate_cmd
 from . import export as export_cmd
+from . import imports as imports_cmd
 from . import models as models_cmd
 from . import pipeline as pipeline_cmd
 from . import report as report_cmd
@@ -53,6 +54,7 @@ app.command()(models_cmd.datasets)
 app.command()(models_cmd.losses)
 app.command()(export_cmd.export)
 app.command()(export_cmd.verify)
+app.command(name="import")(imports_cmd.import_)
 app.command()(certify_cmd.certify)
 app.add_typer(devices_cmd.devices_app)
 

@@ -9,7 +9,8 @@ import typer
 from rich import box
 from rich.markup import escape
 
-from ..bench import MODES, bench_run, runtime_table
+from ..bench import MODES, runtime_table
+from ..bench.api import bench_precisions
 from ..config import BenchConfig, given, option_help
 from ..errors import EdgeRobustError
 from ..runner.precisions import PRECISIONS
@@ -51,17 +52,20 @@ def fmt_rate(value: float) -> str:
 
 def results_table(records: list[dict]):
     several = len({r["model"]["spec"] for r in records}) > 1
+    precisions = list(dict.fromkeys(p for record in records for p in record.get("precisions") or [record["precision"]]))
     rows = []
     for record in records:
         for r in record["results"]:
             fraction = r["ceiling_fraction"]
-            row = (r["runtime"], r["batch"], fmt_ms(r["p50_ms"]), fmt_ms(r["p90_ms"]), fmt_ms(r["p99_ms"]),
+            name = f"{r['runtime']} {r['precision']}" if len(precisions) > 1 else r["runtime"]
+            row = (name, r["batch"], fmt_ms(r["p50_ms"]), fmt_ms(r["p90_ms"]), fmt_ms(r["p99_ms"]),
                    fmt_ms(r["mean_ms"]), fmt_rate(r["throughput_ips"]),
                    f"{r['achieved_gflops']:.3g}", f"{100 * fraction:.3g}%" if fraction else "")
             rows.append((record["model"]["spec"], *row) if several else row)
     first = records[0]
     title = (f"{first['mode']} on this {first['host']['machine']} machine for target {first['target']['name']}"
-             f"{'' if several else ': ' + first['model']['spec']} ({first['precision']}, {first['threads']} threads, "
+             f"{'' if several else ': ' + first['model']['spec']} ({', '.join(precisions)}, {first['threads']} "
+             "threads, "
              f"{first['warmup']} warm-up, {first['repeats']} repeats; std, memory and more in bench.json)")
     columns = ("runtime", "batch", "p50", "p90", "p99", "mean", "img/s", "GFLOP/s", "of peak")
     out = table(title, ("model", *columns) if several else columns, rows)
@@ -109,20 +113,23 @@ def bench(
         return
     names = [n.strip() for item in (runtime or []) for n in item.split(",") if n.strip()] or None
     batches = given(parse_int_list(batch, "--batch") if batch is not None else None, "--batch")
+    chosen = [p.strip() for p in precision.split(",") if p.strip()] if precision else None
     if remote_cmd.on_device(host, hosts):  # on a device, through the runner (edgerobust.remote)
         config = recipe_section(recipe, "device", dict(
             **remote_cmd.reach_overrides(host, python, ssh_config, device_dir, insecure, timeout, max_output),
             target=target,
-            precisions=given([precision] if precision else None, "--precision"), batches=batches, threads=threads,
+            precisions=given(chosen, "--precision"), batches=batches, threads=threads,
             runtime=given(names[0] if names else None, "--runtime"), warmup=warmup, repeats=repeats, max_cv=max_cv,
             max_temperature_rise_c=given(max_temp_rise, "--max-temp-rise"), remeasure=remeasure))
         return remote_cmd.run_remote("bench", runs_argument(runs, config.target), config, hosts, quiet,
                                      trust_ssh_config)
     config = recipe_section(recipe, "bench", dict(
         target=target, runtimes=given(names, "--runtime"), batches=batches, mode=mode, repeats=repeats,
-        warmup=warmup, precision=precision, threads=threads, memory=memory))
+        warmup=warmup, precision=given(chosen[0] if chosen else None, "--precision"),
+        precisions=given(chosen if chosen and len(chosen) > 1 else None, "--precision"), threads=threads,
+        memory=memory))
     runs = runs_argument(runs, config.target)
-    records = [bench_run(run, config, progress=False if quiet else None, device=device) for run in runs]
+    records = [bench_precisions(run, config, progress=False if quiet else None, device=device) for run in runs]
     console.print(results_table(records))
     first = records[0]
     for device, ceiling in first["ceilings"].items():

@@ -85,6 +85,21 @@ def split_list(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def parse_kwargs(text: str | None, option: str = "--kwargs") -> dict | None:
+    """A JSON object of keyword arguments ('{"width": 16}'); None when the option was not given."""
+    if text is None:
+        return None
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EdgeRobustError(f"{option} {text!r} is not JSON ({exc.msg}); write e.g. '{{\"width\": 16}}'") from None
+    if not isinstance(value, dict):
+        raise EdgeRobustError(f"{option} {text!r} must be a JSON object of name: value, e.g. '{{\"width\": 16}}'")
+    return value
+
+
 def parse_shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(s) for s in text.replace("x", ",").split(","))

@@ -14,7 +14,7 @@ from ..recipe import load_recipe
 from ..report.tradeoff import tradeoff_columns, tradeoff_table_rows
 from ..run import RunDir
 from ..training.distributed import is_main_process
-from .common import command, console, device_option, split_list
+from .common import command, console, device_option, parse_kwargs, split_list
 from .render import table
 
 
@@ -45,6 +45,10 @@ def compress(
     steps: Optional[int] = typer.Option(None, help="Attack steps of the adversarial loss."),
     adv_weight: Optional[float] = typer.Option(None, "--adv-weight", help="w of w·CE(x_adv) + (1−w)·CE(x)."),
     eps_schedule: Optional[str] = typer.Option(None, "--eps-schedule", help="constant, linear or staged."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="Training loss of every stage by name ([train] loss; see "
+                                       "`edgerobust losses`), e.g. gaussian or macer for a smoothed model."),
+    loss_options: Optional[str] = typer.Option(None, "--loss-options", help="The loss's own settings as JSON "
+                                               "([train] loss_options)."),
     epochs: Optional[int] = typer.Option(None, help="Pretraining epochs when --model is a spec."),
     lr: Optional[float] = typer.Option(None, help="Learning rate."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
@@ -66,6 +70,7 @@ def compress(
         admm_epochs=admm_epochs, retrain_epochs=retrain_epochs, rho=rho, rho_growth=rho_growth,
         admm_interval=admm_interval, keep_schedule=keep_schedule,
         physical=given(physical, "--physical/--masked-only"), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+        loss=loss, loss_options=parse_kwargs(loss_options, "--loss-options"),
         adv_method=given(adv, "--adv"), adv_eps=split_list(eps), adv_steps=steps,
         adv_weight=given(adv_weight, "--adv-weight"), adv_schedule=given(eps_schedule, "--eps-schedule")))
     if evaluate:
@@ -74,11 +79,15 @@ def compress(
             eval_settings = replace(eval_settings, suite=suite)
     if model is None and "model" not in spec:
         raise EdgeRobustError("pass --model (a run directory or a model spec) or use a recipe with a [model] spec")
-    source = model or section(spec, "model").spec
-    data_section = section(spec, "data")
-    setup = CompressSetup(adversarial=adv_settings, evaluate=eval_settings if evaluate else None,
-                          data=data or (data_section.name if "data" in spec else None),
-                          data_root=data_root or data_section.root, resume=resume, recipe=spec, device=device)
+    model_section, data_section = section(spec, "model"), section(spec, "data")
+    source = model or model_section.spec
+    from_run = Path(source).is_dir()  # a trained run keeps the dataset it recorded unless --data says otherwise
+    name = data or (data_section.name if "data" in spec and not from_run else None)
+    setup = CompressSetup(adversarial=adv_settings, evaluate=eval_settings if evaluate else None, data=name,
+                          data_root=data_root or (None if from_run and not data else data_section.root),
+                          data_options=data_section.options if name == data_section.name else None,
+                          model_options=model_section.options() if source == model_section.spec else None,
+                          resume=resume, recipe=spec, device=device)
     runs, rows = compress_grid(source, out, config, train_config, setup, progress=False if quiet else None)
     if not is_main_process():
         return

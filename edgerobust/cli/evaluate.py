@@ -10,6 +10,7 @@ import typer
 from ..attacks import ATTACKS
 from ..config import EvaluateConfig, given, option_help
 from ..evaluation.api import ROBUSTNESS_FILE, evaluate_run
+from ..evaluation.artifact import evaluate_artifacts
 from ..report.robustness import curve_plot, transfer_heatmap
 from ..run import RunDir
 from ..runner.precisions import PRECISIONS
@@ -20,6 +21,18 @@ from .render import table
 
 H = functools.partial(option_help, EvaluateConfig)
 MINIMAL_ATTACKS = [name for name in ATTACKS if ATTACKS.get(name).minimal]
+
+
+def _artifact_table(result: dict) -> None:
+    sources = result["sources"]
+    rows = [(p, f"{r['clean_accuracy']:.3f}", *[f"{r['robust_by_source'][s]:.3f}" for s in sources],
+             f"{r['robust_accuracy']:.3f}", str((r.get("divergence") or {}).get("clean", "—")),
+             str(sum(v for k, v in (r.get("divergence") or {}).items() if k != "clean")) if r.get("divergence")
+             else "—") for p, r in result["precisions"].items()]
+    console.print(table(f"robustness per precision: {result['n']} points, ε = {result['eps']:.4g} (robust = minimum "
+                        "over sources)", ("precision", "clean", *sources, "robust", "≠fp32 clean", "≠fp32 attacked"),
+                        rows))
+    console.print("written: precision_robustness.json")
 
 
 @command
@@ -55,6 +68,10 @@ def evaluate(
         section="[evaluate] (with --host/--hosts: [device])")),
     device: str = device_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    artifact: Optional[Path] = typer.Option(None, "--artifact", help="An export bundle of RUN: clean and robust "
+                                            "accuracy of each of its artifacts (fp32, fp16, int8) by its own "
+                                            "onnxruntime outputs: the saved adversarial sets replayed and Square "
+                                            "(--queries) → RUN/precision_robustness.json."),
     host: Optional[str] = remote_cmd.HOST, hosts: Optional[Path] = remote_cmd.HOSTS,
     target_name: Optional[str] = typer.Option(None, "--target", help="With --host: the export to replay (default: "
                                               "the run's only one)."),
@@ -82,8 +99,11 @@ def evaluate(
         curve_grid=given(split_list(curve_eps), "--curve-eps"), curve_steps=curve_steps, n=n, seed=seed, steps=steps,
         n_restarts=given(restarts, "--restarts"), square_queries=given(queries, "--queries"),
         n_target_classes=given(targets, "--targets"), fab=fab, minimal=minimal,
-        masking_checks=given(masking, "--masking/--no-masking"), batch_size=batch_size))
+        masking_checks=given(masking, "--masking/--no-masking"), batch_size=batch_size,
+        artifact=given(None if artifact is None else str(artifact), "--artifact")))
     target = RunDir.open(run_argument(run))
+    if config.artifact is not None:
+        return _artifact_table(evaluate_artifacts(target, config))
     result = evaluate_run(target, config, transfer=[RunDir.open(p) for p in transfer],
                           ensemble=[RunDir.open(p) for p in ensemble], progress=False if quiet else None,
                           device=device)

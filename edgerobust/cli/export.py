@@ -26,6 +26,11 @@ def export(
     opset: Optional[int] = typer.Option(None, "--opset", help=H("opset")),
     fp16: Optional[bool] = typer.Option(None, "--fp16/--no-fp16", help=H("fp16")),
     int8: Optional[bool] = typer.Option(None, "--int8/--no-int8", help=H("int8")),
+    int8_method: Optional[str] = typer.Option(None, "--int8-method", help=H("int8_method")),
+    int8_max_drop: Optional[float] = typer.Option(None, "--int8-max-drop", help=H("int8_max_drop")),
+    int8_min_agreement: Optional[float] = typer.Option(None, "--int8-min-agreement", help=H("int8_min_agreement")),
+    force_int8: Optional[bool] = typer.Option(None, "--force-int8", help=H("force_int8")),
+    parity_points: Optional[int] = typer.Option(None, "--parity-points", help=H("parity_points")),
     batch: Optional[int] = typer.Option(None, "--batch", "-b", help=H("batch")),
     golden: Optional[int] = typer.Option(None, "--golden", help=H("golden")),
     calibration: Optional[int] = typer.Option(None, "--calibration", help=H("calibration")),
@@ -39,25 +44,52 @@ def export(
     """Export a run's model for a target device: ONNX (+ fp16), parity checks, memory check, deployment bundle."""
     config = recipe_section(recipe, "export", dict(target=target, opset=opset, fp16=fp16, int8=int8, batch=batch,
                                                    golden=golden, calibration=calibration, tolerance=tolerance,
-                                                   engine=engine))
+                                                   engine=engine, int8_method=int8_method, int8_max_drop=int8_max_drop,
+                                                   int8_min_agreement=int8_min_agreement, force_int8=force_int8,
+                                                   parity_points=parity_points))
     run = run_argument(run, config.target)
     result = export_run(run, config, out=out, data_root=data_root, progress=False if quiet else None, device=device)
     m = result.manifest
     rows = [(precision, entry["file"], m["files"][entry["file"]]["bytes"], entry["parity"]["max_abs_diff"],
-             entry["parity"]["top1_agreement"], f"{entry['parity']['tolerance']:g} {entry['parity']['tolerance_kind']}")
+             entry["parity"]["top1_agreement"], _tolerance(entry["parity"]))
             for precision, entry in m["models"].items()]
     console.print(table(f"export for {m['target']} (opset {m['opset']}, runtime {m['runtime']})",
                         ("precision", "file", "bytes", "max |Δ| vs PyTorch", "top-1 agreement", "tolerance"), rows))
+    for precision, left in (m.get("left_out") or {}).items():
+        console.print(f"[yellow]{precision} left out of the bundle[/]: {left['reason']} (--force-int8 keeps it)")
+    for precision, entry in m["models"].items():
+        if entry["parity"].get("tolerance_kind") == "agreement":
+            console.print(f"{precision}: {_accuracy(entry['parity'])}")
+        if entry.get("quantization"):
+            q = entry["quantization"]
+            console.print(f"{precision}: onnxruntime {q['format']} ({q['weights']} per-channel weights, "
+                          f"{q['activations']} activations, {q['method']} calibration"
+                          f"{', reduce_range' if q['reduce_range'] else ''}) on {m['calibration']['count']} inputs")
     mem = m["memory"]
     console.print(f"memory at batch {mem['batch']}: {mem['estimate_bytes'] / 2**20:.2f} MiB (weights "
                   f"{mem['weights_bytes'] / 2**20:.2f} + activations {mem['activation_peak_bytes'] / 2**20:.2f}) "
                   f"of a {mem['budget_bytes'] / 2**30:.3g} GiB budget")
-    calibrated = [p.upper() for p in m["precisions"] if p in PRECISIONS and PRECISIONS[p].calibrated]
+    calibrated = [p.upper() for p in m["precisions"] if p in PRECISIONS and PRECISIONS[p].calibrated
+                  and p not in m["models"]]  # calibrated on the device (TensorRT engines)
     if calibrated and m.get("calibration"):
         console.print(f"{', '.join(calibrated)}: {m['calibration']['count']} calibration inputs in "
                       f"{m['calibration']['file']} "
                       "(build the engine on the device with --engine)")
     console.print(f"bundle: [bold]{result.bundle}[/] ({len(m['files'])} files + manifest.json)")
+
+
+def _accuracy(parity: dict) -> str:
+    """int8 (agreement rule): its clean accuracy against fp32's on the parity points."""
+    if parity.get("tolerance_kind") != "agreement":
+        return ""
+    return (f"accuracy {parity['accuracy']:.2%} against fp32 {parity['reference_accuracy']:.2%} on "
+            f"{parity['points']} test points")
+
+
+def _tolerance(parity: dict) -> str:
+    if parity.get("tolerance_kind") == "agreement":
+        return f"drop ≤ {parity['max_accuracy_drop'] * 100:g} pt{' (forced)' if parity.get('forced') else ''}"
+    return f"{parity['tolerance']:g} {parity['tolerance_kind']}"
 
 
 @command

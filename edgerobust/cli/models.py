@@ -6,7 +6,7 @@ import typer
 
 from ..data import DATASETS
 from ..errors import EdgeRobustError
-from ..models import MODELS, build_model, count_flops, count_parameters
+from ..models import ENTRY_POINT_GROUP, MODELS, build_model, count_flops, count_parameters, entry_points
 from ..training.losses import LOSSES, declared_settings, needs_labels
 from .common import command, console, parse_shape
 from .render import table
@@ -17,7 +17,8 @@ def models(
     shape: str = typer.Option("3,32,32", "--shape", help="Input shape C,H,W for the counts."),
     classes: int = typer.Option(10, "--classes", help="Number of classes."),
 ) -> None:
-    """List the model zoo with parameters and FLOPs for an input shape."""
+    """List the model zoo, and the models installed packages register (entry points), with parameters and FLOPs for
+    an input shape. Your own model needs no registration: --model package.module:factory."""
     input_shape = parse_shape(shape)
     if classes < 2:
         raise EdgeRobustError(f"--classes {classes}: a classifier needs at least 2 classes")
@@ -27,12 +28,18 @@ def models(
         raise EdgeRobustError(f"inputs of shape {shape} cannot be allocated on this machine; choose a smaller "
                               "--shape") from None
     rows = []
-    for name in MODELS:
+    points = entry_points()
+    named = [(name, MODELS.help(name)) for name in MODELS] + [
+        (name, f"{ENTRY_POINT_GROUP} entry point {point.value}"
+               + (f" ({point.dist.name} {point.dist.version})" if point.dist is not None else ""))
+        for name, point in sorted(points.items()) if name not in MODELS]
+    for name, about in named:
         try:
             model = build_model(name, input_shape, classes)
-            rows.append((name, count_parameters(model), count_flops(model, input_shape), MODELS.help(name)))
+            rows.append((name, count_parameters(model), count_flops(model, input_shape), about))
         except EdgeRobustError as exc:
-            rows.append((name, None, None, f"not for {shape}: {exc}"[:80]))
+            rows.append((name, None, None, f"{about}; cannot build it for {shape}: {exc}"[:200] if name in points
+                         else f"not for {shape}: {exc}"[:80]))
     title = f"models at input {input_shape}, {classes} classes"
     console.print(table(title, ("name", "params", "FLOPs", "about"), rows))
 

@@ -87,9 +87,11 @@ def print_replay(doc: dict[str, Any]) -> None:
         for key, s in r["sets"].items():
             host = s.get("host_accuracy")
             rows.append((r["precision"], key, s["count"], "" if host is None else f"{host:.2%}", f"{s['accuracy']:.2%}",
-                         "" if s.get("gap") is None else f"{100 * s['gap']:+.2f} pt"))
+                         "" if s.get("gap") is None else f"{100 * s['gap']:+.2f} pt",
+                         "" if s.get("diverge_from_reference") is None else str(s["diverge_from_reference"])))
     console.print(table(f"replay on {doc['host']} ({doc['settings']['runtime']}): host vs device accuracy",
-                        ("precision", "set", "points", "host", "device", "gap (host − device)"), rows))
+                        ("precision", "set", "points", "host", "device", "gap (host − device)", "≠ fp32 (points)"),
+                        rows))
 
 
 def print_fleet(rows: list[dict[str, Any]]) -> None:

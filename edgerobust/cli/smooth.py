@@ -39,6 +39,7 @@ def smooth(
     threads: Optional[int] = typer.Option(None, "--threads", help=H("threads")),
     radii: Optional[str] = typer.Option(None, "--radii", help=H("radii", "L2 radii of the table, a comma list")),
     predict: Optional[bool] = typer.Option(None, "--predict/--no-predict", help=H("predict")),
+    noise: Optional[str] = typer.Option(None, "--noise", help=H("noise")),
     artifact: Optional[Path] = typer.Option(None, "--artifact", help="The exported bundle to certify (onnxruntime "
                                             "and --host; default: the run's export)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -69,7 +70,7 @@ def smooth(
     settings = {"sigma": given(split_list(sigma), "--sigma"), "alpha": alpha, "n0": n0, "n": n, "batch": batch,
                 "seed": seed, "points": points, "start": start, "count": count, "runtime": runtime,
                 "precision": precision, "threads": threads, "radii": given(split_list(radii), "--radii"),
-                "predict": predict}
+                "predict": predict, "noise": noise}
     config = recipe_section(recipe, "smooth", settings)
     if hosts:
         from ..remote.fleet import load_fleet

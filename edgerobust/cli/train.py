@@ -9,14 +9,20 @@ import typer
 from ..config import given, section
 from ..recipe import load_recipe
 from ..training.api import TrainSetup, adversarial_from_recipe, config_from_recipe, train_model
-from .common import command, console, device_option
+from .common import command, console, device_option, parse_kwargs, split_list
 from .render import print_run_summary
 
 
 @command
 def train(
     model: Optional[str] = typer.Option(None, "--model", "-m",
-                                        help="Model spec, e.g. scnn2:16-32 (see `edgerobust models`)."),
+                                        help="Model spec, e.g. scnn2:16-32 (see `edgerobust models`), or your own "
+                                        "package.module:factory (kwargs from the recipe's [model] kwargs)."),
+    kwargs: Optional[str] = typer.Option(None, "--kwargs", help="Keyword arguments of your model's factory as JSON, "
+                                         "e.g. '{\"width\": 16}' (replaces the recipe's [model] kwargs)."),
+    mean: Optional[str] = typer.Option(None, "--mean", help="Your model takes inputs normalised with this "
+                                       "per-channel mean, e.g. 0.485,0.456,0.406 (default: [0,1] pixels)."),
+    std: Optional[str] = typer.Option(None, "--std", help="… and this per-channel std."),
     data: Optional[str] = typer.Option(None, "--data", "-d",
                                        help="Dataset name (digits, synthetic, mnist, cifar10, ...)."),
     out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Run directory to write."),
@@ -40,6 +46,8 @@ def train(
                                                "Marshall) or linear (ramp over the first half)."),
     loss: Optional[str] = typer.Option(None, "--loss", help="Training loss by name ([train] loss; see `edgerobust "
                                        "losses`); it takes the [adversarial] settings it declares."),
+    loss_options: Optional[str] = typer.Option(None, "--loss-options", help="The loss's own settings as JSON, e.g. "
+                                               "'{\"sigma\": 0.5, \"m\": 4}' ([train] loss_options)."),
     guard: Optional[bool] = typer.Option(None, "--guard/--no-guard", help="Stop and restore the previous epoch "
                                          "when PGD accuracy on a training batch collapses (default on for fgsm-rs)."),
     activation: Optional[str] = typer.Option(None, "--activation", help="Replace the model's ReLUs: kaf, elu, "
@@ -53,21 +61,27 @@ def train(
     Multi-process (DDP): torchrun --nproc-per-node N -m edgerobust train …
     """
     spec = load_recipe(recipe or "default")
-    model = model or section(spec, "model").spec
+    model_section = section(spec, "model", overrides=dict(mean=split_list(mean), std=split_list(std),
+                                                          kwargs=parse_kwargs(kwargs)))
+    model_options = model_section.options() if model in (None, model_section.spec) or kwargs is not None else \
+        {"mean": model_section.mean, "std": model_section.std}  # the recipe's kwargs are its own model's
+    model = model or model_section.spec
     data_section = section(spec, "data")
     data = data or data_section.name
     config = config_from_recipe(spec, dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                                            schedule=schedule, weight_decay=weight_decay, seed=seed, augment=augment,
-                                           loss=loss))
+                                           loss=loss, loss_options=parse_kwargs(loss_options, "--loss-options")))
     if adv is None and (eps is not None or adv_steps is not None or eps_schedule is not None) \
             and "adversarial" not in spec:
         adv = "pgd"  # asking for an ε means adversarial training
     adversarial = adversarial_from_recipe(spec, dict(
         method=given(adv, "--adv"), eps=eps, steps=given(adv_steps, "--adv-steps"),
         weight=given(adv_weight, "--adv-weight"), schedule=given(eps_schedule, "--eps-schedule"), guard=guard))
-    run = train_model(out, model, data, config, TrainSetup(data_root=data_root or data_section.root, resume=resume,
-                                                           recipe=spec, adversarial=adversarial, device=device,
-                                                           activation=activation),
+    run = train_model(out, model, data, config,
+                      TrainSetup(data_root=data_root or data_section.root, resume=resume,
+                                 data_options=data_section.options if data == data_section.name else None,
+                                 model_options=model_options, recipe=spec, adversarial=adversarial, device=device,
+                                 activation=activation),
                       progress=False if quiet else None)
     from ..training.distributed import is_main_process
 

@@ -30,21 +30,21 @@ from ..config import (
 from ..data import load_dataset
 from ..errors import EdgeRobustError
 from ..evaluation.point import evaluate_point
-from ..models import MODELS, count_flops, count_parameters
+from ..models import MODELS, count_flops, count_parameters, is_user_model
 from ..run import RunDir
 from ..training import distributed, evaluate_clean
 from ..training.api import (
     TrainSetup,
     adversarial_config,
     adversarial_from_recipe,
-    adversarial_training,
     config_from_recipe,
     train_model,
+    training_loss,
 )
 from .admm import ADMMCallback, keep_schedule
 from .l1_filter import l1_filter_masks
 from .masks import MaskCallback, apply_masks, density
-from .physical import remove_dead_channels
+from .physical import remove_and_check
 from .schemes import SCHEMES, STRUCTURED, build_plan
 from .stats import compression_stats
 
@@ -58,14 +58,20 @@ class CompressSetup:
     evaluate: CompressEvaluateConfig | dict | None = None  # [compress.evaluate]: dense vs pruned (None: not measured)
     data: str | None = None  # default: the source run's dataset (a spec source: digits)
     data_root: str | Path | None = None  # directory holding on-disk datasets
+    data_options: dict | None = None  # a spec source's dataset options ([data] options; a run keeps its own)
+    model_options: dict | None = None  # a spec source's factory kwargs and mean/std ([model]; a run records its own)
     resume: bool = False  # continue a killed compression, reusing finished stages
     recipe: dict | None = None  # recorded in the manifests
     device: str | torch.device | None = None  # auto (None), cpu, cuda or cuda:N
 
 
-def build_loss(adv: AdversarialConfig | None, epochs: int):
-    """The stage's adversarial loss from [adversarial]-style settings (None: natural training)."""
-    return adversarial_training(adv, epochs)[0] if adv else None
+def describe_loss(config: TrainConfig, adv: AdversarialConfig | None, stages: list[RunDir]) -> dict[str, Any]:
+    """The stages' loss as the last training stage recorded it; without one, as [train] loss (a smoothing loss,
+    say) or [adversarial] would build it."""
+    if stages:
+        return stages[-1].manifest["training"]["loss"]
+    loss = training_loss(replace(config, epochs=1), adv)[0]
+    return loss.describe() if loss is not None else {"name": "natural"}
 
 
 def check_config(config: CompressConfig) -> CompressConfig:
@@ -92,9 +98,17 @@ def pretrain(spec: str, out: Path, config: TrainConfig, setup: CompressSetup, *,
     if setup.resume and (out / "model.json").is_file() and (out / "model.pt").is_file():
         return RunDir.open(out)
     return train_model(out, spec, setup.data or "digits", config,
-                       TrainSetup(data_root=setup.data_root, adversarial=setup.adversarial or None,
+                       TrainSetup(data_root=setup.data_root, data_options=setup.data_options,
+                                  model_options=setup.model_options, adversarial=setup.adversarial or None,
                                   resume=setup.resume and (out / "checkpoint.pt").is_file(), recipe=setup.recipe,
                                   description="pretrain", device=setup.device), progress=progress)
+
+
+def is_model_spec(source: str | Path | RunDir) -> bool:
+    """`source` names a model to pretrain (a zoo spec, an import path or an entry point), not a run directory."""
+    if isinstance(source, RunDir) or Path(source).is_dir():
+        return False
+    return str(source).partition(":")[0] in MODELS or is_user_model(str(source))
 
 
 def _source_data(source: RunDir, data: str | None, data_root: str | Path | None) -> dict[str, Any]:
@@ -102,7 +116,8 @@ def _source_data(source: RunDir, data: str | None, data_root: str | Path | None)
     if not name:
         raise EdgeRobustError(f"{source.path} does not record its dataset; pass --data")
     root = data_root if data_root is not None else source.data_root
-    return {"name": name, "root": root}
+    options = source.data_options if name == source.dataset_name else {}  # another dataset: its own defaults
+    return {"name": name, "root": root, "options": options}
 
 
 def compress_model(source: str | Path | RunDir, out: str | Path, config: CompressConfig | None = None,
@@ -123,18 +138,19 @@ def compress_model(source: str | Path | RunDir, out: str | Path, config: Compres
     ctx = distributed.init_from_env()
     device = ctx.device if ctx is not None else resolve_device(setup.device)
     with locked(out):  # one command writes a run directory at a time (rank 0 alone under torchrun)
-        return _compress(source, out, config, base, adv=adv, evaluate=evaluate, data=setup.data,
-                         data_root=setup.data_root, resume=setup.resume, progress=progress, recipe=setup.recipe,
-                         device=device, ctx=ctx)
+        return _compress(source, out, config, base, adv=adv, evaluate=evaluate, setup=replace(setup, device=device),
+                         progress=progress, ctx=ctx)
 
 
-def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, adv, evaluate, data, data_root,
-              resume, progress, recipe, device, ctx) -> RunDir:
-    if not isinstance(source, RunDir) and not Path(source).is_dir() and str(source).partition(":")[0] in MODELS:
-        setup = CompressSetup(adversarial=adv, data=data, data_root=data_root, resume=resume, recipe=recipe,
-                              device=device)
-        source = pretrain(str(source), out / "pretrain", base, setup, progress=progress)
+def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, adv, evaluate, setup: CompressSetup,
+              progress, ctx) -> RunDir:
+    data, data_root, resume, recipe, device = setup.data, setup.data_root, setup.resume, setup.recipe, setup.device
+    if is_model_spec(source):
+        source = pretrain(str(source), out / "pretrain", base, replace(setup, adversarial=adv), progress=progress)
     source = source if isinstance(source, RunDir) else RunDir.open(source)
+    if source.is_onnx:
+        raise EdgeRobustError(f"{source.path}'s model is an imported ONNX file: pruning retrains PyTorch weights, "
+                              "which it has none of; export, bench and query-only evaluation take it")
     if not resume and any((out / p).exists() for p in ("admm/checkpoint.pt", "retrain/checkpoint.pt", "model.pt")):
         raise EdgeRobustError(f"{out} already holds a compression; pass --resume to continue it or choose another "
                               "--out")
@@ -142,7 +158,7 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
         raise EdgeRobustError("--out must differ from the source run directory")
     data_info = _source_data(source, data, data_root)
     shape = source.input_shape
-    data_shape = load_dataset(data_info["name"], "test", data_info.get("root")).input_shape
+    data_shape = load_dataset(data_info["name"], "test", data_info.get("root"), **data_info["options"]).input_shape
     if tuple(data_shape) != tuple(shape):
         raise EdgeRobustError(f"dataset {data_info['name']} has inputs of shape {tuple(data_shape)} but the model of "
                               f"{source.path} takes {tuple(shape)}; compress with the dataset it was trained on")
@@ -155,6 +171,7 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
     history: list[dict[str, Any]] = []
     admm_info: dict[str, Any] = {}
     pruned_from = source
+    stages: list[RunDir] = []  # the training stages run, in order
     if config.method == "admm":
         admm_config = replace(base, epochs=config.admm_epochs, lr=config.admm_lr or base.lr)
         admm = ADMMCallback(plan, config.rho, config.rho_growth, config.admm_interval,
@@ -167,6 +184,7 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
                      "interval": config.admm_interval,
                      "epochs": config.admm_epochs, "keep_schedule": config.keep_schedule}
         history += [{**h, "stage": "admm"} for h in pruned_from.manifest["training"]["history"]]
+        stages.append(pruned_from)
     model = pruned_from.load_model().to(device)
     if config.method == "l1":
         plan, masks = l1_filter_masks(model, shape, None if config.threshold is not None else config.keep,
@@ -183,21 +201,19 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
                          device=device)
         masked = retrain.load_model().to(device)
         history += [{**h, "stage": "retrain"} for h in retrain.manifest["training"]["history"]]
+        stages.append(retrain)
     else:
         masked = apply_masks(model, masks)
     masked.eval()
     if ctx is not None and not ctx.is_main:  # rank 0 alone removes, evaluates and writes the slim run
         return distributed.finished_run(out, ctx)
-    test = load_dataset(data_info["name"], "test", data_info.get("root"))
+    test = load_dataset(data_info["name"], "test", data_info.get("root"), **data_info["options"])
+    info = dict(source.manifest["model"])
     removed: dict[str, int] = {}
-    slim, max_diff = masked, 0.0
-    if config.physical:
-        slim, removed = remove_dead_channels(masked, shape)
-        with torch.no_grad():
-            probe = to_model(masked, test.images[:256])
-            max_diff = float((slim(probe) - masked(probe)).abs().max()) if removed else 0.0
-        if max_diff > OUTPUT_TOLERANCE:
-            raise RuntimeError(f"physical removal changed the outputs by {max_diff:.3g}; this is a bug")
+    slim, max_diff, physical = masked, 0.0, None
+    if config.physical:  # a user's model (source recorded): what torch-pruning cannot remove is reported
+        slim, removed, max_diff, physical = remove_and_check(masked, shape, to_model(masked, test.images[:256]),
+                                                             OUTPUT_TOLERANCE, strict="source" not in info)
     stats = compression_stats(dense, masked, slim, shape)
     evaluation = None
     if evaluate:
@@ -211,10 +227,8 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
                       else kept, "params": stats["totals"]["params_after"],
                       **evaluate_point(slim, test, progress=progress, **settings)}
         evaluation = {"settings": settings, "rows": [dense_row, pruned_row]}
-    loss = build_loss(adv, 1)
     run = RunDir.create(out)
     run.add_parent(source, "compressed from")
-    info = dict(source.manifest["model"])
     info["physically_pruned"] = bool(removed) or bool(info.get("physically_pruned"))
     clean = evaluate_clean(slim, test)
     source_metrics = source.manifest.get("metrics", {})
@@ -222,12 +236,12 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
         slim, info,
         dataset=source.manifest.get("dataset", {}),
         training={"config": asdict(base), "history": history, "stopped_early": None,
-                  "loss": loss.describe() if loss is not None else {"name": "natural"}},
+                  "loss": describe_loss(base, adv, stages)},
         recipe=recipe or {},
         seed=base.seed,
         compression={"config": asdict(config), "plan": plan.describe(), "admm": admm_info,
                      "adversarial": asdict(adv) if adv else {},
-                     "mask_density": density(masks), "removed_channels": removed,
+                     "mask_density": density(masks), "removed_channels": removed, "physical": physical,
                      "max_output_difference": max_diff, "stats": stats, "evaluation": evaluation,
                      "source_test_accuracy": source_metrics.get("test_accuracy"),
                      "seconds": round(time.perf_counter() - started, 2),
@@ -278,7 +292,7 @@ def compress_grid(source: str | Path | RunDir, out: str | Path, config: Compress
         adv_eps = replace(adv, eps=eps) if eps is not None and adv is not None else adv
         eps_dir = out / f"eps-{eps:g}" if len(eps_values) > 1 and eps is not None else out
         dense = source
-        if not isinstance(source, RunDir) and not Path(source).is_dir() and str(source).partition(":")[0] in MODELS:
+        if is_model_spec(source):
             dense = pretrain(str(source), eps_dir / "pretrain", train_config.validate(),
                              replace(setup, adversarial=adv_eps), progress=progress)
         for i, keep in enumerate(keeps):

@@ -8,6 +8,8 @@ surgery; this module only decides which channels are dead.
 from __future__ import annotations
 
 import copy
+import re
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -50,3 +52,36 @@ def remove_dead_channels(model: nn.Module, input_shape: Sequence[int]) -> tuple[
         graph.get_pruning_group(module, handler, dead).prune()
         removed[name] = len(dead)
     return slim, removed
+
+
+def remove_and_check(masked: nn.Module, input_shape: Sequence[int], probe: torch.Tensor, tolerance: float,
+                     strict: bool = True) -> tuple[nn.Module, dict[str, int], float, dict]:
+    """`remove_dead_channels`, then the slim and masked logits compared on `probe`. A zoo model (`strict`) that
+    differs is a bug and raises; a user's graph that torch-pruning cannot follow (it fails, or the outputs change: a
+    hard-coded reshape, a layer it does not know) keeps the masked network, and the report says why. Parameters of
+    layers torch-pruning does not know (its "unwrapped parameters") are listed either way."""
+    report: dict = {"removed": True}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            slim, removed = remove_dead_channels(masked, input_shape)
+        except Exception as exc:  # torch-pruning on an arbitrary graph: report, keep the masked network
+            if strict:
+                raise
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            return masked, {}, 0.0, {"removed": False, "reason": f"torch-pruning failed: {reason}"}
+    unwrapped = [str(w.message) for w in caught if "nwrapped parameters" in str(w.message)]
+    if unwrapped:
+        report["unknown_layers"] = sorted({name for text in unwrapped for name in re.findall(r"'([^']+)'", text)})
+    max_diff = 0.0
+    if removed:
+        with torch.no_grad():
+            max_diff = float((slim(probe) - masked(probe)).abs().max())
+    if max_diff > tolerance:
+        if strict:
+            raise RuntimeError(f"physical removal changed the outputs by {max_diff:.3g}; this is a bug")
+        return masked, {}, 0.0, {"removed": False, "reason": f"removing channels changed the outputs by "
+                                                              f"{max_diff:.3g}: a layer torch-pruning cannot follow; "
+                                                              "the masked network is kept",
+                                 **{k: v for k, v in report.items() if k != "removed"}}
+    return slim, removed, max_diff, report

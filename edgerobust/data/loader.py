@@ -1,4 +1,5 @@
-"""Seeded batch iteration over an ArrayDataset (in-memory; no worker processes to keep runs deterministic)."""
+"""Seeded batch iteration over an ArrayDataset: in memory, or streamed from image files by loader workers (files.py)
+in the same order, so both give the same batches."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -7,6 +8,7 @@ import torch
 
 from .augment import NO_AUGMENT, Augment
 from .base import ArrayDataset
+from .files import FileImages
 
 
 def iterate_batches(dataset: ArrayDataset, batch_size: int, *, shuffle: bool = False,
@@ -18,9 +20,13 @@ def iterate_batches(dataset: ArrayDataset, batch_size: int, *, shuffle: bool = F
     else:
         order = torch.arange(n)
     stop = n - n % batch_size if drop_last and n >= batch_size else n
-    for start in range(0, stop, batch_size):
+    starts = range(0, stop, batch_size)
+    if isinstance(dataset.images, FileImages):
+        images = dataset.images.batches([order[s:s + batch_size] for s in starts])
+    else:
+        images = (dataset.images[order[s:s + batch_size]] for s in starts)
+    for start, x in zip(starts, images, strict=True):
         idx = order[start:start + batch_size]
-        x = dataset.images[idx]
         if augment.active:
             x = augment(x, generator if generator is not None else torch.Generator().manual_seed(start))
         yield x, (None if dataset.labels is None else dataset.labels[idx])

@@ -9,11 +9,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import EdgeRobustError
-from ..runner.precisions import PRECISIONS, REFERENCE
+from ..runner.precisions import CALIBRATION_METHODS, PRECISIONS, REFERENCE
 from .operators import OPERATOR_SETS
 from .runtimes import profile_runtimes
 
 KNOWN_ACCELERATORS = ("cpu", "gpu")
+# How a target runs int8 (its [int8] table): "ort" = onnxruntime's QDQ graph quantized at export (CPU targets),
+# "tensorrt" = an engine calibrated on the device from the bundle's calibration set (GPU targets).
+INT8_RUNTIMES = ("ort", "tensorrt")
+INT8_FIELDS = {"runtime": str, "reduce_range": bool, "method": str}
 KNOWN_ARCHES = ("x86_64", "aarch64", "armv7l")
 # The TorchScript ONNX exporter takes opsets 7..20; a profile outside that range cannot be exported to.
 MIN_OPSET, MAX_OPSET = 7, 20
@@ -47,6 +51,8 @@ class DeviceProfile:
     latency_budget_ms: dict[int, float] = field(default_factory=dict)
     # when a device timing row counts as settled: `max_cv`, `max_temperature_rise_c`, `remeasure` (only those given)
     stability: dict[str, float | int] = field(default_factory=dict)
+    # how the target runs int8 (empty when it lists no int8): runtime ort|tensorrt, reduce_range, method
+    int8: dict[str, Any] = field(default_factory=dict)
     source: str = ""  # the file it was read from
 
     def latency_budget(self, batch: int = 1) -> float | None:
@@ -60,6 +66,11 @@ class DeviceProfile:
         if precision not in self.precisions:
             raise EdgeRobustError(f"target '{self.name}' does not support {precision} "
                                   f"(it supports {', '.join(self.precisions)}); choose another precision or target")
+
+    @property
+    def int8_runtime(self) -> str | None:
+        """"ort" (onnxruntime QDQ, made at export), "tensorrt" (engine calibrated on the device) or None."""
+        return self.int8.get("runtime") if "int8" in self.precisions else None
 
     def check_opset(self, opset: int) -> None:
         if opset > self.max_opset:
@@ -85,7 +96,7 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "runtimes": (list, True), "precisions": (list, True), "max_opset": (int, True), "operator_set": (str, False),
     "memory_budget": ((str, int), True), "python": (str, True), "threads": (int, False), "power": (dict, False),
     "compute_capability": (str, False), "software": (dict, False), "aliases": (list, False),
-    "latency_budget_ms": ((int, float, dict), False), "stability": (dict, False),
+    "latency_budget_ms": ((int, float, dict), False), "stability": (dict, False), "int8": (dict, False),
 }
 # [stability] keys -> (types, smallest allowed value, whether that value itself is allowed)
 STABILITY_FIELDS: dict[str, tuple[tuple[type, ...], float, bool]] = {
@@ -171,6 +182,7 @@ def profile_from_dict(data: dict[str, Any], source: str = "<dict>") -> DevicePro
         raise ProfileError(f"{where('power.' + key)} is not read from [power]; set it in {MOVED_POWER_KEYS[key]}")
     budgets = _latency_budgets(data.get("latency_budget_ms", {}), where("latency_budget_ms"))
     stability = _stability(data.get("stability", {}), where)
+    int8 = _int8(data, runtimes, precisions, where)
     software = data.get("software", {})
     for key, value in software.items():
         if not isinstance(value, str):
@@ -181,7 +193,7 @@ def profile_from_dict(data: dict[str, Any], source: str = "<dict>") -> DevicePro
         operator_set=operator_set, memory_budget_bytes=parse_bytes(data["memory_budget"], where("memory_budget")),
         python=data["python"], threads=threads, power=dict(data.get("power", {})),
         compute_capability=data.get("compute_capability"), software=dict(software), aliases=aliases,
-        latency_budget_ms=budgets, stability=stability, source=source)
+        latency_budget_ms=budgets, stability=stability, int8=int8, source=source)
 
 
 def _positive_number(value: Any, where: str) -> float:
@@ -217,6 +229,38 @@ def _stability(table: dict, where: Any) -> dict[str, float | int]:
                                f"not {value!r}")
         limits[key] = value if kinds == (int,) else float(value)
     return limits
+
+
+def _int8(data: dict[str, Any], runtimes: list[str], precisions: list[str], where: Any) -> dict[str, Any]:
+    """The [int8] table: how the target runs int8 (defaults: onnxruntime on a CPU, TensorRT on a GPU)."""
+    from ..runner.runtime_specs import RUNTIME_SPECS
+
+    table = data.get("int8", {})
+    if "int8" not in precisions:
+        if table:
+            raise ProfileError(f"{where('int8')}: the profile lists no int8 in precisions; add it or drop [int8]")
+        return {}
+    for key, value in table.items():
+        if key not in INT8_FIELDS:
+            raise ProfileError(f"{where('int8.' + key)} is not an int8 setting; valid: {', '.join(INT8_FIELDS)}")
+        if not isinstance(value, INT8_FIELDS[key]):
+            raise ProfileError(f"{where('int8.' + key)} must be {INT8_FIELDS[key].__name__}, not {value!r}")
+    runtime = table.get("runtime", "tensorrt" if data["accelerator"] == "gpu" else "ort")
+    if runtime not in INT8_RUNTIMES:
+        raise ProfileError(f"{where('int8.runtime')}: unknown value '{runtime}'; valid: {', '.join(INT8_RUNTIMES)}")
+    method = table.get("method", CALIBRATION_METHODS[0])
+    if method not in CALIBRATION_METHODS:
+        raise ProfileError(f"{where('int8.method')}: unknown value '{method}'; valid: {', '.join(CALIBRATION_METHODS)}")
+    onnx_int8 = [name for name in runtimes if RUNTIME_SPECS[name].input == "onnx"
+                 and "int8" in RUNTIME_SPECS[name].precisions]
+    if runtime == "ort" and not onnx_int8:
+        raise ProfileError(f"{where('int8.runtime')}: \"ort\" needs a runtime that runs int8 graphs (one of "
+                           f"{', '.join(n for n, s in RUNTIME_SPECS.items() if 'int8' in s.precisions)}) in runtimes")
+    if runtime == "tensorrt" and data["accelerator"] != "gpu":
+        raise ProfileError(f"{where('int8.runtime')}: \"tensorrt\" builds GPU engines; a CPU target uses \"ort\"")
+    if runtime == "tensorrt" and "reduce_range" in table:
+        raise ProfileError(f"{where('int8.reduce_range')} is an onnxruntime setting; TensorRT targets take none")
+    return {"runtime": runtime, "reduce_range": bool(table.get("reduce_range", False)), "method": method}
 
 
 def _check_aliases(values: list, name: str, where: str) -> list[str]:

@@ -131,9 +131,12 @@ def distill_model(out: str | Path, teacher: str | Path | RunDir, config: Distill
     check_output(out)
     check_fresh_output(Path(out), False)
     teacher_run = open_teacher(teacher)
+    recorded = data is None or data == teacher_run.dataset_name  # the teacher's data: where and how it was read
     data = data or teacher_dataset(teacher_run)
-    train = load_dataset(data, "train", data_root)
-    test = load_dataset(data, "test", data_root)
+    data_root = teacher_run.data_root if recorded and data_root is None else data_root
+    options = teacher_run.data_options if recorded else {}
+    train = load_dataset(data, "train", data_root, **options)
+    test = load_dataset(data, "test", data_root, **options)
     check_compatible(teacher_run, train.input_shape, train.num_classes, f"dataset '{data}'")
     teacher_model = teacher_run.load_model()
     if student_run is not None:
@@ -173,7 +176,8 @@ def distill_model(out: str | Path, teacher: str | Path | RunDir, config: Distill
                           "parameters": count_parameters(teacher_model), **teacher_metrics}
         run.save_model(
             student, info,
-            dataset={"train": pool.describe(), "test": test.describe(), "root": str(data_root or "")},
+            dataset={"train": pool.describe(), "test": test.describe(), "root": str(data_root or ""),
+                     "options": options},
             training={"config": asdict(train_config), "loss": loss.describe(), "history": result.history,
                       "stopped_early": result.stopped_early, "best_epoch": stopper.best_epoch + 1,
                       "device": describe_device(trainer.device)},

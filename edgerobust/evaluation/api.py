@@ -30,7 +30,10 @@ def test_data(run: RunDir, n: int | None = None):
     name = run.dataset_name
     if not name:
         raise EdgeRobustError(f"{run.path} does not record its dataset; it was not made by `edgerobust train`")
-    test = load_dataset(name, "test", run.data_root)
+    test = load_dataset(name, "test", run.data_root, **run.data_options)
+    if tuple(test.input_shape) != tuple(run.input_shape):  # a size-agnostic net would run on it without a word
+        raise EdgeRobustError(f"dataset {name} now gives inputs of shape {tuple(test.input_shape)} but {run.path}'s "
+                              f"model takes {tuple(run.input_shape)}; restore the data it was trained on")
     if n is not None:
         if n < 1:
             raise EdgeRobustError(f"--n must be at least 1, got {n}")
@@ -43,11 +46,15 @@ def evaluate_run(run: RunDir, config: EvaluateConfig | None = None, *, transfer:
                  device: str | torch.device | None = None) -> dict[str, Any]:
     """Evaluate a run's model; write RUN/robustness.json and the manifest's "robustness" section.
 
-    `config` is the [evaluate] section (default: EvaluateConfig's defaults; one made in Python is checked here).
-    `device` (auto when None) holds every model attacked; the test points stay on the CPU and go there batch by
-    batch.
+    `config` is the [evaluate] section (default: EvaluateConfig's defaults; one made in Python is checked here);
+    with `config.artifact` (a bundle) it judges that bundle's artifacts instead (`evaluate_artifacts`). `device`
+    (auto when None) holds every model attacked; the test points stay on the CPU and go there batch by batch.
     """
     c = config = validated(config or EvaluateConfig())
+    if c.artifact is not None:  # each artifact of that bundle by its own onnxruntime outputs (evaluation/artifact.py)
+        from .artifact import evaluate_artifacts
+
+        return evaluate_artifacts(run, c)
     for name in c.attacks:  # (suite, norm and fab were checked by the config layer)
         get_attack(name, eps=c.eps, norm=c.norm)  # unknown names and bad ε/norm fail before any work
     get_attack("pgd", eps=c.eps, norm=c.norm)
@@ -55,7 +62,8 @@ def evaluate_run(run: RunDir, config: EvaluateConfig | None = None, *, transfer:
     started = time.perf_counter()
     torch.manual_seed(c.seed)
     test = test_data(run, c.n)
-    settings = {**{k: v for k, v in asdict(c).items() if k != "batch_size"}, "curve_grid": c.curve_grid or None,
+    kept = {k: v for k, v in asdict(c).items() if k not in ("batch_size", "artifact")}  # artifact: not this path
+    settings = {**kept, "curve_grid": c.curve_grid or None,
                 "transfer": [str(o.path) for o in transfer], "ensemble": [str(o.path) for o in ensemble],
                 "n": len(test)}  # what the results depend on: its hash is the entry's key
     key = records.settings_key(settings)

@@ -18,14 +18,17 @@ from ..io import sha256_file
 from ..progress import progress_bar
 from ..run import RunDir, now
 from ..runner.precisions import PRECISIONS, REFERENCE
+from ..runner.runtime_specs import RUNTIME_SPECS
 from ..versions import package_versions
-from .bundle import save_array, save_golden_tolerances, staging, write_manifest
+from .bundle import save_array, staging, write_manifest
 from .calibration import CALIBRATION_NAME, calibration_sample, save_calibration
+from .given_graph import golden_tolerance_entries, graph_for_export
 from .memory import check_budget, estimate_memory
-from .onnx_export import INPUT_NAME, OUTPUT_NAME, opset_of, save_onnx, simplify, to_onnx
+from .onnx_export import INPUT_NAME, OUTPUT_NAME, opset_of, save_onnx
 from .operators import check_operators, graph_operators
-from .parity import check_parity, run_torch
+from .parity import agreement_line, check_agreement, check_parity, run_torch
 from .precisions import ENGINE, exportable, host_precision
+from .quantize import Int8Settings
 from .ship import ship_replay_sets, ship_runner
 from .tolerance import float64_outputs
 
@@ -77,13 +80,40 @@ def export_plan(target: str | Path | DeviceProfile, opset: int | None, fp16: boo
     return profile, opset, choose_precisions(profile, fp16, int8, wanted)
 
 
+def onnx_precisions(profile: DeviceProfile, precisions: list[str]) -> list[str]:
+    """The precisions besides the reference whose ONNX graph goes into the bundle: those with an "onnx" converter,
+    a calibrated one (int8) only where the profile runs it with onnxruntime (`[int8] runtime = "ort"`; a TensorRT
+    target calibrates its engine on the device instead)."""
+    return [p for p in precisions if p != REFERENCE and "onnx" in host_precision(p).converters
+            and (not PRECISIONS[p].calibrated or profile.int8_runtime == "ort")]
+
+
+def runtimes_for(profile: DeviceProfile, precision: str) -> list[str]:
+    """The profile's runtimes whose record runs `precision` from an ONNX graph (the entry's `runtimes`)."""
+    return [name for name in profile.runtimes
+            if RUNTIME_SPECS[name].input == "onnx" and precision in RUNTIME_SPECS[name].precisions]
+
+
+def int8_settings(profile: DeviceProfile, config: ExportConfig) -> Int8Settings:
+    """The quantizer settings: the profile's [int8] table, the calibration method overridable by the config."""
+    table = profile.int8 or {}
+    return Int8Settings(method=config.int8_method or table.get("method", "minmax"),
+                        reduce_range=bool(table.get("reduce_range", False)))
+
+
+def ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
 def load_inputs(run: RunDir, split: str, data_root: str | Path | None) -> Any:
     name = run.dataset_name
     if not name:
         raise EdgeRobustError(f"run {run.path} does not record its dataset; parity needs real inputs from it")
     root = data_root or run.data_root
     try:
-        dataset = load_dataset(name, split, root)
+        dataset = load_dataset(name, split, root, **run.data_options)
     except DataError as exc:
         raise EdgeRobustError(f"parity needs real inputs but {name} ({split}) cannot be loaded: {exc}; "
                               "pass --data-root") from None
@@ -115,7 +145,20 @@ def export_run(run: RunDir | str | Path, config: ExportConfig | None = None, *, 
     runtime = profile.runtimes[0]
 
     hosts = {p: host_precision(p) for p in precisions}
-    graphs = [p for p in precisions if p != REFERENCE and "onnx" in hosts[p].converters]  # ONNX files besides fp32
+    graphs = onnx_precisions(profile, precisions)  # ONNX files besides fp32
+    calibrated = [p for p in graphs if PRECISIONS[p].calibrated]
+    left_out: dict[str, dict[str, Any]] = {}
+    if calibrated and not config.calibration:
+        if config.int8:  # asked for by name
+            raise EdgeRobustError(f"{', '.join(calibrated)} needs a calibration set and --calibration is 0; export "
+                                  f"with --calibration N (N > 0) or --no-{calibrated[0]}")
+        left_out = {p: {"reason": f"{p} needs a calibration set and --calibration is 0"} for p in calibrated}
+        graphs = [p for p in graphs if p not in left_out]
+        precisions = [p for p in precisions if p not in left_out]
+        calibrated = []
+    if calibrated and opset < 13:
+        raise EdgeRobustError(f"onnxruntime int8 with per-channel weight scales needs ONNX opset 13 or later, not "
+                              f"{opset}; pass --opset 13 or --no-int8")
     steps = ["export", "parity", *graphs, "memory", "data", *(["engine"] if config.engine else []), "bundle"]
     limits = {REFERENCE: config.tolerance, "fp16": config.fp16_tolerance}  # None: the precision table's
     with progress_bar(progress) as bar, staging(bundle_path) as stage:
@@ -125,7 +168,7 @@ def export_run(run: RunDir | str | Path, config: ExportConfig | None = None, *, 
             bar.update(task, advance=1, status=status)
 
         model = run.load_model().to(device)
-        proto = simplify(to_onnx(model, input_shape, opset))
+        proto = graph_for_export(run, model, input_shape, opset)  # an imported ONNX run: its own graph
         check_operators(proto, profile.operator_set, profile.name, runtime)
         proto.producer_name = "edgerobust"
         info = run.manifest["model"]
@@ -145,16 +188,47 @@ def export_run(run: RunDir | str | Path, config: ExportConfig | None = None, *, 
         models[REFERENCE] = {"file": reference_file, "parity": parity}
         advance(f"{REFERENCE} max |Δ| {parity['max_abs_diff']:.2g}")
 
+        images = calib_labels = None
+        if config.calibration:
+            images, calib_labels = calibration_sample(load_inputs(run, "train", data_root), config.calibration)
         for precision in graphs:  # each precision's ONNX graph, made by its converter from the fp32 one
-            graph = hosts[precision].convert(proto)
+            context = {}
+            if PRECISIONS[precision].calibrated:
+                settings = int8_settings(profile, config)
+                context = {"calibration": images, "input_shape": tuple(input_shape), "settings": settings}
+            graph = hosts[precision].convert(proto, **context)
             check_operators(graph, profile.operator_set, profile.name, runtime)
             name = PRECISIONS[precision].file_name("onnx")
             save_onnx(graph, stage / name)
+            if PRECISIONS[precision].parity == "agreement":
+                figures = check_agreement(stage / reference_file, stage / name,
+                                          test.images[:config.parity_points].numpy().astype(np.float32),
+                                          test.labels[:config.parity_points].numpy(), inputs, reference, labels,
+                                          config.int8_min_agreement, config.int8_max_drop, precision)
+                entry = {"file": name, "parity": figures, "runtimes": runtimes_for(profile, precision)}
+                if context:
+                    entry["quantization"] = {**context["settings"].to_dict(), "calibration": CALIBRATION_NAME,
+                                             "quantizer": f"onnxruntime.quantization {ort_version()}"}
+                if not figures["passed"] and config.force_int8:
+                    figures["forced"] = True
+                elif not figures["passed"]:
+                    line = agreement_line(figures, precision)
+                    if config.int8 and precision == "int8":  # asked for by name: refuse, nothing written
+                        raise EdgeRobustError(f"{line}; the export was not written (--force-int8 keeps it, "
+                                              "--int8-max-drop raises the tolerance)")
+                    (stage / name).unlink()
+                    left_out[precision] = {"reason": line, "parity": figures}
+                    advance(f"{precision} left out")
+                    continue
+                models[precision] = entry
+                advance(f"{precision} top-1 {figures['top1_agreement']:.3f}")
+                continue
             limit = limits.get(precision) or hosts[precision].tolerance
             figures = check_parity(reference, stage / name, inputs, math.inf if limit is None else limit, precision,
                                    relative=hosts[precision].tolerance_kind == "relative")
             models[precision] = {"file": name, "parity": figures}
             advance(f"{precision} top-1 {figures['top1_agreement']:.3f}")
+        precisions = [p for p in precisions if p not in left_out]
 
         memory = estimate_memory(proto, config.batch)
         memory["budget_bytes"] = profile.memory_budget_bytes
@@ -165,11 +239,11 @@ def export_run(run: RunDir | str | Path, config: ExportConfig | None = None, *, 
         save_array(stage / "golden_outputs.npy", reference)
         save_array(stage / "golden_labels.npy", labels)
         exact = float64_outputs(model, inputs)
-        for precision, entry in save_golden_tolerances(stage, proto, inputs, list(models), exact).items():
+        derived = [p for p in models if PRECISIONS[p].parity == "derived"]  # the agreement rule needs no bound
+        for precision, entry in golden_tolerance_entries(run, stage, proto, inputs, derived, exact).items():
             models[precision]["golden_tolerance"] = entry
         calib_info = None
         if config.calibration:
-            images, calib_labels = calibration_sample(load_inputs(run, "train", data_root), config.calibration)
             save_calibration(stage / CALIBRATION_NAME, images, calib_labels)
             calib_info = {"file": CALIBRATION_NAME, "count": len(images), "split": "train",
                           "sampling": "class-balanced, seed 0"}
@@ -203,7 +277,7 @@ def export_run(run: RunDir | str | Path, config: ExportConfig | None = None, *, 
             "golden": {"inputs": "golden_inputs.npy", "outputs": "golden_outputs.npy", "labels": "golden_labels.npy",
                        "count": len(inputs), "split": "test",
                        "outputs_from": f"PyTorch eager fp32 ({describe_device(device)['device']}, no TF32)"},
-            "calibration": calib_info, "runner": runner, "replay": replay,
+            "calibration": calib_info, "runner": runner, "replay": replay, "left_out": left_out,
             "engines": [{**e, "built_on": platform.node(), "note": "valid only on this device"} for e in engines],
             "versions": package_versions(),
         })
@@ -213,7 +287,7 @@ def export_run(run: RunDir | str | Path, config: ExportConfig | None = None, *, 
                "runtime": runtime, "opset": manifest["opset"], "precisions": precisions,
                "parity": {p: m["parity"] for p, m in models.items()}, "memory": memory,
                "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},
-               "operators": manifest["operators"], "engines": manifest["engines"],
+               "operators": manifest["operators"], "engines": manifest["engines"], "left_out": left_out,
                "device": describe_device(device)}
     exports = dict(run.manifest.get("export", {}))
     exports[profile.name] = summary

@@ -196,6 +196,7 @@ def check_golden(bundle: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     Where the manifest records a derived tolerance (export/tolerance.py) every logit must lie within its bound and a
     decision may differ only near the boundary; older bundles fall back to their parity tolerance.
     """
+    from ..runner.parity import agreement
     from .parity import compare, ort_session, run_onnx
     from .tolerance import compare_with_tolerance
 
@@ -232,6 +233,21 @@ def check_golden(bundle: Path, manifest: dict[str, Any]) -> dict[str, Any]:
                                   f"bound, {got.get('decisions_differing_not_allowed', 0)} decisions changed away "
                                   "from the boundary); re-export the bundle")
             figures[precision] = got
+            continue
+        parity = entry.get("parity") or {}
+        rule = PRECISIONS[precision].parity if precision in PRECISIONS else None
+        if rule == "agreement" and "min_top1_agreement" in parity:
+            labels = _load_array(bundle, names.get("labels", "golden_labels.npy"))
+            got = agreement(outputs, golden, labels, parity["min_top1_agreement"],
+                            parity.get("max_accuracy_drop", 1.0))
+            if not got["passed"]:
+                raise BundleError(f"bundle {bundle}: {entry['file']} ({precision}) no longer agrees with the "
+                                  f"golden outputs: accuracy {got['accuracy']:.2%} against fp32 "
+                                  f"{got['reference_accuracy']:.2%}, top-1 agreement {got['top1_agreement']:.3f} "
+                                  "(at least "
+                                  f"{got['min_top1_agreement']:g}, drop at most {got['max_accuracy_drop']:g}); "
+                                  "re-export the bundle")
+            figures[precision] = {**compare(golden, outputs), **got}
             continue
         got = compare(golden, outputs)
         tolerance = entry["parity"]["tolerance"]

@@ -61,3 +61,38 @@ def check_parity(reference: np.ndarray, onnx_path: str | Path, inputs: np.ndarra
                               f"difference {measured:.3g} > tolerance {tolerance:g} "
                               f"(top-1 agreement {figures['top1_agreement']:.3f}); the export was not written")
     return figures
+
+
+def check_agreement(fp32_path: str | Path, path: str | Path, points: np.ndarray, labels: np.ndarray,
+                    golden: np.ndarray, golden_outputs: np.ndarray, golden_labels: np.ndarray,
+                    min_agreement: float, max_drop: float, label: str = "int8") -> dict:
+    """The "agreement" rule (runner/parity.py) for an artifact without a derived bound (int8): top-1 agreement with
+    the fp32 artifact and the clean accuracy drop on the test `points`, and on the golden inputs against the golden
+    outputs (what the runner's `verify` checks on the device, with the same limits). Passing means both pass."""
+    from ..runner.parity import agreement
+
+    candidate = ort_session(path)
+    test = agreement(run_onnx(candidate, points), run_onnx(ort_session(fp32_path), points), labels, min_agreement,
+                     max_drop)
+    test["test_passed"] = test["passed"]
+    outputs = run_onnx(candidate, golden)
+    on_golden = {**agreement(outputs, golden_outputs, golden_labels, min_agreement, max_drop), "points": len(golden)}
+    figures = {**compare(golden_outputs, outputs), **{k: test[k] for k in ("top1_agreement", "accuracy",
+                                                                         "reference_accuracy", "accuracy_drop",
+                                                                         "allowed_drop", "test_passed")},
+               "min_top1_agreement": min_agreement, "max_accuracy_drop": max_drop, "points": len(points),
+               "golden": on_golden, "precision": label, "tolerance": max_drop, "tolerance_kind": "agreement",
+               "passed": bool(test["passed"] and on_golden["passed"]),
+               "runtime": f"onnxruntime {ort.__version__} CPU"}
+    return figures
+
+
+def agreement_line(figures: dict, label: str = "int8") -> str:
+    """One line with both accuracies: why an artifact fails the agreement rule."""
+    failed = not figures.get("test_passed", True)
+    where, got = ("test", figures) if failed or figures["golden"]["passed"] else ("golden", figures["golden"])
+    points = got["points"]
+    allowed = got.get("allowed_drop", figures["max_accuracy_drop"])
+    return (f"{label} accuracy {got['accuracy']:.2%} against fp32 {got['reference_accuracy']:.2%} on {points} {where} "
+            f"points: drop {got['accuracy_drop'] * 100:.2f} points (at most {allowed * 100:.2f}), "
+            f"top-1 agreement {got['top1_agreement']:.3f} (at least {figures['min_top1_agreement']:g})")

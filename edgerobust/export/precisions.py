@@ -4,9 +4,11 @@ arithmetic, keyed by the runner's precision names.
 The shared half (storage dtype, parity rule, TensorRT flag, file names) is edgerobust/runner/precisions.py, which the
 device reads too. A host record holds its converters by artifact kind: "onnx" turns the fp32 ONNX graph into this
 precision's graph (run by every onnxruntime runtime; fp32's is the graph itself), "engine" builds a TensorRT engine
-from the fp32 graph with the precision's builder flag (export/tensorrt_build.py; int8 today has only this one, an
-onnxruntime int8 converter would be one more "onnx" entry). A precision with no converter (bf16, fp8) is one a profile
-may list but `export` cannot make yet. Adding a precision: its runner record, one `HostPrecision` here, its converter.
+from the fp32 graph with the precision's builder flag (export/tensorrt_build.py). int8 has both: onnxruntime's
+quantize_static (export/quantize.py) for CPU targets and the TensorRT engine for GPU targets; a profile's `[int8]
+runtime` says which one a target uses. A calibrated precision's converter takes the calibration context as keywords.
+A precision with no converter (bf16, fp8) is one a profile may list but `export` cannot make yet. Adding a
+precision: its runner record, one `HostPrecision` here, its converter.
 """
 from __future__ import annotations
 
@@ -35,6 +37,12 @@ def tensorrt_engine(*args: Any, **kwargs: Any) -> dict:
     return build_engine(*args, **kwargs)
 
 
+def ort_int8(proto: Any, *, calibration: Any, input_shape: tuple[int, ...], settings: Any) -> Any:
+    from .quantize import quantize_int8  # onnxruntime's quantize_static, loaded when an int8 graph is made
+
+    return quantize_int8(proto, calibration, input_shape, settings)
+
+
 def to_fp16(proto: Any) -> Any:
     from .fp16 import to_fp16 as convert  # onnxruntime's float16 converter, loaded when an fp16 graph is made
 
@@ -59,10 +67,11 @@ class HostPrecision:
     def exportable(self) -> bool:
         return bool(self.converters)
 
-    def convert(self, proto: Any) -> Any | None:
-        """This precision's ONNX graph made from the fp32 one, or None where it has no ONNX artifact."""
+    def convert(self, proto: Any, **context: Any) -> Any | None:
+        """This precision's ONNX graph made from the fp32 one, or None where it has no ONNX artifact (`context`: the
+        calibration keywords of a calibrated precision's converter)."""
         convert = self.converters.get("onnx")
-        return None if convert is None else convert(proto)
+        return None if convert is None else convert(proto, **context)
 
 
 HOST_PRECISIONS: dict[str, HostPrecision] = {}
@@ -109,5 +118,6 @@ register(HostPrecision(
     # binary16 weights, input and arithmetic (native fp16 kernels, e.g. aarch64)
     Arithmetic("fp16", 2.0 ** -11, 2.0 ** -11, 2.0 ** -11, 2.0 ** -25, float(np.finfo(np.float16).max)),
     tolerance=1e-2, tolerance_kind="relative"))  # fp16 keeps ~3 significant digits
-# int8: TensorRT engines only, calibrated on the bundle's calibration set
-register(HostPrecision("int8", {ENGINE: tensorrt_engine}))
+# int8: onnxruntime QDQ for CPU targets (calibrated at export), TensorRT engines for GPU targets (calibrated on the
+# device from the bundle's calibration set); judged by the agreement rule, so no arithmetic model and no tolerance
+register(HostPrecision("int8", {"onnx": ort_int8, ENGINE: tensorrt_engine}))

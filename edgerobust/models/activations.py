@@ -14,6 +14,7 @@ from ..compute_device import placement
 from ..errors import EdgeRobustError
 from ..registry import Registry
 from .kaf import KAF
+from .probe import input_shapes
 
 ACTIVATIONS: Registry = Registry("activation")  # builder(channels, **options) -> nn.Module
 
@@ -83,20 +84,4 @@ def swap_activations(model: nn.Module, activation: str | dict, input_shape: Sequ
 
 def _channels(model: nn.Module, input_shape: Sequence[int]) -> dict[nn.Module, int]:
     """Axis 1 of the input each ReLU sees in one forward of a zero input (a KAF has one set of α per channel)."""
-    seen: dict[nn.Module, int] = {}
-
-    def record(module, args):
-        seen.setdefault(module, int(args[0].shape[1]))
-
-    hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, SWAPPED)]
-    was = model.training
-    model.eval()
-    where = placement(model)
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=where.device, dtype=where.dtype))
-    finally:
-        model.train(was)
-        for h in hooks:
-            h.remove()
-    return seen
+    return {m: shape[0] for m, shape in input_shapes(model, input_shape).items() if isinstance(m, SWAPPED)}

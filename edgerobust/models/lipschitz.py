@@ -36,6 +36,7 @@ from torch import nn
 from ..compute_device import placement
 from ..errors import EdgeRobustError
 from .normalize import Normalize
+from .probe import input_shapes
 
 __all__ = ["ACTIVATION_SLOPES", "LayerNorm", "LipschitzBound", "batchnorm_norm", "conv_norm", "conv_operator",
            "conv_upper_bound", "input_shapes", "lipschitz_bound", "power_iteration"]
@@ -146,25 +147,6 @@ def conv_upper_bound(conv: nn.Conv2d, in_shape: Sequence[int]) -> float:
 
 
 # -- the walk ----------------------------------------------------------------------------------------------------
-def input_shapes(model: nn.Module, input_shape: Sequence[int]) -> dict[nn.Module, tuple[int, ...]]:
-    """The per-example input shape each submodule sees in one eval-mode forward of a zero input."""
-    shapes: dict[nn.Module, tuple[int, ...]] = {}
-
-    def record(module, args):  # returns None: the inputs pass on unchanged
-        shapes.setdefault(module, tuple(args[0].shape[1:]))
-
-    hooks = [m.register_forward_pre_hook(record) for m in model.modules()]
-    was = model.training
-    model.eval()
-    where = placement(model)
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=where.device, dtype=where.dtype))
-    finally:
-        model.train(was)
-        for h in hooks:
-            h.remove()
-    return shapes
 
 
 class _Walk:

@@ -1,11 +1,14 @@
 """The model registry: a spec such as `scnn2:16-32` -> an nn.Module taking [0,1] pixels.
 
-A builder is `fn(input_shape, num_classes, *int_args) -> nn.Module` (the body, without normalisation).
+A builder is `fn(input_shape, num_classes, *int_args) -> nn.Module` (the body, without normalisation). A spec that
+is an import path (`package.module:factory`) or an installed entry point's name builds the user's own model
+(external.py); `source` (a dict given to `build_model`) receives the record that rebuilds it.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,6 +16,7 @@ from torch import nn
 from ..compute_device import placement
 from ..errors import EdgeRobustError, ShapeError
 from ..registry import Registry
+from .external import build_external, is_external
 from .mode import eval_mode
 from .normalize import NormalizedClassifier
 
@@ -44,11 +48,30 @@ class ModelSpec:
         return self.name + (":" + "-".join(map(str, self.args)) if self.args else "")
 
 
+def is_user_model(spec: str) -> bool:
+    """An import path or an installed entry point's name, not a zoo spec (the zoo's names win; entry points are only
+    looked up for a name the zoo lacks)."""
+    return spec.partition(":")[0] not in MODELS and is_external(spec)
+
+
+def spec_text(spec: str) -> str:
+    """A spec as runs record it: a zoo spec normalised (`scnn2:16-32`), a user model's import path or name as given."""
+    return spec if is_user_model(spec) else str(ModelSpec.parse(spec))
+
+
 def build_model(spec: str | ModelSpec, input_shape: Sequence[int], num_classes: int,
                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                check_shape: bool = True, activation: str | dict | None = None) -> NormalizedClassifier:
-    """`activation` (a name such as kaf, or the manifest's {"name", "options"}) replaces every ReLU."""
-    spec = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec)
+                check_shape: bool = True, kwargs: Mapping[str, Any] | None = None,
+                source: dict[str, Any] | None = None, activation: str | dict | None = None) -> NormalizedClassifier:
+    """`spec` wrapped in its normalisation (mean/std; none = identity). `kwargs` go to a user model's factory
+    (external.py), whose origin record is written into `source` when given. `activation` (a name such as kaf, or
+    the manifest's {"name", "options"}) replaces every ReLU."""
+    external = isinstance(spec, str) and is_user_model(spec)
+    if not external:
+        spec = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec)
+        if kwargs:
+            raise EdgeRobustError(f"model '{spec}' is from the zoo and takes no [model] kwargs; its widths go after "
+                                  "the colon, e.g. scnn2:16-32")
     input_shape = tuple(int(s) for s in input_shape)
     channels = input_shape[0]
     mean = tuple(mean) if mean else (0.0,) * channels
@@ -59,7 +82,12 @@ def build_model(spec: str | ModelSpec, input_shape: Sequence[int], num_classes: 
         raise ShapeError(f"model '{spec}' needs at least 2 classes and a positive input shape, got {num_classes} "
                          f"classes and shape {input_shape}")
     try:
-        body = MODELS.get(spec.name)(input_shape, num_classes, *spec.args)
+        if external:
+            body, record = build_external(str(spec), input_shape, num_classes, kwargs)
+            if source is not None:
+                source.update(record)
+        else:
+            body = MODELS.get(spec.name)(input_shape, num_classes, *spec.args)
     except TypeError as exc:
         raise EdgeRobustError(f"model '{spec}': wrong arguments ({exc})") from None
     except (MemoryError, RuntimeError) as exc:  # torch reports a failed allocation as RuntimeError

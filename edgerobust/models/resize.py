@@ -6,9 +6,13 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+KNOWN = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d)
+
 
 def resize_to_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
-    """Replace Conv2d / Linear / BatchNorm layers whose saved weights have other shapes, in place."""
+    """Replace Conv2d / Linear / BatchNorm layers whose saved weights have other shapes, in place; then any other
+    parameter or buffer of another saved shape but the same rank (a user layer's own, e.g. a per-channel gain) takes
+    that shape."""
     for name, module in list(model.named_modules()):
         key = f"{name}.weight" if name else "weight"
         if key not in state or not hasattr(module, "weight") or module.weight is None:
@@ -22,6 +26,17 @@ def resize_to_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) ->
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, replacement)
+    for name, module in model.named_modules():
+        if isinstance(module, KNOWN):
+            continue  # rebuilt above; a saved tensor that still does not fit is the checkpoint's fault
+        for table in (module._parameters, module._buffers):
+            for key, tensor in table.items():
+                saved = state.get(f"{name}.{key}" if name else key)
+                if tensor is not None and saved is not None and saved.shape != tensor.shape \
+                        and saved.ndim == tensor.ndim:
+                    fresh = torch.empty(saved.shape, dtype=tensor.dtype, device=tensor.device)
+                    table[key] = nn.Parameter(fresh, tensor.requires_grad) if isinstance(tensor, nn.Parameter) \
+                        else fresh
     return model
 
 

@@ -7,6 +7,7 @@ from . import device_steps  # noqa: F401
 from . import distill_steps  # noqa: F401
 from . import evaluate_steps  # noqa: F401
 from . import export_steps  # noqa: F401
+from . import precision_steps  # noqa: F401
 from . import smooth_steps  # noqa: F401
 from .context import PIPELINE_STEPS, PipelineContext, run_steps
 

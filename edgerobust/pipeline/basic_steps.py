@@ -12,12 +12,14 @@ from .context import PIPELINE_STEPS, PipelineContext
 
 @PIPELINE_STEPS.register("train", "train the recipe's model on its dataset (adversarially if it has [adversarial])")
 def train_step(ctx: PipelineContext) -> None:
-    model = section(ctx.recipe, "model").spec
+    model_section = section(ctx.recipe, "model")
+    model = model_section.spec
     data = section(ctx.recipe, "data")
     adversarial = adversarial_from_recipe(ctx.recipe)
     run = train_model(ctx.out / "model", model, data.name, config_from_recipe(ctx.recipe),
                       TrainSetup(data_root=data.root, data_options=data.options, recipe=ctx.recipe,
-                                 adversarial=adversarial, device=ctx.device), progress=ctx.progress)
+                                 adversarial=adversarial, device=ctx.device, model_options=model_section.options()),
+                      progress=ctx.progress)
     ctx.run = ctx.runs["train"] = run
     ctx.add("train", "model", model)
     loss = run.manifest["training"]["loss"]

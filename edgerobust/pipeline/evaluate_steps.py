@@ -30,3 +30,4 @@ def evaluate_step(ctx: PipelineContext) -> None:
     if "masking" in result:
         failed = [c["check"] for c in result["masking"] if c["status"] == "FAIL"]
         ctx.add("evaluate", "gradient-masking checks", "FAILED: " + "; ".join(failed) if failed else "pass")
+

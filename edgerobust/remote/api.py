@@ -21,7 +21,7 @@ from ..io import sha256_file, write_json
 from ..names import check_name, slug
 from ..progress import progress_bar
 from ..run import RunDir, now
-from ..runner.precisions import PRECISIONS
+from ..runner.precisions import PRECISIONS, REFERENCE
 from ..runner.runtimes import runtime_names
 from .errors import RemoteError, RuntimeMissingError, error_record
 from .options import Stability, device_session
@@ -230,7 +230,9 @@ def adversarial_sets(run: RunDir) -> dict[str, Path]:
 def device_replay(run: RunDir | str | Path, config: DeviceConfig, session: DeviceSession | None = None, *,
                   bundle: str | Path | None = None, progress: bool | None = None) -> dict[str, Any]:
     """Accuracy of the deployed artifact on the clean set and on the adversarial sets the host found, per
-    precision, beside the host's accuracy on the same points and the gap (host − device).
+    precision, beside the host's accuracy on the same points and the gap (host − device). Every set keeps its
+    per-point predictions and margins, and each precision after the reference says on how many points its prediction
+    differs from the reference's (`diverge_from_reference`: fp32 against int8, clean and attacked).
 
     `config` is the [device] section (target, name, runtime, threads, precisions, replay_batch, and how to reach the
     device unless `session` is given); `bundle` replaces the run's export.
@@ -258,10 +260,11 @@ def device_replay(run: RunDir | str | Path, config: DeviceConfig, session: Devic
     try:
         with progress_bar(progress) as bar:
             task = bar.add_task(f"replay on {session.label}", total=len(precisions), status="")
+            reference_rows: dict[str, Any] = {}
             for precision in precisions:
                 bar.update(task, status=precision)
                 args = ["--precision", precision, "--runtime", runtime, "--threads", str(threads), "--batch",
-                        str(config.replay_batch), "--no-points"]
+                        str(config.replay_batch)]
                 for key in extra:
                     args += ["--set", f"{remote_dir}/{key}.npz"]
                 result = session.call("replay", *args)
@@ -271,6 +274,12 @@ def device_replay(run: RunDir | str | Path, config: DeviceConfig, session: Devic
                     device_accuracy = figures["accuracy"]
                     rows[key] = {**figures, "host_accuracy": host.get(key),
                                  "gap": None if host.get(key) is None else host[key] - device_accuracy}
+                    first = reference_rows.get(key, {}).get("predictions")
+                    if first is not None and figures.get("predictions") is not None and precision != REFERENCE:
+                        rows[key]["diverge_from_reference"] = int(np.sum(np.asarray(first) !=
+                                                                         np.asarray(figures["predictions"])))
+                if precision == REFERENCE:
+                    reference_rows = rows
                 record.add({"precision": precision, "artifact": result.get("artifact"),
                             "runtime": result.get("runtime"), "machine": result.get("machine"), "sets": rows,
                             "record": row_record(session.label, session.info(), result)})

@@ -168,6 +168,7 @@ def check_document(doc: Any, command: str, label: str) -> dict[str, Any]:
     if command == "replay":
         for key, figures in result["sets"].items():
             _check_fields(figures, SET_FIELDS, f"{where} set '{key}'", label)
+            _check_points(figures, f"{where} set '{key}'", label)
     if command == "smooth":
         for i, point in enumerate(result["points"]):
             _check_fields(point, {"row": int, "counts": list}, f"{where} point {i}", label)
@@ -175,6 +176,20 @@ def check_document(doc: Any, command: str, label: str) -> dict[str, Any]:
                 raise DeviceOutputError(f"{label}: the device's {where} point {i} has counts that are not "
                                         "non-negative integers; a broken or foreign runner answered (check the device)")
     return doc
+
+
+def _check_points(figures: dict[str, Any], where: str, label: str) -> None:
+    """A replay set's optional per-point lists: one entry per point (`count`), predictions non-negative integers and
+    margins numbers, so the host's divergence counts compare like with like."""
+    for key, ok in (("predictions", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+                    ("margins", lambda v: isinstance(v, NUMBER) and not isinstance(v, bool))):
+        if key not in figures:
+            continue
+        values = figures[key]
+        if not isinstance(values, list) or len(values) != figures["count"] or not all(ok(v) for v in values):
+            raise DeviceOutputError(f"{label}: the device's {where} {key} are not {figures['count']} "
+                                    f"{'non-negative integers' if key == 'predictions' else 'numbers'}; a broken or "
+                                    "foreign runner answered (check the device)")
 
 
 def parse_document(stdout: bytes, command: str, label: str) -> dict[str, Any] | None:

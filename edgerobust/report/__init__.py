@@ -2,6 +2,7 @@
 from . import training  # noqa: F401, I001  (registers the training section first)
 from . import robustness  # noqa: F401  (attacks and robustness evaluation)
 from . import export  # noqa: F401,E402  (ONNX export per target)
+from . import precisions  # noqa: F401,E402  (robustness per exported precision)
 from . import bench  # noqa: F401,E402  (latency per runtime and batch size)
 from . import compression  # noqa: F401,E402  (per-layer compression, histograms, trade-off)
 from . import devices  # noqa: F401,E402  (on-device latency and robustness gap)

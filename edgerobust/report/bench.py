@@ -17,7 +17,7 @@ def latency_plot(record: dict, path: Path) -> Path:
     """p50 per runtime at each batch size; the whisker runs from p50 up to p99."""
     by_runtime = defaultdict(dict)
     for r in record["results"]:
-        by_runtime[r["runtime"]][r["batch"]] = r
+        by_runtime[_label(r, record)][r["batch"]] = r
     batches = sorted({r["batch"] for r in record["results"]})
     fig, ax = new_figure(7, 4)
     width = 0.8 / max(len(by_runtime), 1)
@@ -38,7 +38,7 @@ def throughput_plot(record: dict, path: Path) -> Path:
     fig, ax = new_figure(6, 4)
     by_runtime = defaultdict(list)
     for r in record["results"]:
-        by_runtime[r["runtime"]].append((r["batch"], r["throughput_ips"]))
+        by_runtime[_label(r, record)].append((r["batch"], r["throughput_ips"]))
     for runtime, points in sorted(by_runtime.items()):
         points.sort()
         ax.plot([b for b, _ in points], [t for _, t in points], marker="o", label=runtime)
@@ -50,6 +50,12 @@ def throughput_plot(record: dict, path: Path) -> Path:
     ax.legend()
     ax.grid(alpha=0.3, which="both")
     return save_figure(fig, path)
+
+
+def _label(row: dict, record: dict) -> str:
+    """The runtime, with its precision when the record holds several (`bench --precision fp32,int8`)."""
+    return f"{row['runtime']} {row.get('precision', '')}".strip() if len(record.get("precisions") or []) > 1 \
+        else row["runtime"]
 
 
 @register_section("bench", "latency per runtime and batch size, throughput, GFLOP/s against the GEMM ceiling")
@@ -66,18 +72,20 @@ def bench_section(run: RunDir, figures: Path) -> str | None:
     ceilings = "; ".join(f"{d}: {c['gflops']:.1f} GFLOP/s ({c['method']})" for d, c in record["ceilings"].items())
     lines = ["## Latency", "",
              f"Measured on this {host['machine']} machine ({host['logical_cpus']} logical CPUs) for target "
-             f"`{target['name']}`: mode **{record['mode']}** ({record['mode_help']}), {record['precision']}, "
+             f"`{target['name']}`: mode **{record['mode']}** ({record['mode_help']}), "
+             f"{', '.join(record.get('precisions') or [record['precision']])}, "
              f"{record['threads']} threads, {record['warmup']} warm-up and {record['repeats']} timed calls per row, "
              f"inputs: {record['input']}. ONNX: {record['onnx_source']}. Machine GEMM ceiling: {ceilings}. "
              f"Load average before/after: {record['load_average_before'][0]:.1f} / "
              f"{record['load_average_after'][0]:.1f}.", ""]
-    rows = [(r["runtime"], r["runtime_version"], r["batch"], r["p50_ms"], r["p90_ms"], r["p99_ms"],
+    rows = [(r["runtime"], r.get("precision", record["precision"]), r["runtime_version"], r["batch"], r["p50_ms"],
+             r["p90_ms"], r["p99_ms"],
              f"{r['mean_ms']:.4g} ± {r['std_ms']:.2g}", r["throughput_ips"], r["achieved_gflops"],
              f"{100 * r['ceiling_fraction']:.3g}%" if r.get("ceiling_fraction") else "",
              f"{r['memory']['peak_rss_bytes'] / 2**20:.0f}" if r.get("memory") else "")
             for r in record["results"]]
-    lines += [md_table(("runtime", "version", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms", "images/s",
-                        "GFLOP/s", "of ceiling", "peak RSS MiB"), rows), ""]
+    lines += [md_table(("runtime", "precision", "version", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms",
+                        "images/s", "GFLOP/s", "of ceiling", "peak RSS MiB"), rows), ""]
     model = record["model"]
     lines += [f"Model: {model['parameters']:,} parameters, {model['flops_per_image']:,} FLOPs per image (counted), "
               f"{model['weight_bytes']:,} weight bytes.", ""]

@@ -57,5 +57,7 @@ def certify_section(run: RunDir, figures: Path) -> str | None:
                        "artifact sha256"], rows)]
     if notes:
         lines += ["\nVacuous arithmetic models (no finite error bound, so nothing is certified):", *sorted(set(notes))]
+    for precision, reason in sorted((record.get("not_certified") or {}).items()):
+        lines.append(f"\nThe {precision} artifact is not certified: {reason}.")
     lines.append(f"\n![certified radius](figures/{plot.name})\n")
     return "\n".join(lines)

@@ -93,7 +93,8 @@ def gap_rows(run: RunDir) -> list[dict]:
             for key, s in r["sets"].items():
                 rows.append({"device": name, "precision": r["precision"], "set": labels.get(key, key),
                              "count": s["count"],
-                             "host": s.get("host_accuracy"), "device_accuracy": s["accuracy"], "gap": s.get("gap")})
+                             "host": s.get("host_accuracy"), "device_accuracy": s["accuracy"], "gap": s.get("gap"),
+                             "diverge": s.get("diverge_from_reference")})
     return rows
 
 
@@ -130,10 +131,12 @@ def devices_section(run: RunDir, figures: Path) -> str | None:
         parts += ["### Robustness after deployment", "",
                   "Accuracy of the host model (PyTorch, fp32) and of the deployed artifact on the device on the same "
                   "points: the clean golden set and the adversarial sets `evaluate` found on the host. "
-                  "gap = host − device.", "",
-                  md_table(("device", "precision", "set", "points", "host accuracy", "device accuracy", "gap"),
+                  "gap = host − device; ≠ fp32 = points where the artifact's prediction on the device differs from "
+                  "the fp32 artifact's on the same device.", "",
+                  md_table(("device", "precision", "set", "points", "host accuracy", "device accuracy", "gap",
+                            "≠ fp32"),
                            [(g["device"], g["precision"], g["set"], g["count"], g["host"], g["device_accuracy"],
-                             g["gap"]) for g in gaps]), ""]
+                             g["gap"], "—" if g["diverge"] is None else g["diverge"]) for g in gaps]), ""]
     failures = []
     for kind in ("bench", "replay"):
         path = run.path / "device" / f"fleet-{kind}.json"

@@ -60,7 +60,8 @@ def table_rows(entries: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]
     for e in entries:
         s, m = e["settings"], e["summary"]
         acc = dict(zip(m["radii"], m["certified_accuracy"], strict=True))
-        rows.append([s["sigma"], s["runtime"], s["precision"], s["where"], m["points"], m["acr"], m["abstained"]]
+        where = s["where"] + (" (sound noise)" if s.get("noise") == "sound" else "")
+        rows.append([s["sigma"], s["runtime"], s["precision"], where, m["points"], m["acr"], m["abstained"]]
                     + [f"{100 * acc[r]:.1f}" if r in acc else "" for r in radii])
     return columns, rows
 
@@ -95,7 +96,7 @@ def smoothing_section(run: RunDir, figures: Path) -> str | None:
                   "samples near the boundary. Different seeds: a two-sided Fisher test per point at α/points.", "",
                   md_table(["device entry", "host entry", "seed", "points", "same prediction",
                             "differing votes (≥)", "near boundary (exact)", "verdict"], rows), ""]
-    assumptions = entries[0].get("assumptions")
+    assumptions = list(dict.fromkeys(e["assumptions"] for e in entries if e.get("assumptions")))  # gaussian, sound
     if assumptions:
-        lines += ["### What the certificate assumes", "", assumptions, ""]
+        lines += ["### What the certificate assumes", ""] + [line for a in assumptions for line in (a, "")]
     return "\n".join(lines)

@@ -20,6 +20,9 @@ REFERENCE = "fp32"  # the precision every other one is checked against; every pr
 # under the name every bundle since format 1 has used.
 FILE_KINDS = {"onnx": ("model", "onnx"), "engine": ("model", "engine"), "tolerance": ("golden_tolerance", "npy")}
 REFERENCE_ONNX = "model.onnx"
+# How a calibrated precision made at export (onnxruntime's int8) finds its activation ranges on the calibration set:
+# onnxruntime's CalibrationMethod names, lower case; the first is the default.
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
 class Precision(object):

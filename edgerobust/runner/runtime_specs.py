@@ -62,7 +62,7 @@ def runtimes_taking(input_format):
 
 
 _CUDA = "a machine with an NVIDIA GPU and a CUDA build of torch"
-register(RuntimeSpec("ort-cpu", "onnxruntime, CPU execution provider", "cpu", ("fp32", "fp16"), "onnx",
+register(RuntimeSpec("ort-cpu", "onnxruntime, CPU execution provider", "cpu", ("fp32", "fp16", "int8"), "onnx",
                      "pip install onnxruntime"))
 register(RuntimeSpec("ort-cuda", "onnxruntime, CUDA execution provider", "cuda", ("fp32", "fp16"), "onnx",
                      "install onnxruntime-gpu on a machine with an NVIDIA GPU"))

@@ -92,7 +92,8 @@ def open_session(bundle, precision, options):
                                                    "--runtime {}".format(precision, ", ".join(allowed),
                                                                          options.runtime, allowed[0]))
     session_class = SESSIONS[options.runtime]
-    if PRECISIONS[precision].calibrated and not session_class.calibrates:
+    # a calibrated precision's graph quantized at export (onnxruntime int8: the entry's `quantization`) runs as it is
+    if PRECISIONS[precision].calibrated and not entry.get("quantization") and not session_class.calibrates:
         calibrating = [name for name in runtime_names() if SESSIONS[name].calibrates]
         raise RunnerError("precision_unavailable", "{} is calibrated on the device, which {} does not do; choose "
                                                    "--runtime {}".format(precision, options.runtime,

@@ -49,10 +49,18 @@ ASSUMPTIONS = (
     "clipped to [0,1]; it fails with probability at most α per point. It assumes exact real arithmetic: the noise is "
     "drawn in float32 (PCG64, ziggurat) and x + ε is rounded to float32, so the sampled distribution is only close to "
     "the Gaussian, and Voráček & Hein (arXiv 2207.07209) show that a base classifier can exploit that rounding to "
-    "obtain false certificates. Their sound remedy (discretised Gaussian noise on the input's quantisation grid, "
-    "drawn from fair coins) is not applied here, so these certificates are sound only for base classifiers that do "
-    "not depend on the last bits of their input; a device certificate is computed from the device's own votes for "
-    "the artifact and precision that ran.")
+    "obtain false certificates. Their sound remedy is `--noise sound` (host runtimes); without it these certificates "
+    "are sound only for base classifiers that do not depend on the last bits of their input; a device certificate "
+    "is computed from the device's own votes for the artifact and precision that ran.")
+SOUND_ASSUMPTIONS = (
+    "Sound in floating point (Voráček & Hein, arXiv 2207.07209): the certificate is Cohen et al.'s for the base "
+    "classifier f∘R, R rounding its input to the 1/255 grid (the model sees float32(k)/255 for integers k, computed "
+    "in whatever arithmetic the runtime uses), smoothed with real Gaussian noise N(0, σ²I) in [0,1] pixel space, not "
+    "clipped. The noise is the Gaussian rounded to the grid, drawn exactly from 60-bit uniform integers; p_A's lower "
+    "bound gives up the sampler's total variation to it (d × about 1e-15) and an input off the grid gives up its L2 "
+    "distance to the grid point certified. It assumes the random bits are fair coins (PCG64 stands in for them) and "
+    "that the runtime returns the same class for the same input whatever else is in its batch; each certificate "
+    "fails with probability at most α.")
 
 
 class SmoothingError(EdgeRobustError):
@@ -88,6 +96,12 @@ def _onnx_models(bundle: Path) -> dict[str, Path]:
     manifest = read_manifest(bundle)
     return {p: bundle / e["file"] for p, e in (manifest.get("models") or {}).items()
             if isinstance(e, dict) and e.get("file") and str(e["file"]).endswith(".onnx")}
+
+
+def host_noise_only(config: SmoothConfig) -> None:
+    if config.noise == "sound":
+        raise SmoothingError("--noise sound is drawn on the host only (the device runner draws Gaussian noise); "
+                             "drop --host/--hosts or use --noise gaussian")
 
 
 def check_runtime(config: SmoothConfig) -> None:
@@ -131,7 +145,7 @@ def host_counter(run: RunDir, config: SmoothConfig, sigma: float, artifact: str 
               "architecture": platform.machine(), "artifact_file": artifact_file, "artifact_sha256": artifact_sha,
               "device": runtime.device, "where": "host", "threads": threads}
     try:
-        yield SessionCounter(session, run.num_classes, sigma, config.seed, config.batch, record)
+        yield SessionCounter(session, run.num_classes, sigma, config.seed, config.batch, record, config.noise)
     finally:
         session.close()
 
@@ -196,7 +210,8 @@ def add_agreement(path: Path, device: dict[str, Any], x: np.ndarray) -> None:
     s = device["settings"]
     same = ("sigma", "alpha", "n0", "n")
     hosts = [e for e in document["results"].values()
-             if e["settings"]["where"] == "host" and all(e["settings"][k] == s[k] for k in same)]
+             if e["settings"]["where"] == "host" and all(e["settings"][k] == s[k] for k in same)
+             and e["settings"].get("noise", "gaussian") == "gaussian"]  # the device draws the Gaussian stream
     if not hosts:
         return
     bundle = device["record"].get("bundle")
@@ -218,6 +233,8 @@ def smooth_run(run: RunDir | str | Path, config: SmoothConfig | None = None, *, 
     the device's runner draws the noise and counts the votes on the exported artifact."""
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     config = smooth_config(config, **overrides)
+    if device is not None:
+        host_noise_only(config)
     x, labels, rows = points_of(run, config)
     entries = []
     for sigma in grid_values(config.sigma):
@@ -239,7 +256,7 @@ def smooth_run(run: RunDir | str | Path, config: SmoothConfig | None = None, *, 
         settings = {"sigma": float(sigma), "alpha": one.alpha, "n0": one.n0, "n": one.n, "seed": one.seed,
                     "runtime": record["runtime"], "precision": one.precision, "where": record["where"],
                     "host": None if device is None else (session.label if session is not None else device.host),
-                    "artifact_sha256": record.get("artifact_sha256")}
+                    "artifact_sha256": record.get("artifact_sha256"), "noise": one.noise}
         for p in points:
             p.update({k: settings[k] for k in ("sigma", "alpha", "n0", "n", "seed", "runtime", "precision",
                                                "artifact_sha256", "host")}, architecture=record.get("architecture"))
@@ -251,7 +268,7 @@ def smooth_run(run: RunDir | str | Path, config: SmoothConfig | None = None, *, 
         entry = {"key": key, "settings": settings, "record": record, "points": points,
                  "batch": one.batch, "points_total": one.points, "shards": [[rows.start, rows.stop]],
                  "seconds": seconds, "samples_per_s": len(points) * (one.n0 + one.n) / max(seconds, 1e-9),
-                 "assumptions": ASSUMPTIONS, "config": asdict(one)}
+                 "assumptions": SOUND_ASSUMPTIONS if one.noise == "sound" else ASSUMPTIONS, "config": asdict(one)}
         with _MERGE, locked(run.path, "RUN"):
             run = RunDir.open(run.path)  # another process or shard may have updated the manifest meanwhile
             merged = merge_entry(run.file(SMOOTHING_FILE), entry["key"], entry, one)

@@ -37,12 +37,15 @@ def certify_points(counter: VoteCounter, x: np.ndarray, labels: Sequence[int], r
         predicted = counter.counts(x[part], rows[part], "predict", n) if predict else None
         for i, row in enumerate(rows[part]):
             label = int(labels[first + i])
-            cls, radius = certify_counts(counts0[i], counts[i], sigma, alpha)
+            slack = counter.slack(x[first + i]) if hasattr(counter, "slack") else (0.0, 0.0)
+            cls, radius = certify_counts(counts0[i], counts[i], sigma, alpha, *slack)
             top = int(np.argmax(counts0[i]))
             record = {"row": int(row), "label": label, "prediction": cls, "radius": radius,
                       "correct": cls == label, "abstained": cls == ABSTAIN,
                       "p_lower": lower_confidence_bound(int(counts[i][top]), n, alpha),
                       "counts0": counts0[i].tolist(), "counts": counts[i].tolist()}
+            if slack != (0.0, 0.0):
+                record["p_slack"], record["radius_slack"] = slack
             if predicted is not None:
                 record["predict"] = predict_counts(predicted[i], alpha)
                 record["predict_counts"] = predicted[i].tolist()

@@ -22,14 +22,20 @@ def lower_confidence_bound(successes: int, n: int, alpha: float) -> float:
     return float(beta.ppf(alpha, successes, n - successes + 1))
 
 
-def certify_counts(counts0: Sequence[int], counts: Sequence[int], sigma: float, alpha: float) -> tuple[int, float]:
-    """(class, L2 radius) of CERTIFY from selection and estimation counts; (ABSTAIN, 0.0) when p_A < 1/2."""
+def certify_counts(counts0: Sequence[int], counts: Sequence[int], sigma: float, alpha: float,
+                   p_slack: float = 0.0, radius_slack: float = 0.0) -> tuple[int, float]:
+    """(class, L2 radius) of CERTIFY from selection and estimation counts; (ABSTAIN, 0.0) when p_A < 1/2.
+
+    A sound certificate (smoothing/sound.py) gives up `p_slack` of p_A's lower bound (the sampler's total variation
+    to the distribution certified) and `radius_slack` of the radius (the point's distance to the grid point
+    certified); it abstains when less than nothing is left."""
     top = int(np.argmax(np.asarray(counts0)))
     counts = np.asarray(counts)
-    p_lower = lower_confidence_bound(int(counts[top]) if top < len(counts) else 0, int(counts.sum()), alpha)
+    p_lower = lower_confidence_bound(int(counts[top]) if top < len(counts) else 0, int(counts.sum()), alpha) - p_slack
     if p_lower < 0.5:
         return ABSTAIN, 0.0
-    return top, float(sigma * norm.ppf(p_lower))
+    radius = float(sigma * norm.ppf(p_lower)) - radius_slack
+    return (top, radius) if radius >= 0 else (ABSTAIN, 0.0)
 
 
 def predict_counts(counts: Sequence[int], alpha: float) -> int:

@@ -13,7 +13,7 @@ from ..compute_device import describe_device, resolve_device
 from ..config import AdversarialConfig, TrainConfig, build, is_adversarial, section
 from ..data import default_augment, load_dataset
 from ..errors import EdgeRobustError
-from ..models import ModelSpec, build_model, count_flops, count_parameters
+from ..models import build_model, count_flops, count_parameters, is_user_model, spec_text
 from ..run import CHECKPOINT_NAME, MANIFEST_NAME, WEIGHTS_NAME, RunDir
 from . import distributed
 from .loop import Callback, LoopSetup, Trainer
@@ -21,9 +21,29 @@ from .losses import ADVERSARIAL_SETTINGS, ALIASES, LOSSES, TrainingLoss, build_t
 from .overfit_guard import CatastrophicOverfittingGuard
 
 
-def model_info(spec: str, dataset) -> dict[str, Any]:
-    return {"spec": str(ModelSpec.parse(spec)), "input_shape": list(dataset.input_shape),
-            "num_classes": dataset.num_classes, "mean": list(dataset.mean), "std": list(dataset.std)}
+def model_info(spec: str, dataset, norm: tuple[Sequence[float], Sequence[float]] | None = None,
+               source: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest's `model` section; `source` records a user model's origin (models/external.py)."""
+    mean, std = norm or (dataset.mean, dataset.std)
+    info = {"spec": spec_text(spec), "input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes,
+            "mean": list(mean), "std": list(std)}
+    return info | ({"source": source} if source else {})
+
+
+def normalization(spec: str, dataset, model_options: dict[str, Any] | None) -> tuple[list[float], list[float]]:
+    """The model's input normalisation: `[model] mean/std` when given; a zoo model the dataset's statistics; a user
+    model none (it takes [0,1] pixels)."""
+    options = model_options or {}
+    channels = dataset.input_shape[0]
+    if options.get("mean") or options.get("std"):
+        mean, std = list(options.get("mean") or [0.0] * channels), list(options.get("std") or [1.0] * channels)
+        if len(mean) != channels or len(std) != channels or min(std) <= 0:
+            raise EdgeRobustError(f"--mean/--std must give {channels} numbers (one per channel; std > 0), got "
+                                  f"mean {mean} and std {std}")
+        return mean, std
+    if is_user_model(spec):
+        return [0.0] * channels, [1.0] * channels
+    return list(dataset.mean), list(dataset.std)
 
 
 @dataclass
@@ -40,6 +60,7 @@ class TrainSetup:
     description: str = "train"  # the progress bar's label
     device: str | torch.device | None = None  # auto (None: CUDA when present), cpu, cuda or cuda:N
     activation: str | dict | None = None  # kaf, elu, swish, gelu, softplus, kwta: replaces the model's ReLUs
+    model_options: dict[str, Any] | None = None  # a user model's factory `kwargs` and `mean`/`std` ([model])
 
 
 def train_model(out: str | Path, model_spec: str, data: str = "digits", config: TrainConfig | None = None,
@@ -71,6 +92,7 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
     with locked(out):  # one command writes a run directory at a time (rank 0 alone under torchrun)
         check_fresh_output(Path(out), setup.resume)  # again under the lock: another command may have finished
         return _train_into(out, model_spec, data, config, dist, train_set, test_set, data_root=setup.data_root,
+                           data_options=setup.data_options, model_options=setup.model_options,
                            resume=setup.resume, loss=loss, callbacks=callbacks, recipe=setup.recipe,
                            progress=progress, init_from=setup.init_from, description=setup.description, device=device,
                            activation=activation)
@@ -88,8 +110,8 @@ def check_fresh_output(out: Path, resume: bool) -> None:
                               "choose another --out")
 
 
-def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, data_root, resume, loss, callbacks,
-                recipe, progress, init_from, description, device, activation=None) -> RunDir:
+def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, data_root, data_options, model_options,
+                resume, loss, callbacks, recipe, progress, init_from, description, device, activation=None) -> RunDir:
     run = RunDir.create(out)
     if init_from is not None:
         model = init_from.load_model()
@@ -97,8 +119,10 @@ def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, dat
         run.add_parent(init_from, "initialised from")
     else:
         torch.manual_seed(config.seed)  # seeded initial weights: the same command gives the same model
-        model = build_model(model_spec, train_set.input_shape, train_set.num_classes, train_set.mean, train_set.std,
-                            activation=activation)
+        mean, std = normalization(model_spec, train_set, model_options)
+        source: dict[str, Any] = {}
+        model = build_model(model_spec, train_set.input_shape, train_set.num_classes, mean, std,
+                            kwargs=(model_options or {}).get("kwargs"), source=source, activation=activation)
     trainer = Trainer(model, train_set, config, LoopSetup(loss=loss, eval_data=test_set, callbacks=callbacks,
                                                           checkpoint_path=run.checkpoint_path,
                                                           augment=default_augment(data), description=description),
@@ -106,13 +130,15 @@ def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, dat
     result = trainer.fit(resume=resume)
     if dist is not None and not dist.is_main:
         return distributed.finished_run(out, dist)
-    info = model_info(model_spec, train_set) if init_from is None else dict(init_from.manifest["model"])
+    info = model_info(model_spec, train_set, (mean, std), source) if init_from is None \
+        else dict(init_from.manifest["model"])
     if activation is not None and init_from is None:
         info["activation"] = activation
     final = result.final
     run.save_model(
         model, info,
-        dataset={"train": train_set.describe(), "test": test_set.describe(), "root": str(data_root or "")},
+        dataset={"train": train_set.describe(), "test": test_set.describe(), "root": str(data_root or ""),
+                 "options": dict(data_options or {})},
         training={"config": asdict(config), "loss": getattr(trainer.loss, "describe", lambda: {})(),
                   "augment": trainer.augment.describe(), "history": result.history,
                   "stopped_early": result.stopped_early,

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.lipschitz import conv_operator, input_shapes
+from ..models.lipschitz import conv_operator
+from ..models.probe import input_shapes
 from .loop import Callback
 
 

@@ -1,0 +1,134 @@
+"""onnxruntime int8 for CPU targets: onnxruntime's own pre-processing and `quantize_static`, QDQ format.
+
+The fp32 graph goes through `quant_pre_process` (shape inference and onnxruntime's graph optimisation, which folds
+batch norm into the convolutions) and `quantize_static` with per-channel symmetric int8 weights and uint8 activations
+whose ranges come from the bundle's calibration set, read by a `CalibrationDataReader` (method minmax, entropy or
+percentile). Nothing of what onnxruntime.quantization does is written here: this module only feeds it, names its
+settings and turns its failures into one line. `reduce_range` (7-bit weights) is for x86 CPUs without VNNI, where
+onnxruntime's u8 x s8 kernels add pairs of products in 16 bits and can saturate (the profile's `[int8]` table says
+whether a target needs it). Marshall (thesis ch. 4) deploys with TensorRT int8 on the Jetson's GPU; this is the same
+lever for the CPU targets.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import re
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ..errors import EdgeRobustError, ShapeError
+from ..runner.precisions import CALIBRATION_METHODS as METHODS
+from .onnx_export import INPUT_NAME
+
+CALIBRATION_BATCH = 32  # inputs per calibration call (the graph has a dynamic batch)
+
+
+class QuantizationError(EdgeRobustError):
+    """onnxruntime's quantizer could not quantize the graph (the operator it stopped at is named)."""
+
+
+@dataclass(frozen=True)
+class Int8Settings:
+    """The quantizer settings recorded in the bundle: method, reduce_range, and what onnxruntime is told."""
+
+    method: str = "minmax"
+    reduce_range: bool = False
+    per_channel: bool = True
+    format: str = "QDQ"
+    weights: str = "int8, symmetric"
+    activations: str = "uint8, asymmetric"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_calibration(images: np.ndarray | None, input_shape: tuple[int, ...]) -> np.ndarray:
+    """The calibration images as float32 N×C×H×W of the model's input shape; empty or another shape is refused."""
+    if images is None or len(images) == 0:
+        raise ShapeError("int8 needs a calibration set and it is empty; export with --calibration N (N > 0)")
+    images = np.asarray(images)
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(input_shape):
+        raise ShapeError(f"calibration set holds inputs of shape {tuple(images.shape[1:])} but the model takes "
+                         f"{tuple(input_shape)}; calibrate with images of the model's dataset")
+    if not np.isfinite(images).all():
+        raise ShapeError("calibration set holds non-finite values; calibrate with real images in [0,1]")
+    return np.ascontiguousarray(images, dtype=np.float32)
+
+
+def _reader(images: np.ndarray) -> Any:
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        """The calibration set in batches of CALIBRATION_BATCH, once through."""
+
+        def __init__(self) -> None:
+            self.batches = iter([images[i:i + CALIBRATION_BATCH] for i in range(0, len(images), CALIBRATION_BATCH)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {INPUT_NAME: batch}
+
+    return Reader()
+
+
+def _named_failure(exc: Exception, proto: onnx.ModelProto) -> str:
+    """The operator a quantizer failure names (by node name or op type), for one line."""
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    nodes = {node.name: node.op_type for node in proto.graph.node if node.name}
+    named = sorted((name for name in nodes if name in text), key=len)  # the longest name a message quotes
+    if named:
+        return f"operator {nodes[named[-1]]} (node {named[-1]}): {text}"
+    ops = sorted({node.op_type for node in proto.graph.node if re.search(rf"\b{node.op_type}\b", text)})
+    return f"operator {ops[0]}: {text}" if ops else text
+
+
+def quantize_int8(proto: onnx.ModelProto, calibration: np.ndarray, input_shape: tuple[int, ...],
+                  settings: Int8Settings = Int8Settings()) -> onnx.ModelProto:
+    """The QDQ int8 graph of `proto` (fp32, input `input`), calibrated on `calibration` (N×C×H×W pixels)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if settings.method not in METHODS:
+        raise EdgeRobustError(f"unknown int8 calibration method '{settings.method}'; valid: {', '.join(METHODS)}")
+    images = check_calibration(calibration, input_shape)
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[settings.method]
+    quiet = logging.getLogger().level
+    with tempfile.TemporaryDirectory(prefix="edgerobust-int8-") as tmp, warnings.catch_warnings(), \
+            contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
+        warnings.simplefilter("ignore")  # the quantizer warns about its own defaults; the bundle records them
+        logging.getLogger().setLevel(logging.ERROR)
+        source, prepared, output = (Path(tmp) / name for name in ("fp32.onnx", "prepared.onnx", "int8.onnx"))
+        onnx.save_model(proto, str(source))
+        try:
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
+            quantize_static(str(prepared), str(output), _reader(images), quant_format=QuantFormat.QDQ,
+                            per_channel=settings.per_channel, reduce_range=settings.reduce_range,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
+                            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+        except EdgeRobustError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (onnxruntime's quantizer raises plain exceptions with the reason)
+            raise QuantizationError(f"onnxruntime cannot quantize the graph to int8: {_named_failure(exc, proto)}; "
+                                    "export without int8 (--no-int8)") from None
+        finally:
+            logging.getLogger().setLevel(quiet)
+        quantized = onnx.load_model(str(output))
+    if not any(node.op_type == "QuantizeLinear" for node in quantized.graph.node):
+        raise QuantizationError("onnxruntime's quantizer left no operator quantized (the graph's operators "
+                                f"{sorted({n.op_type for n in proto.graph.node})} have no int8 kernels); "
+                                "export without int8 (--no-int8)")
+    del quantized.metadata_props[:]
+    for prop in proto.metadata_props:
+        quantized.metadata_props.add(key=prop.key, value=prop.value)
+    quantized.metadata_props.add(key="int8", value=str(settings.to_dict()))
+    quantized.producer_name = proto.producer_name or quantized.producer_name
+    return quantized

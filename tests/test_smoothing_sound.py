@@ -1,0 +1,174 @@
+"""Sound smoothing in floating point (Voráček & Hein): the float exploit exists under Gaussian noise, the sound
+sampler draws exactly the rounded Gaussian, the model sees only grid points, and its certificates hold against the
+exact smoothed probability of f∘R."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import norm
+
+from edgerobust.runner.noise import generator
+from edgerobust.smoothing.certify import certify_points
+from edgerobust.smoothing.counters import SessionCounter
+from edgerobust.smoothing.sound import (
+    BITS,
+    LEVELS,
+    discrete_gaussian,
+    grid_distance,
+    sample_bins,
+    sound_batches,
+)
+from edgerobust.smoothing.statistics import ABSTAIN
+
+
+class Scalar:
+    """A base classifier on one pixel (shape (1, 1, 1)) given as a function of the float32 value it receives."""
+
+    def __init__(self, rule):
+        self.rule = rule
+
+    def infer(self, batch):
+        values = np.asarray(batch, np.float32).reshape(len(batch))
+        return np.eye(2)[self.rule(values).astype(int)]  # one-hot logits: class 1 where the rule holds
+
+
+def on_lattice(values: np.ndarray) -> np.ndarray:
+    """True where the float32 value is a multiple of 2^-24: every float32 in [0.5, 2) is, a real almost never is."""
+    scaled = values.astype(np.float64) * 2.0 ** 24
+    return scaled == np.floor(scaled)
+
+
+@settings(max_examples=4, deadline=None)
+@given(st.sampled_from([0.12, 0.25, 0.5, 1.0]))
+def test_the_sampler_is_the_gaussian_rounded_to_the_grid(sigma):
+    """P(J = j) = Φ((2j+1)/510σ) − Φ((2j−1)/510σ) up to float64's Φ (1e-16) and the 2^-60 thresholds; the
+    probabilities sum to 1 exactly (integers out of 2^60); the TV bound is of their size."""
+    dist = discrete_gaussian(sigma)
+    j = np.arange(-dist.half_width, dist.half_width + 1)
+    exact = norm.cdf((2 * j + 1) / (2 * LEVELS * sigma)) - norm.cdf((2 * j - 1) / (2 * LEVELS * sigma))
+    assert np.abs(dist.probabilities() - exact).max() < 4e-16
+    assert int(np.diff(np.concatenate([[0], dist.thresholds, [2 ** BITS]]).astype(object)).sum()) == 2 ** BITS
+    assert 0 < dist.tv_bound < 1e-14
+
+
+def test_the_bucket_lookup_draws_what_a_binary_search_draws():
+    """The 2^16-bucket lookup equals searchsorted on the same 60-bit integers, tails (several thresholds in one
+    bucket) included; the frequencies follow the table within 6 standard errors."""
+    sigma, size = 0.25, 2_000_000
+    dist = discrete_gaussian(sigma)
+    bins = sample_bins(generator(3, 0, 1), sigma, (size,))
+    u = (generator(3, 0, 1).bit_generator.random_raw(size) >> np.uint64(64 - BITS)).view(np.int64)
+    assert np.array_equal(bins, np.searchsorted(dist.thresholds, u, side="right"))
+    assert (np.abs(bins - dist.half_width) > 3 * sigma * LEVELS).any()  # the tails were reached
+    p = dist.probabilities()
+    freq = np.bincount(bins, minlength=len(p)) / size
+    assert (np.abs(freq - p) <= 6 * np.sqrt(p * (1 - p) / size) + 1 / size).all()
+
+
+def test_the_model_sees_grid_points_that_move_with_the_point():
+    """Every noisy input is float32(k)/255 for an integer k; moving the point by m grid steps moves every sample by
+    exactly m steps (the base classifier cannot tell the centre from its neighbours); a point off the grid draws its
+    grid point's samples and loses its distance to it."""
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (1, 4, 4))
+    x = (a / 255).astype(np.float32)
+    first = next(sound_batches(x, 0.5, 64, 64, 7, 2, 1))
+    k = np.rint(first.astype(np.float64) * LEVELS)
+    assert np.array_equal(first, k.astype(np.float32) / np.float32(LEVELS))
+    moved = next(sound_batches(((a + 3) / 255).astype(np.float32), 0.5, 64, 64, 7, 2, 1))
+    assert np.array_equal(np.rint(moved.astype(np.float64) * LEVELS), k + 3)
+    off = x + np.float32(0.4 / 255)
+    assert np.array_equal(next(sound_batches(off, 0.5, 64, 64, 7, 2, 1)), first)
+    assert grid_distance(off) == pytest.approx(0.4 / 255 * 4, rel=1e-5)  # √16 pixels × 0.4/255
+    assert grid_distance(x) <= 4 * 2.0 ** -25 + 1e-12  # float32(a/255) is a/255 to half an ulp (≤ 2^-25 below 1)
+
+
+def test_gaussian_float_noise_certifies_a_classifier_that_real_noise_never_chooses():
+    """Voráček & Hein's point: with x + ε rounded to float32, a classifier voting 1 on the 2^-24 lattice sees
+    class 1 almost always around 0.75 (every float32 in [0.5, 2) is on it) and gets a large certificate, although
+    under real Gaussian noise x + ε is on the lattice with probability 0: the smoothed classifier is 0 everywhere.
+    The sound noise certifies f∘R instead, for which class 1 is the truth."""
+    x, labels = np.full((1, 1, 1, 1), 0.75, np.float32), [1]
+    lattice = Scalar(on_lattice)
+    gaussian = certify_points(SessionCounter(lattice, 2, 0.1, 0, 1000, {}), x, labels, [0], sigma=0.1,
+                              alpha=0.001, n0=100, n=2000)[0]
+    assert gaussian["prediction"] == 1 and gaussian["radius"] > 0.2  # a false certificate
+    sound = certify_points(SessionCounter(lattice, 2, 0.1, 0, 1000, {}, "sound"), x, labels, [0], sigma=0.1,
+                           alpha=0.001, n0=100, n=2000)[0]
+    assert sound["prediction"] == 1 and sound["p_slack"] > 0
+    assert sound["radius_slack"] == pytest.approx(0.25 / 255, rel=1e-9)  # 0.75 = 191.25/255: a quarter step off
+
+
+def exact_probability(rule, centre: float, sigma: float) -> float:
+    """P(f(float32(round(255(centre + ε)))/255) = 1) for real ε ~ N(0, σ²), summed over the integers k."""
+    k = np.arange(np.floor((centre - 12 * sigma) * LEVELS), np.ceil((centre + 12 * sigma) * LEVELS) + 1)
+    mass = norm.cdf(((k + 0.5) / LEVELS - centre) / sigma) - norm.cdf(((k - 0.5) / LEVELS - centre) / sigma)
+    return float(mass[rule(k.astype(np.float32) / np.float32(LEVELS))].sum())
+
+
+def test_sound_certificates_hold_against_the_exact_smoothed_probability():
+    """A base classifier that reads its input's last bit (odd float32 mantissa) below a threshold: for every
+    certified point, the exact smoothed probability of f∘R stays above 1/2 across the certified interval (α = 0.01,
+    30 seeded points: a false certificate in any of them has probability below 0.3 and the seeds are fixed)."""
+    def rule(v):
+        bits = v.astype(np.float32).view(np.int32)
+        return (v < 0.55) | ((bits & 1) == 1) & (v < 0.7)
+
+    sigma, points = 0.2, 30
+    x = np.linspace(0.05, 0.45, points, dtype=np.float32).reshape(points, 1, 1, 1)
+    records = certify_points(SessionCounter(Scalar(rule), 2, sigma, 5, 2000, {}, "sound"), x, [1] * points,
+                             list(range(points)), sigma=sigma, alpha=0.01, n0=50, n=2000)
+    certified = [r for r in records if r["prediction"] == 1]
+    assert len(certified) > points // 2
+    for r in certified:
+        centre = float(x[r["row"]].item())
+        for shift in np.linspace(-r["radius"], r["radius"], 41):
+            assert exact_probability(rule, centre + shift, sigma) > 0.5, (r, shift)
+    assert all(r["prediction"] != ABSTAIN or r["radius"] == 0 for r in records)
+
+
+def test_smooth_run_records_sound_noise_and_refuses_it_on_a_device(digits_run, tmp_path):
+    import shutil
+
+    from edgerobust.config import DeviceConfig
+    from edgerobust.smoothing import SmoothingError, smooth_run
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run.path, run)
+    (entry,) = smooth_run(run, sigma=0.25, n0=10, n=50, points=2, noise="sound", progress=False)
+    assert entry["settings"]["noise"] == "sound" and "Voráček" in entry["assumptions"]
+    assert "sound" in entry["record"]["noise"] and all("p_slack" in p for p in entry["points"])
+    document = json.loads((run / "smoothing.json").read_text())
+    assert document["results"][entry["key"]]["settings"]["noise"] == "sound"
+    from edgerobust.report import render_report
+    from edgerobust.run import RunDir
+
+    report = render_report(RunDir.open(run)).read_text()
+    assert "host (sound noise)" in report and "Sound in floating point" in report
+    with pytest.raises(SmoothingError, match="--noise sound is drawn on the host only"):
+        smooth_run(run, sigma=0.25, n0=10, n=50, points=2, noise="sound", device=DeviceConfig(host="local",
+                                                                                              target="x86-cpu"))
+
+
+def test_a_device_counter_has_the_bundle_hashed_once_per_certification():
+    """The first runner call checks every file's sha256; the later calls of the same counter pass --no-hash (the
+    select and estimate calls of every chunk would otherwise hash the whole bundle again on the device)."""
+    from edgerobust.smoothing.counters import DeviceCounter
+
+    class Session:
+        calls: list = []
+
+        def call(self, *args):
+            self.calls.append(args)
+            rows = int(args[args.index("--count") + 1])
+            return {"points": [{"counts": [3, 1]} for _ in range(rows)]}
+
+    counter = DeviceCounter(Session(), "set.npz", 2, 0.25, 0, 4, "ort-cpu", "fp32", 1)
+    x = np.zeros((2, 1, 2, 2), np.float32)
+    counter.counts(x, [0, 1], "select", 4)
+    counter.counts(x, [0, 1], "estimate", 4)
+    assert ["--no-hash" in c for c in Session.calls] == [False, True]

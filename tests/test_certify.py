@@ -61,6 +61,32 @@ def test_certify_writes_certificates_per_precision_and_arithmetic(exported):
     assert "## Certification" in report and (run / "figures" / "certified_radius.png").is_file()
 
 
+@pytest.mark.parametrize("method", ["lipschitz", "peck"])
+def test_certify_by_lipschitz_constants_writes_rows_that_crown_matches_or_beats_peck_beats_lipschitz(exported,
+                                                                                                    method):
+    run, bundle = exported
+    code, out, err = run_cli("certify", run, "--eps", "0.002,0.05", "--method", method, "--norm", "2", "--n", "4",
+                             "--precision", "fp32")
+    assert code == 0, err
+    record = json.loads((run / "certificates.json").read_text())
+    assert record["method"] == method
+    rows = record["artifacts"][0]["rows"]
+    for row in rows:
+        assert 0 <= row["certified_accuracy"] <= record["artifacts"][0]["clean_accuracy"]
+    radius = record["artifacts"][0]["radius"]["real"]["mean"]
+    engine = Engine(from_onnx(onnx.load(bundle / record["artifacts"][0]["file"])))
+    x = np.load(bundle / "golden_inputs.npy")[:4].astype(np.float64)
+    predicted = engine.output(torch.from_numpy(x)).argmax(1).numpy()
+    from edgerobust.certify.core import certified_radius
+
+    other = certified_radius(engine, x, predicted, "2", "lipschitz" if method == "peck" else "peck",
+                             ARITHMETIC_MODELS.get("real"))
+    if method == "peck":
+        assert radius >= other.mean() - 0.5 * 2.0 ** -12
+    else:
+        assert radius <= other.mean() + 0.5 * 2.0 ** -12
+
+
 def test_pipeline_certify_step_certifies_the_bundle_of_the_current_model(exported):
     from edgerobust.pipeline.certify_steps import certify_step
     from edgerobust.pipeline.context import PipelineContext

@@ -97,9 +97,18 @@ def test_pipeline_certify_step_certifies_the_bundle_of_the_current_model(exporte
                           run=RunDir.open(run))
     certify_step(ctx)
     record = json.loads((run / "certificates.json").read_text())
-    assert record["method"] == "crown" and record["n"] == 4 and record["bundle"] == str(bundle)
+    assert record["method"] == "crown" and record["n"] == 8 and record["bundle"] == str(bundle)  # all 8 golden
     rows = [r for r in ctx.summary if r[0] == "certify"]
-    assert len(rows) == 5 and all(r[1].endswith("@ε=0.01") for r in rows)  # fp32: real, fp32; fp16: three models
+    accuracy = [r for r in rows if "certified acc." in r[1]]
+    radius = {r[1]: r[2] for r in rows if "mean certified radius" in r[1]}
+    # fp32: real, fp32; fp16: three arithmetic models; at ε/5 and ε; a certified radius per model
+    assert len(accuracy) == 10 and {r[1].rsplit("@ε=", 1)[1] for r in accuracy} == {"0.002", "0.01"}
+    assert len(radius) == 5 and all(isinstance(v, float) and v >= 0 for v in radius.values())
+    by_eps = {r[1]: r[2] for r in accuracy}
+    for name, small in by_eps.items():  # a smaller ball certifies at least the points the larger one does
+        if name.endswith("@ε=0.002") and small != "vacuous":
+            large = by_eps[name.replace("@ε=0.002", "@ε=0.01")]
+            assert large == "vacuous" or small >= large
 
 
 def test_export_vnnlib_writes_the_vnn_comp_layout_with_the_ball_of_each_point(exported, tmp_path):

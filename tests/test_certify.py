@@ -103,7 +103,9 @@ def test_pipeline_certify_step_certifies_the_bundle_of_the_current_model(exporte
     radius = {r[1]: r[2] for r in rows if "mean certified radius" in r[1]}
     # fp32: real, fp32; fp16: three arithmetic models; at ε/5 and ε; a certified radius per model
     assert len(accuracy) == 10 and {r[1].rsplit("@ε=", 1)[1] for r in accuracy} == {"0.002", "0.01"}
-    assert len(radius) == 5 and all(isinstance(v, float) and v >= 0 for v in radius.values())
+    assert {"fp32 real mean certified radius", "fp32 fp32 mean certified radius",
+            "fp16 real mean certified radius"} <= set(radius)  # a vacuous arithmetic model has no radius
+    assert all(isinstance(v, float) and v >= 0 for v in radius.values())
     by_eps = {r[1]: r[2] for r in accuracy}
     for name, small in by_eps.items():  # a smaller ball certifies at least the points the larger one does
         if name.endswith("@ε=0.002") and small != "vacuous":

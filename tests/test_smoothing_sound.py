@@ -111,12 +111,14 @@ def exact_probability(rule, centre: float, sigma: float) -> float:
 
 
 def test_sound_certificates_hold_against_the_exact_smoothed_probability():
-    """A base classifier that reads its input's last bit (odd float32 mantissa) below a threshold: for every
-    certified point, the exact smoothed probability of f∘R stays above 1/2 across the certified interval (α = 0.01,
-    30 seeded points: a false certificate in any of them has probability below 0.3 and the seeds are fixed)."""
+    """A base classifier that tells grid points (float32(k)/255) from every other float: class 1 off the grid or
+    below 0.45. Float Gaussian noise almost never lands on the grid and would certify class 1 far out; the sound
+    noise lands only on it, and every certified interval keeps the exact smoothed probability of f∘R above 1/2
+    (α = 0.01, 30 seeded points: a false certificate in any has probability below 0.3 and the seeds are fixed)."""
     def rule(v):
-        bits = v.astype(np.float32).view(np.int32)
-        return (v < 0.55) | ((bits & 1) == 1) & (v < 0.7)
+        v = np.asarray(v, np.float32)
+        on_grid = np.rint(v.astype(np.float64) * LEVELS).astype(np.float32) / np.float32(LEVELS) == v
+        return (v < 0.45) | ~on_grid
 
     sigma, points = 0.2, 30
     x = np.linspace(0.05, 0.45, points, dtype=np.float32).reshape(points, 1, 1, 1)
@@ -172,3 +174,18 @@ def test_a_device_counter_has_the_bundle_hashed_once_per_certification():
     counter.counts(x, [0, 1], "select", 4)
     counter.counts(x, [0, 1], "estimate", 4)
     assert ["--no-hash" in c for c in Session.calls] == [False, True]
+
+
+def test_a_sound_certificate_gives_up_its_slack():
+    """certify_counts: p_A's lower bound loses p_slack before Φ⁻¹, the radius loses radius_slack after it, and a
+    point whose radius would go below 0 abstains."""
+    from edgerobust.smoothing.statistics import certify_counts, lower_confidence_bound
+
+    counts0, counts = [0, 90, 10], [0, 900, 100]
+    p = lower_confidence_bound(900, 1000, 0.001)
+    cls, plain = certify_counts(counts0, counts, 0.5, 0.001)
+    assert (cls, plain) == (1, pytest.approx(0.5 * norm.ppf(p), rel=1e-12))
+    cls, slack = certify_counts(counts0, counts, 0.5, 0.001, 0.01, 0.05)
+    assert (cls, slack) == (1, pytest.approx(0.5 * norm.ppf(p - 0.01) - 0.05, rel=1e-12))
+    assert certify_counts(counts0, counts, 0.5, 0.001, 0.0, plain + 1e-9) == (ABSTAIN, 0.0)
+    assert certify_counts(counts0, counts, 0.5, 0.001, p - 0.49, 0.0) == (ABSTAIN, 0.0)

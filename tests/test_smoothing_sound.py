@@ -141,7 +141,12 @@ def test_smooth_run_records_sound_noise_and_refuses_it_on_a_device(digits_run, t
 
     run = tmp_path / "run"
     shutil.copytree(digits_run.path, run)
-    (entry,) = smooth_run(run, sigma=0.25, n0=10, n=50, points=2, noise="sound", progress=False)
+    from cli_helpers import run_cli
+
+    code, out, err = run_cli("smooth", run, "--sigma", "0.25", "--n0", "10", "--n", "50", "--points", "2", "--noise",
+                             "sound", "-q")
+    assert code == 0, err
+    (entry,) = json.loads((run / "smoothing.json").read_text())["results"].values()
     assert entry["settings"]["noise"] == "sound" and "Voráček" in entry["assumptions"]
     assert "sound" in entry["record"]["noise"] and all("p_slack" in p for p in entry["points"])
     document = json.loads((run / "smoothing.json").read_text())

@@ -59,7 +59,8 @@ class Engine:
         if method not in METHODS:
             raise BoundError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
         table = {self.graph.input: ball.box()}
-        refined = {self.graph.input}
+        ibp = dict(table)  # plain IBP beside it: every bound is intersected with IBP's, so never looser even by a
+        refined = {self.graph.input}  # rounding (interval rules are not monotone to the last bit in their inputs)
         for node, rule in zip(self.graph.nodes, self.rules, strict=True):
             ins = node.dynamic
             if method != "ibp" and rule.nonlinear_at(node):
@@ -68,7 +69,11 @@ class Engine:
                         wanted = rule.needs(node, *table[name])
                         table[name] = _intersect(table[name], self._tensor_bounds(name, ball, table, budget, wanted))
                         refined.add(name)
-            table[node.outputs[0]] = rule.interval(node, *[self._get(table, node, n) for n in ins])
+            out = node.outputs[0]
+            table[out] = rule.interval(node, *[self._get(table, node, n) for n in ins])
+            if method != "ibp":
+                ibp[out] = rule.interval(node, *[self._get(ibp, node, n) for n in ins])
+                table[out] = _intersect(table[out], ibp[out])
         return table
 
     # --- CROWN ----------------------------------------------------------------------------------------------------

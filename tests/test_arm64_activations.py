@@ -21,7 +21,7 @@ from edgerobust.remote.options import device_session
 from edgerobust.run import RunDir
 
 pytestmark = [pytest.mark.arm64, pytest.mark.timeout(3600)]
-SWAPS = {"kaf": {"name": "kaf", "options": {"ridge": 1e-2}}, "swish": "swish"}
+SWAPS = {"kaf": "kaf", "swish": "swish"}
 
 
 @pytest.mark.parametrize("key", sorted(SWAPS))

@@ -301,6 +301,11 @@ CASES = [
      "--max-output = 0.0 must be greater than 0"),
     ("evaluate-missing-recipe", lambda t, b: ["evaluate", t / RUN, "--recipe", t / "none.toml", "-q"],
      "recipe file"),
+    ("train-certified-loss-on-a-residual-net", lambda t, b: ["train", "--model", "resnet20", "--data", "digits",
+                                                            "--loss", "ibp", "--epochs", "1", "-q", "--out", t / "r"],
+     "--loss ibp: cannot bound layer 'net' (CifarResNet)"),
+    ("certify-unknown-method-lists-lipschitz", lambda t, b: ["certify", b, "--method", "lip"],
+     "choose one of ibp, crown, alpha-crown, lipschitz, peck"),
     # certify: ε, a method, an undeclared arithmetic model, an artifact that does not match its bundle
     ("certify-eps-above-1", lambda t, b: ["certify", b, "--eps", "1.5"], "--eps 1.5 is outside [0, 1]"),
     ("certify-eps-negative", lambda t, b: ["certify", b, "--eps", "-0.1"], "outside [0, 1]"),

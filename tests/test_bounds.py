@@ -246,3 +246,71 @@ def test_bad_input_is_one_line():
                            (1, 2, 2), 13))
     with pytest.raises(BoundError, match="operators LogSoftmax, Softmax have no bound rule"):
         Engine(from_onnx(sig))
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), optimised=st.booleans())
+def test_the_relu_fast_path_is_the_general_clip_relaxation_exactly(seed, optimised):
+    from edgerobust.bounds.rules.activation import _clip_relaxation, _relu_relaxation
+
+    g = torch.Generator().manual_seed(seed)
+    lo = torch.randn(500, dtype=torch.float64, generator=g)
+    hi = lo + torch.rand(500, dtype=torch.float64, generator=g) * 2
+    lo[:20], hi[:20] = 0.0, hi[:20].abs()  # the kink at an end of the interval
+    lo[20:40], hi[20:40] = -lo[20:40].abs(), 0.0
+    alpha = torch.rand(500, dtype=torch.float64, generator=g) if optimised else None
+    for fast, general in zip(_relu_relaxation(lo, hi, alpha), _clip_relaxation(lo, hi, 0.0, float("inf"), alpha),
+                             strict=True):
+        assert torch.equal(fast, general)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), stride=st.integers(1, 3), pad=st.integers(0, 2), size=st.integers(5, 9))
+def test_the_transposed_convolution_is_the_autograd_adjoint(seed, stride, pad, size):
+    from edgerobust.bounds import RULES
+    from edgerobust.bounds.graph import Node
+    from edgerobust.bounds.rules.base import Linear, float64_gamma
+
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(4, 2, 3, 3, dtype=torch.float64, generator=g)
+    node = Node("Conv", ["x", "w"], ["y"], {"pads": [pad, pad + 1, pad, pad], "strides": [stride, stride]}, "c",
+                {"w": w})
+    rule = RULES.get("Conv")
+    out = rule.forward(node, torch.zeros(1, 2, size, size + 1, dtype=torch.float64))
+    flat = torch.randn(3, *out.shape[1:], dtype=torch.float64, generator=g)
+    fast = rule.adjoint(node, flat, [(2, size, size + 1)])[0]
+    slow = Linear.adjoint(rule, node, flat, [(2, size, size + 1)])[0]
+    # both sum the same products in some order: within γ_n of the summed magnitudes (Higham (3.5), float64)
+    magnitude = Linear.adjoint(rule, Node("Conv", ["x", "w"], ["y"], node.attrs, "c", {"w": w.abs()}), flat.abs(),
+                               [(2, size, size + 1)])[0]
+    assert fast.shape == slow.shape
+    assert torch.all((fast - slow).abs() <= 2 * float64_gamma(w[0].numel()) * magnitude)
+
+
+@settings(max_examples=6, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(seed=st.integers(0, 10_000), kind=st.sampled_from(["mlp", "conv", "res"]), norm=st.sampled_from(["inf", "2"]),
+       budget=st.sampled_from([1 << 12, 1 << 30]))
+def test_crown_margins_hold_at_sampled_and_attacked_points_with_a_radius_per_point(seed, kind, norm, budget):
+    # one radius per point, and a budget small enough to split the packed rows into many chunks
+    model, shape = random_net(seed, kind)
+    engine = Engine(from_onnx(simplify(to_onnx(model, shape, 13))))
+    rng = np.random.default_rng(seed)
+    x = rng.random((3, *shape))
+    eps = np.array([0.004, 0.02, 0.08])
+    labels = engine.output(torch.from_numpy(x)).argmax(1)
+    with torch.no_grad():
+        ibp, _ = engine.margins(Ball(torch.from_numpy(x), torch.from_numpy(eps), norm), labels, "ibp")
+        crown, _ = engine.margins(Ball(torch.from_numpy(x), torch.from_numpy(eps), norm), labels, "crown", budget)
+    assert torch.all(crown >= ibp)
+    for i in range(3):
+        points = np.concatenate([sample_ball(rng, x[i], eps[i], norm, 300),
+                                 pgd_best(model, x[i], int(labels[i]), eps[i], norm)[None]])
+        # PGD's x + δ may round just outside the ball, where a tight bound need not hold: back into the box
+        # the engine bounds (the same float64 rounding of x ± ε), and for L2 keep the points inside
+        points = np.clip(points, np.clip(x[i] - eps[i], 0, 1), np.clip(x[i] + eps[i], 0, 1))
+        if norm == "2":
+            points = points[np.linalg.norm((points - x[i]).reshape(len(points), -1), axis=1) <= eps[i]]
+        out = engine.output(torch.from_numpy(points))
+        margin = out[:, labels[i]].unsqueeze(1) - out  # [points, K]; the label's own column is 0 <= +inf
+        others = torch.arange(out.shape[1]) != labels[i]
+        assert torch.all(margin[:, others] >= crown[i, others].unsqueeze(0))

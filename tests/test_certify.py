@@ -61,6 +61,32 @@ def test_certify_writes_certificates_per_precision_and_arithmetic(exported):
     assert "## Certification" in report and (run / "figures" / "certified_radius.png").is_file()
 
 
+@pytest.mark.parametrize("method", ["lipschitz", "peck"])
+def test_certify_by_lipschitz_constants_writes_rows_that_crown_matches_or_beats_peck_beats_lipschitz(exported,
+                                                                                                    method):
+    run, bundle = exported
+    code, out, err = run_cli("certify", run, "--eps", "0.002,0.05", "--method", method, "--norm", "2", "--n", "4",
+                             "--precision", "fp32")
+    assert code == 0, err
+    record = json.loads((run / "certificates.json").read_text())
+    assert record["method"] == method
+    rows = record["artifacts"][0]["rows"]
+    for row in rows:
+        assert 0 <= row["certified_accuracy"] <= record["artifacts"][0]["clean_accuracy"]
+    radius = record["artifacts"][0]["radius"]["real"]["mean"]
+    engine = Engine(from_onnx(onnx.load(bundle / record["artifacts"][0]["file"])))
+    x = np.load(bundle / "golden_inputs.npy")[:4].astype(np.float64)
+    predicted = engine.output(torch.from_numpy(x)).argmax(1).numpy()
+    from edgerobust.certify.core import certified_radius
+
+    other = certified_radius(engine, x, predicted, "2", "lipschitz" if method == "peck" else "peck",
+                             ARITHMETIC_MODELS.get("real"))
+    if method == "peck":
+        assert radius >= other.mean() - 0.5 * 2.0 ** -12
+    else:
+        assert radius <= other.mean() + 0.5 * 2.0 ** -12
+
+
 def test_pipeline_certify_step_certifies_the_bundle_of_the_current_model(exported):
     from edgerobust.pipeline.certify_steps import certify_step
     from edgerobust.pipeline.context import PipelineContext
@@ -71,9 +97,20 @@ def test_pipeline_certify_step_certifies_the_bundle_of_the_current_model(exporte
                           run=RunDir.open(run))
     certify_step(ctx)
     record = json.loads((run / "certificates.json").read_text())
-    assert record["method"] == "crown" and record["n"] == 4 and record["bundle"] == str(bundle)
+    assert record["method"] == "crown" and record["n"] == 8 and record["bundle"] == str(bundle)  # all 8 golden
     rows = [r for r in ctx.summary if r[0] == "certify"]
-    assert len(rows) == 5 and all(r[1].endswith("@ε=0.01") for r in rows)  # fp32: real, fp32; fp16: three models
+    accuracy = [r for r in rows if "certified acc." in r[1]]
+    radius = {r[1]: r[2] for r in rows if "mean certified radius" in r[1]}
+    # fp32: real, fp32; fp16: three arithmetic models; at ε/5 and ε; a certified radius per model
+    assert len(accuracy) == 10 and {r[1].rsplit("@ε=", 1)[1] for r in accuracy} == {"0.002", "0.01"}
+    assert {"fp32 real mean certified radius", "fp32 fp32 mean certified radius",
+            "fp16 real mean certified radius"} <= set(radius)  # a vacuous arithmetic model has no radius
+    assert all(isinstance(v, float) and v >= 0 for v in radius.values())
+    by_eps = {r[1]: r[2] for r in accuracy}
+    for name, small in by_eps.items():  # a smaller ball certifies at least the points the larger one does
+        if name.endswith("@ε=0.002") and small != "vacuous":
+            large = by_eps[name.replace("@ε=0.002", "@ε=0.01")]
+            assert large == "vacuous" or small >= large
 
 
 def test_export_vnnlib_writes_the_vnn_comp_layout_with_the_ball_of_each_point(exported, tmp_path):

@@ -12,6 +12,7 @@ from .ball import Ball
 from .engine import METHODS, Engine, magnitudes
 from .graph import BoundError, Graph, from_onnx
 from .rules import RULES, Unbounded
+from .torch_graph import from_module
 
 __all__ = ["ARITHMETIC_MODELS", "Arithmetic", "Ball", "METHODS", "Engine", "magnitudes", "BoundError", "Graph",
-           "from_onnx", "RULES", "Unbounded"]
+           "from_onnx", "from_module", "RULES", "Unbounded"]

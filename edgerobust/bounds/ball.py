@@ -32,6 +32,11 @@ class Ball:
             raise EdgeRobustError(f"eps must lie in [0, 1] (pixel scale); got {eps.flatten().tolist()[:4]}")
         self.radius = eps.reshape(-1, *([1] * (self.x.dim() - 1))) if eps.dim() else eps
 
+    def select(self, index: torch.Tensor) -> Ball:
+        """The balls of the points `index` (repeats allowed), in that order."""
+        eps = self.radius.reshape(-1)[index] if self.radius.dim() else self.radius
+        return Ball(self.x[index], eps, self.norm)
+
     def box(self) -> tuple[torch.Tensor, torch.Tensor]:
         return (self.x - self.radius).clamp(0, 1), (self.x + self.radius).clamp(0, 1)
 

@@ -39,6 +39,12 @@ class Engine:
         self.graph = graph
         self.rules = [RULES.get(n.op) for n in graph.nodes]
         self.producer = {n.outputs[0]: i for i, n in enumerate(graph.nodes)}
+        # mixing operators (a nonlinear one counts as infinitely many) on the worst path from the input: where it is
+        # at most one, interval bounds over a box are exact
+        self.mixing = {graph.input: 0}
+        for node, rule in zip(graph.nodes, self.rules, strict=True):
+            worst = max((self.mixing.get(n, math.inf) for n in node.dynamic), default=0)
+            self.mixing[node.outputs[0]] = worst + (math.inf if rule.nonlinear_at(node) else int(rule.mixes(node)))
 
     # --- forward and IBP ------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -59,7 +65,8 @@ class Engine:
         if method not in METHODS:
             raise BoundError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
         table = {self.graph.input: ball.box()}
-        refined = {self.graph.input}
+        ibp = dict(table)  # plain IBP beside it: every bound is intersected with IBP's, so never looser even by a
+        refined = {self.graph.input}  # rounding (interval rules are not monotone to the last bit in their inputs)
         for node, rule in zip(self.graph.nodes, self.rules, strict=True):
             ins = node.dynamic
             if method != "ibp" and rule.nonlinear_at(node):
@@ -68,7 +75,11 @@ class Engine:
                         wanted = rule.needs(node, *table[name])
                         table[name] = _intersect(table[name], self._tensor_bounds(name, ball, table, budget, wanted))
                         refined.add(name)
-            table[node.outputs[0]] = rule.interval(node, *[self._get(table, node, n) for n in ins])
+            out = node.outputs[0]
+            table[out] = rule.interval(node, *[self._get(table, node, n) for n in ins])
+            if method != "ibp":
+                ibp[out] = rule.interval(node, *[self._get(ibp, node, n) for n in ins])
+                table[out] = _intersect(table[out], ibp[out])
         return table
 
     # --- CROWN ----------------------------------------------------------------------------------------------------
@@ -94,25 +105,41 @@ class Engine:
         return a_in, bias, magnitude
 
     def _tensor_bounds(self, name, ball, table, budget, wanted):
-        """CROWN bounds of the `wanted` elements of one tensor (any point of the batch wants it), in chunks of
-        identity specs that fit the budget; the others keep their interval (-inf, inf) here, i.e. IBP's after the
-        intersection. A relaxation depends only on wanted elements, so the final bounds are CROWN's all the same."""
+        """CROWN bounds of the `wanted` elements [B, *shape] of one tensor; the others keep (-inf, inf) here, i.e.
+        IBP's after the intersection (a relaxation depends only on wanted elements, so the final bounds are CROWN's
+        all the same). Each (point, element) pair is one row of a packed batch: the specs ±e_j of that element run
+        against that point's own bounds (`_Rows`), so a point pays for its own unstable neurons, not for the union
+        over the batch; rows go in chunks that fit the memory budget. An affine function of the input through at
+        most one mixing operator has exact interval bounds over an L∞ box, so CROWN would return IBP's there: skipped.
+        """
         lo = table[name][0]
-        B, n = lo.shape[0], lo[0].numel()
-        index = wanted.reshape(B, n).any(0).nonzero().flatten()
-        widest = max(t[0][0].numel() for t in table.values())
-        chunk = max(1, budget // max(1, 2 * B * widest * 8 * 4))
-        lows = torch.full((B, n), -math.inf, dtype=lo.dtype, device=lo.device)
-        highs = torch.full((B, n), math.inf, dtype=lo.dtype, device=lo.device)
-        for start in range(0, len(index), chunk):
-            rows = index[start:start + chunk]
-            k = len(rows)
-            eye = torch.zeros((k, B, n), dtype=lo.dtype, device=lo.device)
-            eye[torch.arange(k), :, rows] = 1.0
-            A = torch.cat([eye, -eye]).reshape(2 * k, *lo.shape)
-            bound = ball.lower(*self.backward(name, A, table))
-            lows[:, rows], highs[:, rows] = bound[:k].T, -bound[k:].T
+        B = lo.shape[0]
+        lows = torch.full_like(lo, -math.inf).reshape(B, -1)
+        highs = torch.full_like(lo, math.inf).reshape(B, -1)
+        if ball.norm == "inf" and self.mixing[name] <= 1:
+            return lows.reshape(lo.shape), highs.reshape(lo.shape)
+        points, elements = wanted.reshape(B, -1).nonzero(as_tuple=True)
+        widest = max(table[n][0][0].numel() for n in self._path(name))
+        chunk = max(1, budget // (2 * widest * 8 * 6))
+        for start in range(0, len(points), chunk):
+            p, e = points[start:start + chunk], elements[start:start + chunk]
+            k = len(p)
+            A = torch.zeros((2, k, lo[0].numel()), dtype=lo.dtype, device=lo.device)
+            A[0, torch.arange(k), e], A[1, torch.arange(k), e] = 1.0, -1.0
+            bound = ball.select(p).lower(*self.backward(name, A.reshape(2, k, *lo.shape[1:]), _Rows(table, p)))
+            lows[p, e], highs[p, e] = bound[0], -bound[1]
         return lows.reshape(lo.shape), highs.reshape(lo.shape)
+
+    def _path(self, name):
+        """The tensors a backward pass from `name` reads (its ancestors and itself)."""
+        seen, todo = set(), [name]
+        while todo:
+            t = todo.pop()
+            if t not in seen:
+                seen.add(t)
+                if t in self.producer:
+                    todo.extend(self.graph.nodes[self.producer[t]].dynamic)
+        return seen
 
     def margins(self, ball: Ball, labels: torch.Tensor, method: str = "crown", budget: int = DEFAULT_BUDGET,
                 steps: int = 20, table=None):
@@ -179,6 +206,19 @@ class Engine:
                 raise Unbounded(f"{node.label()}")
             errs[out] = e
         return errs
+
+
+class _Rows:
+    """A bounds table whose batch is gathered by `index`: row r holds point index[r]'s bounds (read lazily)."""
+
+    def __init__(self, table, index):
+        self.table, self.index, self.cache = table, index, {}
+
+    def __getitem__(self, name):
+        if name not in self.cache:
+            lo, hi = self.table[name]
+            self.cache[name] = lo[self.index], hi[self.index]
+        return self.cache[name]
 
 
 def _intersect(a, b):

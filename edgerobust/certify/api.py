@@ -23,9 +23,11 @@ from ..errors import EdgeRobustError
 from ..io import sha256_file, write_json
 from ..run import RunDir
 from .core import certified_radius, certify_points
+from .lipschitz import GLOBAL_METHODS
 from .vnnlib import check_out, export_vnnlib
 
 CERTIFICATES_FILE = "certificates.json"
+CERTIFY_METHODS = (*METHODS, *GLOBAL_METHODS)
 FORMAT = "edgerobust-certificates-1"
 
 # Which arithmetic models may be claimed for an artifact of each storage precision. Until the precision table
@@ -86,8 +88,8 @@ def certify_bundle(bundle: str | Path, eps: list[float], method: str = "crown", 
     `vnnlib`: also write the fp32 artifact's VNN-LIB benchmark there (vnnlib.py) at the first ε."""
     bundle = Path(bundle)
     check_eps(eps)
-    if method not in METHODS:
-        raise CertifyError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
+    if method not in CERTIFY_METHODS:
+        raise CertifyError(f"unknown method '{method}'; choose one of {', '.join(CERTIFY_METHODS)}")
     if norm not in ("inf", "2"):
         raise CertifyError(f"unknown norm '{norm}'; choose inf or 2")
     from ..export.bundle import read_manifest

@@ -4,8 +4,10 @@ A point is certified for the artifact under an arithmetic model only if, over th
 the lower bound of every logit difference y_label - y_j of the artifact's real-valued function exceeds the forward
 error bound of the two logits (|x| bounded by the tensors' intervals over the ball, overflow ruled out):
 margin_j - e_label - e_j > 0. Barmpas ch. 7 certifies the real network only; "No Soundness in the Real World"
-(arXiv 2506.01054) shows why the arithmetic must be in the certificate. Where an arithmetic gives no finite bound
-(γ_n infinite at some fan-in, or possible overflow) the model is reported `vacuous` with the reason, never a number.
+(arXiv 2506.01054) shows why the arithmetic must be in the certificate. Margins come from the bound engine (IBP,
+CROWN, α-CROWN) or from Lipschitz constants (lipschitz.py: the Lipschitz-margin certificate and Peck's sound
+bounds). Where an arithmetic gives no finite bound (γ_n infinite at some fan-in, or possible overflow) the model
+is reported `vacuous` with the reason, never a number.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import torch
 from ..bounds import Arithmetic, Ball, Engine, Unbounded, magnitudes
 from ..bounds.engine import DEFAULT_BUDGET
 from ..errors import EdgeRobustError
+from .lipschitz import GLOBAL_METHODS, global_margins
 
 
 @dataclass
@@ -44,7 +47,11 @@ def batch_size(engine: Engine, x: torch.Tensor, classes: int, budget: int) -> in
 def certify_batch(engine: Engine, x: torch.Tensor, labels: torch.Tensor, eps, norm: str, method: str,
                   models: list[Arithmetic], budget: int = DEFAULT_BUDGET) -> PointCertificates:
     with torch.no_grad():
-        margins, table = engine.margins(Ball(x, eps, norm), labels, method, budget)
+        ball = Ball(x, eps, norm)
+        if method in GLOBAL_METHODS:  # the error terms take their magnitudes from IBP over the ball
+            margins, table = global_margins(engine, ball, labels, method), engine.bounds(ball, "ibp")
+        else:
+            margins, table = engine.margins(ball, labels, method, budget)
         rows = torch.arange(x.shape[0])
         certified, vacuous = {}, {}
         for ar in models:

@@ -8,6 +8,7 @@ import typer
 
 from ..bounds import ARITHMETIC_MODELS
 from ..bounds.engine import METHODS
+from ..certify.lipschitz import GLOBAL_METHODS
 from ..config import parse_number
 from ..run import RunDir
 from ..run_select import bundle_of
@@ -21,7 +22,7 @@ def certify(
     target: Optional[Path] = typer.Argument(None, help="A run (its latest bundle) or a bundle directory (default: "
                                                         "the current one, else the most recent run's)."),
     eps: str = typer.Option("2/255", "--eps", help="ε in [0,1] pixels, comma-separated: 0.01, 2/255, 1%"),
-    method: str = typer.Option("crown", "--method", help=f"Bound method: {', '.join(METHODS)}"),
+    method: str = typer.Option("crown", "--method", help=f"Bound method: {', '.join((*METHODS, *GLOBAL_METHODS))}"),
     norm: str = typer.Option("inf", "--norm", help="Ball: inf or 2 (intersected with the [0,1] box)"),
     n: int = typer.Option(16, "--n", min=1, help="Certify the bundle's first N golden inputs."),
     arithmetic: Optional[str] = typer.Option(None, "--arithmetic", help=(

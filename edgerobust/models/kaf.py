@@ -7,7 +7,10 @@ recomputing each Gaussian, so training holds O(1) activation-sized tensors per K
 Export: in eval mode, tracing and ONNX export the same loop runs as plain Sub/Mul/Exp/Add on 4-D tensors (no 5-D
 tensor, standard operators at any opset).
 Initialisation: random N(0, 0.3²), or kernel ridge regression onto a target activation with a real ridge term,
-α = (K + λI)⁻¹ f(d) (the reference code adds λ to every entry of K, which makes α huge and fp16-unsafe).
+α = (K + λI)⁻¹ f(d) (the reference code adds λ to every entry of K, which makes α huge and fp16-unsafe). Default
+λ = 1e-2: onto ELU with D = 20, b = 3, ‖α‖₁ ≈ 17 and a largest fit error of 0.05 on [-b, b]; λ = 1e-4 fits to 0.012
+but with ‖α‖₁ ≈ 220, whose cancellations cost fp16 over 1 % (the export's parity) and widen the derived golden
+tolerance, which scales with ‖α‖₁ (bounds/rules: each Gaussian's error is summed with |α_i|).
 Lipschitz: the tight max|f′| (a fine grid, plus the grid spacing times a bound on |f″|, plus an analytic bound for the
 tails) beside the analytic bound √(2γ/e)·‖α‖₁.
 """
@@ -75,7 +78,7 @@ class KAF(nn.Module):
     """A KAF per channel (axis 1) of its input: C·D trainable coefficients, a fixed dictionary."""
 
     def __init__(self, channels: int, size: int = 20, bound: float = 3.0, gamma: str | float = "reference",
-                 init: str = "ridge", target: str = "elu", ridge: float = 1e-4, seed: int = 0):
+                 init: str = "ridge", target: str = "elu", ridge: float = 1e-2, seed: int = 0):
         super().__init__()
         if channels < 1 or size < 2 or not bound > 0:
             raise EdgeRobustError(f"KAF: channels ≥ 1, dictionary size ≥ 2 and range b > 0 are needed "

@@ -15,8 +15,22 @@ import torch
 from .base import Rule, register
 
 
+def _relu_relaxation(l, u, alpha=None):  # noqa: E741  (the papers' name)
+    """`_relaxation` at (low, high) = (0, inf) in a third of the operations: the hot path of CROWN on ReLU nets."""
+    active, cross = (l >= 0).to(l.dtype), ((l < 0) & (u > 0)).to(l.dtype)
+    chord = cross * u / torch.where(cross > 0, u - l, torch.ones_like(l))
+    a = (u > -l).to(l.dtype) if alpha is None else alpha
+    return active + cross * a, torch.zeros_like(l), active + chord, -chord * l
+
+
 def _relaxation(lo, u, low, high, alpha=None):
     """(lower slope, lower intercept, upper slope, upper intercept) of clip(·, low, high) on [l, u]."""
+    if low == 0.0 and high == math.inf:
+        return _relu_relaxation(lo, u, alpha)
+    return _clip_relaxation(lo, u, low, high, alpha)
+
+
+def _clip_relaxation(lo, u, low, high, alpha=None):
     l = lo  # noqa: E741  (the papers' name)
     one, zero = torch.ones_like(l), torch.zeros_like(l)
     below, above = u <= low, l >= high

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from .base import Linear, Unbounded, register
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
 def _dot_error(ar, n, e_through, a_through, bias):
@@ -49,6 +50,19 @@ class Conv(Linear):
         w, _ = self._parts(node)
         return self._apply(node, t, w.abs(), None)
 
+    def adjoint(self, node, flat, shapes):
+        """The transposed convolution onto the padded input (output_padding restores the rows a stride leaves
+        over), cropped to the input."""
+        w, _ = self._parts(node)
+        dims, shape = w.dim() - 2, shapes[0]
+        pads = node.attr("pads", [0] * (2 * dims))
+        strides, dilations = node.attr("strides", [1] * dims), node.attr("dilations", [1] * dims)
+        padded = [shape[1 + i] + pads[i] + pads[i + dims] for i in range(dims)]
+        extra = [padded[i] - ((flat.shape[2 + i] - 1) * strides[i] + dilations[i] * (w.shape[2 + i] - 1) + 1)
+                 for i in range(dims)]
+        g = _CONV_T[dims](flat, w.to(flat.dtype), None, strides, 0, extra, node.attr("group", 1), dilations)
+        return [g[(slice(None), slice(None), *[slice(pads[i], pads[i] + shape[1 + i]) for i in range(dims)])]]
+
     def error(self, node, ar, mags, errs):
         w, b = self._parts(node)
         n = int(np.prod(w.shape[1:])) + (b is not None)
@@ -75,6 +89,9 @@ class Gemm(Linear):
 
     def abs_linear(self, node, t):
         return t @ self._parts(node)[0].abs().to(t.dtype)
+
+    def adjoint(self, node, flat, shapes):
+        return [flat @ self._parts(node)[0].to(flat.dtype).T]
 
     def error(self, node, ar, mags, errs):
         w, b = self._parts(node)
@@ -107,6 +124,9 @@ class BatchNormalization(Linear):
         scale = gamma / torch.sqrt(var + node.attr("epsilon", 1e-5))
         shape = (1, -1, *([1] * (dims - 2)))
         return scale.reshape(shape), (beta - mean * scale).reshape(shape)
+
+    def mixes(self, node):
+        return False  # one scale per channel
 
     def forward(self, node, x):
         scale, shift = self._parts(node, x.dim())

@@ -49,6 +49,10 @@ class Rule:
 
     nonlinear = False
 
+    def mixes(self, node: Node) -> bool:
+        """Whether an output element combines several input elements (not elementwise, diagonal or a move)."""
+        return True
+
     def nonlinear_at(self, node: Node) -> bool:
         """Whether this node's relaxation needs tightened input bounds (a Mul is linear unless both are computed)."""
         return self.nonlinear
@@ -113,27 +117,34 @@ class Linear(Rule):
         # an infinite input bound makes inf - inf somewhere: unknown, i.e. unbounded (never nan)
         return (centre - radius).nan_to_num(nan=-torch.inf), (centre + radius).nan_to_num(nan=torch.inf)
 
+    def adjoint(self, node: Node, flat: torch.Tensor, shapes: list[tuple[int, ...]]) -> list[torch.Tensor | None]:
+        """Lᵀ·flat for each computed input (flat: [N, *out]; None where the output does not depend on it): by
+        autograd here (one forward of zeros and its backward); dot-product rules override it with the transposed
+        operator itself, half the work."""
+        differentiable = torch.is_grad_enabled()  # certified training differentiates through the bound
+        with torch.enable_grad():
+            zs = [torch.zeros((flat.shape[0], *shape), dtype=flat.dtype, device=flat.device, requires_grad=True)
+                  for shape in shapes]
+            out = self.forward(node, *zs)
+            return list(torch.autograd.grad(out, zs, flat, create_graph=differentiable, allow_unused=True))
+
     def backward(self, node, A, *bounds, alpha=None):
         S, B = A.shape[:2]
-        differentiable = torch.is_grad_enabled()
-        with torch.enable_grad():
-            zs = [torch.zeros((S * B, *lo.shape[1:]), dtype=A.dtype, device=A.device, requires_grad=True)
-                  for lo, _ in bounds]
-            out = self.forward(node, *zs)
-            flat = A.reshape(S * B, *out.shape[1:])
-            grads = torch.autograd.grad(out, zs, flat, create_graph=differentiable, allow_unused=True)
-        out_flat, a_flat = out.reshape(S, B, -1), _fold(A, S, B)
-        bias = (a_flat * out_flat).sum(-1)
-        magnitude = (a_flat.abs() * out_flat.abs()).sum(-1)
-        if not differentiable:
-            bias, magnitude = bias.detach(), magnitude.detach()
-        ins = [torch.zeros((S, B, *lo.shape[1:]), dtype=A.dtype, device=A.device) if g is None
-               else g.reshape(S, B, *lo.shape[1:]) for g, (lo, _) in zip(grads, bounds, strict=True)]
+        shapes = [tuple(lo.shape[1:]) for lo, _ in bounds]
+        grads = self.adjoint(node, A.reshape(S * B, *A.shape[2:]), shapes)
+        c = self.constant(node, *[lo for lo, _ in bounds]).reshape(1, 1, -1)  # the same for every row
+        a_flat = _fold(A, S, B)
+        bias, magnitude = (a_flat * c).sum(-1), (a_flat.abs() * c.abs()).sum(-1)
+        ins = [torch.zeros((S, B, *shape), dtype=A.dtype, device=A.device) if g is None
+               else g.reshape(S, B, *shape) for g, shape in zip(grads, shapes, strict=True)]
         return ins, bias, magnitude
 
 
 class Structural(Linear):
     """Moves values without arithmetic (reshape, transpose, cast, concat): exact, no rounding of its own."""
+
+    def mixes(self, node):
+        return False
 
     def error(self, node, ar, mags, errs):
         return self.forward(node, *errs)

@@ -31,6 +31,9 @@ class Elementwise(Linear):
             raise node.refuse("a constant divided by a computed tensor is not linear")
         return (second if first is None else first), first is not None
 
+    def mixes(self, node):
+        return self._shape(node)[0] is None  # x1 ± x2 sums two elements; with a constant it is elementwise
+
     def forward(self, node, *xs):
         c, const_first = self._shape(node)
         if c is None:

@@ -97,11 +97,11 @@ def _torchrun_and_one_process(args: list[str], tmp_path) -> None:
     """The same edgerobust command, in float64, under `torchrun --nproc-per-node 2` into tmp/ddp and as one
     process into tmp/one."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGEROBUST_PROGRESS": "0"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                    FLOAT64_CLI, *args, "--device", "cpu", "--out", str(tmp_path / "ddp")], check=True, env=env,
-                   capture_output=True, timeout=300)
-    subprocess.run([sys.executable, FLOAT64_CLI, *args, "--device", "cpu", "--out", str(tmp_path / "one")],
-                   check=True, env=env, capture_output=True, timeout=300)
+    for command in ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                     FLOAT64_CLI, *args, "--device", "cpu", "--out", str(tmp_path / "ddp")],
+                    [sys.executable, FLOAT64_CLI, *args, "--device", "cpu", "--out", str(tmp_path / "one")]):
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (command[2:4], done.stdout[-3000:], done.stderr[-3000:])  # say why
 
 
 def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:

@@ -1,0 +1,77 @@
+"""Points drawn inside an L∞ or L2 ball ∩ [0, 1]: the one definition the device runner and the host both draw from.
+
+`edgerobust certify RUN --host` checks the device's own outputs at such points against the certificates' bounds
+(remote/certify_check.py). Every stream is keyed by (seed, point row, phase 3), as the smoothing noise is (noise.py):
+
+    rng = numpy.random.Generator(numpy.random.PCG64(numpy.random.SeedSequence([seed, row, 3])))
+    L∞: u = rng.random((b,) + x.shape) (float64); odd samples take round(u) (a vertex of the ball);
+        z = clip(x + eps * (2u - 1), max(0, x - eps), min(1, x + eps))
+    L2: g = rng.standard_normal((b, x.size)) (float64), then r = rng.random(b); odd samples lie on the sphere (r = 1);
+        z = clip(x + eps * r^(1/d) * g / |g|, 0, 1)   (the box projection only moves z closer to x)
+    then float32, each coordinate rounded back towards x where rounding left the ball (L∞: one ulp; L2: the step
+    shrunk by 1 - 2^-20 until the float64 norm is at most eps), so every point is inside the ball exactly.
+"""
+import hashlib
+
+import numpy as np
+
+from .noise import generator
+
+PHASE = 3
+NORMS = ("inf", "2")
+RULE = ("numpy.random.Generator(PCG64(SeedSequence([seed, row, 3]))); L-inf: x + eps*(2*random - 1), odd samples "
+        "at vertices; L2: x + eps*r^(1/d)*g/|g|, odd samples on the sphere; clipped to [0,1], float32 inside the ball")
+
+
+def ball_batches(x, eps, norm, n, batch, seed, row):
+    """The `n` points of one centre `x` (C,H,W float32), in stream order, `batch` at a time (float32)."""
+    rng = generator(seed, row, PHASE)
+    centre = np.asarray(x, dtype=np.float32)
+    base = centre.astype(np.float64)
+    done = 0
+    while done < n:
+        size = min(batch, n - done)
+        odd = (np.arange(done, done + size) % 2 == 1)
+        if norm == "inf":
+            u = rng.random((size,) + base.shape)
+            u[odd] = np.round(u[odd])
+            z = np.clip(base + eps * (2 * u - 1), np.maximum(0.0, base - eps), np.minimum(1.0, base + eps))
+            out = _inside_inf(z.astype(np.float32), base, eps)
+        else:
+            d = base.size
+            g = rng.standard_normal((size, d))
+            r = rng.random(size)
+            r[odd] = 1.0
+            step = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-300) * (eps * r ** (1.0 / d))[:, None]
+            z = np.clip(base.reshape(1, -1) + step, 0.0, 1.0).reshape((size,) + base.shape)
+            out = _inside_l2(z.astype(np.float32), base, eps)
+        yield out
+        done += size
+
+
+def _inside_inf(z, base, eps):
+    """Coordinates that rounding to float32 put outside [x - eps, x + eps] ∩ [0, 1] move one ulp back towards x."""
+    low, high = np.maximum(0.0, base - eps), np.minimum(1.0, base + eps)
+    wide = z.astype(np.float64)
+    over, under = wide > high, wide < low
+    z[over] = np.nextafter(z[over], np.float32(-np.inf))
+    z[under] = np.nextafter(z[under], np.float32(np.inf))
+    return z
+
+
+def _inside_l2(z, base, eps):
+    flat = z.reshape(len(z), -1)
+    centre = base.reshape(1, -1)
+    for _ in range(64):  # a shrink by 2^-20 per round more than covers float32 rounding of a unit step
+        far = np.linalg.norm(flat.astype(np.float64) - centre, axis=1) > eps
+        if not far.any():
+            break
+        flat[far] = (centre + (flat[far].astype(np.float64) - centre) * (1 - 2.0 ** -20)).astype(np.float32)
+    return flat.reshape(z.shape)
+
+
+def fingerprint(x, eps, norm, seed, row, count=4):
+    """sha256 (16 hex digits) of the first `count` points of a stream: equal on two machines exactly when they
+    drew the same points."""
+    first = next(ball_batches(x, eps, norm, count, count, seed, row))
+    return hashlib.sha256(np.ascontiguousarray(first, dtype="<f4").tobytes()).hexdigest()[:16]

@@ -12,7 +12,8 @@ from ..certify.lipschitz import GLOBAL_METHODS
 from ..config import parse_number
 from ..run import RunDir
 from ..run_select import bundle_of
-from .common import command, console, split_list
+from . import remote as remote_cmd
+from .common import command, console, recipe_section, split_list
 from .defaults import bundle_argument
 from .render import table
 
@@ -34,9 +35,27 @@ def certify(
     budget_mb: int = typer.Option(1024, "--budget-mb", min=16, help="Working memory per batch (MiB)."),
     vnnlib: Optional[Path] = typer.Option(None, "--export-vnnlib", help="Also write the fp32 artifact, one VNN-LIB "
                                           "property per point (first ε) and instances.csv here (VNN-COMP layout)."),
+    host: Optional[str] = typer.Option(None, "--host", help="Check RUN/certificates.json on a device instead: its own "
+                                       "outputs at random and attacked points inside every certified ball must stay "
+                                       "within the bounds (user@host, an ssh alias, or local[:PYTHON])."),
+    check_samples: int = typer.Option(10_000, "--check-samples", min=1, help="With --host: random points per "
+                                                                              "certified ball."),
+    seed: int = typer.Option(0, "--seed", help="With --host: the seed of the points drawn on the device."),
+    profile: Optional[str] = typer.Option(None, "--target", help="With --host: the device's profile (default: the "
+                                                                "run's only export)."),
+    python: Optional[str] = remote_cmd.PYTHON, ssh_config: Optional[Path] = remote_cmd.SSH_CONFIG,
+    device_dir: Optional[str] = remote_cmd.DEVICE_DIR, insecure: bool = remote_cmd.INSECURE,
+    timeout: Optional[float] = remote_cmd.TIMEOUT, max_output: Optional[float] = remote_cmd.MAX_OUTPUT,
 ) -> None:
-    """Certify the bundle's ONNX artifacts on its golden inputs: RUN/certificates.json and a table."""
+    """Certify the bundle's ONNX artifacts on its golden inputs: RUN/certificates.json and a table (with --host:
+    check the device's outputs inside the certified balls against those certificates)."""
     from ..certify.api import certify_bundle, check_eps
+
+    if host is not None:
+        config = recipe_section(None, "device", dict(
+            **remote_cmd.reach_overrides(host, python, ssh_config, device_dir, insecure, timeout, max_output),
+            target=profile, precisions=split_list(precision)))
+        return check_on_device(target, config, check_samples, seed, split_list(arithmetic))
 
     values = check_eps([parse_number(v, "--eps") for v in split_list(eps) or []])
     if target is not None and (target / "model.json").is_file():
@@ -66,3 +85,34 @@ def certify(
             if row["vacuous"]:
                 console.print(f"{artifact['precision']} {row['arithmetic']}: {row['vacuous']}", markup=False)
                 break
+
+
+def check_on_device(target: Optional[Path], config, samples: int, seed: int, arithmetic: list[str] | None) -> None:
+    """`certify RUN --host`: remote/certify_check.py, a table per precision, ε and arithmetic model; exit 2 when any
+    device output left its bounds (every violation is in RUN/device/<device>/certify_check.json)."""
+    from dataclasses import replace
+
+    from ..errors import EdgeRobustError
+    from ..remote.certify_check import device_certify_check
+
+    if target is None or not (target / "model.json").is_file():
+        raise EdgeRobustError("certify --host checks a run's certificates.json on a device; give the run directory")
+    run = RunDir.open(target)
+    if config.target is None:
+        exports = list(run.manifest.get("export", {}))
+        if len(exports) != 1:
+            raise EdgeRobustError(f"run {run.path} has {'no export' if not exports else 'several exports'}; name the "
+                                  "device's profile with --target")
+        config = replace(config, target=exports[0])
+    doc = device_certify_check(run, config, samples=samples, seed=seed, arithmetic=arithmetic, progress=False)
+    rows = [[r["precision"], r["arithmetic"], r["eps"], r["certified_points"], r["checked_outputs"], r["violations"],
+             ", ".join(map(str, r["violating_points"])) or "—"] for r in doc["rows"]]
+    console.print(table(f"device outputs inside certified balls on {doc['host']} ({doc['settings']['runtime']}, "
+                        f"{samples} random points per ball and the attacks' points inside it)",
+                        ["precision", "arithmetic", "ε", "certified points", "outputs checked", "violations",
+                         "violating points"], rows))
+    console.print(f"certify check: [bold]{run.path / 'device'}[/]")
+    if doc["violations"]:
+        raise EdgeRobustError(f"{doc['violations']} device outputs left their certified bounds (points "
+                              f"{sorted({p for r in doc['rows'] for p in r['violating_points']})}); the certificate "
+                              "does not hold on this device: see certify_check.json")

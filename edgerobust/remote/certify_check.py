@@ -107,7 +107,9 @@ def violations(outputs: np.ndarray, label: int, bound: list[float | None]) -> di
     first = None
     if bad.any():
         s = int(np.argmax(bad))
-        j = int(np.nanargmin(np.where(np.isfinite(slack[s]), slack[s], -np.inf)))
+        key = np.where(np.isnan(slack[s]), -np.inf, slack[s])  # a non-finite output is the worst
+        key[label] = np.inf
+        j = int(np.argmin(key))
         first = {"sample": s, "class": j, "margin": float(margin[s, j]) if np.isfinite(margin[s, j]) else None,
                  "bound": float(lower[j])}
     finite = slack[np.isfinite(slack)]

@@ -6,8 +6,9 @@
     rng = numpy.random.Generator(numpy.random.PCG64(numpy.random.SeedSequence([seed, row, 3])))
     L∞: u = rng.random((b,) + x.shape) (float64); odd samples take round(u) (a vertex of the ball);
         z = clip(x + eps * (2u - 1), max(0, x - eps), min(1, x + eps))
-    L2: g = rng.standard_normal((b, x.size)) (float64), then r = rng.random(b); odd samples lie on the sphere (r = 1);
-        z = clip(x + eps * r^(1/d) * g / |g|, 0, 1)   (the box projection only moves z closer to x)
+    L2: g = rng.standard_normal((b, d + 2)) (float64, d = x.size); odd samples zero g's last two entries (a point on
+        the sphere); z = clip(x + eps * g[:d] / |g|, 0, 1): uniform in the ball (the first d coordinates of a uniform
+        point on the sphere in d + 2 dimensions); the box projection only moves z closer to x
     then float32, each coordinate rounded back towards x where rounding left the ball (L∞: one ulp; L2: the step
     shrunk by 1 - 2^-20 until the float64 norm is at most eps), so every point is inside the ball exactly.
 """
@@ -20,7 +21,8 @@ from .noise import generator
 PHASE = 3
 NORMS = ("inf", "2")
 RULE = ("numpy.random.Generator(PCG64(SeedSequence([seed, row, 3]))); L-inf: x + eps*(2*random - 1), odd samples "
-        "at vertices; L2: x + eps*r^(1/d)*g/|g|, odd samples on the sphere; clipped to [0,1], float32 inside the ball")
+        "at vertices; L2: x + eps*g[:d]/|g| with g normal in d+2 dimensions, odd samples on the sphere; clipped to "
+        "[0,1], float32 inside the ball")
 
 
 def ball_batches(x, eps, norm, n, batch, seed, row):
@@ -38,11 +40,10 @@ def ball_batches(x, eps, norm, n, batch, seed, row):
             z = np.clip(base + eps * (2 * u - 1), np.maximum(0.0, base - eps), np.minimum(1.0, base + eps))
             out = _inside_inf(z.astype(np.float32), base, eps)
         else:
-            d = base.size
-            g = rng.standard_normal((size, d))
-            r = rng.random(size)
-            r[odd] = 1.0
-            step = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-300) * (eps * r ** (1.0 / d))[:, None]
+            d = base.size  # uniform in the d-ball: d coordinates of a uniform point on the (d+1)-sphere in R^(d+2)
+            g = rng.standard_normal((size, d + 2))  # (Voelker et al. 2017); one draw per sample keeps batches equal
+            g[odd, d:] = 0.0
+            step = eps * g[:, :d] / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-300)
             z = np.clip(base.reshape(1, -1) + step, 0.0, 1.0).reshape((size,) + base.shape)
             out = _inside_l2(z.astype(np.float32), base, eps)
         yield out
@@ -51,9 +52,8 @@ def ball_batches(x, eps, norm, n, batch, seed, row):
 
 def _inside_inf(z, base, eps):
     """Coordinates that rounding to float32 put outside [x - eps, x + eps] ∩ [0, 1] move one ulp back towards x."""
-    low, high = np.maximum(0.0, base - eps), np.minimum(1.0, base + eps)
-    wide = z.astype(np.float64)
-    over, under = wide > high, wide < low
+    wide = z.astype(np.float64)  # float32 minus float32 is exact in float64: the same test as the host's
+    over, under = (wide - base > eps) | (wide > 1.0), (base - wide > eps) | (wide < 0.0)
     z[over] = np.nextafter(z[over], np.float32(-np.inf))
     z[under] = np.nextafter(z[under], np.float32(np.inf))
     return z

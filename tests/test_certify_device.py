@@ -130,3 +130,31 @@ def test_the_boundary_refuses_a_malformed_logits_document_in_one_line(rows, why)
     assert "\n" not in str(info.value)
     ok = {"protocol": 1, "ok": True, "result": {"samples": 2, "rows": [{"row": 0, "logits": [[1.0, None], [0, 2]]}]}}
     assert parse_document(json.dumps(ok).encode(), "logits", "dev")["result"]["rows"][0]["logits"][0] == [1.0, None]
+
+
+def test_the_runner_logits_command_at_inputs_and_its_bad_input(runner_bundle, tmp_path):
+    from runner_helpers import error_kind, run_runner
+
+    x = np.load(runner_bundle / "golden_inputs.npy")[:3].astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+    code, doc = run_runner("logits", "--bundle", runner_bundle, "--set", tmp_path / "x.npz", "--rows", "2,0")
+    assert code == 0, doc
+    rows = doc["result"]["rows"]
+    assert [r["row"] for r in rows] == [2, 0] and all(len(r["logits"]) == 1 for r in rows)
+    assert doc["result"]["artifact"]["precision"] == "fp32" and doc["result"]["samples"] is None
+    code, doc = run_runner("logits", "--bundle", runner_bundle, "--set", tmp_path / "x.npz", "--rows", "1",
+                           "--samples", "5", "--eps", "0.02", "--seed", "7")
+    (row,) = doc["result"]["rows"]
+    assert len(row["logits"]) == 5 and row["fingerprint"] == fingerprint(x[1], 0.02, "inf", 7, 1)
+    np.savez(tmp_path / "y.npz", y=x)
+    np.savez(tmp_path / "f64.npz", x=x.astype(np.float64))
+    assert "no x (or x_adv)" in error_kind(["logits", "--bundle", runner_bundle, "--set", tmp_path / "y.npz"],
+                                           "set_invalid")
+    assert "must be float32" in error_kind(["logits", "--bundle", runner_bundle, "--set", tmp_path / "f64.npz"],
+                                           "set_invalid")
+    assert "outside 0..2" in error_kind(["logits", "--bundle", runner_bundle, "--set", tmp_path / "x.npz", "--rows",
+                                         "3"], "usage")
+    assert "needs --eps" in error_kind(["logits", "--bundle", runner_bundle, "--set", tmp_path / "x.npz",
+                                        "--samples", "4"], "usage")
+    assert "needs --eps" in error_kind(["logits", "--bundle", runner_bundle, "--set", tmp_path / "x.npz",
+                                        "--samples", "4", "--eps", "0.1", "--norm", "1"], "usage")

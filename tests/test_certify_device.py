@@ -158,3 +158,41 @@ def test_the_runner_logits_command_at_inputs_and_its_bad_input(runner_bundle, tm
                                         "--samples", "4"], "usage")
     assert "needs --eps" in error_kind(["logits", "--bundle", runner_bundle, "--set", tmp_path / "x.npz",
                                         "--samples", "4", "--eps", "0.1", "--norm", "1"], "usage")
+
+
+def test_a_fleet_shards_the_certified_points_and_names_a_failed_shard(certified, device_python, tmp_path):
+    run, doc = certified
+    fleet_file = tmp_path / "fleet.toml"
+    fleet_file.write_text(f"""
+[fleet]
+concurrency = 3
+[defaults]
+target = "x86-edge"
+python = "{device_python}"
+[[device]]
+name = "board-a"
+host = "local"
+root = "{tmp_path / 'a'}"
+[[device]]
+name = "board-b"
+host = "local"
+root = "{tmp_path / 'b'}"
+[[device]]
+name = "board-off"
+host = "local:{tmp_path / 'no-python'}"
+root = "{tmp_path / 'c'}"
+""")
+    code, out, err = run_cli("certify", run.path, "--hosts", fleet_file, "--check-samples", "40", "--precision", "fp32")
+    assert code == 2 and "1 of 3 shards were not checked" in err
+    summary = read_json(run.path / "device" / "fleet-certify_check.json")
+    assert summary["violations"] == 0 and summary["unchecked_shards"] == [[2, 3]]
+    certified_fp32 = {i for a in doc["artifacts"] if a["precision"] == "fp32" for r in a["rows"]
+                      if r["arithmetic"] == "fp32" for i, ok in enumerate(r["points"]["certified"]) if ok}
+    checked = {}
+    for name in ("board-a", "board-b"):
+        for row in read_json(run.path / "device" / name / "certify_check.json")["rows"]:
+            for point in row["points"]:
+                checked.setdefault(point["point"], []).append(name)
+    expected = sorted(certified_fp32)
+    assert set(checked) == set(expected[0::3]) | set(expected[1::3])  # the third shard is named, not passed
+    assert all(len(names) == 1 for names in checked.values())

@@ -38,6 +38,9 @@ def certify(
     host: Optional[str] = typer.Option(None, "--host", help="Check RUN/certificates.json on a device instead: its own "
                                        "outputs at random and attacked points inside every certified ball must stay "
                                        "within the bounds (user@host, an ssh alias, or local[:PYTHON])."),
+    hosts: Optional[Path] = typer.Option(None, "--hosts", help="Check on a fleet (TOML), the certified points "
+                                                                "sharded over its devices."),
+    trust_ssh_config: bool = remote_cmd.TRUST_SSH_CONFIG,
     check_samples: int = typer.Option(10_000, "--check-samples", min=1, help="With --host: random points per "
                                                                               "certified ball."),
     seed: int = typer.Option(0, "--seed", help="With --host: the seed of the points drawn on the device."),
@@ -51,10 +54,12 @@ def certify(
     check the device's outputs inside the certified balls against those certificates)."""
     from ..certify.api import certify_bundle, check_eps
 
-    if host is not None:
+    if remote_cmd.on_device(host, hosts):
         config = recipe_section(None, "device", dict(
             **remote_cmd.reach_overrides(host, python, ssh_config, device_dir, insecure, timeout, max_output),
             target=profile, precisions=split_list(precision)))
+        if hosts:
+            return check_on_fleet(target, config, hosts, trust_ssh_config, check_samples, seed, split_list(arithmetic))
         return check_on_device(target, config, check_samples, seed, split_list(arithmetic))
 
     values = check_eps([parse_number(v, "--eps") for v in split_list(eps) or []])
@@ -87,23 +92,60 @@ def certify(
                 break
 
 
-def check_on_device(target: Optional[Path], config, samples: int, seed: int, arithmetic: list[str] | None) -> None:
-    """`certify RUN --host`: remote/certify_check.py, a table per precision, ε and arithmetic model; exit 2 when any
-    device output left its bounds (every violation is in RUN/device/<device>/certify_check.json)."""
+def _run_and_target(target: Optional[Path], config, fleet: bool = False):
     from dataclasses import replace
 
     from ..errors import EdgeRobustError
-    from ..remote.certify_check import device_certify_check
 
     if target is None or not (target / "model.json").is_file():
-        raise EdgeRobustError("certify --host checks a run's certificates.json on a device; give the run directory")
+        raise EdgeRobustError("certify --host/--hosts checks a run's certificates.json on a device; give the run "
+                              "directory")
     run = RunDir.open(target)
-    if config.target is None:
+    if config.target is None and not fleet:  # a fleet's devices name their targets
         exports = list(run.manifest.get("export", {}))
         if len(exports) != 1:
             raise EdgeRobustError(f"run {run.path} has {'no export' if not exports else 'several exports'}; name the "
                                   "device's profile with --target")
         config = replace(config, target=exports[0])
+    return run, config
+
+
+def check_on_fleet(target: Optional[Path], config, hosts: Path, trust: bool, samples: int, seed: int,
+                   arithmetic: list[str] | None) -> None:
+    """`certify RUN --hosts fleet.toml`: the certified points sharded over the fleet (certify_check_fleet)."""
+    from rich.text import Text
+
+    from ..errors import EdgeRobustError
+    from ..remote.certify_check import certify_check_fleet
+    from ..remote.fleet import load_fleet
+    from .common import err_console
+
+    run, config = _run_and_target(target, config, fleet=True)
+    fleet = load_fleet(hosts, config, trust)
+    for setting in fleet.trusted_ssh_settings:
+        err_console.print(Text(f"warning: trusted ssh_config of {hosts}: {setting}", "bold yellow"))
+    summary = certify_check_fleet(run, fleet, samples=samples, seed=seed, arithmetic=arithmetic)
+    rows = [[r["device"], f"{r['shard'][0]} of {r['shard'][1]}", r["status"], r.get("checked_outputs", "—"),
+             r.get("violations", "—"), ", ".join(map(str, r.get("violating_points", []))) or
+             (r["error"]["message"] if r["status"] != "ok" else "—")] for r in summary["rows"]]
+    console.print(table(f"device outputs inside certified balls, sharded over {hosts}",
+                        ["device", "shard", "status", "outputs checked", "violations", "violating points / error"],
+                        rows))
+    if summary["violations"]:
+        raise EdgeRobustError(f"{summary['violations']} device outputs left their certified bounds; the certificate "
+                              f"does not hold on every device: see {run.path / 'device'}")
+    if summary["unchecked_shards"]:
+        raise EdgeRobustError(f"{len(summary['unchecked_shards'])} of {len(summary['rows'])} shards were not checked "
+                              f"(a device failed); their points are unchecked: see {run.path / 'device'}")
+
+
+def check_on_device(target: Optional[Path], config, samples: int, seed: int, arithmetic: list[str] | None) -> None:
+    """`certify RUN --host`: remote/certify_check.py, a table per precision, ε and arithmetic model; exit 2 when any
+    device output left its bounds (every violation is in RUN/device/<device>/certify_check.json)."""
+    from ..errors import EdgeRobustError
+    from ..remote.certify_check import device_certify_check
+
+    run, config = _run_and_target(target, config)
     doc = device_certify_check(run, config, samples=samples, seed=seed, arithmetic=arithmetic, progress=False)
     rows = [[r["precision"], r["arithmetic"], r["eps"], r["certified_points"], r["checked_outputs"], r["violations"],
              ", ".join(map(str, r["violating_points"])) or "—"] for r in doc["rows"]]

@@ -21,12 +21,22 @@ import numpy as np
 
 from ..config import DeviceConfig
 from ..errors import EdgeRobustError
-from ..io import sha256_file
+from ..io import sha256_file, write_json
 from ..progress import progress_bar
-from ..run import RunDir
+from ..run import RunDir, now
 from ..runner.balls import fingerprint as ball_fingerprint
-from .api import DeviceRecord, _open, adversarial_sets, choose_runtime, device_facts, row_record
-from .errors import RemoteError
+from .api import (
+    DeviceRecord,
+    _open,
+    adversarial_sets,
+    as_profile,
+    choose_runtime,
+    device_facts,
+    resolve_bundle,
+    row_record,
+)
+from .errors import RemoteError, error_record
+from .fleet import Fleet, FleetError
 from .session import DeviceSession
 
 CERTIFICATES_FILE = "certificates.json"  # certify/api.py's file
@@ -63,8 +73,9 @@ def read_certificates(run: RunDir) -> dict[str, Any]:
 
 
 def plan(doc: dict[str, Any], manifest: dict[str, Any], bundle: Path, precisions: list[str] | None,
-         arithmetic: list[str] | None) -> list[dict[str, Any]]:
-    """Per (precision, ε): the arithmetic rows to check and the union of their certified points."""
+         arithmetic: list[str] | None, shard: tuple[int, int] = (0, 1)) -> list[dict[str, Any]]:
+    """Per (precision, ε): the arithmetic rows to check and the union of their certified points (of those, the
+    ones at positions `index`, `index + count`, … for shard (index, count))."""
     jobs = []
     for artifact in doc["artifacts"]:
         precision = artifact["precision"]
@@ -83,6 +94,7 @@ def plan(doc: dict[str, Any], manifest: dict[str, Any], bundle: Path, precisions
             by_eps.setdefault(float(row["eps"]), []).append(row)
         for eps, rows in by_eps.items():
             points = sorted({i for row in rows for i, ok in enumerate(row["points"]["certified"]) if ok})
+            points = points[shard[0]::shard[1]]
             jobs.append({"precision": precision, "eps": eps, "rows": rows, "points": points})
     return jobs
 
@@ -118,13 +130,17 @@ def violations(outputs: np.ndarray, label: int, bound: list[float | None]) -> di
 
 def device_certify_check(run: RunDir | str | Path, config: DeviceConfig, session: DeviceSession | None = None, *,
                          bundle: str | Path | None = None, samples: int = 10_000, seed: int = 0,
-                         arithmetic: list[str] | None = None, progress: bool | None = None) -> dict[str, Any]:
+                         arithmetic: list[str] | None = None, shard: tuple[int, int] = (0, 1),
+                         progress: bool | None = None) -> dict[str, Any]:
     """Check the device's outputs at `samples` points per certified ball, and at the attacks' points inside it,
     against the certificates; RUN/device/<device>/certify_check.json (one row per precision, ε and arithmetic model,
     per point the samples, attacked points and violations) and the manifest's `device` section.
 
     `config` is the [device] section (target, name, runtime, threads, precisions, replay_batch, and how to reach the
-    device unless `session` is given); `bundle` replaces the run's export."""
+    device unless `session` is given); `bundle` replaces the run's export; `shard` (index, count): check only every
+    count-th certified point from the index-th (a fleet's share, `certify_check_fleet`)."""
+    if not 0 <= shard[0] < shard[1]:
+        raise CertifyCheckError(f"shard {shard[0]} of {shard[1]} does not exist; shards are 0..count-1")
     if samples < 1:
         raise CertifyCheckError(f"--check-samples {samples} must be at least 1")
     run = run if isinstance(run, RunDir) else RunDir.open(run)
@@ -133,7 +149,7 @@ def device_certify_check(run: RunDir | str | Path, config: DeviceConfig, session
     from ..export.bundle import read_manifest
 
     manifest = read_manifest(bundle_path)
-    jobs = plan(doc, manifest, bundle_path, config.precisions, arithmetic)
+    jobs = plan(doc, manifest, bundle_path, config.precisions, arithmetic, shard)
     norm, n = doc["norm"], doc["n"]
     centres = np.load(bundle_path / "golden_inputs.npy")[:n].astype(np.float32)
     labels = np.load(bundle_path / "golden_labels.npy")[:n].astype(np.int64)
@@ -150,7 +166,7 @@ def device_certify_check(run: RunDir | str | Path, config: DeviceConfig, session
         "bundle_sha256": session.bundle_sha, "device": device_facts(session, transfer.to_dict()),
         "certificates": {"file": CERTIFICATES_FILE, "method": doc.get("method"), "norm": norm, "n": n},
         "settings": {"runtime": runtime, "threads": threads, "batch": config.replay_batch, "samples": samples,
-                     "seed": seed, "attack_sets": sorted(attacked)},
+                     "seed": seed, "attack_sets": sorted(attacked), "shard": list(shard)},
         "violations": 0, "checked_outputs": 0})
     try:
         with tempfile.TemporaryDirectory() as temp:
@@ -261,3 +277,45 @@ def _check_row(job, row, labels, sampled, hits, samples, meta) -> dict[str, Any]
 def _prefixed(found: dict[str, Any]) -> dict[str, Any]:
     return {"sampled_violations": found["violations"], "sampled_min_slack": found["min_slack"],
             "sampled_first": found["first"]}
+
+
+def certify_check_fleet(run: RunDir | str | Path, fleet: Fleet, *, samples: int = 10_000, seed: int = 0,
+                        arithmetic: list[str] | None = None) -> dict[str, Any]:
+    """The check sharded over a fleet: device k of K checks every K-th certified point from the k-th
+    (`fleet.concurrency` at a time), each into its own RUN/device/<name>/certify_check.json; the summary
+    RUN/device/fleet-certify_check.json counts every device's violations and names the shards not checked (a
+    device that failed leaves its points unchecked, said in its row, never counted as passed)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    run = run if isinstance(run, RunDir) else RunDir.open(run)
+    read_certificates(run)
+    for device in fleet.devices:  # bad input before any device is contacted
+        if not device.target:
+            raise FleetError(f"fleet file {fleet.source}: device '{device.name}' has no field 'target' and no "
+                             "--target was given")
+        resolve_bundle(run, as_profile(device.target))
+    count = len(fleet.devices)
+
+    def one(item) -> dict[str, Any]:
+        k, device = item
+        row = {"device": device.name, "host": device.host, "target": device.target, "shard": [k, count]}
+        try:
+            doc = device_certify_check(run, device, samples=samples, seed=seed, arithmetic=arithmetic,
+                                       shard=(k, count), progress=False)
+            row.update(status="ok", file=f"device/{device.name}/certify_check.json", violations=doc["violations"],
+                       checked_outputs=doc["checked_outputs"],
+                       violating_points=sorted({p for r in doc["rows"] for p in r["violating_points"]}))
+        except RemoteError as exc:
+            row.update(status="error", error=error_record(exc))
+        except EdgeRobustError as exc:
+            row.update(status="error", error={"kind": "bad-input", "message": str(exc)})
+        return row
+
+    with ThreadPoolExecutor(max_workers=fleet.concurrency) as pool:
+        rows = list(pool.map(one, enumerate(fleet.devices)))
+    summary = {"format": "edgerobust-fleet-1", "kind": "certify_check", "created": now(), "fleet": fleet.source,
+               "samples": samples, "seed": seed, "rows": rows,
+               "violations": sum(r.get("violations", 0) for r in rows),
+               "unchecked_shards": [r["shard"] for r in rows if r["status"] != "ok"]}
+    write_json(run.path / "device" / "fleet-certify_check.json", summary)
+    return summary

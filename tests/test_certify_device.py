@@ -95,7 +95,7 @@ def test_certificates_of_another_artifact_are_refused_before_connecting(certifie
         device_certify_check(run, local("/nonexistent/python", tmp_path / "d"), samples=10, progress=False)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.integers(0, 2**31), st.one_of(st.just(0.0), st.floats(1e-3, 0.5)), st.sampled_from(["inf", "2"]),
        st.integers(0, 3))
 def test_points_drawn_in_a_ball_lie_inside_it_and_the_box_exactly(seed, eps, norm, row):
@@ -196,3 +196,10 @@ root = "{tmp_path / 'c'}"
     expected = sorted(certified_fp32)
     assert set(checked) == set(expected[0::3]) | set(expected[1::3])  # the third shard is named, not passed
     assert all(len(names) == 1 for names in checked.values())
+
+
+def test_samples_that_cannot_fit_one_answer_are_refused_before_connecting(certified, tmp_path):
+    run, _ = certified
+    config = replace(local("/nonexistent/python", tmp_path / "d"), max_output_mib=0.5)
+    with pytest.raises(CertifyCheckError, match="does not fit in one answer of --max-output 0.5 MiB"):
+        device_certify_check(run, config, samples=10_000, progress=False)

@@ -40,7 +40,7 @@ from .fleet import Fleet, FleetError
 from .session import DeviceSession
 
 CERTIFICATES_FILE = "certificates.json"  # certify/api.py's file
-CHUNK_LOGITS = 200_000  # output rows per runner call: about 20 MB of JSON at 10 classes, under the output cap
+BYTES_PER_LOGIT = 24  # a float32 written as a JSON number with its separator, at most ("-1.2345678901234567e-05, ")
 
 
 class CertifyCheckError(EdgeRobustError):
@@ -150,6 +150,12 @@ def device_certify_check(run: RunDir | str | Path, config: DeviceConfig, session
 
     manifest = read_manifest(bundle_path)
     jobs = plan(doc, manifest, bundle_path, config.precisions, arithmetic, shard)
+    classes = int(np.load(bundle_path / "golden_outputs.npy", mmap_mode="r").shape[1])
+    per_call = int(config.max_output_mib * 2**20 * 0.8) // (BYTES_PER_LOGIT * classes * samples)  # rows per call
+    if per_call < 1:
+        raise CertifyCheckError(f"--check-samples {samples} × {classes} logits per point does not fit in one answer "
+                                f"of --max-output {config.max_output_mib:g} MiB; lower --check-samples or raise "
+                                "--max-output")
     norm, n = doc["norm"], doc["n"]
     centres = np.load(bundle_path / "golden_inputs.npy")[:n].astype(np.float32)
     labels = np.load(bundle_path / "golden_labels.npy")[:n].astype(np.int64)
@@ -176,7 +182,7 @@ def device_certify_check(run: RunDir | str | Path, config: DeviceConfig, session
                     bar.update(task, status=f"{job['precision']} ε={job['eps']:g}")
                     base = ["--precision", job["precision"], "--runtime", runtime, "--threads", str(threads),
                             "--batch", str(config.replay_batch)]
-                    sampled, meta = _sampled(session, temp, centres, job, samples, seed, norm, base)
+                    sampled, meta = _sampled(session, temp, centres, job, (samples, seed, norm, per_call), base)
                     hits = _attacked(session, temp, centres, attacked, job, norm, base)
                     for row in job["rows"]:
                         record.add(_check_row(job, row, labels, sampled, hits, samples, meta))
@@ -195,14 +201,15 @@ def _send(session: DeviceSession, temp: str, name: str, x: np.ndarray) -> str:
     return f"{session.send_sets(Path(temp), [name])}/{name}"
 
 
-def _sampled(session, temp, centres, job, samples, seed, norm, base):
-    """Logits at `samples` points in each certified ball, in calls of at most CHUNK_LOGITS outputs."""
+def _sampled(session, temp, centres, job, draw, base):
+    """Logits at `samples` points in each certified ball, `per_call` balls per runner call (so that an answer fits
+    the output cap)."""
+    samples, seed, norm, per_call = draw
     out: dict[int, np.ndarray] = {}
     meta: dict[str, Any] = {}
     if not job["points"]:
         return out, meta
     remote = _send(session, temp, "centres.npz", centres)
-    per_call = max(1, CHUNK_LOGITS // samples)
     for start in range(0, len(job["points"]), per_call):
         rows = job["points"][start:start + per_call]
         result = session.call("logits", *base, "--set", remote, "--rows", ",".join(map(str, rows)), "--samples",

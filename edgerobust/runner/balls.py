@@ -9,8 +9,9 @@
     L2: g = rng.standard_normal((b, d + 2)) (float64, d = x.size); odd samples zero g's last two entries (a point on
         the sphere); z = clip(x + eps * g[:d] / |g|, 0, 1): uniform in the ball (the first d coordinates of a uniform
         point on the sphere in d + 2 dimensions); the box projection only moves z closer to x
-    then float32, each coordinate rounded back towards x where rounding left the ball (L∞: one ulp; L2: the step
-    shrunk by 1 - 2^-20 until the float64 norm is at most eps), so every point is inside the ball exactly.
+    then float32, each coordinate rounded back towards x where rounding left the ball (L∞: one ulp; L2: every
+    coordinate rounded towards x, the step shrunk by 1 - 2^-10 while the float64 norm still exceeds eps), so every
+    point is inside the ball exactly.
 """
 import hashlib
 
@@ -45,7 +46,7 @@ def ball_batches(x, eps, norm, n, batch, seed, row):
             g[odd, d:] = 0.0
             step = eps * g[:, :d] / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-300)
             z = np.clip(base.reshape(1, -1) + step, 0.0, 1.0).reshape((size,) + base.shape)
-            out = _inside_l2(z.astype(np.float32), base, eps)
+            out = _inside_l2(z, centre, base, eps)
         yield out
         done += size
 
@@ -59,15 +60,26 @@ def _inside_inf(z, base, eps):
     return z
 
 
-def _inside_l2(z, base, eps):
-    flat = z.reshape(len(z), -1)
-    centre = base.reshape(1, -1)
-    for _ in range(64):  # a shrink by 2^-20 per round more than covers float32 rounding of a unit step
-        far = np.linalg.norm(flat.astype(np.float64) - centre, axis=1) > eps
+def _toward(z, centre, base):
+    """z (float64) to float32, each coordinate rounded towards the centre: |z32 - x| <= |z - x| coordinate-wise."""
+    out = z.astype(np.float32)
+    away = np.abs(out.astype(np.float64) - base) > np.abs(z - base)
+    out[away] = np.nextafter(out[away], np.broadcast_to(centre, out.shape)[away])
+    return out
+
+
+def _inside_l2(z, centre, base, eps):
+    """Rounded towards x, a point moves no further from x; a float64 rounding of the step itself (at a tiny eps) is
+    undone by shrinking the step by 2^-10 per round; a point still outside after 64 rounds becomes x itself."""
+    out = _toward(z, centre, base)
+    for _ in range(64):
+        far = np.linalg.norm((out.astype(np.float64) - base).reshape(len(out), -1), axis=1) > eps
         if not far.any():
-            break
-        flat[far] = (centre + (flat[far].astype(np.float64) - centre) * (1 - 2.0 ** -20)).astype(np.float32)
-    return flat.reshape(z.shape)
+            return out
+        z[far] = base + (z[far] - base) * (1 - 2.0 ** -10)
+        out[far] = _toward(z[far], centre, base)
+    out[far] = centre
+    return out
 
 
 def fingerprint(x, eps, norm, seed, row, count=4):

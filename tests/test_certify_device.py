@@ -26,21 +26,28 @@ def local(python, root) -> DeviceConfig:
     return DeviceConfig(host=f"local:{python}", root=str(root), target="x86-edge")
 
 
-@pytest.fixture
-def certified(edge_copy):
-    """edge_copy certified at ε = 0.01 (CROWN, 8 points) on its x86-edge bundle, with an attack set whose points
-    sit at corners of those balls (so the attacked-points path has points to check)."""
+@pytest.fixture(params=[("inf", EPS)])
+def certified(edge_copy, request):
+    """edge_copy certified at ε (CROWN, 8 points) on its x86-edge bundle, with an attack set whose points sit at
+    corners of those balls (L∞) or on their spheres (L2), so the attacked-points path has points to check."""
+    norm, eps = request.param
     bundle = edge_copy.bundle("x86-edge")
-    doc = certify_bundle(bundle, [EPS], method="crown", n=8, radius=False, run=edge_copy)
+    doc = certify_bundle(bundle, [eps], method="crown", norm=norm, n=8, radius=False, run=edge_copy)
     x = np.load(bundle / "golden_inputs.npy")[:8].astype(np.float64)
     signs = np.random.default_rng(0).choice([-1.0, 1.0], size=x.shape)
-    corner = np.clip(x + EPS * signs, np.maximum(0, x - EPS), np.minimum(1, x + EPS)).astype(np.float32)
-    corner = np.where(np.abs(corner.astype(np.float64) - x) > EPS, x.astype(np.float32), corner)
+    if norm == "inf":
+        corner = np.clip(x + eps * signs, np.maximum(0, x - eps), np.minimum(1, x + eps)).astype(np.float32)
+        corner = np.where(np.abs(corner.astype(np.float64) - x) > eps, x.astype(np.float32), corner)
+    else:
+        step = eps * (1 - 1e-6) * signs / np.sqrt(signs[0].size)
+        corner = np.clip(x + step, 0, 1).astype(np.float32)
+        assert (np.linalg.norm((corner - x).reshape(8, -1), axis=1) <= eps).all()
     np.savez(edge_copy.path / "adversarial" / "corners.npz", x_adv=corner,
              labels=np.load(bundle / "golden_labels.npy")[:8].astype(np.int64))
     return edge_copy, doc
 
 
+@pytest.mark.parametrize("certified", [("inf", EPS), ("2", 0.1)], indirect=True, ids=["linf", "l2"])
 def test_no_device_output_leaves_its_bounds_at_10000_points_per_ball(certified, device_python, tmp_path):
     run, doc = certified
     fp32 = next(a for a in doc["artifacts"] if a["precision"] == "fp32")

@@ -316,6 +316,18 @@ CASES = [
                                                      (t / "bundle" / "model.onnx").open("ab").write(b"\0"),
                                                      ["certify", t / "bundle"])[2], "does not match its bundle"),
     ("certify-bundle-outside-a-run", lambda t, b: ["certify", b, "--n", "1"], "is not inside a run"),
+    # certify --host: the device check needs a run's certificates with per-point bounds, read before connecting
+    ("certify-host-on-a-bundle", lambda t, b: ["certify", b, "--host", "local"], "give the run directory"),
+    ("certify-host-without-certificates", lambda t, b: ["certify", t / RUN, "--host", "local", "--target", "x86-cpu"],
+     "has no certificates.json; run `edgerobust certify"),
+    ("certify-host-corrupt-certificates", lambda t, b: ((t / RUN / "certificates.json").write_text("{not json"),
+                                                        ["certify", t / RUN, "--host", "local", "--target",
+                                                         "x86-cpu"])[1], "is not readable JSON"),
+    ("certify-host-certificates-without-point-bounds", lambda t, b: (
+        (t / RUN / "certificates.json").write_text(json.dumps({
+            "norm": "inf", "n": 2,
+            "artifacts": [{"precision": "fp32", "rows": [{"eps": 0.01, "arithmetic": "fp32"}]}]})),
+        ["certify", t / RUN, "--host", "local", "--target", "x86-cpu"])[1], "predates the device check"),
     ("distill-missing-teacher", lambda t, b: ["distill", "--teacher", t / "nope", *DISTILL, t / "d"],
      "run directory"),
     ("distill-corrupt-teacher", lambda t, b: ((t / RUN / "model.pt").write_bytes(b"not a checkpoint"),

@@ -32,6 +32,7 @@ from .loop import Callback
 
 QUANTIZED = (nn.Conv2d, nn.Linear)
 FOLDED = (nn.BatchNorm2d, nn.BatchNorm1d)
+AVERAGING = 0.1
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ class ActivationQuantizer(nn.Module):
 
     def __init__(self, fixed: tuple[float, int] | None = None):
         super().__init__()
-        self.observer = MovingAverageMinMaxObserver(dtype=torch.quint8, qscheme=torch.per_tensor_affine)
+        self.observer = MovingAverageMinMaxObserver(averaging_constant=AVERAGING, dtype=torch.quint8,
+                                                    qscheme=torch.per_tensor_affine)
         self.register_buffer("frozen", torch.tensor(fixed is not None))
         self.register_buffer("scale", torch.tensor(1.0 if fixed is None else fixed[0], dtype=torch.float32))
         self.register_buffer("zero", torch.tensor(0 if fixed is None else fixed[1], dtype=torch.int64))

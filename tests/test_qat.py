@@ -202,3 +202,26 @@ def test_qat_training_on_another_device_is_the_cpu_run():
         assert all(isinstance(b, Elsewhere) for b in other.qat.qat.quantizers.buffers() if b.numel())
     assert other_history == cpu_history
     assert other.qat.qat.record() == cpu.qat.qat.record()
+
+
+@pytest.mark.slow
+def test_resnet20_qat_export_agrees_with_its_fake_quant_model(tmp_path):
+    """BatchNorm folded by the exporter, residual adds in float, 22 quantized layers: one-step flips at near-ties
+    compound over depth (measured: logits within 4 output steps), predictions agree where the margin is clear."""
+    run = train_model(tmp_path / "r", "resnet20", "digits",
+                      TrainConfig(epochs=2, batch_size=64, lr=0.05, augment=False, qat=True), progress=False)
+    bundle = export_run(run, ExportConfig(target="x86-cpu", calibration=64, golden=16, force_int8=True),
+                        progress=False).bundle
+    record = run.manifest["training"]["qat"]
+    model = run.load_model().eval()
+    layers = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert list(record["points"]) == layers and len(layers) == 22  # stem, 18 in blocks, 2 projections, classifier
+    fake_quant_model(model, record, TEST.images[:2])
+    with torch.no_grad():
+        ours = model(TEST.images).double().numpy()
+    theirs = ort.InferenceSession(str(bundle / "model.int8.onnx")).run(None, {"input": TEST.images.numpy()})[0]
+    step = record["points"][list(record["points"])[-1]]["output"][0]
+    top2 = np.sort(ours, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 16 * step
+    assert clear.mean() > 0.5
+    np.testing.assert_array_equal(theirs[clear].argmax(1), ours[clear].argmax(1))

@@ -73,8 +73,9 @@ class ActivationQuantizer(nn.Module):
             self.scale.copy_(scale.reshape(()))
             self.zero.copy_(zero.reshape(()))
         low, high = RANGES["uint8"]
-        return fake_quantize(x, self.scale.to(device=x.device, dtype=x.dtype), self.zero.to(x.device, x.dtype),
-                             low, high)
+        scale = self.scale.to(device=x.device, dtype=x.dtype, copy=True)  # copies: a later observation updates
+        zero = self.zero.to(device=x.device, dtype=x.dtype, copy=True)  # the buffers in place
+        return fake_quantize(x, scale, zero, low, high)
 
 
 def _quantized_forward(module: nn.Module, inputs: ActivationQuantizer, output: ActivationQuantizer | None):

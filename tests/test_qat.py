@@ -225,3 +225,31 @@ def test_resnet20_qat_export_agrees_with_its_fake_quant_model(tmp_path):
     clear = (top2[:, 1] - top2[:, 0]) > 16 * step
     assert clear.mean() > 0.5
     np.testing.assert_array_equal(theirs[clear].argmax(1), ours[clear].argmax(1))
+
+
+def test_compress_qat_retrains_the_pruned_model_through_int8_and_exports_its_scales(digits_run, tmp_path):
+    """`compress --qat`: the masked retraining is QAT; the physically pruned run keeps the record and its int8
+    export agrees with its fake-quant model."""
+    from cli_helpers import run_cli
+
+    code, out, err = run_cli("compress", "--model", digits_run.path, "--method", "l1", "--scheme", "filter", "--keep",
+                             "0.5", "--retrain-epochs", "2", "--qat", "--no-evaluate", "--out", tmp_path / "c", "-q")
+    assert code == 0, err
+    from edgerobust.run import RunDir
+
+    run = RunDir.open(tmp_path / "c")
+    record = run.manifest["training"]["qat"]
+    assert set(record["points"]) == {"net.0", "net.2", "net.5", "net.7"}
+    assert run.manifest["training"]["config"]["qat"] is True
+    bundle = export_run(run, ExportConfig(target="x86-cpu", int8=True, calibration=64, golden=16, force_int8=True),
+                        progress=False).bundle
+    model = run.load_model().eval()
+    fake_quant_model(model, record, TEST.images[:2])
+    with torch.no_grad():
+        ours = model(TEST.images).double().numpy()
+    theirs = ort.InferenceSession(str(bundle / "model.int8.onnx")).run(None, {"input": TEST.images.numpy()})[0]
+    step = record["points"]["net.7"]["output"][0]
+    top2 = np.sort(ours, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 2 * step
+    assert clear.mean() > 0.5
+    np.testing.assert_array_equal(theirs[clear].argmax(1), ours[clear].argmax(1))

@@ -255,10 +255,10 @@ def test_compress_qat_retrains_the_pruned_model_through_int8_and_exports_its_sca
     np.testing.assert_array_equal(theirs[clear].argmax(1), ours[clear].argmax(1))
 
 
-def test_the_reports_training_section_says_the_run_is_qat(qat_pgd_run, tmp_path):
+def test_the_reports_training_section_says_the_run_is_qat(qat_pgd_run):
     from edgerobust.report.training import training_section
 
     run, _ = qat_pgd_run
-    text = training_section(run, tmp_path)
+    text = training_section(run, run.path / "figures")  # the report's figures live in the run
     assert "Quantization-aware training: weights int8, symmetric, per output channel" in text
     assert f"observers frozen at step {run.manifest['training']['qat']['freeze_step']}" in text

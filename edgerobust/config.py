@@ -617,7 +617,7 @@ class SmoothConfig:
     radii: list[float] = setting(list(SMOOTH_RADII), help="L2 radii of the certified-accuracy table")
     predict: bool = setting(False, help="also run PREDICT (its own noise stream)")
     noise: str = setting("gaussian", choices=("gaussian", "sound"), help="gaussian (float32, assumes exact "
-                         "arithmetic) or sound (Voráček & Hein: rounded Gaussian on the 1/255 grid; host runtimes)")
+                         "arithmetic) or sound (Voráček & Hein: rounded Gaussian on the 1/255 grid)")
 
     def check(self, label: Callable[[str], str] = "[smooth] {}".format) -> None:
         if not self.radii:

@@ -372,8 +372,6 @@ CASES = [
           ("start-beyond-points", ["--start", "5"], "--start = 5 must be below points = 3"),
           ("host-and-hosts", ["--host", "local", "--hosts", "fleet.toml"], "give --host or --hosts, not both"),
           ("unknown-noise", ["--noise", "uniform"], "--noise = 'uniform' is not one of: gaussian, sound"),
-          ("sound-noise-on-a-device", ["--noise", "sound", "--host", "local", "--target", "x86-cpu"],
-           "--noise sound is drawn on the host only"),
           ("artifact-lacks-precision", ["--runtime", "ort-cpu", "--precision", "fp16", "--artifact", None],
            "has no fp16 ONNX model"))],
     ("smooth-recipe-bad-key", lambda t, b: ((t / "r.toml").write_text('[pipeline]\nsteps = ["train", "smooth"]\n'

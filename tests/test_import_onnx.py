@@ -1,5 +1,5 @@
 """Your ONNX (issue 26): a foreign ONNX classifier, exported by plain torch.onnx outside edgerobust, becomes a run that
-evaluation (query-only), export for every target, verify, bench, certify and device replay take."""
+evaluation (query-only), export for every target (int8 too), verify, bench, certify and device replay take."""
 from __future__ import annotations
 
 import json
@@ -103,6 +103,21 @@ def test_query_only_evaluation_export_verify_and_bench(onnx_run, tmp_path):
     assert bench["skipped_runtimes"]["torch-cpu"] == "the run's model is an ONNX file"
     code, _, err = run_cli("compress", "--model", run, "--out", tmp_path / "c", "-q")
     assert code == 2 and "imported ONNX file" in err and not (tmp_path / "c").exists()
+
+
+def test_int8_is_quantized_from_the_given_graph(onnx_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(onnx_run.path, run)
+    code, _, err = run_cli("export", run, "--target", "x86-cpu", "--int8", "-q")
+    assert code == 0, err
+    manifest = json.loads((run / "export-x86-cpu" / "manifest.json").read_text())
+    assert set(manifest["models"]) == {"fp32", "int8"}
+    int8 = onnx.load(str(run / "export-x86-cpu" / manifest["models"]["int8"]["file"]))
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in int8.graph.node}
+    code, out, err = run_cli("verify", run / "export-x86-cpu")
+    assert code == 0 and "golden outputs reproduced" in out, err
 
 
 def test_the_certification_engine_reads_an_imported_onnx_run(onnx_run, tmp_path):

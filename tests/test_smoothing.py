@@ -212,3 +212,44 @@ def test_large_n_same_samples_are_judged_against_the_near_boundary_subsample(exp
     limits = {r["row"]: {**r["near_boundary_subsample"], "limit": 0} for r in agreement["rows"]}
     judged = compare_entries(host, moved, 0.001, None, limits)
     assert judged["passed"] is False
+
+
+def test_the_sound_noise_on_the_device_runner_draws_the_hosts_samples(exported, tmp_path, monkeypatch):
+    """--noise sound with --host: the device samples against the host's thresholds (sent beside the points), so the
+    fingerprints match and one onnxruntime on one machine gives the host's votes; the device certificate gives up
+    the same slack."""
+    monkeypatch.setenv("EDGEROBUST_LOCAL_DEVICE", str(tmp_path / "device"))
+    shutil.copytree(exported.path, tmp_path / "run")
+    (host,) = smooth_run(tmp_path / "run", progress=False, runtime="ort-cpu", noise="sound", **SMALL)
+    (device,) = smooth_run(tmp_path / "run", progress=False, device=LOCAL, noise="sound", **SMALL)
+    assert device["settings"]["noise"] == "sound" and "sound" in device["record"]["noise"]
+    assert all(p["same_stream_as_host"] for p in device["points"])
+    for h, d in zip(host["points"], device["points"], strict=True):
+        assert (h["counts0"], h["counts"], h["p_slack"], h["radius_slack"]) == \
+            (d["counts0"], d["counts"], d["p_slack"], d["radius_slack"])
+    doc = json.loads((tmp_path / "run" / SMOOTHING_FILE).read_text())
+    (agreement,) = doc["agreement"][device["key"]]  # compared with the sound host entry only
+    assert agreement["host"] == host["key"] and agreement["differing_at_least"] == 0
+
+
+@pytest.mark.parametrize("thresholds", [None, "missing", np.array([3, 2], np.int64), np.array([1, 2, 3], np.int64),
+                                        np.array([0.5, 1.0])])
+def test_the_runner_refuses_sound_noise_without_good_thresholds(exported, tmp_path, thresholds):
+    import argparse
+
+    from edgerobust.runner import commands
+    from edgerobust.runner.errors import RunnerError
+    from edgerobust.runner.runtimes import Options
+    from edgerobust.runner.sealed import open_bundle
+
+    path = None
+    if isinstance(thresholds, np.ndarray):
+        path = tmp_path / "t.npy"
+        np.save(path, thresholds)
+    elif thresholds == "missing":
+        path = tmp_path / "nope.npy"
+    args = argparse.Namespace(precision="fp32", sigma=0.25, n=4, batch=4, seed=0, set_spec=None, start=0, count=1,
+                              margin_below=None, phase="estimate", no_hash=True, noise="sound",
+                              thresholds=None if path is None else str(path))
+    with pytest.raises(RunnerError, match="--noise sound needs --thresholds FILE"):
+        commands.smooth(open_bundle(str(exported.bundle("x86-cpu"))), Options("ort-cpu", 1, 4), args)

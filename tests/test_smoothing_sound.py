@@ -111,12 +111,14 @@ def exact_probability(rule, centre: float, sigma: float) -> float:
 
 
 def test_sound_certificates_hold_against_the_exact_smoothed_probability():
-    """A base classifier that reads its input's last bit (odd float32 mantissa) below a threshold: for every
-    certified point, the exact smoothed probability of f∘R stays above 1/2 across the certified interval (α = 0.01,
-    30 seeded points: a false certificate in any of them has probability below 0.3 and the seeds are fixed)."""
+    """A base classifier that tells grid points (float32(k)/255) from every other float: class 1 off the grid or
+    below 0.45. Float Gaussian noise almost never lands on the grid and would certify class 1 far out; the sound
+    noise lands only on it, and every certified interval keeps the exact smoothed probability of f∘R above 1/2
+    (α = 0.01, 30 seeded points: a false certificate in any has probability below 0.3 and the seeds are fixed)."""
     def rule(v):
-        bits = v.astype(np.float32).view(np.int32)
-        return (v < 0.55) | ((bits & 1) == 1) & (v < 0.7)
+        v = np.asarray(v, np.float32)
+        on_grid = np.rint(v.astype(np.float64) * LEVELS).astype(np.float32) / np.float32(LEVELS) == v
+        return (v < 0.45) | ~on_grid
 
     sigma, points = 0.2, 30
     x = np.linspace(0.05, 0.45, points, dtype=np.float32).reshape(points, 1, 1, 1)
@@ -131,15 +133,17 @@ def test_sound_certificates_hold_against_the_exact_smoothed_probability():
     assert all(r["prediction"] != ABSTAIN or r["radius"] == 0 for r in records)
 
 
-def test_smooth_run_records_sound_noise_and_refuses_it_on_a_device(digits_run, tmp_path):
+def test_smooth_records_sound_noise(digits_run, tmp_path):
     import shutil
-
-    from edgerobust.config import DeviceConfig
-    from edgerobust.smoothing import SmoothingError, smooth_run
 
     run = tmp_path / "run"
     shutil.copytree(digits_run.path, run)
-    (entry,) = smooth_run(run, sigma=0.25, n0=10, n=50, points=2, noise="sound", progress=False)
+    from cli_helpers import run_cli
+
+    code, out, err = run_cli("smooth", run, "--sigma", "0.25", "--n0", "10", "--n", "50", "--points", "2", "--noise",
+                             "sound", "-q")
+    assert code == 0, err
+    (entry,) = json.loads((run / "smoothing.json").read_text())["results"].values()
     assert entry["settings"]["noise"] == "sound" and "Voráček" in entry["assumptions"]
     assert "sound" in entry["record"]["noise"] and all("p_slack" in p for p in entry["points"])
     document = json.loads((run / "smoothing.json").read_text())
@@ -149,9 +153,6 @@ def test_smooth_run_records_sound_noise_and_refuses_it_on_a_device(digits_run, t
 
     report = render_report(RunDir.open(run)).read_text()
     assert "host (sound noise)" in report and "Sound in floating point" in report
-    with pytest.raises(SmoothingError, match="--noise sound is drawn on the host only"):
-        smooth_run(run, sigma=0.25, n0=10, n=50, points=2, noise="sound", device=DeviceConfig(host="local",
-                                                                                              target="x86-cpu"))
 
 
 def test_a_device_counter_has_the_bundle_hashed_once_per_certification():
@@ -172,3 +173,18 @@ def test_a_device_counter_has_the_bundle_hashed_once_per_certification():
     counter.counts(x, [0, 1], "select", 4)
     counter.counts(x, [0, 1], "estimate", 4)
     assert ["--no-hash" in c for c in Session.calls] == [False, True]
+
+
+def test_a_sound_certificate_gives_up_its_slack():
+    """certify_counts: p_A's lower bound loses p_slack before Φ⁻¹, the radius loses radius_slack after it, and a
+    point whose radius would go below 0 abstains."""
+    from edgerobust.smoothing.statistics import certify_counts, lower_confidence_bound
+
+    counts0, counts = [0, 90, 10], [0, 900, 100]
+    p = lower_confidence_bound(900, 1000, 0.001)
+    cls, plain = certify_counts(counts0, counts, 0.5, 0.001)
+    assert (cls, plain) == (1, pytest.approx(0.5 * norm.ppf(p), rel=1e-12))
+    cls, slack = certify_counts(counts0, counts, 0.5, 0.001, 0.01, 0.05)
+    assert (cls, slack) == (1, pytest.approx(0.5 * norm.ppf(p - 0.01) - 0.05, rel=1e-12))
+    assert certify_counts(counts0, counts, 0.5, 0.001, 0.0, plain + 1e-9) == (ABSTAIN, 0.0)
+    assert certify_counts(counts0, counts, 0.5, 0.001, p - 0.49, 0.0) == (ABSTAIN, 0.0)

@@ -6,7 +6,7 @@ import numpy as np
 
 from . import machine
 from .errors import RunnerError
-from .noise import PHASES, RULE, fingerprint, noise_batches, prefetched
+from .noise import PHASES, RULE, SOUND_RULE, check_thresholds, fingerprint, noise_batches, prefetched, sound_batches
 from .parity import agreement, compare, within_tolerance
 from .precisions import PRECISIONS
 from .runtimes import open_session
@@ -222,6 +222,7 @@ def smooth(bundle, options, args):
     set_spec, start, count, margin_below, hashes = args.set_spec, args.start, args.count, args.margin_below, \
         not args.no_hash
     phase = args.phase
+    thresholds = _thresholds(args.thresholds) if getattr(args, "noise", "gaussian") == "sound" else None
     if not sigma > 0 or n < 1 or batch < 1 or start < 0 or (count is not None and count < 0):
         raise RunnerError("usage", "--sigma must be > 0, --n and --batch at least 1, --start and --count at least 0")
     if phase not in PHASES:
@@ -237,7 +238,11 @@ def smooth(bundle, options, args):
         for row in range(start, stop):
             votes = np.zeros(classes, dtype=np.int64)
             low, offset = [], 0
-            for noisy in prefetched(noise_batches(evalset.x[row], sigma, n, batch, seed, row, PHASES[phase])):
+            if thresholds is None:
+                batches = noise_batches(evalset.x[row], sigma, n, batch, seed, row, PHASES[phase])
+            else:
+                batches = sound_batches(evalset.x[row], thresholds, n, batch, seed, row, PHASES[phase])
+            for noisy in prefetched(batches):
                 logits = session.infer(noisy)
                 votes = _add_votes(votes, logits.argmax(1))
                 if margin_below is not None:
@@ -248,7 +253,8 @@ def smooth(bundle, options, args):
                 offset += len(noisy)
             point = {"row": row, "index": None if evalset.indices is None else int(evalset.indices[row]),
                      "label": int(evalset.labels[row]), "counts": [int(c) for c in votes],
-                     "fingerprint": fingerprint(evalset.x[row], sigma, seed, row, PHASES[phase])}
+                     "fingerprint": fingerprint(evalset.x[row], sigma, seed, row, PHASES[phase],
+                                                thresholds=thresholds)}
             if margin_below is not None:
                 point["low_margin"] = low
             results.append(point)
@@ -256,8 +262,20 @@ def smooth(bundle, options, args):
     finally:
         session.close()
     figure.update({"sigma": sigma, "n": n, "seed": seed, "phase": phase, "set": evalset.name, "start": start,
-                   "points": results, "noise": RULE, "numpy": np.__version__})
+                   "points": results, "noise": RULE if thresholds is None else SOUND_RULE, "numpy": np.__version__})
     return figure
+
+
+def _thresholds(path):
+    """The sound noise's thresholds from the host's .npy file (one usage error when missing or malformed)."""
+    try:
+        thresholds = check_thresholds(np.load(path, allow_pickle=False)) if path else None
+    except (OSError, ValueError):
+        thresholds = None
+    if thresholds is None:
+        raise RunnerError("usage", "--noise sound needs --thresholds FILE: a .npy of 2K non-decreasing int64 values "
+                                   "in [0, 2^60]")
+    return thresholds
 
 
 def _add_votes(votes, predicted):

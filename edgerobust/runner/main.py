@@ -170,6 +170,8 @@ def smooth_arguments(sub):
     sub.add_argument("--count", type=int)
     sub.add_argument("--margin-below", type=float)
     sub.add_argument("--phase", default="estimate", choices=("select", "estimate", "predict"))
+    sub.add_argument("--noise", default="gaussian", choices=("gaussian", "sound"))
+    sub.add_argument("--thresholds", help="with --noise sound: a .npy file of the host's int64 thresholds")
 
 
 def unpack_arguments(sub):

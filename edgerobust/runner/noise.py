@@ -42,6 +42,67 @@ def noise_batches(x, sigma, n, batch, seed, row, phase=1):
         done += size
 
 
+SOUND_BITS = 60  # one sample of the sound noise: a uniform integer in [0, 2^60), 60 fair coins
+BUCKET_BITS = 16  # its lookup table: 2^16 buckets of the draws (a binary search per element is 3x slower)
+LEVELS = 255  # the input grid of the sound noise: 8-bit pixels in [0,1]
+SOUND_RULE = ("sound (Voracek & Hein): J = searchsorted(T, Generator(PCG64(SeedSequence([seed, row, phase])))"
+              ".bit_generator.random_raw() >> 4, 'right') - K, T the rounded Gaussian's CDF at the bin edges x 2^60 "
+              "(2K values, from the host); input float32(round(255*x) + J) / 255")
+
+
+def check_thresholds(thresholds):
+    """The sound noise's thresholds as int64: 2K non-decreasing values in [0, 2^60] (None when not)."""
+    t = np.asarray(thresholds)
+    if t.ndim != 1 or len(t) < 2 or len(t) % 2 or t.dtype.kind not in "iu":
+        return None
+    t = t.astype(np.int64)
+    if t[0] < 0 or t[-1] > 2 ** SOUND_BITS or (np.diff(t) < 0).any():
+        return None
+    return t
+
+
+def sound_bins(rng, thresholds, shape, table=None):
+    """Bin indices 0..2K (noise integer + K), int64: P(b) = (T_b - T_{b-1}) / 2^60 exactly. `table` is
+    `bucket_table(thresholds)`, computed once per stream."""
+    first, padded, several = table or bucket_table(thresholds)
+    size = int(np.prod(shape))
+    u = rng.bit_generator.random_raw(size)  # uint64, uniform
+    u >>= np.uint64(64 - SOUND_BITS)
+    u = u.view(np.int64).reshape(shape)
+    top = u >> (SOUND_BITS - BUCKET_BITS)
+    bins = first[top]
+    bins += u >= padded[bins]  # at most one threshold inside the bucket
+    hard = several[top]
+    if hard.any():  # several thresholds in the bucket (far tails): a binary search settles those draws
+        bins[hard] = np.searchsorted(thresholds, u[hard], side="right")
+    return bins
+
+
+def bucket_table(thresholds):
+    """Each bucket's first bin, the thresholds padded with one past the end, and whether a bucket holds several."""
+    starts = np.arange(2 ** BUCKET_BITS, dtype=np.int64) << (SOUND_BITS - BUCKET_BITS)
+    first = np.searchsorted(thresholds, starts, side="right")
+    last = np.searchsorted(thresholds, starts + (1 << (SOUND_BITS - BUCKET_BITS)) - 1, side="right")
+    padded = np.concatenate([thresholds, [np.iinfo(np.int64).max]])
+    return first, padded, last - first > 1
+
+
+def sound_batches(x, thresholds, n, batch, seed, row, phase=1):
+    """The `n` noisy copies of point `x` under the sound noise, `batch` at a time: float32(round(255 x) + J) / 255."""
+    rng = generator(seed, row, phase)
+    table = bucket_table(thresholds)
+    a = np.rint(np.asarray(x, dtype=np.float64) * LEVELS).astype(np.int64) - len(thresholds) // 2
+    done = 0
+    while done < n:
+        size = min(batch, n - done)
+        j = sound_bins(rng, thresholds, (size,) + a.shape, table)
+        j += a
+        noisy = j.astype(np.float32)
+        noisy /= np.float32(LEVELS)
+        yield noisy
+        done += size
+
+
 def prefetched(batches, depth=2):
     """The same batches, each drawn on a helper thread while the caller works on the one before."""
     items = []
@@ -76,8 +137,11 @@ def prefetched(batches, depth=2):
     thread.join()
 
 
-def fingerprint(x, sigma, seed, row, phase, count=4):
-    """sha256 (16 hex digits) of the first `count` noisy samples of a stream: equal on two machines exactly when
-    they draw the same numbers."""
-    first = next(noise_batches(x, sigma, count, count, seed, row, phase))
+def fingerprint(x, sigma, seed, row, phase, count=4, thresholds=None):
+    """sha256 (16 hex digits) of the first `count` noisy samples of a stream (the sound noise's with `thresholds`):
+    equal on two machines exactly when they draw the same numbers."""
+    if thresholds is not None:
+        first = next(sound_batches(x, thresholds, count, count, seed, row, phase))
+    else:
+        first = next(noise_batches(x, sigma, count, count, seed, row, phase))
     return hashlib.sha256(np.ascontiguousarray(first, dtype="<f4").tobytes()).hexdigest()[:16]

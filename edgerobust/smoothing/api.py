@@ -36,6 +36,7 @@ from ..run import RunDir
 from .agreement import EXACT_MAX, compare_entries, exact_brackets, near_boundary_limits
 from .certify import certify_points, summarize
 from .counters import DeviceCounter, SessionCounter, VoteCounter, write_points
+from .sound import discrete_gaussian
 
 if TYPE_CHECKING:
     from ..remote.session import DeviceSession
@@ -49,7 +50,7 @@ ASSUMPTIONS = (
     "clipped to [0,1]; it fails with probability at most α per point. It assumes exact real arithmetic: the noise is "
     "drawn in float32 (PCG64, ziggurat) and x + ε is rounded to float32, so the sampled distribution is only close to "
     "the Gaussian, and Voráček & Hein (arXiv 2207.07209) show that a base classifier can exploit that rounding to "
-    "obtain false certificates. Their sound remedy is `--noise sound` (host runtimes); without it these certificates "
+    "obtain false certificates. Their sound remedy is `--noise sound`; without it these certificates "
     "are sound only for base classifiers that do not depend on the last bits of their input; a device certificate "
     "is computed from the device's own votes for the artifact and precision that ran.")
 SOUND_ASSUMPTIONS = (
@@ -96,12 +97,6 @@ def _onnx_models(bundle: Path) -> dict[str, Path]:
     manifest = read_manifest(bundle)
     return {p: bundle / e["file"] for p, e in (manifest.get("models") or {}).items()
             if isinstance(e, dict) and e.get("file") and str(e["file"]).endswith(".onnx")}
-
-
-def host_noise_only(config: SmoothConfig) -> None:
-    if config.noise == "sound":
-        raise SmoothingError("--noise sound is drawn on the host only (the device runner draws Gaussian noise); "
-                             "drop --host/--hosts or use --noise gaussian")
 
 
 def check_runtime(config: SmoothConfig) -> None:
@@ -174,11 +169,15 @@ def device_counter(run: RunDir, config: SmoothConfig, sigma: float, device: Devi
     asked = device.runtime or (None if config.runtime.startswith("torch") else config.runtime)
     runtime = choose_runtime(session, profile, asked)
     threads = config.threads if device.threads is None else device.threads
+    names = ["points.npz"] + (["thresholds.npy"] if config.noise == "sound" else [])
     with tempfile.TemporaryDirectory() as tmp:
         write_points(Path(tmp) / "points.npz", x, labels, np.arange(len(x)))
-        remote_dir = session.send_sets(Path(tmp), ["points.npz"])
+        if config.noise == "sound":  # the device samples against the host's exact thresholds (no mpmath there)
+            np.save(Path(tmp) / "thresholds.npy", discrete_gaussian(float(sigma)).thresholds)
+        remote_dir = session.send_sets(Path(tmp), names)
     counter = DeviceCounter(session, f"{remote_dir}/points.npz", run.num_classes, sigma, config.seed, config.batch,
-                            runtime, config.precision, threads)
+                            runtime, config.precision, threads,
+                            f"{remote_dir}/thresholds.npy" if config.noise == "sound" else None)
     counter.bundle = str(bundle)
     yield counter
 
@@ -211,10 +210,12 @@ def add_agreement(path: Path, device: dict[str, Any], x: np.ndarray) -> None:
     same = ("sigma", "alpha", "n0", "n")
     hosts = [e for e in document["results"].values()
              if e["settings"]["where"] == "host" and all(e["settings"][k] == s[k] for k in same)
-             and e["settings"].get("noise", "gaussian") == "gaussian"]  # the device draws the Gaussian stream
+             and e["settings"].get("noise", "gaussian") == s.get("noise", "gaussian")]
     if not hosts:
         return
     bundle = device["record"].get("bundle")
+    if s.get("noise") == "sound":  # the float64 analyses redraw the Gaussian stream; the counts are compared alone
+        bundle = None
     exact = exact_brackets(Path(bundle), s["precision"], x, device) if bundle and s["n"] <= EXACT_MAX else None
     same_seed = any(h["settings"]["seed"] == s["seed"] for h in hosts)
     limits = near_boundary_limits(Path(bundle), s["precision"], x, device, s["alpha"]) \
@@ -233,8 +234,6 @@ def smooth_run(run: RunDir | str | Path, config: SmoothConfig | None = None, *, 
     the device's runner draws the noise and counts the votes on the exported artifact."""
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     config = smooth_config(config, **overrides)
-    if device is not None:
-        host_noise_only(config)
     x, labels, rows = points_of(run, config)
     entries = []
     for sigma in grid_values(config.sigma):

@@ -62,8 +62,10 @@ class DeviceCounter:
     """Votes counted on a device by the runner's `smooth` command over one set file sent there (rows = its rows)."""
 
     def __init__(self, session: Any, set_path: str, num_classes: int, sigma: float, seed: int, batch: int,
-                 runtime: str, precision: str, threads: int):
+                 runtime: str, precision: str, threads: int, thresholds_path: str | None = None):
+        """`thresholds_path`: the sound noise's thresholds sent to the device (None: Gaussian noise)."""
         self.session, self.set_path, self.num_classes = session, set_path, num_classes
+        self.thresholds_path = thresholds_path
         self.sigma, self.seed, self.batch = sigma, seed, batch
         self.runtime, self.precision, self.threads = runtime, precision, threads
         self.last: dict[str, Any] = {}
@@ -79,6 +81,7 @@ class DeviceCounter:
             "smooth", "--sigma", repr(float(self.sigma)), "--n", str(n), "--seed", str(self.seed), "--phase", phase,
             "--precision", self.precision, "--runtime", self.runtime, "--threads", str(self.threads),
             "--batch", str(self.batch), "--set", self.set_path, "--start", str(rows[0]), "--count", str(len(rows)),
+            *(["--noise", "sound", "--thresholds", self.thresholds_path] if self.thresholds_path else []),
             *(["--no-hash"] if self.hashed else []))  # hashing every file again per call costs the device seconds
         self.hashed = True
         self.last = result
@@ -86,9 +89,15 @@ class DeviceCounter:
         for i, point in enumerate(result["points"]):
             got = np.asarray(point["counts"], dtype=np.int64)[:self.num_classes]
             out[i, :len(got)] = got
-            mine = fingerprint(x[i], self.sigma, self.seed, rows[i], PHASES[phase])
+            mine = fingerprint(x[i], self.sigma, self.seed, rows[i], PHASES[phase], thresholds=self.thresholds())
             self.same_stream[(rows[i], phase)] = point.get("fingerprint") == mine
         return out
+
+    def thresholds(self) -> np.ndarray | None:
+        return sound.discrete_gaussian(float(self.sigma)).thresholds if self.thresholds_path else None
+
+    def slack(self, x: np.ndarray) -> tuple[float, float]:
+        return sound.slack(x, self.sigma) if self.thresholds_path else (0.0, 0.0)
 
     def describe(self) -> dict[str, Any]:
         last = self.last

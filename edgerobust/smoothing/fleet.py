@@ -10,7 +10,7 @@ from typing import Any
 
 from ..config import SmoothConfig
 from ..run import RunDir
-from .api import SmoothingError, host_noise_only, points_of, smooth_config, smooth_run
+from .api import SmoothingError, points_of, smooth_config, smooth_run
 
 
 def smooth_fleet(run: RunDir | str | Path, fleet: Any, config: SmoothConfig | None = None, *,
@@ -23,7 +23,6 @@ def smooth_fleet(run: RunDir | str | Path, fleet: Any, config: SmoothConfig | No
 
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     config = smooth_config(config, **overrides)
-    host_noise_only(config)
     plans = []
     for device in fleet.devices:
         name = device.target

@@ -23,15 +23,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..runner.noise import generator
+from ..runner import noise
+from ..runner.noise import LEVELS
 
-LEVELS = 255  # the input grid: 8-bit pixels in [0,1]
-BITS = 60  # uniform integers in [0, 2^60): one sample, 60 fair coins
-BUCKET_BITS = 16  # the sampler's lookup table: 2^16 buckets of the 60-bit draws
+BITS = noise.SOUND_BITS
+RULE = noise.SOUND_RULE
+
 TAIL_SIGMAS = 12  # bins out to 12σ; the mass beyond (2Φ(−12) ≈ 4e-33) counts in the TV bound
-RULE = ("sound (Voráček & Hein): J = searchsorted(T, Generator(PCG64(SeedSequence([seed, row, phase])))"
-        ".bit_generator.random_raw() >> 4, 'right') − K, T the rounded Gaussian's CDF at the bin edges × 2^60; input "
-        "float32(round(255·x) + J) / 255")
 
 
 @dataclass(frozen=True)
@@ -75,47 +73,15 @@ def grid_distance(x: np.ndarray) -> float:
     return float(np.linalg.norm(x - grid_point(x) / LEVELS)) + math.sqrt(x.size) * 1e-14
 
 
-@functools.lru_cache(maxsize=16)
-def _buckets(sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A lookup on the top 16 of the 60 bits (a binary search per element is 3x slower): each bucket's first bin,
-    and whether the bucket holds more than one threshold (then a search settles it; ~0.04% of draws at σ = 0.25)."""
-    thresholds = discrete_gaussian(sigma).thresholds
-    starts = np.arange(2 ** BUCKET_BITS, dtype=np.int64) << (BITS - BUCKET_BITS)
-    first = np.searchsorted(thresholds, starts, side="right")
-    last = np.searchsorted(thresholds, starts + (1 << (BITS - BUCKET_BITS)) - 1, side="right")
-    padded = np.concatenate([thresholds, [np.iinfo(np.int64).max]])
-    return thresholds, padded, first, last - first > 1
+def sound_batches(x: np.ndarray, sigma: float, n: int, batch: int, seed: int, row: int, phase: int = 1):
+    """The `n` noisy copies of point `x` under the sound noise, `batch` at a time: float32(a + J)/255 (the runner's
+    `sound_batches`, which a device runs with the same thresholds)."""
+    return noise.sound_batches(x, discrete_gaussian(float(sigma)).thresholds, n, batch, seed, row, phase)
 
 
 def sample_bins(rng: np.random.Generator, sigma: float, shape: tuple[int, ...]) -> np.ndarray:
-    """Bin indices 0..2K (noise integer + K), int64, from 60-bit uniform integers: P(b) = (T_b − T_{b−1})/2^60."""
-    thresholds, padded, first, several = _buckets(float(sigma))
-    u = rng.bit_generator.random_raw(int(np.prod(shape)))  # uint64, uniform
-    u >>= np.uint64(64 - BITS)
-    u = u.view(np.int64).reshape(shape)
-    top = u >> (BITS - BUCKET_BITS)
-    bins = first[top]
-    bins += u >= padded[bins]  # one threshold at most inside the bucket
-    hard = several[top]
-    if hard.any():
-        bins[hard] = np.searchsorted(thresholds, u[hard], side="right")
-    return bins
-
-
-def sound_batches(x: np.ndarray, sigma: float, n: int, batch: int, seed: int, row: int, phase: int = 1):
-    """The `n` noisy copies of point `x` under the sound noise, `batch` at a time: float32(a + J)/255."""
-    dist = discrete_gaussian(float(sigma))
-    rng = generator(seed, row, phase)
-    a = grid_point(x) - dist.half_width
-    done = 0
-    while done < n:
-        size = min(batch, n - done)
-        j = sample_bins(rng, dist.sigma, (size,) + a.shape)
-        j += a
-        noisy = j.astype(np.float32)
-        noisy /= np.float32(LEVELS)
-        yield noisy
-        done += size
+    """Bin indices 0..2K (noise integer + K) of the sound noise at σ."""
+    return noise.sound_bins(rng, discrete_gaussian(float(sigma)).thresholds, shape)
 
 
 def slack(x: np.ndarray, sigma: float) -> tuple[float, float]:

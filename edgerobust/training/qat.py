@@ -73,8 +73,8 @@ class ActivationQuantizer(nn.Module):
             self.scale.copy_(scale.reshape(()))
             self.zero.copy_(zero.reshape(()))
         low, high = RANGES["uint8"]
-        scale = self.scale.to(device=x.device, dtype=x.dtype, copy=True)  # copies: a later observation updates
-        zero = self.zero.to(device=x.device, dtype=x.dtype, copy=True)  # the buffers in place
+        scale = self.scale.to(device=x.device, dtype=x.dtype).clone()  # copies: a later observation updates
+        zero = self.zero.to(device=x.device, dtype=x.dtype).clone()  # the buffers in place
         return fake_quantize(x, scale, zero, low, high)
 
 

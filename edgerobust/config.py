@@ -279,6 +279,10 @@ class TrainConfig:
     loss: str | None = setting(None, registry="loss", help="training loss by name (default: [adversarial]'s "
                                "method, else natural); it takes the [adversarial] settings it declares")
     loss_options: dict[str, Any] = setting({}, help="the loss's own settings, e.g. a distillation temperature")
+    qat: bool = setting(False, help="quantization-aware training: train through the int8 QDQ graph's fake "
+                        "quantization (training/qat.py); combines with every loss")
+    qat_freeze_step: int = setting(0, ge=0, help="QAT: global step at which the activation observers freeze "
+                                   "(0: the start of the last epoch, at least half-way)")
 
     def validate(self) -> TrainConfig:
         """Re-check a config made in Python (not through `build`): bounds, choices and the schedule's name."""

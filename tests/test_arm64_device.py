@@ -251,3 +251,23 @@ def test_smoothing_on_aarch64_agrees_with_the_host(arm64_run, arm64_host, tmp_pa
     assert agreement["same_seed"] and agreement["passed"], agreement
     for row in agreement["rows"]:  # differing votes reported, within the samples near the boundary
         assert row["exact"]["passed"] and row["exact"]["disagreeing"] <= row["exact"]["near_boundary"]
+
+
+def test_certified_balls_hold_on_aarch64_outputs(arm64_run, arm64_host, tmp_path):
+    """The device's own fp32 and fp16 outputs inside certified balls (issue 22 "No violations", on the aarch64 test
+    bed; a few hundred points per ball: every runner start costs ~20 s under emulation)."""
+    from edgerobust.certify.api import certify_bundle
+    from edgerobust.remote.certify_check import device_certify_check
+
+    run_path = tmp_path / "run"
+    shutil.copytree(arm64_run.path, run_path, ignore=shutil.ignore_patterns("device"))
+    run = RunDir.open(run_path)
+    certify_bundle(run.bundle("arm64-testbed"), [0.01], method="crown", n=4, radius=False, run=run)
+    out = device_certify_check(run, replace(arm64_options(arm64_host), target="arm64-testbed", name="arm64"),
+                               samples=300, progress=False)
+    print("arm64 certify check:", [(r["precision"], r["arithmetic"], r["certified_points"], r["violations"],
+                                    r["violating_points"]) for r in out["rows"]])
+    assert out["complete"] and out["rows"] and any(r["certified_points"] for r in out["rows"])
+    for row in out["rows"]:
+        assert row["record"]["architecture"] == "aarch64" and row["machine"]["architecture"] == "aarch64"
+    assert out["violations"] == 0, [(r["precision"], r["arithmetic"], r["violating_points"]) for r in out["rows"]]

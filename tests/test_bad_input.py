@@ -283,6 +283,17 @@ CASES = [
                                                  "--int8-max-drop", "0", "--int8-min-agreement", "1", "-q"],
      "against fp32"),
     ("export-int8-bad-method", lambda t, b: ["export", t / RUN, "--int8-method", "mse", "-q"], "mse"),
+    # quantization-aware training
+    ("train-qat-negative-freeze-step", lambda t, b: ((t / "r.toml").write_text(
+        "[train]\nqat = true\nqat_freeze_step = -1\n"), ["train", *TRAIN, "--recipe", t / "r.toml", "--out",
+                                                            t / "r"])[1], "qat_freeze_step = -1 must be at least 0"),
+    ("compress-qat-without-retraining", lambda t, b: ["compress", "--model", t / RUN, "--method", "l1", "--qat",
+                                                      "--retrain-epochs", "0", "--out", t / "c", "-q"],
+     "retrain_epochs is 0"),
+    ("export-qat-record-of-another-model", lambda t, b: (edit_run(t / RUN, lambda m: m["training"].update(qat={
+        "freeze_step": 1, "weights": "", "activations": "", "rounding": "",
+        "points": {"net.9": {"input": [0.1, 0], "output": [0.1, 0]}}})),
+        ["export", t / RUN, "-t", "x86-cpu", "--int8", "-q"])[1], "no quantizer for operator Conv"),
     # --recipe on export, evaluate and bench: a bad section is one line naming the recipe, section and key
     *[(f"{command}-recipe-{what}", lambda t, b, command=command, table=table: (
         (t / "r.toml").write_text(table), [command, t / RUN, "--recipe", t / "r.toml", "-q"])[1], expected)
@@ -316,6 +327,18 @@ CASES = [
                                                      (t / "bundle" / "model.onnx").open("ab").write(b"\0"),
                                                      ["certify", t / "bundle"])[2], "does not match its bundle"),
     ("certify-bundle-outside-a-run", lambda t, b: ["certify", b, "--n", "1"], "is not inside a run"),
+    # certify --host: the device check needs a run's certificates with per-point bounds, read before connecting
+    ("certify-host-on-a-bundle", lambda t, b: ["certify", b, "--host", "local"], "give the run directory"),
+    ("certify-host-without-certificates", lambda t, b: ["certify", t / RUN, "--host", "local", "--target", "x86-cpu"],
+     "has no certificates.json; run `edgerobust certify"),
+    ("certify-host-corrupt-certificates", lambda t, b: ((t / RUN / "certificates.json").write_text("{not json"),
+                                                        ["certify", t / RUN, "--host", "local", "--target",
+                                                         "x86-cpu"])[1], "is not readable JSON"),
+    ("certify-host-certificates-without-point-bounds", lambda t, b: (
+        (t / RUN / "certificates.json").write_text(json.dumps({
+            "norm": "inf", "n": 2,
+            "artifacts": [{"precision": "fp32", "rows": [{"eps": 0.01, "arithmetic": "fp32"}]}]})),
+        ["certify", t / RUN, "--host", "local", "--target", "x86-cpu"])[1], "predates the device check"),
     ("distill-missing-teacher", lambda t, b: ["distill", "--teacher", t / "nope", *DISTILL, t / "d"],
      "run directory"),
     ("distill-corrupt-teacher", lambda t, b: ((t / RUN / "model.pt").write_bytes(b"not a checkpoint"),
@@ -436,6 +459,12 @@ def onnx_graph(inputs, op, dims, out_dims=None, domain=""):
     node = helper.make_node(op, inputs, ["y"], domain=domain)
     opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
     return helper.make_model(helper.make_graph([node], "g", values, [out]), opset_imports=opsets)
+
+
+def edit_run(run: Path, change) -> None:
+    manifest = json.loads((run / "model.json").read_text())
+    change(manifest)
+    (run / "model.json").write_text(json.dumps(manifest))
 
 
 def edit_bundle(bundle: Path, change) -> None:

@@ -5,6 +5,8 @@ Points: the bundle's golden inputs and labels (real test images the export saved
 precision: certified accuracy (certified and correctly classified), robust error bound (1 - that), per point the
 largest certified ε by bisection and its mean, beside the attacks' robust accuracy from robustness.json when the
 run has one at the same ε and norm (Barmpas Tables 8.12/8.13: the lower bound beside the attacks' upper bound).
+Every row keeps its per-point certified flags and margin lower bounds (`points`), which `edgerobust certify RUN
+--host` checks the device's own outputs against (remote/certify_check.py).
 """
 from __future__ import annotations
 
@@ -79,6 +81,13 @@ def _attacks(run: RunDir, eps: float, norm: str) -> float | None:
     return None
 
 
+def point_bounds(certified: np.ndarray, bounds: np.ndarray) -> dict[str, Any]:
+    """Per point: certified (and correctly classified), and the lower bound of y_label - y_j over the ball in the
+    row's arithmetic (null in the label's column and where none is finite): what device outputs must respect."""
+    return {"certified": [bool(c) for c in certified],
+            "margin_lower": [[float(v) if np.isfinite(v) else None for v in row] for row in bounds]}
+
+
 def certify_bundle(bundle: str | Path, eps: list[float], method: str = "crown", norm: str = "inf", n: int = 16,
                    arithmetic: list[str] | None = None, precisions: list[str] | None = None, radius: bool = True,
                    budget: int = DEFAULT_BUDGET, run: RunDir | None = None,
@@ -132,7 +141,8 @@ def certify_bundle(bundle: str | Path, eps: list[float], method: str = "crown", 
                 ok = certs.certified[model.name] & correct
                 rows.append({"eps": e, "arithmetic": model.name, "certified_accuracy": float(ok.mean()),
                              "robust_error_bound": float(1 - ok.mean()), "vacuous": certs.vacuous.get(model.name),
-                             "attack_robust_accuracy": _attacks(run, e, norm)})
+                             "attack_robust_accuracy": _attacks(run, e, norm),
+                             "points": point_bounds(ok, certs.bounds[model.name])})
         radii = {}
         if radius:
             for model in models:

@@ -11,7 +11,7 @@ is reported `vacuous` with the reason, never a number.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ class PointCertificates:
     margin: np.ndarray  # [N] min_j lower bound of y_label - y_j (real arithmetic)
     certified: dict[str, np.ndarray]  # model name -> [N] bool
     vacuous: dict[str, str]  # model name -> reason, where no finite error bound exists
+    # model name -> [N, C] lower bound of y_label - y_j over the ball in that arithmetic (NaN in the label's column
+    # and where vacuous): what the device's outputs are checked against (remote/certify_check.py)
+    bounds: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def check_labels(labels: torch.Tensor, classes: int) -> None:
@@ -53,10 +56,11 @@ def certify_batch(engine: Engine, x: torch.Tensor, labels: torch.Tensor, eps, no
         else:
             margins, table = engine.margins(ball, labels, method, budget)
         rows = torch.arange(x.shape[0])
-        certified, vacuous = {}, {}
+        certified, vacuous, bounds = {}, {}, {}
         for ar in models:
             if ar.unit_roundoff == 0 and ar.weight_roundoff == 0 and ar.input_roundoff == 0:
                 certified[ar.name] = (margins.min(1).values > 0).numpy()
+                bounds[ar.name] = _label_nan(margins, rows, labels)
                 continue
             try:
                 e = engine.errors(magnitudes(table), ar, table)[engine.graph.output]
@@ -64,11 +68,19 @@ def certify_batch(engine: Engine, x: torch.Tensor, labels: torch.Tensor, eps, no
                 vacuous[ar.name] = (f"no finite error bound under {ar.name} at {reason} (γ_n infinite from fan-in "
                                     f"{ar.vacuous_fan_in()}, or a value may overflow)")
                 certified[ar.name] = np.zeros(x.shape[0], bool)
+                bounds[ar.name] = np.full(tuple(margins.shape), np.nan)
                 continue
             fp = margins - e[rows, labels].unsqueeze(1) - e
+            bounds[ar.name] = _label_nan(fp, rows, labels)
             fp[rows, labels] = np.inf
             certified[ar.name] = (fp.min(1).values > 0).numpy()
-    return PointCertificates(margins.min(1).values.numpy(), certified, vacuous)
+    return PointCertificates(margins.min(1).values.numpy(), certified, vacuous, bounds)
+
+
+def _label_nan(margins: torch.Tensor, rows: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    out = margins.detach().to(torch.float64).clone()
+    out[rows, labels] = float("nan")
+    return out.numpy()
 
 
 def certify_points(engine: Engine, x: np.ndarray, labels: np.ndarray, eps: float, norm: str, method: str,
@@ -83,7 +95,8 @@ def certify_points(engine: Engine, x: np.ndarray, labels: np.ndarray, eps: float
              for i in range(0, len(xt), size)]
     return PointCertificates(np.concatenate([p.margin for p in parts]),
                              {m.name: np.concatenate([p.certified[m.name] for p in parts]) for m in models},
-                             {k: v for p in parts for k, v in p.vacuous.items()})
+                             {k: v for p in parts for k, v in p.vacuous.items()},
+                             {m.name: np.concatenate([p.bounds[m.name] for p in parts]) for m in models})
 
 
 def certified_radius(engine: Engine, x: np.ndarray, labels: np.ndarray, norm: str, method: str, model: Arithmetic,

@@ -12,7 +12,8 @@ from ..certify.lipschitz import GLOBAL_METHODS
 from ..config import parse_number
 from ..run import RunDir
 from ..run_select import bundle_of
-from .common import command, console, split_list
+from . import remote as remote_cmd
+from .common import command, console, recipe_section, split_list
 from .defaults import bundle_argument
 from .render import table
 
@@ -34,9 +35,32 @@ def certify(
     budget_mb: int = typer.Option(1024, "--budget-mb", min=16, help="Working memory per batch (MiB)."),
     vnnlib: Optional[Path] = typer.Option(None, "--export-vnnlib", help="Also write the fp32 artifact, one VNN-LIB "
                                           "property per point (first ε) and instances.csv here (VNN-COMP layout)."),
+    host: Optional[str] = typer.Option(None, "--host", help="Check RUN/certificates.json on a device instead: its own "
+                                       "outputs at random and attacked points inside every certified ball must stay "
+                                       "within the bounds (user@host, an ssh alias, or local[:PYTHON])."),
+    hosts: Optional[Path] = typer.Option(None, "--hosts", help="Check on a fleet (TOML), the certified points "
+                                                                "sharded over its devices."),
+    trust_ssh_config: bool = remote_cmd.TRUST_SSH_CONFIG,
+    check_samples: int = typer.Option(10_000, "--check-samples", min=1, help="With --host: random points per "
+                                                                              "certified ball."),
+    seed: int = typer.Option(0, "--seed", help="With --host: the seed of the points drawn on the device."),
+    profile: Optional[str] = typer.Option(None, "--target", help="With --host: the device's profile (default: the "
+                                                                "run's only export)."),
+    python: Optional[str] = remote_cmd.PYTHON, ssh_config: Optional[Path] = remote_cmd.SSH_CONFIG,
+    device_dir: Optional[str] = remote_cmd.DEVICE_DIR, insecure: bool = remote_cmd.INSECURE,
+    timeout: Optional[float] = remote_cmd.TIMEOUT, max_output: Optional[float] = remote_cmd.MAX_OUTPUT,
 ) -> None:
-    """Certify the bundle's ONNX artifacts on its golden inputs: RUN/certificates.json and a table."""
+    """Certify the bundle's ONNX artifacts on its golden inputs: RUN/certificates.json and a table (with --host:
+    check the device's outputs inside the certified balls against those certificates)."""
     from ..certify.api import certify_bundle, check_eps
+
+    if remote_cmd.on_device(host, hosts):
+        config = recipe_section(None, "device", dict(
+            **remote_cmd.reach_overrides(host, python, ssh_config, device_dir, insecure, timeout, max_output),
+            target=profile, precisions=split_list(precision)))
+        if hosts:
+            return check_on_fleet(target, config, hosts, trust_ssh_config, check_samples, seed, split_list(arithmetic))
+        return check_on_device(target, config, check_samples, seed, split_list(arithmetic))
 
     values = check_eps([parse_number(v, "--eps") for v in split_list(eps) or []])
     if target is not None and (target / "model.json").is_file():
@@ -66,3 +90,71 @@ def certify(
             if row["vacuous"]:
                 console.print(f"{artifact['precision']} {row['arithmetic']}: {row['vacuous']}", markup=False)
                 break
+
+
+def _run_and_target(target: Optional[Path], config, fleet: bool = False):
+    from dataclasses import replace
+
+    from ..errors import EdgeRobustError
+
+    if target is None or not (target / "model.json").is_file():
+        raise EdgeRobustError("certify --host/--hosts checks a run's certificates.json on a device; give the run "
+                              "directory")
+    run = RunDir.open(target)
+    if config.target is None and not fleet:  # a fleet's devices name their targets
+        exports = list(run.manifest.get("export", {}))
+        if len(exports) != 1:
+            raise EdgeRobustError(f"run {run.path} has {'no export' if not exports else 'several exports'}; name the "
+                                  "device's profile with --target")
+        config = replace(config, target=exports[0])
+    return run, config
+
+
+def check_on_fleet(target: Optional[Path], config, hosts: Path, trust: bool, samples: int, seed: int,
+                   arithmetic: list[str] | None) -> None:
+    """`certify RUN --hosts fleet.toml`: the certified points sharded over the fleet (certify_check_fleet)."""
+    from rich.text import Text
+
+    from ..errors import EdgeRobustError
+    from ..remote.certify_check import certify_check_fleet
+    from ..remote.fleet import load_fleet
+    from .common import err_console
+
+    run, config = _run_and_target(target, config, fleet=True)
+    fleet = load_fleet(hosts, config, trust)
+    for setting in fleet.trusted_ssh_settings:
+        err_console.print(Text(f"warning: trusted ssh_config of {hosts}: {setting}", "bold yellow"))
+    summary = certify_check_fleet(run, fleet, samples=samples, seed=seed, arithmetic=arithmetic)
+    rows = [[r["device"], f"{r['shard'][0]} of {r['shard'][1]}", r["status"], r.get("checked_outputs", "—"),
+             r.get("violations", "—"), ", ".join(map(str, r.get("violating_points", []))) or
+             (r["error"]["message"] if r["status"] != "ok" else "—")] for r in summary["rows"]]
+    console.print(table(f"device outputs inside certified balls, sharded over {hosts}",
+                        ["device", "shard", "status", "outputs checked", "violations", "violating points / error"],
+                        rows))
+    if summary["violations"]:
+        raise EdgeRobustError(f"{summary['violations']} device outputs left their certified bounds; the certificate "
+                              f"does not hold on every device: see {run.path / 'device'}")
+    if summary["unchecked_shards"]:
+        raise EdgeRobustError(f"{len(summary['unchecked_shards'])} of {len(summary['rows'])} shards were not checked "
+                              f"(a device failed); their points are unchecked: see {run.path / 'device'}")
+
+
+def check_on_device(target: Optional[Path], config, samples: int, seed: int, arithmetic: list[str] | None) -> None:
+    """`certify RUN --host`: remote/certify_check.py, a table per precision, ε and arithmetic model; exit 2 when any
+    device output left its bounds (every violation is in RUN/device/<device>/certify_check.json)."""
+    from ..errors import EdgeRobustError
+    from ..remote.certify_check import device_certify_check
+
+    run, config = _run_and_target(target, config)
+    doc = device_certify_check(run, config, samples=samples, seed=seed, arithmetic=arithmetic, progress=False)
+    rows = [[r["precision"], r["arithmetic"], r["eps"], r["certified_points"], r["checked_outputs"], r["violations"],
+             ", ".join(map(str, r["violating_points"])) or "—"] for r in doc["rows"]]
+    console.print(table(f"device outputs inside certified balls on {doc['host']} ({doc['settings']['runtime']}, "
+                        f"{samples} random points per ball and the attacks' points inside it)",
+                        ["precision", "arithmetic", "ε", "certified points", "outputs checked", "violations",
+                         "violating points"], rows))
+    console.print(f"certify check: [bold]{run.path / 'device'}[/]")
+    if doc["violations"]:
+        raise EdgeRobustError(f"{doc['violations']} device outputs left their certified bounds (points "
+                              f"{sorted({p for r in doc['rows'] for p in r['violating_points']})}); the certificate "
+                              "does not hold on this device: see certify_check.json")

@@ -49,6 +49,8 @@ def compress(
                                        "`edgerobust losses`), e.g. gaussian or macer for a smoothed model."),
     loss_options: Optional[str] = typer.Option(None, "--loss-options", help="The loss's own settings as JSON "
                                                "([train] loss_options)."),
+    qat: Optional[bool] = typer.Option(None, "--qat/--no-qat", help="Quantization-aware masked retraining: the "
+                                       "pruned model trains through the int8 export's fake quantization."),
     epochs: Optional[int] = typer.Option(None, help="Pretraining epochs when --model is a spec."),
     lr: Optional[float] = typer.Option(None, help="Learning rate."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
@@ -70,7 +72,7 @@ def compress(
         admm_epochs=admm_epochs, retrain_epochs=retrain_epochs, rho=rho, rho_growth=rho_growth,
         admm_interval=admm_interval, keep_schedule=keep_schedule,
         physical=given(physical, "--physical/--masked-only"), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-        loss=loss, loss_options=parse_kwargs(loss_options, "--loss-options"),
+        loss=loss, loss_options=parse_kwargs(loss_options, "--loss-options"), qat=qat,
         adv_method=given(adv, "--adv"), adv_eps=split_list(eps), adv_steps=steps,
         adv_weight=given(adv_weight, "--adv-weight"), adv_schedule=given(eps_schedule, "--eps-schedule")))
     if evaluate:

@@ -52,6 +52,9 @@ def train(
                                          "when PGD accuracy on a training batch collapses (default on for fgsm-rs)."),
     activation: Optional[str] = typer.Option(None, "--activation", help="Replace the model's ReLUs: kaf, elu, "
                                              "swish, gelu, softplus, kwta (recorded with the run)."),
+    qat: Optional[bool] = typer.Option(None, "--qat/--no-qat", help="Quantization-aware training: train through "
+                                       "the int8 export's fake quantization (per-channel int8 weights, uint8 "
+                                       "activations, round half to even); combines with every loss."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
     device: str = device_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -70,7 +73,8 @@ def train(
     data = data or data_section.name
     config = config_from_recipe(spec, dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                                            schedule=schedule, weight_decay=weight_decay, seed=seed, augment=augment,
-                                           loss=loss, loss_options=parse_kwargs(loss_options, "--loss-options")))
+                                           loss=loss, loss_options=parse_kwargs(loss_options, "--loss-options"),
+                                           qat=qat))
     if adv is None and (eps is not None or adv_steps is not None or eps_schedule is not None) \
             and "adversarial" not in spec:
         adv = "pgd"  # asking for an ε means adversarial training

@@ -145,8 +145,12 @@ def compress_model(source: str | Path | RunDir, out: str | Path, config: Compres
 def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, adv, evaluate, setup: CompressSetup,
               progress, ctx) -> RunDir:
     data, data_root, resume, recipe, device = setup.data, setup.data_root, setup.resume, setup.recipe, setup.device
-    if is_model_spec(source):
-        source = pretrain(str(source), out / "pretrain", base, replace(setup, adversarial=adv), progress=progress)
+    if base.qat and config.retrain_epochs == 0:
+        raise EdgeRobustError("--qat trains the pruned model's masked retraining through int8 fake quantization "
+                              "and [compress] retrain_epochs is 0; set --retrain-epochs N (N > 0) or drop --qat")
+    if is_model_spec(source):  # the dense model pretrains in float; QAT is the masked retraining's
+        source = pretrain(str(source), out / "pretrain", replace(base, qat=False), replace(setup, adversarial=adv),
+                          progress=progress)
     source = source if isinstance(source, RunDir) else RunDir.open(source)
     if source.is_onnx:
         raise EdgeRobustError(f"{source.path}'s model is an imported ONNX file: pruning retrains PyTorch weights, "
@@ -173,7 +177,8 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
     pruned_from = source
     stages: list[RunDir] = []  # the training stages run, in order
     if config.method == "admm":
-        admm_config = replace(base, epochs=config.admm_epochs, lr=config.admm_lr or base.lr)
+        admm_config = replace(base, epochs=config.admm_epochs, lr=config.admm_lr or base.lr,
+                              qat=False)  # QAT: in masked retraining, on the weights that ship
         admm = ADMMCallback(plan, config.rho, config.rho_growth, config.admm_interval,
                             keep_schedule(config.keep_schedule, config.admm_epochs, ramp=config.keep_ramp,
                                           stages=config.keep_stages), dual_rescale=config.dual_rescale)
@@ -236,7 +241,8 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
         slim, info,
         dataset=source.manifest.get("dataset", {}),
         training={"config": asdict(base), "history": history, "stopped_early": None,
-                  "loss": describe_loss(base, adv, stages)},
+                  "loss": describe_loss(base, adv, stages),
+                  "qat": stages[-1].manifest["training"].get("qat") if base.qat and stages else None},
         recipe=recipe or {},
         seed=base.seed,
         compression={"config": asdict(config), "plan": plan.describe(), "admm": admm_info,

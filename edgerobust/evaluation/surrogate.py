@@ -20,9 +20,10 @@ from torch import nn
 from ..bounds.graph import BoundError, Node, from_onnx
 from ..bounds.rules import RULES
 from ..errors import EdgeRobustError
+from ..models import fake_quant
+from ..models.fake_quant import RANGES
 
 QDQ = ("QuantizeLinear", "DequantizeLinear")
-_RANGES = {"uint8": (0, 255), "int8": (-128, 127), "int32": (-2**31, 2**31 - 1)}
 
 
 def _axis_view(node: Node, value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -35,27 +36,15 @@ def _axis_view(node: Node, value: torch.Tensor, like: torch.Tensor) -> torch.Ten
     return value.reshape(shape)
 
 
-class _RoundSTE(torch.autograd.Function):
-    """round half to even forward (torch.round), identity backward."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return torch.round(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad
-
-
 def quantize(node: Node, x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, dtype: str) -> torch.Tensor:
-    low, high = _RANGES[dtype]
+    low, high = RANGES[dtype]
     zero_point = 0.0 if zero is None else _axis_view(node, zero, x).to(x.dtype)
-    return torch.clamp(_RoundSTE.apply(x / _axis_view(node, scale, x).to(x.dtype)) + zero_point, low, high)
+    return fake_quant.quantize(x, _axis_view(node, scale, x).to(x.dtype), zero_point, low, high)
 
 
 def dequantize(node: Node, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None) -> torch.Tensor:
     zero_point = 0.0 if zero is None else _axis_view(node, zero, q).to(q.dtype)
-    return (q - zero_point) * _axis_view(node, scale, q).to(q.dtype)
+    return fake_quant.dequantize(q, _axis_view(node, scale, q).to(q.dtype), zero_point)
 
 
 class ArtifactSurrogate(nn.Module):

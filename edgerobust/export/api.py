@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +195,8 @@ def export_run(run: RunDir | str | Path, config: ExportConfig | None = None, *, 
             context = {}
             if PRECISIONS[precision].calibrated:
                 settings = int8_settings(profile, config)
+                qat = (run.manifest.get("training") or {}).get("qat")
+                settings = replace(settings, qat=qat) if qat else settings  # a QAT run: its own scales
                 context = {"calibration": images, "input_shape": tuple(input_shape), "settings": settings}
             graph = hosts[precision].convert(proto, **context)
             check_operators(graph, profile.operator_set, profile.name, runtime)

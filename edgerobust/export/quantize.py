@@ -45,6 +45,7 @@ class Int8Settings:
     format: str = "QDQ"
     weights: str = "int8, symmetric"
     activations: str = "uint8, asymmetric"
+    qat: dict[str, Any] | None = None  # a QAT run's record (training/qat.py): its scales, not calibrated ones
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,6 +91,36 @@ def _named_failure(exc: Exception, proto: onnx.ModelProto) -> str:
     return f"operator {ops[0]}: {text}" if ops else text
 
 
+def qat_quantizer_options(proto: onnx.ModelProto, record: dict[str, Any]) -> dict[str, Any]:
+    """What onnxruntime's quantizer is told for a QAT run: only Conv and Gemm quantized (their inputs, weights, bias
+    and outputs: the points the fake-quant model quantizes), with the run's learned scales and zero points as
+    `TensorQuantOverrides` on the activation tensors instead of calibrated ones. Each Conv/Gemm node is matched to
+    its torch module by the name torch's exporter gives it (training/qat.py `onnx_node_name`)."""
+    from ..training.qat import onnx_node_name
+
+    points = record.get("points") or {}
+    by_node = {onnx_node_name(name, op): name for name in points for op in ("Conv", "Gemm")}
+    overrides: dict[str, list[dict[str, Any]]] = {}
+    found = set()
+    for node in proto.graph.node:
+        if node.op_type not in ("Conv", "Gemm", "MatMul"):
+            continue
+        name = by_node.get(node.name)
+        if name is None:
+            raise QuantizationError(f"the QAT run has no quantizer for operator {node.op_type} (node {node.name}): "
+                                    "it is not one of the model's Conv2d/Linear modules; export the run without "
+                                    "int8 or train it without --qat")
+        found.add(name)
+        for tensor, (scale, zero) in ((node.input[0], points[name]["input"]), (node.output[0], points[name]["output"])):
+            overrides.setdefault(tensor, [{"scale": np.array(scale, dtype=np.float32),
+                                                 "zero_point": np.array(zero, dtype=np.uint8)}])
+    missing = sorted(set(points) - found)
+    if missing:
+        raise QuantizationError(f"the exported graph has no Conv/Gemm node for the QAT modules {', '.join(missing)}; "
+                                "the run's QAT record was written for another graph")
+    return {"op_types_to_quantize": ["Conv", "Gemm"], "extra_options": {"TensorQuantOverrides": overrides}}
+
+
 def quantize_int8(proto: onnx.ModelProto, calibration: np.ndarray, input_shape: tuple[int, ...],
                   settings: Int8Settings = Int8Settings()) -> onnx.ModelProto:
     """The QDQ int8 graph of `proto` (fp32, input `input`), calibrated on `calibration` (N×C×H×W pixels)."""
@@ -110,10 +141,14 @@ def quantize_int8(proto: onnx.ModelProto, calibration: np.ndarray, input_shape: 
         onnx.save_model(proto, str(source))
         try:
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
+            qat_options = {} if settings.qat is None else qat_quantizer_options(onnx.load_model(str(prepared)),
+                                                                                settings.qat)
             quantize_static(str(prepared), str(output), _reader(images), quant_format=QuantFormat.QDQ,
                             per_channel=settings.per_channel, reduce_range=settings.reduce_range,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
-                            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+                            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
+                                           **qat_options.get("extra_options", {})},
+                            **{k: v for k, v in qat_options.items() if k != "extra_options"})
         except EdgeRobustError:
             raise
         except Exception as exc:  # noqa: BLE001  (onnxruntime's quantizer raises plain exceptions with the reason)

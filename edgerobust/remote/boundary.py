@@ -131,6 +131,7 @@ RESULT_FIELDS: dict[str, dict[str, Any]] = {
     "bench": {"compute": dict, "end_to_end": dict},
     "replay": {"sets": dict},
     "smooth": {"points": list},
+    "logits": {"rows": list},
     "verify": {},
     "unpack": {},
     "ping": {},
@@ -175,7 +176,28 @@ def check_document(doc: Any, command: str, label: str) -> dict[str, Any]:
             if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in point["counts"]):
                 raise DeviceOutputError(f"{label}: the device's {where} point {i} has counts that are not "
                                         "non-negative integers; a broken or foreign runner answered (check the device)")
+    if command == "logits":
+        _check_logits(result, where, label)
     return doc
+
+
+def _check_logits(result: dict[str, Any], where: str, label: str) -> None:
+    """Every row: its index and a matrix of logits, `samples` rows (1 without samples) of one width, each entry a
+    number or null (a non-finite output, which the host counts as outside every bound)."""
+    samples = result.get("samples")
+    want = samples if isinstance(samples, int) and not isinstance(samples, bool) and samples > 0 else 1
+    width = None
+    for i, row in enumerate(result["rows"]):
+        _check_fields(row, {"row": int, "logits": list}, f"{where} row {i}", label)
+        matrix = row["logits"]
+        if width is None and matrix and isinstance(matrix[0], list):
+            width = len(matrix[0])
+        if len(matrix) != want or not width or not all(
+                isinstance(line, list) and len(line) == width and all(
+                    v is None or (isinstance(v, NUMBER) and not isinstance(v, bool)) for v in line) for line in matrix):
+            raise DeviceOutputError(f"{label}: the device's {where} row {i} logits are not {want} rows of "
+                                    f"{width or 'the same number of'} numbers; a broken or foreign runner answered "
+                                    "(check the device)")
 
 
 def _check_points(figures: dict[str, Any], where: str, label: str) -> None:

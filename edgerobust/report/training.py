@@ -28,6 +28,11 @@ def training_section(run: RunDir, figures: Path) -> str | None:
         loss = training.get("loss")
         if loss:
             lines += ["Loss: " + ", ".join(f"{k}={v}" for k, v in loss.items()) + ".", ""]
+        qat = training.get("qat")
+        if qat:
+            lines += [f"Quantization-aware training: weights {qat['weights']}, activations {qat['activations']}, "
+                      f"rounding {qat['rounding']}; observers frozen at step {qat['freeze_step']}; "
+                      f"{len(qat.get('points', {}))} conv/linear layers carry the scales the int8 export uses.", ""]
         if training.get("stopped_early"):
             lines += [f"**Stopped early:** {training['stopped_early']}", ""]
         history = training.get("history") or []

@@ -1,4 +1,4 @@
-"""The runner's commands on an opened, sealed bundle: verify, bench, replay, smooth (docs/runner-protocol.md).
+"""The runner's commands on an opened, sealed bundle: verify, bench, replay, smooth, logits (docs/runner-protocol.md).
 
 Each returns the `result` dict of the protocol's envelope; every model figure names its artifact, runtime and machine.
 """
@@ -284,3 +284,61 @@ def _add_votes(votes, predicted):
         counts[:len(votes)] += votes
         return counts
     return votes + counts
+
+
+def load_points(path, input_shape):
+    """The centres or inputs of `logits`: a .npz whose `x` (or `x_adv`) is float32 N×C×H×W, loaded as data."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            key = "x" if "x" in data.files else "x_adv" if "x_adv" in data.files else None
+            x = None if key is None else np.asarray(data[key])
+    except (OSError, ValueError) as exc:
+        raise RunnerError("set_invalid", "{} cannot be read as a .npz of arrays ({})".format(path, exc)) from None
+    if x is None:
+        raise RunnerError("set_invalid", "{} has no x (or x_adv) array of float32 N×C×H×W inputs".format(path))
+    if x.dtype != np.float32 or x.ndim != 4 or (input_shape and list(x.shape[1:]) != list(input_shape)):
+        raise RunnerError("set_invalid", "{}: x must be float32 N×{} but is {} {}".format(
+            path, "×".join(str(d) for d in input_shape or ["C", "H", "W"]), x.dtype, "×".join(map(str, x.shape))))
+    return x
+
+
+def logits(bundle, options, args):
+    """Raw float32 logits, as lists of numbers (exact: a float32 is a float64): at the set's inputs, or, with
+    --samples K, at K points drawn inside the ball of radius --eps around each chosen row (balls.py).
+
+    `args`: the parsed command line (precision, batch, set_path, rows, samples, eps, norm, seed, no_hash)."""
+    from .balls import NORMS, ball_batches
+    from .balls import RULE as BALL_RULE
+    from .balls import fingerprint as ball_fingerprint
+
+    batch, samples, eps = args.batch, args.samples, args.eps
+    if batch < 1 or (samples is not None and samples < 1):
+        raise RunnerError("usage", "--batch and --samples must be at least 1")
+    if samples is not None and (eps is None or not 0 <= eps <= 1 or args.norm not in NORMS):
+        raise RunnerError("usage", "--samples needs --eps in [0, 1] and --norm inf or 2")
+    if not args.no_hash:
+        check_hashes(bundle)
+    x = load_points(args.set_path, bundle.manifest.get("input_shape"))
+    chosen = list(range(len(x))) if args.rows is None else args.rows
+    bad = [r for r in chosen if not 0 <= r < len(x)]
+    if bad:
+        raise RunnerError("usage", "--rows {} is outside 0..{} (the set has {} rows)".format(bad[0], len(x) - 1,
+                                                                                           len(x)))
+    session = open_session(bundle, args.precision, options)
+    try:
+        figure = _figure(bundle, args.precision, session, batch)
+        if samples is None:
+            out = predict(session, x[chosen], batch)
+            figure["rows"] = [{"row": r, "logits": out[i:i + 1].tolist()} for i, r in enumerate(chosen)]
+        else:
+            figure["rows"] = []
+            for r in chosen:
+                out = np.concatenate([session.infer(b) for b in prefetched(
+                    ball_batches(x[r], eps, args.norm, samples, batch, args.seed, r))])
+                figure["rows"].append({"row": r, "logits": out.tolist(),
+                                       "fingerprint": ball_fingerprint(x[r], eps, args.norm, args.seed, r)})
+    finally:
+        session.close()
+    figure.update({"samples": samples, "eps": eps, "norm": args.norm, "seed": args.seed,
+                   "points": None if samples is None else BALL_RULE, "numpy": np.__version__})
+    return figure

@@ -174,6 +174,21 @@ def smooth_arguments(sub):
     sub.add_argument("--thresholds", help="with --noise sound: a .npy file of the host's int64 thresholds")
 
 
+def logits(args, context):
+    from . import commands
+
+    return commands.logits(context.bundle, context.options, args)
+
+
+def logits_arguments(sub):
+    sub.add_argument("--set", dest="set_path", required=True)
+    sub.add_argument("--rows", type=lambda text: [int(r) for r in text.split(",") if r.strip()])
+    sub.add_argument("--samples", type=int)
+    sub.add_argument("--eps", type=float)
+    sub.add_argument("--norm", default="inf")
+    sub.add_argument("--seed", type=int, default=0)
+
+
 def unpack_arguments(sub):
     sub.add_argument("--archive", required=True)
     sub.add_argument("--dest", required=True)
@@ -186,6 +201,7 @@ register("verify", verify, verify_arguments, model=True, batch=64)
 register("bench", bench, bench_arguments, model=True, batch=1)
 register("replay", replay, replay_arguments, model=True, batch=64)
 register("smooth", smooth, smooth_arguments, model=True, batch=64)
+register("logits", logits, logits_arguments, model=True, batch=256)
 register("unpack", unpack, unpack_arguments)
 
 

@@ -128,6 +128,9 @@ def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, dat
                                                           augment=default_augment(data), description=description),
                       progress=progress, device=device)
     result = trainer.fit(resume=resume)
+    qat = trainer.qat.describe() if trainer.qat is not None else None
+    if trainer.qat is not None:
+        trainer.qat.qat.detach()  # the run's weights are the plain network's; the record rebuilds the fake quant
     if dist is not None and not dist.is_main:
         return distributed.finished_run(out, dist)
     info = model_info(model_spec, train_set, (mean, std), source) if init_from is None \
@@ -146,7 +149,7 @@ def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, dat
                   "overfit_guard": next((cb.describe() | {"fired": cb.fired} for cb in callbacks
                                          if isinstance(cb, CatastrophicOverfittingGuard)), None),
                   "distributed": dist.describe() if dist else None,
-                  "device": describe_device(trainer.device)},
+                  "device": describe_device(trainer.device), "qat": qat},
         recipe=recipe or {},
         seed=config.seed,
         metrics={"test_accuracy": final.get("test_accuracy"), "train_accuracy": final.get("train_accuracy"),

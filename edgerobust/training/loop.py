@@ -106,6 +106,18 @@ class Trainer:
 
         self.callbacks = list(setup.callbacks) + lipschitz_callbacks(self.config.lipschitz_penalty,
                                                                      self.config.spectral_norm)
+        self.qat = None
+        if self.config.qat:  # fake quantization attached before the loss first runs the model (training/qat.py)
+            from .qat import QatCallback, QatSettings
+
+            if len(train_data) == 0:
+                raise EdgeRobustError(f"quantization-aware training needs training images and {train_data.name} "
+                                      "has none")
+            steps = num_batches(train_data, config.batch_size)
+            freeze = self.config.qat_freeze_step or max((config.epochs - 1) * steps, config.epochs * steps // 2)
+            self.qat = QatCallback(QatSettings(freeze_step=freeze))
+            self.qat.attach(model, self.placement.put(train_data.images[:2]))
+            self.callbacks.append(self.qat)
         self.checkpoint_path = Path(setup.checkpoint_path) if setup.checkpoint_path else None
         self.augment = augment if (augment is not None and config.augment) else NO_AUGMENT
         self.progress = progress if self.dist is None or self.dist.is_main else False

@@ -29,14 +29,12 @@ from .api import (
     DeviceRecord,
     _open,
     adversarial_sets,
-    as_profile,
     choose_runtime,
     device_facts,
-    resolve_bundle,
     row_record,
 )
-from .errors import RemoteError, error_record
-from .fleet import Fleet, FleetError
+from .errors import RemoteError
+from .fleet import Fleet, failed, plan_devices
 from .session import DeviceSession
 
 CERTIFICATES_FILE = "certificates.json"  # certify/api.py's file
@@ -296,11 +294,7 @@ def certify_check_fleet(run: RunDir | str | Path, fleet: Fleet, *, samples: int 
 
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     read_certificates(run)
-    for device in fleet.devices:  # bad input before any device is contacted
-        if not device.target:
-            raise FleetError(f"fleet file {fleet.source}: device '{device.name}' has no field 'target' and no "
-                             "--target was given")
-        resolve_bundle(run, as_profile(device.target))
+    plan_devices(run, fleet)  # bad input before any device is contacted
     count = len(fleet.devices)
 
     def one(item) -> dict[str, Any]:
@@ -312,10 +306,8 @@ def certify_check_fleet(run: RunDir | str | Path, fleet: Fleet, *, samples: int 
             row.update(status="ok", file=f"device/{device.name}/certify_check.json", violations=doc["violations"],
                        checked_outputs=doc["checked_outputs"],
                        violating_points=sorted({p for r in doc["rows"] for p in r["violating_points"]}))
-        except RemoteError as exc:
-            row.update(status="error", error=error_record(exc))
         except EdgeRobustError as exc:
-            row.update(status="error", error={"kind": "bad-input", "message": str(exc)})
+            row.update(failed(exc))
         return row
 
     with ThreadPoolExecutor(max_workers=fleet.concurrency) as pool:

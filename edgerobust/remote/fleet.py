@@ -127,6 +127,26 @@ def load_fleet(path: str | Path, base: DeviceConfig | None = None, trust_ssh_con
     return Fleet(out, concurrency, str(path), trusted_ssh_settings=list(dict.fromkeys(trusted)))
 
 
+def plan_devices(run: RunDir, fleet: Fleet) -> list[tuple[DeviceConfig, Any, Path]]:
+    """Each device of `fleet` with its profile and the run's bundle for it (checked on the host): bad input (a device
+    without a target, a run with no export for it) fails here, before any device is contacted."""
+    plans = []
+    for device in fleet.devices:
+        if not device.target:
+            raise FleetError(f"fleet file {fleet.source}: device '{device.name}' has no field 'target' and no "
+                             "--target was given")
+        profile = as_profile(device.target)
+        plans.append((device, profile, resolve_bundle(run, profile)))
+    return plans
+
+
+def failed(exc: EdgeRobustError) -> dict[str, Any]:
+    """A fleet row's status for a device that failed: a device's typed error, else bad input."""
+    if isinstance(exc, RemoteError):
+        return {"status": "error", "error": error_record(exc)}
+    return {"status": "error", "error": {"kind": "bad-input", "message": str(exc)}}
+
+
 def run_fleet(run: RunDir | str | Path, fleet: Fleet, kind: str = "bench", *, progress: bool | None = False,
               retry_delay: float = 2.0) -> list[dict[str, Any]]:
     """Health-check then measure (`bench` or `replay`) every device, `fleet.concurrency` at a time.
@@ -136,13 +156,7 @@ def run_fleet(run: RunDir | str | Path, fleet: Fleet, kind: str = "bench", *, pr
     if kind not in ("bench", "replay"):
         raise EdgeRobustError(f"unknown fleet measurement '{kind}'; valid: bench, replay")
     run = run if isinstance(run, RunDir) else RunDir.open(run)
-    plans = []
-    for device in fleet.devices:
-        if not device.target:
-            raise FleetError(f"fleet file {fleet.source}: device '{device.name}' has no field 'target' and no "
-                             "--target was given")
-        profile = as_profile(device.target)
-        plans.append((device, profile, resolve_bundle(run, profile)))
+    plans = plan_devices(run, fleet)
     measure = device_bench if kind == "bench" else device_replay
 
     def one(plan) -> dict[str, Any]:
@@ -168,10 +182,8 @@ def run_fleet(run: RunDir | str | Path, fleet: Fleet, kind: str = "bench", *, pr
                              "transfer": health["transfer"], "tries": tries}
             doc, tries = attempt(lambda session: measure(run, device, session, progress=progress))
             row.update(status="ok", tries=tries, file=f"device/{device.name}/{kind}.json", rows=len(doc["rows"]))
-        except RemoteError as exc:
-            row.update(status="error", error=error_record(exc))
         except EdgeRobustError as exc:
-            row.update(status="error", error={"kind": "bad-input", "message": str(exc)})
+            row.update(failed(exc))
         return row
 
     with ThreadPoolExecutor(max_workers=fleet.concurrency) as pool:

@@ -20,7 +20,9 @@ import torch
 from ..errors import DataError
 from .base import ArrayDataset
 from .files import FITS, Decoder, FileImages
-from .registry import DATASETS
+from .registry import DATASETS, check_user_call
+
+OPTIONS = "shape, fit, test_fraction, split_seed, workers, stream, max_memory"  # what load_imagefolder takes
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
@@ -143,17 +145,11 @@ def fitted_images(files: list[tuple[Path, int]], decoder: Decoder, workers: int,
 
 
 @DATASETS.register("imagefolder", "your images: ROOT/<class>/*.png|jpg|bmp (or ROOT/train, ROOT/test); options: "
-                                  "shape, fit, test_fraction, split_seed, workers, stream, max_memory")
+                                  f"{OPTIONS}")
 def load_imagefolder(split: str = "train", root=None, shape=None, fit: str = "resize", test_fraction: float = 0.2,
                      split_seed: int = 0, workers: int = 2, stream: bool | str = "auto",
                      max_memory: int = MAX_MEMORY, **unknown) -> ArrayDataset:
-    if unknown:
-        raise DataError(f"imagefolder: unknown option(s) {', '.join(sorted(unknown))}; valid: shape, fit, "
-                        "test_fraction, split_seed, workers, stream, max_memory")
-    if split not in ("train", "test"):
-        raise DataError(f"imagefolder has splits 'train' and 'test', not '{split}'")
-    if root is None:
-        raise DataError("imagefolder needs its folder: pass --data-root DIR (or [data] root in the recipe)")
+    check_user_call("imagefolder", split, root, unknown, OPTIONS, "folder: pass --data-root DIR")
     if fit not in FITS:
         raise DataError(f"imagefolder: fit = {fit!r} must be one of {', '.join(FITS)}")
     if not 0 < float(test_fraction) < 1:

@@ -15,7 +15,9 @@ import torch
 
 from ..errors import DataError
 from .base import ArrayDataset
-from .registry import DATASETS
+from .registry import DATASETS, check_user_call
+
+OPTIONS = "test_fraction, split_seed, layout, num_classes"  # what load_npz takes, listed in help and errors
 
 LAYOUTS = ("auto", "nchw", "nhwc")
 
@@ -66,16 +68,10 @@ def to_labels(y: np.ndarray, n: int, path: Path, num_classes: int | None) -> np.
 
 
 @DATASETS.register("npz", "your arrays: ROOT.npz with x (N×C×H×W or N×H×W×C) and y, or ROOT/{train,test}.npz; "
-                          "options: test_fraction, split_seed, layout, num_classes")
+                          f"options: {OPTIONS}")
 def load_npz(split: str = "train", root=None, test_fraction: float = 0.2, split_seed: int = 0,
              layout: str = "auto", num_classes: int | None = None, **unknown) -> ArrayDataset:
-    if unknown:
-        raise DataError(f"npz: unknown option(s) {', '.join(sorted(unknown))}; valid: test_fraction, split_seed, "
-                        "layout, num_classes")
-    if split not in ("train", "test"):
-        raise DataError(f"npz has splits 'train' and 'test', not '{split}'")
-    if root is None:
-        raise DataError("npz needs its file: pass --data-root FILE.npz (or [data] root in the recipe)")
+    check_user_call("npz", split, root, unknown, OPTIONS, "file: pass --data-root FILE.npz")
     if layout not in LAYOUTS:
         raise DataError(f"npz: layout = {layout!r} must be one of {', '.join(LAYOUTS)}")
     root = Path(root)

@@ -13,6 +13,17 @@ DATASETS: Registry[DatasetLoader] = Registry("dataset")
 DEFAULT_DATA_ROOT = Path("data")
 
 
+def check_user_call(name: str, split: str, root, unknown: dict, valid: str, root_hint: str) -> None:
+    """The checks every loader of the user's own files makes first (imagefolder, npz): no unknown option (`valid`
+    lists them), a train or test split, and a root (`root_hint` says what to pass)."""
+    if unknown:
+        raise DataError(f"{name}: unknown option(s) {', '.join(sorted(unknown))}; valid: {valid}")
+    if split not in ("train", "test"):
+        raise DataError(f"{name} has splits 'train' and 'test', not '{split}'")
+    if root is None:
+        raise DataError(f"{name} needs its {root_hint} (or [data] root in the recipe)")
+
+
 def load_dataset(name: str, split: str = "train", root: str | Path | None = None, **options) -> ArrayDataset:
     """Load dataset `name` (see `DATASETS.names()`); on-disk datasets read from `root` (default ./data/NAME)."""
     loader = DATASETS.get(name)

@@ -19,21 +19,16 @@ def smooth_fleet(run: RunDir | str | Path, fleet: Any, config: SmoothConfig | No
     its target from the fleet file or the command line), run `fleet.concurrency` at a time; returns one row per
     device with its shard and the merged entries."""
     from ..export.bundle import read_manifest
-    from ..remote.api import as_profile, resolve_bundle
+    from ..remote.fleet import plan_devices
 
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     config = smooth_config(config, **overrides)
     plans = []
-    for device in fleet.devices:
-        name = device.target
-        if not name:
-            raise SmoothingError(f"fleet file {fleet.source}: device '{device.name}' has no target and no --target "
-                                 "was given")
-        bundle = resolve_bundle(run, as_profile(name))
+    for device, _, bundle in plan_devices(run, fleet):  # targets and bundles checked before any device
         entry = (read_manifest(bundle).get("models") or {}).get(config.precision)
         if not entry:
             raise SmoothingError(f"bundle {bundle} (device {device.name}) has no {config.precision} model")
-        plans.append((device, name, bundle, entry.get("sha256")))
+        plans.append((device, device.target, bundle, entry.get("sha256")))
     held = {sha for *_, sha in plans}
     if len(held) > 1:
         which = ", ".join(f"{d.name}: {str(sha)[:12]}" for d, _, _, sha in plans)

@@ -26,6 +26,7 @@ from ..io import sha256_file, write_json
 from ..run import RunDir
 from .core import certified_radius, certify_points
 from .lipschitz import GLOBAL_METHODS
+from .peck import DEFAULT_ATTACKS, check_mode, peck_section
 from .vnnlib import check_out, export_vnnlib
 
 CERTIFICATES_FILE = "certificates.json"
@@ -91,14 +92,21 @@ def point_bounds(certified: np.ndarray, bounds: np.ndarray) -> dict[str, Any]:
 def certify_bundle(bundle: str | Path, eps: list[float], method: str = "crown", norm: str = "inf", n: int = 16,
                    arithmetic: list[str] | None = None, precisions: list[str] | None = None, radius: bool = True,
                    budget: int = DEFAULT_BUDGET, run: RunDir | None = None,
-                   vnnlib: str | Path | None = None) -> dict[str, Any]:
+                   vnnlib: str | Path | None = None, peck_mode: str | None = None,
+                   peck_attacks: tuple[str, ...] = DEFAULT_ATTACKS) -> dict[str, Any]:
     """Certify the bundle's artifacts; write RUN/certificates.json (RUN: `run`, else the bundle's parent run).
 
-    `vnnlib`: also write the fp32 artifact's VNN-LIB benchmark there (vnnlib.py) at the first ε."""
+    `vnnlib`: also write the fp32 artifact's VNN-LIB benchmark there (vnnlib.py) at the first ε.
+    `method="peck"`: each artifact also gets a `peck` entry (peck.py): Peck's per-point lower bounds κ on the
+    minimal L2 perturbation in `peck_mode` (sound, the default, or thesis) checked against the `peck_attacks`'
+    smallest perturbations. A thesis-mode bound is no certificate: that mode writes no certified rows or radii."""
     bundle = Path(bundle)
     check_eps(eps)
     if method not in CERTIFY_METHODS:
         raise CertifyError(f"unknown method '{method}'; choose one of {', '.join(CERTIFY_METHODS)}")
+    if peck_mode is not None and method != "peck":
+        raise CertifyError(f"--peck-mode {peck_mode} applies to --method peck only (got --method {method})")
+    peck_mode = check_mode(peck_mode or "sound") if method == "peck" else None
     if norm not in ("inf", "2"):
         raise CertifyError(f"unknown norm '{norm}'; choose inf or 2")
     from ..export.bundle import read_manifest
@@ -135,7 +143,10 @@ def certify_bundle(bundle: str | Path, eps: list[float], method: str = "crown", 
         rows = []
         predicted = engine.output(torch.from_numpy(inputs)).argmax(1).numpy()
         correct = predicted == labels
-        for e in eps:
+        peck = None if peck_mode is None else peck_section(engine, inputs, predicted, correct, peck_mode, eps, norm,
+                                                           peck_attacks)
+        thesis = peck_mode == "thesis"  # no certificate: no certified rows, no radii
+        for e in ([] if thesis else eps):
             certs = certify_points(engine, inputs, labels, e, norm, method, models, budget)
             for model in models:
                 ok = certs.certified[model.name] & correct
@@ -144,7 +155,7 @@ def certify_bundle(bundle: str | Path, eps: list[float], method: str = "crown", 
                              "attack_robust_accuracy": _attacks(run, e, norm),
                              "points": point_bounds(ok, certs.bounds[model.name])})
         radii = {}
-        if radius:
+        if radius and not thesis:
             for model in models:
                 if model.name == "fp16":
                     continue  # worst-case fp16 accumulation: vacuous at real fan-ins, no radius worth a bisection
@@ -152,8 +163,10 @@ def certify_bundle(bundle: str | Path, eps: list[float], method: str = "crown", 
                 radii[model.name] = {"per_point": r.tolist(), "mean": float(r.mean())}
         artifacts.append({"precision": precision, "file": name, "sha256": digest,
                           "clean_accuracy": float(correct.mean()),
-                          "arithmetic_models": [m.describe() for m in models], "rows": rows, "radius": radii})
+                          "arithmetic_models": [m.describe() for m in models], "rows": rows, "radius": radii,
+                          **({} if peck is None else {"peck": peck})})
     result = {"format": FORMAT, "bundle": str(bundle), "method": method, "norm": norm, "n": int(len(inputs)),
+              **({} if peck_mode is None else {"peck_mode": peck_mode}),
               "points": "the bundle's golden inputs and labels", "clean_accuracy": artifacts[0]["clean_accuracy"],
               "radius_of": "the predicted class", "artifacts": artifacts, "not_certified": not_certified,
               "seconds": round(time.perf_counter() - started, 3)}

@@ -82,11 +82,36 @@ def _attacks(run: RunDir, eps: float, norm: str) -> float | None:
     return None
 
 
-def point_bounds(certified: np.ndarray, bounds: np.ndarray) -> dict[str, Any]:
+def point_bounds(certified: np.ndarray, bounds: np.ndarray,
+                 intervals: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """Per point: certified (and correctly classified), and the lower bound of y_label - y_j over the ball in the
-    row's arithmetic (null in the label's column and where none is finite): what device outputs must respect."""
-    return {"certified": [bool(c) for c in certified],
-            "margin_lower": [[float(v) if np.isfinite(v) else None for v in row] for row in bounds]}
+    row's arithmetic (null in the label's column and where none is finite): what device outputs must respect.
+    With `intervals`, also each computed logit's [lower, upper] over the ball (`logit_lower`, `logit_upper`), kept
+    for the certified points only (null for the others: nothing is checked there). Every bound is written with 9
+    significant digits rounded outward (lower bounds down, upper bounds up), so it stays a bound and the file small."""
+    out = {"certified": [bool(c) for c in certified],
+           "margin_lower": [[outward(v, down=True) for v in row] for row in bounds]}
+    if intervals is not None:
+        for key, values, down in zip(("logit_lower", "logit_upper"), intervals, (True, False), strict=True):
+            out[key] = [[outward(v, down) for v in row] if ok else None
+                        for ok, row in zip(certified, values, strict=True)]
+    return out
+
+
+def outward(v: float, down: bool, digits: int = 9) -> float | None:
+    """`v` to `digits` significant decimal digits, rounded down (or up) so that the result is <= v (>= v); None where
+    not finite."""
+    if not np.isfinite(v):
+        return None
+    v = float(v)
+    mantissa, exponent = f"{v:.{digits - 1}e}".split("e")
+    r = float(f"{mantissa}e{exponent}")
+    if (down and r > v) or (not down and r < v):
+        step = 10.0 ** (int(exponent) - digits + 1)
+        r = float(f"{float(mantissa) + (-1 if down else 1) * 10.0 ** (1 - digits):.{digits - 1}f}e{exponent}")
+        if (down and r > v) or (not down and r < v):  # the decimal step did not cross in binary: take a whole step
+            r = v - step if down else v + step
+    return r
 
 
 def certify_bundle(bundle: str | Path, eps: list[float], method: str = "crown", norm: str = "inf", n: int = 16,
@@ -147,13 +172,13 @@ def certify_bundle(bundle: str | Path, eps: list[float], method: str = "crown", 
                                                            peck_attacks)
         thesis = peck_mode == "thesis"  # no certificate: no certified rows, no radii
         for e in ([] if thesis else eps):
-            certs = certify_points(engine, inputs, labels, e, norm, method, models, budget)
+            certs = certify_points(engine, inputs, labels, e, norm, method, models, budget, intervals=True)
             for model in models:
                 ok = certs.certified[model.name] & correct
                 rows.append({"eps": e, "arithmetic": model.name, "certified_accuracy": float(ok.mean()),
                              "robust_error_bound": float(1 - ok.mean()), "vacuous": certs.vacuous.get(model.name),
                              "attack_robust_accuracy": _attacks(run, e, norm),
-                             "points": point_bounds(ok, certs.bounds[model.name])})
+                             "points": point_bounds(ok, certs.bounds[model.name], certs.intervals[model.name])})
         radii = {}
         if radius and not thesis:
             for model in models:

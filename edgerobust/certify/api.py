@@ -17,16 +17,15 @@ from typing import Any
 
 import numpy as np
 import onnx
-import torch
 
 from ..bounds import ARITHMETIC_MODELS, Engine, from_onnx
 from ..bounds.engine import DEFAULT_BUDGET, METHODS
 from ..errors import EdgeRobustError
 from ..io import sha256_file, write_json
 from ..run import RunDir
-from .core import certified_radius, certify_points
+from . import shard
 from .lipschitz import GLOBAL_METHODS
-from .peck import DEFAULT_ATTACKS, check_mode, peck_section
+from .peck import DEFAULT_ATTACKS, check_graph, check_mode, peck_summary
 from .vnnlib import check_out, export_vnnlib
 
 CERTIFICATES_FILE = "certificates.json"
@@ -156,50 +155,66 @@ def certify_bundle(bundle: str | Path, eps: list[float], method: str = "crown", 
             raise CertifyError(f"{bundle / name} does not match its bundle (sha256 differs from the manifest); "
                                "re-export or restore the file")
         plans.append((precision, name, digest, models_for(precision, arithmetic)))
+        if peck_mode == "thesis":  # a graph the thesis has no rule for: refused before any work
+            check_graph(Engine(from_onnx(onnx.load(bundle / name))))
     if run is None:
         if not (bundle.parent / "model.json").is_file():
             raise CertifyError(f"{bundle} is not inside a run, so certificates.json has nowhere to go; pass the run "
                                "it was exported from (edgerobust certify RUN)")
         run = RunDir.open(bundle.parent)
     started = time.perf_counter()
+    ctx, owned = shard.join()  # torchrun: each rank certifies its share of the points, rank 0 writes (shard.py)
+    result = _certify_plans(bundle, plans, inputs, labels, eps, method, norm, budget, radius, run, peck_mode,
+                            peck_attacks, not_certified, ctx)
+    if result is not None:
+        result["seconds"] = round(time.perf_counter() - started, 3)
+        _write(run, bundle, result, plans, inputs, labels, eps, vnnlib, method, norm)
+    result = shard.broadcast(result, ctx)
+    shard.leave(ctx, owned)  # (after an error torchrun ends the other ranks: no barrier to wait in)
+    return result
+
+
+def _certify_plans(bundle, plans, inputs, labels, eps, method, norm, budget, radius, run, peck_mode, peck_attacks,
+                   not_certified, ctx) -> dict[str, Any] | None:
+    """The certificates document (on rank 0 under torchrun; None on the other ranks)."""
     artifacts = []
+    points = shard.share_of(ctx, len(inputs))
     for precision, name, digest, models in plans:
         engine = Engine(from_onnx(onnx.load(bundle / name)))
+        part = shard.gather(shard.certify_share(engine, inputs[points], labels[points], eps, norm, method, models,
+                                                budget, radius, peck_mode, peck_attacks), ctx)
+        if part is None:
+            continue
+        correct = part.predicted == labels
         rows = []
-        predicted = engine.output(torch.from_numpy(inputs)).argmax(1).numpy()
-        correct = predicted == labels
-        peck = None if peck_mode is None else peck_section(engine, inputs, predicted, correct, peck_mode, eps, norm,
-                                                           peck_attacks)
-        thesis = peck_mode == "thesis"  # no certificate: no certified rows, no radii
-        for e in ([] if thesis else eps):
-            certs = certify_points(engine, inputs, labels, e, norm, method, models, budget, intervals=True)
+        for e, certs in zip(eps, part.certs, strict=False):  # none in thesis mode: no certificate
             for model in models:
                 ok = certs.certified[model.name] & correct
                 rows.append({"eps": e, "arithmetic": model.name, "certified_accuracy": float(ok.mean()),
                              "robust_error_bound": float(1 - ok.mean()), "vacuous": certs.vacuous.get(model.name),
                              "attack_robust_accuracy": _attacks(run, e, norm),
                              "points": point_bounds(ok, certs.bounds[model.name], certs.intervals[model.name])})
-        radii = {}
-        if radius and not thesis:
-            for model in models:
-                if model.name == "fp16":
-                    continue  # worst-case fp16 accumulation: vacuous at real fan-ins, no radius worth a bisection
-                r = certified_radius(engine, inputs, predicted, norm, method, model, budget=budget)
-                radii[model.name] = {"per_point": r.tolist(), "mean": float(r.mean())}
+        radii = {m: {"per_point": r.tolist(), "mean": float(r.mean())} for m, r in part.radii.items()}
+        peck = None if part.peck is None else peck_summary(part.peck, correct, peck_mode, eps, norm,
+                                                          int(np.prod(inputs.shape[1:])))
         artifacts.append({"precision": precision, "file": name, "sha256": digest,
                           "clean_accuracy": float(correct.mean()),
                           "arithmetic_models": [m.describe() for m in models], "rows": rows, "radius": radii,
                           **({} if peck is None else {"peck": peck})})
-    result = {"format": FORMAT, "bundle": str(bundle), "method": method, "norm": norm, "n": int(len(inputs)),
-              **({} if peck_mode is None else {"peck_mode": peck_mode}),
-              "points": "the bundle's golden inputs and labels", "clean_accuracy": artifacts[0]["clean_accuracy"],
-              "radius_of": "the predicted class", "artifacts": artifacts, "not_certified": not_certified,
-              "seconds": round(time.perf_counter() - started, 3)}
+    if ctx is not None and not ctx.is_main:
+        return None
+    return {"format": FORMAT, "bundle": str(bundle), "method": method, "norm": norm, "n": int(len(inputs)),
+            **({} if peck_mode is None else {"peck_mode": peck_mode}),
+            "points": "the bundle's golden inputs and labels", "clean_accuracy": artifacts[0]["clean_accuracy"],
+            "radius_of": "the predicted class", "artifacts": artifacts, "not_certified": not_certified,
+            **({} if ctx is None else {"sharded": {"world_size": ctx.world_size, "backend": ctx.backend}})}
+
+
+def _write(run, bundle, result, plans, inputs, labels, eps, vnnlib, method, norm) -> None:
     if vnnlib is not None:
         first = next(p for p in plans if p[0] == "fp32") if any(p[0] == "fp32" for p in plans) else plans[0]
         classes = int(np.load(bundle / "golden_outputs.npy").shape[1])
         result["vnnlib"] = str(export_vnnlib(vnnlib, bundle / first[1], inputs, labels, classes, eps[0]).parent)
     write_json(run.path / CERTIFICATES_FILE, result)
     run.update("certify", {"file": CERTIFICATES_FILE, "method": method, "norm": norm, "eps": eps,
-                           "bundle": str(bundle)})
-    return result
+                           "bundle": str(bundle), **({"sharded": result["sharded"]} if "sharded" in result else {})})

@@ -36,6 +36,17 @@ class PointCertificates:
     # (the exact logit's bounds widened by its error term; NaN where vacuous); only where asked for (`intervals`)
     intervals: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
+    @staticmethod
+    def join(parts: list[PointCertificates]) -> PointCertificates:
+        """The certificates of consecutive parts of the points, as one (vacuous reasons: any part's)."""
+        names = list(parts[0].certified)
+        spans = {m: tuple(np.concatenate([p.intervals[m][k] for p in parts]) for k in (0, 1))
+                 for m in parts[0].intervals}
+        return PointCertificates(np.concatenate([p.margin for p in parts]),
+                                 {m: np.concatenate([p.certified[m] for p in parts]) for m in names},
+                                 {k: v for p in parts for k, v in p.vacuous.items()},
+                                 {m: np.concatenate([p.bounds[m] for p in parts]) for m in names}, spans)
+
 
 def check_labels(labels: torch.Tensor, classes: int) -> None:
     bad = (labels < 0) | (labels >= classes)
@@ -122,12 +133,7 @@ def certify_points(engine: Engine, x: np.ndarray, labels: np.ndarray, eps: float
     size = batch_size(engine, xt, classes, budget)
     parts = [certify_batch(engine, xt[i:i + size], yt[i:i + size], eps, norm, method, models, budget, intervals)
              for i in range(0, len(xt), size)]
-    spans = {m.name: tuple(np.concatenate([p.intervals[m.name][k] for p in parts]) for k in (0, 1))
-             for m in models} if intervals else {}
-    return PointCertificates(np.concatenate([p.margin for p in parts]),
-                             {m.name: np.concatenate([p.certified[m.name] for p in parts]) for m in models},
-                             {k: v for p in parts for k, v in p.vacuous.items()},
-                             {m.name: np.concatenate([p.bounds[m.name] for p in parts]) for m in models}, spans)
+    return PointCertificates.join(parts)
 
 
 def certified_radius(engine: Engine, x: np.ndarray, labels: np.ndarray, norm: str, method: str, model: Arithmetic,

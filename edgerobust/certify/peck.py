@@ -127,6 +127,17 @@ def _chain(engine: Engine) -> _Chain:
     return _Chain(out, hidden, below)
 
 
+def check_graph(engine: Engine) -> None:
+    """Refuse, in one line, a graph Peck's thesis has no rule for (before any work)."""
+    chain = _chain(engine)
+    for index in chain.below:
+        node = engine.graph.nodes[index]
+        if node.op not in (*_PASS, "Relu", "Clip", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool",
+                           "BatchNormalization") and not (node.op in ("Sub", "Add", "Div", "Mul")
+                                                          and len(node.dynamic) == 1):
+            raise PeckError(f"Peck's thesis has no rule for {node.label()}; use --peck-mode sound")
+
+
 def _weight(engine: Engine, index: int) -> torch.Tensor:
     """The constant W of x·W (+ b) of a Gemm/MatMul node, [in, out]."""
     return engine.rules[index]._parts(engine.graph.nodes[index])[0].to(torch.float64)
@@ -277,10 +288,10 @@ def violations(kappa: np.ndarray, found: np.ndarray) -> dict[str, Any]:
             "worst_ratio": float((kappa[have] / found[have]).max()) if have.any() else None}
 
 
-def check_against_attacks(engine: Engine, x: np.ndarray, predicted: np.ndarray, kappa: np.ndarray,
-                          attacks: tuple[str, ...] = DEFAULT_ATTACKS) -> dict[str, Any]:
-    """Run each minimal attack (evaluation/minimal.py) on the artifact's float64 function at the predicted
-    labels; per point the shortest adversarial perturbation found (L2) and the violations of κ."""
+def attack_minima(engine: Engine, x: np.ndarray, predicted: np.ndarray,
+                  attacks: tuple[str, ...] = DEFAULT_ATTACKS) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Per point the shortest adversarial perturbation (L2, NaN where none) that any of the minimal attacks
+    (evaluation/minimal.py) finds on the artifact's float64 function at the predicted labels, and the attacks."""
     from ..evaluation.minimal import minimal_norms
 
     model = EngineModel(engine).eval()
@@ -293,26 +304,53 @@ def check_against_attacks(engine: Engine, x: np.ndarray, predicted: np.ndarray, 
         described.append(found["attack"])
         norms = found["l2"].numpy()
         best = np.where(np.isnan(best) | (norms < best), norms, best)
+    return best, described
+
+
+def minimal_summary(kappa: np.ndarray, best: np.ndarray, described: list[dict[str, Any]]) -> dict[str, Any]:
+    """The attacks' shortest perturbations per point beside κ, and the violations of κ."""
     return {"attacks": described, "labels": "predicted (Peck)", "per_point": _nullable(best),
             "success_rate": float(np.isfinite(best).mean()),
             "mean": float(np.nanmean(best)) if np.isfinite(best).any() else None, **violations(kappa, best)}
+
+
+def check_against_attacks(engine: Engine, x: np.ndarray, predicted: np.ndarray, kappa: np.ndarray,
+                          attacks: tuple[str, ...] = DEFAULT_ATTACKS) -> dict[str, Any]:
+    """Run each minimal attack on the artifact's float64 function at the predicted labels; per point the shortest
+    adversarial perturbation found (L2) and the violations of κ."""
+    return minimal_summary(kappa, *attack_minima(engine, x, predicted, attacks))
 
 
 def _nullable(values: np.ndarray) -> list[float | None]:
     return [float(v) if np.isfinite(v) else None for v in values]
 
 
-def peck_section(engine: Engine, x: np.ndarray, predicted: np.ndarray, correct: np.ndarray, mode: str,
-                 eps: list[float], norm: str, attacks: tuple[str, ...] = DEFAULT_ATTACKS) -> dict[str, Any]:
+def peck_points(engine: Engine, x: np.ndarray, predicted: np.ndarray, mode: str,
+                attacks: tuple[str, ...] = DEFAULT_ATTACKS) -> dict[str, Any]:
+    """The per-point part of `peck_section` (κ and the attacks' minima), which shards of the points can compute
+    apart and concatenate."""
+    kappa = peck_bounds(engine, x, predicted, mode)
+    best, described = attack_minima(engine, x, predicted, attacks)
+    return {"kappa": kappa, "found": best, "attacks": described}
+
+
+def peck_summary(points: dict[str, Any], correct: np.ndarray, mode: str, eps: list[float], norm: str,
+                 d: int) -> dict[str, Any]:
     """certificates.json's `peck` entry of one artifact: κ per point, its mean (and per pixel, Table 5.1's
     normalisation), the fraction of correctly classified points whose κ exceeds each ε (an L∞ ball of radius ε
     lies in the L2 ball of radius ε√d), and the attacks' shortest perturbations with the violations of κ."""
-    kappa = peck_bounds(engine, x, predicted, mode)
-    d = int(np.prod(np.asarray(x).shape[1:]))
+    kappa = points["kappa"]
     radius = (lambda e: e * math.sqrt(d)) if norm == "inf" else (lambda e: e)
     within = [{"eps": e, "fraction": float(((kappa > radius(e)) & correct).mean())} for e in eps]
     return {"mode": mode, "certificate": mode == "sound", "note": _SOUND_NOTE if mode == "sound" else _THESIS_NOTE,
             "arithmetic": "real", "norm": "2", "of": "the predicted class", "per_point": kappa.tolist(),
             "mean": float(kappa.mean()), "mean_per_pixel": float(kappa.mean() / d),
             ("certified" if mode == "sound" else "claimed"): within,
-            "minimal": check_against_attacks(engine, x, predicted, kappa, attacks)}
+            "minimal": minimal_summary(kappa, points["found"], points["attacks"])}
+
+
+def peck_section(engine: Engine, x: np.ndarray, predicted: np.ndarray, correct: np.ndarray, mode: str,
+                 eps: list[float], norm: str, attacks: tuple[str, ...] = DEFAULT_ATTACKS) -> dict[str, Any]:
+    """`peck_summary` of `peck_points` over all the points."""
+    d = int(np.prod(np.asarray(x).shape[1:]))
+    return peck_summary(peck_points(engine, x, predicted, mode, attacks), correct, mode, eps, norm, d)

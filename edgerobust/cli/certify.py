@@ -30,7 +30,8 @@ def certify(
     peck_attacks: str = typer.Option("fgs-search,deepfool", "--peck-attacks", help="With --method peck: the minimal "
                                      "attacks whose smallest perturbations check Peck's bounds for violations."),
     norm: str = typer.Option("inf", "--norm", help="Ball: inf or 2 (intersected with the [0,1] box)"),
-    n: int = typer.Option(16, "--n", min=1, help="Certify the bundle's first N golden inputs."),
+    n: int = typer.Option(16, "--n", "--points", min=1, help="Certify the bundle's first N golden inputs (under "
+                          "torchrun write --points: torchrun's own parser takes --n for its options)."),
     arithmetic: Optional[str] = typer.Option(None, "--arithmetic", help=(
         f"Arithmetic models, comma-separated (default: those declared for the precision): "
         f"{', '.join(ARITHMETIC_MODELS)}")),
@@ -77,6 +78,10 @@ def certify(
                             arithmetic=split_list(arithmetic), precisions=split_list(precision), radius=radius,
                             budget=budget_mb << 20, run=run, vnnlib=vnnlib, peck_mode=peck_mode,
                             peck_attacks=tuple(split_list(peck_attacks) or ()))
+    from ..certify.shard import worker_rank
+
+    if worker_rank():  # under torchrun rank 0 alone prints (and wrote certificates.json)
+        return
     if result.get("peck_mode"):
         print_peck(result)
     if result.get("peck_mode") == "thesis":
@@ -187,11 +192,12 @@ def check_on_device(target: Optional[Path], config, samples: int, seed: int, ari
     run, config = _run_and_target(target, config)
     doc = device_certify_check(run, config, samples=samples, seed=seed, arithmetic=arithmetic, progress=False)
     rows = [[r["precision"], r["arithmetic"], r["eps"], r["certified_points"], r["checked_outputs"], r["violations"],
+             r["margin_violations"], r["interval_violations"] if r["logit_intervals"] else "not in certificate",
              ", ".join(map(str, r["violating_points"])) or "—"] for r in doc["rows"]]
     console.print(table(f"device outputs inside certified balls on {doc['host']} ({doc['settings']['runtime']}, "
                         f"{samples} random points per ball and the attacks' points inside it)",
                         ["precision", "arithmetic", "ε", "certified points", "outputs checked", "violations",
-                         "violating points"], rows))
+                         "of margins", "of logit intervals", "violating points"], rows))
     console.print(f"certify check: [bold]{run.path / 'device'}[/]")
     if doc["violations"]:
         raise EdgeRobustError(f"{doc['violations']} device outputs left their certified bounds (points "

@@ -146,6 +146,8 @@ def test_certify_peck_sound_and_thesis_modes_write_and_label_their_bounds(export
     found = [f for f in peck["minimal"]["per_point"] if f is not None]
     assert all(k <= f for k, f in zip(peck["per_point"], peck["minimal"]["per_point"], strict=True) if f is not None)
     assert found and "sound mode (proven)" in out
+    report = render_report(run).read_text()
+    assert "Peck's lower bounds, sound mode (a certificate)" in report and "certified radius" in report
     code, out, err = run_cli("certify", run, "--eps", "0.01", "--method", "peck", "--peck-mode", "thesis", "--n", "4",
                              "--precision", "fp32")
     assert code == 0, err

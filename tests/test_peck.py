@@ -21,10 +21,12 @@ from edgerobust.certify.peck import (
     THESIS_DERIVATIVES,
     PeckError,
     check_against_attacks,
+    check_attacks,
     mlp_m,
     peck_bounds,
     violations,
 )
+from edgerobust.errors import EdgeRobustError
 from edgerobust.export.onnx_export import simplify, to_onnx
 
 # the float64 rounding of a handful of operations (a norm, a division, a difference), far above it and far below
@@ -210,3 +212,13 @@ def test_thesis_mode_refuses_residual_graphs_and_unknown_modes_in_one_line():
         peck_bounds(engine, x, predicted(engine, x), "thesis")
     with pytest.raises(PeckError, match="unknown Peck mode 'paper'; choose one of thesis, sound"):
         peck_bounds(engine, x, predicted(engine, x), "paper")
+
+
+def test_the_checker_takes_registered_minimal_attacks_only():
+    assert check_attacks(("fgs-search", "deepfool")) == ("fgs-search", "deepfool")
+    with pytest.raises(PeckError, match="--peck-attacks pgd is not a minimal-perturbation attack; choose among"):
+        check_attacks(("pgd",))
+    with pytest.raises(EdgeRobustError, match="unknown attack 'nope'"):
+        check_attacks(("nope",))
+    with pytest.raises(PeckError, match="needs at least one minimal attack"):
+        check_attacks(())

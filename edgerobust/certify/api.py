@@ -25,7 +25,7 @@ from ..io import sha256_file, write_json
 from ..run import RunDir
 from . import shard
 from .lipschitz import GLOBAL_METHODS
-from .peck import DEFAULT_ATTACKS, check_graph, check_mode, peck_summary
+from .peck import DEFAULT_ATTACKS, check_attacks, check_graph, check_mode, peck_summary
 from .vnnlib import check_out, export_vnnlib
 
 CERTIFICATES_FILE = "certificates.json"
@@ -131,6 +131,8 @@ def certify_bundle(bundle: str | Path, eps: list[float], method: str = "crown", 
     if peck_mode is not None and method != "peck":
         raise CertifyError(f"--peck-mode {peck_mode} applies to --method peck only (got --method {method})")
     peck_mode = check_mode(peck_mode or "sound") if method == "peck" else None
+    if peck_mode is not None:
+        check_attacks(peck_attacks)
     if norm not in ("inf", "2"):
         raise CertifyError(f"unknown norm '{norm}'; choose inf or 2")
     from ..export.bundle import read_manifest

@@ -67,6 +67,21 @@ def check_mode(mode: str) -> str:
     return mode
 
 
+def check_attacks(attacks: tuple[str, ...]) -> tuple[str, ...]:
+    """The violation checker's attacks: registered minimal-perturbation attacks, at least one (one line if not)."""
+    from ..attacks import ATTACKS
+
+    if not attacks:
+        raise PeckError("--peck-attacks needs at least one minimal attack (e.g. fgs-search,deepfool)")
+    minimal = [n for n in ATTACKS.names() if getattr(ATTACKS.get(n), "minimal", False)]
+    for name in attacks:
+        ATTACKS.get(name)  # unknown names: one line listing the known ones
+        if name not in minimal:
+            raise PeckError(f"--peck-attacks {name} is not a minimal-perturbation attack; choose among "
+                            f"{', '.join(minimal)}")
+    return attacks
+
+
 # --- sound mode ---------------------------------------------------------------------------------------------------
 def sound_bounds(engine: Engine, x: torch.Tensor, predicted: torch.Tensor) -> np.ndarray:
     """κ(x) [N], a proven lower bound (0 where the prediction is a tie at x)."""

@@ -24,6 +24,7 @@ from edgerobust.certify.peck import (
     check_attacks,
     mlp_m,
     peck_bounds,
+    thm42,
     violations,
 )
 from edgerobust.errors import EdgeRobustError
@@ -169,6 +170,32 @@ def test_thesis_mlp_block_thm_4_2_is_violated_on_relu():
     assert violations(np.array([thesis]), np.array([float(abs(step - x).max())]))["violations"] == 1
     sound = peck_bounds(engine, x, [0], "sound")[0]
     assert sound <= 0.51 + 1e-6
+
+
+def test_thesis_mlp_block_thm_4_2_is_violated_with_the_tanh_table_entry():
+    # h = tanh(x - 1.2), logits (tanh(-0.65), h): at x = 0.2 (z = -1) the prediction flips at x = 0.55 (a step of 0.35)
+    # while tanh'' stays above the table's 0.3849 all the way, so the thesis's κ (0.385) exceeds 0.35; with the true
+    # max|tanh''| = 4/(3√3) the same formula gives 0.344, below it
+    hidden, head = nn.Linear(1, 1), nn.Linear(1, 2)
+    linear_head(hidden, [[1.0]], [-1.2])
+    linear_head(head, [[0.0], [1.0]], [math.tanh(-0.65), 0.0])
+    engine = engine_of(nn.Sequential(nn.Flatten(), hidden, nn.Tanh(), head), (1, 1, 1))
+    x = np.array([[[[0.2]]]])
+    assert int(predicted(engine, x)[0]) == 0
+    thesis = peck_bounds(engine, x, [0], "thesis")[0]
+    b = float(head.bias.detach().double()[0])
+    z = 0.2 + float(hidden.bias.detach().double()[0])  # the pre-activation at x (float32 bias, float64 input)
+    flip = math.atanh(b) - z  # the exact step at which h reaches the class-0 logit
+    assert 0.34 < flip < 0.36 < thesis  # (float32 weights: 0.35 and 0.385 up to their rounding)
+    step = x + flip * (1 + 1e-6)
+    assert flips(engine, step, 0)
+    found = check_against_attacks(engine, x, np.array([0]), np.array([thesis]), ("fgs-search",))  # Peck's own
+    assert found["violations"] == 1 and found["per_point"][0] < thesis
+    jnorm = torch.tensor([1 - math.tanh(z) ** 2], dtype=torch.float64)
+    delta = torch.tensor([b - math.tanh(z)], dtype=torch.float64)
+    true_b = float(thm42(delta, jnorm, 4 / (3 * math.sqrt(3)), 1)[0])
+    assert true_b < flip and math.isclose(thesis, float(thm42(delta, jnorm, THESIS_DERIVATIVES["Tanh"][1], 1)[0]),
+                                          rel_tol=F64)
 
 
 def test_thesis_tanh_table_entry_is_half_the_true_second_derivative_bound():

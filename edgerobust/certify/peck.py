@@ -11,8 +11,8 @@ Adversarial Perturbations", seed 003; the reference digest peck-lower-bounds.md 
   Flatten and moves pass κ. The input normalisation (x - mean)/std has no rule in the thesis; κ·min|std| is used
   (exact for an elementwise affine map). Residual connections are not in the thesis and are refused.
   Where it is unsound, shown by tests/test_peck.py: Thm 5.1 (‖W⋆R‖_F <= ‖W‖_F‖R‖_F fails for overlapping windows),
-  Thm 5.6 (max_j where min_j is needed), and Thm 4.2 on ReLU networks (ReLU is not twice differentiable; B = 1
-  does not bound what its kink does).
+  Thm 5.6 (max_j where min_j is needed), Thm 4.2 on ReLU networks (ReLU is not twice differentiable; B = 1 does
+  not bound what its kink does) and Thm 4.2 with tanh's table entry (half the true bound).
 * `sound` (proven, float64 with the engine's outward slack): the last linear layer exactly and the Lipschitz
   constant of everything below it (lipschitz.py: κ_in = κ_out / Lip per layer, the digest's sound rule):
   κ(x) = min_j m_j(x) / (‖w_c - w_j‖₂·L(h)), or m_j / (√2·L(logits)) without a final linear layer.
@@ -52,7 +52,8 @@ THESIS_DERIVATIVES: dict[str, tuple[float, float]] = {
 }
 _PASS = ("Flatten", "Reshape", "Transpose", "Identity", "Dropout", "Cast")
 _THESIS_NOTE = ("thesis mode (Peck as published) is NOT a certificate: its convolution (Thm 5.1), batch-norm "
-                "(Thm 5.6) and ReLU MLP-block (Thm 4.2 with B = 1) bounds are not valid lower bounds")
+                "(Thm 5.6) and MLP-block (Thm 4.2 on ReLU with B = 1, or with tanh's table entry) bounds are not "
+                "valid lower bounds")
 _SOUND_NOTE = ("sound mode: a proven lower bound on the L2 norm of any perturbation that changes the prediction of "
                "the artifact's real-valued function (last linear layer exact, Lipschitz below it), float64")
 

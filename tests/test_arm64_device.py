@@ -266,8 +266,10 @@ def test_certified_balls_hold_on_aarch64_outputs(arm64_run, arm64_host, tmp_path
     out = device_certify_check(run, replace(arm64_options(arm64_host), target="arm64-testbed", name="arm64"),
                                samples=300, progress=False)
     print("arm64 certify check:", [(r["precision"], r["arithmetic"], r["certified_points"], r["violations"],
-                                    r["violating_points"]) for r in out["rows"]])
+                                    r["margin_violations"], r["interval_violations"], r["violating_points"])
+                                   for r in out["rows"]])
     assert out["complete"] and out["rows"] and any(r["certified_points"] for r in out["rows"])
+    assert all(r["logit_intervals"] for r in out["rows"])  # each logit checked against its interval too
     for row in out["rows"]:
         assert row["record"]["architecture"] == "aarch64" and row["machine"]["architecture"] == "aarch64"
     assert out["violations"] == 0, [(r["precision"], r["arithmetic"], r["violating_points"]) for r in out["rows"]]

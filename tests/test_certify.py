@@ -132,3 +132,31 @@ def test_export_vnnlib_writes_the_vnn_comp_layout_with_the_ball_of_each_point(ex
     assert text.count(">= Y_") == 9 and f"(>= Y_{label} Y_{label})" not in text
     code, out, err = run_cli("certify", run, "--eps", "0.02", "--export-vnnlib", tmp_path / "bench")
     assert code == 2 and "not an empty directory" in err
+
+
+def test_certify_peck_sound_and_thesis_modes_write_and_label_their_bounds(exported):
+    run, bundle = exported
+    code, out, err = run_cli("certify", run, "--eps", "0.01", "--method", "peck", "--peck-mode", "sound", "--norm",
+                             "2", "--n", "4", "--precision", "fp32", "--no-radius")
+    assert code == 0, err
+    record = json.loads((run / "certificates.json").read_text())
+    peck = record["artifacts"][0]["peck"]
+    assert record["peck_mode"] == "sound" and peck["certificate"] and record["artifacts"][0]["rows"]
+    assert peck["minimal"]["violations"] == 0 and len(peck["per_point"]) == 4
+    found = [f for f in peck["minimal"]["per_point"] if f is not None]
+    assert all(k <= f for k, f in zip(peck["per_point"], peck["minimal"]["per_point"], strict=True) if f is not None)
+    assert found and "sound mode (proven)" in out
+    report = render_report(run).read_text()
+    assert "Peck's lower bounds, sound mode (a certificate)" in report and "certified radius" in report
+    code, out, err = run_cli("certify", run, "--eps", "0.01", "--method", "peck", "--peck-mode", "thesis", "--n", "4",
+                             "--precision", "fp32")
+    assert code == 0, err
+    record = json.loads((run / "certificates.json").read_text())
+    artifact = record["artifacts"][0]
+    assert record["peck_mode"] == "thesis" and artifact["rows"] == [] and artifact["radius"] == {}
+    assert not artifact["peck"]["certificate"] and "claimed" in artifact["peck"]
+    assert "NOT a certificate" in out and "NOT a certificate" in artifact["peck"]["note"]
+    report = render_report(run).read_text()
+    assert "thesis mode (as published): not a certificate" in report
+    code, out, err = run_cli("certify", run, "--eps", "0.01", "--method", "crown", "--peck-mode", "thesis")
+    assert code == 2 and "--peck-mode thesis applies to --method peck only" in err

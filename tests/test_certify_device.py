@@ -16,6 +16,7 @@ from edgerobust.config import DeviceConfig
 from edgerobust.io import read_json, write_json
 from edgerobust.remote.boundary import DeviceOutputError, parse_document
 from edgerobust.remote.certify_check import CertifyCheckError, device_certify_check, violations
+from edgerobust.report import render_report
 from edgerobust.runner.balls import ball_batches, fingerprint
 
 pytestmark = pytest.mark.ssh
@@ -61,8 +62,10 @@ def test_no_device_output_leaves_its_bounds_at_10000_points_per_ball(certified, 
             r for a in doc["artifacts"] if a["precision"] == row["precision"] for r in a["rows"]
             if r["arithmetic"] == row["arithmetic"])["points"]["certified"]) if ok]
         assert [p["point"] for p in row["points"]] == certified_here
+        assert row["logit_intervals"] and row["interval_violations"] == 0 and row["margin_violations"] == 0
         for point in row["points"]:
             assert point["samples"] == 10_000 and point["sampled_violations"] == 0 and point["sampled_min_slack"] >= 0
+            assert point["sampled_min_interval_slack"] >= 0  # every logit inside its certified interval
             assert point["attacked"] >= 1 and point["attacked_violations"] == 0  # its corner lies in the ball
         assert row["checked_outputs"] == sum(p["samples"] + p["attacked"] for p in row["points"])
         assert row["record"]["architecture"] == "x86_64" and row["runtime"]["name"] == "ort-cpu"
@@ -70,6 +73,28 @@ def test_no_device_output_leaves_its_bounds_at_10000_points_per_ball(certified, 
     entry = next(v["certify_check"] for v in section.values() if "certify_check" in v)
     on_disk = read_json(run.path / entry["file"])
     assert on_disk["violations"] == 0 and on_disk["rows"] == out["rows"] and entry["complete"]
+    report = render_report(run.path).read_text()
+    assert "## Certificates checked on the device" in report and "No device output left its certified bounds" in report
+
+
+def test_a_logit_outside_its_certified_interval_is_a_violation_by_point(certified, device_python, tmp_path):
+    run, _ = certified
+    path = run.path / "certificates.json"
+    doc = read_json(path)
+    row = next(r for a in doc["artifacts"] if a["precision"] == "fp32" for r in a["rows"] if r["arithmetic"] == "fp32")
+    point = row["points"]["certified"].index(True)
+    label = int(np.load(run.bundle("x86-edge") / "golden_labels.npy")[point])
+    row["points"]["logit_upper"][point][label] = row["points"]["logit_lower"][point][label]  # an empty-ish interval
+    write_json(path, doc)
+    config = replace(local(device_python, tmp_path / "d"), precisions=["fp32"])
+    out = device_certify_check(run, config, samples=40, arithmetic=["fp32"], progress=False)
+    (checked,) = out["rows"]
+    assert checked["violating_points"] == [point] and checked["margin_violations"] == 0
+    assert checked["interval_violations"] == checked["violations"] > 0
+    first = next(p for p in checked["points"] if p["point"] == point)["sampled_first"]
+    assert first["class"] == label and first["logit"] > first["interval"][1]
+    report = render_report(run.path).read_text()
+    assert "device outputs left their certified bounds" in report
 
 
 def test_a_wrong_bound_is_reported_as_a_violation_by_point(certified, device_python, tmp_path):
@@ -122,6 +147,17 @@ def test_violations_compare_margins_with_bounds_exactly():
     found = violations(outputs, 0, [None, 1.0, 1.0])
     assert found["violations"] == 2 and found["first"] == {"sample": 1, "class": 1, "margin": 0.0, "bound": 1.0}
     assert violations(outputs[:1], 0, [None, 1.0, 2.0])["violations"] == 0
+
+
+def test_violations_compare_each_logit_with_its_interval_exactly():
+    outputs = np.array([[2.0, 1.0, 0.0], [2.5, 1.0, 0.0], [2.0, 1.0, -0.5]], dtype=np.float32)
+    interval = ([1.0, 0.5, -0.25], [2.0, 1.5, 0.25])  # sample 0 on the edges: inside; 1 and 2 outside
+    found = violations(outputs, 0, [None, 0.5, 1.0], interval)
+    assert found["violations"] == 2 and found["interval_violations"] == 2 and found["margin_violations"] == 0
+    assert found["first"] == {"sample": 1, "class": 0, "logit": 2.5, "interval": [1.0, 2.0]}
+    assert found["min_interval_slack"] == -0.5
+    both = violations(outputs, 0, [None, 1.5, 1.0], interval)  # sample 1 breaks both: counted once
+    assert both["violations"] == 3 and both["margin_violations"] == 2 and both["interval_violations"] == 2
 
 
 @pytest.mark.parametrize("rows, why", [

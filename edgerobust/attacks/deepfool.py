@@ -33,7 +33,7 @@ class DeepFool(MinimalAttack):
             ranked = z.detach().argsort(dim=1, descending=True)[:, :k]
             grad_y = torch.autograd.grad(z.gather(1, ya[:, None]).sum(), xa, retain_graph=True)[0][keep]
             z_y = z.detach().gather(1, ya[:, None]).squeeze(1)
-            best_dist = torch.full((len(ya),), float("inf"), device=x.device)
+            best_dist = torch.full((len(ya),), float("inf"), device=x.device, dtype=x.dtype)
             best_step = torch.zeros_like(grad_y)
             for j in range(k):
                 cls = ranked[:, j]

@@ -17,15 +17,15 @@ from typing import Any
 
 import numpy as np
 import onnx
-import torch
 
 from ..bounds import ARITHMETIC_MODELS, Engine, from_onnx
 from ..bounds.engine import DEFAULT_BUDGET, METHODS
 from ..errors import EdgeRobustError
 from ..io import sha256_file, write_json
 from ..run import RunDir
-from .core import certified_radius, certify_points
+from . import shard
 from .lipschitz import GLOBAL_METHODS
+from .peck import DEFAULT_ATTACKS, check_attacks, check_graph, check_mode, peck_summary
 from .vnnlib import check_out, export_vnnlib
 
 CERTIFICATES_FILE = "certificates.json"
@@ -81,24 +81,58 @@ def _attacks(run: RunDir, eps: float, norm: str) -> float | None:
     return None
 
 
-def point_bounds(certified: np.ndarray, bounds: np.ndarray) -> dict[str, Any]:
+def point_bounds(certified: np.ndarray, bounds: np.ndarray,
+                 intervals: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """Per point: certified (and correctly classified), and the lower bound of y_label - y_j over the ball in the
-    row's arithmetic (null in the label's column and where none is finite): what device outputs must respect."""
-    return {"certified": [bool(c) for c in certified],
-            "margin_lower": [[float(v) if np.isfinite(v) else None for v in row] for row in bounds]}
+    row's arithmetic (null in the label's column and where none is finite): what device outputs must respect.
+    With `intervals`, also each computed logit's [lower, upper] over the ball (`logit_lower`, `logit_upper`), kept
+    for the certified points only (null for the others: nothing is checked there). Every bound is written with 9
+    significant digits rounded outward (lower bounds down, upper bounds up), so it stays a bound and the file small."""
+    out = {"certified": [bool(c) for c in certified],
+           "margin_lower": [[outward(v, down=True) for v in row] for row in bounds]}
+    if intervals is not None:
+        for key, values, down in zip(("logit_lower", "logit_upper"), intervals, (True, False), strict=True):
+            out[key] = [[outward(v, down) for v in row] if ok else None
+                        for ok, row in zip(certified, values, strict=True)]
+    return out
+
+
+def outward(v: float, down: bool, digits: int = 9) -> float | None:
+    """`v` to `digits` significant decimal digits, rounded down (or up) so that the result is <= v (>= v); None where
+    not finite."""
+    if not np.isfinite(v):
+        return None
+    v = float(v)
+    mantissa, exponent = f"{v:.{digits - 1}e}".split("e")
+    r = float(f"{mantissa}e{exponent}")
+    if (down and r > v) or (not down and r < v):
+        step = 10.0 ** (int(exponent) - digits + 1)
+        r = float(f"{float(mantissa) + (-1 if down else 1) * 10.0 ** (1 - digits):.{digits - 1}f}e{exponent}")
+        if (down and r > v) or (not down and r < v):  # the decimal step did not cross in binary: take a whole step
+            r = v - step if down else v + step
+    return r
 
 
 def certify_bundle(bundle: str | Path, eps: list[float], method: str = "crown", norm: str = "inf", n: int = 16,
                    arithmetic: list[str] | None = None, precisions: list[str] | None = None, radius: bool = True,
                    budget: int = DEFAULT_BUDGET, run: RunDir | None = None,
-                   vnnlib: str | Path | None = None) -> dict[str, Any]:
+                   vnnlib: str | Path | None = None, peck_mode: str | None = None,
+                   peck_attacks: tuple[str, ...] = DEFAULT_ATTACKS) -> dict[str, Any]:
     """Certify the bundle's artifacts; write RUN/certificates.json (RUN: `run`, else the bundle's parent run).
 
-    `vnnlib`: also write the fp32 artifact's VNN-LIB benchmark there (vnnlib.py) at the first ε."""
+    `vnnlib`: also write the fp32 artifact's VNN-LIB benchmark there (vnnlib.py) at the first ε.
+    `method="peck"`: each artifact also gets a `peck` entry (peck.py): Peck's per-point lower bounds κ on the
+    minimal L2 perturbation in `peck_mode` (sound, the default, or thesis) checked against the `peck_attacks`'
+    smallest perturbations. A thesis-mode bound is no certificate: that mode writes no certified rows or radii."""
     bundle = Path(bundle)
     check_eps(eps)
     if method not in CERTIFY_METHODS:
         raise CertifyError(f"unknown method '{method}'; choose one of {', '.join(CERTIFY_METHODS)}")
+    if peck_mode is not None and method != "peck":
+        raise CertifyError(f"--peck-mode {peck_mode} applies to --method peck only (got --method {method})")
+    peck_mode = check_mode(peck_mode or "sound") if method == "peck" else None
+    if peck_mode is not None:
+        check_attacks(peck_attacks)
     if norm not in ("inf", "2"):
         raise CertifyError(f"unknown norm '{norm}'; choose inf or 2")
     from ..export.bundle import read_manifest
@@ -123,45 +157,66 @@ def certify_bundle(bundle: str | Path, eps: list[float], method: str = "crown", 
             raise CertifyError(f"{bundle / name} does not match its bundle (sha256 differs from the manifest); "
                                "re-export or restore the file")
         plans.append((precision, name, digest, models_for(precision, arithmetic)))
+        if peck_mode == "thesis":  # a graph the thesis has no rule for: refused before any work
+            check_graph(Engine(from_onnx(onnx.load(bundle / name))))
     if run is None:
         if not (bundle.parent / "model.json").is_file():
             raise CertifyError(f"{bundle} is not inside a run, so certificates.json has nowhere to go; pass the run "
                                "it was exported from (edgerobust certify RUN)")
         run = RunDir.open(bundle.parent)
     started = time.perf_counter()
+    ctx, owned = shard.join()  # torchrun: each rank certifies its share of the points, rank 0 writes (shard.py)
+    result = _certify_plans(bundle, plans, inputs, labels, eps, method, norm, budget, radius, run, peck_mode,
+                            peck_attacks, not_certified, ctx)
+    if result is not None:
+        result["seconds"] = round(time.perf_counter() - started, 3)
+        _write(run, bundle, result, plans, inputs, labels, eps, vnnlib, method, norm)
+    result = shard.broadcast(result, ctx)
+    shard.leave(ctx, owned)  # (after an error torchrun ends the other ranks: no barrier to wait in)
+    return result
+
+
+def _certify_plans(bundle, plans, inputs, labels, eps, method, norm, budget, radius, run, peck_mode, peck_attacks,
+                   not_certified, ctx) -> dict[str, Any] | None:
+    """The certificates document (on rank 0 under torchrun; None on the other ranks)."""
     artifacts = []
+    points = shard.share_of(ctx, len(inputs))
     for precision, name, digest, models in plans:
         engine = Engine(from_onnx(onnx.load(bundle / name)))
+        part = shard.gather(shard.certify_share(engine, inputs[points], labels[points], eps, norm, method, models,
+                                                budget, radius, peck_mode, peck_attacks), ctx)
+        if part is None:
+            continue
+        correct = part.predicted == labels
         rows = []
-        predicted = engine.output(torch.from_numpy(inputs)).argmax(1).numpy()
-        correct = predicted == labels
-        for e in eps:
-            certs = certify_points(engine, inputs, labels, e, norm, method, models, budget)
+        for e, certs in zip(eps, part.certs, strict=False):  # none in thesis mode: no certificate
             for model in models:
                 ok = certs.certified[model.name] & correct
                 rows.append({"eps": e, "arithmetic": model.name, "certified_accuracy": float(ok.mean()),
                              "robust_error_bound": float(1 - ok.mean()), "vacuous": certs.vacuous.get(model.name),
                              "attack_robust_accuracy": _attacks(run, e, norm),
-                             "points": point_bounds(ok, certs.bounds[model.name])})
-        radii = {}
-        if radius:
-            for model in models:
-                if model.name == "fp16":
-                    continue  # worst-case fp16 accumulation: vacuous at real fan-ins, no radius worth a bisection
-                r = certified_radius(engine, inputs, predicted, norm, method, model, budget=budget)
-                radii[model.name] = {"per_point": r.tolist(), "mean": float(r.mean())}
+                             "points": point_bounds(ok, certs.bounds[model.name], certs.intervals[model.name])})
+        radii = {m: {"per_point": r.tolist(), "mean": float(r.mean())} for m, r in part.radii.items()}
+        peck = None if part.peck is None else peck_summary(part.peck, correct, peck_mode, eps, norm,
+                                                          int(np.prod(inputs.shape[1:])))
         artifacts.append({"precision": precision, "file": name, "sha256": digest,
                           "clean_accuracy": float(correct.mean()),
-                          "arithmetic_models": [m.describe() for m in models], "rows": rows, "radius": radii})
-    result = {"format": FORMAT, "bundle": str(bundle), "method": method, "norm": norm, "n": int(len(inputs)),
-              "points": "the bundle's golden inputs and labels", "clean_accuracy": artifacts[0]["clean_accuracy"],
-              "radius_of": "the predicted class", "artifacts": artifacts, "not_certified": not_certified,
-              "seconds": round(time.perf_counter() - started, 3)}
+                          "arithmetic_models": [m.describe() for m in models], "rows": rows, "radius": radii,
+                          **({} if peck is None else {"peck": peck})})
+    if ctx is not None and not ctx.is_main:
+        return None
+    return {"format": FORMAT, "bundle": str(bundle), "method": method, "norm": norm, "n": int(len(inputs)),
+            **({} if peck_mode is None else {"peck_mode": peck_mode}),
+            "points": "the bundle's golden inputs and labels", "clean_accuracy": artifacts[0]["clean_accuracy"],
+            "radius_of": "the predicted class", "artifacts": artifacts, "not_certified": not_certified,
+            **({} if ctx is None else {"sharded": {"world_size": ctx.world_size, "backend": ctx.backend}})}
+
+
+def _write(run, bundle, result, plans, inputs, labels, eps, vnnlib, method, norm) -> None:
     if vnnlib is not None:
         first = next(p for p in plans if p[0] == "fp32") if any(p[0] == "fp32" for p in plans) else plans[0]
         classes = int(np.load(bundle / "golden_outputs.npy").shape[1])
         result["vnnlib"] = str(export_vnnlib(vnnlib, bundle / first[1], inputs, labels, classes, eps[0]).parent)
     write_json(run.path / CERTIFICATES_FILE, result)
     run.update("certify", {"file": CERTIFICATES_FILE, "method": method, "norm": norm, "eps": eps,
-                           "bundle": str(bundle)})
-    return result
+                           "bundle": str(bundle), **({"sharded": result["sharded"]} if "sharded" in result else {})})

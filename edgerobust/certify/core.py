@@ -32,6 +32,20 @@ class PointCertificates:
     # model name -> [N, C] lower bound of y_label - y_j over the ball in that arithmetic (NaN in the label's column
     # and where vacuous): what the device's outputs are checked against (remote/certify_check.py)
     bounds: dict[str, np.ndarray] = field(default_factory=dict)
+    # model name -> ([N, C], [N, C]) lower and upper bounds of each computed logit over the ball in that arithmetic
+    # (the exact logit's bounds widened by its error term; NaN where vacuous); only where asked for (`intervals`)
+    intervals: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    @staticmethod
+    def join(parts: list[PointCertificates]) -> PointCertificates:
+        """The certificates of consecutive parts of the points, as one (vacuous reasons: any part's)."""
+        names = list(parts[0].certified)
+        spans = {m: tuple(np.concatenate([p.intervals[m][k] for p in parts]) for k in (0, 1))
+                 for m in parts[0].intervals}
+        return PointCertificates(np.concatenate([p.margin for p in parts]),
+                                 {m: np.concatenate([p.certified[m] for p in parts]) for m in names},
+                                 {k: v for p in parts for k, v in p.vacuous.items()},
+                                 {m: np.concatenate([p.bounds[m] for p in parts]) for m in names}, spans)
 
 
 def check_labels(labels: torch.Tensor, classes: int) -> None:
@@ -47,20 +61,41 @@ def batch_size(engine: Engine, x: torch.Tensor, classes: int, budget: int) -> in
     return max(1, budget // max(1, widest * 8 * 8 * max(classes, 4)))
 
 
+def logit_bounds(engine: Engine, ball: Ball, table, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lo, hi) [B, C] of every exact logit over the ball: the table's (IBP, or CROWN's intermediate-refined IBP),
+    tightened for CROWN and α-CROWN by one backward pass with the specs ±e_j (CROWN's own per-logit bounds; no slope
+    optimisation), intersected so never looser than the table."""
+    lo, hi = table[engine.graph.output]
+    if method not in ("crown", "alpha-crown"):
+        return lo, hi
+    B, K = lo.shape
+    C = torch.zeros((2 * K, B, K), dtype=lo.dtype, device=lo.device)
+    C[torch.arange(K), :, torch.arange(K)] = 1.0
+    C[K + torch.arange(K), :, torch.arange(K)] = -1.0
+    bound = ball.lower(*engine.backward(engine.graph.output, C, table))  # [2K, B]
+    return torch.maximum(lo, bound[:K].T), torch.minimum(hi, -bound[K:].T)
+
+
 def certify_batch(engine: Engine, x: torch.Tensor, labels: torch.Tensor, eps, norm: str, method: str,
-                  models: list[Arithmetic], budget: int = DEFAULT_BUDGET) -> PointCertificates:
+                  models: list[Arithmetic], budget: int = DEFAULT_BUDGET, intervals: bool = False
+                  ) -> PointCertificates:
+    """Certify one batch; `intervals`: also bound each computed logit over the ball (what the device check checks
+    besides the margins)."""
     with torch.no_grad():
         ball = Ball(x, eps, norm)
         if method in GLOBAL_METHODS:  # the error terms take their magnitudes from IBP over the ball
             margins, table = global_margins(engine, ball, labels, method), engine.bounds(ball, "ibp")
         else:
             margins, table = engine.margins(ball, labels, method, budget)
+        out_lo, out_hi = logit_bounds(engine, ball, table, method) if intervals else (None, None)
         rows = torch.arange(x.shape[0])
-        certified, vacuous, bounds = {}, {}, {}
+        certified, vacuous, bounds, spans = {}, {}, {}, {}
         for ar in models:
             if ar.unit_roundoff == 0 and ar.weight_roundoff == 0 and ar.input_roundoff == 0:
                 certified[ar.name] = (margins.min(1).values > 0).numpy()
                 bounds[ar.name] = _label_nan(margins, rows, labels)
+                if intervals:
+                    spans[ar.name] = (out_lo.numpy().copy(), out_hi.numpy().copy())
                 continue
             try:
                 e = engine.errors(magnitudes(table), ar, table)[engine.graph.output]
@@ -69,12 +104,16 @@ def certify_batch(engine: Engine, x: torch.Tensor, labels: torch.Tensor, eps, no
                                     f"{ar.vacuous_fan_in()}, or a value may overflow)")
                 certified[ar.name] = np.zeros(x.shape[0], bool)
                 bounds[ar.name] = np.full(tuple(margins.shape), np.nan)
+                if intervals:
+                    spans[ar.name] = (np.full(tuple(margins.shape), np.nan), np.full(tuple(margins.shape), np.nan))
                 continue
             fp = margins - e[rows, labels].unsqueeze(1) - e
             bounds[ar.name] = _label_nan(fp, rows, labels)
             fp[rows, labels] = np.inf
             certified[ar.name] = (fp.min(1).values > 0).numpy()
-    return PointCertificates(margins.min(1).values.numpy(), certified, vacuous, bounds)
+            if intervals:
+                spans[ar.name] = ((out_lo - e).numpy(), (out_hi + e).numpy())
+    return PointCertificates(margins.min(1).values.numpy(), certified, vacuous, bounds, spans)
 
 
 def _label_nan(margins: torch.Tensor, rows: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
@@ -84,19 +123,17 @@ def _label_nan(margins: torch.Tensor, rows: torch.Tensor, labels: torch.Tensor) 
 
 
 def certify_points(engine: Engine, x: np.ndarray, labels: np.ndarray, eps: float, norm: str, method: str,
-                   models: list[Arithmetic], budget: int = DEFAULT_BUDGET) -> PointCertificates:
-    """`certify_batch` over all points in batches that fit the budget."""
+                   models: list[Arithmetic], budget: int = DEFAULT_BUDGET, intervals: bool = False
+                   ) -> PointCertificates:
+    """`certify_batch` over all points in batches that fit the budget (`intervals`: per-logit bounds too)."""
     xt = torch.from_numpy(np.asarray(x, np.float64))
     yt = torch.from_numpy(np.asarray(labels, np.int64))
     classes = int(engine.output(xt[:1]).shape[1])
     check_labels(yt, classes)
     size = batch_size(engine, xt, classes, budget)
-    parts = [certify_batch(engine, xt[i:i + size], yt[i:i + size], eps, norm, method, models, budget)
+    parts = [certify_batch(engine, xt[i:i + size], yt[i:i + size], eps, norm, method, models, budget, intervals)
              for i in range(0, len(xt), size)]
-    return PointCertificates(np.concatenate([p.margin for p in parts]),
-                             {m.name: np.concatenate([p.certified[m.name] for p in parts]) for m in models},
-                             {k: v for p in parts for k, v in p.vacuous.items()},
-                             {m.name: np.concatenate([p.bounds[m.name] for p in parts]) for m in models})
+    return PointCertificates.join(parts)
 
 
 def certified_radius(engine: Engine, x: np.ndarray, labels: np.ndarray, norm: str, method: str, model: Arithmetic,

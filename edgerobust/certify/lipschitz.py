@@ -5,7 +5,8 @@ operator multiplies it by a sound bound of its own operator norm, x1 ± x2 adds 
 Operator norms (the same tools as models/lipschitz.py, on the operators themselves, never a reshaped kernel):
 Gemm/MatMul the exact largest singular value, a 2-D Conv the largest singular value of its kernel's DFT over a grid
 that holds the padded input (`conv_upper_bound`), any other affine operator √(‖A‖₁‖A‖∞) read off |A| by one forward
-and one transposed pass (exact for BatchNormalization, the normalisation and moves), Relu/Clip 1 and MaxPool
+and one transposed pass (exact for BatchNormalization, the normalisation and moves), Relu/Clip/Tanh/Softplus 1,
+Sigmoid 1/4 and MaxPool
 √(Π⌈k/s⌉) (each input lies in that many windows). Each is widened by the engine's own float64 slack.
 
 Two certificates over the L2 ball of radius ε₂ (an L∞ ball of radius ε lies in the L2 ball of radius ε√d):
@@ -13,8 +14,9 @@ Two certificates over the L2 ball of radius ε₂ (an L∞ ball of radius ε lie
 * `peck` (Peck, sound mode): the last linear layer exactly (Lemma 3.5), Lipschitz below it, i.e. κ_in = κ_out / Lip
   per layer, as the reference digest proves sound: y_label - y_j >= m_j(x) - ‖w_label - w_j‖₂·L(h)·ε₂ with h the
   last layer's input. Never looser than `lipschitz` (‖w_label - w_j‖₂ <= √2·‖W‖₂).
-Peck's thesis-mode layer rules (‖W‖_F for a convolution, max over batch-norm channels) are not valid lower bounds
-(tests/test_lipschitz_certify.py pins the counterexamples) and are not offered.
+Peck's thesis-mode layer rules (‖W‖_F for a convolution, max over batch-norm channels, Thm 4.2 on ReLU networks)
+are not valid lower bounds: peck.py computes them as published, labelled as no certificate, and
+tests/test_peck.py pins the counterexamples; they never enter a certificate.
 m_j(x) is the engine's bound at ε = 0 (its float64 slack included); the error terms of an arithmetic model are the
 caller's (certify/core.py), with magnitudes from IBP over the ball.
 """
@@ -31,6 +33,8 @@ from ..bounds.rules import SLACK, Linear
 from ..models.lipschitz import conv_upper_bound
 
 GLOBAL_METHODS = ("lipschitz", "peck")
+# max |f'| over the reals of the elementwise activations: ReLU, Clip, tanh and softplus 1, the sigmoid 1/4
+ACTIVATION_LIPSCHITZ = {"Relu": 1.0, "Clip": 1.0, "Tanh": 1.0, "Softplus": 1.0, "Sigmoid": 0.25}
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -46,8 +50,8 @@ def _abs_norm(rule: Linear, node, shape) -> float:
 def operator_norm(engine: Engine, index: int, shape: tuple[int, ...]) -> float:
     """A sound upper bound of node `index`'s L2 operator norm (its linear part) on inputs of `shape`."""
     node, rule = engine.graph.nodes[index], engine.rules[index]
-    if node.op in ("Relu", "Clip"):
-        return 1.0
+    if node.op in ACTIVATION_LIPSCHITZ:
+        return ACTIVATION_LIPSCHITZ[node.op]
     if node.op == "MaxPool":
         kernel = node.attr("kernel_shape")
         strides = node.attr("strides", [1] * len(kernel))
@@ -96,13 +100,14 @@ def l2_radius(ball: Ball) -> torch.Tensor:
     return (r if ball.norm == "2" else r * math.sqrt(d)).unsqueeze(1)
 
 
-def global_margins(engine: Engine, ball: Ball, labels: torch.Tensor, method: str) -> torch.Tensor:
-    """Lower bounds [B, K] of y_label - y_j over the ball (+inf at j = label) from Lipschitz constants."""
-    lip = tensor_lipschitz(engine, tuple(ball.x.shape[1:]))
-    at = engine.bounds(Ball(ball.x, 0.0), "ibp")
+def margin_slopes(engine: Engine, x: torch.Tensor, labels: torch.Tensor, method: str
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(m, s) [B, K]: m_j a lower bound of y_label - y_j at x, s_j its L2 Lipschitz constant in the input, so that
+    y_label - y_j >= m_j - s_j·‖δ‖₂ (before the final slack)."""
+    lip = tensor_lipschitz(engine, tuple(x.shape[1:]))
+    at = engine.bounds(Ball(x, 0.0), "ibp")
     lo, hi = at[engine.graph.output]
-    B = lo.shape[0]
-    rows = torch.arange(B, device=lo.device)
+    rows = torch.arange(lo.shape[0], device=lo.device)
     margin = lo[rows, labels].unsqueeze(1) - hi
     last = engine.graph.nodes[engine.producer[engine.graph.output]]
     if method == "peck" and last.op in ("Gemm", "MatMul") and len(last.dynamic) == 1:
@@ -111,6 +116,12 @@ def global_margins(engine: Engine, ball: Ball, labels: torch.Tensor, method: str
         slope = spread * lip[last.dynamic[0]]
     else:
         slope = math.sqrt(2) * lip[engine.graph.output] * torch.ones_like(margin)
+    return margin, slope
+
+
+def global_margins(engine: Engine, ball: Ball, labels: torch.Tensor, method: str) -> torch.Tensor:
+    """Lower bounds [B, K] of y_label - y_j over the ball (+inf at j = label) from Lipschitz constants."""
+    margin, slope = margin_slopes(engine, ball.x, labels, method)
     result = margin - slope * l2_radius(ball) * (1 + SLACK)
-    result[rows, labels] = math.inf
+    result[torch.arange(len(result), device=result.device), labels] = math.inf
     return result

@@ -24,8 +24,14 @@ def certify(
                                                         "the current one, else the most recent run's)."),
     eps: str = typer.Option("2/255", "--eps", help="ε in [0,1] pixels, comma-separated: 0.01, 2/255, 1%"),
     method: str = typer.Option("crown", "--method", help=f"Bound method: {', '.join((*METHODS, *GLOBAL_METHODS))}"),
+    peck_mode: Optional[str] = typer.Option(None, "--peck-mode", help="With --method peck: sound (default; proven "
+                                            "lower bounds) or thesis (Peck as published, NOT a certificate: its "
+                                            "conv, batch-norm and ReLU MLP-block bounds are unsound)."),
+    peck_attacks: str = typer.Option("fgs-search,deepfool", "--peck-attacks", help="With --method peck: the minimal "
+                                     "attacks whose smallest perturbations check Peck's bounds for violations."),
     norm: str = typer.Option("inf", "--norm", help="Ball: inf or 2 (intersected with the [0,1] box)"),
-    n: int = typer.Option(16, "--n", min=1, help="Certify the bundle's first N golden inputs."),
+    n: int = typer.Option(16, "--n", "--points", min=1, help="Certify the bundle's first N golden inputs (under "
+                          "torchrun write --points: torchrun's own parser takes --n for its options)."),
     arithmetic: Optional[str] = typer.Option(None, "--arithmetic", help=(
         f"Arithmetic models, comma-separated (default: those declared for the precision): "
         f"{', '.join(ARITHMETIC_MODELS)}")),
@@ -70,7 +76,16 @@ def certify(
         bundle, run = bundle_argument(target), None
     result = certify_bundle(bundle, values, method=method, norm=norm.removeprefix("l"), n=n,
                             arithmetic=split_list(arithmetic), precisions=split_list(precision), radius=radius,
-                            budget=budget_mb << 20, run=run, vnnlib=vnnlib)
+                            budget=budget_mb << 20, run=run, vnnlib=vnnlib, peck_mode=peck_mode,
+                            peck_attacks=tuple(split_list(peck_attacks) or ()))
+    from ..certify.shard import worker_rank
+
+    if worker_rank():  # under torchrun rank 0 alone prints (and wrote certificates.json)
+        return
+    if result.get("peck_mode"):
+        print_peck(result)
+    if result.get("peck_mode") == "thesis":
+        return
     rows = []
     for artifact in result["artifacts"]:
         for row in artifact["rows"]:
@@ -90,6 +105,35 @@ def certify(
             if row["vacuous"]:
                 console.print(f"{artifact['precision']} {row['arithmetic']}: {row['vacuous']}", markup=False)
                 break
+
+
+def print_peck(result) -> None:
+    """Peck's per-point lower bounds beside the attacks' smallest perturbations; thesis mode labelled as no
+    certificate."""
+    thesis = result["peck_mode"] == "thesis"
+    rows = []
+    for artifact in result["artifacts"]:
+        peck = artifact["peck"]
+        minimal = peck["minimal"]
+        rows.append([artifact["precision"], peck["mean"], peck["mean_per_pixel"], minimal["mean"],
+                     minimal["success_rate"], minimal["violations"],
+                     ", ".join(map(str, minimal["violating_points"])) or "—"])
+    title = ("Peck lower bounds, THESIS mode (as published): NOT a certificate" if thesis else
+             "Peck lower bounds, sound mode (proven)")
+    console.print(table(f"{title}: L2 norm of the smallest prediction-changing perturbation, real arithmetic, "
+                        f"n={result['n']}", ["precision", "mean bound", "mean bound / pixel",
+                                              "mean attack minimum", "attack success", "violations",
+                                              "violating points"], rows))
+    console.print(result["artifacts"][0]["peck"]["note"], markup=False)
+    bad = sum(a["peck"]["minimal"]["violations"] for a in result["artifacts"])
+    if bad and thesis:
+        console.print(f"{bad} points where an attack found a shorter perturbation than the thesis bound (expected: "
+                      "the thesis bounds are unsound)", markup=False)
+    elif bad:
+        from ..errors import EdgeRobustError
+
+        raise EdgeRobustError(f"{bad} points where an attack found a shorter perturbation than the sound Peck bound; "
+                              "a sound bound cannot be violated: this is a bug, report it with certificates.json")
 
 
 def _run_and_target(target: Optional[Path], config, fleet: bool = False):
@@ -148,11 +192,12 @@ def check_on_device(target: Optional[Path], config, samples: int, seed: int, ari
     run, config = _run_and_target(target, config)
     doc = device_certify_check(run, config, samples=samples, seed=seed, arithmetic=arithmetic, progress=False)
     rows = [[r["precision"], r["arithmetic"], r["eps"], r["certified_points"], r["checked_outputs"], r["violations"],
+             r["margin_violations"], r["interval_violations"] if r["logit_intervals"] else "not in certificate",
              ", ".join(map(str, r["violating_points"])) or "—"] for r in doc["rows"]]
     console.print(table(f"device outputs inside certified balls on {doc['host']} ({doc['settings']['runtime']}, "
                         f"{samples} random points per ball and the attacks' points inside it)",
                         ["precision", "arithmetic", "ε", "certified points", "outputs checked", "violations",
-                         "violating points"], rows))
+                         "of margins", "of logit intervals", "violating points"], rows))
     console.print(f"certify check: [bold]{run.path / 'device'}[/]")
     if doc["violations"]:
         raise EdgeRobustError(f"{doc['violations']} device outputs left their certified bounds (points "

@@ -5,10 +5,11 @@ per-point flags and lower bounds of y_label - y_j over the ball), the device com
 `logits` command at `samples` points drawn inside the ball (runner/balls.py, keyed by seed and row, the stream's
 fingerprint checked against the host's own draw) and at every point the attacks saved (RUN/adversarial/*.npz) that
 lies inside the ball. Every output must satisfy y_label - y_j >= bound_j, compared exactly in float64 from the
-float32 logits; a non-finite output is a violation. Violations are counted and named per point, never hidden
-(issue 22: "No Soundness in the Real World", arXiv 2506.01054: a certificate checked on the host does not vouch for
-the device). The real-number model is not checked (it bounds the real-valued network, not what the artifact
-computes); a vacuous model certifies nothing, so it has nothing to check.
+float32 logits, and, where the certificate keeps them (`logit_lower`, `logit_upper` of the certified points), every
+logit must lie in its certified interval; a non-finite output is a violation. Violations are counted and named per
+point, never hidden (issue 22: "No Soundness in the Real World", arXiv 2506.01054: a certificate checked on the host
+does not vouch for the device). The real-number model is not checked (it bounds the real-valued network, not what
+the artifact computes); a vacuous model certifies nothing, so it has nothing to check.
 """
 from __future__ import annotations
 
@@ -105,15 +106,20 @@ def within(x_adv: np.ndarray, centre: np.ndarray, eps: float, norm: str) -> np.n
     return (size <= eps) & (flat >= 0).all(1) & (flat <= 1).all(1)
 
 
-def violations(outputs: np.ndarray, label: int, bound: list[float | None]) -> dict[str, Any]:
-    """Samples whose margin y_label - y_j falls below the certified lower bound for some j (or is not finite)."""
+def violations(outputs: np.ndarray, label: int, bound: list[float | None],
+               interval: tuple[list[float | None], list[float | None]] | None = None) -> dict[str, Any]:
+    """Samples whose margin y_label - y_j falls below the certified lower bound for some j, or (with `interval`,
+    the certified [lower, upper] of each logit) whose logit y_j leaves its interval, or that are not finite. A
+    sample is one violation whichever bounds it breaks; `margin_violations` and `interval_violations` count each."""
     wide = outputs.astype(np.float64)
     margin = wide[:, label:label + 1] - wide
     lower = np.array([-np.inf if b is None else b for b in bound], dtype=np.float64)
     lower[label] = -np.inf
     slack = margin - lower  # >= 0 everywhere when the bound holds
     slack[:, label] = np.inf
-    bad = ~np.isfinite(wide).all(1) | (slack < 0).any(1)
+    finite = np.isfinite(wide).all(1)
+    bad_margin = (slack < 0).any(1)
+    bad = ~finite | bad_margin
     first = None
     if bad.any():
         s = int(np.argmax(bad))
@@ -122,8 +128,24 @@ def violations(outputs: np.ndarray, label: int, bound: list[float | None]) -> di
         j = int(np.argmin(key))
         first = {"sample": s, "class": j, "margin": float(margin[s, j]) if np.isfinite(margin[s, j]) else None,
                  "bound": float(lower[j])}
-    finite = slack[np.isfinite(slack)]
-    return {"violations": int(bad.sum()), "min_slack": float(finite.min()) if finite.size else None, "first": first}
+    kept = slack[np.isfinite(slack)]
+    out = {"violations": int(bad.sum()), "margin_violations": int(bad_margin.sum()),
+           "min_slack": float(kept.min()) if kept.size else None, "first": first}
+    if interval is not None:
+        lo = np.array([-np.inf if v is None else v for v in interval[0]], dtype=np.float64)
+        hi = np.array([np.inf if v is None else v for v in interval[1]], dtype=np.float64)
+        gap = np.minimum(wide - lo, hi - wide)  # >= 0 where each logit lies in its interval
+        bad_interval = (gap < 0).any(1)
+        bad |= bad_interval
+        out["violations"], out["interval_violations"] = int(bad.sum()), int(bad_interval.sum())
+        inside = gap[np.isfinite(gap)]
+        out["min_interval_slack"] = float(inside.min()) if inside.size else None
+        if first is None and bad_interval.any():
+            s = int(np.argmax(bad_interval))
+            j = int(np.argmin(np.where(np.isnan(gap[s]), np.inf, gap[s])))
+            out["first"] = {"sample": s, "class": j, "logit": float(wide[s, j]), "interval": [float(lo[j]),
+                                                                                             float(hi[j])]}
+    return out
 
 
 def device_certify_check(run: RunDir | str | Path, config: DeviceConfig, session: DeviceSession | None = None, *,
@@ -257,31 +279,37 @@ def _matrix(rows: list[list[float | None]]) -> np.ndarray:
 
 def _check_row(job, row, labels, sampled, hits, samples, meta) -> dict[str, Any]:
     points = []
+    have_intervals = row["points"].get("logit_lower") is not None
     for i in job["points"]:
         if not row["points"]["certified"][i]:
             continue
         bound = row["points"]["margin_lower"][i]
+        interval = None
+        if have_intervals and row["points"]["logit_lower"][i] is not None:
+            interval = (row["points"]["logit_lower"][i], row["points"]["logit_upper"][i])
         label = int(labels[i])
-        entry = {"point": i, "label": label, "samples": samples, **_prefixed(violations(sampled[i], label, bound))}
+        entry = {"point": i, "label": label, "samples": samples,
+                 **_prefixed("sampled", violations(sampled[i], label, bound, interval))}
         names, outputs = hits.get(i, ([], np.zeros((0, len(bound)))))
-        attack = violations(outputs, label, bound)
-        entry.update(attacked=len(names), attacked_violations=attack["violations"],
-                     attacked_min_slack=attack["min_slack"],
-                     attacked_first=None if attack["first"] is None else
-                     {**attack["first"], "set": names[attack["first"]["sample"]][0],
-                      "row": names[attack["first"]["sample"]][1]})
+        attack = _prefixed("attacked", violations(outputs, label, bound, interval))
+        if attack["attacked_first"] is not None:
+            sample = attack["attacked_first"]["sample"]
+            attack["attacked_first"] = {**attack["attacked_first"], "set": names[sample][0], "row": names[sample][1]}
+        entry.update(attacked=len(names), **attack)
         points.append(entry)
     bad = sum(p["sampled_violations"] + p["attacked_violations"] for p in points)
+    kinds = {kind: sum(p.get(f"sampled_{kind}", 0) + p.get(f"attacked_{kind}", 0) for p in points)
+             for kind in ("margin_violations", "interval_violations")}
     return {"precision": job["precision"], "eps": job["eps"], "arithmetic": row["arithmetic"],
             "certified_points": len(points), "checked_outputs": sum(p["samples"] + p["attacked"] for p in points),
-            "violations": bad, "violating_points": [p["point"] for p in points
-                                                    if p["sampled_violations"] + p["attacked_violations"]],
+            "violations": bad, **kinds, "logit_intervals": have_intervals,
+            "violating_points": [p["point"] for p in points
+                                 if p["sampled_violations"] + p["attacked_violations"]],
             "points": points, **meta}
 
 
-def _prefixed(found: dict[str, Any]) -> dict[str, Any]:
-    return {"sampled_violations": found["violations"], "sampled_min_slack": found["min_slack"],
-            "sampled_first": found["first"]}
+def _prefixed(prefix: str, found: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}_{key}": value for key, value in found.items()}
 
 
 def certify_check_fleet(run: RunDir | str | Path, fleet: Fleet, *, samples: int = 10_000, seed: int = 0,

@@ -1,16 +1,16 @@
 """onnxruntime int8 (edgerobust's export path) against fp32 and fp16 on the CPU, and against a bare quantize_static.
-
 For ResNet-20, VGG-small and MobileNetV2 (untrained, CIFAR-shaped) four graphs are made: fp32 (export's graph), fp16
 (onnxruntime's float16 converter, export's fp16 path), int8 through `edgerobust.export.quantize.quantize_int8` (what
-`export` ships: QDQ, per-channel symmetric int8 weights, uint8 activations, minmax on 64 calibration inputs) and int8
-from a bare `quant_pre_process` + `quantize_static` call with the same settings. All four run in onnxruntime CPU
-sessions with the runner's settings and are timed call by call in turn (fp32, fp16, int8, bare, fp32, ...) at batch
-1 and 32 with 1 and 2 threads, so the load of other processes on the shared cores hits all alike; a ratio is p50 over
-p50 of all rounds, and beside it the ratio of the fastest calls (`*_speedup_min`: the least-disturbed call of each
-graph, what the arithmetic costs when the shared cores happen to be free; `int8_over_bare_min` likewise). The int8 graph's operators after
-onnxruntime's own optimisation are recorded (`int8_optimized_ops`): every convolution fused into QLinearConv, so no
-layer falls back to float between the input's QuantizeLinear and the output's DequantizeLinear. Accuracy: the models
-are untrained, so each artifact's top-1 agreement with fp32 on 256 inputs.
+`export` ships: QDQ, per-channel symmetric int8 weights, uint8 activations, minmax on 64 calibration inputs) and
+int8 from a bare `quant_pre_process` + `quantize_static` call with the same settings. All four run in onnxruntime
+CPU sessions with the runner's settings and are timed call by call in turn (fp32, fp16, int8, bare, fp32, ...) at
+batch 1 and 32 with 1 and 2 threads, so the load of other processes on the shared cores hits all alike; a ratio is
+p50 over p50 of all rounds, and beside it the ratio of the fastest calls (`*_speedup_min`: the least-disturbed call
+of each graph, what the arithmetic costs when the shared cores happen to be free; `int8_over_bare_min` likewise).
+The int8 graph's operators after onnxruntime's own optimisation are recorded (`int8_optimized_ops`): every
+convolution fused into QLinearConv, so no layer falls back to float between the input's QuantizeLinear and the
+output's DequantizeLinear. Accuracy: the models are untrained, so each artifact's top-1 agreement with fp32 on 256
+inputs.
 Targets: int8 >= 2x fp32 at batch 32 for all three; edgerobust's int8 within 5% of the bare quantize_static.
 Run: python -m benchmarks.int8_speedup [--rounds 3] [--budget 0.1] [--models resnet20]
 """

@@ -1,4 +1,5 @@
 """onnxruntime int8 (edgerobust's export path) against fp32 and fp16 on the CPU, and against a bare quantize_static.
+
 For ResNet-20, VGG-small and MobileNetV2 (untrained, CIFAR-shaped) four graphs are made: fp32 (export's graph), fp16
 (onnxruntime's float16 converter, export's fp16 path), int8 through `edgerobust.export.quantize.quantize_int8` (what
 `export` ships: QDQ, per-channel symmetric int8 weights, uint8 activations, minmax on 64 calibration inputs) and

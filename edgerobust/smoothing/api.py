@@ -213,9 +213,7 @@ def add_agreement(path: Path, device: dict[str, Any], x: np.ndarray) -> None:
              and e["settings"].get("noise", "gaussian") == s.get("noise", "gaussian")]
     if not hosts:
         return
-    bundle = device["record"].get("bundle")
-    if s.get("noise") == "sound":  # the float64 analyses redraw the Gaussian stream; the counts are compared alone
-        bundle = None
+    bundle = device["record"].get("bundle")  # the float64 analyses redraw the entry's own noise (Gaussian or sound)
     exact = exact_brackets(Path(bundle), s["precision"], x, device) if bundle and s["n"] <= EXACT_MAX else None
     same_seed = any(h["settings"]["seed"] == s["seed"] for h in hosts)
     limits = near_boundary_limits(Path(bundle), s["precision"], x, device, s["alpha"]) \

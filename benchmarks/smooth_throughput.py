@@ -18,7 +18,8 @@ process): inference of a pre-drawn batch, drawing the protocol's noise alone (an
 (argmax + bincount of a batch's logits). Without a free core certify's CPU is their sum, so
 `bound_without_free_core` = inference / (inference + noise + votes) is the ratio to expect on a loaded machine;
 with a free core the helper thread hides the noise and the ratio approaches 1. The load average is recorded before
-every pair.
+every pair; `cpu_ratio` (raw CPU over certify CPU per sample, this process) says what certify adds whatever the
+load, the wall ratio what it costs on this machine as it was.
 """
 from __future__ import annotations
 
@@ -95,18 +96,28 @@ def runner_pair(bundle: Path, points: int, n: int, batch: int, threads: int):
     return (lambda: raw_seconds(session.infer, x, points, n, batch)), certify, session.close
 
 
-def runner_call_seconds(bundle: Path, batch: int, threads: int) -> float:
-    """What one runner `smooth` call costs besides its samples (median of 5 calls of one point and one sample): it
-    opens its session per call, as a device process does; a device call of n = 100,000 samples amortises it."""
+def runner_call_seconds(bundle: Path, batch: int, threads: int) -> dict:
+    """What one runner `smooth` call costs besides inferring its samples (median of 5 calls of one full batch, less
+    one warm batch's inference and drawing): it opens its session per call, as a device process does, and a fresh
+    onnxruntime session's first run is slower than the later ones; a device call of n = 100,000 samples amortises
+    both."""
     opened = open_bundle(str(bundle))
-    args = argparse.Namespace(precision="fp32", sigma=SIGMA, n=1, batch=batch, seed=0, set_spec=None, start=0,
+    options = Options("ort-cpu", threads, batch)
+    args = argparse.Namespace(precision="fp32", sigma=SIGMA, n=batch, batch=batch, seed=0, set_spec=None, start=0,
                               count=1, margin_below=None, phase="estimate", no_hash=True)
-    runs = []
+    x = np.load(bundle / "golden_inputs.npy")
+    session = runner_session(opened, "fp32", options)
+    calls, warm = [], []
     for _ in range(6):
         started = time.perf_counter()
-        runner_commands.smooth(opened, Options("ort-cpu", threads, batch), args)
-        runs.append(time.perf_counter() - started)
-    return statistics.median(runs[1:])
+        runner_commands.smooth(opened, options, args)
+        calls.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        session.infer(next(noise_batches(x[0], SIGMA, batch, batch, 0, 0, PHASES["estimate"])))
+        warm.append(time.perf_counter() - started)
+    session.close()
+    call, one = statistics.median(calls[1:]), statistics.median(warm[1:])
+    return {"call_s": call, "warm_batch_s": one, "overhead_s": call - one}
 
 
 def timed(fn) -> tuple[float, float]:
@@ -132,7 +143,8 @@ def measure(pair, rounds: int, samples: int) -> dict:
     return {"raw_samples_per_s": statistics.median(raw), "certify_samples_per_s": statistics.median(cert),
             "ratio": statistics.median(ratios), "pair_ratios": ratios, "raw_rounds": raw, "certify_rounds": cert,
             "raw_cpu_us_per_sample": 1e6 * statistics.median(raw_cpu),
-            "certify_cpu_us_per_sample": 1e6 * statistics.median(cert_cpu), "load_per_pair": load}
+            "certify_cpu_us_per_sample": 1e6 * statistics.median(cert_cpu), "load_per_pair": load,
+            "cpu_ratio": statistics.median(raw_cpu) / statistics.median(cert_cpu)}
 
 
 def profile(model: BenchModel, x: np.ndarray, batch: int, threads: int, samples: int) -> dict:
@@ -204,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                args.threads), args.rounds, samples)
             rows["runner-ort-cpu"] = measure(runner_pair(bundle, args.points, n, args.batch, args.threads),
                                              args.rounds, samples)
-            rows["runner-ort-cpu"]["call_overhead_s"] = runner_call_seconds(bundle, args.batch, args.threads)
+            rows["runner-ort-cpu"]["per_call"] = runner_call_seconds(bundle, args.batch, args.threads)
             if args.sound and data == "digits":
                 for name in ("torch-cpu", "ort-cpu"):
                     rows[f"{name} sound"] = measure(host_pair(name, model, run.num_classes, x, args.points, n,

@@ -12,6 +12,14 @@ ratio is the median of the per-pair ratios, so load from other processes that dr
 halves of a pair alike. CPU seconds per sample (this process, all threads) are recorded beside: certify's extra CPU
 is the noise generation, which overlaps inference only while a core is free. `--sound` adds the host runtimes with
 the sound noise (smoothing/sound.py) on the digits model.
+
+Where the overhead goes (`profile`, per model, CPU µs per sample on this thread, measured one after another in one
+process): inference of a pre-drawn batch, drawing the protocol's noise alone (and the sound noise's), the votes
+(argmax + bincount of a batch's logits). Without a free core certify's CPU is their sum, so
+`bound_without_free_core` = inference / (inference + noise + votes) is the ratio to expect on a loaded machine;
+with a free core the helper thread hides the noise and the ratio approaches 1. The load average is recorded before
+every pair; `cpu_ratio` (raw CPU over certify CPU per sample, this process) says what certify adds whatever the
+load, the wall ratio what it costs on this machine as it was.
 """
 from __future__ import annotations
 
@@ -35,7 +43,7 @@ from edgerobust.runner.noise import PHASES, noise_batches
 from edgerobust.runner.runtimes import Options
 from edgerobust.runner.runtimes import open_session as runner_session
 from edgerobust.runner.sealed import open_bundle
-from edgerobust.smoothing.counters import SessionCounter
+from edgerobust.smoothing.counters import SessionCounter, add_votes
 from edgerobust.training import TrainConfig
 from edgerobust.training.api import TrainSetup, train_model
 
@@ -88,6 +96,30 @@ def runner_pair(bundle: Path, points: int, n: int, batch: int, threads: int):
     return (lambda: raw_seconds(session.infer, x, points, n, batch)), certify, session.close
 
 
+def runner_call_seconds(bundle: Path, batch: int, threads: int) -> dict:
+    """What one runner `smooth` call costs besides inferring its samples (median of 5 calls of one full batch, less
+    one warm batch's inference and drawing): it opens its session per call, as a device process does, and a fresh
+    onnxruntime session's first run is slower than the later ones; a device call of n = 100,000 samples amortises
+    both."""
+    opened = open_bundle(str(bundle))
+    options = Options("ort-cpu", threads, batch)
+    args = argparse.Namespace(precision="fp32", sigma=SIGMA, n=batch, batch=batch, seed=0, set_spec=None, start=0,
+                              count=1, margin_below=None, phase="estimate", no_hash=True)
+    x = np.load(bundle / "golden_inputs.npy")
+    session = runner_session(opened, "fp32", options)
+    calls, warm = [], []
+    for _ in range(6):
+        started = time.perf_counter()
+        runner_commands.smooth(opened, options, args)
+        calls.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        session.infer(next(noise_batches(x[0], SIGMA, batch, batch, 0, 0, PHASES["estimate"])))
+        warm.append(time.perf_counter() - started)
+    session.close()
+    call, one = statistics.median(calls[1:]), statistics.median(warm[1:])
+    return {"call_s": call, "warm_batch_s": one, "overhead_s": call - one}
+
+
 def timed(fn) -> tuple[float, float]:
     """(wall seconds, this process's CPU seconds on all threads) of one call."""
     cpu = time.process_time()
@@ -98,8 +130,9 @@ def timed(fn) -> tuple[float, float]:
 def measure(pair, rounds: int, samples: int) -> dict:
     raw_fn, certify_fn, close = pair
     raw_fn(), certify_fn()  # warm-up: allocator, thread pools, the generator's first call
-    raw, cert, ratios, raw_cpu, cert_cpu = [], [], [], [], []
+    raw, cert, ratios, raw_cpu, cert_cpu, load = [], [], [], [], [], []
     for _ in range(rounds):  # paired back to back, so load on the machine falls on both halves alike
+        load.append(os.getloadavg()[0])
         (r_wall, r_cpu), (c_wall, c_cpu) = timed(raw_fn), timed(certify_fn)
         raw.append(samples / r_wall)
         cert.append(samples / c_wall)
@@ -110,7 +143,46 @@ def measure(pair, rounds: int, samples: int) -> dict:
     return {"raw_samples_per_s": statistics.median(raw), "certify_samples_per_s": statistics.median(cert),
             "ratio": statistics.median(ratios), "pair_ratios": ratios, "raw_rounds": raw, "certify_rounds": cert,
             "raw_cpu_us_per_sample": 1e6 * statistics.median(raw_cpu),
-            "certify_cpu_us_per_sample": 1e6 * statistics.median(cert_cpu)}
+            "certify_cpu_us_per_sample": 1e6 * statistics.median(cert_cpu), "load_per_pair": load,
+            "cpu_ratio": statistics.median(raw_cpu) / statistics.median(cert_cpu)}
+
+
+def profile(model: BenchModel, x: np.ndarray, batch: int, threads: int, samples: int) -> dict:
+    """CPU µs per sample of each part of certify, one after another on this thread (median of 5 runs each)."""
+    from edgerobust.smoothing.sound import sound_batches
+
+    session = get_runtime("ort-cpu").load(model, "fp32", threads, batch)
+    fixed = next(noise_batches(x[0], SIGMA, batch, batch, 0, 0, PHASES["estimate"]))
+    logits = session.infer(fixed)
+    votes = np.zeros(logits.shape[1], np.int64)
+    calls = max(1, samples // batch)
+
+    def cpu(fn) -> float:
+        fn()
+        runs = []
+        for _ in range(5):
+            started = time.process_time()
+            fn()
+            runs.append((time.process_time() - started) / (calls * batch))
+        return 1e6 * statistics.median(runs)
+
+    def infer():
+        for _ in range(calls):
+            session.infer(fixed)
+
+    def draw(batches):
+        return lambda: [None for _ in batches(x[0], SIGMA, calls * batch, batch, 0, 0, PHASES["estimate"])]
+
+    def count():
+        for _ in range(calls):
+            add_votes(votes, logits)
+
+    out = {"runtime": "ort-cpu", "threads": threads, "inference": cpu(infer), "noise": cpu(draw(noise_batches)),
+           "sound_noise": cpu(draw(sound_batches)), "votes": cpu(count), "values_per_sample": int(x[0].size)}
+    session.close()
+    out["noise_ns_per_value"] = 1e3 * out["noise"] / out["values_per_sample"]
+    out["bound_without_free_core"] = out["inference"] / (out["inference"] + out["noise"] + out["votes"])
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -119,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--points", type=int, default=2, help="points per call (the runner opens its session once "
                         "per call, as on a device: more samples per call amortise it)")
     parser.add_argument("--n", type=int, default=32768, help="samples per point, digits model")
-    parser.add_argument("--n-resnet", type=int, default=2048, help="samples per point, ResNet-20")
+    parser.add_argument("--n-resnet", type=int, default=1024, help="samples per point, ResNet-20")
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads() - 1),
                         help="runtime threads, raw and certify alike (default: one core left for drawing noise)")
@@ -144,18 +216,22 @@ def main(argv: list[str] | None = None) -> dict:
                                                args.threads), args.rounds, samples)
             rows["runner-ort-cpu"] = measure(runner_pair(bundle, args.points, n, args.batch, args.threads),
                                              args.rounds, samples)
+            rows["runner-ort-cpu"]["per_call"] = runner_call_seconds(bundle, args.batch, args.threads)
             if args.sound and data == "digits":
                 for name in ("torch-cpu", "ort-cpu"):
                     rows[f"{name} sound"] = measure(host_pair(name, model, run.num_classes, x, args.points, n,
                                                               args.batch, args.threads, "sound"), args.rounds, samples)
-            result["models"][f"{spec} ({data})"] = {"n": n, **rows}
+            result["models"][f"{spec} ({data})"] = {"n": n, **rows,
+                                                     "profile": profile(model, x, args.batch, args.threads,
+                                                                        min(samples, 16 * args.batch))}
+            print(f"{spec:12s} profile (CPU µs/sample): {result['models'][f'{spec} ({data})']['profile']}")
             for name, r in rows.items():
                 print(f"{spec:12s} {name:17s} raw {r['raw_samples_per_s']:10.0f}/s  certify "
                       f"{r['certify_samples_per_s']:10.0f}/s  ratio {r['ratio']:.3f}  CPU µs/sample "
                       f"{r['raw_cpu_us_per_sample']:.1f} → {r['certify_cpu_us_per_sample']:.1f}")
     result["load_after"] = os.getloadavg()
     ratios = [r["ratio"] for rows in result["models"].values() for name, r in rows.items()
-              if isinstance(r, dict) and not name.endswith("sound")]  # the target is the protocol's noise
+              if isinstance(r, dict) and "ratio" in r and not name.endswith("sound")]  # the protocol's noise
     result["lowest_ratio"] = min(ratios)
     result["target"] = 0.95
     result["met"] = min(ratios) >= 0.95

@@ -242,10 +242,14 @@ class ModelSection:
     kwargs: dict[str, Any] = setting({}, help="keyword arguments of your model's factory")
     mean: list[float] | None = setting(None, help="per-channel mean your model's inputs are normalised with")
     std: list[float] | None = setting(None, help="per-channel std your model's inputs are normalised with")
+    pca: dict[str, Any] | None = setting(None, help="Song's PCA first layer for smoothing, fitted on the training "
+                                         "split: { sigma = 0.25, k = 5 } keeps the components with variance above "
+                                         "sigma^2/k ({ components = N } the first N)")
 
     def options(self) -> dict[str, Any]:
         """What `TrainSetup.model_options` (and CompressSetup's, ImportSetup's) takes."""
-        return {"kwargs": dict(self.kwargs), "mean": self.mean, "std": self.std}
+        return {"kwargs": dict(self.kwargs), "mean": self.mean, "std": self.std} | \
+            ({"pca": dict(self.pca)} if self.pca is not None else {})
 
 
 @dataclass

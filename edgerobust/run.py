@@ -122,7 +122,7 @@ class RunDir:
         try:
             model = build_model(info["spec"], info["input_shape"], info["num_classes"], info.get("mean"),
                                 info.get("std"), check_shape=False, kwargs=source.get("kwargs"),
-                                activation=info.get("activation"))
+                                activation=info.get("activation"), pca=info.get("pca"))
         except ModelImportError as exc:  # the user's model no longer imports or builds here
             raise ModelImportError(f"{self.path}: cannot rebuild its model: {exc}; {recorded(source)}") from None
         if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
@@ -268,6 +268,12 @@ def check_model_info(info: Any, where: Path) -> None:
         raise bad("activation", "a table with a name (e.g. kaf) and options")
     if "std" in info and info["std"] is not None and min(info["std"]) <= 0:
         raise bad("std", "positive")
+    if info.get("pca") is not None:
+        from .models.pca import check_pca_record
+
+        problem = check_pca_record(info["pca"], shape[0] * shape[1] * shape[2])
+        if problem:
+            raise bad("pca", problem)
     source = info.get("source")
     if source is not None and not (isinstance(source, dict) and isinstance(source.get("kwargs", {}), dict)):
         raise bad("source", "a table (the user model's import path, kwargs and package)")

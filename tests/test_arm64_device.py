@@ -253,6 +253,38 @@ def test_smoothing_on_aarch64_agrees_with_the_host(arm64_run, arm64_host, tmp_pa
         assert row["exact"]["passed"] and row["exact"]["disagreeing"] <= row["exact"]["near_boundary"]
 
 
+def test_sound_smoothing_on_aarch64_agrees_with_the_host(arm64_run, arm64_host, tmp_path):
+    """`--noise sound` through the test bed (Voráček & Hein): the aarch64 runner samples the rounded Gaussian against
+    the host's thresholds and draws the host's samples; at the same seed the differing votes are reported and judged
+    by the exact float64 bracket of those sound samples, at another seed by the two-sided test; the device
+    certificates give up the same slack as the host's, and PREDICT tests at α − n·p_slack."""
+    from edgerobust.smoothing import SMOOTHING_FILE, smooth_run
+
+    run = tmp_path / "run"
+    shutil.copytree(arm64_run.path, run)
+    bundle = run / "export-arm64-testbed"
+    settings = {"sigma": 0.25, "n0": 8, "n": 64, "points": 2, "batch": 32, "precision": "fp32", "noise": "sound",
+                "predict": True}
+    (host,) = smooth_run(run, progress=False, runtime="ort-cpu", artifact=bundle, **settings)
+    options = arm64_options(arm64_host, target="arm64-testbed")
+    (device,) = smooth_run(run, progress=False, device=options, **settings)
+    (other,) = smooth_run(run, progress=False, device=options, seed=1, **settings)
+    assert device["record"]["architecture"] == "aarch64" and "sound" in device["record"]["noise"]
+    assert all(p["same_stream_as_host"] for p in device["points"])  # the bed drew the host's sound samples
+    for h, d in zip(host["points"], device["points"], strict=True):
+        assert (h["p_slack"], h["radius_slack"], h["predict_level"]) == \
+            (d["p_slack"], d["radius_slack"], d["predict_level"])
+    document = read_json(run / SMOOTHING_FILE)
+    (agreement,) = document["agreement"][device["key"]]
+    assert agreement["host"] == host["key"] and agreement["same_seed"] and agreement["passed"], agreement
+    for row in agreement["rows"]:  # differing votes reported, within the sound samples near the boundary
+        assert row["rule"] == "same samples" and row["exact"]["passed"]
+        assert row["differing_at_least"]["estimate"] <= row["exact"]["near_boundary"]
+    (independent,) = document["agreement"][other["key"]]
+    assert not independent["same_seed"] and independent["passed"]
+    assert all(r["rule"] == "two-sided Fisher test" for r in independent["rows"])
+
+
 def test_certified_balls_hold_on_aarch64_outputs(arm64_run, arm64_host, tmp_path):
     """The device's own fp32 and fp16 outputs inside certified balls (issue 22 "No violations", on the aarch64 test
     bed; a few hundred points per ball: every runner start costs ~20 s under emulation)."""

@@ -2,6 +2,7 @@
 import json
 import os
 import sys
+import time
 
 import numpy as np
 import onnxruntime as ort
@@ -294,6 +295,38 @@ def test_noise_stream_does_not_depend_on_the_batch():
         np.testing.assert_array_equal(chunks[0], other)
     threaded = np.concatenate(list(commands.prefetched(commands.noise_batches(x, 0.5, 23, 5, 1, 9))))
     np.testing.assert_array_equal(chunks[0], threaded)
+
+
+def test_prefetching_starts_at_once_and_stops_when_closed():
+    import itertools
+    import threading
+
+    drawn = []
+
+    def endless():
+        for i in itertools.count():
+            drawn.append(i)
+            yield i
+
+    before = threading.active_count()
+    stream = commands.prefetched(endless(), depth=2)
+    deadline = time.monotonic() + 30
+    while len(drawn) < 3 and time.monotonic() < deadline:  # drawing began before the first request
+        time.sleep(0.01)
+    assert len(drawn) >= 3 and next(stream) == 0 and next(stream) == 1
+    stream.close()
+    assert threading.active_count() == before and list(stream) == []
+    assert len(drawn) <= 2 + 2 + 1 + 1  # taken, queued (depth), in hand, the one drawn while closing
+
+    def broken():
+        yield 0
+        raise ValueError("drawing failed")
+
+    failing = commands.prefetched(broken())
+    assert next(failing) == 0
+    with pytest.raises(ValueError, match="drawing failed"):
+        next(failing)
+    assert threading.active_count() == before
 
 
 def test_selection_and_estimation_streams_differ():

@@ -108,11 +108,12 @@ def test_onnxruntime_and_the_device_runner_count_the_same_samples(exported, tmp_
     assert "predict" in host["points"][0] and "predict_accuracy" in host["summary"]
 
 
-def test_other_seeds_are_compared_by_a_two_sided_test(exported, tmp_path, monkeypatch):
+@pytest.mark.parametrize("noise", ["gaussian", "sound"])
+def test_other_seeds_are_compared_by_a_two_sided_test(exported, tmp_path, monkeypatch, noise):
     monkeypatch.setenv("EDGEROBUST_LOCAL_DEVICE", str(tmp_path / "device"))
     shutil.copytree(exported.path, tmp_path / "run")
-    smooth_run(tmp_path / "run", progress=False, runtime="torch-cpu", **SMALL)
-    (device,) = smooth_run(tmp_path / "run", progress=False, device=LOCAL,
+    smooth_run(tmp_path / "run", progress=False, runtime="torch-cpu", noise=noise, **SMALL)
+    (device,) = smooth_run(tmp_path / "run", progress=False, device=LOCAL, noise=noise,
                            seed=5, **SMALL)
     doc = json.loads((tmp_path / "run" / SMOOTHING_FILE).read_text())
     (agreement,) = doc["agreement"][device["key"]]
@@ -187,12 +188,13 @@ def test_a_fleet_with_different_artifacts_is_refused(exported, tmp_path):
     assert (tmp_path / "run" / "model.json").read_bytes() == before
 
 
-def test_large_n_same_samples_are_judged_against_the_near_boundary_subsample(exported, tmp_path, monkeypatch):
+@pytest.mark.parametrize("noise", ["gaussian", "sound"])
+def test_large_n_same_samples_are_judged_against_the_near_boundary_subsample(exported, tmp_path, monkeypatch, noise):
     from edgerobust.smoothing.agreement import EXACT_MAX, SUBSAMPLE, compare_entries
 
     monkeypatch.setenv("EDGEROBUST_LOCAL_DEVICE", str(tmp_path / "device"))
     shutil.copytree(exported.path, tmp_path / "run")
-    settings = {**SMALL, "n": EXACT_MAX + 1, "points": 2, "batch": 701}
+    settings = {**SMALL, "n": EXACT_MAX + 1, "points": 2, "batch": 701, "noise": noise}
     (host,) = smooth_run(tmp_path / "run", progress=False, runtime="ort-cpu", **settings)
     (device,) = smooth_run(tmp_path / "run", progress=False, device=LOCAL,
                            **settings)
@@ -229,7 +231,9 @@ def test_the_sound_noise_on_the_device_runner_draws_the_hosts_samples(exported, 
             (d["counts0"], d["counts"], d["p_slack"], d["radius_slack"])
     doc = json.loads((tmp_path / "run" / SMOOTHING_FILE).read_text())
     (agreement,) = doc["agreement"][device["key"]]  # compared with the sound host entry only
-    assert agreement["host"] == host["key"] and agreement["differing_at_least"] == 0
+    assert agreement["host"] == host["key"] and agreement["differing_at_least"] == 0 and agreement["passed"]
+    for row in agreement["rows"]:  # small n: the exact float64 bracket of the sound samples themselves
+        assert row["exact"]["passed"] and row["exact"]["disagreeing"] <= row["exact"]["near_boundary"]
 
 
 @pytest.mark.parametrize("thresholds", [None, "missing", np.array([3, 2], np.int64), np.array([1, 2, 3], np.int64),

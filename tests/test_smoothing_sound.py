@@ -141,11 +141,13 @@ def test_smooth_records_sound_noise(digits_run, tmp_path):
     from cli_helpers import run_cli
 
     code, out, err = run_cli("smooth", run, "--sigma", "0.25", "--n0", "10", "--n", "50", "--points", "2", "--noise",
-                             "sound", "-q")
+                             "sound", "--predict", "-q")
     assert code == 0, err
     (entry,) = json.loads((run / "smoothing.json").read_text())["results"].values()
     assert entry["settings"]["noise"] == "sound" and "Voráček" in entry["assumptions"]
     assert "sound" in entry["record"]["noise"] and all("p_slack" in p for p in entry["points"])
+    for p in entry["points"]:  # PREDICT tests at α less the n samples' total variation
+        assert p["predict_level"] == 0.001 - 50 * p["p_slack"] and 0 < p["predict_level"] < 0.001
     document = json.loads((run / "smoothing.json").read_text())
     assert document["results"][entry["key"]]["settings"]["noise"] == "sound"
     from edgerobust.report import render_report
@@ -188,3 +190,49 @@ def test_a_sound_certificate_gives_up_its_slack():
     assert (cls, slack) == (1, pytest.approx(0.5 * norm.ppf(p - 0.01) - 0.05, rel=1e-12))
     assert certify_counts(counts0, counts, 0.5, 0.001, 0.0, plain + 1e-9) == (ABSTAIN, 0.0)
     assert certify_counts(counts0, counts, 0.5, 0.001, p - 0.49, 0.0) == (ABSTAIN, 0.0)
+
+
+def test_a_sound_predict_gives_up_the_samples_total_variation():
+    """predict_counts at level α − n·p_slack: n samples within p_slack each of the certified distribution are within
+    n·p_slack together, so PREDICT's error probability stays at most α; a slack that eats α abstains."""
+    from scipy.stats import binomtest
+
+    from edgerobust.smoothing.statistics import predict_counts, predict_level
+
+    counts = [0, 0, 20]
+    p_value = binomtest(20, 20, 0.5).pvalue  # 2·2⁻²⁰
+    assert predict_counts(counts, 0.001) == 2 and predict_counts(counts, 0.001, 1e-15) == 2
+    just_enough = (0.001 - p_value) / 20  # level = p_value exactly (up to float rounding, on the right side below)
+    assert predict_level(20, 0.001, just_enough * (1 - 1e-9)) >= p_value
+    assert predict_counts(counts, 0.001, just_enough * (1 - 1e-9)) == 2
+    assert predict_counts(counts, 0.001, just_enough * (1 + 1e-6)) == ABSTAIN
+    assert predict_counts(counts, 0.001, 0.001 / 20) == ABSTAIN  # level 0: nothing is predicted
+
+
+def test_the_exact_analysis_redraws_the_sound_samples():
+    """smoothing_agreement with the sound thresholds walks the very samples the sound counter votes on: on a model
+    whose votes are far from its boundary (every margin huge), the float64 votes equal the counter's."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgerobust.export.tolerance import smoothing_agreement
+    from edgerobust.smoothing.counters import SessionCounter
+
+    # logits = (x − 0.5)·[−1000, 1000] for one pixel: class 1 above 0.5, far from the boundary except at 0.5 itself
+    w = numpy_helper.from_array(np.array([[-1000.0, 1000.0]], np.float32), "w")
+    b = numpy_helper.from_array(np.array([500.0, -500.0], np.float32), "b")
+    nodes = [helper.make_node("Flatten", ["input"], ["f"]), helper.make_node("Gemm", ["f", "w", "b"], ["logits"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 1, 1, 1])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 2])], [w, b])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(proto)
+    x = np.full((1, 1, 1), 0.4, np.float32)
+    thresholds = discrete_gaussian(0.25).thresholds
+
+    class Linear:
+        def infer(self, batch):
+            return (np.asarray(batch, np.float64).reshape(-1, 1) - 0.5) * np.array([-1000.0, 1000.0])
+
+    counts = SessionCounter(Linear(), 2, 0.25, 7, 50, {}, noise="sound").counts(x[None], [3], "estimate", 200)[0]
+    result = smoothing_agreement(proto, x, 3, 0.25, 200, 7, counts, "fp32", "estimate", thresholds)
+    assert result["host_counts"] == counts.tolist() and result["passed"] and 0 < counts[1] < 200

@@ -36,4 +36,7 @@ def print_run_summary(run: RunDir) -> None:
     rows = [("model", m["model"]["spec"]), ("dataset", run.dataset_name),
             ("parameters", metrics.get("parameters")), ("FLOPs / image", metrics.get("flops")),
             ("train accuracy", metrics.get("train_accuracy")), ("test accuracy", metrics.get("test_accuracy"))]
+    pca = m["model"].get("pca")
+    if pca:
+        rows.insert(1, ("PCA first layer", f"{pca['components']}/{pca['dims']} components"))
     console.print(table("training", ("", "value"), rows))

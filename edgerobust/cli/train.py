@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from ..config import given, section
+from ..errors import EdgeRobustError
 from ..recipe import load_recipe
 from ..training.api import TrainSetup, adversarial_from_recipe, config_from_recipe, train_model
 from .common import command, console, device_option, parse_kwargs, split_list
@@ -52,6 +53,11 @@ def train(
                                          "when PGD accuracy on a training batch collapses (default on for fgsm-rs)."),
     activation: Optional[str] = typer.Option(None, "--activation", help="Replace the model's ReLUs: kaf, elu, "
                                              "swish, gelu, softplus, kwta (recorded with the run)."),
+    pca: Optional[float] = typer.Option(None, "--pca", help="Song's PCA first layer for smoothing at this σ: fitted "
+                                        "on the training split, keeps the components with variance above σ²/k "
+                                        "([model] pca; recorded with the run)."),
+    pca_k: Optional[float] = typer.Option(None, "--pca-k", help="k of --pca's σ²/k threshold (default 5; Song's "
+                                          "ablation 10)."),
     qat: Optional[bool] = typer.Option(None, "--qat/--no-qat", help="Quantization-aware training: train through "
                                        "the int8 export's fake quantization (per-channel int8 weights, uint8 "
                                        "activations, round half to even); combines with every loss."),
@@ -69,6 +75,11 @@ def train(
     model_options = model_section.options() if model in (None, model_section.spec) or kwargs is not None else \
         {"mean": model_section.mean, "std": model_section.std}  # the recipe's kwargs are its own model's
     model = model or model_section.spec
+    if pca is not None or pca_k is not None:
+        if pca is None and model_section.pca is None:
+            raise EdgeRobustError("--pca-k needs --pca SIGMA (or [model] pca in the recipe), e.g. --pca 0.25 --pca-k 5")
+        model_options["pca"] = {k: v for k, v in (model_section.pca or {}).items() if k != "components"} | \
+            ({"sigma": pca} if pca is not None else {}) | ({"k": pca_k} if pca_k is not None else {})
     data_section = section(spec, "data")
     data = data or data_section.name
     config = config_from_recipe(spec, dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,

@@ -117,7 +117,7 @@ def golden_tolerance(proto: onnx.ModelProto, inputs: np.ndarray, precision: str)
 
 def smoothing_agreement(proto: onnx.ModelProto, x: np.ndarray, row: int, sigma: float, n: int, seed: int,
                         device_counts: list[int] | np.ndarray, precision: str = "fp32",
-                        phase: str = "estimate") -> dict[str, Any]:
+                        phase: str = "estimate", thresholds: np.ndarray | None = None) -> dict[str, Any]:
     """Check a device's smoothing votes for one point against the host, sample by sample where it matters.
 
     The host regenerates the runner's noise samples (the runner's own `noise_batches`, docs/runner-protocol.md) and
@@ -125,11 +125,15 @@ def smoothing_agreement(proto: onnx.ModelProto, x: np.ndarray, row: int, sigma: 
     least twice its largest bound votes for the exact argmax on any conforming device; only the others ("near the
     boundary") may vote differently, so the host recounts those and the device's counts must lie between the certain
     votes and the certain votes plus the uncertain samples. `disagreeing` is the least number of samples whose vote
-    differs from the exact one (half the L1 distance of the count vectors).
+    differs from the exact one (half the L1 distance of the count vectors). `thresholds`: the sound noise's
+    (smoothing/sound.py), whose samples float32(round(255x) + J)/255 the runner's `sound_batches` draws instead.
     """
-    from ..runner.noise import PHASES, noise_batches
+    from ..runner.noise import PHASES, noise_batches, sound_batches
 
-    samples = np.concatenate(list(noise_batches(np.asarray(x, np.float32), sigma, n, n, seed, row, PHASES[phase])))
+    x = np.asarray(x, np.float32)
+    batches = noise_batches(x, sigma, n, n, seed, row, PHASES[phase]) if thresholds is None \
+        else sound_batches(x, thresholds, n, n, seed, row, PHASES[phase])
+    samples = np.concatenate(list(batches))
     with torch.no_grad():
         arithmetic = arithmetic_of(precision)
         try:

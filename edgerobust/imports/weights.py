@@ -103,6 +103,9 @@ def import_weights(out: str | Path, spec: str, weights: str | Path, setup: Impor
     """A run directory at `out` holding `spec` with the weights of `weights` (see the module docstring); `setup` says
     the dataset, or the input shape and classes without one, and the factory's kwargs and mean/std."""
     setup = setup or ImportSetup()
+    if (setup.model_options or {}).get("pca") is not None:
+        raise EdgeRobustError("[model] pca is fitted on the training split by `edgerobust train`; imported weights "
+                              "come without it: drop pca from the recipe's [model]")
     check_output(out)
     check_fresh_output(Path(out), resume=False)
     device = resolve_device(setup.device)

@@ -22,7 +22,9 @@ class Normalize(nn.Module):
 
 
 class NormalizedClassifier(nn.Sequential):
-    """`normalize` then `net`; indexable like any nn.Sequential, exported as one graph."""
+    """`normalize` then `net`; indexable like any nn.Sequential, exported as one graph. A fixed first layer `pca`
+    (models/pca.py, Song's linear decomposition) comes before `normalize` when given: it works in pixel space."""
 
-    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]):
-        super().__init__(OrderedDict(normalize=Normalize(mean, std), net=net))
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float], pca: nn.Module | None = None):
+        first = OrderedDict(pca=pca) if pca is not None else OrderedDict()
+        super().__init__(OrderedDict(**first, normalize=Normalize(mean, std), net=net))

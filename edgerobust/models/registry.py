@@ -6,6 +6,7 @@ is an import path (`package.module:factory`) or an installed entry point's name 
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from ..registry import Registry
 from .external import build_external, is_external
 from .mode import eval_mode
 from .normalize import NormalizedClassifier
+from .pca import PCAProjection, check_pca_record
 
 ModelBuilder = Callable[..., nn.Module]
 MODELS: Registry[ModelBuilder] = Registry("model")
@@ -62,10 +64,12 @@ def spec_text(spec: str) -> str:
 def build_model(spec: str | ModelSpec, input_shape: Sequence[int], num_classes: int,
                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                 check_shape: bool = True, kwargs: Mapping[str, Any] | None = None,
-                source: dict[str, Any] | None = None, activation: str | dict | None = None) -> NormalizedClassifier:
+                source: dict[str, Any] | None = None, activation: str | dict | None = None,
+                pca: PCAProjection | Mapping[str, Any] | None = None) -> NormalizedClassifier:
     """`spec` wrapped in its normalisation (mean/std; none = identity). `kwargs` go to a user model's factory
     (external.py), whose origin record is written into `source` when given. `activation` (a name such as kaf, or
-    the manifest's {"name", "options"}) replaces every ReLU."""
+    the manifest's {"name", "options"}) replaces every ReLU. `pca`: Song's fixed PCA first layer (models/pca.py),
+    a fitted `PCAProjection` or the manifest's record (an empty layer of its shape, filled by the run's weights)."""
     external = isinstance(spec, str) and is_user_model(spec)
     if not external:
         spec = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec)
@@ -95,7 +99,13 @@ def build_model(spec: str | ModelSpec, input_shape: Sequence[int], num_classes: 
             raise
         raise ShapeError(f"model '{spec}' for inputs {input_shape} is too large to allocate; choose smaller "
                          "widths") from None
-    model = NormalizedClassifier(body, mean, std)
+    if pca is not None and not isinstance(pca, PCAProjection):
+        dims = math.prod(input_shape)
+        problem = check_pca_record(pca, dims)
+        if problem:
+            raise EdgeRobustError(f"model '{spec}': its pca record must be {problem}")
+        pca = PCAProjection.empty(dims, int(pca["components"]))
+    model = NormalizedClassifier(body, mean, std, pca)
     if activation is not None:
         from .activations import swap_activations  # late: activations need this module's zoo built first
 

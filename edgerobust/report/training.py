@@ -21,6 +21,13 @@ def training_section(run: RunDir, figures: Path) -> str | None:
                         f"{data.get('test', {}).get('size', '?')} test)"),
             ("seed", m.get("seed")), ("clean test accuracy", metrics.get("test_accuracy"))]
     lines += [md_table(("", "value"), rows), ""]
+    pca = model.get("pca")
+    if pca:
+        lines += [f"PCA first layer (Song's linear decomposition): x ↦ μ + (x − μ)WWᵀ in pixel space, "
+                  f"{pca['components']} of {pca['dims']} components ({pca.get('rule', '')}, σ={pca.get('sigma')}, "
+                  f"k={pca.get('k')}), {pca.get('variance_kept', 0):.1%} of the variance of the "
+                  f"{pca.get('fitted_on', {}).get('split', 'training')} split; non-expansive, so a smoothing "
+                  "certificate holds in pixel space.", ""]
     training = m.get("training")
     if training:
         cfg = training.get("config", {})

@@ -232,35 +232,46 @@ def smooth(bundle, options, args):
     evalset = choose_set(bundle, set_spec)
     stop = len(evalset.x) if count is None else min(len(evalset.x), start + count)
     classes = int(bundle.manifest.get("num_classes") or 0)
-    session = open_session(bundle, precision, options)
-    results = []
-    try:
+
+    def rows():  # every row's batches in one stream: the helper draws the next row's while this one finishes
         for row in range(start, stop):
-            votes = np.zeros(classes, dtype=np.int64)
-            low, offset = [], 0
             if thresholds is None:
                 batches = noise_batches(evalset.x[row], sigma, n, batch, seed, row, PHASES[phase])
             else:
                 batches = sound_batches(evalset.x[row], thresholds, n, batch, seed, row, PHASES[phase])
-            for noisy in prefetched(batches):
+            for noisy in batches:
+                yield row, noisy
+
+    stream = prefetched(rows())  # drawing starts now, while the session opens
+    results = []
+    try:
+        session = open_session(bundle, precision, options)
+        try:
+            votes = {row: np.zeros(classes, dtype=np.int64) for row in range(start, stop)}
+            low = {row: [] for row in range(start, stop)}
+            offset = dict.fromkeys(range(start, stop), 0)
+            for row, noisy in stream:
                 logits = session.infer(noisy)
-                votes = _add_votes(votes, logits.argmax(1))
+                votes[row] = _add_votes(votes[row], logits.argmax(1))
                 if margin_below is not None:
                     order = np.argsort(-logits.astype(np.float64), axis=1)
                     gap = margins(logits)
                     for i in np.nonzero(gap < margin_below)[0]:
-                        low.append([offset + int(i), int(order[i, 0]), int(order[i, 1]), float(gap[i])])
-                offset += len(noisy)
-            point = {"row": row, "index": None if evalset.indices is None else int(evalset.indices[row]),
-                     "label": int(evalset.labels[row]), "counts": [int(c) for c in votes],
-                     "fingerprint": fingerprint(evalset.x[row], sigma, seed, row, PHASES[phase],
-                                                thresholds=thresholds)}
-            if margin_below is not None:
-                point["low_margin"] = low
-            results.append(point)
-        figure = _figure(bundle, precision, session, batch)
+                        low[row].append([offset[row] + int(i), int(order[i, 0]), int(order[i, 1]), float(gap[i])])
+                offset[row] += len(noisy)
+            for row in range(start, stop):
+                point = {"row": row, "index": None if evalset.indices is None else int(evalset.indices[row]),
+                         "label": int(evalset.labels[row]), "counts": [int(c) for c in votes[row]],
+                         "fingerprint": fingerprint(evalset.x[row], sigma, seed, row, PHASES[phase],
+                                                    thresholds=thresholds)}
+                if margin_below is not None:
+                    point["low_margin"] = low[row]
+                results.append(point)
+            figure = _figure(bundle, precision, session, batch)
+        finally:
+            session.close()
     finally:
-        session.close()
+        stream.close()
     figure.update({"sigma": sigma, "n": n, "seed": seed, "phase": phase, "set": evalset.name, "start": start,
                    "points": results, "noise": RULE if thresholds is None else SOUND_RULE, "numpy": np.__version__})
     return figure

@@ -64,27 +64,27 @@ def check_thresholds(thresholds):
 def sound_bins(rng, thresholds, shape, table=None):
     """Bin indices 0..2K (noise integer + K), int64: P(b) = (T_b - T_{b-1}) / 2^60 exactly. `table` is
     `bucket_table(thresholds)`, computed once per stream."""
-    first, padded, several = table or bucket_table(thresholds)
+    first, padded = table or bucket_table(thresholds)
     size = int(np.prod(shape))
     u = rng.bit_generator.random_raw(size)  # uint64, uniform
     u >>= np.uint64(64 - SOUND_BITS)
     u = u.view(np.int64).reshape(shape)
-    top = u >> (SOUND_BITS - BUCKET_BITS)
-    bins = first[top]
-    bins += u >= padded[bins]  # at most one threshold inside the bucket
-    hard = several[top]
-    if hard.any():  # several thresholds in the bucket (far tails): a binary search settles those draws
+    bins = first.take(u >> (SOUND_BITS - BUCKET_BITS))
+    bins += u >= padded.take(bins)  # at most one threshold inside the bucket
+    hard = bins < 0
+    if hard.any():  # several thresholds in the bucket (far tails, marked -1): a binary search settles those draws
         bins[hard] = np.searchsorted(thresholds, u[hard], side="right")
     return bins
 
 
 def bucket_table(thresholds):
-    """Each bucket's first bin, the thresholds padded with one past the end, and whether a bucket holds several."""
+    """Each bucket's first bin (-1 where the bucket holds several thresholds) and the thresholds padded with one past
+    the end (what index -1 reads, so a marked draw stays negative until its binary search)."""
     starts = np.arange(2 ** BUCKET_BITS, dtype=np.int64) << (SOUND_BITS - BUCKET_BITS)
     first = np.searchsorted(thresholds, starts, side="right")
     last = np.searchsorted(thresholds, starts + (1 << (SOUND_BITS - BUCKET_BITS)) - 1, side="right")
     padded = np.concatenate([thresholds, [np.iinfo(np.int64).max]])
-    return first, padded, last - first > 1
+    return np.where(last - first > 1, -1, first).astype(np.int64), padded
 
 
 def sound_batches(x, thresholds, n, batch, seed, row, phase=1):
@@ -103,38 +103,65 @@ def sound_batches(x, thresholds, n, batch, seed, row, phase=1):
         done += size
 
 
-def prefetched(batches, depth=2):
-    """The same batches, each drawn on a helper thread while the caller works on the one before."""
-    items = []
-    ready = threading.Semaphore(0)
-    room = threading.Semaphore(depth)
-    done = object()
+class Prefetched(object):
+    """`batches` drawn on a helper thread, up to `depth` ahead of the caller, from the moment this is made (so a
+    caller can start drawing before it opens its runtime session); `close()` stops the helper early."""
 
-    def fill():
+    def __init__(self, batches, depth=2):
+        self._items = []
+        self._ready = threading.Semaphore(0)
+        self._room = threading.Semaphore(depth)
+        self._stop = False
+        self._done = object()
+        self._thread = threading.Thread(target=self._fill, args=(batches,), daemon=True)
+        self._thread.start()
+
+    def _fill(self, batches):
         try:
             for item in batches:
-                room.acquire()
-                items.append(item)
-                ready.release()
+                self._room.acquire()
+                if self._stop:
+                    return
+                self._items.append(item)
+                self._ready.release()
         except BaseException as exc:  # handed to the consumer, raised there
-            items.append(exc)
-            ready.release()
+            self._items.append(exc)
+            self._ready.release()
             return
-        items.append(done)
-        ready.release()
+        self._items.append(self._done)
+        self._ready.release()
 
-    thread = threading.Thread(target=fill, daemon=True)
-    thread.start()
-    while True:
-        ready.acquire()
-        item = items.pop(0)
-        if item is done:
-            break
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._stop:
+            raise StopIteration
+        self._ready.acquire()
+        item = self._items.pop(0)
+        if item is self._done:
+            self._thread.join()
+            self._stop = True
+            raise StopIteration
         if isinstance(item, BaseException):
+            self.close()
             raise item
-        room.release()
-        yield item
-    thread.join()
+        self._room.release()
+        return item
+
+    next = __next__  # Python 2 spelling, harmless
+
+    def close(self):
+        """Stop drawing: the helper ends at its next batch (it may finish the one it is drawing)."""
+        if not self._stop:
+            self._stop = True
+            self._room.release()  # a helper waiting for room wakes, sees the stop and ends
+            self._thread.join()
+
+
+def prefetched(batches, depth=2):
+    """The same batches, each drawn on a helper thread while the caller works on the one before (`Prefetched`)."""
+    return Prefetched(batches, depth)
 
 
 def fingerprint(x, sigma, seed, row, phase, count=4, thresholds=None):

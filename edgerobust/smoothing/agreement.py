@@ -10,6 +10,8 @@
   says exactly which samples may vote differently (cheap only for few samples).
 - Large n at the same samples: the same analysis on the first `SUBSAMPLE` estimation samples counts the samples near
   the boundary; the differing votes must stay within n times the Clopper-Pearson upper bound (at α) of that fraction.
+- Sound noise (smoothing/sound.py) under the same rules: the analyses redraw the sound samples (the runner's
+  `sound_batches` with the entry's thresholds) instead of the Gaussian stream.
 """
 from __future__ import annotations
 
@@ -74,6 +76,15 @@ def compare_entries(host: dict[str, Any], device: dict[str, Any], alpha: float =
             "rows": out_rows}
 
 
+def thresholds_of(settings: dict[str, Any]) -> np.ndarray | None:
+    """The sound noise's thresholds for an entry's σ (None under Gaussian noise): the analyses redraw its samples."""
+    if settings.get("noise", "gaussian") != "sound":
+        return None
+    from .sound import discrete_gaussian
+
+    return discrete_gaussian(float(settings["sigma"])).thresholds
+
+
 def exact_brackets(bundle: Path, precision: str, x: np.ndarray, device: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """The float64 bracket of every device point's estimation votes (small n only: it walks every sample)."""
     import onnx
@@ -85,8 +96,9 @@ def exact_brackets(bundle: Path, precision: str, x: np.ndarray, device: dict[str
     if s["n"] > EXACT_MAX:
         return {}
     proto = onnx.load(str(Path(bundle) / read_manifest(bundle)["models"]["fp32"]["file"]))
+    thresholds = thresholds_of(s)
     return {p["row"]: smoothing_agreement(proto, x[p["row"]], p["row"], s["sigma"], s["n"], s["seed"], p["counts"],
-                                          precision, "estimate") for p in device["points"]}
+                                          precision, "estimate", thresholds) for p in device["points"]}
 
 
 def near_boundary_limits(bundle: Path, precision: str, x: np.ndarray, device: dict[str, Any],
@@ -101,10 +113,11 @@ def near_boundary_limits(bundle: Path, precision: str, x: np.ndarray, device: di
     s = device["settings"]
     k = min(SUBSAMPLE, s["n"])
     proto = onnx.load(str(Path(bundle) / read_manifest(bundle)["models"]["fp32"]["file"]))
+    thresholds = thresholds_of(s)
     out = {}
     for p in device["points"]:
         near = smoothing_agreement(proto, x[p["row"]], p["row"], s["sigma"], k, s["seed"], [k], precision,
-                                   "estimate")["near_boundary"]
+                                   "estimate", thresholds)["near_boundary"]
         upper = 1.0 if near >= k else float(beta.ppf(1 - alpha, near + 1, k - near))
         out[p["row"]] = {"samples": k, "near_boundary": near, "limit": int(np.ceil(s["n"] * upper))}
     return out

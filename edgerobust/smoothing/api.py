@@ -58,10 +58,10 @@ SOUND_ASSUMPTIONS = (
     "classifier f∘R, R rounding its input to the 1/255 grid (the model sees float32(k)/255 for integers k, computed "
     "in whatever arithmetic the runtime uses), smoothed with real Gaussian noise N(0, σ²I) in [0,1] pixel space, not "
     "clipped. The noise is the Gaussian rounded to the grid, drawn exactly from 60-bit uniform integers; p_A's lower "
-    "bound gives up the sampler's total variation to it (d × about 1e-15) and an input off the grid gives up its L2 "
-    "distance to the grid point certified. It assumes the random bits are fair coins (PCG64 stands in for them) and "
-    "that the runtime returns the same class for the same input whatever else is in its batch; each certificate "
-    "fails with probability at most α.")
+    "bound gives up the sampler's total variation to it (d × about 1e-15), PREDICT tests at α less n times that, and "
+    "an input off the grid gives up its L2 distance to the grid point certified. It assumes the random bits are fair "
+    "coins (PCG64 stands in for them) and that the runtime returns the same class for the same input whatever else "
+    "is in its batch; each certificate fails with probability at most α.")
 
 
 class SmoothingError(EdgeRobustError):
@@ -213,9 +213,7 @@ def add_agreement(path: Path, device: dict[str, Any], x: np.ndarray) -> None:
              and e["settings"].get("noise", "gaussian") == s.get("noise", "gaussian")]
     if not hosts:
         return
-    bundle = device["record"].get("bundle")
-    if s.get("noise") == "sound":  # the float64 analyses redraw the Gaussian stream; the counts are compared alone
-        bundle = None
+    bundle = device["record"].get("bundle")  # the float64 analyses redraw the entry's own noise (Gaussian or sound)
     exact = exact_brackets(Path(bundle), s["precision"], x, device) if bundle and s["n"] <= EXACT_MAX else None
     same_seed = any(h["settings"]["seed"] == s["seed"] for h in hosts)
     limits = near_boundary_limits(Path(bundle), s["precision"], x, device, s["alpha"]) \

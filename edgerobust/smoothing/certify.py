@@ -19,6 +19,7 @@ from .statistics import (
     certify_counts,
     lower_confidence_bound,
     predict_counts,
+    predict_level,
     radius_ceiling,
 )
 
@@ -47,8 +48,10 @@ def certify_points(counter: VoteCounter, x: np.ndarray, labels: Sequence[int], r
             if slack != (0.0, 0.0):
                 record["p_slack"], record["radius_slack"] = slack
             if predicted is not None:
-                record["predict"] = predict_counts(predicted[i], alpha)
+                record["predict"] = predict_counts(predicted[i], alpha, slack[0])
                 record["predict_counts"] = predicted[i].tolist()
+                if slack != (0.0, 0.0):
+                    record["predict_level"] = predict_level(n, alpha, slack[0])
             out.append(record)
         if on_points:
             on_points(len(rows[part]))

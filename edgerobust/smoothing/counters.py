@@ -44,9 +44,18 @@ class SessionCounter:
 
     def counts(self, x: np.ndarray, rows: Sequence[int], phase: str, n: int) -> np.ndarray:
         out = np.zeros((len(rows), self.num_classes), dtype=np.int64)
-        for i, row in enumerate(rows):
-            for noisy in prefetched(self.batches(x[i], self.sigma, n, self.batch, self.seed, row, PHASES[phase])):
+
+        def stream():  # every point's batches in one stream: the helper draws the next point's while this one ends
+            for i, row in enumerate(rows):
+                for noisy in self.batches(x[i], self.sigma, n, self.batch, self.seed, row, PHASES[phase]):
+                    yield i, noisy
+
+        batches = prefetched(stream())
+        try:
+            for i, noisy in batches:
                 add_votes(out[i], self.session.infer(noisy))
+        finally:
+            batches.close()
         return out
 
     def slack(self, x: np.ndarray) -> tuple[float, float]:

@@ -3,7 +3,8 @@
 CERTIFY takes the class most voted among n0 selection samples, then bounds its probability from below with the
 Clopper-Pearson interval on n independent estimation samples; below 1/2 it abstains, else the L2 radius is
 σ·Φ⁻¹(p_A). PREDICT returns the top class when a two-sided binomial test of its count against the runner-up's rejects
-a tie at level α, else abstains. Both need nothing but counts, so the same functions serve every runtime.
+a tie at level α (α − n·p_slack under sound noise), else abstains. Both need nothing but counts, so the same
+functions serve every runtime.
 """
 from __future__ import annotations
 
@@ -38,15 +39,28 @@ def certify_counts(counts0: Sequence[int], counts: Sequence[int], sigma: float, 
     return (top, radius) if radius >= 0 else (ABSTAIN, 0.0)
 
 
-def predict_counts(counts: Sequence[int], alpha: float) -> int:
-    """PREDICT's answer from its counts: the top class if the binomial test of n_A against n_B rejects p = 1/2."""
+def predict_level(n: int, alpha: float, p_slack: float = 0.0) -> float:
+    """The level PREDICT tests at so that it errs with probability at most α: α − n·p_slack.
+
+    Under sound noise (smoothing/sound.py) each of the n samples is drawn from a distribution within `p_slack` in
+    total variation of the one certified, so the n samples together are within n·p_slack of it, and any event —
+    PREDICT returning a class other than g(x) — is at most n·p_slack more likely than under the certified
+    distribution, where Cohen et al.'s test at level α' errs with probability at most α'. Below 0: abstain always."""
+    return float(alpha - n * p_slack)
+
+
+def predict_counts(counts: Sequence[int], alpha: float, p_slack: float = 0.0) -> int:
+    """PREDICT's answer from its counts: the top class if the binomial test of n_A against n_B rejects p = 1/2 at
+    `predict_level` (α, less n·p_slack under sound noise)."""
     counts = np.asarray(counts, dtype=np.int64)
-    if counts.sum() == 0:
+    total = int(counts.sum())
+    level = predict_level(total, alpha, p_slack)
+    if total == 0 or level <= 0:
         return ABSTAIN
     order = np.argsort(-counts, kind="stable")
     n_a = int(counts[order[0]])
     n_b = int(counts[order[1]]) if len(counts) > 1 else 0
-    return int(order[0]) if binomtest(n_a, n_a + n_b, 0.5).pvalue <= alpha else ABSTAIN
+    return int(order[0]) if binomtest(n_a, n_a + n_b, 0.5).pvalue <= level else ABSTAIN
 
 
 def certified_radii(predictions: Sequence[int], radii: Sequence[float], labels: Sequence[int]) -> np.ndarray:

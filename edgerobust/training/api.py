@@ -14,6 +14,7 @@ from ..config import AdversarialConfig, TrainConfig, build, is_adversarial, sect
 from ..data import default_augment, load_dataset
 from ..errors import EdgeRobustError
 from ..models import build_model, count_flops, count_parameters, is_user_model, spec_text
+from ..models.pca import fit_for_run, pca_settings
 from ..run import CHECKPOINT_NAME, MANIFEST_NAME, WEIGHTS_NAME, RunDir
 from . import distributed
 from .loop import Callback, LoopSetup, Trainer
@@ -60,7 +61,7 @@ class TrainSetup:
     description: str = "train"  # the progress bar's label
     device: str | torch.device | None = None  # auto (None: CUDA when present), cpu, cuda or cuda:N
     activation: str | dict | None = None  # kaf, elu, swish, gelu, softplus, kwta: replaces the model's ReLUs
-    model_options: dict[str, Any] | None = None  # a user model's factory `kwargs` and `mean`/`std` ([model])
+    model_options: dict[str, Any] | None = None  # a user model's factory `kwargs`, `mean`/`std` and `pca` ([model])
 
 
 def train_model(out: str | Path, model_spec: str, data: str = "digits", config: TrainConfig | None = None,
@@ -69,8 +70,9 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
 
     The loss is `config.loss` ([train] loss) by name, else [adversarial]'s method (`setup.adversarial`), else
     natural; an explicit `setup.loss` object wins. `setup.activation` (models/activations.py) replaces the model's
-    ReLUs and is recorded in the manifest. `setup.device`: the model and every batch live there. Under
-    torchrun the ranks train together (DDP; NCCL ranks on their own GPU) and rank 0 alone writes the run.
+    ReLUs and is recorded in the manifest. `setup.model_options["pca"]` ({sigma, k} or {components}) fits Song's PCA
+    first layer on the training split and records it as `model.pca`. `setup.device`: the model and every batch live
+    there. Under torchrun the ranks train together (DDP; NCCL ranks on their own GPU) and rank 0 alone writes the run.
     """
     config = (config or TrainConfig()).validate()
     setup = setup or TrainSetup()
@@ -85,6 +87,11 @@ def train_model(out: str | Path, model_spec: str, data: str = "digits", config: 
         from ..models.activations import parse_activation
 
         activation = parse_activation(activation)  # an unknown name fails before any work
+    if (setup.model_options or {}).get("pca") is not None:
+        pca_settings(setup.model_options["pca"])  # a malformed table fails before any work
+        if setup.init_from is not None:
+            raise EdgeRobustError("[model] pca fits a new first layer on the training split; a model initialised "
+                                  "from another run keeps that run's layers: drop pca (or --init-from)")
     check_output(out)
     check_fresh_output(Path(out), setup.resume)
     train_set = load_dataset(data, "train", setup.data_root, **(setup.data_options or {}))
@@ -113,6 +120,7 @@ def check_fresh_output(out: Path, resume: bool) -> None:
 def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, data_root, data_options, model_options,
                 resume, loss, callbacks, recipe, progress, init_from, description, device, activation=None) -> RunDir:
     run = RunDir.create(out)
+    pca_record = None
     if init_from is not None:
         model = init_from.load_model()
         model.train()
@@ -121,8 +129,12 @@ def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, dat
         torch.manual_seed(config.seed)  # seeded initial weights: the same command gives the same model
         mean, std = normalization(model_spec, train_set, model_options)
         source: dict[str, Any] = {}
+        pca = None
+        if (model_options or {}).get("pca") is not None:  # Song's PCA first layer, fitted on the training split
+            pca, pca_record = fit_for_run(train_set.images, model_options["pca"], train_set.split)
         model = build_model(model_spec, train_set.input_shape, train_set.num_classes, mean, std,
-                            kwargs=(model_options or {}).get("kwargs"), source=source, activation=activation)
+                            kwargs=(model_options or {}).get("kwargs"), source=source, activation=activation,
+                            pca=pca)
     trainer = Trainer(model, train_set, config, LoopSetup(loss=loss, eval_data=test_set, callbacks=callbacks,
                                                           checkpoint_path=run.checkpoint_path,
                                                           augment=default_augment(data), description=description),
@@ -137,6 +149,8 @@ def _train_into(out, model_spec, data, config, dist, train_set, test_set, *, dat
         else dict(init_from.manifest["model"])
     if activation is not None and init_from is None:
         info["activation"] = activation
+    if init_from is None and pca_record is not None:
+        info["pca"] = pca_record
     final = result.final
     run.save_model(
         model, info,

@@ -337,23 +337,6 @@ def run_copy(run, tmp_path):
     return RunDir.open(shutil.copytree(run.path, tmp_path / "run"))
 
 
-def test_certify_refuses_int8_in_one_line_and_says_why_in_the_record(int8_bundle, tmp_path):
-    from cli_helpers import run_cli
-
-    from edgerobust.certify.api import certify_bundle
-    from edgerobust.report import render_report
-    from edgerobust.run import RunDir
-
-    run = RunDir.open(shutil.copytree(int8_bundle.bundle.parent, tmp_path / "run"))
-    bundle = run.path / int8_bundle.bundle.name
-    code, out, err = run_cli("certify", bundle, "--precision", "int8", "--eps", "0.01", "--n", "2")
-    assert code == 2 and "int8 artifacts cannot be certified" in err and "QuantizeLinear" in err
-    assert len(err.strip().splitlines()) == 1 and not (run.path / "certificates.json").exists()
-    record = certify_bundle(bundle, [0.01], method="ibp", n=2, radius=False)  # default: what can be certified
-    assert [a["precision"] for a in record["artifacts"]] == ["fp32"] and "int8" in record["not_certified"]
-    assert "The int8 artifact is not certified" in render_report(run).read_text()
-
-
 def test_surrogate_fake_quantization_rounds_half_to_even_saturates_and_passes_gradients_straight_through(tmp_path):
     """QuantizeLinear -> DequantizeLinear with a power-of-two scale: onnxruntime and the surrogate agree exactly on
     ties and saturation; inside the range the gradient is 1 (straight through), outside it 0."""

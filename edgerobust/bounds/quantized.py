@@ -93,6 +93,14 @@ def check_accumulators(graph: Graph, node, producers, table) -> None:
     else:  # Gemm (K, N), MatMul (K, N)
         per_output = w.reshape(w.shape[0], -1).sum(0)
     bias = graph.quantized.get(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+    if bias is not None:  # fused kernels add the int32 bias at s_x·s_w: the graph's scale must be its float32 rounding
+        if source.const(1).numel() != 1:
+            raise BoundError(f"{node.label()}: per-channel input scales feeding a fused kernel have no int8 model")
+        product = float(source.const(1).reshape(())) * weights[1].to(torch.float64).reshape(-1)
+        stored = bias[1].to(torch.float64).reshape(-1)
+        if not bool(((stored - product).abs() <= 2.0 ** -24 * product).all()):
+            raise BoundError(f"{node.label()}: its bias scale is not float32(s_x·s_w), the scale onnxruntime's fused "
+                             "kernels add the int32 bias at")
     biases = 0.0 if bias is None else float((bias[0].to(torch.float64) - bias[2].to(torch.float64)).abs().max())
     largest = float(per_output.max()) * widest + biases
     if not largest < ACCUMULATOR:

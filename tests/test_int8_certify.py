@@ -183,6 +183,49 @@ def test_a_network_certified_in_float_whose_int8_version_flips_inside_the_ball_i
     assert far.certified["int8"].all()  # [0.74, 0.76] rounds to 0.7 or 0.8: class 0 throughout
 
 
+def requantized_net() -> onnx.ModelProto:
+    """x -> Q/DQ (1/255) -> Gemm (int8 weight 119 at scale s_w, int32 bias 0) -> Q/DQ (s_y): at x = 162/255 the
+    exact value rounded is t = 162·119·(s_x·s_w)/s_y = 155.4999953 (to 155), while onnxruntime's fused QGemm
+    multiplies by float32(float32(s_x·s_w)/s_y) and rounds exactly 155.5 (to 156, even): the float32 requantization
+    changes a rounding decision."""
+    s_x, s_w, s_y = np.float32(1 / 255), np.float32(0.007341437), np.float32(0.0035692134)
+    inits = [numpy_helper.from_array(np.array(s_x, np.float32), "sx"), numpy_helper.from_array(np.uint8(0), "zx"),
+             numpy_helper.from_array(np.array([[119]], np.int8), "wq"), numpy_helper.from_array(np.array([s_w]), "ws"),
+             numpy_helper.from_array(np.zeros(1, np.int8), "wz"), numpy_helper.from_array(np.zeros(1, np.int32), "bq"),
+             numpy_helper.from_array(np.array([s_x * s_w], np.float32), "bs"),
+             numpy_helper.from_array(np.zeros(1, np.int32), "bz"),
+             numpy_helper.from_array(np.array(s_y, np.float32), "sy"), numpy_helper.from_array(np.uint8(0), "zy")]
+    nodes = [helper.make_node("QuantizeLinear", ["input", "sx", "zx"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["x"]),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], axis=0),
+             helper.make_node("DequantizeLinear", ["bq", "bs", "bz"], ["b"], axis=0),
+             helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1),
+             helper.make_node("QuantizeLinear", ["y", "sy", "zy"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "sy", "zy"], ["out"])]
+    graph = helper.make_graph(nodes, "requantized", [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT,
+                                                                                   ["N", 1])],
+                              [helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, ["N", 1])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_rounding_the_fused_requantization_changes_stays_inside_the_bounds_by_the_window(tmp_path):
+    proto = requantized_net()
+    onnx.save(proto, tmp_path / "int8.onnx")
+    x = np.array([[162 / 255]], np.float32)
+    out = run_onnx(ort_session(tmp_path / "int8.onnx"), x).astype(np.float64)
+    engine = Engine(from_onnx(proto))
+    exact = engine.output(torch.from_numpy(x.astype(np.float64))).numpy()
+    step = float(np.float32(0.0035692134))
+    # onnxruntime rounds up where the exact function rounds down: one step apart, up to its float32 (q - z)·s
+    assert abs(out[0, 0] - exact[0, 0] - step) <= 2.0 ** -24 * abs(out[0, 0])
+    lo, hi = output_bounds(engine, x.astype(np.float64), 0.0)
+    assert lo[0, 0] <= out[0, 0] <= hi[0, 0] and lo[0, 0] <= exact[0, 0] <= hi[0, 0]
+    quantizer = next(n for n in engine.graph.nodes if n.op == "QuantizeLinear" and n.inputs[0] == "y")
+    quantizer.attrs[WINDOW] = torch.zeros_like(quantizer.attrs[WINDOW])  # without it: the exact rounding only
+    lo, hi = output_bounds(engine, x.astype(np.float64), 0.0)
+    assert not lo[0, 0] <= out[0, 0] <= hi[0, 0]
+
+
 # --- the rules themselves -----------------------------------------------------------------------------------------
 
 @settings(max_examples=300, deadline=None)
@@ -295,3 +338,62 @@ def test_random_qdq_networks_hold_onnxruntime_inside_their_bounds(tmp_path_facto
         assert (out >= lo[i]).all() and (out <= hi[i]).all()
         bound = [None if not np.isfinite(v) else float(v) for v in certs.bounds["int8"][i]]
         assert violations(out, int(labels[i]), bound)["violations"] == 0
+
+
+def tie_net(rng, hidden: int, exps: list[int], zero: int) -> onnx.ModelProto:
+    """input [N, 4] -> Q/DQ -> Gemm (int8 weights, per-channel power-of-two scales, int32 bias at s_x·s_w) -> Q/DQ
+    (zero point `zero`) -> Gemm -> Q/DQ: every scale a power of two, so requantization is exact in float32 and
+    values fall on ties k + 1/2 often, where any rounding to nearest may go either way."""
+    s_in, s_h, s_out = 2.0 ** -exps[0], 2.0 ** -exps[1], 2.0 ** -exps[2]
+    inits, nodes = [], []
+
+    def const(name, value):
+        inits.append(numpy_helper.from_array(value, name))
+        return name
+
+    def qdq(src, scale, zp, name):
+        const(f"{name}_s", np.array(scale, np.float32)), const(f"{name}_z", np.array(zp, np.uint8))
+        nodes.append(helper.make_node("QuantizeLinear", [src, f"{name}_s", f"{name}_z"], [f"{name}_q"]))
+        nodes.append(helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_z"], [name]))
+        return name
+
+    def gemm(src, s_x, rows, cols, name):
+        w_exp = rng.integers(5, 9, rows)
+        const(f"{name}_wq", rng.integers(-127, 128, (rows, cols)).astype(np.int8))
+        const(f"{name}_ws", (2.0 ** -w_exp).astype(np.float32)), const(f"{name}_wz", np.zeros(rows, np.int8))
+        const(f"{name}_bq", rng.integers(-2000, 2000, rows).astype(np.int32))
+        const(f"{name}_bs", (s_x * 2.0 ** -w_exp).astype(np.float32)), const(f"{name}_bz", np.zeros(rows, np.int32))
+        nodes.append(helper.make_node("DequantizeLinear", [f"{name}_wq", f"{name}_ws", f"{name}_wz"], [f"{name}_w"],
+                                      axis=0))
+        nodes.append(helper.make_node("DequantizeLinear", [f"{name}_bq", f"{name}_bs", f"{name}_bz"], [f"{name}_b"],
+                                      axis=0))
+        nodes.append(helper.make_node("Gemm", [src, f"{name}_w", f"{name}_b"], [name], transB=1))
+        return name
+
+    h = qdq(gemm(qdq("input", s_in, 0, "x"), s_in, hidden, 4, "g1"), s_h, zero, "h")
+    qdq(gemm(h, s_h, 3, hidden, "g2"), s_out, 128, "logits")
+    nodes[-1].output[0] = "out"
+    graph = helper.make_graph(nodes, "ties", [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, ["N", 3])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), hidden=st.integers(2, 6), exps=st.lists(st.integers(3, 8), min_size=3, max_size=3),
+       zero=st.sampled_from([0, 7, 128]), eps=st.sampled_from([0.0, 2.0 ** -7, 0.03]),
+       method=st.sampled_from(["ibp", "crown"]))
+def test_qdq_networks_on_ties_hold_onnxruntime_inside_their_bounds(tmp_path_factory, seed, hidden, exps, zero, eps,
+                                                                  method):
+    rng = np.random.default_rng(seed)
+    proto = tie_net(rng, hidden, exps, zero)
+    path = tmp_path_factory.mktemp("ties") / "int8.onnx"
+    onnx.save(proto, path)
+    engine = Engine(from_onnx(proto))
+    x = np.round(rng.random((4, 4)) * 64) / 64  # on the input grid (ties of the input quantizer included)
+    lo, hi = output_bounds(engine, x, eps, method=method)
+    session = ort_session(path)
+    for i in range(len(x)):
+        points = np.concatenate([x[i:i + 1].astype(np.float32),
+                                 *ball_batches(x[i].astype(np.float32), eps, "inf", 256, 256, seed, i)])
+        out = run_onnx(session, points).astype(np.float64)
+        assert (out >= lo[i]).all() and (out <= hi[i]).all()

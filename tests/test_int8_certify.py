@@ -145,6 +145,16 @@ def test_certify_writes_int8_rows_naming_the_artifact_and_its_kernel_assumptions
     assert "int8" in out
     report = render_report(run).read_text()
     assert "not certified" not in report and "| int8 | int8 |" in report
+    # a rounding has no Lipschitz constant: the Lipschitz methods leave int8 out, and refuse it asked by name
+    code, out, err = run_cli("certify", run.path, "--eps", "0.01", "--n", "2", "--method", "lipschitz", "--norm", "2",
+                             "--no-radius")
+    assert code == 0, err
+    record = read_json(run.path / "certificates.json")
+    assert [a["precision"] for a in record["artifacts"]] == ["fp32"]
+    assert "discontinuous" in record["not_certified"]["int8"]
+    code, out, err = run_cli("certify", run.path, "--eps", "0.01", "--n", "2", "--method", "peck", "--norm", "2",
+                             "--precision", "int8")
+    assert code == 2 and "peck cannot certify int8" in err and len(err.strip().splitlines()) == 1
 
 
 # --- a network certified in float whose int8 version flips inside the ball ----------------------------------------

@@ -40,6 +40,10 @@ DECLARED: dict[str, tuple[str, ...]] = {"fp32": ("real", "fp32"), "fp16": ("real
                                         "int8": ("real", "int8")}
 # Precisions whose artifacts are refused, and why: a bound must hold for what the artifact computes.
 NOT_BOUNDED: dict[str, str] = {}
+# ... and by the Lipschitz methods only: a rounding is discontinuous
+NO_LIPSCHITZ: dict[str, str] = {
+    "int8": "its rounding is discontinuous, so it has no Lipschitz constant; certify int8 with ibp, crown or "
+            "alpha-crown"}
 
 
 class CertifyError(EdgeRobustError):
@@ -111,12 +115,15 @@ def certify_bundle(bundle: str | Path, eps: list[float], method: str = "crown", 
     manifest = read_manifest(bundle)
     inputs = np.load(bundle / "golden_inputs.npy")[:n].astype(np.float64)
     labels = np.load(bundle / "golden_labels.npy")[:n].astype(np.int64)
-    chosen = precisions or [p for p in DECLARED if p in manifest["models"]]
-    not_certified = {p: NOT_BOUNDED[p] for p in manifest["models"] if p in NOT_BOUNDED and not precisions}
+    refused = {**NOT_BOUNDED, **(NO_LIPSCHITZ if method in GLOBAL_METHODS else {})}
+    chosen = precisions or [p for p in DECLARED if p in manifest["models"] and p not in refused]
+    not_certified = {p: refused[p] for p in manifest["models"] if p in refused and not precisions}
     plans = []
     for precision in chosen:  # every check before any work
         if precision not in manifest["models"]:
             raise CertifyError(f"the bundle has no {precision} model (it has {', '.join(manifest['models'])})")
+        if precision in NO_LIPSCHITZ and method in GLOBAL_METHODS:
+            raise CertifyError(f"{method} cannot certify {precision} artifacts: {NO_LIPSCHITZ[precision]}")
         name = manifest["models"][precision]["file"]
         digest = sha256_file(bundle / name)
         if manifest["files"].get(name, {}).get("sha256") != digest:

@@ -58,8 +58,9 @@ def axis_view(node, value: torch.Tensor, dims: int) -> torch.Tensor:
     return value.reshape(shape)
 
 
-def scale_zero(node, dims: int, dtype) -> tuple[torch.Tensor, torch.Tensor, torch.dtype]:
-    """(s, z, the quantized type) of a QuantizeLinear/DequantizeLinear node, s and z shaped for a dims-D tensor."""
+def scale_zero(node, dims: int, dtype, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.dtype]:
+    """(s, z, the quantized type) of a QuantizeLinear/DequantizeLinear node, s and z shaped for a dims-D tensor
+    (on `device` where given)."""
     s, z = node.const(1), node.const(2)
     if s is None or (len(node.inputs) > 2 and node.inputs[2] and z is None):
         raise node.refuse("its scale or zero point is computed, not constant")
@@ -67,7 +68,7 @@ def scale_zero(node, dims: int, dtype) -> tuple[torch.Tensor, torch.Tensor, torc
         raise node.refuse("a scale that is not positive and finite")
     kind = torch.uint8 if z is None else z.dtype
     zero = torch.zeros((), dtype=dtype) if z is None else axis_view(node, z, dims).to(dtype)
-    return axis_view(node, s, dims).to(dtype), zero, kind
+    return axis_view(node, s, dims).to(dtype=dtype, device=device), zero.to(device=device), kind
 
 
 def window(node, like: torch.Tensor) -> torch.Tensor:
@@ -96,11 +97,10 @@ class QuantizeLinear(Rule):
         cache = node.attrs.setdefault(CACHE, {})
         key = (x.dim(), x.dtype, x.device)
         if key not in cache:
-            s, z, kind = scale_zero(node, x.dim(), x.dtype)
+            s, z, kind = scale_zero(node, x.dim(), x.dtype, x.device)
             if kind not in RANGES:
                 raise node.refuse(f"quantization to {kind} has no rule (uint8, int8, uint16, int16)")
             low, high = RANGES[kind]
-            s, z = s.to(x.device), z.to(x.device)
             cache[key] = (s, z, float(low), float(high), z - 0.5, z + 0.5)
         return cache[key]
 
@@ -161,7 +161,7 @@ class QuantizeLinear(Rule):
             raise node.refuse(f"no window for its rounding: {node.attrs.get(WINDOW)}")
         # over a ball inside the box the error is at most the box's, up to the last bits of the engine's float64
         # (absorbed by the window's ρ·|x| term)
-        if bool((errs[0] > built.to(errs[0].dtype) * (1 + 2.0 ** -30) + 2.0 ** -60).any()):
+        if bool((errs[0] > built.to(dtype=errs[0].dtype, device=errs[0].device) * (1 + 2.0 ** -30) + 2.0 ** -60).any()):
             raise Unbounded(f"{node.label()}: its input's error exceeds the window its rounding was bounded with")
         return torch.zeros_like(mags[0])
 
@@ -174,15 +174,15 @@ class DequantizeLinear(Linear):
         return False  # elementwise
 
     def forward(self, node, q):
-        s, z, _ = scale_zero(node, q.dim(), q.dtype)
+        s, z, _ = scale_zero(node, q.dim(), q.dtype, q.device)
         return (q - z) * s
 
     def abs_linear(self, node, t):
-        return t * scale_zero(node, t.dim(), t.dtype)[0]
+        return t * scale_zero(node, t.dim(), t.dtype, t.device)[0]
 
     def adjoint(self, node, flat, shapes):
-        return [flat * scale_zero(node, flat.dim(), flat.dtype)[0]]
+        return [flat * scale_zero(node, flat.dim(), flat.dtype, flat.device)[0]]
 
     def error(self, node, ar, mags, errs):
-        s, z, _ = scale_zero(node, mags[0].dim(), mags[0].dtype)
+        s, z, _ = scale_zero(node, mags[0].dim(), mags[0].dtype, mags[0].device)
         return s * errs[0] + ar.single * (mags[0] + z.abs()) * s + ar.underflow

@@ -407,3 +407,54 @@ def test_qdq_networks_on_ties_hold_onnxruntime_inside_their_bounds(tmp_path_fact
                                  *ball_batches(x[i].astype(np.float32), eps, "inf", 256, 256, seed, i)])
         out = run_onnx(session, points).astype(np.float64)
         assert (out >= lo[i]).all() and (out <= hi[i]).all()
+
+
+# --- on the aarch64 test bed ---------------------------------------------------------------------------------------
+
+ARM64_INT8_PROFILE = """name = "arm64-int8"
+description = "the aarch64 test bed with onnxruntime's QDQ int8 (emulated: timings mean nothing)"
+arch = "aarch64"
+accelerator = "cpu"
+runtimes = ["ort-cpu"]
+precisions = ["fp32", "int8"]
+max_opset = 13
+memory_budget = "2 GiB"
+python = "3.6"
+threads = 1
+
+[int8]
+runtime = "ort"
+reduce_range = false
+method = "minmax"
+"""
+
+
+@pytest.mark.arm64
+@pytest.mark.timeout(3600)
+def test_int8_certified_balls_hold_on_aarch64_outputs(edge_run, edge_profiles, arm64_host, tmp_path):
+    """The aarch64 onnxruntime's own int8 outputs (NEON integer kernels, fixed-point QLinearAdd) inside the balls the
+    host certified for the int8 artifact (a few hundred points per ball: every runner start costs ~20 s emulated)."""
+    from dataclasses import replace
+
+    from edgerobust.certify.api import certify_bundle
+    from edgerobust.config import DeviceConfig
+    from edgerobust.export.api import export_run
+    from edgerobust.remote.certify_check import device_certify_check
+    from edgerobust.run import RunDir
+
+    (edge_profiles / "arm64-int8.toml").write_text(ARM64_INT8_PROFILE)
+    shutil.copytree(edge_run.path, tmp_path / "run", ignore=shutil.ignore_patterns("export-*", "device"))
+    run = RunDir.open(tmp_path / "run")
+    export_run(run, ExportConfig(target="arm64-int8", calibration=64, golden=32), progress=False)
+    doc = certify_bundle(run.bundle("arm64-int8"), [0.01], method="crown", n=4, radius=False, run=run,
+                         precisions=["int8"])
+    assert any(r["certified_accuracy"] > 0 for r in doc["artifacts"][0]["rows"] if r["arithmetic"] == "int8")
+    config = DeviceConfig(host=arm64_host.alias, python="python3", root=".edgerobust-test",
+                          ssh_config=str(arm64_host.ssh_config), timeout=1800, connect_timeout=120)
+    out = device_certify_check(run, replace(config, target="arm64-int8", name="arm64"), samples=300, progress=False)
+    print("arm64 int8 certify check:", [(r["precision"], r["arithmetic"], r["certified_points"], r["checked_outputs"],
+                                         r["violations"]) for r in out["rows"]])
+    assert out["complete"] and [(r["precision"], r["arithmetic"]) for r in out["rows"]] == [("int8", "int8")]
+    row = out["rows"][0]
+    assert row["certified_points"] > 0 and row["record"]["architecture"] == "aarch64"
+    assert out["violations"] == 0, row["violating_points"]

@@ -20,8 +20,12 @@ either direction at a tie, so it covers the exact QDQ function and what the kern
   through the left end of the highest step, (p_u, k1), p_u = max(k1 - z - 1/2, t_lo), with slope in [0, a_max']
   lies above it. The slope is a_max where more of the range lies past the pivot than before it, else 0 (CROWN's
   adaptive choice for a ReLU, Zhang et al. 2018); m = 0 gives the exact constant. In x: y >= k0 + a(x/s - w - p_l),
-  y <= k1 + a'(x/s + w - p_u), since the rounded value t̂ lies in [x/s - w, x/s + w] (the relaxation of rounding
-  as x ± s/2 of quantized-network verification, e.g. Henzinger et al., AAAI 2021, tightened per step).
+  y <= k1 + a'(x/s + w - p_u), since the rounded value t̂ lies in [x/s - w, x/s + w] (the band round(t) ∈
+  [t - 1/2, t + 1/2] tightened per step and at the saturation). CROWN tightens only the inputs of elements at a
+  saturation edge or spanning at most NEAR levels: elsewhere the lines are the band, whatever the bounds. A
+  requantization of values already on the node's grid (quantized.py `on_grid`) is the identity x/s + z, linear.
+  Robustness of a float network does not carry over to its quantized version (Henzinger, Lechner and Žikelić,
+  AAAI 2021), hence rules for the artifact's own rounding rather than the float model's certificate.
 * error: the window already holds every floating-point error before the rounding and the rounded value is an exact
   integer, so the error after a QuantizeLinear is 0; the rule checks that the error it is handed fits the window it
   was built with. DequantizeLinear computes (q - z)·s in float32: one rounding, e' = s·e + single·|y|.

@@ -10,6 +10,8 @@ Models (`ARITHMETIC_MODELS`): `real` (exact reals: the certificate of the real-v
 `fp16-fp32acc` (binary16 tensors, binary32 accumulation inside each kernel: x86 onnxruntime, tensor cores) and
 `fp16` (binary16 accumulation, any summation order: native fp16 kernels, e.g. aarch64). The last is vacuous at real
 fan-ins (γ_576 ≈ 0.39, no finite bound from n = 2048): certificates say so instead of printing a number.
+`int8` is onnxruntime's QDQ artifact (bounds/quantized.py, rules/quantize.py): integer tensors between float32
+segments and fused integer kernels; its `kernels` field states what the bound assumes of them.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ class Arithmetic:
     largest: float  # overflow threshold of the narrowest type in play
     storage_roundoff: float | None = None  # rounding of each stored result; None: the same as unit_roundoff
     summation: str = SUMMATION_ORDER
+    kernels: str = ""  # what the model assumes of the runtime's kernels beyond the roundoffs (int8), "" if nothing
 
     def gamma(self, n: int) -> float:
         nu = n * self.unit_roundoff
@@ -69,7 +72,7 @@ class Arithmetic:
         return {"name": self.name, "accumulation_u": self.unit_roundoff,
                 "storage_u": self.unit_roundoff if self.storage_roundoff is None else self.storage_roundoff,
                 "weight_u": self.weight_roundoff, "input_u": self.input_roundoff, "summation_order": self.summation,
-                "overflow_threshold": self.largest}
+                "overflow_threshold": self.largest, **({"kernels": self.kernels} if self.kernels else {})}
 
     def vacuous_fan_in(self) -> int | None:
         """The smallest fan-in where γ_n is infinite (n·u >= 1); None for exact arithmetic."""
@@ -86,3 +89,20 @@ ARITHMETIC_MODELS.register("fp16-fp32acc", "binary16 tensors, binary32 accumulat
     Arithmetic("fp16-fp32acc", U32, 0.0, 0.0, 2.0 ** -25, F16_MAX, storage_roundoff=U16))
 ARITHMETIC_MODELS.register("fp16", "binary16 tensors and accumulation (native fp16 kernels, e.g. aarch64)")(
     Arithmetic("fp16", U16, 0.0, 0.0, 2.0 ** -25, F16_MAX))
+
+# int8: the roundoffs of the float32 segments of a QDQ graph (unfused DequantizeLinear -> op -> QuantizeLinear), with
+# weights and constants "rounded" by INT8_KERNEL_U: the fused kernels' requantization error relative to the
+# magnitude of their terms (bounds/quantized.py derives it; QuantizeLinear's window holds all of it).
+INT8_KERNEL_U = 2.0 ** -20
+INT8_KERNELS = (
+    "onnxruntime QDQ int8 (CPU execution provider, any graph optimisation level): a QuantizeLinear rounds a value "
+    "within its window of the exact x/s, either way at a tie; fused integer kernels (QLinearConv, QGemm, "
+    "QLinearMatMul, QLinearAdd, QLinearGlobalAveragePool, ...) accumulate exactly in int32 (checked: no overflow "
+    "for the artifact's weights and ranges) with no 16-bit saturation of u8 x s8 pair sums (x86 with VNNI or AMX, "
+    "or weights within ±64, i.e. reduce_range, without; aarch64 widens before adding), then requantize through "
+    "float32 scale ratios (at most 8 roundings) or a fixed-point multiplier of at least 21 bits (aarch64 "
+    "QLinearAdd): the value rounded lies within 2^-20 of its terms' magnitude; unfused segments run in float32 "
+    "(Higham's model, any summation order)")
+ARITHMETIC_MODELS.register("int8", "onnxruntime's QDQ int8 kernels: exact int32 accumulation, float32 "
+                                   "requantization, float32 between")(
+    Arithmetic("int8", U32, INT8_KERNEL_U, 0.0, 2.0 ** -150, F32_MAX, kernels=INT8_KERNELS))

@@ -34,13 +34,16 @@ FORMAT = "edgerobust-certificates-1"
 
 # Which arithmetic models may be claimed for an artifact of each storage precision. Until the precision table
 # records this per runtime, the fp16 entry names both kernels the runtimes declare: fp32 accumulation (x86
-# onnxruntime, tensor cores) and fp16 accumulation (native aarch64 kernels).
-DECLARED: dict[str, tuple[str, ...]] = {"fp32": ("real", "fp32"), "fp16": ("real", "fp16-fp32acc", "fp16")}
+# onnxruntime, tensor cores) and fp16 accumulation (native aarch64 kernels). int8: onnxruntime's QDQ kernels
+# (bounds/arithmetic.py `int8`: the assumptions are in the certificate's model description).
+DECLARED: dict[str, tuple[str, ...]] = {"fp32": ("real", "fp32"), "fp16": ("real", "fp16-fp32acc", "fp16"),
+                                        "int8": ("real", "int8")}
 # Precisions whose artifacts are refused, and why: a bound must hold for what the artifact computes.
-NOT_BOUNDED: dict[str, str] = {
-    "int8": "the bound engine does not yet read onnxruntime's QDQ integer arithmetic (QuantizeLinear/DequantizeLinear "
-            "rounding and saturation, int32 accumulation, requantization through a float scale), so no bound would "
-            "be sound for it, and a certificate of the fp32 artifact does not carry over to its rounding"}
+NOT_BOUNDED: dict[str, str] = {}
+# ... and by the Lipschitz methods only: a rounding is discontinuous
+NO_LIPSCHITZ: dict[str, str] = {
+    "int8": "its rounding is discontinuous, so it has no Lipschitz constant; certify int8 with ibp, crown or "
+            "alpha-crown"}
 
 
 class CertifyError(EdgeRobustError):
@@ -59,7 +62,8 @@ def models_for(precision: str, wanted: list[str] | None) -> list:
     if precision in NOT_BOUNDED:
         raise CertifyError(f"{precision} artifacts cannot be certified: {NOT_BOUNDED[precision]}; certify fp32 or fp16")
     if declared is None:
-        raise CertifyError(f"no arithmetic model is declared for {precision} artifacts; certify fp32 or fp16")
+        raise CertifyError(f"no arithmetic model is declared for {precision} artifacts; certify one of "
+                           f"{', '.join(DECLARED)}")
     for name in wanted or []:
         ARITHMETIC_MODELS.get(name)  # unknown names: one line listing the known ones
         if name not in declared:
@@ -145,12 +149,15 @@ def certify_bundle(bundle: str | Path, eps: list[float], method: str = "crown", 
     manifest = read_manifest(bundle)
     inputs = np.load(bundle / "golden_inputs.npy")[:n].astype(np.float64)
     labels = np.load(bundle / "golden_labels.npy")[:n].astype(np.int64)
-    chosen = precisions or [p for p in DECLARED if p in manifest["models"]]
-    not_certified = {p: NOT_BOUNDED[p] for p in manifest["models"] if p in NOT_BOUNDED and not precisions}
+    refused = {**NOT_BOUNDED, **(NO_LIPSCHITZ if method in GLOBAL_METHODS else {})}
+    chosen = precisions or [p for p in DECLARED if p in manifest["models"] and p not in refused]
+    not_certified = {p: refused[p] for p in manifest["models"] if p in refused and not precisions}
     plans = []
     for precision in chosen:  # every check before any work
         if precision not in manifest["models"]:
             raise CertifyError(f"the bundle has no {precision} model (it has {', '.join(manifest['models'])})")
+        if precision in NO_LIPSCHITZ and method in GLOBAL_METHODS:
+            raise CertifyError(f"{method} cannot certify {precision} artifacts: {NO_LIPSCHITZ[precision]}")
         name = manifest["models"][precision]["file"]
         digest = sha256_file(bundle / name)
         if manifest["files"].get(name, {}).get("sha256") != digest:

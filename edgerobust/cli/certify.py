@@ -35,8 +35,8 @@ def certify(
     arithmetic: Optional[str] = typer.Option(None, "--arithmetic", help=(
         f"Arithmetic models, comma-separated (default: those declared for the precision): "
         f"{', '.join(ARITHMETIC_MODELS)}")),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 (default: every ONNX model that "
-                                                                      "can be certified; int8 is refused)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16, int8 (default: every ONNX model "
+                                                                      "the method can certify)."),
     radius: bool = typer.Option(True, "--radius/--no-radius", help="Per-point largest certified ε by bisection."),
     budget_mb: int = typer.Option(1024, "--budget-mb", min=16, help="Working memory per batch (MiB)."),
     vnnlib: Optional[Path] = typer.Option(None, "--export-vnnlib", help="Also write the fp32 artifact, one VNN-LIB "

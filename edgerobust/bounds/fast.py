@@ -1,0 +1,380 @@
+"""The fast backward pass of CROWN: coefficient windows, the working precision of the device, and a rigorous bound
+on that precision's rounding, so the bounds stay sound and equal standard CROWN's up to that bound.
+
+CROWN's intermediate bounds cost one backward pass per unstable neuron of every ReLU input; the margins one per
+class. Two things make the straightforward pass (`Engine.backward`: dense coefficients, float64) slow, and this
+pass removes both (used wherever no gradient is wanted; certified training keeps the differentiable pass):
+
+* **Windows** (the "patches" of auto_LiRPA, Xu et al. NeurIPS 2020, §3.3). The coefficients of one neuron of a
+  convolution's output are nonzero only in its receptive field, so they are kept as a window [C, h, w] at a
+  per-row offset: a 2-D convolution maps a window of h rows to one of (h - 1)·s + d·(k - 1) + 1 on its input (one
+  transposed convolution without padding; the positions that fall on the padding multiply zeros and are dropped,
+  exactly), elementwise operators (ReLU, Clip, BatchNormalization, the input normalisation) keep it. A window as
+  large as its tensor, or an operator of another kind (Flatten, Gemm), makes the coefficients dense.
+* **Precision.** On the CPU the products run in float32 (oneDNN and MKL kernels, about ten times float64's
+  speed there); on other devices in float64 (cuDNN may use TF32 or Winograd/FFT convolutions in float32).
+
+Soundness (Higham, *Accuracy and Stability of Numerical Algorithms*, 2002, §2.1 and eq. (3.5); u the unit
+roundoff of the working precision, γ_n = n·u/(1 - n·u), η the absolute error of a product that underflows).
+A backward step through a linear operator y = L·x + c (|x| <= m over the ball by the bounds table) turns computed
+coefficients Â on y into Â' = fl(Lᵀ·Â) on x and a constant fl(Â·c). Each entry of Â' sums at most n products
+(`Linear.adjoint_terms`), in any order, of Â with L rounded to the working precision, so
+|Â' - Lᵀ·Â| <= γ_{n+1}·|L|ᵀ·|Â| + n·η entrywise. Then, for every x in the bounds,
+
+    Â·y = Â'·x + (Lᵀ·Â - Â')·x + Â·c >= Â'·x + fl(Â·c) - ⟨|Â|, E⟩ - n·η·Σm,
+    E = γ_{n+2}·|L|·m + γ_{N+2}·|c|   (N the entries of Â per row: the constant's sum),
+
+so Â' is the coefficient of *a* valid linear lower bound once ⟨|Â|, E⟩ is subtracted: every later step relaxes
+that bound further, whatever Â' is. A ReLU/Clip step (Â' = Â·slope chosen by sign, slopes in float64 from the
+bounds as in the rule, rounded once) is the same with E = γ_3·max(|slopes|)·m + γ_{N+2}·max(|intercepts|); the
+concretisation over the L∞ box subtracts ⟨|Â_in|, 3·γ_{N+4}·m⟩ for its own two sums. Each ⟨|Â|, E⟩ is a sum of
+non-negative products computed in the working precision: it is divided by 1 - γ_{N+2}; E is raised to at least
+2^-100 and widened by η·(fan-in)·max m so its own rounding to float32 and the underflow of rounded weights stay
+inside it. Overflow: an infinite coefficient makes the term infinite and a NaN is read as -inf: the bound is then
+vacuous, never wrong. The engine's own float64 (the slopes, the final sums of a few scalars per row) keeps its
+SLACK widening (rules/base.py).
+
+The one assumption: the backend computes each entry of a convolution or matrix product as a sum of its products
+in some order (direct or GEMM-based kernels, as PyTorch's CPU convolutions and MKL's GEMM do), which (3.5) covers
+for any order, blocking or FMA; Winograd or FFT convolutions are not of that form, hence float64 off the CPU.
+
+Graphs whose backward pass from a tensor is not a chain (residual sums) or reaches an operator without
+`adjoint_terms`/`diagonal` (pooling, smooth activations, products) take the float64 pass (`None` here).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .graph import BoundError
+from .rules.activation import _Clip, _relaxation
+from .rules.affine import Conv
+from .rules.base import SLACK, Linear
+
+UNIT = {torch.float32: 2.0 ** -24, torch.float64: 2.0 ** -53}
+TINY = {torch.float32: 2.0 ** -149, torch.float64: 2.0 ** -1074}  # the smallest subnormal: bounds η
+FLOOR = 2.0 ** -100  # error weights are raised to this, so their float32 rounding is relative, never gradual
+BLOCK = 64  # the most terms one float32 partial sum of a bound's constant holds (then float64)
+BYTES_PER_ENTRY = 12  # working tensors per coefficient entry a step holds at once (A, |A|, products, gathers)
+
+
+def working_dtype(device) -> torch.dtype:
+    """float32 on the CPU; float64 elsewhere (TF32, Winograd and FFT convolutions break the model above)."""
+    return torch.float32 if torch.device(device).type == "cpu" else torch.float64
+
+
+def gamma(n: int, u: float) -> float:
+    nu = n * u
+    return nu / (1 - nu) if nu < 1 else math.inf
+
+
+@dataclass
+class Step:
+    """One node of the backward route: its kind, and whether coefficient windows pass through it."""
+
+    index: int
+    kind: str  # clip | conv | diag | linear | move (no arithmetic)
+    src: str
+    dst: str
+    keeps: bool  # a window on the output becomes a window on the input
+    entries: int  # at most this many coefficient entries per row on the output (N above)
+    entries_in: int
+    terms: int = 0  # n above
+
+
+def plan(engine, start: str, shapes: dict[str, tuple[int, ...]], window: bool):
+    """The route of a backward pass from `start` to the input and whether it starts windowed, or None where this
+    pass does not apply."""
+    steps, name = [], start
+    win = (1, 1) if window and len(shapes[start]) == 3 else None
+    window = win is not None
+    while name != engine.graph.input:
+        i = engine.producer.get(name)
+        if i is None:
+            return None
+        node, rule = engine.graph.nodes[i], engine.rules[i]
+        if len(node.dynamic) != 1:
+            return None
+        src = node.dynamic[0]
+        out_shape, in_shape = shapes[name], shapes[src]
+        try:
+            kind, terms = _kind(rule, node, out_shape)
+        except BoundError:
+            return None
+        if kind is None:
+            return None
+        keeps = kind in ("clip", "diag") or (kind == "conv" and len(in_shape) == 3)
+        w_out = win if keeps else None
+        w_in = None
+        if w_out is not None:
+            w_in = w_out
+            if kind == "conv":
+                w_in = tuple(min(_grow(w_out[j], rule.geometry(node), j), in_shape[1 + j]) for j in range(2))
+        entries = out_shape[0] * w_out[0] * w_out[1] if w_out else math.prod(out_shape)
+        entries_in = in_shape[0] * w_in[0] * w_in[1] if w_in else math.prod(in_shape)
+        steps.append(Step(i, kind, src, name, keeps, entries, entries_in, terms))
+        win, name = w_in, src
+    if window and not any(s.keeps and s.entries_in < math.prod(shapes[s.src]) for s in steps):
+        return plan(engine, start, shapes, False)  # every window covers its tensor: dense from the start
+    return steps, window
+
+
+def _kind(rule, node, out_shape):
+    if isinstance(rule, _Clip):
+        rule.limits(node)
+        return "clip", 1
+    if isinstance(rule, Conv) and rule.geometry(node) is not None:
+        return "conv", rule.adjoint_terms(node)
+    if isinstance(rule, Linear):
+        if rule.diagonal(node, out_shape) is not None:
+            return "diag", 1
+        terms = rule.adjoint_terms(node)
+        if terms is not None:
+            return ("linear" if terms else "move"), terms
+    return None, 0
+
+
+def _grow(h, geometry, j):
+    strides, _, dilations, kernel = geometry
+    return (h - 1) * strides[j] + dilations[j] * (kernel[j] - 1) + 1
+
+
+class Pass:
+    """The backward passes from one tensor over one bounds table: per-point slopes, constants and error weights of
+    every step, computed once; `lower_elements` and `lower_dense` run chunks of rows."""
+
+    def __init__(self, engine, start, table, ball, window: bool, start_terms: int | None = None):
+        self.engine, self.start, self.ball = engine, start, ball
+        lo = table[start][0]
+        self.device, self.dtype = lo.device, working_dtype(lo.device)
+        self.u, self.tiny = UNIT[self.dtype], TINY[self.dtype]
+        self.shapes = {name: tuple(t[0].shape[1:]) for name, t in table.items()}
+        route = _route(engine, start, self.shapes, window)
+        self.steps, self.windowed = (None, False) if route is None else route
+        if self.steps is None:
+            return
+        # the start's coefficients have at most start_terms nonzeros per row (1 for ±e_j): the first step's sums too
+        first = self.steps[0] if self.steps else None
+        self.prep = [self._prepare(step, table, step.terms if step is not first or start_terms is None
+                                   else min(step.terms, start_terms)) for step in self.steps]
+        x_lo, x_hi = ball.box()
+        mag = torch.maximum(x_lo.abs(), x_hi.abs())
+        n_in = math.prod(self.shapes[engine.graph.input])
+        g = gamma(BLOCK + 2, self.u)
+        widen = (g * mag / (1 - g)).clamp_min(FLOOR)
+        self.pos, self.neg = self._cast(x_lo - widen), self._cast(x_hi + widen)  # min of a·x over the box, widened
+        self.under_in = self.tiny * 4 * (n_in + 2)
+
+    @property
+    def applies(self) -> bool:
+        return self.steps is not None
+
+    def _cast(self, t):
+        return t.to(self.dtype).contiguous()
+
+    def _prepare(self, step, table, terms):
+        node, rule = self.engine.graph.nodes[step.index], self.engine.rules[step.index]
+        lo, hi = table[step.src]
+        mag = torch.maximum(lo.abs(), hi.abs())
+        B = lo.shape[0]
+        terms = min(terms, step.entries)  # a sum of one input entry has no more nonzero terms than the window
+        out = {"under": self.tiny * (terms + 1) * mag.reshape(B, -1).sum(1)}
+        if step.kind == "move":
+            return out
+        N = step.entries
+        big = self.tiny * (mag[0].numel() + 1) * (mag.reshape(B, -1).max(1).values + 1)  # rounded tiny weights
+        if step.kind == "clip":
+            low, high = rule.limits(node)
+            ls, lb, us, ub = _relaxation(lo, hi, low, high)
+            slope = torch.maximum(ls.abs(), us.abs())
+            cut = torch.maximum(lb.abs(), ub.abs())
+            g = gamma(BLOCK + 2, self.u)
+            e = (gamma(3, self.u) * slope * mag + g * cut + big.reshape(B, *([1] * (lo.dim() - 1)))) / (1 - g)
+            e = e.clamp_min(FLOOR).nan_to_num(nan=math.inf)
+            # a·(lb - E) where a > 0, a·(ub + E) where a < 0: the relaxation's constant and this step's error term
+            # in one signed sum per row, whose own rounding (γ of a block, |lb| or |ub| + E) is inside E
+            out.update(ls=self._cast(ls), us=self._cast(us), pos=self._cast(lb - e), neg=self._cast(ub + e))
+            out["under"] = out["under"] + self.tiny * N * (cut.reshape(B, -1).max(1).values + 2)
+            return out
+        else:
+            through = rule.abs_linear(node, mag)
+            c = rule.constant(node, lo)
+            cabs = c.abs()
+            n = terms + (2 if step.kind == "diag" else 1)  # Div's 1/c: one more rounding
+            e = (gamma(n + 1, self.u) * through + gamma(BLOCK + 2, self.u) * cabs
+                 + big.reshape(B, *([1] * (c.dim() - 1))))
+            if step.kind == "conv":
+                w, b = rule._parts(node)
+                out.update(w=w.to(self.dtype), b=None if b is None else b.to(torch.float64),
+                           geometry=rule.geometry(node))
+            elif step.kind == "diag":
+                d = rule.diagonal(node, self.shapes[step.dst])
+                out["d"] = self._cast(d.expand(1, *self.shapes[step.dst]) if d.dim() else d.reshape(1))
+                out["c"] = self._cast(c.expand(1, *self.shapes[step.dst])) if bool(c.any()) else None
+            else:
+                out["c"] = self._cast(c) if bool(c.any()) else None
+            out["under"] = out["under"] + self.tiny * N * (cabs.max() + 2)
+        out["e"] = self._cast(e.clamp_min(FLOOR).nan_to_num(nan=math.inf))
+        return out
+
+    def budget_rows(self, budget: int, specs: int) -> int:
+        """Rows per chunk: the most coefficient entries a row holds along the route, within `budget` bytes."""
+        widest = max([s.entries for s in self.steps] + [s.entries_in for s in self.steps] + [1])
+        item = torch.finfo(self.dtype).bits // 8
+        return max(1, budget // (specs * widest * item * BYTES_PER_ENTRY))
+
+    # --- chunks of rows -------------------------------------------------------------------------------------------
+    def lower_elements(self, points, elements, budget):
+        """Yields (rows, bounds [2, len(rows)]): lower bounds of +x_e and -x_e of the start tensor at each row's
+        point (CROWN's bounds of element e: lower = first, upper = -second), for every row (points[r], elements[r]).
+        Windowed routes run the rows of one start position together (one window for all), the others in order."""
+        shape = self.shapes[self.start]
+        chunk = self.budget_rows(budget, 2)
+        if not self.windowed:
+            for start in range(0, len(points), chunk):
+                rows = torch.arange(start, min(start + chunk, len(points)), device=points.device)
+                p, e = points[rows], elements[rows]
+                a = torch.zeros((2, len(rows), math.prod(shape)), dtype=self.dtype, device=self.device)
+                a[0, torch.arange(len(rows)), e], a[1, torch.arange(len(rows)), e] = 1.0, -1.0
+                yield rows, self._run(a.reshape(2, len(rows), *shape), p, None)
+            return
+        C, H, W = shape
+        position = elements % (H * W)
+        order = torch.argsort(position, stable=True)
+        counts = torch.bincount(position, minlength=H * W).tolist()
+        first = 0
+        for pos, count in enumerate(counts):
+            group = order[first:first + count]
+            first += count
+            y, x = divmod(pos, W)
+            for start in range(0, count, chunk):
+                rows = group[start:start + chunk]
+                k = len(rows)
+                a = torch.zeros((2, k, C, 1, 1), dtype=self.dtype, device=self.device)
+                a[0, torch.arange(k), elements[rows] // (H * W)] = 1.0
+                a[1] = -a[0]
+                yield rows, self._run(a, points[rows], (y, y + 1, x, x + 1))
+
+    def lower_dense(self, C, points):
+        """Lower bounds [S, k] of C·start (C: [S, k, *shape], any float dtype) at each row's point."""
+        return self._run(C.to(self.dtype), points, None)
+
+    def _run(self, a, p, win):
+        """The backward pass of coefficients a [S, k, ...] (on the window win = (y0, y1, x0, x1) of the start
+        tensor, or dense where None) for rows at points p: lower bounds [S, k] in float64."""
+        S, k = a.shape[:2]
+        if bool((p == p[0]).all()):
+            p = p[:1]  # one point: its tensors broadcast, nothing gathered
+        bias = torch.zeros((S, k), dtype=torch.float64, device=self.device)
+        err, size = torch.zeros_like(bias), torch.zeros_like(bias)
+        under = torch.zeros(k, dtype=torch.float64, device=self.device)
+        for step, pre in zip(self.steps, self.prep, strict=True):
+            if win is not None and not step.keeps:
+                a, win = _embed(a, win, self.shapes[step.dst]), None
+            if step.kind == "clip":
+                up = a > 0
+                b = _signed(a, up, _take(pre["pos"], p, win), _take(pre["neg"], p, win))
+                bias, size = bias + b, size + b.abs()
+                under = under + pre["under"][p]
+                a = a * torch.where(up, _take(pre["ls"], p, win), _take(pre["us"], p, win))
+                continue
+            if step.kind != "move":
+                err = err + self._dot(a.abs(), _take(pre["e"], p, win), step.entries)
+                under = under + pre["under"][p]
+            if step.kind == "diag":
+                if pre["c"] is not None:
+                    b = _blocked(a * _take(pre["c"], p, win))
+                    bias, size = bias + b, size + b.abs()
+                a = a * (pre["d"] if pre["d"].dim() == 1 else _take(pre["d"], p, win))
+            else:
+                node, rule = self.engine.graph.nodes[step.index], self.engine.rules[step.index]
+                in_shape = self.shapes[step.src]
+                if step.kind == "conv" and pre["b"] is not None:
+                    b = _blocked(a.reshape(S, k, a.shape[2], -1), keep=3) @ pre["b"]
+                    bias, size = bias + b, size + b.abs()
+                elif step.kind != "conv" and pre.get("c") is not None:
+                    b = _blocked(a * pre["c"])
+                    bias, size = bias + b, size + b.abs()
+                flat = a.reshape(S * k, *a.shape[2:])
+                if win is not None:
+                    a, win = self._conv_window(node, rule, pre, flat, win, in_shape)
+                    a = a.reshape(S, k, *a.shape[1:])
+                else:
+                    a = rule.adjoint(node, flat, [in_shape])[0].reshape(S, k, *in_shape)
+        if win is not None and self.ball.norm == "2":
+            a, win = _embed(a, win, self.shapes[self.engine.graph.input]), None
+        if self.ball.norm == "2":  # the ball's own float64 concretisation of these (exactly known) coefficients
+            zero = torch.zeros((S, k), dtype=torch.float64, device=self.device)
+            rows = p.expand(k) if len(p) == 1 else p
+            through = self.ball.select(rows).lower(a.double(), zero, zero)
+        else:  # over the box: a·lo where a > 0, a·hi where a < 0, the sum's rounding inside the widening
+            through = _signed(a, a > 0, _take(self.pos, p, win), _take(self.neg, p, win))
+        total = err + under.unsqueeze(0) + self.under_in
+        bound = through + bias - total
+        bound = bound - SLACK * (through.abs() + size + total)
+        return torch.where(torch.isnan(bound), -math.inf, bound)
+
+    def _conv_window(self, node, rule, pre, flat, win, in_shape):
+        """The transposed convolution of window coefficients, cropped to the input (what falls on padding multiplies
+        zeros); a window that covers the whole input becomes dense."""
+        new = rule.adjoint_window(node, flat, pre["w"])
+        strides, pads, _, _ = pre["geometry"]
+        y0, x0 = win[0] * strides[0] - pads[0], win[2] * strides[1] - pads[1]
+        H, W = in_shape[1:]
+        cy0, cx0 = max(y0, 0), max(x0, 0)
+        cy1, cx1 = min(y0 + new.shape[2], H), min(x0 + new.shape[3], W)
+        new = new[:, :, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
+        return new, (None if (cy0, cy1, cx0, cx1) == (0, H, 0, W) else (cy0, cy1, cx0, cx1))
+
+    def _dot(self, absolute, weights, n):
+        """⟨|A|, E⟩ per row, an upper bound despite its own rounding (a sum of n non-negative products)."""
+        return _rowdot(absolute, weights).double() / (1 - gamma(n + 2, self.u))
+
+
+def _route(engine, start, shapes, window):
+    key = (start, window, tuple(shapes[start]), tuple(shapes[engine.graph.input]))
+    cache = engine.__dict__.setdefault("_fast_routes", {})
+    if key not in cache:
+        cache[key] = plan(engine, start, shapes, window)
+    return cache[key]
+
+
+def _take(t, p, win):
+    """Each row's values [k or 1, ...] of a per-point tensor t [B or 1, ...], on the window if any."""
+    if win is not None:
+        t = t[..., win[0]:win[1], win[2]:win[3]]
+    if t.shape[0] == 1:
+        return t
+    return t[p[0]:p[0] + 1] if len(p) == 1 else t.index_select(0, p)
+
+
+def _signed(a, up, pos, neg):
+    """Σ a·(pos where up, else neg) per row, [S, k] float64, partial sums of at most BLOCK products."""
+    return _blocked(a * torch.where(up, pos, neg))
+
+
+def _blocked(t, keep=2):
+    """The sum of t [*lead, ...] over all but its first `keep` axes, in float64 from float32 partial sums of at most
+    BLOCK terms each (so γ_BLOCK bounds their rounding, whatever order the kernel sums in)."""
+    flat = t.reshape(*t.shape[:keep], -1)
+    n = flat.shape[-1]
+    block = next(b for b in range(min(BLOCK, n), 0, -1) if n % b == 0)
+    return flat.reshape(*flat.shape[:-1], n // block, block).sum(-1).double().sum(-1)
+
+
+def _rowdot(a, t):
+    """Σ a·t over each row's entries, [S, k], in the working precision (t: [k or 1, ...], broadcast over specs)."""
+    S, k = a.shape[:2]
+    if t.shape[0] == 1:
+        t = t.expand(*a.shape[2:]) if t.dim() == 1 else t.reshape(t.shape[1:]).expand(*a.shape[2:])
+        return (a.reshape(S * k, -1) @ t.reshape(-1)).reshape(S, k)
+    return torch.einsum("skn,kn->sk", a.reshape(S, k, -1), t.expand(k, *a.shape[2:]).reshape(k, -1))
+
+
+def _embed(a, win, shape):
+    """Window coefficients a [S, k, C, h, w] at win = (y0, y1, x0, x1) as dense ones [S, k, C, H, W]."""
+    dense = a.new_zeros((*a.shape[:3], *shape[1:]))
+    dense[..., win[0]:win[1], win[2]:win[3]] = a
+    return dense

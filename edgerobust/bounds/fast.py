@@ -84,13 +84,15 @@ class Step:
     terms: int = 0  # n above
 
 
-def plan(engine, start: str, shapes: dict[str, tuple[int, ...]], window: bool):
-    """The route of a backward pass from `start` to the input and whether it starts windowed, or None where this
-    pass does not apply."""
+def plan(engine, start: str, shapes: dict[str, tuple[int, ...]], window: bool, box: bool):
+    """The route of a backward pass from `start` and whether it starts windowed, or None where this pass does not
+    apply. It ends at the input, or (`box`: an L∞ ball) at the first tensor that only elementwise operators separate
+    from the input (the input normalisation): its interval bounds are the exact image of the box, so concretising
+    there equals concretising at the input."""
     steps, name = [], start
     win = (1, 1) if window and len(shapes[start]) == 3 else None
     window = win is not None
-    while name != engine.graph.input:
+    while name != engine.graph.input and not (box and engine.mixing.get(name) == 0):
         i = engine.producer.get(name)
         if i is None:
             return None
@@ -117,8 +119,8 @@ def plan(engine, start: str, shapes: dict[str, tuple[int, ...]], window: bool):
         steps.append(Step(i, kind, src, name, keeps, entries, entries_in, terms))
         win, name = w_in, src
     if window and not any(s.keeps and s.entries_in < math.prod(shapes[s.src]) for s in steps):
-        return plan(engine, start, shapes, False)  # every window covers its tensor: dense from the start
-    return steps, window
+        return plan(engine, start, shapes, False, box)  # every window covers its tensor: dense from the start
+    return steps, window, name
 
 
 def _kind(rule, node, out_shape):
@@ -143,38 +145,47 @@ def _grow(h, geometry, j):
 
 class Pass:
     """The backward passes from one tensor over one bounds table: per-point slopes, constants and error weights of
-    every step, computed once; `lower_elements` and `lower_dense` run chunks of rows."""
+    every step, computed once; `lower_elements` and `lower_dense` run chunks of rows.
 
-    def __init__(self, engine, start, table, ball, window: bool, start_terms: int | None = None):
-        self.engine, self.start, self.ball = engine, start, ball
+    A linear step whose output a ReLU/Clip step relaxes next (Conv → Relu) is folded into that step: with
+    a' = a·slope (slope ls where a > 0, us where a < 0), its constant Σ a'·c and error term ⟨|a'|, E⟩ are
+    Σ a·(ls·c - |ls|·E) where a > 0 and Σ a·(us·c + |us|·E) where a < 0, one signed sum with the relaxation's own."""
+
+    def __init__(self, engine, start, table, ball, window: bool, start_terms: int | None = None,
+                 track: bool = False):
+        """`track` (tests): also sum what the folded terms take off, so `last_error` is the whole rounding term."""
+        self.engine, self.start, self.ball, self.track = engine, start, ball, track
         lo = table[start][0]
         self.device, self.dtype = lo.device, working_dtype(lo.device)
         self.u, self.tiny = UNIT[self.dtype], TINY[self.dtype]
+        self.g = gamma(BLOCK + 2, self.u)
         self.shapes = {name: tuple(t[0].shape[1:]) for name, t in table.items()}
-        route = _route(engine, start, self.shapes, window)
-        self.steps, self.windowed = (None, False) if route is None else route
+        route = _route(engine, start, self.shapes, window, ball.norm == "inf")
+        self.steps = None if route is None else route[0]
         if self.steps is None:
             return
+        self.windowed, self.end = route[1], route[2]
         # the start's coefficients have at most start_terms nonzeros per row (1 for ±e_j): the first step's sums too
-        first = self.steps[0] if self.steps else None
-        self.prep = [self._prepare(step, table, step.terms if step is not first or start_terms is None
-                                   else min(step.terms, start_terms)) for step in self.steps]
-        x_lo, x_hi = ball.box()
-        mag = torch.maximum(x_lo.abs(), x_hi.abs())
-        n_in = math.prod(self.shapes[engine.graph.input])
-        g = gamma(BLOCK + 2, self.u)
-        widen = (g * mag / (1 - g)).clamp_min(FLOOR)
-        self.pos, self.neg = self._cast(x_lo - widen), self._cast(x_hi + widen)  # min of a·x over the box, widened
-        self.under_in = self.tiny * 4 * (n_in + 2)
+        raw = [self._prepare(step, table, step.terms if i or start_terms is None else min(step.terms, start_terms))
+               for i, step in enumerate(self.steps)]
+        self.prep = self._finish(raw)
+        lo, hi = (table[self.end] if self.ball.norm == "inf" else ball.box())
+        mag = torch.maximum(lo.abs(), hi.abs())
+        widen = (self.g * mag / (1 - self.g)).clamp_min(FLOOR)
+        self.pos, self.neg = self._cast(lo - widen), self._cast(hi + widen)  # a·x >= Σ a·(pos if a > 0 else neg)
+        self.widen = self._cast(widen) if track else None
+        self.under_in = self.tiny * 4 * (math.prod(self.shapes[self.end]) + 2)
 
     @property
     def applies(self) -> bool:
         return self.steps is not None
 
     def _cast(self, t):
-        return t.to(self.dtype).contiguous()
+        t = t.to(self.dtype)
+        return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t.contiguous()
 
     def _prepare(self, step, table, terms):
+        """float64 parts of one step: the clip's relaxation, a linear step's E (its rounding), constant and factor."""
         node, rule = self.engine.graph.nodes[step.index], self.engine.rules[step.index]
         lo, hi = table[step.src]
         mag = torch.maximum(lo.abs(), hi.abs())
@@ -183,40 +194,53 @@ class Pass:
         out = {"under": self.tiny * (terms + 1) * mag.reshape(B, -1).sum(1)}
         if step.kind == "move":
             return out
-        N = step.entries
         big = self.tiny * (mag[0].numel() + 1) * (mag.reshape(B, -1).max(1).values + 1)  # rounded tiny weights
         if step.kind == "clip":
             low, high = rule.limits(node)
             ls, lb, us, ub = _relaxation(lo, hi, low, high)
-            slope = torch.maximum(ls.abs(), us.abs())
-            cut = torch.maximum(lb.abs(), ub.abs())
-            g = gamma(BLOCK + 2, self.u)
-            e = (gamma(3, self.u) * slope * mag + g * cut + big.reshape(B, *([1] * (lo.dim() - 1)))) / (1 - g)
-            e = e.clamp_min(FLOOR).nan_to_num(nan=math.inf)
-            # a·(lb - E) where a > 0, a·(ub + E) where a < 0: the relaxation's constant and this step's error term
-            # in one signed sum per row, whose own rounding (γ of a block, |lb| or |ub| + E) is inside E
-            out.update(ls=self._cast(ls), us=self._cast(us), pos=self._cast(lb - e), neg=self._cast(ub + e))
-            out["under"] = out["under"] + self.tiny * N * (cut.reshape(B, -1).max(1).values + 2)
+            out.update(ls=ls, us=us, pos=lb, neg=ub, slope=torch.maximum(ls.abs(), us.abs()))
+            out["base"] = gamma(3, self.u) * out["slope"] * mag + big.reshape(B, *([1] * (lo.dim() - 1)))
+            out["under"] = out["under"] + self.tiny * step.entries * (torch.maximum(lb.abs(), ub.abs()).reshape(
+                B, -1).max(1).values + 2)
             return out
-        else:
-            through = rule.abs_linear(node, mag)
-            c = rule.constant(node, lo)
-            cabs = c.abs()
-            n = terms + (2 if step.kind == "diag" else 1)  # Div's 1/c: one more rounding
-            e = (gamma(n + 1, self.u) * through + gamma(BLOCK + 2, self.u) * cabs
-                 + big.reshape(B, *([1] * (c.dim() - 1))))
-            if step.kind == "conv":
-                w, b = rule._parts(node)
-                out.update(w=w.to(self.dtype), b=None if b is None else b.to(torch.float64),
-                           geometry=rule.geometry(node))
-            elif step.kind == "diag":
-                d = rule.diagonal(node, self.shapes[step.dst])
-                out["d"] = self._cast(d.expand(1, *self.shapes[step.dst]) if d.dim() else d.reshape(1))
-                out["c"] = self._cast(c.expand(1, *self.shapes[step.dst])) if bool(c.any()) else None
-            else:
-                out["c"] = self._cast(c) if bool(c.any()) else None
-            out["under"] = out["under"] + self.tiny * N * (cabs.max() + 2)
-        out["e"] = self._cast(e.clamp_min(FLOOR).nan_to_num(nan=math.inf))
+        through = rule.abs_linear(node, mag)
+        c = rule.constant(node, lo)
+        n = terms + (2 if step.kind == "diag" else 1)  # Div's 1/c: one more rounding
+        out["e"] = gamma(n + 1, self.u) * through + big.reshape(B, *([1] * (c.dim() - 1)))
+        out["c"] = c.expand(1, *self.shapes[step.dst]) if bool(c.any()) else None
+        if step.kind == "conv":
+            out.update(w=rule._parts(node)[0].to(self.dtype), geometry=rule.geometry(node))
+        elif step.kind == "diag":
+            d = rule.diagonal(node, self.shapes[step.dst])
+            out["d"] = self._cast(d.expand(1, *self.shapes[step.dst]) if d.dim() else d.reshape(1))
+        out["under"] = out["under"] + self.tiny * step.entries * (c.abs().max() + 2)
+        return out
+
+    def _finish(self, raw):
+        """Fold linear steps into the clip steps before them, then cast what the passes read."""
+        for i, step in enumerate(self.steps[:-1]):
+            nxt = self.steps[i + 1]
+            if step.kind == "clip" and nxt.kind in ("conv", "linear", "diag") and nxt.dst == step.src:
+                clip, lin = raw[i], raw[i + 1]
+                if lin["c"] is not None:
+                    clip["pos"], clip["neg"] = clip["pos"] + clip["ls"] * lin["c"], clip["neg"] + clip["us"] * lin["c"]
+                clip["base"] = clip["base"] + clip["slope"] * lin["e"]
+                lin["folded"] = True
+        out = []
+        for step, r in zip(self.steps, raw, strict=True):
+            if step.kind == "clip":
+                # E covers this step's rounding and the folded step's, and (γ of a block) the signed sum's own
+                e = (r["base"] + self.g * torch.maximum(r["pos"].abs(), r["neg"].abs())) / (1 - self.g)
+                e = e.clamp_min(FLOOR).nan_to_num(nan=math.inf)
+                r = {"ls": self._cast(r["ls"]), "us": self._cast(r["us"]), "pos": self._cast(r["pos"] - e),
+                     "neg": self._cast(r["neg"] + e), "under": r["under"], "e": self._cast(e) if self.track else None}
+            elif step.kind != "move":
+                c = r.pop("c")
+                if not r.get("folded"):
+                    e = r["e"] + (0 if c is None else self.g * c.abs())
+                    r["e"] = self._cast(e.clamp_min(FLOOR).nan_to_num(nan=math.inf))
+                    r["c"] = None if c is None else self._cast(c)
+            out.append(r)
         return out
 
     def budget_rows(self, budget: int, specs: int) -> int:
@@ -228,17 +252,23 @@ class Pass:
     # --- chunks of rows -------------------------------------------------------------------------------------------
     def lower_elements(self, points, elements, budget):
         """Yields (rows, bounds [2, len(rows)]): lower bounds of +x_e and -x_e of the start tensor at each row's
-        point (CROWN's bounds of element e: lower = first, upper = -second), for every row (points[r], elements[r]).
-        Windowed routes run the rows of one start position together (one window for all), the others in order."""
+        point (CROWN's bounds of element e: lower = first, upper = -second), for every row (points[r], elements[r]),
+        points sorted. Windowed routes run the rows of one start position together (one window for all), dense
+        routes one point at a time where it has enough rows (its tensors broadcast, nothing gathered)."""
         shape = self.shapes[self.start]
         chunk = self.budget_rows(budget, 2)
         if not self.windowed:
-            for start in range(0, len(points), chunk):
-                rows = torch.arange(start, min(start + chunk, len(points)), device=points.device)
-                p, e = points[rows], elements[rows]
-                a = torch.zeros((2, len(rows), math.prod(shape)), dtype=self.dtype, device=self.device)
-                a[0, torch.arange(len(rows)), e], a[1, torch.arange(len(rows)), e] = 1.0, -1.0
-                yield rows, self._run(a.reshape(2, len(rows), *shape), p, None)
+            for rows in _point_chunks(points, chunk):
+                p, e, k = points[rows], elements[rows], len(rows)
+                a = _empty((2, k, *shape), self.dtype, self.device).zero_()
+                idx = torch.arange(k, device=self.device)
+                if len(shape) == 3:
+                    C, H, W = shape
+                    a[0, idx, e // (H * W), (e // W) % H, e % W] = 1.0
+                else:
+                    a.view(2, k, -1)[0, idx, e] = 1.0
+                a[1] = -a[0]
+                yield rows, self._run(a, p, None)
             return
         C, H, W = shape
         position = elements % (H * W)
@@ -257,70 +287,83 @@ class Pass:
                 a[1] = -a[0]
                 yield rows, self._run(a, points[rows], (y, y + 1, x, x + 1))
 
-    def lower_dense(self, C, points):
-        """Lower bounds [S, k] of C·start (C: [S, k, *shape], any float dtype) at each row's point."""
-        return self._run(C.to(self.dtype), points, None)
+    def lower_dense(self, C, budget):
+        """Lower bounds [S, B] of C·start (C: [S, B, *shape], any float dtype; B the table's points)."""
+        S, B = C.shape[:2]
+        out = torch.empty((S, B), dtype=torch.float64, device=self.device)
+        points = torch.arange(B, device=self.device)
+        for rows in _point_chunks(points, self.budget_rows(budget, S)):
+            a = _empty(C[:, rows].shape, self.dtype, self.device)
+            a.copy_(C[:, rows])
+            out[:, rows] = self._run(a, points[rows], None)
+        return out
 
     def _run(self, a, p, win):
-        """The backward pass of coefficients a [S, k, ...] (on the window win = (y0, y1, x0, x1) of the start
-        tensor, or dense where None) for rows at points p: lower bounds [S, k] in float64."""
+        """The backward pass of coefficients a [S, k, ...] (owned: updated in place), on the window
+        win = (y0, y1, x0, x1) of the start tensor or dense where None, for rows at points p (sorted): lower bounds
+        [S, k] in float64."""
         S, k = a.shape[:2]
-        if bool((p == p[0]).all()):
+        if bool(p[0] == p[-1]):
             p = p[:1]  # one point: its tensors broadcast, nothing gathered
         bias = torch.zeros((S, k), dtype=torch.float64, device=self.device)
-        err, size = torch.zeros_like(bias), torch.zeros_like(bias)
+        err, size, folded = torch.zeros_like(bias), torch.zeros_like(bias), torch.zeros_like(bias)
         under = torch.zeros(k, dtype=torch.float64, device=self.device)
         for step, pre in zip(self.steps, self.prep, strict=True):
             if win is not None and not step.keeps:
                 a, win = _embed(a, win, self.shapes[step.dst]), None
+            under = under + pre["under"][p]
             if step.kind == "clip":
                 up = a > 0
-                b = _signed(a, up, _take(pre["pos"], p, win), _take(pre["neg"], p, win))
+                if self.track:
+                    folded = folded + _rowdot(a.abs(), _take(pre["e"], p, win))
+                sel = torch.where(up, _take(pre["pos"], p, win), _take(pre["neg"], p, win))
+                b = _blocked(sel.mul_(a))
                 bias, size = bias + b, size + b.abs()
-                under = under + pre["under"][p]
-                a = a * torch.where(up, _take(pre["ls"], p, win), _take(pre["us"], p, win))
+                a = a.mul_(torch.where(up, _take(pre["ls"], p, win), _take(pre["us"], p, win), out=sel))
                 continue
-            if step.kind != "move":
-                err = err + self._dot(a.abs(), _take(pre["e"], p, win), step.entries)
-                under = under + pre["under"][p]
-            if step.kind == "diag":
+            if step.kind != "move" and not pre.get("folded"):
+                err = err + _rowdot(a.abs(), _take(pre["e"], p, win)) / (1 - gamma(step.entries + 2, self.u))
                 if pre["c"] is not None:
                     b = _blocked(a * _take(pre["c"], p, win))
                     bias, size = bias + b, size + b.abs()
-                a = a * (pre["d"] if pre["d"].dim() == 1 else _take(pre["d"], p, win))
+            if step.kind == "diag":
+                a = a.mul_(pre["d"] if pre["d"].dim() == 1 else _take(pre["d"], p, win))
+                continue
+            node, rule = self.engine.graph.nodes[step.index], self.engine.rules[step.index]
+            in_shape = self.shapes[step.src]
+            flat = a.reshape(S * k, *a.shape[2:])
+            if flat.dim() == 4:
+                flat = flat.contiguous(memory_format=torch.channels_last)
+            if win is not None:
+                a, win = self._conv_window(node, rule, pre, flat, win, in_shape)
+                a = a.reshape(S, k, *a.shape[1:])
             else:
-                node, rule = self.engine.graph.nodes[step.index], self.engine.rules[step.index]
-                in_shape = self.shapes[step.src]
-                if step.kind == "conv" and pre["b"] is not None:
-                    b = _blocked(a.reshape(S, k, a.shape[2], -1), keep=3) @ pre["b"]
-                    bias, size = bias + b, size + b.abs()
-                elif step.kind != "conv" and pre.get("c") is not None:
-                    b = _blocked(a * pre["c"])
-                    bias, size = bias + b, size + b.abs()
-                flat = a.reshape(S * k, *a.shape[2:])
-                if win is not None:
-                    a, win = self._conv_window(node, rule, pre, flat, win, in_shape)
-                    a = a.reshape(S, k, *a.shape[1:])
-                else:
-                    a = rule.adjoint(node, flat, [in_shape])[0].reshape(S, k, *in_shape)
+                a = rule.adjoint(node, flat, [in_shape])[0].reshape(S, k, *in_shape)
         if win is not None and self.ball.norm == "2":
-            a, win = _embed(a, win, self.shapes[self.engine.graph.input]), None
+            a, win = _embed(a, win, self.shapes[self.end]), None
         if self.ball.norm == "2":  # the ball's own float64 concretisation of these (exactly known) coefficients
             zero = torch.zeros((S, k), dtype=torch.float64, device=self.device)
             rows = p.expand(k) if len(p) == 1 else p
             through = self.ball.select(rows).lower(a.double(), zero, zero)
         else:  # over the box: a·lo where a > 0, a·hi where a < 0, the sum's rounding inside the widening
-            through = _signed(a, a > 0, _take(self.pos, p, win), _take(self.neg, p, win))
+            through = _blocked(torch.where(a > 0, _take(self.pos, p, win), _take(self.neg, p, win)).mul_(a))
+            if self.track:
+                folded = folded + _rowdot(a.abs(), _take(self.widen, p, win))
         total = err + under.unsqueeze(0) + self.under_in
-        bound = through + bias - total
-        bound = bound - SLACK * (through.abs() + size + total)
+        taken = total + SLACK * (through.abs() + size + total)
+        self.last_error = taken + folded  # what this pass took off for rounding (folded: only when tracked)
+        bound = through + bias - taken
         return torch.where(torch.isnan(bound), -math.inf, bound)
 
     def _conv_window(self, node, rule, pre, flat, win, in_shape):
         """The transposed convolution of window coefficients, cropped to the input (what falls on padding multiplies
         zeros); a window that covers the whole input becomes dense."""
-        new = rule.adjoint_window(node, flat, pre["w"])
-        strides, pads, _, _ = pre["geometry"]
+        strides, pads, dilations, _ = pre["geometry"]
+        if flat.shape[2:] == (1, 1) and list(dilations) == [1, 1]:  # Lᵀ of one position: the kernels themselves
+            w = pre["w"]
+            new = (flat.reshape(flat.shape[0], -1) @ w.reshape(w.shape[0], -1)).reshape(-1, *w.shape[1:])
+        else:
+            new = rule.adjoint_window(node, flat, pre["w"])
         y0, x0 = win[0] * strides[0] - pads[0], win[2] * strides[1] - pads[1]
         H, W = in_shape[1:]
         cy0, cx0 = max(y0, 0), max(x0, 0)
@@ -328,17 +371,44 @@ class Pass:
         new = new[:, :, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
         return new, (None if (cy0, cy1, cx0, cx1) == (0, H, 0, W) else (cy0, cy1, cx0, cx1))
 
-    def _dot(self, absolute, weights, n):
-        """⟨|A|, E⟩ per row, an upper bound despite its own rounding (a sum of n non-negative products)."""
-        return _rowdot(absolute, weights).double() / (1 - gamma(n + 2, self.u))
 
-
-def _route(engine, start, shapes, window):
-    key = (start, window, tuple(shapes[start]), tuple(shapes[engine.graph.input]))
+def _route(engine, start, shapes, window, box):
+    key = (start, window, box, tuple(shapes[start]), tuple(shapes[engine.graph.input]))
     cache = engine.__dict__.setdefault("_fast_routes", {})
     if key not in cache:
-        cache[key] = plan(engine, start, shapes, window)
+        cache[key] = plan(engine, start, shapes, window, box)
     return cache[key]
+
+
+def _point_chunks(points, chunk):
+    """Row index chunks of at most `chunk` rows over sorted points: a point with many rows alone (its tensors then
+    broadcast), points with few rows together."""
+    counts = torch.unique_consecutive(points, return_counts=True)[1].tolist()
+    first, pending = 0, []
+    for count in counts:
+        if count >= chunk // 4:
+            if pending:
+                yield torch.arange(pending[0], first, device=points.device)
+                pending = []
+            for start in range(first, first + count, chunk):
+                yield torch.arange(start, min(start + chunk, first + count), device=points.device)
+        else:
+            if pending and first + count - pending[0] > chunk:
+                yield torch.arange(pending[0], first, device=points.device)
+                pending = []
+            if not pending:
+                pending = [first]
+        first += count
+    if pending:
+        yield torch.arange(pending[0], first, device=points.device)
+
+
+def _empty(shape, dtype, device):
+    """An uninitialised [S, k, *shape] tensor, channels-last where the per-point shape is (C, H, W)."""
+    if len(shape) == 5:
+        S, k, C, H, W = shape
+        return torch.empty((S, k, H, W, C), dtype=dtype, device=device).permute(0, 1, 4, 2, 3)
+    return torch.empty(shape, dtype=dtype, device=device)
 
 
 def _take(t, p, win):
@@ -347,17 +417,19 @@ def _take(t, p, win):
         t = t[..., win[0]:win[1], win[2]:win[3]]
     if t.shape[0] == 1:
         return t
-    return t[p[0]:p[0] + 1] if len(p) == 1 else t.index_select(0, p)
-
-
-def _signed(a, up, pos, neg):
-    """Σ a·(pos where up, else neg) per row, [S, k] float64, partial sums of at most BLOCK products."""
-    return _blocked(a * torch.where(up, pos, neg))
+    if len(p) == 1:
+        return t[p[0]:p[0] + 1]
+    if win is not None:  # gather rows from the (small) windows of all points, not from strided slices
+        t = t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t.contiguous()
+    return t.index_select(0, p)
 
 
 def _blocked(t, keep=2):
     """The sum of t [*lead, ...] over all but its first `keep` axes, in float64 from float32 partial sums of at most
-    BLOCK terms each (so γ_BLOCK bounds their rounding, whatever order the kernel sums in)."""
+    BLOCK terms each (so γ_BLOCK bounds their rounding, whatever order the kernel sums in); the terms are taken in
+    memory order (any order will do)."""
+    if t.dim() == keep + 3 and not t.is_contiguous():
+        t = t.permute(*range(keep), keep + 1, keep + 2, keep)  # channels-last: a view in memory order
     flat = t.reshape(*t.shape[:keep], -1)
     n = flat.shape[-1]
     block = next(b for b in range(min(BLOCK, n), 0, -1) if n % b == 0)
@@ -365,16 +437,12 @@ def _blocked(t, keep=2):
 
 
 def _rowdot(a, t):
-    """Σ a·t over each row's entries, [S, k], in the working precision (t: [k or 1, ...], broadcast over specs)."""
-    S, k = a.shape[:2]
-    if t.shape[0] == 1:
-        t = t.expand(*a.shape[2:]) if t.dim() == 1 else t.reshape(t.shape[1:]).expand(*a.shape[2:])
-        return (a.reshape(S * k, -1) @ t.reshape(-1)).reshape(S, k)
-    return torch.einsum("skn,kn->sk", a.reshape(S, k, -1), t.expand(k, *a.shape[2:]).reshape(k, -1))
+    """Σ a·t over each row's entries, [S, k] float64 (t: [k or 1, ...], broadcast over specs)."""
+    return _blocked(a * t)
 
 
 def _embed(a, win, shape):
     """Window coefficients a [S, k, C, h, w] at win = (y0, y1, x0, x1) as dense ones [S, k, C, H, W]."""
-    dense = a.new_zeros((*a.shape[:3], *shape[1:]))
+    dense = _empty((*a.shape[:3], *shape[1:]), a.dtype, a.device).zero_()
     dense[..., win[0]:win[1], win[2]:win[3]] = a
     return dense

@@ -27,11 +27,19 @@ from .graph import BoundError, Graph
 from .rules import RULES, Unbounded
 
 METHODS = ("ibp", "crown", "alpha-crown")
+FAST_MODES = ("auto", "float64", "off")
 DEFAULT_BUDGET = 1 << 30  # bytes of working memory for one backward pass
 
 
 class Engine:
-    def __init__(self, graph: Graph, what: str = "bound"):
+    def __init__(self, graph: Graph, what: str = "bound", fast: str = "auto"):
+        """`fast`: how CROWN's backward passes run where no gradient is wanted (bounds/fast.py): "auto" (windows,
+        float32 products on the CPU with their rounding term, float64 elsewhere), "float64" (windows, float64
+        products: bounds equal to the float64 pass's within ~1e-12 of their magnitudes, slower) or "off" (the
+        float64 pass, `backward`)."""
+        if fast not in FAST_MODES:
+            raise BoundError(f"unknown fast mode '{fast}'; choose one of {', '.join(FAST_MODES)}")
+        self.fast = fast
         missing = sorted({n.op for n in graph.nodes if n.op not in RULES})
         if missing:
             raise BoundError(f"operator{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
@@ -120,7 +128,7 @@ class Engine:
         if ball.norm == "inf" and self.mixing[name] <= 1:
             return lows.reshape(lo.shape), highs.reshape(lo.shape)
         points, elements = wanted.reshape(B, -1).nonzero(as_tuple=True)
-        fast = None if torch.is_grad_enabled() else Pass(self, name, table, ball, window=True, start_terms=1)
+        fast = None if self._slow() else Pass(self, name, table, ball, window=True, start_terms=1)
         if fast is not None and fast.applies:
             for rows, bound in fast.lower_elements(points, elements, budget):
                 p, e = points[rows], elements[rows]
@@ -136,6 +144,10 @@ class Engine:
             bound = ball.select(p).lower(*self.backward(name, A.reshape(2, k, *lo.shape[1:]), _Rows(table, p)))
             lows[p, e], highs[p, e] = bound[0], -bound[1]
         return lows.reshape(lo.shape), highs.reshape(lo.shape)
+
+    def _slow(self) -> bool:
+        """The float64 pass: asked for, or gradients wanted (certified training differentiates through it)."""
+        return self.fast == "off" or torch.is_grad_enabled()
 
     def _path(self, name):
         """The tensors a backward pass from `name` reads (its ancestors and itself)."""
@@ -161,7 +173,7 @@ class Engine:
             C = torch.zeros((K, B, K), dtype=lo.dtype, device=lo.device)
             C[:, rows, labels] = 1.0
             C[torch.arange(K), :, torch.arange(K)] -= 1.0
-            fast = None if torch.is_grad_enabled() else Pass(self, self.graph.output, table, ball, window=False,
+            fast = None if self._slow() else Pass(self, self.graph.output, table, ball, window=False,
                                                              start_terms=2)
             if fast is not None and fast.applies:  # C has two nonzeros per row
                 crown = fast.lower_dense(C, budget).T.to(lo.dtype)

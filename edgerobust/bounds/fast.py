@@ -56,7 +56,7 @@ from .rules.base import SLACK, Linear
 UNIT = {torch.float32: 2.0 ** -24, torch.float64: 2.0 ** -53}
 TINY = {torch.float32: 2.0 ** -149, torch.float64: 2.0 ** -1074}  # the smallest subnormal: bounds η
 FLOOR = 2.0 ** -100  # error weights are raised to this, so their float32 rounding is relative, never gradual
-BLOCK = 64  # the most terms one float32 partial sum of a bound's constant holds (then float64)
+BLOCK = 8  # the most terms one float32 partial sum of a bound's constant holds (then float64)
 BYTES_PER_ENTRY = 12  # working tensors per coefficient entry a step holds at once (A, |A|, products, gathers)
 
 
@@ -156,7 +156,8 @@ class Pass:
         """`track` (tests): also sum what the folded terms take off, so `last_error` is the whole rounding term."""
         self.engine, self.start, self.ball, self.track = engine, start, ball, track
         lo = table[start][0]
-        self.device, self.dtype = lo.device, working_dtype(lo.device)
+        self.device = lo.device
+        self.dtype = torch.float64 if getattr(engine, "fast", "auto") == "float64" else working_dtype(lo.device)
         self.u, self.tiny = UNIT[self.dtype], TINY[self.dtype]
         self.g = gamma(BLOCK + 2, self.u)
         self.shapes = {name: tuple(t[0].shape[1:]) for name, t in table.items()}

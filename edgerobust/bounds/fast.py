@@ -152,12 +152,14 @@ class Pass:
     Σ a·(ls·c - |ls|·E) where a > 0 and Σ a·(us·c + |us|·E) where a < 0, one signed sum with the relaxation's own."""
 
     def __init__(self, engine, start, table, ball, window: bool, start_terms: int | None = None,
-                 track: bool = False):
-        """`track` (tests): also sum what the folded terms take off, so `last_error` is the whole rounding term."""
+                 track: bool = False, dtype: torch.dtype | None = None):
+        """`track` (tests): also sum what the folded terms take off, so `last_error` is the whole rounding term;
+        `dtype`: the working precision (default: the engine's `fast` mode and the device's)."""
         self.engine, self.start, self.ball, self.track = engine, start, ball, track
         lo = table[start][0]
         self.device = lo.device
-        self.dtype = torch.float64 if getattr(engine, "fast", "auto") == "float64" else working_dtype(lo.device)
+        self.dtype = dtype or (torch.float64 if getattr(engine, "fast", "auto") == "float64"
+                               else working_dtype(lo.device))
         self.u, self.tiny = UNIT[self.dtype], TINY[self.dtype]
         self.g = gamma(BLOCK + 2, self.u)
         self.shapes = {name: tuple(t[0].shape[1:]) for name, t in table.items()}
@@ -199,8 +201,10 @@ class Pass:
         if step.kind == "clip":
             low, high = rule.limits(node)
             ls, lb, us, ub = _relaxation(lo, hi, low, high)
+            # a' = a·us + relu(a)·(ls - us): |a'| <= |a|·slope, its rounding within γ_5·(|ls| + 2|us|)·|a|
             out.update(ls=ls, us=us, pos=lb, neg=ub, slope=torch.maximum(ls.abs(), us.abs()))
-            out["base"] = gamma(3, self.u) * out["slope"] * mag + big.reshape(B, *([1] * (lo.dim() - 1)))
+            out["base"] = (gamma(5, self.u) * (ls.abs() + 2 * us.abs()) * mag
+                           + big.reshape(B, *([1] * (lo.dim() - 1))))
             out["under"] = out["under"] + self.tiny * step.entries * (torch.maximum(lb.abs(), ub.abs()).reshape(
                 B, -1).max(1).values + 2)
             return out
@@ -230,11 +234,13 @@ class Pass:
         out = []
         for step, r in zip(self.steps, raw, strict=True):
             if step.kind == "clip":
-                # E covers this step's rounding and the folded step's, and (γ of a block) the signed sum's own
-                e = (r["base"] + self.g * torch.maximum(r["pos"].abs(), r["neg"].abs())) / (1 - self.g)
+                # the signed sum Σ a·(pos where a > 0, neg where a < 0) runs as Σ relu(a)·(pos - neg) + Σ a·neg: E
+                # covers this step's rounding, the folded step's, and (γ of a block) both sums' own
+                e = (r["base"] + self.g * (r["pos"].abs() + 2 * r["neg"].abs())) / (1 - 3 * self.g)
                 e = e.clamp_min(FLOOR).nan_to_num(nan=math.inf)
-                r = {"ls": self._cast(r["ls"]), "us": self._cast(r["us"]), "pos": self._cast(r["pos"] - e),
-                     "neg": self._cast(r["neg"] + e), "under": r["under"], "e": self._cast(e) if self.track else None}
+                r = {"us": self._cast(r["us"]), "dslope": self._cast(r["ls"] - r["us"]),
+                     "dcut": self._cast(r["pos"] - r["neg"] - 2 * e), "neg": self._cast(r["neg"] + e),
+                     "under": r["under"], "e": self._cast(e) if self.track else None}
             elif step.kind != "move":
                 c = r.pop("c")
                 if not r.get("folded"):
@@ -314,13 +320,14 @@ class Pass:
                 a, win = _embed(a, win, self.shapes[step.dst]), None
             under = under + pre["under"][p]
             if step.kind == "clip":
-                up = a > 0
                 if self.track:
                     folded = folded + _rowdot(a.abs(), _take(pre["e"], p, win))
-                sel = torch.where(up, _take(pre["pos"], p, win), _take(pre["neg"], p, win))
-                b = _blocked(sel.mul_(a))
+                r = a.clamp_min(0)
+                t = r * _take(pre["dcut"], p, win)
+                b = _blocked(t) + _blocked(torch.mul(a, _take(pre["neg"], p, win), out=t))
                 bias, size = bias + b, size + b.abs()
-                a = a.mul_(torch.where(up, _take(pre["ls"], p, win), _take(pre["us"], p, win), out=sel))
+                a = (a.mul_(_take(pre["us"], p, win)) if _dense_like(a) else a * _take(pre["us"], p, win))
+                a = a.addcmul_(r, _take(pre["dslope"], p, win))
                 continue
             if step.kind != "move" and not pre.get("folded"):
                 err = err + _rowdot(a.abs(), _take(pre["e"], p, win)) / (1 - gamma(step.entries + 2, self.u))
@@ -410,6 +417,13 @@ def _empty(shape, dtype, device):
         S, k, C, H, W = shape
         return torch.empty((S, k, H, W, C), dtype=dtype, device=device).permute(0, 1, 4, 2, 3)
     return torch.empty(shape, dtype=dtype, device=device)
+
+
+def _dense_like(a):
+    """Whether a is laid out densely (contiguous or channels-last): else a product makes a dense copy."""
+    if a.dim() != 5:
+        return a.is_contiguous()
+    return a.is_contiguous() or a.permute(0, 1, 3, 4, 2).is_contiguous()
 
 
 def _take(t, p, win):

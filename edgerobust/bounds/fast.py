@@ -17,22 +17,24 @@ pass removes both (used wherever no gradient is wanted; certified training keeps
 Soundness (Higham, *Accuracy and Stability of Numerical Algorithms*, 2002, §2.1 and eq. (3.5); u the unit
 roundoff of the working precision, γ_n = n·u/(1 - n·u), η the absolute error of a product that underflows).
 A backward step through a linear operator y = L·x + c (|x| <= m over the ball by the bounds table) turns computed
-coefficients Â on y into Â' = fl(Lᵀ·Â) on x and a constant fl(Â·c). Each entry of Â' sums at most n products
-(`Linear.adjoint_terms`), in any order, of Â with L rounded to the working precision, so
-|Â' - Lᵀ·Â| <= γ_{n+1}·|L|ᵀ·|Â| + n·η entrywise. Then, for every x in the bounds,
+coefficients Â on y into Â' = fl(Lᵀ·Â) on x and a constant Â·c. Each entry of Â' sums at most n products
+(`Linear.adjoint_terms`, capped by the window and the start's nonzeros), in any order, of Â with L rounded to the
+working precision, so |Â' - Lᵀ·Â| <= γ_{n+1}·|L|ᵀ·|Â| + n·η entrywise. Then, for every x in the bounds,
 
-    Â·y = Â'·x + (Lᵀ·Â - Â')·x + Â·c >= Â'·x + fl(Â·c) - ⟨|Â|, E⟩ - n·η·Σm,
-    E = γ_{n+2}·|L|·m + γ_{N+2}·|c|   (N the entries of Â per row: the constant's sum),
+    Â·y = Â'·x + (Lᵀ·Â - Â')·x + Â·c >= Â'·x + Â·c - ⟨|Â|, E⟩ - n·η·Σm,    E = γ_{n+2}·|L|·m,
 
-so Â' is the coefficient of *a* valid linear lower bound once ⟨|Â|, E⟩ is subtracted: every later step relaxes
-that bound further, whatever Â' is. A ReLU/Clip step (Â' = Â·slope chosen by sign, slopes in float64 from the
-bounds as in the rule, rounded once) is the same with E = γ_3·max(|slopes|)·m + γ_{N+2}·max(|intercepts|); the
-concretisation over the L∞ box subtracts ⟨|Â_in|, 3·γ_{N+4}·m⟩ for its own two sums. Each ⟨|Â|, E⟩ is a sum of
-non-negative products computed in the working precision: it is divided by 1 - γ_{N+2}; E is raised to at least
-2^-100 and widened by η·(fan-in)·max m so its own rounding to float32 and the underflow of rounded weights stay
-inside it. Overflow: an infinite coefficient makes the term infinite and a NaN is read as -inf: the bound is then
-vacuous, never wrong. The engine's own float64 (the slopes, the final sums of a few scalars per row) keeps its
-SLACK widening (rules/base.py).
+so Â' is the coefficient of *a* valid linear lower bound once ⟨|Â|, E⟩ is subtracted: every later step bounds
+that one further, whatever Â' is. A ReLU/Clip step relaxes by the sign of the computed Â (valid for any Â) and
+computes Â' = Â·us + relu(Â)·(ls - us) (slopes in float64 from the bounds as in the rule, rounded once), within
+γ_5·(|ls| + 2|us|)·|Â| of Â·slope: times the magnitude m of its input, that goes into its E. Every constant and the
+concretisation over the L∞ box (Σ Â·lo where Â > 0, Â·hi where Â < 0) are sums computed as float32 partial sums
+of at most BLOCK = 8 products, then float64: their rounding is within γ_10 of the sum of |terms|, so each lower
+end moves by that (pos - E, neg + E, the box widened by γ_10·m/(1 - γ_10)). A linear step whose output a ReLU/Clip
+relaxes next is folded into that step (`Pass`). A term ⟨|Â|, E⟩ computed apart is divided by 1 - γ_{N+2} (N its
+entries); E is raised to at least 2^-100 and widened by η·(fan-in)·max m so its rounding to float32 and the
+underflow of rounded weights stay inside it. Overflow: an infinite coefficient makes a term infinite and a NaN is
+read as -inf: the bound is then vacuous, never wrong. The engine's own float64 (slopes, constants, the final sums
+of a few partial sums per row) keeps its SLACK widening (rules/base.py).
 
 The one assumption: the backend computes each entry of a convolution or matrix product as a sum of its products
 in some order (direct or GEMM-based kernels, as PyTorch's CPU convolutions and MKL's GEMM do), which (3.5) covers
@@ -227,9 +229,13 @@ class Pass:
             nxt = self.steps[i + 1]
             if step.kind == "clip" and nxt.kind in ("conv", "linear", "diag") and nxt.dst == step.src:
                 clip, lin = raw[i], raw[i + 1]
+                # the computed a' = fl(a·slope) is within γ_5·(|ls| + 2|us|)·|a| of a·slope: the folded terms use
+                # a·slope, so the constant's share of that gap is added, and |a'| <= (1 + 3γ_5)·slope·|a|
+                g5 = gamma(5, self.u)
                 if lin["c"] is not None:
                     clip["pos"], clip["neg"] = clip["pos"] + clip["ls"] * lin["c"], clip["neg"] + clip["us"] * lin["c"]
-                clip["base"] = clip["base"] + clip["slope"] * lin["e"]
+                    clip["base"] = clip["base"] + g5 * (clip["ls"].abs() + 2 * clip["us"].abs()) * lin["c"].abs()
+                clip["base"] = clip["base"] + (1 + 3 * g5) * clip["slope"] * lin["e"]
                 lin["folded"] = True
         out = []
         for step, r in zip(self.steps, raw, strict=True):

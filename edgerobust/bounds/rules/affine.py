@@ -63,6 +63,29 @@ class Conv(Linear):
         g = _CONV_T[dims](flat, w.to(flat.dtype), None, strides, 0, extra, node.attr("group", 1), dilations)
         return [g[(slice(None), slice(None), *[slice(pads[i], pads[i] + shape[1 + i]) for i in range(dims)])]]
 
+    def adjoint_terms(self, node):
+        """Output channels of a group × the taps that reach one input position (⌈k/s⌉ per axis without dilation)."""
+        w, _ = self._parts(node)
+        dims = w.dim() - 2
+        strides, dilations = node.attr("strides", [1] * dims), node.attr("dilations", [1] * dims)
+        taps = [-(-k // s) if d == 1 else k for k, s, d in zip(w.shape[2:], strides, dilations, strict=True)]
+        return int(w.shape[0] // node.attr("group", 1) * np.prod(taps))
+
+    def geometry(self, node):
+        """(strides, leading pads, dilations, kernel) of a 2-D convolution (4-D weights), None for other dimensions:
+        the fast pass keeps coefficient windows through 2-D convolutions only."""
+        w, _ = self._parts(node)
+        if w.dim() != 4:
+            return None
+        return (list(node.attr("strides", [1, 1])), list(node.attr("pads", [0] * 4)[:2]),
+                list(node.attr("dilations", [1, 1])), list(w.shape[2:]))
+
+    def adjoint_window(self, node, a, w):
+        """Lᵀ·a for coefficients a [N, C_out, h, w] on a window of the output: the coefficients on the input window
+        [N, C_in, (h - 1)·s + d·(k - 1) + 1, ...] it reads (padding included; `w` the weights in a's dtype)."""
+        strides, _, dilations, _ = self.geometry(node)
+        return F.conv_transpose2d(a, w, None, strides, 0, 0, node.attr("group", 1), dilations)
+
     def error(self, node, ar, mags, errs):
         w, b = self._parts(node)
         n = int(np.prod(w.shape[1:])) + (b is not None)
@@ -92,6 +115,9 @@ class Gemm(Linear):
 
     def adjoint(self, node, flat, shapes):
         return [flat @ self._parts(node)[0].to(flat.dtype).T]
+
+    def adjoint_terms(self, node):
+        return int(self._parts(node)[0].shape[-1])
 
     def error(self, node, ar, mags, errs):
         w, b = self._parts(node)
@@ -127,6 +153,9 @@ class BatchNormalization(Linear):
 
     def mixes(self, node):
         return False  # one scale per channel
+
+    def diagonal(self, node, shape):
+        return self._parts(node, len(shape) + 1)[0]  # [1, C, 1, ...]: one scale per channel
 
     def forward(self, node, x):
         scale, shift = self._parts(node, x.dim())

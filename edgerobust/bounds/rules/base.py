@@ -128,6 +128,17 @@ class Linear(Rule):
             out = self.forward(node, *zs)
             return list(torch.autograd.grad(out, zs, flat, create_graph=differentiable, allow_unused=True))
 
+    def adjoint_terms(self, node: Node) -> int | None:
+        """The most products one entry of Lᵀ·A sums (Higham's n for the rounding of the fast backward pass,
+        bounds/fast.py); None where not known: that pass then takes the float64 route."""
+        return None
+
+    def diagonal(self, node: Node, shape: tuple[int, ...]) -> torch.Tensor | None:
+        """d with L(x) = d·x elementwise (broadcastable to [1, *shape], shape the output's without the batch) for
+        operators that act on each element alone (the fast pass keeps coefficient windows through them); None
+        otherwise."""
+        return None
+
     def backward(self, node, A, *bounds, alpha=None):
         S, B = A.shape[:2]
         shapes = [tuple(lo.shape[1:]) for lo, _ in bounds]
@@ -145,6 +156,9 @@ class Structural(Linear):
 
     def mixes(self, node):
         return False
+
+    def adjoint_terms(self, node):
+        return 0  # a move: no arithmetic
 
     def error(self, node, ar, mags, errs):
         return self.forward(node, *errs)

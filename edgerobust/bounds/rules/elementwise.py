@@ -54,6 +54,17 @@ class Elementwise(Linear):
             return ts[0] + 0 * c  # broadcast like the operator
         return ts[0] * c.abs() if node.op == "Mul" else ts[0] / c.abs()
 
+    def diagonal(self, node, shape):
+        c, const_first = self._shape(node)
+        if c is None:
+            return None
+        if node.op in ("Add", "Sub"):
+            return torch.full((), -1.0 if node.op == "Sub" and const_first else 1.0, dtype=c.dtype, device=c.device)
+        return c if node.op == "Mul" else 1 / c  # x / c as x·(1/c): one more rounding, counted by the fast pass
+
+    def adjoint_terms(self, node):
+        return None if self._shape(node)[0] is None else 1
+
     def error(self, node, ar, mags, errs):
         c, _ = self._shape(node)
         one = ar.single

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from .base import Rule, register
+from .base import Rule, register, relaxed_backward
 
 
 def _relu_relaxation(l, u, alpha=None):  # noqa: E741  (the papers' name)
@@ -86,11 +86,7 @@ class _Clip(Rule):
     def backward(self, node, A, bounds, alpha=None):
         low, high = self.limits(node)
         ls, lb, us, ub = _relaxation(bounds[0], bounds[1], low, high, alpha)
-        pos, neg = A.clamp_min(0), A.clamp_max(0)
-        a_in = pos * ls + neg * us
-        const = pos * lb + neg * ub
-        S, B = A.shape[:2]
-        return [a_in], const.reshape(S, B, -1).sum(-1), const.abs().reshape(S, B, -1).sum(-1)
+        return relaxed_backward(A, ls, lb, us, ub)
 
     def error(self, node, ar, mags, errs):
         return errs[0]

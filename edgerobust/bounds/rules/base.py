@@ -162,3 +162,12 @@ class Structural(Linear):
 
     def error(self, node, ar, mags, errs):
         return self.forward(node, *errs)
+
+
+def relaxed_backward(A, ls, lb, us, ub):
+    """Backward step through an elementwise relaxation ls·x + lb <= f(x) <= us·x + ub: the lower bound of A·f(x)
+    takes the lower line where A >= 0 and the upper one where A < 0 (coefficients, constant, its magnitude)."""
+    pos, neg = A.clamp_min(0), A.clamp_max(0)
+    const = pos * lb + neg * ub
+    S, B = A.shape[:2]
+    return [pos * ls + neg * us], const.reshape(S, B, -1).sum(-1), const.abs().reshape(S, B, -1).sum(-1)

@@ -36,7 +36,7 @@ import math
 
 import torch
 
-from .base import Linear, Rule, Unbounded, register
+from .base import Linear, Rule, Unbounded, register, relaxed_backward
 
 WINDOW = "edgerobust.window"  # node attribute: the window in steps (bounds/quantized.py), or why there is none
 WINDOW_ERROR = "edgerobust.window_error"  # node attribute: the input error bound the window was built from
@@ -153,11 +153,7 @@ class QuantizeLinear(Rule):
 
     def backward(self, node, A, bounds, alpha=None):
         ls, lb, us, ub = self.relaxation(node, *bounds)
-        pos, neg = A.clamp_min(0), A.clamp_max(0)
-        a_in = pos * ls + neg * us
-        const = pos * lb + neg * ub
-        S, B = A.shape[:2]
-        return [a_in], const.reshape(S, B, -1).sum(-1), const.abs().reshape(S, B, -1).sum(-1)
+        return relaxed_backward(A, ls, lb, us, ub)
 
     def error(self, node, ar, mags, errs):
         built = node.attrs.get(WINDOW_ERROR)

@@ -6,8 +6,10 @@ Operator norms (the same tools as models/lipschitz.py, on the operators themselv
 Gemm/MatMul the exact largest singular value, a 2-D Conv the largest singular value of its kernel's DFT over a grid
 that holds the padded input (`conv_upper_bound`), any other affine operator √(‖A‖₁‖A‖∞) read off |A| by one forward
 and one transposed pass (exact for BatchNormalization, the normalisation and moves), Relu/Clip/Tanh/Softplus 1,
-Sigmoid 1/4 and MaxPool
-√(Π⌈k/s⌉) (each input lies in that many windows). Each is widened by the engine's own float64 slack.
+Sigmoid 1/4, MaxPool
+√(Π⌈k/s⌉) (each input lies in that many windows), LpPool that times K^(1/p - 1/2) for p < 2 (‖v‖_p <= that
+·‖v‖_2 on a window of K; the reverse triangle inequality gives 1 per window), LRN its Jacobian's row and column
+sum bound (rules/normalization.py). Each is widened by the engine's own float64 slack.
 
 Two certificates over the L2 ball of radius ε₂ (an L∞ ball of radius ε lies in the L2 ball of radius ε√d):
 * `lipschitz` (Peconi; issue 22): y_label - y_j >= m_j(x) - √2·L(logits)·ε₂;
@@ -47,15 +49,27 @@ def _abs_norm(rule: Linear, node, shape) -> float:
     return math.sqrt(float(rows.detach().max()) * float(cols.max()))
 
 
+def _lp_window(p: float, count: int) -> float:
+    """max ‖v‖_p / ‖v‖_2 over vectors of `count` entries: count^(1/p - 1/2) for p < 2, else 1."""
+    return count ** max(0.0, 1 / p - 0.5)
+
+
 def operator_norm(engine: Engine, index: int, shape: tuple[int, ...]) -> float:
     """A sound upper bound of node `index`'s L2 operator norm (its linear part) on inputs of `shape`."""
     node, rule = engine.graph.nodes[index], engine.rules[index]
     if node.op in ACTIVATION_LIPSCHITZ:
         return ACTIVATION_LIPSCHITZ[node.op]
-    if node.op == "MaxPool":
+    if node.op in ("MaxPool", "LpPool"):
         kernel = node.attr("kernel_shape")
         strides = node.attr("strides", [1] * len(kernel))
-        return math.sqrt(math.prod(math.ceil(k / s) for k, s in zip(kernel, strides, strict=True)))
+        overlap = math.sqrt(math.prod(math.ceil(k / s) for k, s in zip(kernel, strides, strict=True)))
+        if node.op == "MaxPool":
+            return overlap
+        return _lp_window(rule.power(node), math.prod(kernel)) * overlap * (1 + SLACK)
+    if node.op == "GlobalLpPool":
+        return _lp_window(rule.power(node), math.prod(shape[1:])) * (1 + SLACK)
+    if node.op == "LRN":
+        return rule.lipschitz_bound(node) * (1 + SLACK)
     if not isinstance(rule, Linear) or rule.nonlinear_at(node):
         raise node.refuse("no Lipschitz rule for this operator (certify with ibp, crown or alpha-crown)")
     bound = _abs_norm(rule, node, shape)

@@ -7,7 +7,8 @@ Adversarial Perturbations", seed 003; the reference digest peck-lower-bounds.md 
   end of the network by Thm 4.2, Δ >= (√(‖J‖² + 2M√n·δ) - ‖J‖) / (M√n) with J the Jacobian of the last hidden
   layer at x, n its width and M from Alg. 4.1 with Table 4.1's derivative bounds (ReLU's second derivative taken as
   1, the thesis's heuristic; tanh's 0.3849, half the true 4/(3√3)); then backwards (Alg. 5.1) Conv(+ReLU)
-  κ/‖W‖_F (Thm 5.1), max/average pooling κ/t with t the output side (Thm 5.3), batch norm max_j δ_j (Thm 5.6);
+  κ/‖W‖_F (Thm 5.1), max/average pooling κ/t with t the output side and Lp pooling κ/(t·q^(2/p)) (Thm 5.3), batch norm
+  max_j δ_j (Thm 5.6), local response normalisation max_{a∈Δ} λ_a with Lemma 5.11's M (Thm 5.9);
   Flatten and moves pass κ. The input normalisation (x - mean)/std has no rule in the thesis; κ·min|std| is used
   (exact for an elementwise affine map). Residual connections are not in the thesis and are refused.
   Where it is unsound, shown by tests/test_peck.py: Thm 5.1 (‖W⋆R‖_F <= ‖W‖_F‖R‖_F fails for overlapping windows),
@@ -148,9 +149,9 @@ def check_graph(engine: Engine) -> None:
     chain = _chain(engine)
     for index in chain.below:
         node = engine.graph.nodes[index]
+        scaled = node.op in ("Sub", "Add", "Div", "Mul") and len(node.dynamic) == 1
         if node.op not in (*_PASS, "Relu", "Clip", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool",
-                           "BatchNormalization") and not (node.op in ("Sub", "Add", "Div", "Mul")
-                                                          and len(node.dynamic) == 1):
+                           "BatchNormalization", "LpPool", "GlobalLpPool", "LRN") and not scaled:
             raise PeckError(f"Peck's thesis has no rule for {node.label()}; use --peck-mode sound")
 
 
@@ -219,6 +220,12 @@ def thesis_layer(node: Node, kappa: torch.Tensor, x: torch.Tensor, y: torch.Tens
     if op in ("MaxPool", "AveragePool", "GlobalAveragePool"):
         t = math.sqrt(math.prod(y.shape[2:]))  # Thm 5.3: the output's side length (√(H·W) if not square)
         return kappa / t
+    if op in ("LpPool", "GlobalLpPool"):  # Thm 5.3: κ / (t·q^(2/p)), q the receptive field's side
+        t = math.sqrt(math.prod(y.shape[2:]))
+        field = math.prod(node.attr("kernel_shape")) if op == "LpPool" else math.prod(x.shape[2:])
+        return kappa / (t * math.sqrt(field) ** (2 / float(node.attr("p", 2))))
+    if op == "LRN":
+        return _thesis_lrn(node, kappa, x, y)
     if op == "BatchNormalization":
         return _thesis_bn(node, kappa, x, y)
     if op in ("Sub", "Add", "Div", "Mul") and len(node.dynamic) == 1:
@@ -248,6 +255,30 @@ def _thesis_bn(node: Node, kappa: torch.Tensor, x: torch.Tensor, y: torch.Tensor
     rho2 = (disc - phi * chi) / (2 * phi * gamma)
     delta = torch.minimum(rho1.abs(), rho2.abs())
     return delta.flatten(1).max(1).values
+
+
+def _thesis_lrn(node: Node, kappa: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Thm 5.9 with Lemma 5.11's M as published: max over a ∈ Δ of λ_a (unsound: min_a is needed, M ignores the
+    mixed second derivatives and is taken at X only). The thesis's α is Krizhevsky's, ONNX's α/size."""
+    from ..bounds.rules.normalization import channel_window
+
+    size = int(node.attr("size"))
+    a, beta, k = float(node.attr("alpha", 1e-4)) / size, float(node.attr("beta", 0.75)), float(node.attr("bias", 1.0))
+    if not (a > 0 and 0 < beta < 1 and k > 0):
+        raise PeckError(f"Peck's Lemma 5.11 assumes alpha > 0, 0 < beta < 1 and bias > 0 (Assumption 5.10); "
+                        f"{node.label()} has alpha {a * size:g}, beta {beta:g}, bias {k:g}; use --peck-mode sound")
+    n = x[0].numel()
+    s = channel_window(x * x, size)
+    d = k + a * s
+    diagonal = d ** -beta - 2 * a * beta * x * x * d ** (-beta - 1)
+    across = 2 * a * beta * x.abs() * d ** (-beta - 1)  # |∂y_a/∂x_j| = across·|x_j| for j ≠ a in the window
+    grad = torch.sqrt(diagonal ** 2 + across ** 2 * (s - x * x).clamp_min(0)).flatten(1)
+    delta = (y.abs().flatten(1) - ((y.flatten(1).norm(dim=1) + kappa) / math.sqrt(n)).unsqueeze(1))
+    xmax = x.abs().flatten(1).max(1).values.unsqueeze(1)
+    m = (4 * xmax * a * beta * (xmax ** 2 * a * (beta + 1) * k ** (-beta - 2) + k ** (-beta - 1))
+         + 2 * xmax * a * beta * k ** (-beta - 1))
+    lam = -2 * delta / (torch.sqrt(grad ** 2 - 2 * m * delta) + grad)  # (√(‖∇‖² - 2Mδ) - ‖∇‖) / M, stably
+    return torch.where(delta < 0, lam, torch.zeros_like(lam)).max(1).values
 
 
 def thesis_bounds(engine: Engine, x: torch.Tensor, predicted: torch.Tensor) -> np.ndarray:

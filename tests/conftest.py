@@ -4,6 +4,7 @@ import pytest
 import torch
 from arm64_testbed import arm64_host, arm64_testbed  # noqa: F401  (session fixtures: one test bed per session)
 from remote_testbed import device_python, edge_copy, edge_profiles, edge_run, fresh_bed, ssh_bed  # noqa: F401
+from user_package import package  # noqa: F401  (your model package, installed for one test)
 
 from edgerobust.config import ExportConfig
 

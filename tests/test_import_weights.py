@@ -8,20 +8,11 @@ import torch
 from cli_helpers import run_cli
 from safetensors.torch import save_file
 from user_data import image_folder
-from user_package import install, uninstall, write_package
 
 from edgerobust.errors import CheckpointError
 from edgerobust.imports import ImportSetup, import_weights
 from edgerobust.run import RunDir
 from edgerobust.training.metrics import evaluate_clean
-
-
-@pytest.fixture()
-def package(tmp_path):
-    root = write_package(tmp_path / "site")
-    install(root)
-    yield root
-    uninstall(root)
 
 
 @pytest.fixture()

@@ -7,7 +7,7 @@ import pytest
 import torch
 from cli_helpers import run_cli
 from user_data import image_folder
-from user_package import install, uninstall, write_package
+from user_package import uninstall
 
 from edgerobust.models import ModelImportError, build_model, entry_points
 from edgerobust.run import RunDir
@@ -17,17 +17,26 @@ from edgerobust.training.api import TrainSetup, train_model
 FAST = TrainConfig(epochs=2, batch_size=16, lr=0.05, augment=False)
 
 
-@pytest.fixture()
-def package(tmp_path):
-    root = write_package(tmp_path / "site")
-    install(root)
-    yield root
-    uninstall(root)
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return image_folder(tmp_path_factory.mktemp("images") / "f", per_class=12, size=(10, 10))
+
+
+def own_recipe(tmp_path, folder, head: str = ""):
+    """A recipe naming the package's model by import path, with kwargs, and the image folder cropped to 8x8."""
+    recipe = tmp_path / "own.toml"
+    recipe.write_text(head + f'''[model]
+spec = "dronenets.nets:drone"
+kwargs = {{ width = 4 }}
+[data]
+name = "imagefolder"
+root = "{folder}"
+options = {{ shape = [3, 8, 8], fit = "crop" }}
+[train]
+epochs = 1
+batch_size = 16
+''')
+    return recipe
 
 
 def test_an_import_path_model_is_recorded_and_rebuilt(package, folder, tmp_path):
@@ -135,18 +144,7 @@ def test_a_layer_torch_pruning_does_not_know_is_reported_and_the_slim_net_reload
 
 
 def test_compress_pretrains_a_user_model_named_by_import_path_with_the_recipe_options(package, folder, tmp_path):
-    recipe = tmp_path / "own.toml"
-    recipe.write_text(f'''[model]
-spec = "dronenets.nets:drone"
-kwargs = {{ width = 4 }}
-[data]
-name = "imagefolder"
-root = "{folder}"
-options = {{ shape = [3, 8, 8], fit = "crop" }}
-[train]
-epochs = 1
-batch_size = 16
-''')
+    recipe = own_recipe(tmp_path, folder)
     code, _, err = run_cli("compress", "--recipe", recipe, "--method", "l1", "--keep", "0.5", "--retrain-epochs", "0",
                            "--no-evaluate", "--out", tmp_path / "c", "-q")
     assert code == 0, err
@@ -185,20 +183,7 @@ def test_physical_removal_of_a_graph_it_cannot_follow_keeps_the_masked_net(monke
 
 
 def test_a_pipeline_recipe_names_an_import_path_model_and_an_image_folder(package, folder, tmp_path):
-    recipe = tmp_path / "own.toml"
-    recipe.write_text(f'''[pipeline]
-steps = ["train", "clean-eval", "export"]
-[model]
-spec = "dronenets.nets:drone"
-kwargs = {{ width = 4 }}
-[data]
-name = "imagefolder"
-root = "{folder}"
-options = {{ shape = [3, 8, 8], fit = "crop" }}
-[train]
-epochs = 1
-batch_size = 16
-''')
+    recipe = own_recipe(tmp_path, folder, '[pipeline]\nsteps = ["train", "clean-eval", "export"]\n')
     code, out, err = run_cli("pipeline", "--recipe", recipe, "--out", tmp_path / "p", "-q")
     assert code == 0, err
     manifest = RunDir.open(tmp_path / "p" / "model").manifest

@@ -7,6 +7,8 @@ import importlib
 import sys
 from pathlib import Path
 
+import pytest
+
 NETS = '''
 import torch
 from torch import nn
@@ -90,3 +92,12 @@ def uninstall(root: Path, name: str = "dronenets") -> None:
     for module in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
         del sys.modules[module]
     importlib.invalidate_caches()
+
+
+@pytest.fixture()
+def package(tmp_path):
+    """The package written under tmp_path and put on sys.path for one test (a fixture of conftest.py)."""
+    root = write_package(tmp_path / "site")
+    install(root)
+    yield root
+    uninstall(root)

@@ -220,26 +220,26 @@ def _no_alpha(alpha):
         raise EdgeRobustError("APGD sets its own step size (2ε, halved at checkpoints); drop alpha")
 
 
-@ATTACKS.register(help="Auto-PGD on cross-entropy (Croce & Hein 2020)")
-class APGDCE(APGD):
-    name = "apgd-ce"
+class _UntargetedAPGD(APGD):
+    """An untargeted variant: APGD with the class's `variant_loss`, and the common attack settings."""
+
+    variant_loss: str  # "ce" or "dlr"
 
     def __init__(self, eps: float, norm: str = "linf", steps: int = 100, restarts: int = 1, random_init: bool = True,
                  early_exit: bool = True, seed: int | None = 0, alpha: float | None = None, rho: float = 0.75):
         _no_alpha(alpha)
-        super().__init__(eps, norm, steps, restarts, "ce", rho=rho, random_init=random_init, early_exit=early_exit,
-                         seed=seed)
+        super().__init__(eps, norm, steps, restarts, self.variant_loss, rho=rho, random_init=random_init,
+                         early_exit=early_exit, seed=seed)
+
+
+@ATTACKS.register(help="Auto-PGD on cross-entropy (Croce & Hein 2020)")
+class APGDCE(_UntargetedAPGD):
+    name, variant_loss = "apgd-ce", "ce"
 
 
 @ATTACKS.register(help="Auto-PGD on the difference-of-logits ratio")
-class APGDDLR(APGD):
-    name = "apgd-dlr"
-
-    def __init__(self, eps: float, norm: str = "linf", steps: int = 100, restarts: int = 1, random_init: bool = True,
-                 early_exit: bool = True, seed: int | None = 0, alpha: float | None = None, rho: float = 0.75):
-        _no_alpha(alpha)
-        super().__init__(eps, norm, steps, restarts, "dlr", rho=rho, random_init=random_init, early_exit=early_exit,
-                         seed=seed)
+class APGDDLR(_UntargetedAPGD):
+    name, variant_loss = "apgd-dlr", "dlr"
 
 
 @ATTACKS.register(help="targeted Auto-PGD on the DLR loss, once per top-ranked other class")

@@ -14,6 +14,7 @@ from ..bench.api import bench_precisions
 from ..config import BenchConfig, given, option_help
 from ..errors import EdgeRobustError
 from ..runner.precisions import PRECISIONS
+from . import options as opts
 from . import remote as remote_cmd
 from .common import RECIPE_HELP, command, console, device_option, err_console, recipe_section
 from .defaults import RUN_HELP, TARGET_HELP, runs_argument
@@ -94,11 +95,11 @@ def bench(
                                                                                   "of the bundle)")),
     threads: Optional[int] = typer.Option(None, "--threads", help=H("threads")),
     memory: Optional[bool] = typer.Option(None, "--memory/--no-memory", help=H("memory")),
-    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help=RECIPE_HELP.format(
+    recipe: Optional[str] = opts.recipe_option(help=RECIPE_HELP.format(
         section="[bench] (with --host/--hosts: [device])")),
     list_runtimes: bool = typer.Option(False, "--list-runtimes", help="List runtimes and why any cannot run here."),
     device: str = device_option(),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = opts.quiet_option(),
     host: Optional[str] = remote_cmd.HOST, hosts: Optional[Path] = remote_cmd.HOSTS,
     python: Optional[str] = remote_cmd.PYTHON, ssh_config: Optional[Path] = remote_cmd.SSH_CONFIG,
     device_dir: Optional[str] = remote_cmd.DEVICE_DIR, insecure: bool = remote_cmd.INSECURE,

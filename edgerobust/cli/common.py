@@ -73,6 +73,18 @@ def recipe_section(recipe: str | None, name: str, overrides: dict[str, Any]) -> 
     return section(load_recipe(recipe) if recipe else {}, name, overrides=overrides)
 
 
+def recipe_model(spec: dict, model: str | None, kwargs: str | None, mean: str | None,
+                 std: str | None) -> tuple[Any, dict[str, Any]]:
+    """The recipe's [model] section with --mean/--std/--kwargs on top, and the options `model` is built with: the
+    section's own when `model` is the recipe's (or --kwargs was given), else only its normalisation (the recipe's
+    kwargs are its own model's)."""
+    model_config = section(spec, "model", overrides=dict(mean=split_list(mean), std=split_list(std),
+                                                         kwargs=parse_kwargs(kwargs)))
+    options = model_config.options() if model in (None, model_config.spec) or kwargs is not None else \
+        {"mean": model_config.mean, "std": model_config.std}
+    return model_config, options
+
+
 def device_option():
     """The `--device` option of every command that computes (resolved by compute_device.resolve_device)."""
     return typer.Option("auto", "--device", help="Where to compute: auto (CUDA when present), cpu, cuda or cuda:N.")

@@ -14,6 +14,7 @@ from ..recipe import load_recipe
 from ..report.tradeoff import tradeoff_columns, tradeoff_table_rows
 from ..run import RunDir
 from ..training.distributed import is_main_process
+from . import options as opts
 from .common import command, console, device_option, parse_kwargs, split_list
 from .render import table
 
@@ -23,8 +24,8 @@ def compress(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Run directory of a trained model, or a model "
                                         "spec to train from scratch first (e.g. resnet34)."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset (default: the source run's)."),
-    out: Path = typer.Option(Path("runs/compress"), "--out", "-o", help="Run directory to write."),
-    recipe: str = typer.Option("digits-compress", "--recipe", "-r", help="Built-in recipe name or .toml path."),
+    out: Path = opts.out_option("runs/compress"),
+    recipe: str = opts.recipe_option("digits-compress"),
     method: Optional[str] = typer.Option(None, help="admm, l1 (one-shot L1 filter pruning) or magnitude."),
     scheme: Optional[str] = typer.Option(None, help="irregular, filter, column or channel."),
     keep: Optional[str] = typer.Option(None, help="Fraction of weights / filters kept, e.g. 0.5 or 25%; a comma "
@@ -58,10 +59,10 @@ def compress(
     physical: Optional[bool] = typer.Option(None, "--physical/--masked-only", help="Remove pruned channels."),
     evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Clean and PGD accuracy, dense vs pruned."),
     suite: Optional[bool] = typer.Option(None, "--suite/--no-suite", help="Also the standard attack suite."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Directory holding on-disk datasets."),
+    data_root: Optional[Path] = opts.DATA_ROOT,
     resume: bool = typer.Option(False, "--resume", help="Continue a killed compression."),
     device: str = device_option(),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = opts.quiet_option("No progress bars."),
 ) -> None:
     """Prune a model (ADMM / L1 filter), adversarially if asked, and remove the pruned filters physically."""
     spec = load_recipe(recipe)

@@ -12,6 +12,7 @@ from ..distill.settings import METHODS, THESIS_TEMPERATURES
 from ..errors import EdgeRobustError
 from ..recipe import load_recipe
 from ..training.api import config_from_recipe
+from . import options as opts
 from .common import command, console, device_option, split_list
 from .defaults import run_argument
 from .render import table
@@ -47,16 +48,16 @@ def distill(
     pool: Optional[str] = typer.Option(None, "--pool", help="'train' or dataset names (comma list): the images "
                                        "the student learns on."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience (epochs)."),
-    out: Path = typer.Option(Path("runs/distill"), "--out", "-o", help="Run directory (a sweep: its parent)."),
-    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Built-in recipe name or .toml path."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs (overrides the recipe)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
-    optimizer: Optional[str] = typer.Option(None, help="sgd or adam."),
+    out: Path = opts.out_option("runs/distill", help="Run directory (a sweep: its parent)."),
+    recipe: Optional[str] = opts.recipe_option(),
+    epochs: Optional[int] = opts.EPOCHS,
+    batch_size: Optional[int] = opts.BATCH_SIZE,
+    lr: Optional[float] = opts.LR,
+    optimizer: Optional[str] = opts.OPTIMIZER,
     seed: Optional[int] = typer.Option(None, help="Random seed."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Directory holding on-disk datasets."),
+    data_root: Optional[Path] = opts.DATA_ROOT,
     device: str = device_option(),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = opts.quiet_option(),
 ) -> None:
     """Distil a teacher run into a small student run; the manifest records the teacher."""
     if old_alpha is not None:  # an attack's step size elsewhere ([adversarial] alpha): the weight has its own name

@@ -14,6 +14,7 @@ from ..evaluation.artifact import evaluate_artifacts
 from ..report.robustness import curve_plot, transfer_heatmap
 from ..run import RunDir
 from ..runner.precisions import PRECISIONS
+from . import options as opts
 from . import remote as remote_cmd
 from .common import RECIPE_HELP, command, console, device_option, recipe_section, split_list
 from .defaults import RUN_HELP, run_argument
@@ -64,10 +65,10 @@ def evaluate(
     masking: Optional[bool] = typer.Option(None, "--masking/--no-masking", help=H("masking_checks")),
     seed: Optional[int] = typer.Option(None, "--seed", help=H("seed")),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help=H("batch_size")),
-    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help=RECIPE_HELP.format(
+    recipe: Optional[str] = opts.recipe_option(help=RECIPE_HELP.format(
         section="[evaluate] (with --host/--hosts: [device])")),
     device: str = device_option(),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = opts.quiet_option("No progress bars."),
     artifact: Optional[Path] = typer.Option(None, "--artifact", help="An export bundle of RUN: clean and robust "
                                             "accuracy of each of its artifacts (fp32, fp16, int8) by its own "
                                             "onnxruntime outputs: the saved adversarial sets replayed and Square "

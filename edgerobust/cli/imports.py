@@ -10,7 +10,8 @@ from ..config import section
 from ..errors import EdgeRobustError
 from ..imports import ImportSetup, import_onnx, import_weights
 from ..recipe import load_recipe
-from .common import command, console, device_option, parse_kwargs, parse_shape, split_list
+from . import options as opts
+from .common import command, console, device_option, parse_shape, recipe_model
 from .render import print_run_summary
 
 
@@ -28,20 +29,17 @@ def import_(
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Directory (or file) holding the dataset."),
     shape: Optional[str] = typer.Option(None, "--shape", help="Input shape C,H,W (without --data)."),
     classes: Optional[int] = typer.Option(None, "--classes", help="Number of classes (without --data)."),
-    kwargs: Optional[str] = typer.Option(None, "--kwargs", help="Keyword arguments of your model's factory as JSON, "
-                                         "e.g. '{\"width\": 16}' (replaces the recipe's [model] kwargs)."),
-    mean: Optional[str] = typer.Option(None, "--mean", help="The model takes inputs normalised with this "
-                                       "per-channel mean (default: [0,1] pixels)."),
-    std: Optional[str] = typer.Option(None, "--std", help="… and this per-channel std."),
-    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe whose [model] and [data] apply."),
-    out: Path = typer.Option(Path("runs/import"), "--out", "-o", help="Run directory to write."),
+    kwargs: Optional[str] = opts.KWARGS,
+    mean: Optional[str] = opts.MEAN,
+    std: Optional[str] = opts.STD,
+    recipe: Optional[str] = opts.recipe_option(help="Recipe whose [model] and [data] apply."),
+    out: Path = opts.out_option("runs/import"),
     device: str = device_option(),
 ) -> None:
     """Make a run directory from a model trained elsewhere (--model SPEC --weights FILE) or from an ONNX file;
     every other command then takes it (an ONNX run: not train or compress, which need PyTorch weights)."""
     spec = load_recipe(recipe) if recipe else {}
-    model_section = section(spec, "model", overrides=dict(mean=split_list(mean), std=split_list(std),
-                                                          kwargs=parse_kwargs(kwargs)))
+    model_config, model_options = recipe_model(spec, model, kwargs, mean, std)
     data_section = section(spec, "data")
     name = data or (data_section.name if "data" in spec else None)
     data_root = data_root or (data_section.root if name == data_section.name else None)
@@ -52,7 +50,7 @@ def import_(
     if onnx_file is not None:
         if model or weights or kwargs or classes:
             raise EdgeRobustError("an ONNX file is the whole model: drop --model, --weights, --kwargs and --classes")
-        setup.model_options = {"mean": model_section.mean, "std": model_section.std}
+        setup.model_options = {"mean": model_config.mean, "std": model_config.std}
         run = import_onnx(out, onnx_file, setup)
         print_run_summary(run)
         conversion = run.manifest["model"]["source"]["torch_conversion"]
@@ -66,8 +64,7 @@ def import_(
         raise EdgeRobustError("pass --weights FILE (a state dict) with --model, or an ONNX file")
     if model is None and "model" not in spec:
         raise EdgeRobustError("pass --model: the spec or import path of the network the weights are for")
-    setup.model_options = model_section.options() if model in (None, model_section.spec) or kwargs is not None \
-        else {"mean": model_section.mean, "std": model_section.std}
-    run = import_weights(out, model or model_section.spec, weights, setup)
+    setup.model_options = model_options
+    run = import_weights(out, model or model_config.spec, weights, setup)
     print_run_summary(run)
     console.print(f"run directory: [bold]{run.path}[/]")

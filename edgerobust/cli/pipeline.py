@@ -14,6 +14,7 @@ from ..pipeline.context import check_steps
 from ..pipeline.directory import Claim, check_claimable, read_marker
 from ..recipe import load_recipe
 from ..run import RunDir, now
+from . import options as opts
 from .common import command, console, device_option, err_console
 from .render import table
 
@@ -22,11 +23,11 @@ PIPELINE_MARKER = "pipeline.json"
 
 @command
 def pipeline(
-    out: Path = typer.Option(Path("runs/pipeline"), "--out", "-o", help="Directory for every artifact."),
-    recipe: str = typer.Option("pipeline", "--recipe", "-r", help="Built-in recipe name or .toml path."),
+    out: Path = opts.out_option("runs/pipeline", help="Directory for every artifact."),
+    recipe: str = opts.recipe_option("pipeline"),
     steps: str = typer.Option("", "--steps", help="Comma-separated steps to run instead of the recipe's."),
     device: str = device_option(),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or step lines."),
+    quiet: bool = opts.quiet_option("No progress bars or step lines."),
 ) -> None:
     """Run the whole chain (train, compress, evaluate, export, bench, report) on the built-in default."""
     check_output(out)

@@ -10,7 +10,8 @@ from ..config import given, section
 from ..errors import EdgeRobustError
 from ..recipe import load_recipe
 from ..training.api import TrainSetup, adversarial_from_recipe, config_from_recipe, train_model
-from .common import command, console, device_option, parse_kwargs, split_list
+from . import options as opts
+from .common import command, console, device_option, parse_kwargs, recipe_model
 from .render import print_run_summary
 
 
@@ -19,24 +20,22 @@ def train(
     model: Optional[str] = typer.Option(None, "--model", "-m",
                                         help="Model spec, e.g. scnn2:16-32 (see `edgerobust models`), or your own "
                                         "package.module:factory (kwargs from the recipe's [model] kwargs)."),
-    kwargs: Optional[str] = typer.Option(None, "--kwargs", help="Keyword arguments of your model's factory as JSON, "
-                                         "e.g. '{\"width\": 16}' (replaces the recipe's [model] kwargs)."),
-    mean: Optional[str] = typer.Option(None, "--mean", help="Your model takes inputs normalised with this "
-                                       "per-channel mean, e.g. 0.485,0.456,0.406 (default: [0,1] pixels)."),
-    std: Optional[str] = typer.Option(None, "--std", help="… and this per-channel std."),
+    kwargs: Optional[str] = opts.KWARGS,
+    mean: Optional[str] = opts.MEAN,
+    std: Optional[str] = opts.STD,
     data: Optional[str] = typer.Option(None, "--data", "-d",
                                        help="Dataset name (digits, synthetic, mnist, cifar10, ...)."),
-    out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Run directory to write."),
-    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Built-in recipe name or .toml path."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs (overrides the recipe)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
-    optimizer: Optional[str] = typer.Option(None, help="sgd or adam."),
+    out: Path = opts.out_option("runs/train"),
+    recipe: Optional[str] = opts.recipe_option(),
+    epochs: Optional[int] = opts.EPOCHS,
+    batch_size: Optional[int] = opts.BATCH_SIZE,
+    lr: Optional[float] = opts.LR,
+    optimizer: Optional[str] = opts.OPTIMIZER,
     schedule: Optional[str] = typer.Option(None, help="constant, step, cosine or cyclic."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
     seed: Optional[int] = typer.Option(None, help="Random seed (runs are deterministic on CPU)."),
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Standard augmentation."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Directory holding on-disk datasets."),
+    data_root: Optional[Path] = opts.DATA_ROOT,
     adv: Optional[str] = typer.Option(None, "--adv", help="Adversarial training: pgd (Madry, mixed loss), fgsm-rs "
                                       "(fast, with the catastrophic-overfitting guard), trades, or none."),
     eps: Optional[str] = typer.Option(None, "--eps", help="L∞ ε of adversarial training, e.g. 0.1 or 8/255."),
@@ -63,22 +62,19 @@ def train(
                                        "activations, round half to even); combines with every loss."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
     device: str = device_option(),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = opts.quiet_option(),
 ) -> None:
     """Train a classifier into a run directory (model.pt + model.json), naturally or adversarially.
 
     Multi-process (DDP): torchrun --nproc-per-node N -m edgerobust train …
     """
     spec = load_recipe(recipe or "default")
-    model_section = section(spec, "model", overrides=dict(mean=split_list(mean), std=split_list(std),
-                                                          kwargs=parse_kwargs(kwargs)))
-    model_options = model_section.options() if model in (None, model_section.spec) or kwargs is not None else \
-        {"mean": model_section.mean, "std": model_section.std}  # the recipe's kwargs are its own model's
-    model = model or model_section.spec
+    model_config, model_options = recipe_model(spec, model, kwargs, mean, std)
+    model = model or model_config.spec
     if pca is not None or pca_k is not None:
-        if pca is None and model_section.pca is None:
+        if pca is None and model_config.pca is None:
             raise EdgeRobustError("--pca-k needs --pca SIGMA (or [model] pca in the recipe), e.g. --pca 0.25 --pca-k 5")
-        model_options["pca"] = {k: v for k, v in (model_section.pca or {}).items() if k != "components"} | \
+        model_options["pca"] = {k: v for k, v in (model_config.pca or {}).items() if k != "components"} | \
             ({"sigma": pca} if pca is not None else {}) | ({"k": pca_k} if pca_k is not None else {})
     data_section = section(spec, "data")
     data = data or data_section.name

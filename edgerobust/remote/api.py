@@ -31,11 +31,6 @@ DEVICE_FORMAT = "edgerobust-device-1"
 _MANIFEST_LOCK = threading.Lock()  # a fleet finishes several devices' records in threads
 
 
-def device_slug(name: str | None, label: str) -> str:
-    """RUN/device/<this>: a given name must follow the one naming rule (names.py); a host label is made into one."""
-    return check_name(name, "device name") if name is not None else slug(label)
-
-
 def as_profile(target: str | Path | DeviceProfile) -> DeviceProfile:
     return target if isinstance(target, DeviceProfile) else load_profile(target)
 
@@ -149,7 +144,8 @@ def _open(run: RunDir | str | Path, config: DeviceConfig, session: DeviceSession
     profile = as_profile(config.target)
     bundle_path = resolve_bundle(run, profile, bundle)  # bad input fails before any connection
     session = session if session is not None else device_session(config)
-    return config, run, profile, bundle_path, session, device_slug(config.name, session.label)
+    # RUN/device/<this>: the given name (checked above) or the host's label made into one
+    return config, run, profile, bundle_path, session, config.name if config.name is not None else slug(session.label)
 
 
 def measure_row(session: DeviceSession, args: list[str], stability: Stability,

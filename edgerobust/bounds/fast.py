@@ -60,6 +60,7 @@ TINY = {torch.float32: 2.0 ** -149, torch.float64: 2.0 ** -1074}  # the smallest
 FLOOR = 2.0 ** -100  # error weights are raised to this, so their float32 rounding is relative, never gradual
 BLOCK = 8  # the most terms one float32 partial sum of a bound's constant holds (then float64)
 BYTES_PER_ENTRY = 12  # working tensors per coefficient entry a step holds at once (A, |A|, products, gathers)
+ALONE = 32  # a point with this many rows runs alone (its tensors broadcast); fewer rows share a chunk (gathered)
 
 
 def working_dtype(device) -> torch.dtype:
@@ -395,12 +396,13 @@ def _route(engine, start, shapes, window, box):
 
 
 def _point_chunks(points, chunk):
-    """Row index chunks of at most `chunk` rows over sorted points: a point with many rows alone (its tensors then
-    broadcast), points with few rows together."""
+    """Row index chunks of at most `chunk` rows over sorted points: a point with ALONE rows or more alone (its
+    tensors then broadcast; grouped, each row would gather its own copy of every per-point tensor), points with
+    fewer rows together."""
     counts = torch.unique_consecutive(points, return_counts=True)[1].tolist()
     first, pending = 0, []
     for count in counts:
-        if count >= chunk // 4:
+        if count >= min(chunk // 4, ALONE):
             if pending:
                 yield torch.arange(pending[0], first, device=points.device)
                 pending = []

@@ -11,6 +11,10 @@ pass removes both (used wherever no gradient is wanted; certified training keeps
   transposed convolution without padding; the positions that fall on the padding multiply zeros and are dropped,
   exactly), elementwise operators (ReLU, Clip, BatchNormalization, the input normalisation) keep it. A window as
   large as its tensor, or an operator of another kind (Flatten, Gemm), makes the coefficients dense.
+* **Layout.** Rows (a point, an element, ±) share tensors where they can: windowed rows of one start position run
+  together, as blocks of whole points (all channels, the wanted ones kept) where most channels are wanted, so each
+  point's slopes and constants broadcast over its block instead of being gathered once per row; dense rows run a
+  point at a time (ALONE rows or more). The arithmetic of each row is the same in every layout.
 * **Precision.** On the CPU the products run in float32 (oneDNN and MKL kernels, about ten times float64's
   speed there); on other devices in float64 (cuDNN may use TF32 or Winograd/FFT convolutions in float32).
 

@@ -53,16 +53,18 @@ def refined(engine):
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), k=st.sampled_from([2, 3, 4]), stride=st.sampled_from([1, 2]),
        pad=st.sampled_from([0, 1]), bn=st.booleans(), clip=st.booleans(), channels=st.sampled_from([3, 4]),
-       eps=st.sampled_from([0.01, 0.05]), norm=st.sampled_from(["inf", "2"]))
+       eps=st.sampled_from([0.01, 0.05]), norm=st.sampled_from(["inf", "2"]), density=st.sampled_from([1.0, 0.3]))
 def test_fast_pass_equals_the_float64_pass_up_to_its_rounding_term(seed, k, stride, pad, bn, clip, channels, eps,
-                                                                   norm):
+                                                                   norm, density):
+    """All elements wanted (every position runs as blocks of whole points) or a random few (rows gathered)."""
     engine, shape = conv_net(seed, k, stride, pad, bn, clip, channels)
     x = torch.rand((3, *shape), dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     ball = Ball(x, eps if norm == "inf" else eps * 4, norm)
     table = reference_table(engine, ball)
     for name in refined(engine):
         lo = table[name][0]
-        points, elements = torch.ones_like(lo, dtype=torch.bool).reshape(len(x), -1).nonzero(as_tuple=True)
+        mask = torch.rand(lo.shape, generator=torch.Generator().manual_seed(seed)) < density
+        points, elements = mask.reshape(len(x), -1).nonzero(as_tuple=True)
         fast = Pass(engine, name, table, ball, window=True, start_terms=1, track=True)
         assert fast.applies
         got = torch.empty((2, len(points)), dtype=torch.float64)

@@ -83,6 +83,11 @@ class _Clip(Rule):
         low, high = self.limits(node)
         return ((lo < low) & (hi > low)) | ((lo < high) & (hi > high))
 
+    def alpha_start(self, node, lo, hi):
+        """The lower slope through the kink at `low` where the relaxation has it free (α-CROWN), at CROWN's choice."""
+        low, high = self.limits(node)
+        return ((hi - low > low - lo) & unstable(lo, hi, low, high)).to(lo.dtype)
+
     def backward(self, node, A, bounds, alpha=None):
         low, high = self.limits(node)
         ls, lb, us, ub = _relaxation(bounds[0], bounds[1], low, high, alpha)

@@ -44,6 +44,7 @@ F64_SLACK = 2.0 ** -44  # the engine's own float64 x / s and the window's arithm
 ON_GRID = "edgerobust.on_grid"  # node attribute: requantizes values already on its grid (quantized.py `on_grid`)
 CACHE = "edgerobust.quantizer"  # node attribute: the constants per (dims, dtype, device)
 LARGE, TINY = 2.0 ** 900, 2.0 ** -900  # keeps the window finite; keeps m / 0 finite where the slope is unused
+SLOPE_LIMIT = 2.0 ** 20  # the largest slope (steps per step) α-CROWN may take: steeper lines are sound but useless
 NEAR = 2  # CROWN tightens the inputs of elements spanning at most this many levels (and those at an edge)
 RANGES = {torch.uint8: (0, 255), torch.int8: (-128, 127), torch.uint16: (0, 65535), torch.int16: (-32768, 32767)}
 
@@ -135,11 +136,14 @@ class QuantizeLinear(Rule):
         edge = ((tl < bottom) & (th > bottom)) | ((tl < top) & (th > top))
         return (k1 > k0) & (edge | (k1 - k0 <= NEAR))
 
-    def relaxation(self, node, lo, hi):
-        """(lower slope, lower intercept, upper slope, upper intercept) in x, sound on [lo, hi] (module docstring)."""
+    def relaxation(self, node, lo, hi, alpha=None):
+        """(lower slope, lower intercept, upper slope, upper intercept) in x, sound on [lo, hi] (module docstring);
+        with `alpha` ([S, 2, B, *shape]) the optimisable lines of `_optimised` instead of CROWN's choice."""
         s, z, _, _, z_minus, z_plus = self.limits(node, lo)
         if node.attrs.get(ON_GRID):  # x = (q - z)·s on the same grid, window < 1/2: y = q = x/s + z exactly
             return 1 / s, z, 1 / s, z
+        if alpha is not None:
+            return self._optimised(node, lo, hi, alpha)
         tl, th, k0, k1, w = self._span(node, lo, hi)
         m = k1 - k0
         p_l = torch.minimum(k0 - z_minus, th)  # right end of the lowest step: k0 - z + 1/2
@@ -152,8 +156,70 @@ class QuantizeLinear(Rule):
         return a_l / s, k0 - a_l * (w + p_l), a_u / s, k1 + a_u * (w - p_u)
 
     def backward(self, node, A, bounds, alpha=None):
-        ls, lb, us, ub = self.relaxation(node, *bounds)
+        ls, lb, us, ub = self.relaxation(node, *bounds, alpha=alpha)
         return relaxed_backward(A, ls, lb, us, ub)
+
+    # --- α-CROWN (Xu et al. 2021): optimisable slopes ---------------------------------------------------------------
+    def _ranges(self, node, lo, hi):
+        """The pieces of the optimisable relaxation (module docstring, "α-CROWN"): the window span (tl, th, w), the
+        lowest level at tl and at th (ties rounded down), the highest at tl and at th (ties rounded up), and the
+        largest lower and upper slopes (steps per step) of the pivot families, each at most SLOPE_LIMIT."""
+        s, z, low, high, z_minus, z_plus = self.limits(node, lo)
+        tl, th, k0, k1, w = self._span(node, lo, hi)
+        f_top = torch.ceil(th + z_minus).clamp_(low, high)  # the least any rounding gives at th
+        g_bottom = torch.floor(tl + z_plus).clamp_(low, high)  # the most any rounding gives at tl
+        m_l, m_u = f_top - k0, k1 - g_bottom
+        right = th - torch.minimum(k0 - z_minus, th)  # past the lower pivot (k0's right end)
+        left = torch.maximum(k1 - z_plus, tl) - tl  # before the upper pivot (k1's left end)
+        top_l = torch.where(m_l > 1, torch.clamp(m_l / right.clamp_min(TINY), max=1.0), m_l / right.clamp_min(TINY))
+        top_u = torch.where(m_u > 1, torch.clamp(m_u / left.clamp_min(TINY), max=1.0), m_u / left.clamp_min(TINY))
+        # m / inf = 0 where a bound is infinite (a line with a positive slope would be -inf or +inf there)
+        return tl, th, w, k0, f_top, g_bottom, k1, top_l.clamp_max(SLOPE_LIMIT), top_u.clamp_max(SLOPE_LIMIT)
+
+    def alpha_start(self, node, lo, hi):
+        """α-CROWN's variables [2, B, *shape] (lower, upper), each in [0, 1], the fraction of the largest slope of
+        its pivot family: 1 where CROWN takes the largest slope (more of the range past the pivot), else 0. None
+        for a requantization on the grid (linear)."""
+        if node.attrs.get(ON_GRID):
+            return None
+        z_minus, z_plus = self.limits(node, lo)[4:]
+        tl, th, _, k0, _, _, k1, top_l, top_u = self._ranges(node, lo, hi)
+        p_l, p_u = torch.minimum(k0 - z_minus, th), torch.maximum(k1 - z_plus, tl)
+        lower = ((th - p_l > p_l - tl) & (top_l > 0)).to(lo.dtype)
+        upper = ((p_u - tl > th - p_u) & (top_u > 0)).to(lo.dtype)
+        return torch.stack([lower, upper])
+
+    def alpha_project(self, node, alpha):
+        alpha.clamp_(0, 1)
+
+    def _optimised(self, node, lo, hi, alpha):
+        """Lines with slopes alpha·(largest slope) and intercepts the exact infimum / supremum over the levels
+        (module docstring, "α-CROWN"): sound for any slope >= 0, so for any alpha (projected to [0, 1] here)."""
+        z_minus, z_plus = self.limits(node, lo)[4:]
+        s = self.limits(node, lo)[0]
+        tl, th, w, k0, f_top, g_bottom, k1, top_l, top_u = self._ranges(node, lo, hi)
+        frac = alpha.nan_to_num(0.0).clamp(0, 1)
+        a_l, a_u = frac[:, 0] * top_l, frac[:, 1] * top_u  # [S, B, *shape], >= 0
+
+        def times(a, r):  # a·r, where r is infinite only where a = 0 (the largest slope is m / inf = 0 there)
+            return a * torch.where(torch.isfinite(r), r, 0.0)
+
+        def safe(k, prod, sign):  # k - prod, moved by 2^-50 of its terms' size: past its float64 rounding
+            return k - prod + sign * 2.0 ** -50 * (k.abs() + prod.abs())
+
+        # lower: q >= F(t̂) >= a·t̂ + min_k (k - a·r_k) >= a·x/s + min_k (k - a·(r_k + w)), r_k = min(k - z + 1/2, th)
+        # over k = k0 .. f_top; k - a·r_k is linear in k between the end steps, so k0, f_top - 1 and f_top suffice
+        mid = torch.maximum(f_top - 1, k0)
+        lows = [safe(k, times(a_l, r + w), -1.0) for k, r in ((k0, torch.minimum(k0 - z_minus, th)),
+                                                              (mid, torch.minimum(mid - z_minus, th)), (f_top, th))]
+        # upper: q <= G(t̂) <= a'·t̂ + max_k (k - a'·L_k) <= a'·x/s + max_k (k - a'·(L_k - w)),
+        # L_k = max(k - z - 1/2, tl) over k = g_bottom .. k1: the ends g_bottom, g_bottom + 1 and k1 suffice
+        nxt = torch.minimum(g_bottom + 1, k1)
+        highs = [safe(k, times(a_u, r - w), 1.0) for k, r in ((k1, torch.maximum(k1 - z_plus, tl)),
+                                                              (nxt, torch.maximum(nxt - z_plus, tl)), (g_bottom, tl))]
+        lb = torch.minimum(torch.minimum(lows[0], lows[1]), lows[2])
+        ub = torch.maximum(torch.maximum(highs[0], highs[1]), highs[2])
+        return a_l / s, lb, a_u / s, ub
 
     def error(self, node, ar, mags, errs):
         built = node.attrs.get(WINDOW_ERROR)

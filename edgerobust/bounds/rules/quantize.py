@@ -84,6 +84,43 @@ def window(node, like: torch.Tensor) -> torch.Tensor:
     return w.to(dtype=like.dtype, device=like.device)
 
 
+def levels(tl, th, z, low, high):
+    """(k0, f_top, g_bottom, k1): the least level any saturated rounding to nearest of t̂ + z gives at t̂ = tl and at
+    t̂ = th (ties rounded down: F(t̂) = clamp(ceil(t̂ + z - 1/2))), and the most at tl and at th (ties rounded up:
+    G(t̂) = clamp(floor(t̂ + z + 1/2))); every rounding of t̂ lies in [F(t̂), G(t̂)], F and G nondecreasing."""
+    z_minus, z_plus = z - 0.5, z + 0.5  # exact: z is an integer
+    return (torch.ceil(tl + z_minus).clamp(low, high), torch.ceil(th + z_minus).clamp(low, high),
+            torch.floor(tl + z_plus).clamp(low, high), torch.floor(th + z_plus).clamp(low, high))
+
+
+def staircase_lines(tl, th, w, z, low, high, a_l, a_u):
+    """Intercepts (lb, ub) such that a_l·x/s + lb <= q <= a_u·x/s + ub for any slopes a_l, a_u >= 0 (steps per
+    step, finite; a slope must be 0 where the end of the range it would meet is infinite): q any saturated rounding
+    to nearest of any t̂ in [tl, th] with |t̂ - x/s| <= w. Each is the exact infimum (supremum) over the levels,
+    moved outwards past its own float64 rounding; the module docstring ("α-CROWN") has the argument."""
+    k0, f_top, g_bottom, k1 = levels(tl, th, z, low, high)
+
+    def times(a, r):  # a·r, where r is infinite only where a = 0 (no 0·inf = nan; the gradient stays finite)
+        return a * torch.where(torch.isfinite(r), r, 0.0)
+
+    def moved(k, prod, sign):  # k - prod, moved by 2^-50 of its terms' size: past its float64 rounding (< 2^-51)
+        return k - prod + sign * 2.0 ** -50 * (k.abs() + prod.abs())
+
+    # lower: F = k on (r_{k-1}, r_k], r_k = k - z + 1/2 (the top level's step reaching past th, the saturated
+    # ones to ±inf), so inf over [tl, th] of F(t̂) - a·t̂ = min over k = k0 .. f_top of k - a·min(r_k, th); k - a·r_k
+    # is linear in k below f_top, so the ends k0 and f_top - 1 and the top f_top suffice
+    mid = torch.maximum(f_top - 1, k0)
+    lows = [moved(k, times(a_l, r + w), -1.0) for k, r in ((k0, torch.minimum(k0 - (z - 0.5), th)),
+                                                           (mid, torch.minimum(mid - (z - 0.5), th)), (f_top, th))]
+    # upper: G = k on [L_k, L_{k+1}), L_k = k - z - 1/2: sup of G(t̂) - a·t̂ = max over k = g_bottom .. k1 of
+    # k - a·max(L_k, tl): g_bottom at tl, and the ends g_bottom + 1 and k1 of the linear part
+    nxt = torch.minimum(g_bottom + 1, k1)
+    highs = [moved(k, times(a_u, r - w), 1.0) for k, r in ((k1, torch.maximum(k1 - (z + 0.5), tl)),
+                                                           (nxt, torch.maximum(nxt - (z + 0.5), tl)), (g_bottom, tl))]
+    return (torch.minimum(torch.minimum(lows[0], lows[1]), lows[2]),
+            torch.maximum(torch.maximum(highs[0], highs[1]), highs[2]))
+
+
 @register("QuantizeLinear")
 class QuantizeLinear(Rule):
     """saturate(round_half_even(x / s) + z), rounding a value within the node's window of x / s."""
@@ -161,20 +198,18 @@ class QuantizeLinear(Rule):
 
     # --- α-CROWN (Xu et al. 2021): optimisable slopes ---------------------------------------------------------------
     def _ranges(self, node, lo, hi):
-        """The pieces of the optimisable relaxation (module docstring, "α-CROWN"): the window span (tl, th, w), the
-        lowest level at tl and at th (ties rounded down), the highest at tl and at th (ties rounded up), and the
-        largest lower and upper slopes (steps per step) of the pivot families, each at most SLOPE_LIMIT."""
+        """(tl, th, w) of `_span`, the levels of `levels`, and the largest lower and upper slopes (steps per step)
+        of the pivot families (module docstring, "α-CROWN"), each at most SLOPE_LIMIT; m / inf = 0 where a bound
+        is infinite (a line with a positive slope would reach -inf or +inf there)."""
         s, z, low, high, z_minus, z_plus = self.limits(node, lo)
-        tl, th, k0, k1, w = self._span(node, lo, hi)
-        f_top = torch.ceil(th + z_minus).clamp_(low, high)  # the least any rounding gives at th
-        g_bottom = torch.floor(tl + z_plus).clamp_(low, high)  # the most any rounding gives at tl
+        tl, th, _, _, w = self._span(node, lo, hi)
+        k0, f_top, g_bottom, k1 = levels(tl, th, z, low, high)
         m_l, m_u = f_top - k0, k1 - g_bottom
-        right = th - torch.minimum(k0 - z_minus, th)  # past the lower pivot (k0's right end)
-        left = torch.maximum(k1 - z_plus, tl) - tl  # before the upper pivot (k1's left end)
-        top_l = torch.where(m_l > 1, torch.clamp(m_l / right.clamp_min(TINY), max=1.0), m_l / right.clamp_min(TINY))
-        top_u = torch.where(m_u > 1, torch.clamp(m_u / left.clamp_min(TINY), max=1.0), m_u / left.clamp_min(TINY))
-        # m / inf = 0 where a bound is infinite (a line with a positive slope would be -inf or +inf there)
-        return tl, th, w, k0, f_top, g_bottom, k1, top_l.clamp_max(SLOPE_LIMIT), top_u.clamp_max(SLOPE_LIMIT)
+        right = (th - torch.minimum(k0 - z_minus, th)).clamp_min(TINY)  # past the lower pivot (k0's right end)
+        left = (torch.maximum(k1 - z_plus, tl) - tl).clamp_min(TINY)  # before the upper pivot (k1's left end)
+        top_l = torch.where(m_l > 1, torch.clamp(m_l / right, max=1.0), m_l / right)
+        top_u = torch.where(m_u > 1, torch.clamp(m_u / left, max=1.0), m_u / left)
+        return tl, th, w, (k0, f_top, g_bottom, k1), top_l.clamp_max(SLOPE_LIMIT), top_u.clamp_max(SLOPE_LIMIT)
 
     def alpha_start(self, node, lo, hi):
         """α-CROWN's variables [2, B, *shape] (lower, upper), each in [0, 1], the fraction of the largest slope of
@@ -183,7 +218,7 @@ class QuantizeLinear(Rule):
         if node.attrs.get(ON_GRID):
             return None
         z_minus, z_plus = self.limits(node, lo)[4:]
-        tl, th, _, k0, _, _, k1, top_l, top_u = self._ranges(node, lo, hi)
+        tl, th, _, (k0, _, _, k1), top_l, top_u = self._ranges(node, lo, hi)
         p_l, p_u = torch.minimum(k0 - z_minus, th), torch.maximum(k1 - z_plus, tl)
         lower = ((th - p_l > p_l - tl) & (top_l > 0)).to(lo.dtype)
         upper = ((p_u - tl > th - p_u) & (top_u > 0)).to(lo.dtype)
@@ -193,32 +228,13 @@ class QuantizeLinear(Rule):
         alpha.clamp_(0, 1)
 
     def _optimised(self, node, lo, hi, alpha):
-        """Lines with slopes alpha·(largest slope) and intercepts the exact infimum / supremum over the levels
-        (module docstring, "α-CROWN"): sound for any slope >= 0, so for any alpha (projected to [0, 1] here)."""
-        z_minus, z_plus = self.limits(node, lo)[4:]
-        s = self.limits(node, lo)[0]
-        tl, th, w, k0, f_top, g_bottom, k1, top_l, top_u = self._ranges(node, lo, hi)
+        """Slopes alpha·(largest slope of the pivot family), alpha clamped to [0, 1] (nan read as 0), intercepts
+        by `staircase_lines`: sound for any slope >= 0, so for any alpha."""
+        s, z, low, high = self.limits(node, lo)[:4]
+        tl, th, w, _, top_l, top_u = self._ranges(node, lo, hi)
         frac = alpha.nan_to_num(0.0).clamp(0, 1)
         a_l, a_u = frac[:, 0] * top_l, frac[:, 1] * top_u  # [S, B, *shape], >= 0
-
-        def times(a, r):  # a·r, where r is infinite only where a = 0 (the largest slope is m / inf = 0 there)
-            return a * torch.where(torch.isfinite(r), r, 0.0)
-
-        def safe(k, prod, sign):  # k - prod, moved by 2^-50 of its terms' size: past its float64 rounding
-            return k - prod + sign * 2.0 ** -50 * (k.abs() + prod.abs())
-
-        # lower: q >= F(t̂) >= a·t̂ + min_k (k - a·r_k) >= a·x/s + min_k (k - a·(r_k + w)), r_k = min(k - z + 1/2, th)
-        # over k = k0 .. f_top; k - a·r_k is linear in k between the end steps, so k0, f_top - 1 and f_top suffice
-        mid = torch.maximum(f_top - 1, k0)
-        lows = [safe(k, times(a_l, r + w), -1.0) for k, r in ((k0, torch.minimum(k0 - z_minus, th)),
-                                                              (mid, torch.minimum(mid - z_minus, th)), (f_top, th))]
-        # upper: q <= G(t̂) <= a'·t̂ + max_k (k - a'·L_k) <= a'·x/s + max_k (k - a'·(L_k - w)),
-        # L_k = max(k - z - 1/2, tl) over k = g_bottom .. k1: the ends g_bottom, g_bottom + 1 and k1 suffice
-        nxt = torch.minimum(g_bottom + 1, k1)
-        highs = [safe(k, times(a_u, r - w), 1.0) for k, r in ((k1, torch.maximum(k1 - z_plus, tl)),
-                                                              (nxt, torch.maximum(nxt - z_plus, tl)), (g_bottom, tl))]
-        lb = torch.minimum(torch.minimum(lows[0], lows[1]), lows[2])
-        ub = torch.maximum(torch.maximum(highs[0], highs[1]), highs[2])
+        lb, ub = staircase_lines(tl, th, w, z, low, high, a_l, a_u)
         return a_l / s, lb, a_u / s, ub
 
     def error(self, node, ar, mags, errs):

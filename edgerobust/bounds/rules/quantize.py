@@ -26,6 +26,24 @@ either direction at a tie, so it covers the exact QDQ function and what the kern
   requantization of values already on the node's grid (quantized.py `on_grid`) is the identity x/s + z, linear.
   Robustness of a float network does not carry over to its quantized version (Henzinger, Lechner and Žikelić,
   AAAI 2021), hence rules for the artifact's own rounding rather than the float model's certificate.
+* α-CROWN (Xu et al. 2021): the slopes are free. Per element two variables α_l, α_u in [0, 1] pick the slopes
+  a = α_l·a_max, a' = α_u·a_max' of the two pivot families above (a_max, a_max' as there, with the least level at
+  t_hi and the most at t_lo, so that ties at an end count either way; at most SLOPE_LIMIT), starting from CROWN's
+  choice (α = 1 where CROWN takes a_max, else 0); the engine's `_alpha` moves them by projected gradient steps.
+  The intercepts do not rely on the pivot: `staircase_lines` takes for *any* slope a >= 0 the exact infimum of
+  q - a·t̂ over the range. Soundness: every rounding to nearest of t̂ (either way at a tie), saturated, lies in
+  [F(t̂), G(t̂)], F(t̂) = clamp(ceil(t̂ + z - 1/2)) and G(t̂) = clamp(floor(t̂ + z + 1/2)), both nondecreasing
+  staircases: F = k on (r_{k-1}, r_k], r_k = k - z + 1/2, and G = k on [L_k, L_{k+1}), L_k = k - z - 1/2 (the
+  saturated levels' steps reaching to ±inf). On one step F - a·t̂ decreases (a >= 0), so its infimum over [t_lo, t_hi]
+  is min over the levels k = F(t_lo) .. F(t_hi) of k - a·min(r_k, t_hi), attained; below the top level r_k = k - z +
+  1/2 and the term is linear in k, so the two ends of that run and the top level give the minimum: three terms. So
+  F(t̂) >= a·t̂ + b on the range, and with |t̂ - x/s| <= w, q >= a·t̂ + b >= a·(x/s) + b - a·w since a >= 0 (the
+  upper line symmetrically: sup over k = G(t_lo) .. G(t_hi) of k - a'·max(L_k, t_lo), q <= a'·(x/s) + c + a'·w).
+  Nothing here depends on how a was chosen, only on a >= 0 (the rule clamps α to [0, 1] and reads nan as 0; a
+  slope is 0 where the range is infinite, m/inf, so no 0·inf arises). Floating point: t_lo, t_hi carry the engine's
+  float64 slack, which absorbs the rounding of x / s and of a / s as for CROWN; each intercept term k - a·(r ± w) is
+  moved outwards by 2^-50 of |k| + |a·(r ± w)|, more than its three float64 roundings (< 2^-51 of that), and the
+  engine's SLACK covers the backward pass's own sums as for every rule.
 * error: the window already holds every floating-point error before the rounding and the rounded value is an exact
   integer, so the error after a QuantizeLinear is 0; the rule checks that the error it is handed fits the window it
   was built with. DequantizeLinear computes (q - z)·s in float32: one rounding, e' = s·e + single·|y|.

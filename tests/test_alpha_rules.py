@@ -1,7 +1,9 @@
-"""α-CROWN on every operator with a free slope (issue 22): Clip's lower slope at `low` and upper slope at `high`.
+"""α-CROWN on every operator with a free slope (issue 22): Clip's lower slope at `low` and upper slope at `high`,
+MaxPool's weights of the window's convex combination.
 
-Rule level: for any α (out of [0, 1] and nan included: the rule clamps) the lines hold at every x of [l, u], the
-kinks among them. Network level: on random float networks with ReLU6 (Clip), α-CROWN's margins are at least
+Rule level: for any α (out of [0, 1] and nan included: the rules clamp and normalise) the lines hold at every x of
+[l, u], the kinks among them, and at every point of a MaxPool's input box (its corners among them). Network level: on
+random float networks with ReLU6/Hardtanh (Clip) and overlapping, padded MaxPool, α-CROWN's margins are at least
 CROWN's per spec and hold at sampled points of each ball in the exact float64 forward pass and in onnxruntime's
 fp32 outputs within the engine's fp32 error term. Comparisons are exact in float64 or within a few roundings of
 the test's own evaluation of a line, bounded relative to its terms.
@@ -20,6 +22,7 @@ from torch import nn
 from edgerobust.bounds import ARITHMETIC_MODELS, Ball, Engine, from_onnx
 from edgerobust.bounds.graph import Node
 from edgerobust.bounds.rules.activation import Clip
+from edgerobust.bounds.rules.pooling import MaxPool
 from edgerobust.certify.core import certify_points
 from edgerobust.export.onnx_export import simplify, to_onnx
 from edgerobust.export.parity import ort_session, run_onnx
@@ -54,7 +57,50 @@ def test_the_clip_lines_hold_for_any_alpha(low, span, a, b, alphas, seed):
         for sign, coef, const in zip((1.0, -1.0), a_in.reshape(2).tolist(), bias.reshape(2).tolist(), strict=True):
             for xv in xs:
                 y = min(max(xv, low), high)
-                assert sign * y >= coef * xv + const - 2.0 ** -50 * (abs(coef * xv) + abs(const) + abs(y))
+                # the line's constants: a few float64 operations on l, u, low, high (|slope| <= 1), and the test's
+                size = abs(coef * xv) + abs(const) + abs(y) + max(abs(l), abs(u), abs(low), abs(high))
+                assert sign * y >= coef * xv + const - 2.0 ** -48 * size
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), kernel=st.integers(1, 3), stride=st.integers(1, 3), pad=st.integers(0, 1),
+       weird=st.sampled_from([None, "nan", "negative", "zero"]))
+def test_the_maxpool_lines_hold_for_any_alpha(seed, kernel, stride, pad, weird):
+    """For every output element alone (the specs ±e_j: no slack of one window hides another's violation) and any
+    α, A·maxpool(x) >= the backward step's linear function at random points and corners of the input box (padded,
+    overlapping windows and all-negative windows included)."""
+    pad = min(pad, kernel // 2)
+    node = Node("MaxPool", ["x"], ["y"], {"kernel_shape": [kernel, kernel], "strides": [stride, stride],
+                                          "pads": [pad, pad, pad, pad]}, "y", {})
+    rule = MaxPool()
+    g = torch.Generator().manual_seed(seed)
+    lo = torch.randn((2, 2, 5, 5), dtype=torch.float64, generator=g) * 2 - 1
+    hi = lo + torch.rand((2, 2, 5, 5), dtype=torch.float64, generator=g)
+    start = rule.alpha_start(node, lo, hi)
+    out_shape = rule.forward(node, lo).shape
+    n = int(np.prod(out_shape[1:]))
+    A = torch.cat([torch.eye(n, dtype=torch.float64), -torch.eye(n, dtype=torch.float64)]).reshape(2 * n, 1, n)
+    A = A.expand(2 * n, 2, n).reshape(2 * n, *out_shape).contiguous()
+    S = 2 * n
+    alpha = torch.rand((S, *start.shape), dtype=torch.float64, generator=g) * 3 - 1
+    if weird == "nan":
+        alpha[::2] = math.nan
+    elif weird == "negative":
+        alpha[::2] = -1.0
+    elif weird == "zero":
+        alpha[::2] = 0.0
+    (a_in,), bias, _ = rule.backward(node, A, (lo, hi), alpha=alpha)
+    (c_in,), c_bias, _ = rule.backward(node, A, (lo, hi))
+    (s_in,), s_bias, _ = rule.backward(node, A, (lo, hi), alpha=start.unsqueeze(0).expand(S, *start.shape))
+    assert torch.equal(s_in, c_in) and torch.equal(s_bias, c_bias)  # α-CROWN starts at CROWN's choice exactly
+    u = torch.rand((40, *lo.shape), dtype=torch.float64, generator=g)
+    u[:20] = u[:20].round()  # corners of the box
+    for x in lo + u * (hi - lo):
+        y = rule.forward(node, x)
+        value = (A * y).reshape(S, 2, -1).sum(-1)
+        line = (a_in * x).reshape(S, 2, -1).sum(-1) + bias
+        size = (A.abs() * y.abs()).reshape(S, 2, -1).sum(-1) + (a_in.abs() * x.abs()).reshape(S, 2, -1).sum(-1)
+        assert torch.all(value >= line - 2.0 ** -48 * (size + bias.abs()))
 
 
 def relu6_net(seed: int):
@@ -67,13 +113,23 @@ def relu6_net(seed: int):
     return NormalizedClassifier(body, [0.45], [0.3]).eval(), (1, 3, 4)
 
 
+def pool_net(seed: int):
+    torch.manual_seed(seed)
+    body = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1),
+                         nn.Conv2d(3, 3, 3, padding=1), nn.ReLU6(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(12, 3))
+    with torch.no_grad():
+        body[3].weight.mul_(3.0)
+    return NormalizedClassifier(body, [0.45], [0.3]).eval(), (1, 8, 8)
+
+
 @settings(max_examples=8, deadline=None)
-@given(seed=st.integers(0, 10_000), eps=st.sampled_from([0.01, 0.03, 0.1]))
-def test_alpha_crown_on_clip_networks_is_never_looser_than_crown_and_holds(tmp_path_factory, seed, eps):
-    model, shape = relu6_net(seed)
+@given(seed=st.integers(0, 10_000), kind=st.sampled_from(["clip", "pool"]), eps=st.sampled_from([0.01, 0.03, 0.1]))
+def test_alpha_crown_on_clip_and_pool_networks_is_never_looser_than_crown_and_holds(tmp_path_factory, seed, kind,
+                                                                                    eps):
+    model, shape = (relu6_net if kind == "clip" else pool_net)(seed)
     proto = simplify(to_onnx(model, shape, 13))
-    assert sum(n.op_type == "Clip" for n in proto.graph.node) == 2
-    path = tmp_path_factory.mktemp("clip") / "model.onnx"
+    assert sum(n.op_type == ("Clip" if kind == "clip" else "MaxPool") for n in proto.graph.node) == 2
+    path = tmp_path_factory.mktemp("alpha") / "model.onnx"
     onnx.save(proto, path)
     engine = Engine(from_onnx(proto))
     rng = np.random.default_rng(seed)

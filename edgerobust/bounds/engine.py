@@ -7,7 +7,7 @@ floating-point error terms of an arithmetic model.
   same backward pass from that tensor, intersected with IBP's, so never looser than it);
 * `margins(ball, labels, method)`: lower bounds of y_label - y_j for every j (the spec matrix C = e_y - e_j), the
   larger of CROWN's and IBP's (both sound); α-CROWN (Xu et al. 2021) optimises the free variables of the relaxations
-  (`Rule.alpha_start`: lower slopes of unstable ReLUs and Clips, the quantizer's slopes) by projected gradient
+  (`Rule.alpha_start`: ReLU/Clip slopes, MaxPool's window weights, the quantizer's slopes) by projected gradient
   ascent from CROWN's choice and keeps the best bound per spec, so never looser;
 * `errors(mags, arithmetic)`: a bound on |computed - exact| of every tensor (the golden tolerance is its ε = 0
   case, export/tolerance.py), with |x̂| bounded by `mags` over the whole ball; raises `Unbounded` where no finite
@@ -189,9 +189,10 @@ class Engine:
         return result, table
 
     def _alpha(self, ball, C, table, steps):
-        """α-CROWN: projected gradient ascent (Adam) on the free variables of every relaxation that has some (the
-        lower slopes of unstable ReLUs and Clips, the slopes of the quantizer's lines: `Rule.alpha_start`), from
-        CROWN's choice; the best bound per spec is kept. Every rule is sound for any value of its variables."""
+        """α-CROWN: projected gradient ascent (Adam) on the free variables of every relaxation that has some
+        (`Rule.alpha_start`: the slopes through ReLU/Clip kinks, MaxPool's window weights, the quantizer's slopes),
+        from CROWN's choice, intermediate bounds fixed; the best bound per spec is kept. Every rule is sound for any
+        value of its variables, so neither the optimiser nor the projection is trusted."""
         table = {name: (lo.detach(), hi.detach()) for name, (lo, hi) in table.items()}
         alphas, owners = {}, {}
         for node, rule in zip(self.graph.nodes, self.rules, strict=True):

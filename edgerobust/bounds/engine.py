@@ -6,8 +6,9 @@ floating-point error terms of an arithmetic model.
   2018, the backward linear bounds of the rules; intermediate bounds of every nonlinear operator's input by the
   same backward pass from that tensor, intersected with IBP's, so never looser than it);
 * `margins(ball, labels, method)`: lower bounds of y_label - y_j for every j (the spec matrix C = e_y - e_j), the
-  larger of CROWN's and IBP's (both sound); α-CROWN (Xu et al. 2021) optimises the free lower slopes of unstable
-  ReLUs by projected gradient ascent from CROWN's choice and keeps the best bound per spec, so never looser;
+  larger of CROWN's and IBP's (both sound); α-CROWN (Xu et al. 2021) optimises the free variables of the relaxations
+  (`Rule.alpha_start`: ReLU/Clip slopes, MaxPool's window weights, the quantizer's slopes) by projected gradient
+  ascent from CROWN's choice and keeps the best bound per spec, so never looser;
 * `errors(mags, arithmetic)`: a bound on |computed - exact| of every tensor (the golden tolerance is its ε = 0
   case, export/tolerance.py), with |x̂| bounded by `mags` over the whole ball; raises `Unbounded` where no finite
   bound exists (γ_n infinite or a possible overflow).
@@ -188,16 +189,19 @@ class Engine:
         return result, table
 
     def _alpha(self, ball, C, table, steps):
-        """α-CROWN: projected gradient ascent on the lower slopes of unstable ReLUs, best bound per spec kept."""
-        from .rules.activation import unstable
-
+        """α-CROWN: projected gradient ascent (Adam) on the free variables of every relaxation that has some
+        (`Rule.alpha_start`: the slopes through ReLU/Clip kinks, MaxPool's window weights, the quantizer's slopes),
+        from CROWN's choice, intermediate bounds fixed; the best bound per spec is kept. Every rule is sound for any
+        value of its variables, so neither the optimiser nor the projection is trusted."""
         table = {name: (lo.detach(), hi.detach()) for name, (lo, hi) in table.items()}
-        alphas = {}
-        for node in self.graph.nodes:
-            if node.op == "Relu":
-                lo, hi = table[node.dynamic[0]]
-                start = (hi > -lo).to(lo.dtype) * unstable(lo, hi)
-                alphas[node.outputs[0]] = start.unsqueeze(0).expand(C.shape[0], *lo.shape).clone().requires_grad_()
+        alphas, owners = {}, {}
+        for node, rule in zip(self.graph.nodes, self.rules, strict=True):
+            if not rule.nonlinear_at(node) or not node.dynamic:
+                continue
+            start = rule.alpha_start(node, *table[node.dynamic[0]])
+            if start is not None:
+                alphas[node.outputs[0]] = start.unsqueeze(0).expand(C.shape[0], *start.shape).clone().requires_grad_()
+                owners[node.outputs[0]] = node, rule
         best = ball.lower(*self.backward(self.graph.output, C, table))
         if not alphas:
             return best
@@ -210,8 +214,9 @@ class Engine:
             best = torch.maximum(best, bound.detach())
             optimiser.step()
             with torch.no_grad():
-                for a in alphas.values():
-                    a.clamp_(0, 1)
+                for name, a in alphas.items():
+                    node, rule = owners[name]
+                    rule.alpha_project(node, a)
         with torch.no_grad():
             best = torch.maximum(best, ball.lower(*self.backward(self.graph.output, C, table, alphas)))
         return best

@@ -3,8 +3,10 @@
 IBP: both are monotone, so the bounds map through. CROWN: on [l, u] across one kink the upper (or, for the concave
 kink of Clip's maximum, the lower) bound is the chord; the other bound is a line through the kink with slope
 α ∈ [0, 1], chosen adaptively (α = 1 where u > -l, CROWN's choice; Zhang et al. 2018) or optimised (α-CROWN,
-Xu et al. 2021). Across both kinks of a Clip the bounds are the constants clip(l), clip(u). Error term: both are
-1-Lipschitz and computed exactly, so e' = e.
+Xu et al. 2021): below max(x, low) for any α in [0, 1] since α·(x - low) <= max(x - low, 0) there, above
+min(x, high) since high + α·(x - high) >= min(x, high) (a convex or concave kink alone: one α per element).
+Across both kinks of a Clip the bounds are the constants clip(l), clip(u). Error term: both are 1-Lipschitz and
+computed exactly, so e' = e.
 """
 from __future__ import annotations
 
@@ -42,9 +44,12 @@ def _clip_relaxation(lo, u, low, high, alpha=None):
     chord_up = (u - low) / width
     adaptive = (u - low > low - l).to(l.dtype)
     a = adaptive if alpha is None else alpha
-    # concave: lower chord through (l, l), (u, high); upper: slope 1 (y <= x) or 0 (y <= high)
+    # concave: lower chord through (l, l), (u, high); upper: slope b in [0, 1] through (high, high), 1 (y <= x) or 0
+    # (y <= high) adaptively, α where optimised (the two kinds of element are disjoint: one α per element serves both)
     chord_low = (high - l) / width if math.isfinite(high) else zero
     up_adaptive = (high - l > u - high).to(l.dtype) if math.isfinite(high) else zero
+    if alpha is not None and math.isfinite(high):
+        up_adaptive = alpha
     clip_l = l.clamp(low, high)
     clip_u = u.clamp(low, high)
     ls = torch.where(inside, one, torch.where(convex, a, torch.where(concave, chord_low, zero)))
@@ -61,8 +66,14 @@ def _clip_relaxation(lo, u, low, high, alpha=None):
 
 
 def unstable(lo, u, low=0.0, high=math.inf):
-    """Where the relaxation has a free lower slope (α-CROWN's variables)."""
+    """Where the relaxation has a free lower slope (α-CROWN's variables; the free upper slopes at `high` are
+    `concave`'s)."""
     return (lo < low) & (u > low) & (u <= high)
+
+
+def concave(lo, u, low, high):
+    """Where the relaxation has a free upper slope: across the kink at `high` only."""
+    return (lo >= low) & (lo < high) & (u > high)
 
 
 class _Clip(Rule):
@@ -83,8 +94,17 @@ class _Clip(Rule):
         low, high = self.limits(node)
         return ((lo < low) & (hi > low)) | ((lo < high) & (hi > high))
 
+    def alpha_start(self, node, lo, hi):
+        """α-CROWN's slopes in [0, 1] at CROWN's choice: the lower one through the kink at `low` where only that kink
+        is crossed, the upper one through the kink at `high` where only that one is (disjoint, so one per element)."""
+        low, high = self.limits(node)
+        lower = (hi - low > low - lo) & unstable(lo, hi, low, high)
+        upper = (high - lo > hi - high) & concave(lo, hi, low, high)
+        return (lower | upper).to(lo.dtype)
+
     def backward(self, node, A, bounds, alpha=None):
         low, high = self.limits(node)
+        alpha = None if alpha is None else alpha.nan_to_num(0.0).clamp(0, 1)  # sound for any α: slopes in [0, 1]
         ls, lb, us, ub = _relaxation(bounds[0], bounds[1], low, high, alpha)
         return relaxed_backward(A, ls, lb, us, ub)
 

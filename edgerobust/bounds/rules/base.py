@@ -61,6 +61,16 @@ class Rule:
         """Which input elements [B, *shape] the relaxation depends on (CROWN refines only those)."""
         return torch.ones_like(lo, dtype=torch.bool)
 
+    def alpha_start(self, node: Node, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor | None:
+        """α-CROWN's free variables of this node's relaxation (Xu et al. 2021), per point ([..., B, ...] as the rule
+        reads them back, without the spec axis the engine puts in front), at CROWN's own choice; None where the
+        relaxation has none. `backward` then receives them as `alpha`, for any value of which it must stay sound."""
+        return None
+
+    def alpha_project(self, node: Node, alpha: torch.Tensor) -> None:
+        """Project the variables in place onto their feasible set after a gradient step (by default [0, 1])."""
+        alpha.clamp_(0, 1)
+
     def forward(self, node: Node, *xs: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

@@ -6,8 +6,18 @@ whose ranges come from the bundle's calibration set, read by a `CalibrationDataR
 percentile). Nothing of what onnxruntime.quantization does is written here: this module only feeds it, names its
 settings and turns its failures into one line. `reduce_range` (7-bit weights) is for x86 CPUs without VNNI, where
 onnxruntime's u8 x s8 kernels add pairs of products in 16 bits and can saturate (the profile's `[int8]` table says
-whether a target needs it). Marshall (thesis ch. 4) deploys with TensorRT int8 on the Jetson's GPU; this is the same
-lever for the CPU targets.
+whether a target needs it).
+
+Mixed precision (`Int8Settings.exclude`, `export --int8-exclude`): operators named there stay float32 between a
+DequantizeLinear and a QuantizeLinear (quantize_static's `nodes_to_exclude`). `auto` names the convolutions that
+onnxruntime's x86 int8 kernels run slower than float32: MLAS's symmetric int8 convolution (ConvSym, AVX2/AVX-512
+VNNI, `MlasConvSymPackWSize`) takes a convolution only with 16 or more output channels, output channels a multiple
+of 8 and input channels a multiple of 4 (depthwise: channels a multiple of 16); any other falls back to im2col and
+a u8s8 GEMM, which on thin layers (a CIFAR stem with 3 input channels, filter-pruned layers of 8) costs more than
+the fp32 NCHWc convolution (benchmarks/product_figure.py records the per-layer profile). The float operators are
+named in the artifact's metadata and the bundle manifest (`float_operators`).
+
+Marshall (thesis ch. 4) deploys with TensorRT int8 on the Jetson's GPU; this is the same lever for the CPU targets.
 """
 from __future__ import annotations
 
@@ -46,9 +56,64 @@ class Int8Settings:
     weights: str = "int8, symmetric"
     activations: str = "uint8, asymmetric"
     qat: dict[str, Any] | None = None  # a QAT run's record (training/qat.py): its scales, not calibrated ones
+    exclude: str = "none"  # operators left float32: none, auto (KERNEL_RULE) or comma-separated node names
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+EXCLUDE_RULES = ("none", "auto")
+KERNEL_RULE = ("convolutions outside onnxruntime's x86 symmetric int8 kernel (MLAS ConvSym): fewer than 16 output "
+               "channels, output channels not a multiple of 8 or input channels not a multiple of 4 (depthwise: "
+               "channels not a multiple of 16)")
+
+
+def _conv_channels(proto: onnx.ModelProto) -> dict[str, tuple[int, int, int]]:
+    """(output channels, input channels per group, groups) of each Conv with a constant weight, by node name."""
+    shapes = {init.name: tuple(init.dims) for init in proto.graph.initializer}
+    out = {}
+    for node in proto.graph.node:
+        if node.op_type == "Conv" and node.input[1] in shapes and len(shapes[node.input[1]]) >= 3:
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            out[node.name] = (shapes[node.input[1]][0], shapes[node.input[1]][1], group)
+    return out
+
+
+def slow_int8_convolutions(proto: onnx.ModelProto) -> list[str]:
+    """The Conv nodes KERNEL_RULE names: where onnxruntime's x86 int8 convolution leaves its fast kernel."""
+    slow = []
+    for name, (cout, cin, group) in _conv_channels(proto).items():
+        if group > 1:
+            fast = cin == 1 and cout == group and group % 16 == 0
+        else:
+            fast = cout >= 16 and cout % 8 == 0 and cin % 4 == 0
+        if not fast:
+            slow.append(name)
+    return slow
+
+
+def excluded_nodes(proto: onnx.ModelProto, exclude: str) -> list[str]:
+    """The node names `exclude` (none, auto or comma-separated names) leaves in float; an unknown name is refused."""
+    rule = (exclude or "none").strip()
+    if rule == "none":
+        return []
+    if rule == "auto":
+        return slow_int8_convolutions(proto)
+    names = [n.strip() for n in rule.split(",") if n.strip()]
+    known = {node.name for node in proto.graph.node if node.name}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        convs = sorted(_conv_channels(proto))
+        raise EdgeRobustError(f"--int8-exclude names no node {', '.join(unknown)} of the graph; give none, auto or "
+                              f"node names such as {', '.join(convs[:3]) or 'the Conv nodes'}")
+    return names
+
+
+def float_operators(quantized: onnx.ModelProto) -> list[str]:
+    """Conv / Gemm / MatMul nodes of a QDQ graph whose weight is not dequantized int8: they run in float32."""
+    dequantized = {out for node in quantized.graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+    return [node.name for node in quantized.graph.node if node.op_type in ("Conv", "Gemm", "MatMul")
+            and len(node.input) > 1 and node.input[1] not in dequantized]
 
 
 def check_calibration(images: np.ndarray | None, input_shape: tuple[int, ...]) -> np.ndarray:
@@ -141,11 +206,13 @@ def quantize_int8(proto: onnx.ModelProto, calibration: np.ndarray, input_shape: 
         onnx.save_model(proto, str(source))
         try:
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
-            qat_options = {} if settings.qat is None else qat_quantizer_options(onnx.load_model(str(prepared)),
-                                                                                settings.qat)
+            prepared_proto = onnx.load_model(str(prepared))
+            excluded = excluded_nodes(prepared_proto, settings.exclude)
+            qat_options = {} if settings.qat is None else qat_quantizer_options(prepared_proto, settings.qat)
             quantize_static(str(prepared), str(output), _reader(images), quant_format=QuantFormat.QDQ,
                             per_channel=settings.per_channel, reduce_range=settings.reduce_range,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
+                            nodes_to_exclude=excluded,
                             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
                                            **qat_options.get("extra_options", {})},
                             **{k: v for k, v in qat_options.items() if k != "extra_options"})
@@ -164,6 +231,7 @@ def quantize_int8(proto: onnx.ModelProto, calibration: np.ndarray, input_shape: 
     del quantized.metadata_props[:]
     for prop in proto.metadata_props:
         quantized.metadata_props.add(key=prop.key, value=prop.value)
-    quantized.metadata_props.add(key="int8", value=str(settings.to_dict()))
+    quantized.metadata_props.add(key="int8", value=str({**settings.to_dict(),
+                                                        "float_operators": float_operators(quantized)}))
     quantized.producer_name = proto.producer_name or quantized.producer_name
     return quantized

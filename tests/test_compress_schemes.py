@@ -303,6 +303,10 @@ def test_round_to_reaches_the_plan_and_l1_pruning_and_is_refused_where_it_cannot
                  l1_filter_masks(model, (3, 32, 32), keep=0.25, round_to=16)[0]):
         kept = plan.kept_units({n: p.detach() for n, p in model.named_parameters()})
         assert [int(k.sum()) for k in kept] == [min(t.units, 16) for t in plan.targets]  # 16/32/64 -> 16 each
+    plan, _ = l1_filter_masks(model, (3, 32, 32), keep=0.25,
+                              layer_keep={"net.conv1": 0.125, "net.layers.0.*": 0.125})  # stage 0: 2 of 16
+    kept = sorted(int(k.sum()) for k in plan.kept_units({n: p.detach() for n, p in model.named_parameters()}))
+    assert kept[:4] == [2, 2, 2, 2] and kept[-1] == 16  # stage 2: a quarter of 64
     with pytest.raises(EdgeRobustError, match="removes no channels"):
         build_plan(model, (3, 32, 32), "irregular", 0.5, round_to=16)
     with pytest.raises(EdgeRobustError, match="per-layer"):

@@ -193,7 +193,7 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
     model = pruned_from.load_model().to(device)
     if config.method == "l1":
         plan, masks = l1_filter_masks(model, shape, None if config.threshold is not None else config.keep,
-                                      config.threshold, config.layers or None, config.round_to)
+                                      config.threshold, config.layers or None, config.round_to, config.layer_keep)
     else:
         plan = build_plan(model, shape, config.scheme, config.keep, global_keep=config.global_keep,
                           funnel=config.funnel, layers=config.layers or None, layer_keep=config.layer_keep,

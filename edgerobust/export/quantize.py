@@ -156,11 +156,13 @@ def _named_failure(exc: Exception, proto: onnx.ModelProto) -> str:
     return f"operator {ops[0]}: {text}" if ops else text
 
 
-def qat_quantizer_options(proto: onnx.ModelProto, record: dict[str, Any]) -> dict[str, Any]:
+def qat_quantizer_options(proto: onnx.ModelProto, record: dict[str, Any],
+                          excluded: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
     """What onnxruntime's quantizer is told for a QAT run: only Conv and Gemm quantized (their inputs, weights, bias
     and outputs: the points the fake-quant model quantizes), with the run's learned scales and zero points as
     `TensorQuantOverrides` on the activation tensors instead of calibrated ones. Each Conv/Gemm node is matched to
-    its torch module by the name torch's exporter gives it (training/qat.py `onnx_node_name`)."""
+    its torch module by the name torch's exporter gives it (training/qat.py `onnx_node_name`); the `excluded` nodes
+    (mixed precision) stay float and get no overrides of their own."""
     from ..training.qat import onnx_node_name
 
     points = record.get("points") or {}
@@ -176,6 +178,8 @@ def qat_quantizer_options(proto: onnx.ModelProto, record: dict[str, Any]) -> dic
                                     "it is not one of the model's Conv2d/Linear modules; export the run without "
                                     "int8 or train it without --qat")
         found.add(name)
+        if node.name in excluded:
+            continue
         for tensor, (scale, zero) in ((node.input[0], points[name]["input"]), (node.output[0], points[name]["output"])):
             overrides.setdefault(tensor, [{"scale": np.array(scale, dtype=np.float32),
                                                  "zero_point": np.array(zero, dtype=np.uint8)}])
@@ -208,7 +212,8 @@ def quantize_int8(proto: onnx.ModelProto, calibration: np.ndarray, input_shape: 
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
             prepared_proto = onnx.load_model(str(prepared))
             excluded = excluded_nodes(prepared_proto, settings.exclude)
-            qat_options = {} if settings.qat is None else qat_quantizer_options(prepared_proto, settings.qat)
+            qat_options = {} if settings.qat is None else qat_quantizer_options(prepared_proto, settings.qat,
+                                                                                         excluded)
             quantize_static(str(prepared), str(output), _reader(images), quant_format=QuantFormat.QDQ,
                             per_channel=settings.per_channel, reduce_range=settings.reduce_range,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,

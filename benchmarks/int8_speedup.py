@@ -10,10 +10,10 @@ p50 over p50 of all rounds, and beside it the ratio of the fastest calls (`*_spe
 of each graph, what the arithmetic costs when the shared cores happen to be free; `int8_over_bare_min` likewise).
 The int8 graph's operators after onnxruntime's own optimisation are recorded (`int8_optimized_ops`): every
 convolution fused into QLinearConv, so no layer falls back to float between the input's QuantizeLinear and the
-output's DequantizeLinear. A fifth graph, int8-mixed, is export's `--int8-exclude auto` (the convolutions outside
-onnxruntime's x86 symmetric int8 kernel, e.g. a 3-channel stem, left fp32; `float_operators` names them), timed in
-the same rounds. Accuracy: the models are untrained, so each artifact's top-1 agreement with fp32 on 256
-inputs.
+output's DequantizeLinear. A fifth graph, int8-mixed, is export's `--int8-exclude measure` (the convolutions outside
+onnxruntime's x86 symmetric int8 kernel, e.g. a 3-channel stem, left fp32 if the whole graph then runs faster at
+export; `int8_mixed` records the choice, both times and the float operators), timed in the same rounds.
+Accuracy: the models are untrained, so each artifact's top-1 agreement with fp32 on 256 inputs.
 Targets: int8 >= 2x fp32 at batch 32 for all three; edgerobust's int8 within 5% of the bare quantize_static.
 Run: python -m benchmarks.int8_speedup [--rounds 3] [--budget 0.1] [--models resnet20]
 """
@@ -35,7 +35,7 @@ from benchmarks.common import save_result
 from edgerobust.bench import TimingPlan, summarize, time_calls
 from edgerobust.bench.api import export_for_bench
 from edgerobust.export.fp16 import to_fp16
-from edgerobust.export.quantize import Int8Settings, _reader, float_operators, quantize_int8
+from edgerobust.export.quantize import Int8Settings, _reader, float_operators, int8_record, quantize_int8
 from edgerobust.models import build_model, count_flops
 
 CIFAR = (3, 32, 32)
@@ -106,7 +106,7 @@ def main() -> None:
             onnx.save(quantize_int8(proto, calibration, CIFAR, Int8Settings()), str(paths["int8"]))
             quantize_seconds = time.perf_counter() - made
             bare_int8(fp32, paths["int8-bare"], calibration)
-            mixed = quantize_int8(proto, calibration, CIFAR, Int8Settings(exclude="auto"))
+            mixed = quantize_int8(proto, calibration, CIFAR, Int8Settings(exclude="measure"))
             onnx.save(mixed, str(paths["int8-mixed"]))
             same_graph = onnx.load(str(paths["int8"])).graph == onnx.load(str(paths["int8-bare"])).graph
             outputs = {}
@@ -121,6 +121,8 @@ def main() -> None:
                                "int8_graph_identical_to_bare": same_graph,
                                "int8_optimized_ops": optimized_ops(paths["int8"]),
                                "int8_mixed_float_operators": float_operators(mixed),
+                               "int8_mixed": {k: v for k, v in int8_record(mixed).items()
+                                              if k in ("chosen", "measured_fastest_call_ms")},
                                "fp32_optimized_ops": optimized_ops(paths["fp32"]),
                                "accuracy": "untrained model: top-1 agreement with fp32 on 256 uniform inputs"}
             for threads in THREADS:

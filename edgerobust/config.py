@@ -430,8 +430,9 @@ class ExportConfig:
                                       help="onnxruntime int8 calibration method (default: the target's)")
     int8_exclude: str = setting("none", help="operators left float32 in the onnxruntime int8 graph: none, auto "
                                        "(the convolutions onnxruntime's x86 int8 kernel runs slower than float: "
-                                       "under 16 output channels, or input channels not a multiple of 4) or "
-                                       "comma-separated node names")
+                                       "under 16 output channels, or input channels not a multiple of 4), measure "
+                                       "(auto only if the whole graph then runs faster, timed at export on this "
+                                       "host) or comma-separated node names")
     int8_max_drop: float = setting(0.01, ge=0, le=1, help="largest clean accuracy drop of the int8 artifact against "
                                                          "fp32 (a fraction: 0.01 = 1 point)")
     int8_min_agreement: float = setting(0.9, ge=0, le=1, help="smallest top-1 agreement of int8 with fp32")

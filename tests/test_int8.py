@@ -478,3 +478,17 @@ def test_int8_exclude_leaves_operators_float32_records_them_and_reaches_the_bund
                                           int8_exclude="auto", force_int8=True), progress=False)
     entry = result.manifest["models"]["int8"]
     assert entry["quantization"]["exclude"] == "auto" and entry["quantization"]["float_operators"] == slow
+
+
+def test_int8_exclude_measure_keeps_the_faster_graph_and_records_both_times(int8_bundle):
+    from edgerobust.export.quantize import Int8Settings, float_operators, int8_record, quantize_int8
+
+    proto = onnx.load(str(int8_bundle.bundle / "model.onnx"))
+    calibration = np.load(int8_bundle.bundle / "calibration.npz")["input"]
+    shape = calibration.shape[1:]
+    graph = quantize_int8(proto, calibration, shape, Int8Settings(exclude="measure"))
+    record = int8_record(graph)
+    times = record["measured_fastest_call_ms"]
+    assert set(times) == {"int8", "mixed"} and record["chosen"] == min(times, key=times.get)
+    auto = float_operators(quantize_int8(proto, calibration, shape, Int8Settings(exclude="auto")))
+    assert record["float_operators"] == float_operators(graph) == (auto if record["chosen"] == "mixed" else [])

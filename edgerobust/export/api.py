@@ -28,7 +28,7 @@ from .onnx_export import INPUT_NAME, OUTPUT_NAME, opset_of, save_onnx
 from .operators import check_operators, graph_operators
 from .parity import agreement_line, check_agreement, check_parity, run_torch
 from .precisions import ENGINE, exportable, host_precision
-from .quantize import Int8Settings, float_operators
+from .quantize import Int8Settings, float_operators, int8_record
 from .ship import ship_replay_sets, ship_runner
 from .tolerance import float64_outputs
 
@@ -213,6 +213,8 @@ def export_run(run: RunDir | str | Path, config: ExportConfig | None = None, *, 
                 if context:
                     entry["quantization"] = {**context["settings"].to_dict(), "calibration": CALIBRATION_NAME,
                                              "float_operators": float_operators(graph),
+                                             **{k: v for k, v in int8_record(graph).items()
+                                                if k in ("measured_fastest_call_ms", "chosen")},
                                              "quantizer": f"onnxruntime.quantization {ort_version()}"}
                 if not figures["passed"] and config.force_int8:
                     figures["forced"] = True

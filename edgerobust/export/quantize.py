@@ -15,7 +15,11 @@ VNNI, `MlasConvSymPackWSize`) takes a convolution only with 16 or more output ch
 of 8 and input channels a multiple of 4 (depthwise: channels a multiple of 16); any other falls back to im2col and
 a u8s8 GEMM, which on thin layers (a CIFAR stem with 3 input channels, filter-pruned layers of 8) costs more than
 the fp32 NCHWc convolution (benchmarks/product_figure.py records the per-layer profile). The float operators are
-named in the artifact's metadata and the bundle manifest (`float_operators`).
+named in the artifact's metadata and the bundle manifest (`float_operators`). The rule knows kernels, not
+graphs: a float layer adds a QuantizeLinear and layout changes after it, and onnxruntime moves a QuantizeLinear
+above a following MaxPool, which then runs as slow uint8 NCHW pooling (VGG-small's stem: 2.9 ms against 0.08 ms).
+`measure` makes both graphs, every operator int8 and `auto`, times them here (1 thread, fastest of a few
+interleaved calls on a calibration batch) and keeps the faster, recording both times.
 
 Marshall (thesis ch. 4) deploys with TensorRT int8 on the Jetson's GPU; this is the same lever for the CPU targets.
 """
@@ -27,7 +31,7 @@ import logging
 import re
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +60,14 @@ class Int8Settings:
     weights: str = "int8, symmetric"
     activations: str = "uint8, asymmetric"
     qat: dict[str, Any] | None = None  # a QAT run's record (training/qat.py): its scales, not calibrated ones
-    exclude: str = "none"  # operators left float32: none, auto (KERNEL_RULE) or comma-separated node names
+    exclude: str = "none"  # operators left float32: none, auto (KERNEL_RULE), measure, or comma-separated names
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-EXCLUDE_RULES = ("none", "auto")
+EXCLUDE_RULES = ("none", "auto", "measure")
+MEASURE_ROUNDS = 7  # interleaved calls of each graph when `measure` chooses
 KERNEL_RULE = ("convolutions outside onnxruntime's x86 symmetric int8 kernel (MLAS ConvSym): fewer than 16 output "
                "channels, output channels not a multiple of 8 or input channels not a multiple of 4 (depthwise: "
                "channels not a multiple of 16)")
@@ -95,7 +100,7 @@ def slow_int8_convolutions(proto: onnx.ModelProto) -> list[str]:
 def excluded_nodes(proto: onnx.ModelProto, exclude: str) -> list[str]:
     """The node names `exclude` (none, auto or comma-separated names) leaves in float; an unknown name is refused."""
     rule = (exclude or "none").strip()
-    if rule == "none":
+    if rule in ("none", "measure"):  # measure: quantize_int8 makes the none and auto graphs and times them
         return []
     if rule == "auto":
         return slow_int8_convolutions(proto)
@@ -114,6 +119,17 @@ def float_operators(quantized: onnx.ModelProto) -> list[str]:
     dequantized = {out for node in quantized.graph.node if node.op_type == "DequantizeLinear" for out in node.output}
     return [node.name for node in quantized.graph.node if node.op_type in ("Conv", "Gemm", "MatMul")
             and len(node.input) > 1 and node.input[1] not in dequantized]
+
+
+def int8_record(quantized: onnx.ModelProto) -> dict[str, Any]:
+    """What quantize_int8 wrote in the artifact's `int8` metadata (settings, float operators, measured times)."""
+    import ast
+
+    text = next((p.value for p in quantized.metadata_props if p.key == "int8"), "{}")
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return {}
 
 
 def check_calibration(images: np.ndarray | None, input_shape: tuple[int, ...]) -> np.ndarray:
@@ -190,9 +206,51 @@ def qat_quantizer_options(proto: onnx.ModelProto, record: dict[str, Any],
     return {"op_types_to_quantize": ["Conv", "Gemm"], "extra_options": {"TensorQuantOverrides": overrides}}
 
 
+def fastest_call_ms(graphs: dict[str, onnx.ModelProto], batch: np.ndarray, rounds: int = MEASURE_ROUNDS
+                    ) -> dict[str, float]:
+    """Each graph's fastest call (ms) on `batch` in onnxruntime CPU sessions (1 thread, all graph optimisations, as
+    the runner's), called in turn round by round so the host's load hits all alike."""
+    import time
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    sessions = {name: ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+                for name, graph in graphs.items()}
+    best = dict.fromkeys(sessions, float("inf"))
+    for _ in range(rounds + 1):  # the first round warms up and counts like the others (its min is rarely lowest)
+        for name, s in sessions.items():
+            start = time.perf_counter()
+            s.run(None, {INPUT_NAME: batch})
+            best[name] = min(best[name], 1e3 * (time.perf_counter() - start))
+    return best
+
+
 def quantize_int8(proto: onnx.ModelProto, calibration: np.ndarray, input_shape: tuple[int, ...],
                   settings: Int8Settings = Int8Settings()) -> onnx.ModelProto:
-    """The QDQ int8 graph of `proto` (fp32, input `input`), calibrated on `calibration` (N×C×H×W pixels)."""
+    """The QDQ int8 graph of `proto` (fp32, input `input`), calibrated on `calibration` (N×C×H×W pixels). With
+    `exclude="measure"` the every-operator graph and the `auto` one are both made and timed here
+    (`fastest_call_ms`, a calibration batch), and the faster is returned: the kernel rule's candidates stay float
+    only where that pays on this host as a whole graph (a float layer adds its QuantizeLinear and layout changes,
+    and onnxruntime moves a QuantizeLinear above a following MaxPool, which then runs as uint8 NCHW pooling)."""
+    if (settings.exclude or "").strip() == "measure":
+        graphs = {"int8": quantize_int8(proto, calibration, input_shape, replace(settings, exclude="none")),
+                  "mixed": quantize_int8(proto, calibration, input_shape, replace(settings, exclude="auto"))}
+        if not float_operators(graphs["mixed"]):
+            chosen, times = "int8", {}
+        else:
+            times = fastest_call_ms(graphs, check_calibration(calibration, input_shape)[:CALIBRATION_BATCH])
+            chosen = min(times, key=times.get)
+        graph = graphs[chosen]
+        record = {**settings.to_dict(), "float_operators": float_operators(graph),
+                  "measured_fastest_call_ms": {k: round(v, 4) for k, v in times.items()}, "chosen": chosen}
+        for prop in graph.metadata_props:
+            if prop.key == "int8":
+                prop.value = str(record)
+        return graph
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

@@ -343,6 +343,9 @@ def main() -> None:
                 "product": f[args.product], "runtime": f["runtime"],
                 "total_by_config": {name: round(f[name]["total"], 3) for name in CONFIGS},
                 "best_config": max(CONFIGS, key=lambda n: f[n]["total"])}
+    prof = fast["profile_1_thread"]  # sums of each node's fastest call: the least load-sensitive figure here
+    summary["profile_1_thread_total"] = prof["dense/fp32"]["sum_ms"] / prof[f"{args.product}/mixed"]["sum_ms"]
+    summary["profile_1_thread_ms_by_stage"] = {k: prof[k]["by_stage_ms"] for k in prof}
     summary["met_speed_1_thread_min"] = summary["threads_1_min"]["product"]["total"] >= TARGET
     summary["met_speed_2_threads_min"] = summary["threads_2_min"]["product"]["total"] >= TARGET
     summary["pgd_drop_points"] = None if robust is None else robust["pgd_drop_points"]

@@ -10,8 +10,10 @@ p50 over p50 of all rounds, and beside it the ratio of the fastest calls (`*_spe
 of each graph, what the arithmetic costs when the shared cores happen to be free; `int8_over_bare_min` likewise).
 The int8 graph's operators after onnxruntime's own optimisation are recorded (`int8_optimized_ops`): every
 convolution fused into QLinearConv, so no layer falls back to float between the input's QuantizeLinear and the
-output's DequantizeLinear. Accuracy: the models are untrained, so each artifact's top-1 agreement with fp32 on 256
-inputs.
+output's DequantizeLinear. A fifth graph, int8-mixed, is export's `--int8-exclude measure` (the convolutions outside
+onnxruntime's x86 symmetric int8 kernel, e.g. a 3-channel stem, left fp32 if the whole graph then runs faster at
+export; `int8_mixed` records the choice, both times and the float operators), timed in the same rounds.
+Accuracy: the models are untrained, so each artifact's top-1 agreement with fp32 on 256 inputs.
 Targets: int8 >= 2x fp32 at batch 32 for all three; edgerobust's int8 within 5% of the bare quantize_static.
 Run: python -m benchmarks.int8_speedup [--rounds 3] [--budget 0.1] [--models resnet20]
 """
@@ -33,7 +35,7 @@ from benchmarks.common import save_result
 from edgerobust.bench import TimingPlan, summarize, time_calls
 from edgerobust.bench.api import export_for_bench
 from edgerobust.export.fp16 import to_fp16
-from edgerobust.export.quantize import Int8Settings, _reader, quantize_int8
+from edgerobust.export.quantize import Int8Settings, _reader, float_operators, int8_record, quantize_int8
 from edgerobust.models import build_model, count_flops
 
 CIFAR = (3, 32, 32)
@@ -98,12 +100,14 @@ def main() -> None:
             fp32 = export_for_bench(module, CIFAR, base.with_suffix(".fp32.onnx"), 17)
             proto = onnx.load(str(fp32))
             paths = {"fp32": fp32, "fp16": base.with_suffix(".fp16.onnx"), "int8": base.with_suffix(".int8.onnx"),
-                     "int8-bare": base.with_suffix(".bare.onnx")}
+                     "int8-bare": base.with_suffix(".bare.onnx"), "int8-mixed": base.with_suffix(".mixed.onnx")}
             onnx.save(to_fp16(proto), str(paths["fp16"]))
             made = time.perf_counter()
             onnx.save(quantize_int8(proto, calibration, CIFAR, Int8Settings()), str(paths["int8"]))
             quantize_seconds = time.perf_counter() - made
             bare_int8(fp32, paths["int8-bare"], calibration)
+            mixed = quantize_int8(proto, calibration, CIFAR, Int8Settings(exclude="measure"))
+            onnx.save(mixed, str(paths["int8-mixed"]))
             same_graph = onnx.load(str(paths["int8"])).graph == onnx.load(str(paths["int8-bare"])).graph
             outputs = {}
             for name, path in paths.items():
@@ -116,6 +120,9 @@ def main() -> None:
                                "top1_agreement_with_fp32": agreement, "int8_quantize_seconds": quantize_seconds,
                                "int8_graph_identical_to_bare": same_graph,
                                "int8_optimized_ops": optimized_ops(paths["int8"]),
+                               "int8_mixed_float_operators": float_operators(mixed),
+                               "int8_mixed": {k: v for k, v in int8_record(mixed).items()
+                                              if k in ("chosen", "measured_fastest_call_ms")},
                                "fp32_optimized_ops": optimized_ops(paths["fp32"]),
                                "accuracy": "untrained model: top-1 agreement with fp32 on 256 uniform inputs"}
             for threads in THREADS:
@@ -137,6 +144,8 @@ def main() -> None:
                            "int8_speedup_min": stats["fp32"]["min_ms"] / stats["int8"]["min_ms"],
                            "int8_speedup": stats["fp32"]["p50_ms"] / stats["int8"]["p50_ms"],
                            "fp16_speedup": stats["fp32"]["p50_ms"] / stats["fp16"]["p50_ms"],
+                           "int8_mixed_speedup": stats["fp32"]["p50_ms"] / stats["int8-mixed"]["p50_ms"],
+                           "int8_mixed_speedup_min": stats["fp32"]["min_ms"] / stats["int8-mixed"]["min_ms"],
                            "int8_over_bare": stats["int8"]["p50_ms"] / stats["int8-bare"]["p50_ms"],
                            "int8_over_bare_min": stats["int8"]["min_ms"] / stats["int8-bare"]["min_ms"]}
                     rows.append(row)
@@ -154,6 +163,10 @@ def main() -> None:
                                               for m in wanted},
         "met_speedup_min": all(max(r["int8_speedup_min"] for r in batch32 if r["model"] == m) >= TARGET_SPEEDUP
                                for m in wanted),
+        "int8_mixed_speedup_min_batch32_by_model": {m: max(r["int8_mixed_speedup_min"] for r in batch32
+                                                           if r["model"] == m) for m in wanted},
+        "int8_mixed_speedup_batch32_by_model": {m: max(r["int8_mixed_speedup"] for r in batch32 if r["model"] == m)
+                                                for m in wanted},
         "int8_over_bare_max_deviation": max(abs(r["int8_over_bare"] - 1) for r in rows),
         "bare_within": BARE_WITHIN,
         "met_bare": all(abs(r["int8_over_bare"] - 1) <= BARE_WITHIN for r in rows),

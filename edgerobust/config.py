@@ -342,6 +342,8 @@ class CompressConfig:
     funnel: bool = setting(False, help="density falling with depth")
     layers: list[str] = setting([], help="fnmatch patterns of layers to prune; empty = all")
     layer_keep: dict[str, float] = setting({}, help="per-layer keep ratio overrides")
+    round_to: int = setting(1, ge=1, help="kept channels per layer rounded to a multiple of this (at least it): 16 "
+                                          "suits onnxruntime's x86 int8 and fp32 convolution kernels")
     threshold: float | None = setting(None, ge=0, help="l1 only: drop filters whose kernel L1 norm is below this")
     admm_epochs: int = setting(4, ge=1, help="epochs of ADMM training")
     rho: float = setting(1e-2, gt=0, help="ADMM penalty ρ at the start")
@@ -426,6 +428,11 @@ class ExportConfig:
                                 "device (GPU targets) (default: if the target has it)")
     int8_method: str | None = setting(None, choices=CALIBRATION_METHODS,
                                       help="onnxruntime int8 calibration method (default: the target's)")
+    int8_exclude: str = setting("none", help="operators left float32 in the onnxruntime int8 graph: none, auto "
+                                       "(the convolutions onnxruntime's x86 int8 kernel runs slower than float: "
+                                       "under 16 output channels, or input channels not a multiple of 4), measure "
+                                       "(auto only if the whole graph then runs faster, timed at export on this "
+                                       "host) or comma-separated node names")
     int8_max_drop: float = setting(0.01, ge=0, le=1, help="largest clean accuracy drop of the int8 artifact against "
                                                          "fp32 (a fraction: 0.01 = 1 point)")
     int8_min_agreement: float = setting(0.9, ge=0, le=1, help="smallest top-1 agreement of int8 with fp32")

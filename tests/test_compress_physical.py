@@ -154,6 +154,8 @@ def test_recipes_parse_and_validate():
     (("--method", "l1", "--scheme", "column"), "use --scheme filter"),
     (("--keep-schedule", "cubic"), "keep-schedule = 'cubic' is not one of: constant, linear, staged"),
     (("--method", "l1", "--keep-schedule", "linear"), "needs --method admm"),
+    (("--scheme", "irregular", "--round-to", "16"), "removes no channels"),
+    (("--round-to", "0"), "round-to"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(digits_run, tmp_path, args, message):
     code, _, err = run_cli("compress", "--model", digits_run.path, "--out", tmp_path / "c", "-q", *args)

@@ -283,3 +283,33 @@ def test_constant_keep_schedule_is_the_plain_plan():
     assert keep_schedule("constant", 5) is None
     with pytest.raises(EdgeRobustError, match="unknown keep schedule 'cubic'"):
         keep_schedule("cubic", 5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(units=st.integers(1, 512), keep=st.floats(0.01, 1.0), round_to=st.sampled_from([1, 4, 8, 16, 32]))
+def test_round_to_keeps_a_multiple_of_it_at_least_it_and_at_most_the_layer(units, keep, round_to):
+    k = keep_k(units, keep, round_to)
+    assert 1 <= k <= units
+    assert k == units or k % round_to == 0
+    assert k >= min(units, round_to)
+    assert abs(k - keep_k(units, keep)) <= round_to / 2 or k == min(units, round_to)  # the nearest multiple
+
+
+def test_round_to_reaches_the_plan_and_l1_pruning_and_is_refused_where_it_cannot_apply():
+    from edgerobust.compress.l1_filter import l1_filter_masks
+
+    model = build_model("resnet20", (3, 32, 32), 10)
+    for plan in (build_plan(model, (3, 32, 32), "filter", 0.25, round_to=16),
+                 l1_filter_masks(model, (3, 32, 32), keep=0.25, round_to=16)[0]):
+        kept = plan.kept_units({n: p.detach() for n, p in model.named_parameters()})
+        assert [int(k.sum()) for k in kept] == [min(t.units, 16) for t in plan.targets]  # 16/32/64 -> 16 each
+    plan, _ = l1_filter_masks(model, (3, 32, 32), keep=0.25,
+                              layer_keep={"net.conv1": 0.125, "net.layers.0.*": 0.125})  # stage 0: 2 of 16
+    kept = sorted(int(k.sum()) for k in plan.kept_units({n: p.detach() for n, p in model.named_parameters()}))
+    assert kept[:4] == [2, 2, 2, 2] and kept[-1] == 16  # stage 2: a quarter of 64
+    with pytest.raises(EdgeRobustError, match="removes no channels"):
+        build_plan(model, (3, 32, 32), "irregular", 0.5, round_to=16)
+    with pytest.raises(EdgeRobustError, match="per-layer"):
+        build_plan(model, (3, 32, 32), "filter", 0.5, global_keep=True, round_to=16)
+    with pytest.raises(EdgeRobustError, match="threshold"):
+        l1_filter_masks(model, (3, 32, 32), threshold=0.1, round_to=16)

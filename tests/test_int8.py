@@ -420,3 +420,75 @@ def test_the_agreement_rule_judges_the_drop_in_points_of_the_sample(n, flips, ma
     assert got["dropped_points"] == flips and got["passed"] is passed
     assert got["accuracy"] == (n - flips) / n and got["allowed_points"] == (max(1, round(max_drop * n)) if max_drop
                                                                             else 0)
+
+
+def conv_graph(shapes: list[tuple[tuple[int, ...], int]]) -> onnx.ModelProto:
+    """One Conv per (weight shape, group), side by side on their own inputs: only the weights' shapes matter."""
+    nodes, inits, inputs = [], [], []
+    for i, (shape, group) in enumerate(shapes):
+        inits.append(numpy_helper.from_array(np.zeros(shape, np.float32), f"w{i}"))
+        inputs.append(helper.make_tensor_value_info(f"x{i}", onnx.TensorProto.FLOAT, None))
+        nodes.append(helper.make_node("Conv", [f"x{i}", f"w{i}"], [f"y{i}"], name=f"conv{i}", group=group))
+    outputs = [helper.make_tensor_value_info(f"y{i}", onnx.TensorProto.FLOAT, None) for i in range(len(shapes))]
+    return helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, inits))
+
+
+def test_the_kernel_rule_names_the_convolutions_outside_the_symmetric_int8_kernel():
+    from edgerobust.export.quantize import excluded_nodes, slow_int8_convolutions
+
+    proto = conv_graph([((16, 3, 3, 3), 1),    # a CIFAR stem: 3 input channels
+                        ((8, 8, 3, 3), 1),     # a filter-pruned layer of 8
+                        ((16, 16, 3, 3), 1),   # fast
+                        ((32, 12, 1, 1), 1),   # fast (1x1, 12 = 3·4 input channels)
+                        ((20, 16, 3, 3), 1),   # 20 output channels: not a multiple of 8
+                        ((16, 1, 3, 3), 16),   # depthwise over 16 channels: fast
+                        ((8, 1, 3, 3), 8)])    # depthwise over 8: not a multiple of 16
+    assert slow_int8_convolutions(proto) == ["conv0", "conv1", "conv4", "conv6"]
+    assert excluded_nodes(proto, "auto") == slow_int8_convolutions(proto)
+    assert excluded_nodes(proto, "none") == [] and excluded_nodes(proto, " conv2 ,conv3") == ["conv2", "conv3"]
+    with pytest.raises(EdgeRobustError, match="names no node conv9 of the graph") as info:
+        excluded_nodes(proto, "conv2,conv9")
+    assert "\n" not in str(info.value)
+
+
+def test_int8_exclude_leaves_operators_float32_records_them_and_reaches_the_bundle(int8_bundle, tmp_path):
+    from edgerobust.export.api import export_run
+    from edgerobust.export.parity import ort_session, run_onnx
+    from edgerobust.export.quantize import Int8Settings, float_operators, quantize_int8, slow_int8_convolutions
+    from edgerobust.run import RunDir
+
+    proto = onnx.load(str(int8_bundle.bundle / "model.onnx"))
+    calibration = np.load(int8_bundle.bundle / "calibration.npz")["input"]
+    shape = calibration.shape[1:]
+    slow = slow_int8_convolutions(proto)
+    assert slow  # the digits model's first convolution reads 1 channel
+    mixed = quantize_int8(proto, calibration, shape, Int8Settings(exclude="auto"))
+    assert float_operators(mixed) == slow
+    assert float_operators(onnx.load(str(int8_bundle.bundle / "model.int8.onnx"))) == []
+    assert str(slow) in next(p.value for p in mixed.metadata_props if p.key == "int8")
+    named = [n.name for n in proto.graph.node if n.op_type == "Conv"][-1]
+    assert float_operators(quantize_int8(proto, calibration, shape, Int8Settings(exclude=named))) == [named]
+    onnx.save(mixed, str(tmp_path / "mixed.onnx"))
+    x = np.load(int8_bundle.bundle / "golden_inputs.npy")
+    assert np.isfinite(run_onnx(ort_session(tmp_path / "mixed.onnx"), x)).all()
+
+    run = RunDir.open(shutil.copytree(int8_bundle.bundle.parent, tmp_path / "run", ignore=shutil.ignore_patterns(
+        "export-*")))
+    result = export_run(run, ExportConfig(target="x86-cpu", calibration=64, golden=32, parity_points=200,
+                                          int8_exclude="auto", force_int8=True), progress=False)
+    entry = result.manifest["models"]["int8"]
+    assert entry["quantization"]["exclude"] == "auto" and entry["quantization"]["float_operators"] == slow
+
+
+def test_int8_exclude_measure_keeps_the_faster_graph_and_records_both_times(int8_bundle):
+    from edgerobust.export.quantize import Int8Settings, float_operators, int8_record, quantize_int8
+
+    proto = onnx.load(str(int8_bundle.bundle / "model.onnx"))
+    calibration = np.load(int8_bundle.bundle / "calibration.npz")["input"]
+    shape = calibration.shape[1:]
+    graph = quantize_int8(proto, calibration, shape, Int8Settings(exclude="measure"))
+    record = int8_record(graph)
+    times = record["measured_fastest_call_ms"]
+    assert set(times) == {"int8", "mixed"} and record["chosen"] == min(times, key=times.get)
+    auto = float_operators(quantize_int8(proto, calibration, shape, Int8Settings(exclude="auto")))
+    assert record["float_operators"] == float_operators(graph) == (auto if record["chosen"] == "mixed" else [])

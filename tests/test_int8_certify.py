@@ -458,3 +458,39 @@ def test_int8_certified_balls_hold_on_aarch64_outputs(edge_run, edge_profiles, a
     row = out["rows"][0]
     assert row["certified_points"] > 0 and row["record"]["architecture"] == "aarch64"
     assert out["violations"] == 0, row["violating_points"]
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), kind=st.sampled_from(["conv", "res"]), which=st.sampled_from(["auto", "first"]),
+       eps=st.sampled_from([0.0, 0.02]), method=st.sampled_from(["ibp", "crown"]))
+def test_partially_quantized_networks_hold_onnxruntime_inside_their_bounds(tmp_path_factory, seed, kind, which, eps,
+                                                                           method):
+    """Mixed precision (export --int8-exclude): convolutions left in float32 between a DequantizeLinear and a
+    QuantizeLinear are float segments of the int8 model; onnxruntime's outputs of the partially quantized graph lie
+    inside the bounds and the margins' lower bounds hold."""
+    from edgerobust.export.quantize import Int8Settings, float_operators
+
+    model, shape = small_net(seed, kind)
+    rng = np.random.default_rng(seed)
+    proto = simplify(to_onnx(model, shape, 13))
+    exclude = "auto" if which == "auto" else next(n.name for n in proto.graph.node if n.op_type == "Conv")
+    calibration = rng.random((32, *shape)).astype(np.float32)
+    quantized = quantize_int8(proto, calibration, shape, Int8Settings(exclude=exclude))
+    floats = float_operators(quantized)
+    assert floats and any(n.op_type == "QuantizeLinear" for n in quantized.graph.node)
+    folder = tmp_path_factory.mktemp("mixed")
+    onnx.save(quantized, folder / "int8.onnx")
+    engine = Engine(from_onnx(quantized))
+    x = rng.random((3, *shape))
+    labels = engine.output(torch.from_numpy(x)).argmax(1).numpy()
+    lo, hi = output_bounds(engine, x, eps, method=method)
+    assert np.isfinite(lo).all() and np.isfinite(hi).all()  # every QuantizeLinear has its window: not vacuous
+    certs = certify_points(engine, x, labels, eps, "inf", method, [INT8])
+    session = ort_session(folder / "int8.onnx")
+    for i in range(len(x)):
+        points = np.concatenate([x[i:i + 1].astype(np.float32),
+                                 *ball_batches(x[i].astype(np.float32), eps, "inf", 512, 512, seed, i)])
+        out = run_onnx(session, points).astype(np.float64)
+        assert (out >= lo[i]).all() and (out <= hi[i]).all()
+        bound = [None if not np.isfinite(v) else float(v) for v in certs.bounds["int8"][i]]
+        assert violations(out, int(labels[i]), bound)["violations"] == 0

@@ -33,6 +33,8 @@ def compress(
     global_keep: Optional[bool] = typer.Option(None, "--global/--per-layer", help="One ranking across layers."),
     funnel: Optional[bool] = typer.Option(None, "--funnel/--no-funnel", help="Density falling with depth."),
     layers: Optional[str] = typer.Option(None, help="Comma-separated layer names or patterns to prune."),
+    round_to: Optional[int] = typer.Option(None, "--round-to", help="Kept channels per layer rounded to a multiple "
+                                           "of this, at least it (16 suits onnxruntime's x86 int8/fp32 kernels)."),
     threshold: Optional[float] = typer.Option(None, help="L1 method: drop filters whose L1 norm is below this."),
     admm_epochs: Optional[int] = typer.Option(None, "--admm-epochs", help="Epochs of ADMM training."),
     retrain_epochs: Optional[int] = typer.Option(None, "--retrain-epochs", help="Masked retraining epochs."),
@@ -68,7 +70,7 @@ def compress(
     spec = load_recipe(recipe)
     config, train_config, adv_settings, eval_settings = configs_from_recipe(spec, dict(
         method=method, scheme=scheme, global_keep=given(global_keep, "--global/--per-layer"), funnel=funnel,
-        threshold=threshold,
+        threshold=threshold, round_to=round_to,
         keep=split_list(keep), layers=split_list(layers),
         admm_epochs=admm_epochs, retrain_epochs=retrain_epochs, rho=rho, rho_growth=rho_growth,
         admm_interval=admm_interval, keep_schedule=keep_schedule,

@@ -27,6 +27,7 @@ def export(
     fp16: Optional[bool] = typer.Option(None, "--fp16/--no-fp16", help=H("fp16")),
     int8: Optional[bool] = typer.Option(None, "--int8/--no-int8", help=H("int8")),
     int8_method: Optional[str] = typer.Option(None, "--int8-method", help=H("int8_method")),
+    int8_exclude: Optional[str] = typer.Option(None, "--int8-exclude", help=H("int8_exclude")),
     int8_max_drop: Optional[float] = typer.Option(None, "--int8-max-drop", help=H("int8_max_drop")),
     int8_min_agreement: Optional[float] = typer.Option(None, "--int8-min-agreement", help=H("int8_min_agreement")),
     force_int8: Optional[bool] = typer.Option(None, "--force-int8", help=H("force_int8")),
@@ -44,7 +45,8 @@ def export(
     """Export a run's model for a target device: ONNX (+ fp16), parity checks, memory check, deployment bundle."""
     config = recipe_section(recipe, "export", dict(target=target, opset=opset, fp16=fp16, int8=int8, batch=batch,
                                                    golden=golden, calibration=calibration, tolerance=tolerance,
-                                                   engine=engine, int8_method=int8_method, int8_max_drop=int8_max_drop,
+                                                   engine=engine, int8_method=int8_method, int8_exclude=int8_exclude,
+                                                   int8_max_drop=int8_max_drop,
                                                    int8_min_agreement=int8_min_agreement, force_int8=force_int8,
                                                    parity_points=parity_points))
     run = run_argument(run, config.target)
@@ -64,7 +66,8 @@ def export(
             q = entry["quantization"]
             console.print(f"{precision}: onnxruntime {q['format']} ({q['weights']} per-channel weights, "
                           f"{q['activations']} activations, {q['method']} calibration"
-                          f"{', reduce_range' if q['reduce_range'] else ''}) on {m['calibration']['count']} inputs")
+                          f"{', reduce_range' if q['reduce_range'] else ''}) on {m['calibration']['count']} inputs"
+                          + (f"; float32: {', '.join(q['float_operators'])}" if q.get("float_operators") else ""))
     mem = m["memory"]
     console.print(f"memory at batch {mem['batch']}: {mem['estimate_bytes'] / 2**20:.2f} MiB (weights "
                   f"{mem['weights_bytes'] / 2**20:.2f} + activations {mem['activation_peak_bytes'] / 2**20:.2f}) "

@@ -170,7 +170,7 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
     # Build the plan before any training so a bad scheme / layer / keep fails at once.
     plan = build_plan(dense, shape, config.scheme, config.keep if config.threshold is None else 1.0,
                       global_keep=config.global_keep, funnel=config.funnel, layers=config.layers or None,
-                      layer_keep=config.layer_keep)
+                      layer_keep=config.layer_keep, round_to=config.round_to)
     started = time.perf_counter()
     history: list[dict[str, Any]] = []
     admm_info: dict[str, Any] = {}
@@ -193,10 +193,11 @@ def _compress(source, out: Path, config: CompressConfig, base: TrainConfig, *, a
     model = pruned_from.load_model().to(device)
     if config.method == "l1":
         plan, masks = l1_filter_masks(model, shape, None if config.threshold is not None else config.keep,
-                                      config.threshold, config.layers or None)
+                                      config.threshold, config.layers or None, config.round_to, config.layer_keep)
     else:
         plan = build_plan(model, shape, config.scheme, config.keep, global_keep=config.global_keep,
-                          funnel=config.funnel, layers=config.layers or None, layer_keep=config.layer_keep)
+                          funnel=config.funnel, layers=config.layers or None, layer_keep=config.layer_keep,
+                          round_to=config.round_to)
         masks = plan.masks({n: p.detach() for n, p in model.named_parameters()})
     if config.retrain_epochs > 0:
         retrain_config = replace(base, epochs=config.retrain_epochs, lr=config.retrain_lr or base.lr)

@@ -34,19 +34,25 @@ def filter_l1_norms(plan: PruningPlan, model: nn.Module) -> list[Tensor]:
 
 
 def l1_filter_masks(model: nn.Module, input_shape: Sequence[int], keep: float | None = None,
-                    threshold: float | None = None, layers: Sequence[str] | None = None
-                    ) -> tuple[PruningPlan, dict[str, Tensor]]:
-    """Masks (True = kept) of a one-shot L1 filter pruning by keep ratio or by L1 threshold."""
+                    threshold: float | None = None, layers: Sequence[str] | None = None, round_to: int = 1,
+                    layer_keep: dict[str, float] | None = None) -> tuple[PruningPlan, dict[str, Tensor]]:
+    """Masks (True = kept) of a one-shot L1 filter pruning by keep ratio (per-layer overrides `layer_keep`, as
+    build_plan) or by L1 threshold; kept filter counts rounded to multiples of `round_to` (schemes.keep_k; by ratio
+    only)."""
     if (keep is None) == (threshold is None):
         raise EdgeRobustError("L1 filter pruning needs either a keep ratio or an L1 threshold (not both)")
     if threshold is not None and not threshold >= 0:
         raise EdgeRobustError(f"the L1 threshold must be non-negative, got {threshold}")
-    plan = build_plan(model, input_shape, "filter", keep if keep is not None else 1.0, layers=layers)
+    if threshold is not None and round_to > 1:
+        raise EdgeRobustError("round_to rounds a keep ratio's filter counts; an L1 threshold keeps what passes it "
+                              "(use --keep, or --round-to 1)")
+    plan = build_plan(model, input_shape, "filter", keep if keep is not None else 1.0, layers=layers,
+                      round_to=round_to, layer_keep=layer_keep if threshold is None else None)
     values = dict(model.named_parameters())
     masks: dict[str, Tensor] = {}
     for target, ratio, norms in zip(plan.targets, plan.ratios, filter_l1_norms(plan, model), strict=True):
         if threshold is None:
-            kept = top_units(norms, keep_k(target.units, ratio))
+            kept = top_units(norms, keep_k(target.units, ratio, round_to))
         else:
             kept = norms >= threshold
             if not kept.any():  # a layer keeps at least its strongest filter

@@ -27,9 +27,14 @@ PRUNABLE = (nn.Conv2d, nn.Linear)
 
 
 # -- top-k: the projection's selection (Π_S keeps each target's k units of largest squared norm) ---------------
-def keep_k(units: int, keep: float) -> int:
-    """How many of `units` a keep ratio leaves (at least one, so no layer is cut off entirely)."""
-    return min(units, max(1, round(keep * units)))
+def keep_k(units: int, keep: float, round_to: int = 1) -> int:
+    """How many of `units` a keep ratio leaves (at least one, so no layer is cut off entirely); with `round_to` > 1
+    the nearest multiple of it, at least `round_to` and at most `units` (channel counts the kernels' blocks like:
+    onnxruntime's x86 int8 convolution wants 16 or more output channels, its fp32 NCHWc kernels blocks of 8/16)."""
+    k = min(units, max(1, round(keep * units)))
+    if round_to > 1:
+        k = min(units, max(round_to, round_to * round(k / round_to)))
+    return k
 
 
 def top_units(scores: Tensor, k: int) -> Tensor:
@@ -260,6 +265,7 @@ class PruningPlan:
     targets: list[Target]
     ratios: list[float]
     global_keep: float | None = None  # set: one ranking across all targets instead of per-target top-k
+    round_to: int = 1  # kept units per target rounded to a multiple of this (keep_k)
 
     def scored_params(self) -> list[str]:
         return sorted({p for t in self.targets for p in t.scored_params})
@@ -267,7 +273,8 @@ class PruningPlan:
     def kept_units(self, values: dict[str, Tensor]) -> list[Tensor]:
         scores = [t.scores(values) for t in self.targets]
         if self.global_keep is None:
-            return [top_units(s, keep_k(t.units, r)) for t, s, r in zip(self.targets, scores, self.ratios, strict=True)]
+            return [top_units(s, keep_k(t.units, r, self.round_to))
+                    for t, s, r in zip(self.targets, scores, self.ratios, strict=True)]
         # Global ranking compares mean squared magnitude per element, so wide and narrow units compete fairly;
         # each target's best unit is always kept so no layer is cut off entirely.
         normed = [s / t.unit_size(values) for t, s in zip(self.targets, scores, strict=True)]
@@ -311,13 +318,15 @@ class PruningPlan:
 
 def build_plan(model: nn.Module, input_shape: Sequence[int], scheme: str = "filter", keep: float = 0.5, *,
                global_keep: bool = False, funnel: bool = False, layers: Sequence[str] | None = None,
-               layer_keep: dict[str, float] | None = None) -> PruningPlan:
-    """Targets of `scheme` over `model` restricted to `layers` (fnmatch patterns), with their keep ratios."""
+               layer_keep: dict[str, float] | None = None, round_to: int = 1) -> PruningPlan:
+    """Targets of `scheme` over `model` restricted to `layers` (fnmatch patterns), with their keep ratios; kept
+    units rounded to multiples of `round_to` (structured schemes only)."""
     builder = SCHEMES.get(scheme)
     check_keep(keep)
     output_layer(model)  # a model without Conv2d / Linear layers fails here with one line
     if global_keep and funnel:
         raise EdgeRobustError("choose either a global keep ratio or the funnel, not both")
+    check_round_to(round_to, scheme, global_keep)
     with eval_mode(model):
         where = placement(model)  # torch-pruning traces the model: its example input on the model's device
         targets = builder(model, torch.zeros(1, *input_shape, device=where.device, dtype=where.dtype))
@@ -333,7 +342,19 @@ def build_plan(model: nn.Module, input_shape: Sequence[int], scheme: str = "filt
         check_keep(ratio, f"keep ratio for '{pattern}'")
         ratios = [ratio if any(fnmatch.fnmatchcase(n, pattern) for n in t.layers) else r
                   for t, r in zip(targets, ratios, strict=True)]
-    return PruningPlan(scheme, targets, ratios, keep if global_keep else None)
+    return PruningPlan(scheme, targets, ratios, keep if global_keep else None, round_to)
+
+
+def check_round_to(round_to: int, scheme: str, global_keep: bool = False) -> int:
+    """A channel multiple for a structured per-layer plan; anything else is refused with the reason."""
+    if not (isinstance(round_to, int) and round_to >= 1):
+        raise EdgeRobustError(f"round_to must be a whole number >= 1 (e.g. 16), got {round_to}")
+    if round_to > 1 and scheme not in STRUCTURED:
+        raise EdgeRobustError(f"round_to rounds kept channel counts; the '{scheme}' scheme removes no channels "
+                              "(use --scheme filter or channel, or --round-to 1)")
+    if round_to > 1 and global_keep:
+        raise EdgeRobustError("round_to applies to per-layer keep ratios; use --per-layer or --round-to 1")
+    return round_to
 
 
 def _check_named_layers(model: nn.Module, scheme: str, targets: list[Target], patterns: Sequence[str]) -> None:

@@ -28,7 +28,7 @@ from .onnx_export import INPUT_NAME, OUTPUT_NAME, opset_of, save_onnx
 from .operators import check_operators, graph_operators
 from .parity import agreement_line, check_agreement, check_parity, run_torch
 from .precisions import ENGINE, exportable, host_precision
-from .quantize import Int8Settings
+from .quantize import Int8Settings, float_operators, int8_record
 from .ship import ship_replay_sets, ship_runner
 from .tolerance import float64_outputs
 
@@ -95,10 +95,12 @@ def runtimes_for(profile: DeviceProfile, precision: str) -> list[str]:
 
 
 def int8_settings(profile: DeviceProfile, config: ExportConfig) -> Int8Settings:
-    """The quantizer settings: the profile's [int8] table, the calibration method overridable by the config."""
+    """The quantizer settings: the profile's [int8] table, the calibration method and the operators left in float
+    overridable by the config."""
     table = profile.int8 or {}
     return Int8Settings(method=config.int8_method or table.get("method", "minmax"),
-                        reduce_range=bool(table.get("reduce_range", False)))
+                        reduce_range=bool(table.get("reduce_range", False)),
+                        exclude=config.int8_exclude or "none")
 
 
 def ort_version() -> str:
@@ -210,6 +212,9 @@ def export_run(run: RunDir | str | Path, config: ExportConfig | None = None, *, 
                 entry = {"file": name, "parity": figures, "runtimes": runtimes_for(profile, precision)}
                 if context:
                     entry["quantization"] = {**context["settings"].to_dict(), "calibration": CALIBRATION_NAME,
+                                             "float_operators": float_operators(graph),
+                                             **{k: v for k, v in int8_record(graph).items()
+                                                if k in ("measured_fastest_call_ms", "chosen")},
                                              "quantizer": f"onnxruntime.quantization {ort_version()}"}
                 if not figures["passed"] and config.force_int8:
                     figures["forced"] = True

@@ -6,8 +6,22 @@ whose ranges come from the bundle's calibration set, read by a `CalibrationDataR
 percentile). Nothing of what onnxruntime.quantization does is written here: this module only feeds it, names its
 settings and turns its failures into one line. `reduce_range` (7-bit weights) is for x86 CPUs without VNNI, where
 onnxruntime's u8 x s8 kernels add pairs of products in 16 bits and can saturate (the profile's `[int8]` table says
-whether a target needs it). Marshall (thesis ch. 4) deploys with TensorRT int8 on the Jetson's GPU; this is the same
-lever for the CPU targets.
+whether a target needs it).
+
+Mixed precision (`Int8Settings.exclude`, `export --int8-exclude`): operators named there stay float32 between a
+DequantizeLinear and a QuantizeLinear (quantize_static's `nodes_to_exclude`). `auto` names the convolutions that
+onnxruntime's x86 int8 kernels run slower than float32: MLAS's symmetric int8 convolution (ConvSym, AVX2/AVX-512
+VNNI, `MlasConvSymPackWSize`) takes a convolution only with 16 or more output channels, output channels a multiple
+of 8 and input channels a multiple of 4 (depthwise: channels a multiple of 16); any other falls back to im2col and
+a u8s8 GEMM, which on thin layers (a CIFAR stem with 3 input channels, filter-pruned layers of 8) costs more than
+the fp32 NCHWc convolution (benchmarks/product_figure.py records the per-layer profile). The float operators are
+named in the artifact's metadata and the bundle manifest (`float_operators`). The rule knows kernels, not
+graphs: a float layer adds a QuantizeLinear and layout changes after it, and onnxruntime moves a QuantizeLinear
+above a following MaxPool, which then runs as slow uint8 NCHW pooling (VGG-small's stem: 2.9 ms against 0.08 ms).
+`measure` makes both graphs, every operator int8 and `auto`, times them here (1 thread, fastest of a few
+interleaved calls on a calibration batch) and keeps the faster, recording both times.
+
+Marshall (thesis ch. 4) deploys with TensorRT int8 on the Jetson's GPU; this is the same lever for the CPU targets.
 """
 from __future__ import annotations
 
@@ -17,7 +31,7 @@ import logging
 import re
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +60,76 @@ class Int8Settings:
     weights: str = "int8, symmetric"
     activations: str = "uint8, asymmetric"
     qat: dict[str, Any] | None = None  # a QAT run's record (training/qat.py): its scales, not calibrated ones
+    exclude: str = "none"  # operators left float32: none, auto (KERNEL_RULE), measure, or comma-separated names
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+EXCLUDE_RULES = ("none", "auto", "measure")
+MEASURE_ROUNDS = 7  # interleaved calls of each graph when `measure` chooses
+KERNEL_RULE = ("convolutions outside onnxruntime's x86 symmetric int8 kernel (MLAS ConvSym): fewer than 16 output "
+               "channels, output channels not a multiple of 8 or input channels not a multiple of 4 (depthwise: "
+               "channels not a multiple of 16)")
+
+
+def _conv_channels(proto: onnx.ModelProto) -> dict[str, tuple[int, int, int]]:
+    """(output channels, input channels per group, groups) of each Conv with a constant weight, by node name."""
+    shapes = {init.name: tuple(init.dims) for init in proto.graph.initializer}
+    out = {}
+    for node in proto.graph.node:
+        if node.op_type == "Conv" and node.input[1] in shapes and len(shapes[node.input[1]]) >= 3:
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            out[node.name] = (shapes[node.input[1]][0], shapes[node.input[1]][1], group)
+    return out
+
+
+def slow_int8_convolutions(proto: onnx.ModelProto) -> list[str]:
+    """The Conv nodes KERNEL_RULE names: where onnxruntime's x86 int8 convolution leaves its fast kernel."""
+    slow = []
+    for name, (cout, cin, group) in _conv_channels(proto).items():
+        if group > 1:
+            fast = cin == 1 and cout == group and group % 16 == 0
+        else:
+            fast = cout >= 16 and cout % 8 == 0 and cin % 4 == 0
+        if not fast:
+            slow.append(name)
+    return slow
+
+
+def excluded_nodes(proto: onnx.ModelProto, exclude: str) -> list[str]:
+    """The node names `exclude` (none, auto or comma-separated names) leaves in float; an unknown name is refused."""
+    rule = (exclude or "none").strip()
+    if rule in ("none", "measure"):  # measure: quantize_int8 makes the none and auto graphs and times them
+        return []
+    if rule == "auto":
+        return slow_int8_convolutions(proto)
+    names = [n.strip() for n in rule.split(",") if n.strip()]
+    known = {node.name for node in proto.graph.node if node.name}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        convs = sorted(_conv_channels(proto))
+        raise EdgeRobustError(f"--int8-exclude names no node {', '.join(unknown)} of the graph; give none, auto or "
+                              f"node names such as {', '.join(convs[:3]) or 'the Conv nodes'}")
+    return names
+
+
+def float_operators(quantized: onnx.ModelProto) -> list[str]:
+    """Conv / Gemm / MatMul nodes of a QDQ graph whose weight is not dequantized int8: they run in float32."""
+    dequantized = {out for node in quantized.graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+    return [node.name for node in quantized.graph.node if node.op_type in ("Conv", "Gemm", "MatMul")
+            and len(node.input) > 1 and node.input[1] not in dequantized]
+
+
+def int8_record(quantized: onnx.ModelProto) -> dict[str, Any]:
+    """What quantize_int8 wrote in the artifact's `int8` metadata (settings, float operators, measured times)."""
+    import ast
+
+    text = next((p.value for p in quantized.metadata_props if p.key == "int8"), "{}")
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return {}
 
 
 def check_calibration(images: np.ndarray | None, input_shape: tuple[int, ...]) -> np.ndarray:
@@ -91,11 +172,13 @@ def _named_failure(exc: Exception, proto: onnx.ModelProto) -> str:
     return f"operator {ops[0]}: {text}" if ops else text
 
 
-def qat_quantizer_options(proto: onnx.ModelProto, record: dict[str, Any]) -> dict[str, Any]:
+def qat_quantizer_options(proto: onnx.ModelProto, record: dict[str, Any],
+                          excluded: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
     """What onnxruntime's quantizer is told for a QAT run: only Conv and Gemm quantized (their inputs, weights, bias
     and outputs: the points the fake-quant model quantizes), with the run's learned scales and zero points as
     `TensorQuantOverrides` on the activation tensors instead of calibrated ones. Each Conv/Gemm node is matched to
-    its torch module by the name torch's exporter gives it (training/qat.py `onnx_node_name`)."""
+    its torch module by the name torch's exporter gives it (training/qat.py `onnx_node_name`); the `excluded` nodes
+    (mixed precision) stay float and get no overrides of their own."""
     from ..training.qat import onnx_node_name
 
     points = record.get("points") or {}
@@ -111,6 +194,8 @@ def qat_quantizer_options(proto: onnx.ModelProto, record: dict[str, Any]) -> dic
                                     "it is not one of the model's Conv2d/Linear modules; export the run without "
                                     "int8 or train it without --qat")
         found.add(name)
+        if node.name in excluded:
+            continue
         for tensor, (scale, zero) in ((node.input[0], points[name]["input"]), (node.output[0], points[name]["output"])):
             overrides.setdefault(tensor, [{"scale": np.array(scale, dtype=np.float32),
                                                  "zero_point": np.array(zero, dtype=np.uint8)}])
@@ -121,9 +206,51 @@ def qat_quantizer_options(proto: onnx.ModelProto, record: dict[str, Any]) -> dic
     return {"op_types_to_quantize": ["Conv", "Gemm"], "extra_options": {"TensorQuantOverrides": overrides}}
 
 
+def fastest_call_ms(graphs: dict[str, onnx.ModelProto], batch: np.ndarray, rounds: int = MEASURE_ROUNDS
+                    ) -> dict[str, float]:
+    """Each graph's fastest call (ms) on `batch` in onnxruntime CPU sessions (1 thread, all graph optimisations, as
+    the runner's), called in turn round by round so the host's load hits all alike."""
+    import time
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    sessions = {name: ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+                for name, graph in graphs.items()}
+    best = dict.fromkeys(sessions, float("inf"))
+    for _ in range(rounds + 1):  # the first round warms up and counts like the others (its min is rarely lowest)
+        for name, s in sessions.items():
+            start = time.perf_counter()
+            s.run(None, {INPUT_NAME: batch})
+            best[name] = min(best[name], 1e3 * (time.perf_counter() - start))
+    return best
+
+
 def quantize_int8(proto: onnx.ModelProto, calibration: np.ndarray, input_shape: tuple[int, ...],
                   settings: Int8Settings = Int8Settings()) -> onnx.ModelProto:
-    """The QDQ int8 graph of `proto` (fp32, input `input`), calibrated on `calibration` (N×C×H×W pixels)."""
+    """The QDQ int8 graph of `proto` (fp32, input `input`), calibrated on `calibration` (N×C×H×W pixels). With
+    `exclude="measure"` the every-operator graph and the `auto` one are both made and timed here
+    (`fastest_call_ms`, a calibration batch), and the faster is returned: the kernel rule's candidates stay float
+    only where that pays on this host as a whole graph (a float layer adds its QuantizeLinear and layout changes,
+    and onnxruntime moves a QuantizeLinear above a following MaxPool, which then runs as uint8 NCHW pooling)."""
+    if (settings.exclude or "").strip() == "measure":
+        graphs = {"int8": quantize_int8(proto, calibration, input_shape, replace(settings, exclude="none")),
+                  "mixed": quantize_int8(proto, calibration, input_shape, replace(settings, exclude="auto"))}
+        if not float_operators(graphs["mixed"]):
+            chosen, times = "int8", {}
+        else:
+            times = fastest_call_ms(graphs, check_calibration(calibration, input_shape)[:CALIBRATION_BATCH])
+            chosen = min(times, key=times.get)
+        graph = graphs[chosen]
+        record = {**settings.to_dict(), "float_operators": float_operators(graph),
+                  "measured_fastest_call_ms": {k: round(v, 4) for k, v in times.items()}, "chosen": chosen}
+        for prop in graph.metadata_props:
+            if prop.key == "int8":
+                prop.value = str(record)
+        return graph
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -141,11 +268,14 @@ def quantize_int8(proto: onnx.ModelProto, calibration: np.ndarray, input_shape: 
         onnx.save_model(proto, str(source))
         try:
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
-            qat_options = {} if settings.qat is None else qat_quantizer_options(onnx.load_model(str(prepared)),
-                                                                                settings.qat)
+            prepared_proto = onnx.load_model(str(prepared))
+            excluded = excluded_nodes(prepared_proto, settings.exclude)
+            qat_options = {} if settings.qat is None else qat_quantizer_options(prepared_proto, settings.qat,
+                                                                                         excluded)
             quantize_static(str(prepared), str(output), _reader(images), quant_format=QuantFormat.QDQ,
                             per_channel=settings.per_channel, reduce_range=settings.reduce_range,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
+                            nodes_to_exclude=excluded,
                             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
                                            **qat_options.get("extra_options", {})},
                             **{k: v for k, v in qat_options.items() if k != "extra_options"})
@@ -164,6 +294,7 @@ def quantize_int8(proto: onnx.ModelProto, calibration: np.ndarray, input_shape: 
     del quantized.metadata_props[:]
     for prop in proto.metadata_props:
         quantized.metadata_props.add(key=prop.key, value=prop.value)
-    quantized.metadata_props.add(key="int8", value=str(settings.to_dict()))
+    quantized.metadata_props.add(key="int8", value=str({**settings.to_dict(),
+                                                        "float_operators": float_operators(quantized)}))
     quantized.producer_name = proto.producer_name or quantized.producer_name
     return quantized

@@ -1,0 +1,39 @@
+"""benchmarks/product_figure.py's pieces: the stage-aware configuration's widths, the recipe the robustness step
+compresses with, and the per-node profile's sums."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import product_figure as pf  # noqa: E402
+
+
+def test_stage_aware_keeps_thin_fp32_stage0_and_int8_width_16_later():
+    dense = pf.dense_resnet20()
+    slim = pf.pruned(dense, pf.CONFIGS["stage-aware"])
+    assert pf.widths(dense) == [16] * 7 + [32] * 7 + [64] * 7
+    assert pf.widths(slim) == [2] * 7 + [16] * 14  # the stem and stage 0: 2 of 16; stages 1-2: the kernel's 16
+    x = torch.rand(4, *pf.CIFAR)
+    assert pf.pruned(dense, pf.CONFIGS["round16-0.25"])(x).shape == (4, 10)
+    assert set(pf.widths(pf.pruned(dense, pf.CONFIGS["round16-0.25"]))) == {16}
+
+
+def test_the_robustness_recipe_is_the_builtin_one_with_the_layer_keeps(tmp_path):
+    from edgerobust.recipe import load_recipe
+
+    path = pf.compress_recipe(pf.CONFIGS["stage-aware"], tmp_path / "r.toml")
+    assert dict(load_recipe(str(path))["compress"]["layer_keep"]) == pf.CONFIGS["stage-aware"]["layer_keep"]
+
+
+def test_node_profile_sums_its_nodes_by_stage(tmp_path):
+    from edgerobust.bench.api import export_for_bench
+
+    path = export_for_bench(pf.build_model("resnet20", pf.CIFAR, 10).eval(), pf.CIFAR, tmp_path / "m.onnx", 17)
+    profile = pf.node_profile(Path(path), np.random.default_rng(0).random((2, *pf.CIFAR), np.float32), runs=2)
+    assert profile["nodes"] and {"stage0", "stage1", "stage2"} <= set(profile["by_stage_ms"])
+    stages = profile["by_stage_ms"]  # each figure rounded to 3 decimals: off by at most 5e-4
+    assert sum(stages.values()) == pytest.approx(profile["sum_ms"], abs=5e-4 * (len(stages) + 1))

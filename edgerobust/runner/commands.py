@@ -6,7 +6,18 @@ import numpy as np
 
 from . import machine
 from .errors import RunnerError
-from .noise import PHASES, RULE, SOUND_RULE, check_thresholds, fingerprint, noise_batches, prefetched, sound_batches
+from .noise import (
+    DEPTH,
+    PHASES,
+    RULE,
+    SOUND_RULE,
+    check_thresholds,
+    fingerprint,
+    noise_batches,
+    prefetched,
+    ring,
+    sound_batches,
+)
 from .parity import agreement, compare, within_tolerance
 from .precisions import PRECISIONS
 from .runtimes import open_session
@@ -233,16 +244,18 @@ def smooth(bundle, options, args):
     stop = len(evalset.x) if count is None else min(len(evalset.x), start + count)
     classes = int(bundle.manifest.get("num_classes") or 0)
 
+    buffers = ring(DEPTH)  # the batches are written into these arrays in turn: nothing is allocated per batch
+
     def rows():  # every row's batches in one stream: the helper draws the next row's while this one finishes
         for row in range(start, stop):
             if thresholds is None:
-                batches = noise_batches(evalset.x[row], sigma, n, batch, seed, row, PHASES[phase])
+                batches = noise_batches(evalset.x[row], sigma, n, batch, seed, row, PHASES[phase], buffers)
             else:
-                batches = sound_batches(evalset.x[row], thresholds, n, batch, seed, row, PHASES[phase])
+                batches = sound_batches(evalset.x[row], thresholds, n, batch, seed, row, PHASES[phase], buffers)
             for noisy in batches:
                 yield row, noisy
 
-    stream = prefetched(rows())  # drawing starts now, while the session opens
+    stream = prefetched(rows(), DEPTH)  # drawing starts now, while the session opens
     results = []
     try:
         session = open_session(bundle, precision, options)

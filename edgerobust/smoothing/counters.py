@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..runner.noise import PHASES, RULE, fingerprint, noise_batches, prefetched
+from ..runner.noise import DEPTH, PHASES, RULE, fingerprint, noise_batches, prefetched, ring
 from . import sound
 
 
@@ -45,14 +45,16 @@ class SessionCounter:
     def counts(self, x: np.ndarray, rows: Sequence[int], phase: str, n: int) -> np.ndarray:
         out = np.zeros((len(rows), self.num_classes), dtype=np.int64)
 
+        buffers = ring(DEPTH)  # the batches are written into these arrays in turn: nothing is allocated per batch
+
         def stream():  # every point's batches in one stream: the helper draws the next point's while this one ends
             for i, row in enumerate(rows):
-                for noisy in self.batches(x[i], self.sigma, n, self.batch, self.seed, row, PHASES[phase]):
+                for noisy in self.batches(x[i], self.sigma, n, self.batch, self.seed, row, PHASES[phase], buffers):
                     yield i, noisy
 
-        batches = prefetched(stream())
+        batches = prefetched(stream(), DEPTH)
         try:
-            for i, noisy in batches:
+            for i, noisy in batches:  # this batch's array is not written again before the next is taken
                 add_votes(out[i], self.session.infer(noisy))
         finally:
             batches.close()

@@ -297,6 +297,45 @@ def test_noise_stream_does_not_depend_on_the_batch():
     np.testing.assert_array_equal(chunks[0], threaded)
 
 
+def test_sound_stream_does_not_depend_on_the_batch():
+    """Words left over from a raw draw (batches not a multiple of 4) and the low bits (a child stream) carry over
+    between batches, so any chunking concatenates to one draw."""
+    from edgerobust.runner.noise import sound_batches
+    from edgerobust.smoothing.sound import discrete_gaussian
+
+    x = np.linspace(0, 1, 12, dtype=np.float32).reshape(1, 3, 4)
+    t = discrete_gaussian(1.0).thresholds  # σ = 1: 2.6% of the draws take low bits, so every chunking meets some
+    chunks = [np.concatenate(list(sound_batches(x, t, 301, b, 1, 9))) for b in (1, 3, 5, 64, 301)]
+    for other in chunks[1:]:
+        np.testing.assert_array_equal(chunks[0], other)
+
+
+@pytest.mark.parametrize("sound", [False, True])
+def test_prefetched_ring_matches_fresh_arrays(sound):
+    """Batches written into a ring of DEPTH + 2 arrays are intact while the caller holds them, however far ahead the
+    helper runs (the caller is slowed so the helper waits on a full queue with its next batch drawn)."""
+    import time
+
+    from edgerobust.runner.noise import DEPTH, ring, sound_batches
+    from edgerobust.smoothing.sound import discrete_gaussian
+
+    x = np.linspace(0, 1, 12, dtype=np.float32).reshape(1, 3, 4)
+    t = discrete_gaussian(0.5).thresholds
+
+    def draw(buffers=None):
+        if sound:
+            return sound_batches(x, t, 40, 3, 1, 9, 1, buffers)
+        return commands.noise_batches(x, 0.5, 40, 3, 1, 9, 1, buffers)
+
+    fresh = list(draw())
+    seen = 0
+    for i, batch in enumerate(commands.prefetched(draw(ring(DEPTH)), DEPTH)):
+        time.sleep(0.002)  # the helper fills the queue meanwhile, its next batch drawn
+        assert np.array_equal(batch, fresh[i])  # still intact after the wait
+        seen += 1
+    assert seen == len(fresh)
+
+
 def test_prefetching_starts_at_once_and_stops_when_closed():
     import itertools
     import threading

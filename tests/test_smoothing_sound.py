@@ -55,18 +55,46 @@ def test_the_sampler_is_the_gaussian_rounded_to_the_grid(sigma):
     assert 0 < dist.tv_bound < 1e-14
 
 
-def test_the_bucket_lookup_draws_what_a_binary_search_draws():
-    """The 2^16-bucket lookup equals searchsorted on the same 60-bit integers, tails (several thresholds in one
-    bucket) included; the frequencies follow the table within 6 standard errors."""
+def reference_bins(seed: int, row: int, phase: int, sigma: float, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rule spelled out element by element (size a multiple of 4): u = w·2^44 + l with w the 16-bit words of
+    the raw draws and l drawn from the child stream only where w's bucket holds a threshold; there the bin is
+    searchsorted(T, u), elsewhere it is the same for l = 0 and l = 2^44 − 1, so the low bits could not change it.
+    Returns the bins and where l was drawn."""
+    t = discrete_gaussian(sigma).thresholds
+    raw = generator(seed, row, phase).bit_generator.random_raw(size // 4)
+    w = np.stack([(raw >> np.uint64(16 * k)) & np.uint64(0xFFFF) for k in range(4)], 1).reshape(-1).astype(np.int64)
+    shift = BITS - 16
+    lowest = np.searchsorted(t, w << shift, side="right")
+    highest = np.searchsorted(t, (w << shift) + (1 << shift) - 1, side="right")
+    inside = lowest != highest
+    lows = np.random.PCG64(np.random.SeedSequence([seed, row, phase], spawn_key=(0,)))
+    low = (lows.random_raw(int(inside.sum())) >> np.uint64(64 - shift)).astype(np.int64)
+    expected = lowest.copy()
+    expected[inside] = np.searchsorted(t, (w[inside] << shift) + low, side="right")
+    return expected, inside
+
+
+def test_the_lazy_draw_is_a_binary_search_on_60_bit_integers():
+    """The sampler equals `reference_bins`; the low bits are drawn for a few elements only; tails are reached and
+    the frequencies follow the table within 6 standard errors."""
     sigma, size = 0.25, 2_000_000
     dist = discrete_gaussian(sigma)
-    bins = sample_bins(generator(3, 0, 1), sigma, (size,))
-    u = (generator(3, 0, 1).bit_generator.random_raw(size) >> np.uint64(64 - BITS)).view(np.int64)
-    assert np.array_equal(bins, np.searchsorted(dist.thresholds, u, side="right"))
+    bins = sample_bins(3, 0, 1, sigma, (size,))
+    expected, inside = reference_bins(3, 0, 1, sigma, size)
+    assert 0 < inside.mean() < 0.02
+    assert np.array_equal(bins, expected)
     assert (np.abs(bins - dist.half_width) > 3 * sigma * LEVELS).any()  # the tails were reached
     p = dist.probabilities()
     freq = np.bincount(bins, minlength=len(p)) / size
     assert (np.abs(freq - p) <= 6 * np.sqrt(p * (1 - p) / size) + 1 / size).all()
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.sampled_from([0.12, 0.5, 1.0, 2.0]), st.integers(0, 2 ** 32), st.integers(0, 1000), st.integers(0, 2))
+def test_the_lazy_draw_follows_the_rule_at_every_sigma(sigma, seed, row, phase):
+    """Wider σ puts more thresholds per bucket and more draws on the low bits: the sampler still equals the rule."""
+    bins = sample_bins(seed, row, phase, sigma, (50_000,))
+    assert np.array_equal(bins, reference_bins(seed, row, phase, sigma, 50_000)[0])
 
 
 def test_the_model_sees_grid_points_that_move_with_the_point():

@@ -1,12 +1,13 @@
 """The PyTorch graph source: the bound engine's `Graph` of a live sequential model, for certified training.
 
-The nodes are the ONNX operators the exported artifact would hold (Sub/Div for the input normalisation, Conv,
-Gemm, BatchNormalization, Relu, Clip, MaxPool, AveragePool, Flatten), and their constants are the model's own
-parameters and buffers, not copies: the rules read them at every call, so the bounds follow the optimiser and
-gradients flow into the weights (IBP and CROWN-IBP losses, training/certified.py). One rule set serves both sources
-(issue 22); a batch norm is bounded with its running statistics (eval mode), as the artifact computes it.
-Models that are not a chain of these layers (residual blocks) are refused in one line: export them and certify
-the ONNX artifact instead.
+The nodes are the ONNX operators the exported artifact would hold (Song's PCA first layer as Flatten, Sub, one
+MatMul by its projection W·Wᵀ, Add, Reshape; Sub/Div for the input normalisation, Conv, Gemm, BatchNormalization,
+Relu, Clip, MaxPool, AveragePool, Flatten), and their constants are the model's own parameters and buffers, not
+copies (the PCA projection aside, formed once from its fixed basis): the rules read them at every call, so the
+bounds follow the optimiser and gradients flow into the weights (IBP and CROWN-IBP losses, training/certified.py).
+One rule set serves both sources (issue 22); a batch norm is bounded with its running statistics (eval mode), as
+the artifact computes it. Models that are not a chain of these layers (residual blocks) are refused in one line:
+export them and certify the ONNX artifact instead.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from ..models.normalize import Normalize
+from ..models.pca import PCAProjection
 from .graph import BoundError, Graph, Node
 
 
@@ -24,7 +26,8 @@ def _pair(v) -> list[int]:
 
 
 class _Builder:
-    def __init__(self):
+    def __init__(self, input_shape: Sequence[int] | None = None):
+        self.input_shape = None if input_shape is None else [int(s) for s in input_shape]
         self.nodes: list[Node] = []
         self.consts: dict[str, torch.Tensor] = {}
         self.last = "input"
@@ -49,6 +52,19 @@ class _Builder:
         elif isinstance(m, Normalize):
             self.add("Sub", [m.mean])
             self.add("Div", [m.std])
+        elif isinstance(m, PCAProjection):  # Flatten, Sub, MatMul by P = W·Wᵀ, Add, Reshape
+            if self.nodes or self.input_shape is None:
+                raise BoundError(f"cannot bound layer '{name}': Song's PCA layer is bounded as the model's first "
+                                 "layer, with the input shape given (from_module(model, input_shape))")
+            self.add("Flatten")
+            self.add("Sub", [m.mean])
+            # One product by the D×D projection, not two by W and Wᵀ as export writes it: the same real function,
+            # but an interval through W then Wᵀ widens by |W|·|Wᵀ| (~13× on digits at k = 5), through P by |P| (~2×);
+            # the basis is fitted once and not trained, so P is formed once, on its device and in its dtype.
+            with torch.no_grad():
+                self.add("MatMul", [m.basis @ m.basis.T])
+            self.add("Add", [m.mean])
+            self.add("Reshape", [torch.tensor([0, *self.input_shape], device=m.mean.device)])
         elif isinstance(m, nn.Conv2d):
             if isinstance(m.padding, str) or m.padding_mode != "zeros":
                 raise BoundError(f"cannot bound layer '{name}': padding '{m.padding}' ({m.padding_mode}); use integer "
@@ -87,12 +103,13 @@ class _Builder:
         else:
             raise BoundError(f"cannot bound layer '{name or type(m).__name__}' ({type(m).__name__}): the PyTorch "
                              "source takes chains of Conv2d, Linear, ReLU, ReLU6, BatchNorm, pooling and Flatten "
-                             "(e.g. scnn2, cifar-teacher, mlp)")
+                             "after an optional PCA first layer (e.g. scnn2, cifar-teacher, mlp)")
 
 
-def from_module(model: nn.Module) -> Graph:
-    """The engine's graph of `model` (a `NormalizedClassifier` or any chain of supported layers), live weights."""
-    builder = _Builder()
+def from_module(model: nn.Module, input_shape: Sequence[int] | None = None) -> Graph:
+    """The engine's graph of `model` (a `NormalizedClassifier` or any chain of supported layers), live weights.
+    `input_shape` (C, H, W): needed by a PCA first layer (models/pca.py), which works on the flattened image."""
+    builder = _Builder(input_shape)
     builder.module("", model)
     if not builder.nodes:
         builder.add("Identity")

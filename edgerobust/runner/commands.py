@@ -2,11 +2,24 @@
 
 Each returns the `result` dict of the protocol's envelope; every model figure names its artifact, runtime and machine.
 """
+import collections
+
 import numpy as np
 
 from . import machine
 from .errors import RunnerError
-from .noise import PHASES, RULE, SOUND_RULE, check_thresholds, fingerprint, noise_batches, prefetched, sound_batches
+from .noise import (
+    DEPTH,
+    PHASES,
+    RULE,
+    SOUND_RULE,
+    check_thresholds,
+    fingerprint,
+    noise_batches,
+    prefetched,
+    ring,
+    sound_batches,
+)
 from .parity import agreement, compare, within_tolerance
 from .precisions import PRECISIONS
 from .runtimes import open_session
@@ -233,32 +246,43 @@ def smooth(bundle, options, args):
     stop = len(evalset.x) if count is None else min(len(evalset.x), start + count)
     classes = int(bundle.manifest.get("num_classes") or 0)
 
+    buffers = ring(DEPTH)  # the batches are written into these arrays in turn: nothing is allocated per batch
+
+    votes = {row: np.zeros(classes, dtype=np.int64) for row in range(start, stop)}
+    low = {row: [] for row in range(start, stop)}
+    offset = dict.fromkeys(range(start, stop), 0)
+    inferred = collections.deque()  # (row, logits) not counted yet; append and popleft are atomic
+
+    def tally():  # on the helper between draws (the runtime's thread only infers), and once more at the end
+        while inferred:
+            row, logits = inferred.popleft()
+            votes[row] = _add_votes(votes[row], logits.argmax(1))
+            if margin_below is not None:
+                order = np.argsort(-logits.astype(np.float64), axis=1)
+                gap = margins(logits)
+                for i in np.nonzero(gap < margin_below)[0]:
+                    low[row].append([offset[row] + int(i), int(order[i, 0]), int(order[i, 1]), float(gap[i])])
+            offset[row] += len(logits)
+
     def rows():  # every row's batches in one stream: the helper draws the next row's while this one finishes
         for row in range(start, stop):
             if thresholds is None:
-                batches = noise_batches(evalset.x[row], sigma, n, batch, seed, row, PHASES[phase])
+                batches = noise_batches(evalset.x[row], sigma, n, batch, seed, row, PHASES[phase], buffers)
             else:
-                batches = sound_batches(evalset.x[row], thresholds, n, batch, seed, row, PHASES[phase])
+                batches = sound_batches(evalset.x[row], thresholds, n, batch, seed, row, PHASES[phase], buffers)
             for noisy in batches:
+                tally()
                 yield row, noisy
 
-    stream = prefetched(rows())  # drawing starts now, while the session opens
+    stream = prefetched(rows(), DEPTH)  # drawing starts now, while the session opens
     results = []
     try:
         session = open_session(bundle, precision, options)
         try:
-            votes = {row: np.zeros(classes, dtype=np.int64) for row in range(start, stop)}
-            low = {row: [] for row in range(start, stop)}
-            offset = dict.fromkeys(range(start, stop), 0)
             for row, noisy in stream:
-                logits = session.infer(noisy)
-                votes[row] = _add_votes(votes[row], logits.argmax(1))
-                if margin_below is not None:
-                    order = np.argsort(-logits.astype(np.float64), axis=1)
-                    gap = margins(logits)
-                    for i in np.nonzero(gap < margin_below)[0]:
-                        low[row].append([offset[row] + int(i), int(order[i, 0]), int(order[i, 1]), float(gap[i])])
-                offset[row] += len(noisy)
+                inferred.append((row, session.infer(noisy)))
+            stream.close()  # the helper has ended: what it left uncounted is counted here
+            tally()
             for row in range(start, stop):
                 point = {"row": row, "index": None if evalset.indices is None else int(evalset.indices[row]),
                          "label": int(evalset.labels[row]), "counts": [int(c) for c in votes[row]],

@@ -27,27 +27,61 @@ def generator(seed, row, phase):
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(row), int(phase)])))
 
 
-def noise_batches(x, sigma, n, batch, seed, row, phase=1):
-    """The `n` noisy copies of one point `x` (C,H,W float32), in stream order, `batch` at a time."""
+class Ring(object):
+    """`count` reusable arrays handed out in turn (`take`), so a stream of batches allocates nothing per batch: an
+    array stays valid until `count` more have been taken. A `prefetched` stream of depth d needs d + 2 (d waiting,
+    one being drawn, one in the caller's hands): `ring(depth)`."""
+
+    def __init__(self, count):
+        self.count, self.turn, self.arrays = count, 0, [None] * count
+
+    def take(self, shape, dtype=np.float32):
+        i, self.turn = self.turn, (self.turn + 1) % self.count
+        size = int(np.prod(shape))
+        array = self.arrays[i]
+        if array is None or array.dtype != dtype or array.size < size:
+            array = self.arrays[i] = np.empty(size, dtype)
+        return array[:size].reshape(shape)
+
+
+DEPTH = 2  # batches drawn ahead of the caller
+
+
+def ring(depth=DEPTH):
+    """The arrays a consumer of `prefetched(..., depth)` that holds one batch at a time needs."""
+    return Ring(depth + 2)
+
+
+def _out(buffers, shape, dtype=np.float32):
+    return np.empty(shape, dtype) if buffers is None else buffers.take(shape, dtype)
+
+
+def noise_batches(x, sigma, n, batch, seed, row, phase=1, buffers=None):
+    """The `n` noisy copies of one point `x` (C,H,W float32), in stream order, `batch` at a time. `buffers` (a
+    `Ring`): write into its arrays instead of new ones (each batch is then valid only until the ring comes round)."""
     rng = generator(seed, row, phase)
     base = np.asarray(x, dtype=np.float32)[None]
     scale = np.float32(sigma)
     done = 0
     while done < n:
         size = min(batch, n - done)
-        noise = rng.standard_normal((size,) + base.shape[1:], dtype=np.float32)
-        noise *= scale
-        noise += base
+        noise = _out(buffers, (size,) + base.shape[1:])
+        rng.standard_normal(dtype=np.float32, out=noise)  # the same numbers as standard_normal(shape, float32)
+        np.multiply(noise, scale, out=noise)
+        np.add(noise, base, out=noise)
         yield noise
         done += size
 
 
 SOUND_BITS = 60  # one sample of the sound noise: a uniform integer in [0, 2^60), 60 fair coins
-BUCKET_BITS = 16  # its lookup table: 2^16 buckets of the draws (a binary search per element is 3x slower)
+BUCKET_BITS = 16  # its first 16 bits pick a bucket; a bucket without a threshold inside settles the bin by itself
 LEVELS = 255  # the input grid of the sound noise: 8-bit pixels in [0,1]
-SOUND_RULE = ("sound (Voracek & Hein): J = searchsorted(T, Generator(PCG64(SeedSequence([seed, row, phase])))"
-              ".bit_generator.random_raw() >> 4, 'right') - K, T the rounded Gaussian's CDF at the bin edges x 2^60 "
-              "(2K values, from the host); input float32(round(255*x) + J) / 255")
+SOUND_RULE = ("sound (Voracek & Hein): u = w * 2^44 + l, w = the 16-bit words of PCG64(SeedSequence([seed, row, "
+              "phase])).random_raw(), least significant first, one per element in order; l = random_raw() >> 20 of "
+              "PCG64(SeedSequence([seed, row, phase], spawn_key=(0,))), in element order, drawn only for the "
+              "elements whose bucket [w * 2^44, (w+1) * 2^44) holds a threshold; J = searchsorted(T, u, 'right') - K, "
+              "T the rounded Gaussian's CDF at the bin edges x 2^60 (2K values, from the host); "
+              "input float32(round(255*x) + J) / 255")
 
 
 def check_thresholds(thresholds):
@@ -61,75 +95,134 @@ def check_thresholds(thresholds):
     return t
 
 
-def sound_bins(rng, thresholds, shape, table=None):
-    """Bin indices 0..2K (noise integer + K), int64: P(b) = (T_b - T_{b-1}) / 2^60 exactly. `table` is
-    `bucket_table(thresholds)`, computed once per stream."""
-    first, padded = table or bucket_table(thresholds)
+def _index_dtype(largest):
+    return np.int16 if largest < 2 ** 15 else np.int32 if largest < 2 ** 31 else np.int64
+
+
+class SoundDraws(object):
+    """The random bits of one sound-noise stream: 16-bit words from the keyed generator (the raw draws' four words,
+    least significant first, one word per element, leftovers kept for the next call) and 44-bit low parts from its
+    child stream SeedSequence([seed, row, phase], spawn_key=(0,)), taken in element order. Both are consumed in
+    order whatever the batch, so chunked draws concatenate to one draw."""
+
+    def __init__(self, seed, row, phase):
+        self.words = generator(seed, row, phase).bit_generator
+        self.lows = np.random.PCG64(np.random.SeedSequence([int(seed), int(row), int(phase)], spawn_key=(0,)))
+        self.left = np.empty(0, "<u2")
+
+    def take_words(self, size):
+        need = size - len(self.left)
+        if need <= 0:
+            out, self.left = self.left[:size], self.left[size:].copy()
+            return out
+        raw = self.words.random_raw(-(-need // 4)).astype("<u8", copy=False).view("<u2")  # portable word order
+        words = np.concatenate([self.left, raw]) if len(self.left) else raw
+        self.left = words[size:].copy()
+        return words[:size]
+
+    def take_lows(self, count):
+        return (self.lows.random_raw(count) >> np.uint64(64 - (SOUND_BITS - BUCKET_BITS))).view(np.int64)
+
+
+def sound_bins(draws, thresholds, shape, table=None):
+    """Bin indices 0..2K (noise integer + K) from `draws` (a `SoundDraws`): P(b) = (T_b - T_{b-1}) / 2^60 exactly.
+    `table` is `bucket_table(thresholds)`, computed once per stream.
+
+    The 60-bit uniform u is drawn lazily: its top 16 bits w first (a quarter of a raw draw), its low 44 bits l only
+    where they matter, i.e. where the bucket [w * 2^44, (w+1) * 2^44) holds a threshold (0.7% of the mass at
+    sigma = 0.25). Every other bucket lies between two thresholds, so every u in it has the same bin whatever l
+    would be. The l come from a stream independent of the w's, so u = w * 2^44 + l is uniform on [0, 2^60) exactly
+    as one 60-bit draw and the bins have exactly the distribution above; a quarter of the random bits and one
+    table lookup per element."""
+    first = bucket_table(thresholds) if table is None else table
     size = int(np.prod(shape))
-    u = rng.bit_generator.random_raw(size)  # uint64, uniform
-    u >>= np.uint64(64 - SOUND_BITS)
-    u = u.view(np.int64).reshape(shape)
-    bins = first.take(u >> (SOUND_BITS - BUCKET_BITS))
-    bins += u >= padded.take(bins)  # at most one threshold inside the bucket
-    hard = bins < 0
-    if hard.any():  # several thresholds in the bucket (far tails, marked -1): a binary search settles those draws
-        bins[hard] = np.searchsorted(thresholds, u[hard], side="right")
-    return bins
+    words = draws.take_words(size)
+    bins = first.take(words, mode="clip")  # words index 0..2^16 - 1, all in range
+    settle = np.flatnonzero(bins < 0)
+    if len(settle):
+        u = (words[settle].astype(np.int64) << (SOUND_BITS - BUCKET_BITS)) | draws.take_lows(len(settle))
+        bins[settle] = np.searchsorted(thresholds, u, side="right")
+    return bins.reshape(shape)
 
 
 def bucket_table(thresholds):
-    """Each bucket's first bin (-1 where the bucket holds several thresholds) and the thresholds padded with one past
-    the end (what index -1 reads, so a marked draw stays negative until its binary search)."""
+    """Each bucket's bin (the number of thresholds <= its start), or -1 where a threshold lies inside it; int16 when
+    the bins fit (the table is read at random: 128 KiB stays in cache where int64's 512 KiB does not)."""
     starts = np.arange(2 ** BUCKET_BITS, dtype=np.int64) << (SOUND_BITS - BUCKET_BITS)
     first = np.searchsorted(thresholds, starts, side="right")
     last = np.searchsorted(thresholds, starts + (1 << (SOUND_BITS - BUCKET_BITS)) - 1, side="right")
-    padded = np.concatenate([thresholds, [np.iinfo(np.int64).max]])
-    return np.where(last - first > 1, -1, first).astype(np.int64), padded
+    return np.where(last != first, -1, first).astype(_index_dtype(len(thresholds) + 1))
 
 
-def sound_batches(x, thresholds, n, batch, seed, row, phase=1):
-    """The `n` noisy copies of point `x` under the sound noise, `batch` at a time: float32(round(255 x) + J) / 255."""
-    rng = generator(seed, row, phase)
+def sound_batches(x, thresholds, n, batch, seed, row, phase=1, buffers=None):
+    """The `n` noisy copies of point `x` under the sound noise, `batch` at a time: float32(round(255 x) + J) / 255,
+    read from a table of those values for the point's range of integers (the same floats, one gather per element).
+    `buffers`: as for `noise_batches`."""
+    draws = SoundDraws(seed, row, phase)
     table = bucket_table(thresholds)
-    a = np.rint(np.asarray(x, dtype=np.float64) * LEVELS).astype(np.int64) - len(thresholds) // 2
+    half = len(thresholds) // 2
+    a = np.rint(np.asarray(x, dtype=np.float64) * LEVELS).astype(np.int64)
+    lowest = int(a.min()) - half if a.size else 0
+    values = (np.arange(lowest, int(a.max()) + half + 1 if a.size else 1).astype(np.float32)
+              / np.float32(LEVELS))  # values[i] = float32(lowest + i) / 255
+    index = _index_dtype(len(values))
+    shift = (a - lowest - half).astype(index)  # bin + shift = a + J - lowest
+    if table.dtype != index:
+        table = table.astype(index)
     done = 0
     while done < n:
         size = min(batch, n - done)
-        j = sound_bins(rng, thresholds, (size,) + a.shape, table)
-        j += a
-        noisy = j.astype(np.float32)
-        noisy /= np.float32(LEVELS)
+        bins = sound_bins(draws, thresholds, (size,) + a.shape, table)
+        bins += shift
+        noisy = _out(buffers, bins.shape)
+        np.take(values, bins, out=noisy, mode="clip")  # bins index 0..len(values) - 1, all in range
         yield noisy
         done += size
 
 
 class Prefetched(object):
     """`batches` drawn on a helper thread, up to `depth` ahead of the caller, from the moment this is made (so a
-    caller can start drawing before it opens its runtime session); `close()` stops the helper early."""
+    caller can start drawing before it opens its runtime session); `close()` stops the helper early.
 
-    def __init__(self, batches, depth=2):
-        self._items = []
-        self._ready = threading.Semaphore(0)
-        self._room = threading.Semaphore(depth)
+    The hand-over is `depth` slots, each with two plain locks used as binary semaphores ("full", "free"): C-level
+    locks cost well under a microsecond and release the GIL while they wait, where threading.Semaphore and
+    queue.Queue (pure Python over a Condition) cost 10-25 us per batch, a few percent of a small model's batch."""
+
+    POLL = 0.05  # seconds a helper waiting for a free slot sleeps between looks at `close()`
+
+    def __init__(self, batches, depth=DEPTH):
+        self._slots = [None] * depth
+        self._full = [threading.Lock() for _ in range(depth)]
+        self._free = [threading.Lock() for _ in range(depth)]
+        for lock in self._full:
+            lock.acquire()  # nothing to take yet
+        self._turn = 0
         self._stop = False
         self._done = object()
         self._thread = threading.Thread(target=self._fill, args=(batches,), daemon=True)
         self._thread.start()
 
+    def _put(self, k, item):
+        while not self._free[k].acquire(True, self.POLL):
+            if self._stop:
+                return False
+        if self._stop:
+            return False
+        self._slots[k] = item
+        self._full[k].release()
+        return True
+
     def _fill(self, batches):
+        k = 0
         try:
             for item in batches:
-                self._room.acquire()
-                if self._stop:
+                if not self._put(k, item):
                     return
-                self._items.append(item)
-                self._ready.release()
+                k = (k + 1) % len(self._slots)
         except BaseException as exc:  # handed to the consumer, raised there
-            self._items.append(exc)
-            self._ready.release()
+            self._put(k, exc)
             return
-        self._items.append(self._done)
-        self._ready.release()
+        self._put(k, self._done)
 
     def __iter__(self):
         return self
@@ -137,8 +230,10 @@ class Prefetched(object):
     def __next__(self):
         if self._stop:
             raise StopIteration
-        self._ready.acquire()
-        item = self._items.pop(0)
+        k = self._turn
+        self._full[k].acquire()
+        item, self._slots[k] = self._slots[k], None
+        self._turn = (k + 1) % len(self._slots)
         if item is self._done:
             self._thread.join()
             self._stop = True
@@ -146,7 +241,7 @@ class Prefetched(object):
         if isinstance(item, BaseException):
             self.close()
             raise item
-        self._room.release()
+        self._free[k].release()
         return item
 
     next = __next__  # Python 2 spelling, harmless
@@ -155,11 +250,10 @@ class Prefetched(object):
         """Stop drawing: the helper ends at its next batch (it may finish the one it is drawing)."""
         if not self._stop:
             self._stop = True
-            self._room.release()  # a helper waiting for room wakes, sees the stop and ends
             self._thread.join()
 
 
-def prefetched(batches, depth=2):
+def prefetched(batches, depth=DEPTH):
     """The same batches, each drawn on a helper thread while the caller works on the one before (`Prefetched`)."""
     return Prefetched(batches, depth)
 

@@ -200,8 +200,8 @@ class OrtSession:
             self.session.run_with_iobinding(prepared[1])  # synchronises the stream before returning
 
     def infer(self, batch):
-        out = self.session.run([self.output_name], {self.input_name: np.array(batch, dtype=np.float32)})
-        return np.array(out[0], dtype=np.float32)
+        out = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
+        return np.asarray(out[0], dtype=np.float32)  # no copy of a float32 batch in or of the logits out
 
     def describe(self, batch):
         return {"name": self.runtime_name, "version": self.version, "provider": self.provider,

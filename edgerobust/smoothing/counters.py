@@ -4,18 +4,19 @@ Every counter draws the noise of the runner's protocol (`edgerobust.runner.noise
 (seed, row, phase)), so at one seed PyTorch, onnxruntime and the device runner see the same noisy samples and their
 votes can be compared sample for sample. On the host the noise is drawn on the CPU, on a helper thread while the
 runtime computes, and the session's `prepare` moves each batch to the runtime's device (CUDA for torch-cuda and
-ort-cuda); only the logits' argmax comes back. On a device the runner draws the noise and counts the votes there
-(`DeviceCounter`); only the counts travel.
+ort-cuda); the logits come back and the helper counts their votes between draws, so the runtime's thread only
+infers. On a device the runner draws the noise and counts the votes there (`DeviceCounter`); only the counts travel.
 """
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from ..runner.noise import PHASES, RULE, fingerprint, noise_batches, prefetched
+from ..runner.noise import DEPTH, PHASES, RULE, fingerprint, noise_batches, prefetched, ring
 from . import sound
 
 
@@ -45,17 +46,27 @@ class SessionCounter:
     def counts(self, x: np.ndarray, rows: Sequence[int], phase: str, n: int) -> np.ndarray:
         out = np.zeros((len(rows), self.num_classes), dtype=np.int64)
 
+        buffers = ring(DEPTH)  # the batches are written into these arrays in turn: nothing is allocated per batch
+        inferred: deque[tuple[int, np.ndarray]] = deque()  # logits not counted yet (append/popleft are atomic)
+
+        def count():
+            while inferred:
+                i, logits = inferred.popleft()
+                add_votes(out[i], logits)
+
         def stream():  # every point's batches in one stream: the helper draws the next point's while this one ends
             for i, row in enumerate(rows):
-                for noisy in self.batches(x[i], self.sigma, n, self.batch, self.seed, row, PHASES[phase]):
+                for noisy in self.batches(x[i], self.sigma, n, self.batch, self.seed, row, PHASES[phase], buffers):
+                    count()  # the helper counts the votes too, so the runtime's thread only infers
                     yield i, noisy
 
-        batches = prefetched(stream())
+        batches = prefetched(stream(), DEPTH)
         try:
-            for i, noisy in batches:
-                add_votes(out[i], self.session.infer(noisy))
+            for i, noisy in batches:  # this batch's array is not written again before the next is taken
+                inferred.append((i, self.session.infer(noisy)))
         finally:
-            batches.close()
+            batches.close()  # the helper has ended: what it left uncounted is counted here
+        count()
         return out
 
     def slack(self, x: np.ndarray) -> tuple[float, float]:

@@ -73,15 +73,16 @@ def grid_distance(x: np.ndarray) -> float:
     return float(np.linalg.norm(x - grid_point(x) / LEVELS)) + math.sqrt(x.size) * 1e-14
 
 
-def sound_batches(x: np.ndarray, sigma: float, n: int, batch: int, seed: int, row: int, phase: int = 1):
+def sound_batches(x: np.ndarray, sigma: float, n: int, batch: int, seed: int, row: int, phase: int = 1,
+                  buffers: noise.Ring | None = None):
     """The `n` noisy copies of point `x` under the sound noise, `batch` at a time: float32(a + J)/255 (the runner's
     `sound_batches`, which a device runs with the same thresholds)."""
-    return noise.sound_batches(x, discrete_gaussian(float(sigma)).thresholds, n, batch, seed, row, phase)
+    return noise.sound_batches(x, discrete_gaussian(float(sigma)).thresholds, n, batch, seed, row, phase, buffers)
 
 
-def sample_bins(rng: np.random.Generator, sigma: float, shape: tuple[int, ...]) -> np.ndarray:
-    """Bin indices 0..2K (noise integer + K) of the sound noise at σ."""
-    return noise.sound_bins(rng, discrete_gaussian(float(sigma)).thresholds, shape)
+def sample_bins(seed: int, row: int, phase: int, sigma: float, shape: tuple[int, ...]) -> np.ndarray:
+    """Bin indices 0..2K (noise integer + K) of the sound noise at σ, the stream (seed, row, phase)'s first."""
+    return noise.sound_bins(noise.SoundDraws(seed, row, phase), discrete_gaussian(float(sigma)).thresholds, shape)
 
 
 def slack(x: np.ndarray, sigma: float) -> tuple[float, float]:

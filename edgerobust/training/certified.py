@@ -58,11 +58,11 @@ class _Certified:
             raise EdgeRobustError(f"{self.name}: the robust weight w must be in [0, 1], got {self.weight}")
         self._engines: dict[int, Engine] = {}
 
-    def engine(self, model) -> Engine:
+    def engine(self, model, input_shape=None) -> Engine:
         model = unwrap(model)
         if id(model) not in self._engines:  # the graph holds the live parameters: built once per model
             try:
-                self._engines[id(model)] = Engine(from_module(model), "certified-training")
+                self._engines[id(model)] = Engine(from_module(model, input_shape), "certified-training")
             except BoundError as exc:
                 raise BoundError(f"--loss {self.name}: {exc}") from None
         return self._engines[id(model)]
@@ -75,7 +75,7 @@ class _Certified:
         r = eps / self.schedule.max_eps if self.schedule.max_eps > 0 else 1.0
         logits = model(x)
         clean = F.cross_entropy(logits, y)
-        engine = self.engine(model)
+        engine = self.engine(model, tuple(x.shape[1:]))
         ball = Ball(x, eps)
         margins = self.margins(engine, ball, y, r)
         robust = F.cross_entropy(worst_logits(margins, y), y)

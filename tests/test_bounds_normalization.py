@@ -247,3 +247,14 @@ def test_thesis_lrn_bound_thm_5_9_is_violated_and_the_sound_one_holds():
         assert sound[i] <= np.linalg.norm(step)
         broken += int(thesis[i] > np.linalg.norm(step))
     assert broken >= 1
+
+
+@pytest.mark.parametrize("op", ["AveragePool", "MaxPool", "LpPool"])
+def test_a_dilated_pool_is_refused_in_one_line_by_every_windowed_rule(op):
+    """Dilation is refused where every pooling rule reads its window (an AveragePool of opset 19 took it silently)."""
+    from edgerobust.bounds.graph import BoundError
+
+    engine = Engine(from_onnx(single(op, (2, 6, 6), kernel_shape=[2, 2], dilations=[2, 2])))
+    with pytest.raises(BoundError, match="dilation") as info:
+        engine.bounds(Ball(torch.zeros((1, 2, 6, 6), dtype=torch.float64), 0.1), "ibp")
+    assert "\n" not in str(info.value)

@@ -30,6 +30,8 @@ _MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 
 
 def _window(node, dims):
+    if list(node.attr("dilations", [1] * dims)) != [1] * dims:
+        raise node.refuse("dilation")
     pads = node.attr("pads", [0] * 2 * dims)
     if list(pads[:dims]) != list(pads[dims:]):
         raise node.refuse("asymmetric pads")
@@ -81,8 +83,8 @@ class MaxPool(Rule):
 
     def _pool(self, node, x, indices=False):
         dims = x.dim() - 2
-        if list(node.attr("dilations", [1] * dims)) != [1] * dims or node.attr("storage_order", 0):
-            raise node.refuse("dilation or column-major storage order")
+        if node.attr("storage_order", 0):
+            raise node.refuse("column-major storage order")
         kernel, strides, pads, ceil = _window(node, dims)
         return _MAX[dims](x, kernel, strides, pads, ceil_mode=ceil, return_indices=indices)
 
@@ -98,7 +100,7 @@ class MaxPool(Rule):
         if x.dim() != 4:
             return None
         kernel, strides, pads, ceil = _window(node, 2)
-        if ceil or list(node.attr("dilations", [1, 1])) != [1, 1] or node.attr("storage_order", 0):
+        if ceil or node.attr("storage_order", 0):
             return None
         return {"kernel_size": tuple(kernel), "stride": tuple(strides), "padding": tuple(pads)}, int(np.prod(kernel))
 
@@ -232,13 +234,8 @@ class _Lp(Rule):
 class LpPool(_Lp):
     """‖x‖_p over sliding windows (no dilation)."""
 
-    def _window(self, node, dims):
-        if list(node.attr("dilations", [1] * dims)) != [1] * dims:
-            raise node.refuse("dilation")
-        return _window(node, dims)
-
     def sums(self, node, t):
-        return _sum_pool(t, *self._window(node, t.dim() - 2))
+        return _sum_pool(t, *_window(node, t.dim() - 2))
 
     def count(self, node, shape):
         return int(np.prod(node.attr("kernel_shape")))

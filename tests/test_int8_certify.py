@@ -319,6 +319,20 @@ def small_net(seed: int, kind: str):
     return NormalizedClassifier(body, [0.45] * shape[0], [0.3] * shape[0]).eval(), shape
 
 
+def assert_onnxruntime_inside(engine, path, x, labels, eps, method, seed, lo, hi):
+    """onnxruntime's outputs of the int8 artifact at x and 1,024 points of each L∞ ball stay inside the logit bounds
+    (lo, hi) and violate no int8 margin certificate."""
+    certs = certify_points(engine, x, labels, eps, "inf", method, [INT8])
+    session = ort_session(path)
+    for i in range(len(x)):
+        points = np.concatenate([x[i:i + 1].astype(np.float32),
+                                 *ball_batches(x[i].astype(np.float32), eps, "inf", 512, 512, seed, i)])
+        out = run_onnx(session, points).astype(np.float64)
+        assert (out >= lo[i]).all() and (out <= hi[i]).all()
+        bound = [None if not np.isfinite(v) else float(v) for v in certs.bounds["int8"][i]]
+        assert violations(out, int(labels[i]), bound)["violations"] == 0
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), kind=st.sampled_from(["mlp", "conv", "res"]),
        eps=st.sampled_from([0.0, 0.01, 0.05]), method=st.sampled_from(["ibp", "crown"]), reduce=st.booleans())
@@ -339,15 +353,7 @@ def test_random_qdq_networks_hold_onnxruntime_inside_their_bounds(tmp_path_facto
     x = rng.random((3, *shape))
     labels = engine.output(torch.from_numpy(x)).argmax(1).numpy()
     lo, hi = output_bounds(engine, x, eps, method=method)
-    certs = certify_points(engine, x, labels, eps, "inf", method, [INT8])
-    session = ort_session(folder / "int8.onnx")
-    for i in range(len(x)):
-        points = np.concatenate([x[i:i + 1].astype(np.float32),
-                                 *ball_batches(x[i].astype(np.float32), eps, "inf", 512, 512, seed, i)])
-        out = run_onnx(session, points).astype(np.float64)
-        assert (out >= lo[i]).all() and (out <= hi[i]).all()
-        bound = [None if not np.isfinite(v) else float(v) for v in certs.bounds["int8"][i]]
-        assert violations(out, int(labels[i]), bound)["violations"] == 0
+    assert_onnxruntime_inside(engine, folder / "int8.onnx", x, labels, eps, method, seed, lo, hi)
 
 
 def tie_net(rng, hidden: int, exps: list[int], zero: int) -> onnx.ModelProto:
@@ -485,12 +491,4 @@ def test_partially_quantized_networks_hold_onnxruntime_inside_their_bounds(tmp_p
     labels = engine.output(torch.from_numpy(x)).argmax(1).numpy()
     lo, hi = output_bounds(engine, x, eps, method=method)
     assert np.isfinite(lo).all() and np.isfinite(hi).all()  # every QuantizeLinear has its window: not vacuous
-    certs = certify_points(engine, x, labels, eps, "inf", method, [INT8])
-    session = ort_session(folder / "int8.onnx")
-    for i in range(len(x)):
-        points = np.concatenate([x[i:i + 1].astype(np.float32),
-                                 *ball_batches(x[i].astype(np.float32), eps, "inf", 512, 512, seed, i)])
-        out = run_onnx(session, points).astype(np.float64)
-        assert (out >= lo[i]).all() and (out <= hi[i]).all()
-        bound = [None if not np.isfinite(v) else float(v) for v in certs.bounds["int8"][i]]
-        assert violations(out, int(labels[i]), bound)["violations"] == 0
+    assert_onnxruntime_inside(engine, folder / "int8.onnx", x, labels, eps, method, seed, lo, hi)

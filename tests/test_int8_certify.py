@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from onnx import helper, numpy_helper
 from torch import nn
@@ -469,6 +469,7 @@ def test_int8_certified_balls_hold_on_aarch64_outputs(edge_run, edge_profiles, a
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), kind=st.sampled_from(["conv", "res"]), which=st.sampled_from(["auto", "first"]),
        eps=st.sampled_from([0.0, 0.02]), method=st.sampled_from(["ibp", "crown"]))
+@example(seed=1, kind="res", which="auto", eps=0.0, method="ibp")  # onnxruntime requantized the float layer (below)
 def test_partially_quantized_networks_hold_onnxruntime_inside_their_bounds(tmp_path_factory, seed, kind, which, eps,
                                                                            method):
     """Mixed precision (export --int8-exclude): convolutions left in float32 between a DequantizeLinear and a
@@ -492,3 +493,35 @@ def test_partially_quantized_networks_hold_onnxruntime_inside_their_bounds(tmp_p
     lo, hi = output_bounds(engine, x, eps, method=method)
     assert np.isfinite(lo).all() and np.isfinite(hi).all()  # every QuantizeLinear has its window: not vacuous
     assert_onnxruntime_inside(engine, folder / "int8.onnx", x, labels, eps, method, seed, lo, hi)
+
+
+def test_a_float_layer_reads_the_float_tensor_and_onnxruntime_keeps_it_float(monkeypatch, tmp_path):
+    """A float Conv fed by a per-tensor DequantizeLinear is quantized by onnxruntime's own optimiser from 1.20 on
+    (WeightBiasQuantization), so the exclusion would depend on the runtime's version: the export feeds the float
+    layer the tensor before the QuantizeLinear -> DequantizeLinear pair, onnxruntime keeps it a float convolution,
+    and the engine refuses the old wiring instead of certifying an arithmetic that may not run."""
+    import onnxruntime as ort
+
+    import edgerobust.export.quantize as quantize
+    from edgerobust.export.quantize import Int8Settings, float_operators
+
+    model, shape = small_net(1, "res")  # the second convolution (3 channels) reads the quantized block input
+    rng = np.random.default_rng(1)
+    proto = simplify(to_onnx(model, shape, 13))
+    calibration = rng.random((32, *shape)).astype(np.float32)
+    quantized = quantize_int8(proto, calibration, shape, Int8Settings(exclude="auto"))
+    floats = float_operators(quantized)
+    producers = {out: n.op_type for n in quantized.graph.node for out in n.output}
+    conv_inputs = {n.name: producers.get(n.input[0]) for n in quantized.graph.node if n.name in floats}
+    assert conv_inputs == {"/net/a/Conv": "Div", "/net/b/Conv": "Relu"}
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # QDQ fusions, no layouts
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(quantized.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
+    assert sum(op in ("Conv", "FusedConv") for op in ops) == 2 and "QLinearConv" not in ops, ops
+
+    monkeypatch.setattr(quantize, "feed_float_operators", lambda graph: None)  # the wiring of older exports
+    old = quantize_int8(proto, calibration, shape, Int8Settings(exclude="auto"))
+    with pytest.raises(BoundError, match="Conv /net/b/Conv: a float32 layer reading a DequantizeLinear"):
+        output_bounds(Engine(from_onnx(old)), rng.random((1, *shape)), 0.0, method="ibp")

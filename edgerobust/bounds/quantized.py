@@ -75,6 +75,19 @@ def on_grid(node, producers) -> bool:
     return all(same) and node.attr("axis", 1) == source.attr("axis", 1)
 
 
+def check_float_weights(graph: Graph, node, producers) -> None:
+    """Refuse a float32 Conv / ConvTranspose / Gemm with constant float weights reading a per-tensor DequantizeLinear:
+    onnxruntime's session optimiser quantizes such a layer itself from 1.20 on (WeightBiasQuantization: per-tensor
+    int8 weights, int32 bias) and older versions run it in float, so its arithmetic depends on the runtime's version.
+    edgerobust's exports feed float layers their float input (export/quantize.py `feed_float_operators`)."""
+    source = producers.get(node.inputs[0])
+    weight = node.inputs[1] if len(node.inputs) > 1 else ""
+    if (source is not None and source.op == "DequantizeLinear" and source.const(1) is not None
+            and source.const(1).numel() == 1 and weight in node.consts and weight not in graph.quantized):
+        raise BoundError(f"{node.label()}: a float32 layer reading a DequantizeLinear, which onnxruntime >= 1.20 "
+                         "quantizes itself and older versions do not; re-export the artifact with this edgerobust")
+
+
 def check_accumulators(graph: Graph, node, producers, table) -> None:
     """Σ|w_q|·max|q_x - z_x| + |b_q| < 2^31 for a Conv/Gemm/MatMul with quantized weights and a dequantized input."""
     from .rules.quantize import RANGES
@@ -127,6 +140,8 @@ def annotate(graph: Graph, shape: tuple[int, ...]) -> None:
             if node.op not in RULES:
                 raise BoundError(f"operator {node.op} has no rule")
             rule, ins = RULES.get(node.op), node.dynamic
+            if node.op in ("Conv", "ConvTranspose", "Gemm"):
+                check_float_weights(graph, node, producers)
             if node.op in ("Conv", "Gemm", "MatMul"):
                 check_accumulators(graph, node, producers, table)
             if node.op == "QuantizeLinear":

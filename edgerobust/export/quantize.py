@@ -8,8 +8,9 @@ settings and turns its failures into one line. `reduce_range` (7-bit weights) is
 onnxruntime's u8 x s8 kernels add pairs of products in 16 bits and can saturate (the profile's `[int8]` table says
 whether a target needs it).
 
-Mixed precision (`Int8Settings.exclude`, `export --int8-exclude`): operators named there stay float32 between a
-DequantizeLinear and a QuantizeLinear (quantize_static's `nodes_to_exclude`). `auto` names the convolutions that
+Mixed precision (`Int8Settings.exclude`, `export --int8-exclude`): operators named there stay float32 (quantize_static's
+`nodes_to_exclude`), read the float tensor rather than its DequantizeLinear (`feed_float_operators`: onnxruntime's
+optimiser would otherwise quantize their weights itself) and feed a QuantizeLinear. `auto` names the convolutions that
 onnxruntime's x86 int8 kernels run slower than float32: MLAS's symmetric int8 convolution (ConvSym, AVX2/AVX-512
 VNNI, `MlasConvSymPackWSize`) takes a convolution only with 16 or more output channels, output channels a multiple
 of 8 and input channels a multiple of 4 (depthwise: channels a multiple of 16); any other falls back to im2col and
@@ -119,6 +120,34 @@ def float_operators(quantized: onnx.ModelProto) -> list[str]:
     dequantized = {out for node in quantized.graph.node if node.op_type == "DequantizeLinear" for out in node.output}
     return [node.name for node in quantized.graph.node if node.op_type in ("Conv", "Gemm", "MatMul")
             and len(node.input) > 1 and node.input[1] not in dequantized]
+
+
+def feed_float_operators(quantized: onnx.ModelProto) -> None:
+    """Give every float operator its input before the QuantizeLinear -> DequantizeLinear pair quantize_static puts on
+    a tensor it shares with a quantized consumer, and drop the pairs nobody reads any more. A float Conv / Gemm whose
+    input comes from a per-tensor DequantizeLinear is quantized by onnxruntime's own session optimiser from 1.20 on
+    (WeightBiasQuantization: per-tensor int8 weights, int32 bias) and by older versions not at all, so the layer the
+    user kept in float would run in an arithmetic that depends on the runtime's version; reading the float tensor it
+    runs in float32 everywhere, as excluded (and as the bound engine models it)."""
+    graph = quantized.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    floats = set(float_operators(quantized))
+    for node in graph.node:
+        dq = producers.get(node.input[0]) if node.name in floats else None
+        q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is not None and q.op_type == "QuantizeLinear":
+            node.input[0] = q.input[0]
+    while True:  # the pairs left without a reader, then their constants
+        read = {name for node in graph.node for name in node.input} | {out.name for out in graph.output}
+        dead = [node for node in graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(out in read for out in node.output)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    read = {name for node in graph.node for name in node.input}
+    for init in [i for i in graph.initializer if i.name not in read]:
+        graph.initializer.remove(init)
 
 
 def int8_record(quantized: onnx.ModelProto) -> dict[str, Any]:
@@ -287,6 +316,7 @@ def quantize_int8(proto: onnx.ModelProto, calibration: np.ndarray, input_shape: 
         finally:
             logging.getLogger().setLevel(quiet)
         quantized = onnx.load_model(str(output))
+    feed_float_operators(quantized)
     if not any(node.op_type == "QuantizeLinear" for node in quantized.graph.node):
         raise QuantizationError("onnxruntime's quantizer left no operator quantized (the graph's operators "
                                 f"{sorted({n.op_type for n in proto.graph.node})} have no int8 kernels); "

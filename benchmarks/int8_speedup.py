@@ -59,13 +59,11 @@ def bare_int8(source: Path, out: Path, calibration: np.ndarray) -> Path:
 
 
 def session(path: Path, threads: int) -> ort.InferenceSession:
-    """The runner's onnxruntime CPU settings (runner/runtimes.py OrtSession)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    """The artifact opened as the runner opens it (runner/ort_options.py: its settings, less the optimisers the
+    artifact's metadata skips)."""
+    from edgerobust.runner.ort_options import open_session
+
+    return open_session(ort, str(path), threads, ["CPUExecutionProvider"])[0]
 
 
 def optimized_ops(path: Path) -> dict[str, int]:

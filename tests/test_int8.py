@@ -480,8 +480,13 @@ def test_int8_exclude_leaves_operators_float32_records_them_and_reaches_the_bund
     assert entry["quantization"]["exclude"] == "auto" and entry["quantization"]["float_operators"] == slow
 
 
-def test_int8_exclude_measure_keeps_the_faster_graph_and_records_both_times(int8_bundle):
+def test_int8_exclude_measure_keeps_the_fastest_graph_and_session_and_records_the_times(int8_bundle):
+    """`measure` times the all-int8 and the mixed graph, each with and without onnxruntime's NCHWc layout pass, and
+    keeps the fastest; a skipped pass is written in the artifact, and the runner's session reads it there."""
+    import onnxruntime as ort
+
     from edgerobust.export.quantize import Int8Settings, float_operators, int8_record, quantize_int8
+    from edgerobust.runner.ort_options import DISABLED_KEY, open_session
 
     proto = onnx.load(str(int8_bundle.bundle / "model.onnx"))
     calibration = np.load(int8_bundle.bundle / "calibration.npz")["input"]
@@ -489,6 +494,12 @@ def test_int8_exclude_measure_keeps_the_faster_graph_and_records_both_times(int8
     graph = quantize_int8(proto, calibration, shape, Int8Settings(exclude="measure"))
     record = int8_record(graph)
     times = record["measured_fastest_call_ms"]
-    assert set(times) == {"int8", "mixed"} and record["chosen"] == min(times, key=times.get)
+    assert set(times) == {"int8", "mixed", "int8/no-nchwc", "mixed/no-nchwc"}
+    assert record["chosen"] == min(times, key=times.get)
     auto = float_operators(quantize_int8(proto, calibration, shape, Int8Settings(exclude="auto")))
-    assert record["float_operators"] == float_operators(graph) == (auto if record["chosen"] == "mixed" else [])
+    mixed = record["chosen"].startswith("mixed")
+    assert record["float_operators"] == float_operators(graph) == (auto if mixed else [])
+    skip = ["NchwcTransformer"] if record["chosen"].endswith("/no-nchwc") else []
+    assert record["disabled_optimizers"] == skip
+    assert [p.value for p in graph.metadata_props if p.key == DISABLED_KEY] == ([",".join(skip)] if skip else [])
+    assert open_session(ort, graph.SerializeToString(), 1, ["CPUExecutionProvider"])[1] == skip

@@ -241,6 +241,8 @@ def _bench_one(record, runtime, model, data, reference, plan, config, batches, t
             row.update(runtime=runtime.name, runtime_version=runtime.version(), device=device, precision=precision,
                        threads=threads if device == "cpu" else None,
                        compile_seconds=session.compile_seconds or None,
+                       **({"disabled_optimizers": session.disabled_optimizers}
+                          if getattr(session, "disabled_optimizers", None) else {}),
                        achieved_gflops=achieved_gflops(flops, row["batch"], latency_s),
                        ceiling_fraction=None)  # set once the ceiling is re-measured after timing
             if config.memory:

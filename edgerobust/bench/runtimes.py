@@ -22,6 +22,8 @@ from torch import nn
 from ..devices.runtimes import RUNTIME_SPECS, RuntimeSpec
 from ..errors import EdgeRobustError
 from ..registry import Registry
+from ..runner.ort_options import SkipRefused
+from ..runner.ort_options import open_session as open_ort_session
 from ..runner.precisions import PRECISIONS
 
 
@@ -245,14 +247,10 @@ class OrtSession(Session):
         import onnxruntime as ort
 
         self.name, self.device = name, device
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        try:  # the runner's session settings, skipping what the artifact asks (runner/ort_options.py)
+            self.session, self.disabled_optimizers = open_ort_session(ort, str(path), threads, providers)
+        except SkipRefused as exc:
+            raise EdgeRobustError(f"{path}: {exc}") from None
         except Exception as exc:  # onnxruntime raises its own exception types per failure
             reason = str(exc).strip().splitlines()[0][:200]
             raise EdgeRobustError(f"onnxruntime cannot load {path} with {name} ({reason})") from None

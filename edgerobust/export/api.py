@@ -214,7 +214,7 @@ def export_run(run: RunDir | str | Path, config: ExportConfig | None = None, *, 
                     entry["quantization"] = {**context["settings"].to_dict(), "calibration": CALIBRATION_NAME,
                                              "float_operators": float_operators(graph),
                                              **{k: v for k, v in int8_record(graph).items()
-                                                if k in ("measured_fastest_call_ms", "chosen")},
+                                                if k in ("measured_fastest_call_ms", "chosen", "disabled_optimizers")},
                                              "quantizer": f"onnxruntime.quantization {ort_version()}"}
                 if not figures["passed"] and config.force_int8:
                     figures["forced"] = True

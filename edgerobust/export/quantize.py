@@ -19,8 +19,10 @@ the fp32 NCHWc convolution (benchmarks/product_figure.py records the per-layer p
 named in the artifact's metadata and the bundle manifest (`float_operators`). The rule knows kernels, not
 graphs: a float layer adds a QuantizeLinear and layout changes after it, and onnxruntime moves a QuantizeLinear
 above a following MaxPool, which then runs as slow uint8 NCHW pooling (VGG-small's stem: 2.9 ms against 0.08 ms).
-`measure` makes both graphs, every operator int8 and `auto`, times them here (1 thread, fastest of a few
-interleaved calls on a calibration batch) and keeps the faster, recording both times.
+`measure` makes both graphs, every operator int8 and `auto`, times each with and without onnxruntime's NCHWc layout
+pass (1 thread, fastest of a few interleaved calls on a calibration batch) and keeps the fastest of the four,
+recording all times; when skipping the pass wins, the artifact's metadata says so and every session that opens it
+skips it (runner/ort_options.py: thin float32 layers pay for the pass's 16-channel blocks and reorders).
 
 Marshall (thesis ch. 4) deploys with TensorRT int8 on the Jetson's GPU; this is the same lever for the CPU targets.
 """
@@ -40,6 +42,7 @@ import numpy as np
 import onnx
 
 from ..errors import EdgeRobustError, ShapeError
+from ..runner.ort_options import DISABLED_KEY
 from ..runner.precisions import CALIBRATION_METHODS as METHODS
 from .onnx_export import INPUT_NAME
 
@@ -235,20 +238,20 @@ def qat_quantizer_options(proto: onnx.ModelProto, record: dict[str, Any],
     return {"op_types_to_quantize": ["Conv", "Gemm"], "extra_options": {"TensorQuantOverrides": overrides}}
 
 
-def fastest_call_ms(graphs: dict[str, onnx.ModelProto], batch: np.ndarray, rounds: int = MEASURE_ROUNDS
-                    ) -> dict[str, float]:
-    """Each graph's fastest call (ms) on `batch` in onnxruntime CPU sessions (1 thread, all graph optimisations, as
-    the runner's), called in turn round by round so the host's load hits all alike."""
+def fastest_call_ms(candidates: dict[str, tuple[onnx.ModelProto, list[str]]], batch: np.ndarray,
+                    rounds: int = MEASURE_ROUNDS) -> dict[str, float]:
+    """Each candidate's fastest call (ms) on `batch`: its graph in an onnxruntime CPU session with the runner's
+    settings (1 thread) less its skipped optimisers, the candidates called in turn round by round so the host's
+    load hits all alike."""
     import time
 
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    sessions = {name: ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
-                for name, graph in graphs.items()}
+    from ..runner.ort_options import session_options
+
+    sessions = {name: ort.InferenceSession(graph.SerializeToString(), session_options(ort, 1),
+                                           providers=["CPUExecutionProvider"], disabled_optimizers=skip)
+                for name, (graph, skip) in candidates.items()}
     best = dict.fromkeys(sessions, float("inf"))
     for _ in range(rounds + 1):  # the first round warms up and counts like the others (its min is rarely lowest)
         for name, s in sessions.items():
@@ -261,24 +264,28 @@ def fastest_call_ms(graphs: dict[str, onnx.ModelProto], batch: np.ndarray, round
 def quantize_int8(proto: onnx.ModelProto, calibration: np.ndarray, input_shape: tuple[int, ...],
                   settings: Int8Settings = Int8Settings()) -> onnx.ModelProto:
     """The QDQ int8 graph of `proto` (fp32, input `input`), calibrated on `calibration` (N×C×H×W pixels). With
-    `exclude="measure"` the every-operator graph and the `auto` one are both made and timed here
-    (`fastest_call_ms`, a calibration batch), and the faster is returned: the kernel rule's candidates stay float
+    `exclude="measure"` the every-operator graph and the `auto` one are both made and timed here, with and without
+    the NCHWc layout pass (`fastest_call_ms`, a calibration batch), and the fastest is returned, with the pass
+    skipped in its metadata where that won: the kernel rule's candidates stay float
     only where that pays on this host as a whole graph (a float layer adds its QuantizeLinear and layout changes,
     and onnxruntime moves a QuantizeLinear above a following MaxPool, which then runs as uint8 NCHW pooling)."""
     if (settings.exclude or "").strip() == "measure":
         graphs = {"int8": quantize_int8(proto, calibration, input_shape, replace(settings, exclude="none")),
                   "mixed": quantize_int8(proto, calibration, input_shape, replace(settings, exclude="auto"))}
         if not float_operators(graphs["mixed"]):
-            chosen, times = "int8", {}
-        else:
-            times = fastest_call_ms(graphs, check_calibration(calibration, input_shape)[:CALIBRATION_BATCH])
-            chosen = min(times, key=times.get)
-        graph = graphs[chosen]
-        record = {**settings.to_dict(), "float_operators": float_operators(graph),
+            del graphs["mixed"]
+        candidates = {f"{name}{suffix}": (graph, skip) for name, graph in graphs.items()
+                      for suffix, skip in (("", []), ("/no-nchwc", ["NchwcTransformer"]))}
+        times = fastest_call_ms(candidates, check_calibration(calibration, input_shape)[:CALIBRATION_BATCH])
+        chosen = min(times, key=times.get)
+        graph, skip = candidates[chosen]
+        record = {**settings.to_dict(), "float_operators": float_operators(graph), "disabled_optimizers": skip,
                   "measured_fastest_call_ms": {k: round(v, 4) for k, v in times.items()}, "chosen": chosen}
         for prop in graph.metadata_props:
             if prop.key == "int8":
                 prop.value = str(record)
+        if skip:  # every session that opens the artifact reads it (runner/ort_options.py)
+            graph.metadata_props.add(key=DISABLED_KEY, value=",".join(skip))
         return graph
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process

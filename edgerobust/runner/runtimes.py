@@ -17,6 +17,8 @@ import numpy as np
 
 from .engines import EngineCache, cache_dir, device_facts, make_key
 from .errors import RunnerError
+from .ort_options import SkipRefused
+from .ort_options import open_session as open_ort_session
 from .precisions import PRECISIONS
 from .runtime_specs import RUNTIME_SPECS
 
@@ -132,14 +134,10 @@ class OrtSession:
         providers = [self.provider]
         if options.runtime == "ort-tensorrt":
             providers = [(self.provider, self._trt_options(onnx_sha256, precision, options)), "CPUExecutionProvider"]
-        session_options = ort.SessionOptions()
-        session_options.intra_op_num_threads = options.threads
-        session_options.inter_op_num_threads = 1
-        session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session_options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(path, sess_options=session_options, providers=providers)
+            self.session, self.disabled_optimizers = open_ort_session(ort, path, options.threads, providers)
+        except SkipRefused as exc:
+            raise RunnerError("bundle_invalid", "{}: {}".format(path, exc)) from None
         except Exception as exc:  # onnxruntime raises its own exception types per failure
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise RunnerError("provider_unavailable", "onnxruntime cannot load {} with {} ({})".format(
@@ -205,7 +203,8 @@ class OrtSession:
 
     def describe(self, batch):
         return {"name": self.runtime_name, "version": self.version, "provider": self.provider,
-                "providers": self.providers, "threads": self.threads, "batch": batch, "engine": self.engine}
+                "providers": self.providers, "threads": self.threads, "batch": batch, "engine": self.engine,
+                "disabled_optimizers": self.disabled_optimizers}
 
     def close(self):
         self.session = None

@@ -257,3 +257,34 @@ def test_the_runner_refuses_sound_noise_without_good_thresholds(exported, tmp_pa
                               thresholds=None if path is None else str(path))
     with pytest.raises(RunnerError, match="--noise sound needs --thresholds FILE"):
         commands.smooth(open_bundle(str(exported.bundle("x86-cpu"))), Options("ort-cpu", 1, 4), args)
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "sound"])
+def test_a_chunk_of_batches_per_hand_over_counts_the_samples_one_batch_at_a_time_does(monkeypatch, noise):
+    """The helper thread hands over several batches at a time (counters.handoff_batches): every batch the session
+    sees is the stream's next samples, so the votes are those of one batch per hand-over, n not a multiple of
+    the chunk or the batch included."""
+    import edgerobust.smoothing.counters as counters
+
+    seen = []
+
+    class Threshold:  # a linear classifier on the mean pixel; records the batches it is given
+        def infer(self, batch):
+            seen.append(np.array(batch, copy=True))
+            score = np.asarray(batch, np.float64).reshape(len(batch), -1).mean(1) - 0.5
+            return np.stack([-score, score], 1)
+
+    x = np.random.default_rng(0).random((2, 1, 3, 3)).astype(np.float32)
+    results = {}
+    for batches in (1, 3, 8):
+        monkeypatch.setattr(counters, "HANDOFF_BATCHES", batches)
+        monkeypatch.setattr(counters, "HANDOFF_BYTES", 1 << 30)
+        seen.clear()
+        counter = counters.SessionCounter(Threshold(), 2, 0.25, 3, 7, {}, noise)
+        results[batches] = (counter.counts(x, [4, 9], "estimate", 100), [b.shape[0] for b in seen],
+                            np.concatenate(seen))
+    one = results[1]
+    assert one[1] == ([7] * 14 + [2]) * 2 and one[0].sum() == 200
+    for batches in (3, 8):
+        counts, sizes, samples = results[batches]
+        assert (counts == one[0]).all() and (samples == one[2]).all() and max(sizes) == 7

@@ -3,6 +3,7 @@ import os
 import pytest
 import torch
 from arm64_testbed import arm64_host, arm64_testbed  # noqa: F401  (session fixtures: one test bed per session)
+from hypothesis import settings
 from remote_testbed import device_python, edge_copy, edge_profiles, edge_run, fresh_bed, ssh_bed  # noqa: F401
 from user_package import package  # noqa: F401  (your model package, installed for one test)
 
@@ -10,6 +11,12 @@ from edgerobust.config import ExportConfig
 
 os.environ.setdefault("EDGEROBUST_PROGRESS", "0")
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# Property tests explore new examples on every run here; CI (HYPOTHESIS_PROFILE=ci in .ci/run) runs the examples a
+# hash of each test picks, the same every time, so a landing is not decided by chance: what a local run finds
+# becomes an @example.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(scope="session")

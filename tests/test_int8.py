@@ -503,3 +503,17 @@ def test_int8_exclude_measure_keeps_the_fastest_graph_and_session_and_records_th
     assert record["disabled_optimizers"] == skip
     assert [p.value for p in graph.metadata_props if p.key == DISABLED_KEY] == ([",".join(skip)] if skip else [])
     assert open_session(ort, graph.SerializeToString(), 1, ["CPUExecutionProvider"])[1] == skip
+
+
+def test_export_cli_measure_says_what_it_chose_and_what_sessions_skip(int8_bundle, tmp_path):
+    import json
+
+    from cli_helpers import run_cli
+
+    run = shutil.copytree(int8_bundle.bundle.parent, tmp_path / "run", ignore=shutil.ignore_patterns("export-*"))
+    code, out, err = run_cli("export", run, "-t", "x86-cpu", "--int8", "--force-int8", "--int8-exclude", "measure")
+    assert code == 0, err
+    q = json.loads((run / "export-x86-cpu" / "manifest.json").read_text())["models"]["int8"]["quantization"]
+    assert q["exclude"] == "measure" and q["chosen"] in q["measured_fastest_call_ms"]
+    assert f"measured fastest: {q['chosen']}" in " ".join(out.split())
+    assert ("sessions skip NchwcTransformer" in " ".join(out.split())) == bool(q["disabled_optimizers"])

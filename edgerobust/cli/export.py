@@ -67,7 +67,10 @@ def export(
             console.print(f"{precision}: onnxruntime {q['format']} ({q['weights']} per-channel weights, "
                           f"{q['activations']} activations, {q['method']} calibration"
                           f"{', reduce_range' if q['reduce_range'] else ''}) on {m['calibration']['count']} inputs"
-                          + (f"; float32: {', '.join(q['float_operators'])}" if q.get("float_operators") else ""))
+                          + (f"; float32: {', '.join(q['float_operators'])}" if q.get("float_operators") else "")
+                          + (f"; measured fastest: {q['chosen']}" if q.get("chosen") else "")
+                          + (f"; sessions skip {', '.join(q['disabled_optimizers'])}"
+                             if q.get("disabled_optimizers") else ""))
     mem = m["memory"]
     console.print(f"memory at batch {mem['batch']}: {mem['estimate_bytes'] / 2**20:.2f} MiB (weights "
                   f"{mem['weights_bytes'] / 2**20:.2f} + activations {mem['activation_peak_bytes'] / 2**20:.2f}) "

@@ -221,7 +221,7 @@ def profile(infer, x: np.ndarray, batch: int, samples: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--points", type=int, default=2, help="points per call (the runner opens its session once "
                         "per call, as on a device: more samples per call amortise it)")
     parser.add_argument("--n", type=int, default=65536, help="samples per point, digits model")

@@ -56,15 +56,17 @@ def _out(buffers, shape, dtype=np.float32):
     return np.empty(shape, dtype) if buffers is None else buffers.take(shape, dtype)
 
 
-def noise_batches(x, sigma, n, batch, seed, row, phase=1, buffers=None):
-    """The `n` noisy copies of one point `x` (C,H,W float32), in stream order, `batch` at a time. `buffers` (a
-    `Ring`): write into its arrays instead of new ones (each batch is then valid only until the ring comes round)."""
+def noise_batches(x, sigma, n, batch, seed, row, phase=1, buffers=None, first=None):
+    """The `n` noisy copies of one point `x` (C,H,W float32), in stream order, `batch` at a time (`first`, when
+    given: the first batch that size, each next one twice the last up to `batch`, so a consumer waiting for the
+    stream starts sooner). `buffers` (a `Ring`): write into its arrays instead of new ones (each batch is then
+    valid only until the ring comes round)."""
     rng = generator(seed, row, phase)
     base = np.asarray(x, dtype=np.float32)[None]
     scale = np.float32(sigma)
     done = 0
     while done < n:
-        size = min(batch, n - done)
+        size, first = min(first or batch, n - done), min(batch, 2 * (first or batch))
         noise = _out(buffers, (size,) + base.shape[1:])
         rng.standard_normal(dtype=np.float32, out=noise)  # the same numbers as standard_normal(shape, float32)
         np.multiply(noise, scale, out=noise)
@@ -154,10 +156,10 @@ def bucket_table(thresholds):
     return np.where(last != first, -1, first).astype(_index_dtype(len(thresholds) + 1))
 
 
-def sound_batches(x, thresholds, n, batch, seed, row, phase=1, buffers=None):
+def sound_batches(x, thresholds, n, batch, seed, row, phase=1, buffers=None, first=None):
     """The `n` noisy copies of point `x` under the sound noise, `batch` at a time: float32(round(255 x) + J) / 255,
     read from a table of those values for the point's range of integers (the same floats, one gather per element).
-    `buffers`: as for `noise_batches`."""
+    `buffers`, `first`: as for `noise_batches`."""
     draws = SoundDraws(seed, row, phase)
     table = bucket_table(thresholds)
     half = len(thresholds) // 2
@@ -171,7 +173,7 @@ def sound_batches(x, thresholds, n, batch, seed, row, phase=1, buffers=None):
         table = table.astype(index)
     done = 0
     while done < n:
-        size = min(batch, n - done)
+        size, first = min(first or batch, n - done), min(batch, 2 * (first or batch))
         bins = sound_bins(draws, thresholds, (size,) + a.shape, table)
         bins += shift
         noisy = _out(buffers, bins.shape)

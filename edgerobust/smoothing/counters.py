@@ -69,7 +69,8 @@ class SessionCounter:
 
         def stream():  # every point's chunks in one stream: the helper draws the next point's while this one ends
             for i, row in enumerate(rows):  # a chunk of `group` samples is the next `group` of the stream
-                for noisy in self.batches(x[i], self.sigma, n, group, self.seed, row, PHASES[phase], buffers):
+                for noisy in self.batches(x[i], self.sigma, n, group, self.seed, row, PHASES[phase], buffers,
+                                          first=batch if i == 0 else None):  # the runtime starts after one batch
                     count()  # the helper counts the votes too, so the runtime's thread only infers
                     yield i, noisy
 

@@ -74,10 +74,11 @@ def grid_distance(x: np.ndarray) -> float:
 
 
 def sound_batches(x: np.ndarray, sigma: float, n: int, batch: int, seed: int, row: int, phase: int = 1,
-                  buffers: noise.Ring | None = None):
+                  buffers: noise.Ring | None = None, first: int | None = None):
     """The `n` noisy copies of point `x` under the sound noise, `batch` at a time: float32(a + J)/255 (the runner's
     `sound_batches`, which a device runs with the same thresholds)."""
-    return noise.sound_batches(x, discrete_gaussian(float(sigma)).thresholds, n, batch, seed, row, phase, buffers)
+    return noise.sound_batches(x, discrete_gaussian(float(sigma)).thresholds, n, batch, seed, row, phase, buffers,
+                               first)
 
 
 def sample_bins(seed: int, row: int, phase: int, sigma: float, shape: tuple[int, ...]) -> np.ndarray:

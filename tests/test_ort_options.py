@@ -97,3 +97,24 @@ def test_the_runner_and_the_host_report_the_skipped_pass(tmp_path):
     assert RunnerSession(str(path), "0" * 64, "fp32", Options()).describe(4)["disabled_optimizers"] == [
         "NchwcTransformer"]
     assert HostSession(path, ["CPUExecutionProvider"], 1, "ort-cpu", "cpu").disabled_optimizers == ["NchwcTransformer"]
+
+
+def test_a_gpu_provider_keeps_its_one_session_whatever_the_artifact_asks():
+    """The layout passes are the CPU kernels': a GPU provider's session (whose engines cost a build each) is opened
+    once and skips nothing, while the CPU provider's is reopened without the pass."""
+
+    class Session:
+        def __init__(self, path, sess_options=None, providers=None, disabled_optimizers=None):
+            opened.append((providers, disabled_optimizers))
+
+        def get_modelmeta(self):
+            return type("Meta", (), {"custom_metadata_map": {DISABLED_KEY: "NchwcTransformer"}})()
+
+    fake = type("Ort", (), {"InferenceSession": Session, "SessionOptions": lambda: type("O", (), {})(),
+                            "ExecutionMode": ort.ExecutionMode, "GraphOptimizationLevel": ort.GraphOptimizationLevel})
+    opened: list = []
+    assert open_session(fake, "m.onnx", 1, [("TensorrtExecutionProvider", {}), "CPUExecutionProvider"])[1] == []
+    assert opened == [([("TensorrtExecutionProvider", {}), "CPUExecutionProvider"], None)]
+    opened.clear()
+    assert open_session(fake, "m.onnx", 1, ["CPUExecutionProvider"])[1] == ["NchwcTransformer"]
+    assert opened == [(["CPUExecutionProvider"], None), (["CPUExecutionProvider"], ["NchwcTransformer"])]

@@ -40,9 +40,10 @@ Robustness (no CIFAR files here: the digits-shaped variant, resnet20 on 1×8×8)
 `compress --method l1 --scheme filter` with the product configuration's keep ratios, `--adv pgd --qat` (robust QAT
 in the masked retraining), exported for x86-cpu with int8 and `--int8-exclude measure`; PGD-20 accuracy of the dense
 fp32 model (torch) against the pruned mixed int8 artifact (PGD-20 through its differentiable surrogate,
-evaluation/surrogate.py, the points judged on onnxruntime's own outputs).
+evaluation/surrogate.py, the points judged on onnxruntime's own outputs), once per seed (`--seeds`: training,
+pruning and the attacks' starts); the target is judged on the mean drop, and every seed's is recorded.
 
-    python -m benchmarks.product_figure [--rounds 30] [--skip-robustness] [--product stage-aware-inner]
+    python -m benchmarks.product_figure [--rounds 30] [--skip-robustness] [--product stage-aware-inner] [--seeds 0,1,2]
 """
 from __future__ import annotations
 
@@ -292,7 +293,7 @@ def compress_recipe(config: dict, path: Path) -> Path:
     return path
 
 
-def robustness(name: str, epochs: int, eps: float) -> dict:
+def robustness(name: str, epochs: int, eps: float, seed: int) -> dict:
     from edgerobust.attacks.pgd import PGD
     from edgerobust.data import load_dataset
     from edgerobust.evaluation.surrogate import ArtifactSurrogate
@@ -304,16 +305,17 @@ def robustness(name: str, epochs: int, eps: float) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         dense_dir, comp_dir = Path(tmp) / "dense", Path(tmp) / "pruned"
         cli("train", "--model", "resnet20", "--data", "digits", "--epochs", str(epochs), "--adv", "pgd", "--eps",
-            str(eps), "--adv-steps", "3", "--no-augment", "--out", str(dense_dir))
+            str(eps), "--adv-steps", "3", "--no-augment", "--seed", str(seed), "--out", str(dense_dir))
         cli("compress", "--model", str(dense_dir), "--recipe", str(compress_recipe(config, Path(tmp) / "r.toml")),
             "--method", "l1", "--scheme", "filter", "--keep", str(config["keep"]),
             "--round-to", str(config.get("round_to", 1)), "--retrain-epochs", str(epochs), "--adv", "pgd", "--eps",
-            str(eps), "--steps", "3", "--qat", "--no-evaluate", "--out", str(comp_dir))
+            str(eps), "--steps", "3", "--qat", "--no-evaluate", "--seed", str(seed), "--out", str(comp_dir))
         cli("export", str(comp_dir), "-t", "x86-cpu", "--int8", "--force-int8", "--int8-exclude", "measure")
         dense = RunDir.open(dense_dir).load_model().eval()
         artifact = comp_dir / "export-x86-cpu" / "model.int8.onnx"
         int8 = ort.InferenceSession(str(artifact))
         attack = PGD(eps, steps=20)
+        torch.manual_seed(seed)  # PGD's random starts
         dense_adv = attack.perturb(dense, x, y)
         with torch.no_grad():
             dense_clean = float((dense(x).argmax(1) == y).float().mean())
@@ -325,7 +327,8 @@ def robustness(name: str, epochs: int, eps: float) -> dict:
         int8_pgd = float((judge(int8_adv) == y.numpy()).mean())
         comp = RunDir.open(comp_dir).manifest
         shipped = json.loads((comp_dir / "export-x86-cpu" / "manifest.json").read_text())["models"]["int8"]
-    return {"data": "digits (1×8×8), resnet20", "eps": eps, "train_epochs": epochs, "config": name, **config,
+    return {"data": "digits (1×8×8), resnet20", "eps": eps, "train_epochs": epochs, "seed": seed, "config": name,
+            **config,
             "dense_fp32": {"clean": dense_clean, "pgd20": dense_pgd},
             "pruned_mixed_int8_qat": {"clean": int8_clean, "pgd20": int8_pgd, "attack": "PGD-20 through the "
                                       "artifact's surrogate, judged on onnxruntime",
@@ -341,6 +344,7 @@ def main() -> None:
     parser.add_argument("--profile-runs", type=int, default=20)
     parser.add_argument("--product", default=PRODUCT, choices=list(CONFIGS))
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--seeds", default="0,1,2", help="robustness: one train + compress + export per seed")
     parser.add_argument("--eps", type=float, default=0.1)
     parser.add_argument("--skip-robustness", action="store_true")
     parser.add_argument("--name", default="product_figure", help="results/NAME.json")
@@ -354,7 +358,8 @@ def main() -> None:
         print(key, prof["sum_ms"], prof["by_stage_ms"], flush=True)
     fast["settings_sweep"] = settings_sweep(args.product, args.rounds)
     print(json.dumps(fast["settings_sweep"]["min_ms"]), flush=True)
-    robust = None if args.skip_robustness else robustness(args.product, args.epochs, args.eps)
+    robust = None if args.skip_robustness else [robustness(args.product, args.epochs, args.eps, int(seed))
+                                                 for seed in args.seeds.split(",")]
     print(json.dumps(robust, indent=1), flush=True)
     summary = {"product": args.product, "target": TARGET}
     for threads, timing in fast["timing"].items():
@@ -369,8 +374,11 @@ def main() -> None:
     summary["profile_1_thread_ms_by_stage"] = {k: prof[k]["by_stage_ms"] for k in prof}
     summary["met_speed_1_thread_min"] = summary["threads_1_min"]["product"]["total_measured"] >= TARGET
     summary["met_speed_2_threads_min"] = summary["threads_2_min"]["product"]["total_measured"] >= TARGET
-    summary["pgd_drop_points"] = None if robust is None else robust["pgd_drop_points"]
-    summary["met_robustness"] = None if robust is None else robust["pgd_drop_points"] <= 100 * MAX_PGD_DROP
+    drops = [] if robust is None else [r["pgd_drop_points"] for r in robust]
+    summary["pgd_drop_points_by_seed"] = drops
+    summary["pgd_drop_points"] = float(np.mean(drops)) if drops else None  # the target: the mean over seeds
+    summary["met_robustness"] = None if robust is None else summary["pgd_drop_points"] <= 100 * MAX_PGD_DROP
+    summary["met_robustness_every_seed"] = None if robust is None else max(drops) <= 100 * MAX_PGD_DROP
     save_result(args.name, {"settings": vars(args), "batch": BATCH, "threads": THREADS,
                             "load_average_before": list(load_before), "load_average_after": list(os.getloadavg()),
                             "seconds": time.perf_counter() - started, "speed": fast, "robustness": robust,

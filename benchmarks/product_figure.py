@@ -345,9 +345,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30, help="interleaved rounds (one call of every graph each)")
     parser.add_argument("--profile-runs", type=int, default=20)
     parser.add_argument("--product", default=PRODUCT, choices=list(CONFIGS))
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=16, help="robustness: the dense model's training; the pruned "
+                        "model is pruned from it and retrained --retrain-epochs")
     parser.add_argument("--retrain-epochs", type=int, default=12, help="robustness: the pruned model's robust QAT "
-                        "retraining (4 left seeds 1 and 2 14-19 points below the dense model)")
+                        "retraining (4 left seeds 1 and 2 of a 4-epoch dense model 14-19 points below it)")
     parser.add_argument("--seeds", default="0,1,2", help="robustness: one train + compress + export per seed")
     parser.add_argument("--eps", type=float, default=0.1)
     parser.add_argument("--skip-robustness", action="store_true")

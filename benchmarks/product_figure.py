@@ -73,7 +73,7 @@ from edgerobust.compress.masks import apply_masks
 from edgerobust.compress.physical import remove_and_check
 from edgerobust.export.quantize import Int8Settings, float_operators, int8_record, quantize_int8
 from edgerobust.models import build_model, count_flops, count_parameters
-from edgerobust.runner.ort_options import DISABLED_KEY, parse_disabled
+from edgerobust.runner.ort_options import open_session
 from edgerobust.training.qat import QuantizationAware
 
 CIFAR = (3, 32, 32)
@@ -133,16 +133,13 @@ def stage_of(name: str) -> str:
 
 
 def node_profile(path: Path, x: np.ndarray, runs: int, threads: int = 1) -> dict:
-    """Each node's fastest kernel time over `runs` calls (onnxruntime's profiler), and the sums by stage."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    options.enable_profiling = True
-    options.profile_file_prefix = str(path.with_suffix(""))
-    skip = parse_disabled(next((p.value for p in onnx.load(str(path)).metadata_props if p.key == DISABLED_KEY), ""))
-    s = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=skip)
+    """Each node's fastest kernel time over `runs` calls (onnxruntime's profiler), and the sums by stage, the
+    artifact opened as the runner opens it."""
+    def profiling(options: ort.SessionOptions) -> None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(path.with_suffix(""))
+
+    s = open_session(ort, str(path), threads, ["CPUExecutionProvider"], profiling)[0]
     for _ in range(runs + 2):
         s.run(None, {"input": x})
     events = json.loads(Path(s.end_profiling()).read_text())

@@ -13,7 +13,7 @@ ResNet-20 (synthetic 3×32×32 weights, untrained: only throughput is measured),
   1%), and record that per-call cost beside, `per_call`). The host counter hands the noise over a few batches at a
   time (counters.handoff_batches), as `edgerobust smooth` does.
 Threads: both sides run the runtime on `--threads` threads (recorded per row as `threads`); certify adds one helper
-thread that draws the noise ahead (two batches) and counts the votes, so the runtime's thread only infers. That
+thread that draws the noise ahead (two chunks) and counts the votes, so the runtime's thread only infers. That
 helper needs a core of its own: with one free, its work is hidden; without one (a loaded machine), certify costs
 inference + noise + votes. The `same cores` rows (digits model, host runtimes) give raw the helper's core too:
 raw on threads + 1 runtime threads against certify on threads + 1 runtime threads plus its helper.

@@ -56,6 +56,15 @@ def _out(buffers, shape, dtype=np.float32):
     return np.empty(shape, dtype) if buffers is None else buffers.take(shape, dtype)
 
 
+def _sizes(n, batch, first=None):
+    """The batch sizes of a stream of `n` samples: `batch` each, the last what is left; from `first` (when given)
+    doubling up to `batch`."""
+    done, size = 0, first or batch
+    while done < n:
+        yield min(size, n - done)
+        done, size = done + size, min(batch, 2 * size)
+
+
 def noise_batches(x, sigma, n, batch, seed, row, phase=1, buffers=None, first=None):
     """The `n` noisy copies of one point `x` (C,H,W float32), in stream order, `batch` at a time (`first`, when
     given: the first batch that size, each next one twice the last up to `batch`, so a consumer waiting for the
@@ -64,15 +73,12 @@ def noise_batches(x, sigma, n, batch, seed, row, phase=1, buffers=None, first=No
     rng = generator(seed, row, phase)
     base = np.asarray(x, dtype=np.float32)[None]
     scale = np.float32(sigma)
-    done = 0
-    while done < n:
-        size, first = min(first or batch, n - done), min(batch, 2 * (first or batch))
+    for size in _sizes(n, batch, first):
         noise = _out(buffers, (size,) + base.shape[1:])
         rng.standard_normal(dtype=np.float32, out=noise)  # the same numbers as standard_normal(shape, float32)
         np.multiply(noise, scale, out=noise)
         np.add(noise, base, out=noise)
         yield noise
-        done += size
 
 
 SOUND_BITS = 60  # one sample of the sound noise: a uniform integer in [0, 2^60), 60 fair coins
@@ -171,15 +177,12 @@ def sound_batches(x, thresholds, n, batch, seed, row, phase=1, buffers=None, fir
     shift = (a - lowest - half).astype(index)  # bin + shift = a + J - lowest
     if table.dtype != index:
         table = table.astype(index)
-    done = 0
-    while done < n:
-        size, first = min(first or batch, n - done), min(batch, 2 * (first or batch))
+    for size in _sizes(n, batch, first):
         bins = sound_bins(draws, thresholds, (size,) + a.shape, table)
         bins += shift
         noisy = _out(buffers, bins.shape)
         np.take(values, bins, out=noisy, mode="clip")  # bins index 0..len(values) - 1, all in range
         yield noisy
-        done += size
 
 
 class Prefetched(object):

@@ -38,20 +38,27 @@ def parse_disabled(text):
     return names
 
 
-def open_session(ort, path, threads, providers):
+def open_session(ort, path, threads, providers, configure=None):
     """(session, the optimisers it skips): the artifact at `path` opened with `session_options`, then reopened
     without the optimisers its metadata names when it runs on the CPU provider (the layout passes are the CPU
     kernels'; a GPU provider, whose engines are costly to build twice, keeps its session). An onnxruntime too old
-    for `disabled_optimizers` keeps the first session (a layout choice only) and says so by skipping none."""
-    options = session_options(ort, threads)
-    session = ort.InferenceSession(path, sess_options=options, providers=providers)
+    for `disabled_optimizers` keeps the first session (a layout choice only) and says so by skipping none.
+    `configure(options)`, when given, adds to the settings of each session opened (e.g. profiling)."""
+
+    def options():
+        made = session_options(ort, threads)
+        if configure is not None:
+            configure(made)
+        return made
+
+    session = ort.InferenceSession(path, sess_options=options(), providers=providers)
     meta = session.get_modelmeta().custom_metadata_map or {}
     disabled = parse_disabled(meta.get(DISABLED_KEY))
     first = providers[0][0] if isinstance(providers[0], (tuple, list)) else providers[0]
     if not disabled or first != "CPUExecutionProvider":
         return session, []
     try:
-        return ort.InferenceSession(path, sess_options=session_options(ort, threads), providers=providers,
+        return ort.InferenceSession(path, sess_options=options(), providers=providers,
                                     disabled_optimizers=disabled), disabled
     except TypeError:  # onnxruntime before disabled_optimizers: the layout pass runs
         return session, []

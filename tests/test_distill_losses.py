@@ -152,3 +152,19 @@ def test_adversarial_alpha_never_becomes_the_soft_weight(method, default):
     loss, _ = training_loss(TrainConfig(loss=method, loss_options={"teacher": teacher, "soft_weight": 0.5}),
                             AdversarialConfig(alpha=0.01))
     assert loss.soft_weight == 0.5
+
+
+@pytest.mark.parametrize("method", ["ard", "rslad"])
+def test_loss_options_override_the_adversarial_settings_they_share(method):
+    """`--adv pgd --eps 0.1 --steps 3 --loss ard --loss-options '{"eps": 0.05}'`: the loss's own option wins over the
+    [adversarial] setting offered under the same name (it raised a TypeError, 'multiple values for eps')."""
+    from edgerobust.config import AdversarialConfig, TrainConfig
+    from edgerobust.training.api import training_loss
+
+    teacher = pair()[2]
+    adversarial = AdversarialConfig(method="pgd", eps=0.1, steps=3)
+    loss, _ = training_loss(TrainConfig(loss=method, loss_options={"teacher": teacher}), adversarial)
+    assert (loss.eps, loss.steps) == (0.1, 3)
+    loss, _ = training_loss(TrainConfig(loss=method, loss_options={"teacher": teacher, "eps": 0.05, "steps": 2}),
+                            adversarial)
+    assert (loss.eps, loss.steps) == (0.05, 2)

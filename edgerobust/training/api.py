@@ -226,7 +226,7 @@ def _build_loss(name: str, adv: AdversarialConfig | None, epochs: int, options: 
         if adv.values is not None:
             offered["values"] = tuple(adv.values)
     check_loss_options(name, options)
-    loss = build_training_loss(name, **offered, **options)
+    loss = build_training_loss(name, **(offered | options))  # the loss's own options win over [adversarial]'s
     adv = adv or AdversarialConfig()
     schedule = getattr(loss, "schedule", None)
     guard = None

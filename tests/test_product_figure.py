@@ -37,3 +37,22 @@ def test_node_profile_sums_its_nodes_by_stage(tmp_path):
     assert profile["nodes"] and {"stage0", "stage1", "stage2"} <= set(profile["by_stage_ms"])
     stages = profile["by_stage_ms"]  # each figure rounded to 3 decimals: off by at most 5e-4
     assert sum(stages.values()) == pytest.approx(profile["sum_ms"], abs=5e-4 * (len(stages) + 1))
+
+
+def test_frontier_configurations_differ_only_in_the_stage0_stream():
+    dense = pf.dense_resnet20()
+    assert pf.widths(pf.pruned(dense, pf.CONFIGS["stage-aware-inner"])) == [2, 1] * 3 + [2] + [16] * 14
+    assert pf.widths(pf.pruned(dense, pf.CONFIGS["stage-aware-stream3"])) == [3, 1] * 3 + [3] + [16] * 14
+    assert pf.FRONTIER[0] == pf.PRODUCT and set(pf.FRONTIER) <= set(pf.CONFIGS)
+
+
+def test_frontier_rows_judge_each_configuration_on_its_mean_drop_and_its_artifact_speed():
+    fast = {"frontier": ["a", "b"], "timing": {"1": {"factors": {"min_ms": {
+        "a": {"total_measured": 8.5}, "b": {"total_measured": 7.5}}}}}}
+    robust = {"a": [{"pgd_drop_points": 1.0}, {"pgd_drop_points": 4.0}],
+              "b": [{"pgd_drop_points": 1.0}, {"pgd_drop_points": 2.0}]}
+    rows = pf.frontier_rows(fast, robust)
+    assert rows["a"]["pgd_drop_points"] == 2.5 and rows["a"]["met_speed"] and not rows["a"]["met_robustness"]
+    assert rows["b"]["pgd_drop_points"] == 1.5 and rows["b"]["met_robustness"] and not rows["b"]["met_speed"]
+    assert not rows["a"]["met_both"] and not rows["b"]["met_both"]
+    assert pf.frontier_rows(fast, None)["a"]["met_robustness"] is None

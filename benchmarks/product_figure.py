@@ -285,9 +285,10 @@ def factors(stats: dict, stat: str) -> dict:
                       "total": t["dense/fp32"] / t[f"{name}/mixed"],
                       "total_all": t["dense/fp32"] / t[f"{name}/int8"],
                       **({"int8_measured": t[f"{name}/fp32"] / t[f"{name}/measured"],
-                          "total_measured": t["dense/fp32"] / t[f"{name}/measured"],
-                          "total_measured_qat": t["dense/fp32"] / t[f"{name}/measured-qat"]}
-                         if f"{name}/measured" in t else {})}
+                          "total_measured": t["dense/fp32"] / t[f"{name}/measured"]}
+                         if f"{name}/measured" in t else {}),
+                      **({"total_measured_qat": t["dense/fp32"] / t[f"{name}/measured-qat"]}
+                         if f"{name}/measured-qat" in t else {})}
     return rows
 
 

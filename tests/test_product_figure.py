@@ -56,3 +56,18 @@ def test_frontier_rows_judge_each_configuration_on_its_mean_drop_and_its_artifac
     assert rows["b"]["pgd_drop_points"] == 1.5 and rows["b"]["met_robustness"] and not rows["b"]["met_speed"]
     assert not rows["a"]["met_both"] and not rows["b"]["met_both"]
     assert pf.frontier_rows(fast, None)["a"]["met_robustness"] is None
+
+
+def test_factors_cover_every_configuration_and_the_measured_artifacts_of_the_frontier():
+    """The frontier's configurations have a measured artifact, only the product one with QAT's scales too."""
+    kinds = {"fp32": 4.0, "int8": 3.0, "mixed": 2.0}
+    stats = {"dense/fp32": 20.0, "dense/int8": 10.0, "dense/torch-fp32": 40.0}
+    for name in pf.CONFIGS:
+        stats |= {f"{name}/{kind}": ms for kind, ms in kinds.items()}
+    stats |= {f"{name}/measured": 2.5 for name in pf.FRONTIER} | {f"{pf.PRODUCT}/measured-qat": 2.0}
+    rows = pf.factors({k: {"min_ms": v} for k, v in stats.items()}, "min_ms")
+    assert rows["runtime"] == 2.0 and rows["dense_int8"] == 2.0
+    assert all(rows[name]["total"] == 10.0 and rows[name]["pruning"] == 5.0 for name in pf.CONFIGS)
+    assert all(rows[name]["total_measured"] == 8.0 for name in pf.FRONTIER)
+    assert rows[pf.PRODUCT]["total_measured_qat"] == 10.0
+    assert "total_measured_qat" not in rows[pf.FRONTIER[1]] and "total_measured" not in rows["uniform-0.5"]

@@ -305,9 +305,11 @@ def compress_recipe(config: dict, path: Path) -> Path:
 
 
 def robustness(name: str, epochs: int, eps: float, seed: int, retrain_epochs: int | None = None,
-               compress_args: tuple[str, ...] = ()) -> dict:
+               compress_args: tuple[str, ...] = (), train_eps: float | None = None) -> dict:
     """Train dense, compress with the configuration's keep ratios (plus `compress_args`, where `{teacher}` names the
-    dense run), export int8 for x86-cpu; PGD-20 of the dense fp32 model and of the int8 artifact."""
+    dense run), export int8 for x86-cpu; PGD-20 at `eps` of the dense fp32 model and of the int8 artifact, both
+    trained (dense, and the pruned model's retraining) at `train_eps` (default `eps`)."""
+    train_eps = eps if train_eps is None else train_eps
     from edgerobust.attacks.pgd import PGD
     from edgerobust.data import load_dataset
     from edgerobust.evaluation.surrogate import ArtifactSurrogate
@@ -319,11 +321,11 @@ def robustness(name: str, epochs: int, eps: float, seed: int, retrain_epochs: in
     with tempfile.TemporaryDirectory() as tmp:
         dense_dir, comp_dir = Path(tmp) / "dense", Path(tmp) / "pruned"
         cli("train", "--model", "resnet20", "--data", "digits", "--epochs", str(epochs), "--adv", "pgd", "--eps",
-            str(eps), "--adv-steps", "3", "--no-augment", "--seed", str(seed), "--out", str(dense_dir))
+            str(train_eps), "--adv-steps", "3", "--no-augment", "--seed", str(seed), "--out", str(dense_dir))
         cli("compress", "--model", str(dense_dir), "--recipe", str(compress_recipe(config, Path(tmp) / "r.toml")),
             "--method", "l1", "--scheme", "filter", "--keep", str(config["keep"]),
             "--round-to", str(config.get("round_to", 1)), "--retrain-epochs", str(retrain_epochs or epochs), "--adv",
-            "pgd", "--eps", str(eps), "--steps", "3", "--qat", "--no-evaluate", "--seed", str(seed), "--out",
+            "pgd", "--eps", str(train_eps), "--steps", "3", "--qat", "--no-evaluate", "--seed", str(seed), "--out",
             str(comp_dir), *(a.replace("{teacher}", str(dense_dir)) for a in compress_args))
         cli("export", str(comp_dir), "-t", "x86-cpu", "--int8", "--force-int8", "--int8-exclude", "measure")
         dense = RunDir.open(dense_dir).load_model().eval()
@@ -342,7 +344,7 @@ def robustness(name: str, epochs: int, eps: float, seed: int, retrain_epochs: in
         int8_pgd = float((judge(int8_adv) == y.numpy()).mean())
         comp = RunDir.open(comp_dir).manifest
         shipped = json.loads((comp_dir / "export-x86-cpu" / "manifest.json").read_text())["models"]["int8"]
-    return {"data": "digits (1×8×8), resnet20", "eps": eps, "train_epochs": epochs,
+    return {"data": "digits (1×8×8), resnet20", "eps": eps, "train_eps": train_eps, "train_epochs": epochs,
             "retrain_epochs": retrain_epochs or epochs, "seed": seed, "config": name,
             "compress_args": list(compress_args),
             **config,
@@ -385,7 +387,9 @@ def main() -> None:
     parser.add_argument("--compress-args", default="", help="robustness: more `edgerobust compress` options, one "
                         "shell-quoted string (e.g. '--loss ard'); {teacher} stands for the dense run directory")
     parser.add_argument("--seeds", default="0,1,2", help="robustness: one train + compress + export per seed")
-    parser.add_argument("--eps", type=float, default=0.1)
+    parser.add_argument("--eps", type=float, default=0.1, help="robustness: the PGD-20 ε both models are judged at")
+    parser.add_argument("--train-eps", type=float, default=None, help="robustness: the ε both the dense model and "
+                        "the pruned one's retraining train at (default: --eps)")
     parser.add_argument("--skip-robustness", action="store_true")
     parser.add_argument("--name", default="product_figure", help="results/NAME.json")
     args = parser.parse_args()
@@ -405,7 +409,7 @@ def main() -> None:
     print(json.dumps(fast["settings_sweep"]["min_ms"]), flush=True)
     extra = tuple(shlex.split(args.compress_args))
     robust = None if args.skip_robustness else {
-        name: [robustness(name, args.epochs, args.eps, int(seed), args.retrain_epochs, extra)
+        name: [robustness(name, args.epochs, args.eps, int(seed), args.retrain_epochs, extra, args.train_eps)
                for seed in args.seeds.split(",")] for name in frontier}
     print(json.dumps(robust, indent=1), flush=True)
     summary = {"product": args.product, "target": TARGET}

@@ -160,3 +160,28 @@ def test_random_starts_of_shards_are_the_whole_batchs(n, world, norm, seed):
     shards = [D.DistributedContext(rank, world, rank, "gloo").shard(n) for rank in range(world)]
     parts = [random_start(x[s], 0.1, norm, torch.Generator().manual_seed(seed), (s.start, n)) for s in shards]
     assert torch.equal(torch.cat(parts), whole)
+
+
+@pytest.mark.parametrize("clean", [True, False])
+def test_leave_destroys_the_process_group(tmp_path, clean):
+    """The CLI leaves its process group before the interpreter's teardown (gloo aborted there: SIGABRT under
+    torchrun after the work was done)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    D.leave(clean)
+    assert not dist.is_initialized()
+    D.leave(clean)  # not in a group: nothing to do
+
+
+@pytest.mark.parametrize("argv,clean", [(["losses"], True), (["train", "--model", "no-such-model"], False)])
+def test_the_cli_leaves_with_its_exit_status(monkeypatch, argv, clean):
+    from edgerobust.cli.app import main
+
+    left = []
+    monkeypatch.setattr(D, "leave", lambda clean: left.append(clean))
+    monkeypatch.setattr(sys, "argv", ["edgerobust", *argv])
+    with pytest.raises(SystemExit):
+        main()
+    assert left == [clean]

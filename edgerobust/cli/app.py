@@ -60,4 +60,15 @@ app.add_typer(devices_cmd.devices_app)
 
 
 def main() -> None:
-    app()
+    """The CLI; under torchrun the process leaves its process group before exiting (training/distributed.leave)."""
+    from ..training import distributed
+
+    code: int | str | None = 1
+    try:
+        app()
+        code = 0
+    except SystemExit as done:
+        code = done.code
+        raise
+    finally:
+        distributed.leave(clean=code in (0, None))

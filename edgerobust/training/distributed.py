@@ -136,3 +136,16 @@ def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def leave(clean: bool) -> None:
+    """Leave the process group, if this process joined one, before the interpreter's teardown: there gloo's threads
+    can still be joinable when their owner is destroyed, and std::terminate aborts the process (SIGABRT) after its
+    work is done. After a command that succeeded every rank meets at `shutdown`'s barrier; after one that failed the
+    group is destroyed without it (the other ranks may never arrive; torchrun stops them)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if clean:
+        shutdown()
+    else:
+        dist.destroy_process_group()
